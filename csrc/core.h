@@ -1,0 +1,33 @@
+/*
+ * core: one scheduler instance as the C side sees it.  The Lua userdata
+ * (scheduler.core.Core, built in core.c) holds this struct; its user value
+ * is a table, the "env", that keeps the Lua values the loop needs reachable:
+ *   env.listeners[name] = callable, env.limits[name] = max_attempts,
+ *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg)
+ */
+#ifndef SCHEDULER_CORE_H
+#define SCHEDULER_CORE_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "store.h"
+
+typedef struct core {
+  store *st;
+  char *database;
+  char *worker_id;
+  double lease;
+  long long max_attempts; /* default for jobs and listeners that set none */
+  size_t batch_max;
+  int running;     /* inside run() */
+  int stopping;    /* stop() was called */
+  int closed;
+  double job_seconds; /* moving average of a listener call, sizes batches */
+  buf payload;        /* scratch: encoded payloads */
+  buf msg;            /* scratch: messages */
+  store_outcome *outcomes; /* outcomes of the batch in hand, not yet recorded */
+  size_t n_outcomes, outcomes_cap;
+} core;
+
+#endif

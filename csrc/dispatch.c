@@ -1,0 +1,198 @@
+#include "dispatch.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <string.h>
+
+#include "json.h"
+
+/* Stored errors are capped: a listener may raise with megabytes of text. */
+#define MAX_ERROR_BYTES 65536
+
+/* Protected helper for the handler: JSON text of the table at index 1. */
+static int encode_error_object(lua_State *L) {
+  core *c = lua_touserdata(L, lua_upvalueindex(1));
+  buf_reset(&c->msg);
+  json_encode(L, 1, &c->msg, "error");
+  lua_pushlstring(L, buf_cstr(&c->msg), c->msg.len);
+  return 1;
+}
+
+/* Message handler: any error value becomes a string with a traceback.
+ * Tables without __tostring are shown as JSON when they can be. */
+static int on_error(lua_State *L) {
+  const char *msg = NULL;
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    msg = lua_tostring(L, 1);
+  } else if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+    msg = lua_tostring(L, -1);
+  } else if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, encode_error_object, 1);
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+      msg = lua_pushfstring(L, "error object: %s", lua_tostring(L, -1));
+    else
+      msg = "(error object is a table value)";
+  } else {
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int dispatch_handler(lua_State *L, core *c) {
+  lua_pushlightuserdata(L, c);
+  lua_pushcclosure(L, on_error, 1);
+  return lua_gettop(L);
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  size_t len;
+  unsigned min;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
+  else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
+  else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
+  else return 0;
+  if (n < len) return 0;
+  unsigned cp = c & (0x3F >> (len - 1));
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+/* Copy an error message into out as storable text: valid UTF-8 (bad bytes
+ * become U+FFFD), no NUL (shown as \0), at most MAX_ERROR_BYTES. */
+static int store_text(buf *out, const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  int err = 0;
+  size_t i = 0;
+  buf_reset(out);
+  while (i < n && !err) {
+    if (out->len >= MAX_ERROR_BYTES) {
+      err |= buf_adds(out, "\n... (truncated)");
+      break;
+    }
+    size_t k = u[i] ? utf8_seq(u + i, n - i) : 0;
+    if (k) {
+      err |= buf_add(out, s + i, k);
+      i += k;
+    } else {
+      err |= buf_adds(out, u[i] ? "\xEF\xBF\xBD" : "\\0");
+      i++;
+    }
+  }
+  return err;
+}
+
+long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, long long job_max) {
+  if (job_max > 0) return job_max;
+  long long v = c->max_attempts;
+  lua_getfield(L, env, "limits");
+  lua_pushvalue(L, name_idx);
+  if (lua_rawget(L, -2) == LUA_TNUMBER && lua_isinteger(L, -1)) v = lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  return v;
+}
+
+/* Seconds until the next attempt: env.backoff(attempt).  The Lua side
+ * guards the user's function; this only defends against the impossible. */
+static double backoff(lua_State *L, int env, long long attempt) {
+  double d = 1;
+  lua_getfield(L, env, "backoff");
+  lua_pushinteger(L, attempt);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TNUMBER) {
+    double v = lua_tonumber(L, -1);
+    if (isfinite(v) && v >= 0) d = v;
+  }
+  lua_pop(L, 1);
+  return d;
+}
+
+void dispatch_log(lua_State *L, int env, const char *level, const char *message) {
+  if (lua_getfield(L, env, "log") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushstring(L, level);
+  lua_pushstring(L, message);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* Build the listener's job table {id, name, attempt, max_attempts, run_at,
+ * key, priority}; the name string is at name_idx. */
+static void push_job(lua_State *L, const store_job *j, int name_idx, long long max) {
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, (lua_Integer)j->id);
+  lua_setfield(L, -2, "id");
+  lua_pushvalue(L, name_idx);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)j->attempt);
+  lua_setfield(L, -2, "attempt");
+  lua_pushinteger(L, (lua_Integer)max);
+  lua_setfield(L, -2, "max_attempts");
+  lua_pushnumber(L, j->run_at);
+  lua_setfield(L, -2, "run_at");
+  if (j->key) {
+    lua_pushlstring(L, j->key, j->key_len);
+    lua_setfield(L, -2, "key");
+  }
+  lua_pushinteger(L, (lua_Integer)j->priority);
+  lua_setfield(L, -2, "priority");
+}
+
+int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
+                 store_outcome *out) {
+  int top = lua_gettop(L), status = LUA_OK;
+  luaL_checkstack(L, 8, "dispatching a job");
+  out->claim.id = j->id;
+  out->claim.attempt = j->attempt;
+  out->retry_in = 0;
+  buf_reset(&out->error);
+
+  lua_getfield(L, env, "listeners");
+  lua_pushlstring(L, j->name, j->name_len);
+  int name_idx = lua_gettop(L);
+  lua_pushvalue(L, name_idx);
+  if (lua_rawget(L, -3) == LUA_TNIL) {
+    /* its listener was removed (off) during the batch: give it back */
+    out->kind = OUTCOME_RELEASE;
+    lua_settop(L, top);
+    return LUA_OK;
+  }
+  long long max = dispatch_max_attempts(L, c, env, name_idx, j->max_attempts);
+  if (j->payload && !json_decode(L, j->payload, j->payload_len)) {
+    /* stored payload unreadable: fails like a listener error */
+    lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id, lua_tostring(L, -1));
+    status = LUA_ERRRUN;
+  } else {
+    if (!j->payload) lua_pushnil(L);
+    push_job(L, j, name_idx, max);
+    status = lua_pcall(L, 2, 0, handler);
+  }
+  if (status == LUA_OK) {
+    out->kind = OUTCOME_DONE;
+    lua_settop(L, top);
+    return LUA_OK;
+  }
+  size_t len = 0;
+  const char *msg = status == LUA_ERRMEM ? "not enough memory" : lua_tolstring(L, -1, &len);
+  if (!msg) msg = "(error without a message)", len = strlen(msg);
+  if (status == LUA_ERRMEM) len = strlen(msg);
+  if (store_text(&out->error, msg, len)) buf_reset(&out->error);
+  lua_settop(L, top);
+  if (j->attempt >= max || status == LUA_ERRMEM) {
+    out->kind = status == LUA_ERRMEM ? OUTCOME_RETRY : OUTCOME_FAILED;
+    out->retry_in = 0;
+  } else {
+    out->kind = OUTCOME_RETRY;
+    out->retry_in = backoff(L, env, j->attempt);
+  }
+  return status == LUA_ERRMEM ? LUA_ERRMEM : LUA_OK;
+}

@@ -1,0 +1,31 @@
+/*
+ * dispatch: the only place that calls user Lua code (listeners, the backoff
+ * function, the log function), always through lua_pcall with a message
+ * handler that adds a traceback.  Every function leaves the stack as it
+ * found it.  `env` is the absolute index of the instance's env table
+ * (core.h).
+ */
+#ifndef SCHEDULER_DISPATCH_H
+#define SCHEDULER_DISPATCH_H
+
+#include <lua.h>
+
+#include "core.h"
+#include "store.h"
+
+/* Push the message handler used for listener calls; returns its index. */
+int dispatch_handler(lua_State *L, core *c);
+/* Run the listener of claimed job j.  Fills *out (kind, error, retry_in).
+ * Returns LUA_OK, or LUA_ERRMEM when Lua ran out of memory (the run must
+ * stop; *out then says to retry the job). */
+int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
+                 store_outcome *out);
+/* The max_attempts that applies to a job of the name at name_idx whose own
+ * value is job_max (0: unset): the job's, else its listener's, else the
+ * instance default. */
+long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, long long job_max);
+/* Send a message to env.log(level, message), if there is one; a failing log
+ * function is ignored. */
+void dispatch_log(lua_State *L, int env, const char *level, const char *message);
+
+#endif

@@ -1,0 +1,302 @@
+#include "loop.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "dispatch.h"
+#include "heartbeat.h"
+#include "signals.h"
+
+/* Without notifications the loop still looks every FALLBACK seconds, in
+ * case one was lost. */
+#define FALLBACK 15.0
+/* A batch should take about this long (seconds), so that a crash repeats
+ * little and a slow job holds few others back. */
+#define BATCH_TARGET 0.05
+#define RECONNECT_MIN 0.1
+#define RECONNECT_MAX 5.0
+
+typedef struct run_state {
+  lua_State *L;
+  core *c;
+  int env, handler;
+  const loop_opts *o;
+  heartbeat *hb;
+  store_claim *claims;
+  size_t claims_cap;
+  double offset;     /* database clock minus monotonic clock */
+  double deadline;   /* monotonic time of the next claim */
+  double next_rescue;
+  double retry_delay;
+  int trouble;       /* the database is failing; reported once */
+  long long count;
+} run_state;
+
+static void log_msg(run_state *r, const char *level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Format a message into c->msg and hand it to the log function. */
+static void log_msg(run_state *r, const char *level, const char *fmt, ...) {
+  buf *m = &r->c->msg;
+  va_list ap;
+  buf_reset(m);
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0 || buf_reserve(m, (size_t)n)) return;
+  va_start(ap, fmt);
+  vsnprintf(m->data, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  m->len = (size_t)n;
+  dispatch_log(r->L, r->env, level, m->data);
+}
+
+/* Sleep until `until` (monotonic) or until a descriptor is readable.
+ * Returns a bit mask: 1 = store socket, 2 = signal. */
+static int wait_until(double until, int store_fd, int sig_fd) {
+  struct pollfd fds[2];
+  nfds_t n = 0;
+  int which[2];
+  if (store_fd >= 0) fds[n].fd = store_fd, fds[n].events = POLLIN, which[n++] = 1;
+  if (sig_fd >= 0) fds[n].fd = sig_fd, fds[n].events = POLLIN, which[n++] = 2;
+  double left = until - clock_mono();
+  if (left < 0) left = 0;
+  struct timespec ts, *tsp = NULL;
+  if (isfinite(left)) {
+    if (left > 86400) left = 86400;
+    ts.tv_sec = (time_t)left;
+    ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+    tsp = &ts;
+  }
+  int rc = ppoll(fds, n, tsp, NULL);
+  int mask = 0;
+  for (nfds_t i = 0; rc > 0 && i < n; i++)
+    if (fds[i].revents) mask |= which[i];
+  return mask;
+}
+
+static int stop_requested(run_state *r) { return r->c->stopping || signals_take() != 0; }
+
+/* First line of a message, for logs. */
+static int first_line(const char *s) { return (int)strcspn(s, "\n"); }
+
+/* Record the outcomes in hand.  STORE_OK clears them. */
+static int flush(run_state *r) {
+  core *c = r->c;
+  if (c->n_outcomes == 0) return STORE_OK;
+  int rc = c->st->ops->finish(c->st, c->outcomes, c->n_outcomes);
+  if (rc == STORE_OK) c->n_outcomes = 0;
+  return rc;
+}
+
+static int reserve_batch(run_state *r, size_t n) {
+  core *c = r->c;
+  if (n > c->outcomes_cap) {
+    store_outcome *o = realloc(c->outcomes, n * sizeof *o);
+    if (!o) return -1;
+    memset(o + c->outcomes_cap, 0, (n - c->outcomes_cap) * sizeof *o);
+    c->outcomes = o;
+    c->outcomes_cap = n;
+  }
+  if (n > r->claims_cap) {
+    store_claim *k = realloc(r->claims, n * sizeof *k);
+    if (!k) return -1;
+    r->claims = k;
+    r->claims_cap = n;
+  }
+  return 0;
+}
+
+static void log_outcome(run_state *r, const store_job *j, const store_outcome *o) {
+  const char *e = buf_cstr(&o->error);
+  if (o->kind == OUTCOME_RETRY)
+    log_msg(r, "warn", "job %lld (%.*s) failed on attempt %lld; retrying in %.1f s: %.*s",
+            (long long)j->id, (int)(j->name_len > 80 ? 80 : j->name_len), j->name, j->attempt,
+            o->retry_in, first_line(e), e);
+  else if (o->kind == OUTCOME_FAILED)
+    log_msg(r, "error", "job %lld (%.*s) failed on its last attempt (%lld): %.*s",
+            (long long)j->id, (int)(j->name_len > 80 ? 80 : j->name_len), j->name, j->attempt,
+            first_line(e), e);
+}
+
+/* Dispatch a claimed batch.  Returns LUA_OK or LUA_ERRMEM. */
+static int run_batch(run_state *r, store_job *jobs, size_t n) {
+  core *c = r->c;
+  if (reserve_batch(r, n)) {
+    /* cannot even track them: give the claims back */
+    return LUA_ERRMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    r->claims[i].id = jobs[i].id;
+    r->claims[i].attempt = jobs[i].attempt;
+  }
+  if (heartbeat_batch(r->hb, r->claims, n)) return LUA_ERRMEM;
+  int status = LUA_OK;
+  size_t done = 0;
+  for (; done < n; done++) {
+    if (stop_requested(r) || status != LUA_OK) {
+      /* stop(): unstarted jobs go back at once */
+      size_t upto = heartbeat_cut(r->hb, done);
+      for (size_t k = done; k < upto; k++) {
+        c->outcomes[k].claim = r->claims[k];
+        c->outcomes[k].kind = OUTCOME_RELEASE;
+      }
+      done = upto;
+      break;
+    }
+    if (!heartbeat_begin(r->hb, done)) break; /* the thread gave the rest back */
+    double t0 = clock_mono();
+    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], &c->outcomes[done]);
+    double took = clock_mono() - t0;
+    c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
+    if (c->outcomes[done].kind != OUTCOME_RELEASE) r->count++;
+    log_outcome(r, &jobs[done], &c->outcomes[done]);
+  }
+  c->n_outcomes = done;
+  int rc = flush(r);
+  heartbeat_end(r->hb);
+  if (rc != STORE_OK)
+    log_msg(r, "warn", "could not record the outcomes of %zu jobs yet: %s", c->n_outcomes,
+            store_error(c->st));
+  return status;
+}
+
+static size_t batch_size(core *c) {
+  double want = BATCH_TARGET / (c->job_seconds > 1e-7 ? c->job_seconds : 1e-7);
+  if (want < 1) return 1;
+  if (want > (double)c->batch_max) return c->batch_max;
+  return (size_t)want;
+}
+
+/* The database failed (rc).  Drain mode gives up; otherwise report once
+ * and back off (until `end` at the latest); the next store call reconnects.
+ * Returns 0 to go on, -1 to end the run. */
+static int trouble(run_state *r, int rc, double end) {
+  core *c = r->c;
+  if (rc == STORE_NOMEM || r->o->drain) {
+    buf_reset(&c->msg);
+    buf_adds(&c->msg, store_error(c->st));
+    return -1;
+  }
+  if (!r->trouble) {
+    log_msg(r, "warn", "%s; retrying until it works", store_error(c->st));
+    r->trouble = 1;
+  }
+  double jitter = 0.75 + 0.5 * ((double)rand() / RAND_MAX);
+  double until = clock_mono() + r->retry_delay * jitter;
+  r->retry_delay = r->retry_delay * 2 > RECONNECT_MAX ? RECONNECT_MAX : r->retry_delay * 2;
+  r->deadline = 0;
+  r->next_rescue = 0;
+  wait_until(until < end ? until : end, -1, signals_fd());
+  return 0;
+}
+
+static void recovered(run_state *r) {
+  if (r->trouble) log_msg(r, "info", "database available again");
+  r->trouble = 0;
+  r->retry_delay = RECONNECT_MIN;
+}
+
+int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *count) {
+  run_state r;
+  memset(&r, 0, sizeof r);
+  r.L = L, r.c = c, r.env = env, r.o = o;
+  r.retry_delay = RECONNECT_MIN;
+  r.handler = dispatch_handler(L, c);
+  double end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
+  double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
+  int result = 0;
+
+  buf_reset(&c->msg);
+  r.hb = heartbeat_start(c->database, c->lease, release_after, &c->msg);
+  if (!r.hb) return -1;
+  if (signals_acquire() != 0) {
+    heartbeat_stop(r.hb);
+    buf_reset(&c->msg);
+    buf_printf(&c->msg, "cannot install signal handlers: %s", strerror(errno));
+    return -1;
+  }
+
+  for (;;) {
+    if (stop_requested(&r) || clock_mono() >= end) break;
+    if (heartbeat_error(r.hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
+    int rc = flush(&r);
+    if (rc == STORE_OK && clock_mono() >= r.deadline) {
+      if (clock_mono() >= r.next_rescue) rc = c->st->ops->rescue(c->st, c->max_attempts);
+      if (rc == STORE_OK) r.next_rescue = INFINITY;
+      store_job *jobs = NULL;
+      size_t n = 0;
+      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id, &jobs, &n);
+      if (rc == STORE_OK) recovered(&r);
+      if (rc == STORE_OK && n > 0) {
+        if (run_batch(&r, jobs, n) == LUA_ERRMEM) {
+          buf_reset(&c->msg);
+          buf_adds(&c->msg, "not enough memory");
+          result = -1;
+          break;
+        }
+        continue; /* more may be due: claim again right away */
+      }
+      if (rc == STORE_OK && o->drain) break;
+      if (rc == STORE_OK) {
+        store_wake w;
+        double t0 = clock_mono();
+        rc = c->st->ops->next_wake(c->st, &w);
+        if (rc == STORE_OK) {
+          double mid = (t0 + clock_mono()) / 2;
+          r.offset = w.db_now - mid;
+          r.deadline = mid + FALLBACK;
+          if (w.next_due - r.offset < r.deadline) r.deadline = w.next_due - r.offset;
+          r.next_rescue = w.next_expiry - r.offset + 0.001;
+          if (r.next_rescue < r.deadline) r.deadline = r.next_rescue;
+        }
+      }
+    }
+    if (rc != STORE_OK) {
+      if (trouble(&r, rc, end) < 0) {
+        result = -1;
+        break;
+      }
+      continue;
+    }
+    /* Wake-ups already buffered by libpq first, then sleep. */
+    for (;;) {
+      double earliest;
+      rc = c->st->ops->notifications(c->st, &earliest);
+      if (rc != STORE_OK) break;
+      if (earliest - r.offset < r.deadline) r.deadline = earliest - r.offset;
+      double until = r.deadline < end ? r.deadline : end;
+      if (clock_mono() >= until || stop_requested(&r)) break;
+      int ready = wait_until(until, c->st->ops->socket(c->st), signals_fd());
+      if (!(ready & 1)) break;
+    }
+    if (rc != STORE_OK && trouble(&r, rc, end) < 0) {
+      result = -1;
+      break;
+    }
+  }
+
+  /* Record what is in hand (once more if the database was away). */
+  if (c->n_outcomes && flush(&r) != STORE_OK)
+    log_msg(&r, "error",
+            "could not record the outcomes of %zu jobs: %s; they will run again when their "
+            "lease expires",
+            c->n_outcomes, store_error(c->st));
+  c->n_outcomes = 0;
+  heartbeat_stop(r.hb);
+  signals_release();
+  free(r.claims);
+  lua_settop(L, r.handler - 1);
+  *count = r.count;
+  return result;
+}

@@ -1,0 +1,24 @@
+/*
+ * loop: run() — claim due jobs in batches, dispatch them, record their
+ * outcomes, and sleep until the next due job (database clock), a wake-up
+ * notification, a signal, or the end of the run.  No SQL here: the loop
+ * talks to the store interface.
+ */
+#ifndef SCHEDULER_LOOP_H
+#define SCHEDULER_LOOP_H
+
+#include <lua.h>
+
+#include "core.h"
+
+typedef struct loop_opts {
+  double seconds; /* return after this long; < 0: no limit */
+  int drain;      /* return when nothing is due */
+} loop_opts;
+
+/* Run the loop for instance c whose env table is at absolute index env.
+ * Returns 0 and sets *count (listener calls made), or -1 with the reason in
+ * c->msg (drain mode: the database failed; any mode: out of memory). */
+int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *count);
+
+#endif

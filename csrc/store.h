@@ -1,0 +1,144 @@
+/*
+ * store: the interface every database backend implements (PostgreSQL now,
+ * SQLite later).  Plain C: no Lua.  Strings come in as (pointer, length)
+ * pairs and go out as pointers into memory the store owns, valid until the
+ * next call on the same store.  Every function returns STORE_OK or an error
+ * code; store_error() then describes the failure (never with credentials).
+ *
+ * Times crossing this interface are Unix seconds as doubles on the
+ * DATABASE's clock; the caller never compares them with its own host clock
+ * except through the offset that next_wake reports.
+ */
+#ifndef SCHEDULER_STORE_H
+#define SCHEDULER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum {
+  STORE_OK = 0,
+  STORE_ERROR = -1, /* the statement failed (constraint, permission, ...) */
+  STORE_DOWN = -2,  /* no connection: unreachable, lost, or shut down */
+  STORE_NOMEM = -3
+};
+
+/* A job to insert.  at/delay: at most one is used (has_at / has_delay). */
+typedef struct store_new_job {
+  const char *name;
+  size_t name_len;
+  const char *payload; /* JSON text, or NULL for a nil payload */
+  size_t payload_len;
+  int payload_has_nul; /* the JSON holds a \u0000 escape */
+  const char *key; /* NULL: no key */
+  size_t key_len;
+  double at;    /* absolute Unix time, when has_at */
+  double delay; /* seconds from the database's now(), when has_delay */
+  int has_at, has_delay;
+  long long priority;
+  long long max_attempts; /* 0: decided by the worker that runs it */
+} store_new_job;
+
+/* A job as stored (job(id)) or as claimed.  Strings point into store memory;
+ * lengths are exact (names may be long).  key/last_error/payload: NULL when
+ * absent. */
+typedef struct store_job {
+  int64_t id;
+  const char *name;
+  size_t name_len;
+  const char *payload;
+  size_t payload_len;
+  const char *key;
+  size_t key_len;
+  const char *state; /* "scheduled", "running", "failed" */
+  const char *last_error;
+  size_t last_error_len;
+  double run_at;
+  long long attempt;
+  long long max_attempts; /* 0: not set on the job */
+  long long priority;
+} store_job;
+
+/* A job the worker holds: identified by id and the attempt it claimed, which
+ * fences every later write (a job re-claimed elsewhere has another attempt). */
+typedef struct store_claim {
+  int64_t id;
+  long long attempt;
+} store_claim;
+
+/* What happened to a claimed job, reported in batches by store_finish. */
+typedef enum { OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_FAILED, OUTCOME_RELEASE } outcome_kind;
+
+typedef struct store_outcome {
+  store_claim claim;
+  outcome_kind kind;
+  double retry_in; /* seconds, for OUTCOME_RETRY */
+  buf error;       /* for OUTCOME_RETRY / OUTCOME_FAILED: owned by the outcome */
+} store_outcome;
+
+/* When the worker should look again, on the database clock. */
+typedef struct store_wake {
+  double db_now;   /* the database's clock when it answered */
+  double next_due; /* earliest run_at among the worker's names; INFINITY if none */
+  double next_expiry; /* earliest lease expiry among them; INFINITY if none */
+} store_wake;
+
+typedef struct store store;
+
+typedef struct store_ops {
+  const char *backend;
+  /* Connect if not connected (and create/upgrade the schema). */
+  int (*connect)(store *s);
+  /* Drop the connection; the store stays usable (the next call reconnects). */
+  void (*disconnect)(store *s);
+  void (*destroy)(store *s);
+  int (*schedule)(store *s, const store_new_job *job, int64_t *id);
+  /* *done = 1 when a waiting job was removed / a failed job was re-queued. */
+  int (*cancel)(store *s, int64_t id, int *done);
+  int (*retry)(store *s, int64_t id, int *done);
+  /* *found = 0 when no such job; else *out points into store memory. */
+  int (*get)(store *s, int64_t id, store_job *out, int *found);
+  /* The names of the jobs this worker may claim (copied by the store). */
+  int (*set_names)(store *s, const char *const *names, const size_t *lens, size_t n);
+  /* Claim up to `limit` due jobs in run order, leased for `lease` seconds to
+   * `worker`.  *jobs points into store memory valid until the next claim. */
+  int (*claim)(store *s, size_t limit, double lease, const char *worker, store_job **jobs,
+               size_t *n);
+  /* Record outcomes (delete done jobs, reschedule/fail/release the others),
+   * each fenced on its claim, in one transaction. */
+  int (*finish)(store *s, const store_outcome *outcomes, size_t n);
+  /* Extend the leases of held jobs. */
+  int (*heartbeat)(store *s, const store_claim *claims, size_t n, double lease);
+  /* Put jobs whose lease expired back to run (or fail them when their
+   * attempts are used up; default_max_attempts for jobs that set none). */
+  int (*rescue)(store *s, long long default_max_attempts);
+  int (*next_wake)(store *s, store_wake *out);
+  /* The descriptor to poll for wake-up notifications, or -1. */
+  int (*socket)(store *s);
+  /* Read pending notifications; *earliest = the earliest run_at among those
+   * for this worker's names (INFINITY if none).  Returns STORE_DOWN when the
+   * connection is gone. */
+  int (*notifications)(store *s, double *earliest);
+} store_ops;
+
+struct store {
+  const store_ops *ops;
+  buf err; /* last error message, without the "scheduler:" prefix */
+};
+
+/* Open a store for a database string (a postgresql:// or postgres:// URL, or
+ * a libpq keyword string).  Does not connect.  Returns NULL and fills err on
+ * failure (bad string, out of memory). */
+store *store_open(const char *database, buf *err);
+void store_close(store *s);
+const char *store_error(const store *s);
+
+/* Used by backends: set the error message (printf-style); returns `code`. */
+int store_fail(store *s, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif
