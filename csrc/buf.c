@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 void buf_free(buf *b) {
   free(b->data);
   b->data = NULL;

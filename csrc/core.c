@@ -22,6 +22,9 @@
 #include "loop.h"
 #include "store.h"
 
+/* Only luaopen_scheduler_core is exported (see core.c). */
+#pragma GCC visibility push(hidden)
+
 #define CORE_MT "scheduler.Core"
 #define CORE_VERSION "0.1.0"
 #define DEFAULT_BATCH 500
@@ -387,7 +390,7 @@ static const luaL_Reg core_meta[] = {
 static const luaL_Reg module_functions[] = {
     {"new", l_new}, {"now", l_now}, {"default_worker_id", l_default_worker_id}, {NULL, NULL}};
 
-int luaopen_scheduler_core(lua_State *L) {
+__attribute__((visibility("default"))) int luaopen_scheduler_core(lua_State *L) {
   luaL_newmetatable(L, CORE_MT);
   luaL_setfuncs(L, core_meta, 0);
   luaL_newlib(L, core_methods);

@@ -6,6 +6,8 @@
 
 #include "json.h"
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 /* Stored errors are capped: a listener may raise with megabytes of text. */
 #define MAX_ERROR_BYTES 65536
 
@@ -22,7 +24,7 @@ static int encode_error_object(lua_State *L) {
  * Tables without __tostring are shown as JSON when they can be. */
 static int on_error(lua_State *L) {
   const char *msg = NULL;
-  if (lua_type(L, 1) == LUA_TSTRING) {
+  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
     msg = lua_tostring(L, 1);
   } else if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
     msg = lua_tostring(L, -1);

@@ -8,6 +8,8 @@
 
 #include "clock.h"
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 struct heartbeat {
   pthread_t thread;
   pthread_mutex_t mu;

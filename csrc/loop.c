@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* ppoll */
 #include "loop.h"
 
 #include <errno.h>
@@ -13,6 +14,8 @@
 #include "dispatch.h"
 #include "heartbeat.h"
 #include "signals.h"
+
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
 /* Without notifications the loop still looks every FALLBACK seconds, in
  * case one was lost. */
@@ -231,6 +234,7 @@ int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *coun
     if (stop_requested(&r) || clock_mono() >= end) break;
     if (heartbeat_error(r.hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
     int rc = flush(&r);
+    if (rc == STORE_OK && !o->drain) rc = c->st->ops->listen(c->st, 1);
     if (rc == STORE_OK && clock_mono() >= r.deadline) {
       if (clock_mono() >= r.next_rescue) rc = c->st->ops->rescue(c->st, c->max_attempts);
       if (rc == STORE_OK) r.next_rescue = INFINITY;
@@ -293,6 +297,7 @@ int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *coun
             "lease expires",
             c->n_outcomes, store_error(c->st));
   c->n_outcomes = 0;
+  c->st->ops->listen(c->st, 0); /* failure means no connection: nothing to stop */
   heartbeat_stop(r.hb);
   signals_release();
   free(r.claims);

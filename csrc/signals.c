@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 static int pipe_fds[2] = {-1, -1};
 static int users;
 static int seen; /* a signal arrived since the first acquire: every run stops */

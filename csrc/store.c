@@ -7,6 +7,8 @@
 
 #include "store_pg.h"
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 store *store_open(const char *database, buf *err) {
   /* Everything that is not another backend's URL is handed to libpq, which
    * accepts postgresql:// and postgres:// URLs and keyword strings. */

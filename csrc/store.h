@@ -114,6 +114,10 @@ typedef struct store_ops {
    * attempts are used up; default_max_attempts for jobs that set none). */
   int (*rescue)(store *s, long long default_max_attempts);
   int (*next_wake)(store *s, store_wake *out);
+  /* Start (on = 1) or stop receiving wake-up notifications; only run()
+   * listens, so an idle connection never accumulates them.  Kept across
+   * reconnects. */
+  int (*listen)(store *s, int on);
   /* The descriptor to poll for wake-up notifications, or -1. */
   int (*socket)(store *s);
   /* Read pending notifications; *earliest = the earliest run_at among those

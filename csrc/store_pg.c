@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 /* ------------------------------------------------------------------ */
 /* Schema                                                              */
 
@@ -212,6 +214,7 @@ typedef struct pg_store {
   char *secret;        /* the password as written, scrubbed from messages */
   char *secret_parsed; /* the password as libpq decoded it */
   PGconn *conn;
+  int listening;     /* LISTEN wanted (run() is active) */
   unsigned prepared; /* bit per query prepared on this connection */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
@@ -381,8 +384,24 @@ static int pg_connect(store *s) {
   }
   PQsetNoticeProcessor(p->conn, ignore_notice, NULL);
   int rc = migrate(p);
-  if (rc == STORE_OK) rc = exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
+  if (rc == STORE_OK && p->listening)
+    rc = exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
   if (rc != STORE_OK) pg_disconnect(s);
+  return rc;
+}
+
+static int pg_listen(store *s, int on) {
+  pg_store *p = PG(s);
+  if (p->listening == on) return STORE_OK;
+  p->listening = on;
+  if (!p->conn) return on ? pg_connect(s) : STORE_OK;
+  int rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
+                       on ? "LISTEN scheduler" : "UNLISTEN *", NULL);
+  if (rc == STORE_OK && !on) {
+    /* drop what arrived before UNLISTEN took effect */
+    PGnotify *n;
+    while ((n = PQnotifies(p->conn)) != NULL) PQfreemem(n);
+  }
   return rc;
 }
 
@@ -761,8 +780,8 @@ static void pg_destroy(store *s) {
 static const store_ops pg_ops = {
     "postgresql", pg_connect,  pg_disconnect, pg_destroy,   pg_schedule,
     pg_cancel,    pg_retry,    pg_get,        pg_set_names, pg_claim,
-    pg_finish,    pg_heartbeat, pg_rescue,    pg_next_wake, pg_socket,
-    pg_notifications,
+    pg_finish,    pg_heartbeat, pg_rescue,    pg_next_wake, pg_listen,
+    pg_socket,    pg_notifications,
 };
 
 /* The password as written in a URL's user-info ("user:secret@"), if any. */

@@ -1,0 +1,172 @@
+# lua-scheduler — build, test and packaging checks.
+#
+#   make                    build $(BUILD)/scheduler/core.so
+#   make test               install deps, build, run the busted specs against a
+#                           throwaway PostgreSQL cluster (scripts/pgtmp)
+#   make test BUSTED_ARGS="spec/foo_spec.lua"
+#   make test SANITIZE=1    same, with ASan+UBSan (builds into build/asan)
+#   make example            run examples/quickstart.lua against a throwaway cluster
+#   make rock-check         luarocks make into a temp tree and require it from there
+#   make deps | clean
+#
+# Every tool and path below can be overridden on the command line.
+
+SHELL := /bin/bash
+
+LUA          ?= lua5.4
+BUSTED       ?= /usr/bin/busted
+BUSTED_ARGS  ?=
+LUAROCKS     ?= luarocks
+PKG_CONFIG   ?= pkg-config
+LUA_PC       ?= lua5.4
+PQ_PC        ?= libpq
+PGTMP        ?= $(CURDIR)/scripts/pgtmp
+INSTALL_DEPS ?= $(CURDIR)/scripts/install-deps
+# Parent directory for throwaway clusters: must be reachable by the `postgres`
+# user when running as root, and short (Unix socket path limit).
+PGTMP_ROOT   ?= /tmp
+ROCKSPEC     ?= rockspec/lua-scheduler-scm-1.rockspec
+EXAMPLE      ?= examples/quickstart.lua
+SRCDIR       ?= csrc
+LUADIR       ?= lua
+
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD     ?= build/asan
+SAN_FLAGS ?= -fsanitize=address,undefined -fno-omit-frame-pointer
+else
+BUILD     ?= build
+SAN_FLAGS ?=
+endif
+
+# -Werror in CI (CI set to anything but 0/false/no) or with WERROR=1.
+WERROR ?=
+ifneq ($(filter-out 0 false no,$(CI)),)
+WERROR := 1
+endif
+
+CSTD      ?= -std=c11
+WARNFLAGS ?= -Wall -Wextra -Wpedantic $(if $(filter 1,$(WERROR)),-Werror)
+CFLAGS    ?= -O2 -g
+# -std=c11 hides POSIX; sources may also #define _POSIX_C_SOURCE 200809L or
+# _GNU_SOURCE themselves (compatible with this).
+FEATURES  ?= -D_POSIX_C_SOURCE=200809L
+CPPFLAGS  ?=
+LDFLAGS   ?=
+LIBS      ?= -lpthread
+
+# Deferred (=) so pkg-config runs only when compiling, after `make deps`.
+LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LUA_PC))
+PQ_CFLAGS  = $(shell $(PKG_CONFIG) --cflags $(PQ_PC))
+PQ_LIBS    = $(shell $(PKG_CONFIG) --libs $(PQ_PC))
+
+ALL_CFLAGS  = $(CSTD) $(WARNFLAGS) $(CFLAGS) -fPIC $(SAN_FLAGS) \
+              $(FEATURES) $(CPPFLAGS) $(LUA_CFLAGS) $(PQ_CFLAGS)
+# Not linked against liblua: the interpreter provides the Lua API symbols.
+ALL_LDFLAGS = -shared $(SAN_FLAGS) $(LDFLAGS)
+
+SRCS := $(wildcard $(SRCDIR)/*.c)
+OBJS := $(patsubst $(SRCDIR)/%.c,$(BUILD)/obj/%.o,$(SRCS))
+SO   := $(BUILD)/scheduler/core.so
+
+# Sanitizers (SANITIZE=1): lua5.4 itself is not instrumented, so the ASan
+# runtime must be the first DSO in the process: LD_PRELOAD=libasan.so
+# (libubsan is then loaded as a normal dependency of core.so). Leak checking
+# is off: the interpreter, busted and their C modules are not instrumented and
+# do not free everything at exit. LD_PRELOAD is exported so lua5.4 processes
+# that specs spawn are covered too; but uninstrumented programs *linked*
+# against libpq (psql, pg_isready, pgbench, ...) hang at exit under a
+# preloaded ASan (libp11-kit's destructor deadlocks in freelocale), so
+# $(BUILD)/sanbin gets wrappers for every PostgreSQL binary that drop
+# LD_PRELOAD; it goes first in PATH and becomes PGTMP_BIN.
+ASAN_LIB      ?= $(shell $(CC) -print-file-name=libasan.so)
+ASAN_OPTIONS  ?= detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_odr_violation=0
+UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+ifeq ($(SANITIZE),1)
+define SAN_ENV
+sanbin='$(CURDIR)/$(BUILD)/sanbin'; mkdir -p "$$sanbin"; \
+for exe in "$$PGTMP_BIN"/*; do \
+  printf '#!/bin/sh\nunset LD_PRELOAD\nexec "%s" "$$@"\n' "$$exe" > "$$sanbin/$${exe##*/}"; \
+  chmod +x "$$sanbin/$${exe##*/}"; \
+done; \
+export PATH="$$sanbin:$$PATH" PGTMP_BIN="$$sanbin" \
+       LD_PRELOAD='$(ASAN_LIB)' ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)';
+endef
+else
+SAN_ENV =
+endif
+
+LUA_PATH_VALUE  = $(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua;;
+LUA_CPATH_VALUE = $(CURDIR)/$(BUILD)/?.so;;
+
+# Shell prologue: start a throwaway cluster in a fresh temp dir, always stop it
+# on exit, and export the cluster env + module paths (exported so processes
+# that specs spawn find the same modules and database).
+define WITH_CLUSTER
+set -euo pipefail; \
+pgdir=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-pg.XXXXXX'); \
+trap '"$(PGTMP)" stop "$$pgdir"' EXIT; \
+trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP; \
+"$(PGTMP)" start "$$pgdir" --watch $$$$; \
+. "$$pgdir/env"; \
+export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
+$(SAN_ENV)
+endef
+
+.PHONY: all build deps test example rock-check clean
+.DEFAULT_GOAL := build
+
+all: build
+
+build: $(SO)
+
+$(SO): $(OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(PQ_LIBS) $(LIBS)
+
+$(BUILD)/obj/%.o: $(SRCDIR)/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(OBJS:.o=.d)
+
+deps:
+	@"$(INSTALL_DEPS)"
+
+# deps first, then build in a sub-make (so pkg-config and the compiler exist
+# before anything is compiled, even with -j).
+test: deps
+	@$(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
+	    --cpath='$(CURDIR)/$(BUILD)/?.so' $(BUSTED_ARGS)
+
+example: deps
+	@$(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(EXAMPLE)"
+
+# Copy the source tree (minus build output and .git) to a temp dir, build and
+# install the rock from there into a temp tree, then require it from another
+# directory with the module paths pointing only into that tree.
+rock-check: deps
+	@set -euo pipefail; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src" "$$tmp/tree" "$$tmp/elsewhere"; \
+	tar -c --exclude=./.git --exclude=./build --exclude=./build-asan --exclude=./.tmp . | tar -x -C "$$tmp/src"; \
+	(cd "$$tmp/src" && "$(LUAROCKS)" --lua-version=5.4 make --deps-mode=none --tree="$$tmp/tree" "$(ROCKSPEC)" \
+	    PQ_INCDIR="$$($(PKG_CONFIG) --variable=includedir $(PQ_PC))" \
+	    PQ_LIBDIR="$$($(PKG_CONFIG) --variable=libdir $(PQ_PC))"); \
+	cd "$$tmp/elsewhere"; \
+	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 \
+	    LUA_PATH="$$tmp/tree/share/lua/5.4/?.lua;$$tmp/tree/share/lua/5.4/?/init.lua" \
+	    LUA_CPATH="$$tmp/tree/lib/lua/5.4/?.so" \
+	    "$(LUA)" -e 'require "scheduler"; require "scheduler.core"' \
+	          -e 'print("rock-check: ok: " .. package.searchpath("scheduler", package.path) .. ", " .. package.searchpath("scheduler.core", package.cpath))'
+
+clean:
+	rm -rf build build-asan $(filter-out build build/% build-asan,$(BUILD))

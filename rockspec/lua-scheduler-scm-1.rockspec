@@ -1,0 +1,63 @@
+-- Build from a checkout with:
+--   luarocks --lua-version=5.4 make --deps-mode=none rockspec/lua-scheduler-scm-1.rockspec \
+--     PQ_INCDIR=$(pkg-config --variable=includedir libpq) \
+--     PQ_LIBDIR=$(pkg-config --variable=libdir libpq)
+-- (`make rock-check` does this into a temporary tree.)
+rockspec_format = "3.0"
+package = "lua-scheduler"
+version = "scm-1"
+
+source = {
+  -- placeholder: `luarocks make` builds from the current checkout
+  url = "git+file:///dev/null/lua-scheduler.git",
+  branch = "main",
+}
+
+description = {
+  summary = "Durable job scheduler for Lua 5.4 backed by PostgreSQL",
+  detailed = [[
+A durable job scheduler: a C core (scheduler.core, using libpq) and a Lua
+module (scheduler) storing jobs in PostgreSQL.
+]],
+  license = "MIT",
+}
+
+dependencies = {
+  "lua >= 5.4",
+}
+
+external_dependencies = {
+  PQ = {
+    header = "libpq-fe.h",
+  },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    -- C core: every csrc/*.c must be listed here (keep in sync with csrc/).
+    ["scheduler.core"] = {
+      sources = {
+        "csrc/buf.c",
+        "csrc/store.c",
+        "csrc/json.c",
+        "csrc/store_pg.c",
+        "csrc/loop.c",
+        "csrc/dispatch.c",
+        "csrc/heartbeat.c",
+        "csrc/signals.c",
+        "csrc/core.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(PQ_INCDIR)" },
+      libdirs = { "$(PQ_LIBDIR)" },
+      libraries = { "pq", "pthread" },
+    },
+
+    -- Lua modules: add each new lua/scheduler/*.lua here.
+    ["scheduler"] = "lua/scheduler.lua",
+    ["scheduler.cron"] = "lua/scheduler/cron.lua",
+    ["scheduler.tz"] = "lua/scheduler/tz.lua",
+  },
+  -- install = { bin = { ["lua-scheduler"] = "bin/lua-scheduler" } },  -- later
+}

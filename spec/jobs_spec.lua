@@ -1,0 +1,309 @@
+-- job(), cancel(), retry(), keys, priority and the order of due jobs.
+local helper = require "spec.helper"
+
+-- A scheduler instance whose jobs of `name` always fail, with no backoff and
+-- `max_attempts` attempts; returns the id of a job driven to state "failed".
+local function failed_job(s, name, max_attempts)
+  local id = helper.schedule(s, name, { fail = true }, { max_attempts = max_attempts or 2 })
+  local calls = 0
+  s:on(name, function(payload)
+    calls = calls + 1
+    if calls > 10 then s:stop() end -- guard against endless retries
+    if type(payload) == "table" and payload.fail then error("failing on purpose") end
+  end)
+  helper.drain_until(s, function()
+    local job = s:job(id)
+    return job and job.state == "failed"
+  end, 6)
+  local job = s:job(id)
+  assert(job and job.state == "failed", "could not make a failed job")
+  return id
+end
+
+describe("jobs", function()
+  local s
+  before_each(function() s = helper.new{ backoff = function() return 0 end } end)
+  after_each(helper.cleanup)
+
+  describe("job(id)", function()
+    it("describes a waiting job", function()
+      local name, key = helper.name("describe"), helper.name("key")
+      local t = helper.now() + 120.5
+      local id = helper.schedule(s, name, { a = { 1, 2 } }, { at = t, key = key, priority = 2, max_attempts = 4 })
+      local job = helper.ok(s:job(id))
+      assert.equals(id, job.id)
+      assert.equals(name, job.name)
+      assert.same({ a = { 1, 2 } }, job.payload)
+      assert.equals("float", math.type(job.run_at))
+      assert.is_true(math.abs(job.run_at - t) < 1e-3)
+      assert.equals(0, job.attempt)
+      assert.equals(4, job.max_attempts)
+      assert.equals("scheduled", job.state)
+      assert.is_nil(job.last_error)
+      assert.equals(key, job.key)
+      assert.equals(2, job.priority)
+    end)
+
+    it("shows a running job as running", function()
+      local name = helper.name("running")
+      local id = helper.schedule(s, name, nil)
+      local seen
+      local observer = helper.new()
+      s:on(name, function() seen = observer:job(id) end)
+      assert.equals(1, s:run{ drain = true })
+      assert.is_not_nil(seen)
+      assert.equals("running", seen.state)
+      assert.equals(1, seen.attempt)
+    end)
+
+    it("returns nil for a job that finished or never existed", function()
+      local name = helper.name("gone")
+      local id = helper.schedule(s, name, nil)
+      s:on(name, function() end)
+      assert.equals(1, s:run{ drain = true })
+      assert.is_nil(s:job(id))
+      assert.is_nil(s:job(math.maxinteger))
+      assert.is_nil(s:job(-1))
+      assert.is_nil(s:job(0))
+    end)
+
+    it("raises for an id that is not an integer", function()
+      helper.raises(function() s:job("1") end)
+      helper.raises(function() s:job(nil) end)
+      helper.raises(function() s:job(1.5) end)
+      helper.raises(function() s:job({}) end)
+    end)
+  end)
+
+  describe("cancel(id)", function()
+    it("removes a waiting job and returns true", function()
+      local name = helper.name("cancel")
+      local id = helper.schedule(s, name, nil)
+      local other = helper.schedule(s, name, nil)
+      assert.is_true(s:cancel(id))
+      assert.is_nil(s:job(id))
+      local ran = {}
+      s:on(name, function(_, job) ran[#ran + 1] = job.id end)
+      assert.equals(1, s:run{ drain = true })
+      assert.same({ other }, ran)
+    end)
+
+    it("removes a job scheduled for later", function()
+      local name = helper.name("cancel-later")
+      local id = helper.schedule(s, name, nil, { delay = 3600 })
+      assert.is_true(s:cancel(id))
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("returns false the second time", function()
+      local id = helper.schedule(s, helper.name("cancel-twice"), nil, { delay = 60 })
+      assert.is_true(s:cancel(id))
+      assert.is_false(s:cancel(id))
+    end)
+
+    it("returns false for an unknown id", function()
+      assert.is_false(s:cancel(math.maxinteger))
+      assert.is_false(s:cancel(-5))
+    end)
+
+    it("returns false for a finished job", function()
+      local name = helper.name("cancel-finished")
+      local id = helper.schedule(s, name, nil)
+      s:on(name, function() end)
+      assert.equals(1, s:run{ drain = true })
+      assert.is_false(s:cancel(id))
+    end)
+
+    it("returns false for a running job, which then completes", function()
+      local name = helper.name("cancel-running")
+      local id = helper.schedule(s, name, nil)
+      local result, finished
+      local other = helper.new()
+      s:on(name, function(_, job)
+        result = table.pack(other:cancel(job.id))
+        local own = s:cancel(job.id)
+        result.own = own
+        finished = true
+      end)
+      assert.equals(1, s:run{ drain = true })
+      assert.is_true(finished)
+      assert.is_false(result[1])
+      assert.is_false(result.own)
+      assert.is_nil(s:job(id))
+    end)
+
+    it("works from another instance", function()
+      local name = helper.name("cancel-other")
+      local id = helper.schedule(s, name, nil, { delay = 60 })
+      local other = helper.new()
+      assert.is_true(other:cancel(id))
+      assert.is_nil(s:job(id))
+    end)
+
+    it("raises for an id that is not an integer", function()
+      helper.raises(function() s:cancel("1") end)
+      helper.raises(function() s:cancel(nil) end)
+    end)
+  end)
+
+  describe("retry(id)", function()
+    it("puts a failed job back to run now", function()
+      local name = helper.name("retry")
+      local id = failed_job(s, name, 2)
+      local failed = helper.ok(s:job(id))
+      assert.equals("failed", failed.state)
+      assert.equals(2, failed.attempt)
+      assert.is_true(helper.contains(failed.last_error, "failing on purpose"), failed.last_error)
+      -- failed jobs are not run by a drain
+      assert.equals(0, s:run{ drain = true })
+
+      local before = helper.now()
+      assert.is_true(s:retry(id))
+      local job = helper.ok(s:job(id))
+      assert.equals("scheduled", job.state)
+      assert.is_true(job.run_at <= helper.now() + 1 and job.run_at >= before - 60,
+        ("run_at %.3f is not now (%.3f)"):format(job.run_at, before))
+
+      local ran = 0
+      s:on(name, function() ran = ran + 1 end)
+      assert.equals(1, s:run{ drain = true })
+      assert.equals(1, ran)
+      assert.is_nil(s:job(id))
+    end)
+
+    it("returns false for a job that is waiting, running, finished or unknown", function()
+      local name = helper.name("retry-false")
+      local waiting = helper.schedule(s, name, nil, { delay = 60 })
+      assert.is_false(s:retry(waiting))
+      assert.equals("scheduled", helper.ok(s:job(waiting)).state)
+
+      local running_result
+      local run_name = helper.name("retry-running")
+      local running = helper.schedule(s, run_name, nil)
+      s:on(run_name, function(_, job) running_result = s:retry(job.id) end)
+      assert.equals(1, s:run{ drain = true })
+      assert.is_false(running_result)
+      assert.is_false(s:retry(running)) -- finished now
+      assert.is_false(s:retry(math.maxinteger))
+    end)
+
+    it("returns false the second time", function()
+      local id = failed_job(s, helper.name("retry-twice"), 1)
+      assert.is_true(s:retry(id))
+      assert.is_false(s:retry(id))
+    end)
+
+    it("raises for an id that is not an integer", function()
+      helper.raises(function() s:retry("1") end)
+      helper.raises(function() s:retry(nil) end)
+    end)
+  end)
+
+  describe("keys", function()
+    it("after the keyed job finished, give a new job", function()
+      local name, key = helper.name("key-done"), helper.name("k")
+      local id1 = helper.schedule(s, name, 1, { key = key })
+      s:on(name, function() end)
+      assert.equals(1, s:run{ drain = true })
+      local id2 = helper.schedule(s, name, 2, { key = key })
+      assert.are_not.equal(id1, id2)
+      assert.same(2, helper.ok(s:job(id2)).payload)
+    end)
+
+    it("after the keyed job was cancelled, give a new job", function()
+      local name, key = helper.name("key-cancel"), helper.name("k")
+      local id1 = helper.schedule(s, name, 1, { key = key, delay = 60 })
+      assert.is_true(s:cancel(id1))
+      local id2 = helper.schedule(s, name, 2, { key = key, delay = 60 })
+      assert.are_not.equal(id1, id2)
+    end)
+
+    it("while the keyed job runs, return its id", function()
+      local name, key = helper.name("key-running"), helper.name("k")
+      local id = helper.schedule(s, name, 1, { key = key })
+      local again
+      s:on(name, function(_, job)
+        if job.id == id then again = table.pack(s:schedule(name, 2, { key = key })) end
+      end)
+      assert.equals(1, s:run{ drain = true })
+      assert.equals(id, again[1])
+      -- the running job finished; nothing else was created under the key
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("while the keyed job waits for a retry, return its id", function()
+      local s60 = helper.new{ backoff = function() return 60 end }
+      local name, key = helper.name("key-retry"), helper.name("k")
+      local id = helper.schedule(s60, name, 1, { key = key })
+      s60:on(name, function() error("retry me") end)
+      s60:run{ drain = true }
+      assert.equals(1, helper.ok(s60:job(id)).attempt)
+      assert.equals(id, helper.schedule(s60, name, 2, { key = key }))
+    end)
+  end)
+
+  describe("order", function()
+    it("runs due jobs by priority, then run_at, then id", function()
+      local a, b = helper.name("order-a"), helper.name("order-b")
+      local base = helper.now() - 1000
+      local specs = {
+        { a, 5, base + 1 },
+        { a, 0, base + 3 },
+        { b, 0, base + 2 },
+        { a, 1, base + 1 },
+        { a, 0, base + 2 },
+        { b, 10, base + 0 },
+        { a, 0, base + 2 },
+        { b, 1, base + 1 },
+        { a, 0, base + 0.5 },
+        { b, 5, base + 0.5 },
+        { a, 2, base + 4 },
+        { b, 0, base + 2 },
+      }
+      local jobs = {}
+      for i, spec in ipairs(specs) do
+        local id = helper.schedule(s, spec[1], i, { at = spec[3], priority = spec[2] })
+        jobs[#jobs + 1] = { id = id, priority = spec[2], at = spec[3] }
+      end
+      table.sort(jobs, function(x, y)
+        if x.priority ~= y.priority then return x.priority < y.priority end
+        if x.at ~= y.at then return x.at < y.at end
+        return x.id < y.id
+      end)
+      local want = {}
+      for i, j in ipairs(jobs) do want[i] = j.id end
+
+      local order = {}
+      local function listener(_, job) order[#order + 1] = job.id end
+      s:on(a, listener)
+      s:on(b, listener)
+      assert.equals(#specs, s:run{ drain = true })
+      assert.same(want, order)
+    end)
+
+    it("runs equal jobs in id order", function()
+      local name = helper.name("order-id")
+      local t = helper.now() - 10
+      local want = {}
+      for i = 1, 10 do want[i] = helper.schedule(s, name, i, t) end
+      local order = {}
+      s:on(name, function(_, job) order[#order + 1] = job.id end)
+      assert.equals(10, s:run{ drain = true })
+      table.sort(want)
+      assert.same(want, order)
+    end)
+
+    it("runs jobs in run_at order under run{seconds}", function()
+      local name = helper.name("order-time")
+      local now = helper.now()
+      local want = {}
+      want[3] = helper.schedule(s, name, 3, now + 0.6)
+      want[1] = helper.schedule(s, name, 1, now + 0.2)
+      want[2] = helper.schedule(s, name, 2, now + 0.4)
+      local order = {}
+      s:on(name, function(payload) order[#order + 1] = payload end)
+      assert.is_true(s:run{ seconds = 1.5 })
+      assert.same({ 1, 2, 3 }, order)
+    end)
+  end)
+end)

@@ -1,0 +1,175 @@
+-- spec/support/worker.lua: a scheduler worker process for the specs that need
+-- several processes (started by helper.spawn).  It uses the module-level
+-- (default instance) API, like a real worker script would.
+--
+-- Environment:
+--   WORKER_DIR         directory for the files below (required)
+--   WORKER_NAMES       comma-separated listener names (required)
+--   WORKER_MODE        run      scheduler.run(); exit 0 if it returned true
+--                      seconds  scheduler.run{ seconds = WORKER_SECONDS }
+--                      drain    scheduler.run{ drain = true }, count -> DIR/drained
+--                      restore  run{ seconds = WORKER_SECONDS or 0.3 }, then write
+--                               DIR/after and block 10 s (a signal should kill it),
+--                               then write DIR/survived and exit 0
+--                      (default: run)
+--   WORKER_SECONDS     seconds for the seconds/restore modes
+--   WORKER_SLEEP       seconds every listener call blocks (default 0); a table
+--                      payload's `sleep` field overrides it per job
+--   WORKER_LEASE       the `lease` option
+--   WORKER_DATABASE    the `database` option (default: LUA_SCHEDULER_DATABASE)
+--   WORKER_STOP_AFTER  call scheduler.stop() from the listener after this many jobs
+--   WORKER_SCHEDULE    schedule this many due-now jobs for the first name
+--                      before running (payload { from = <pid>, n = i })
+--   WORKER_LOG         "stderr" (default): log to stderr; "false": no logging
+--
+-- Files in WORKER_DIR:
+--   pid       this process's pid, written first thing
+--   ready     written just before entering run
+--   results   "<jobid> <pid> <time> <event> <attempt>" lines, event "start"
+--             when the listener is entered and "done" just before it returns;
+--             written unbuffered so that kill -9 loses nothing
+--   drained   (drain mode) what run{drain=true} returned
+--   returned  what run returned: "<value> <err>"
+-- A table payload with a `fail` field makes the listener raise that message
+-- (after the start line).
+--
+-- Exit status: 0 when run returned true (drain: a number), 1 otherwise,
+-- 2 on bad setup.  The wrapper started by helper.spawn records it in DIR/exit.
+
+local dir = os.getenv("WORKER_DIR")
+if not dir then
+  io.stderr:write("worker: WORKER_DIR is not set\n")
+  os.exit(2)
+end
+
+local function write_file(name, data)
+  local tmp = dir .. "/" .. name .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(data)
+  f:close()
+  assert(os.rename(tmp, dir .. "/" .. name))
+end
+
+local function getpid()
+  local f = io.open("/proc/self/stat", "rb")
+  local s = f and f:read("a") or ""
+  if f then f:close() end
+  return tonumber(s:match("^(%d+)")) or 0
+end
+
+local pid = getpid()
+write_file("pid", tostring(pid) .. "\n")
+
+local ok_sched, scheduler = pcall(require, "scheduler")
+if not ok_sched then
+  io.stderr:write("worker: cannot load scheduler: ", tostring(scheduler), "\n")
+  os.exit(2)
+end
+
+local has_system, system = pcall(require, "system")
+local clock = has_system and system.gettime or scheduler.now
+
+local function sleep(seconds)
+  local deadline = clock() + seconds
+  while true do
+    local left = deadline - clock()
+    if left <= 0 then return end
+    if has_system then
+      system.sleep(math.min(left, 0.05))
+    else
+      -- busy-wait fallback: blocks like a CPU-bound listener would
+    end
+  end
+end
+
+local function split(s)
+  local out = {}
+  for part in (s or ""):gmatch("[^,]+") do out[#out + 1] = part end
+  return out
+end
+
+local names = split(os.getenv("WORKER_NAMES"))
+if #names == 0 then
+  io.stderr:write("worker: WORKER_NAMES is not set\n")
+  os.exit(2)
+end
+
+local mode = os.getenv("WORKER_MODE") or "run"
+local default_sleep = tonumber(os.getenv("WORKER_SLEEP") or "") or 0
+local stop_after = tonumber(os.getenv("WORKER_STOP_AFTER") or "")
+
+local opts = { worker_id = ("spec-worker:%d"):format(pid) }
+if os.getenv("WORKER_LEASE") then opts.lease = tonumber(os.getenv("WORKER_LEASE")) end
+if os.getenv("WORKER_DATABASE") then opts.database = os.getenv("WORKER_DATABASE") end
+if os.getenv("WORKER_LOG") == "false" then
+  opts.log = false
+else
+  opts.log = function(level, message)
+    io.stderr:write(("[%.3f] %s %s\n"):format(clock(), tostring(level), tostring(message)))
+  end
+end
+
+scheduler.configure(opts)
+
+local results = assert(io.open(dir .. "/results", "a"))
+results:setvbuf("no")
+local function record(id, event, attempt)
+  results:write(("%d %d %.6f %s %d\n"):format(id, pid, clock(), event, attempt or 0))
+end
+
+local count = 0
+local function listener(payload, job)
+  record(job.id, "start", job.attempt)
+  local s = default_sleep
+  if type(payload) == "table" and type(payload.sleep) == "number" then s = payload.sleep end
+  if s > 0 then sleep(s) end
+  if type(payload) == "table" and payload.fail then
+    record(job.id, "fail", job.attempt)
+    error(tostring(payload.fail))
+  end
+  record(job.id, "done", job.attempt)
+  count = count + 1
+  if stop_after and count >= stop_after then scheduler.stop() end
+end
+
+for _, name in ipairs(names) do scheduler.on(name, listener) end
+
+local to_schedule = tonumber(os.getenv("WORKER_SCHEDULE") or "") or 0
+for i = 1, to_schedule do
+  local id, err = scheduler.schedule(names[1], { from = pid, n = i })
+  if not id then
+    io.stderr:write("worker: schedule failed: ", tostring(err), "\n")
+    os.exit(1)
+  end
+end
+
+local function returned(v, err)
+  write_file("returned", ("%s %s\n"):format(tostring(v), tostring(err)))
+end
+
+write_file("ready", ("%.6f\n"):format(clock()))
+
+if mode == "run" then
+  local v, err = scheduler.run()
+  returned(v, err)
+  os.exit(v == true and 0 or 1)
+elseif mode == "seconds" then
+  local v, err = scheduler.run{ seconds = tonumber(os.getenv("WORKER_SECONDS") or "") or 5 }
+  returned(v, err)
+  os.exit(v == true and 0 or 1)
+elseif mode == "drain" then
+  local n, err = scheduler.run{ drain = true }
+  returned(n, err)
+  write_file("drained", tostring(n) .. "\n")
+  os.exit(math.type(n) == "integer" and 0 or 1)
+elseif mode == "restore" then
+  local v, err = scheduler.run{ seconds = tonumber(os.getenv("WORKER_SECONDS") or "") or 0.3 }
+  returned(v, err)
+  write_file("after", ("%.6f\n"):format(clock()))
+  sleep(10)
+  write_file("survived", ("%.6f\n"):format(clock()))
+  os.exit(0)
+else
+  io.stderr:write("worker: unknown WORKER_MODE ", mode, "\n")
+  os.exit(2)
+end

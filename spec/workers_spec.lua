@@ -1,0 +1,329 @@
+-- Many workers on one database: instances in one process, worker processes,
+-- kill -9 and leases, heartbeats, signals, LISTEN/NOTIFY wake-ups and
+-- concurrent migrations.  Worker processes are spec/support/worker.lua,
+-- started by helper.spawn; every one is killed by helper.cleanup().
+local helper = require "spec.helper"
+
+-- Every job id of `ids` appears exactly once among `records`.
+local function assert_exactly_once(ids, records, context)
+  local tally = helper.tally(records, "id")
+  local missing, dup = {}, {}
+  for _, id in ipairs(ids) do
+    local n = tally[id] or 0
+    if n == 0 then missing[#missing + 1] = id elseif n > 1 then dup[#dup + 1] = id .. "x" .. n end
+    tally[id] = nil
+  end
+  local extra = {}
+  for id in pairs(tally) do extra[#extra + 1] = id end
+  local function list(t) return #t .. " (" .. table.concat(t, ",", 1, math.min(#t, 10)) .. ")" end
+  if #missing > 0 or #dup > 0 or #extra > 0 then
+    error(("not exactly once: missing %s, duplicated %s, unexpected %s%s"):format(
+      list(missing), list(dup), list(extra), context and ("\n" .. context) or ""), 2)
+  end
+end
+
+local function describe_all(procs)
+  local out = {}
+  for _, p in ipairs(procs) do out[#out + 1] = p:describe() end
+  return table.concat(out, "\n---\n")
+end
+
+describe("workers", function()
+  local s
+  before_each(function() s = helper.new() end)
+  after_each(helper.cleanup)
+
+  describe("two instances in one process", function()
+    it("compete for the same jobs and run each exactly once", function()
+      local name = helper.name("compete")
+      local s2 = helper.new()
+      local ids = {}
+      for i = 1, 200 do ids[i] = helper.schedule(s, name, i) end
+      local records = {}
+      local inner
+      s:on(name, function(_, job)
+        records[#records + 1] = { id = job.id, by = 1 }
+        if inner == nil then
+          inner = false
+          inner = table.pack(s2:run{ drain = true })
+        end
+      end)
+      s2:on(name, function(_, job) records[#records + 1] = { id = job.id, by = 2 } end)
+      local n1 = s:run{ drain = true }
+      assert.equals("integer", math.type(n1))
+      assert.is_table(inner)
+      assert.equals("integer", math.type(inner[1]), tostring(inner[2]))
+      assert_exactly_once(ids, records)
+      assert.equals(200, n1 + inner[1])
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("do not run jobs the other one has claimed, even when it stops", function()
+      local name = helper.name("compete-stop")
+      local s2 = helper.new()
+      local ids = {}
+      for i = 1, 20 do ids[i] = helper.schedule(s, name, i) end
+      local records = {}
+      s:on(name, function(_, job)
+        records[#records + 1] = { id = job.id }
+        s:stop()
+      end)
+      s2:on(name, function(_, job) records[#records + 1] = { id = job.id } end)
+      assert.is_true(s:run{ seconds = 10 })
+      assert.equals(1, #records)
+      -- everything s claimed but did not start is released for s2
+      assert.equals(19, s2:run{ drain = true })
+      assert_exactly_once(ids, records)
+    end)
+  end)
+
+  describe("processes #slow", function()
+    it("three workers draining 500 jobs run each exactly once", function()
+      local name = helper.name("drain500")
+      local ids = {}
+      for i = 1, 500 do ids[i] = helper.schedule(s, name, i) end
+      local procs = {}
+      for i = 1, 3 do
+        procs[i] = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain" }
+      end
+      local drained = 0
+      for _, p in ipairs(procs) do
+        assert.equals(0, p:wait(60), p:describe())
+        drained = drained + assert(tonumber(p:file("drained")), p:describe())
+      end
+      assert_exactly_once(ids, helper.all_results(procs, "start"), describe_all(procs))
+      assert_exactly_once(ids, helper.all_results(procs, "done"))
+      assert.equals(500, drained)
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("three running workers share a burst of jobs, each exactly once, and exit 0 on SIGTERM", function()
+      local name = helper.name("burst")
+      local procs = {}
+      for i = 1, 3 do procs[i] = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" } end
+      for _, p in ipairs(procs) do assert(p:wait_file("ready", 10), p:describe()) end
+      helper.sleep(0.5)
+      local ids = {}
+      local at = helper.now() + 0.5
+      for i = 1, 300 do ids[i] = helper.schedule(s, name, i, i % 2 == 0 and at or nil) end
+      local complete = helper.wait_for(function()
+        return #helper.all_results(procs, "done") >= 300
+      end, 30)
+      assert.is_truthy(complete, describe_all(procs))
+      helper.sleep(0.5) -- would a job run twice?
+      assert_exactly_once(ids, helper.all_results(procs, "start"), describe_all(procs))
+      for _, p in ipairs(procs) do p:kill("TERM") end
+      for _, p in ipairs(procs) do assert.equals(0, p:wait(10), p:describe()) end
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    describe("notifications", function()
+      local name, p
+      before_each(function()
+        name = helper.name("wake")
+      end)
+
+      local function start_idle_worker()
+        p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" }
+        assert(p:wait_file("ready", 10), p:describe())
+        helper.sleep(0.7) -- let it connect, LISTEN and go to sleep
+        assert.is_true(p:alive(), p:describe())
+      end
+
+      local function wait_start(id, timeout)
+        return helper.wait_for(function() return p:events("start", id)[1] end, timeout or 5)
+      end
+
+      it("wake a sleeping worker when another process schedules a job due now", function()
+        start_idle_worker()
+        for round = 1, 2 do
+          local t = helper.now()
+          local id = helper.schedule(s, name, round)
+          local started = wait_start(id)
+          assert.is_truthy(started, "round " .. round .. ": the job did not run\n" .. p:describe())
+          assert.is_true(started.time - t < 1.0,
+            ("round %d: started %.3f s after scheduling"):format(round, started.time - t))
+          helper.sleep(1.5) -- idle again
+        end
+        p:kill("TERM")
+        assert.equals(0, p:wait(10), p:describe())
+      end)
+
+      it("wake a worker sleeping until a later job for an earlier one", function()
+        local far = helper.schedule(s, name, "far", { delay = 60 })
+        start_idle_worker()
+        local t = helper.now() + 0.5
+        local id = helper.schedule(s, name, "near", t)
+        local started = wait_start(id)
+        assert.is_truthy(started, p:describe())
+        assert.is_true(started.time >= t - 0.01, ("ran %.3f s early"):format(t - started.time))
+        assert.is_true(started.time - t < 1.0, ("ran %.3f s late"):format(started.time - t))
+        assert.equals(0, #p:events("start", far))
+        assert.equals("scheduled", helper.ok(s:job(far)).state)
+      end)
+
+      it("wake a sleeping worker for a job inserted with the SQL function", function()
+        start_idle_worker()
+        local t = helper.now()
+        local id = helper.psql_int(("SELECT scheduler.schedule(%s, '{\"via\":\"sql\"}'::jsonb)")
+          :format(helper.literal(name)))
+        local started = wait_start(id)
+        assert.is_truthy(started, p:describe())
+        assert.is_true(started.time - t < 1.0, ("started %.3f s after the insert"):format(started.time - t))
+
+        -- and with a run_at a little ahead
+        helper.sleep(1)
+        t = helper.now()
+        id = helper.psql_int(("SELECT scheduler.schedule(%s, '{}'::jsonb, now() + interval '0.5 seconds')")
+          :format(helper.literal(name)))
+        started = wait_start(id)
+        assert.is_truthy(started, p:describe())
+        assert.is_true(started.time >= t + 0.5 - 0.05, ("ran %.3f s early"):format(t + 0.5 - started.time))
+        assert.is_true(started.time - (t + 0.5) < 1.0, ("ran %.3f s late"):format(started.time - t - 0.5))
+      end)
+    end)
+
+    it("re-runs the job of a worker killed with kill -9 once the lease ends", function()
+      local name = helper.name("kill9")
+      local lease = 2
+      local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = lease, WORKER_SLEEP = 60 }
+      assert(a:wait_file("ready", 10), a:describe())
+      local id = helper.schedule(s, name, "victim")
+      local first = helper.wait_for(function() return a:events("start", id)[1] end, 10)
+      assert.is_truthy(first, a:describe())
+      assert.is_true(a:kill("KILL"))
+      assert.equals(137, a:wait(5), a:describe())
+
+      -- still leased by the dead worker for now
+      local b = helper.new{ lease = lease }
+      local rerun
+      b:on(name, function(payload, job)
+        rerun = { time = helper.now(), id = job.id, attempt = job.attempt, payload = payload }
+        b:stop()
+      end)
+      assert.equals("running", helper.ok(s:job(id)).state)
+      assert.equals(0, b:run{ drain = true })
+      assert.is_nil(rerun)
+
+      local elapsed, ok = helper.timed(b.run, b, { seconds = lease + 6 })
+      assert.is_true(ok)
+      assert.is_truthy(rerun, "the job did not come back after the lease")
+      assert.equals(id, rerun.id)
+      assert.equals("victim", rerun.payload)
+      assert.is_true(rerun.time - first.time >= lease - 0.5,
+        ("re-run %.3f s after the first start, lease %d"):format(rerun.time - first.time, lease))
+      assert.is_true(rerun.time - first.time < lease + 4,
+        ("re-run only %.3f s after the first start"):format(rerun.time - first.time))
+      assert.is_true(elapsed < lease + 5)
+      assert.is_nil(s:job(id))
+      assert.equals(1, #a:events("start", id))
+      assert.equals(0, #a:events("done", id))
+    end)
+
+    it("keeps a job that runs longer than the lease leased (runs exactly once)", function()
+      local name = helper.name("heartbeat")
+      local procs = {
+        helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 1 },
+        helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 1 },
+      }
+      for _, p in ipairs(procs) do assert(p:wait_file("ready", 10), p:describe()) end
+      local id = helper.schedule(s, name, { sleep = 3 })
+      assert.is_truthy(helper.wait_for(function() return #helper.all_results(procs, "start") > 0 end, 5),
+        describe_all(procs))
+
+      -- a third competitor, in this process, keeps trying while the job runs
+      local b = helper.new{ lease = 1 }
+      local stolen = 0
+      b:on(name, function() stolen = stolen + 1 end)
+      local deadline = helper.now() + 6
+      while #helper.all_results(procs, "done") == 0 and helper.now() < deadline do
+        local job = s:job(id)
+        if job then
+          assert.equals("running", job.state)
+        else -- it may have finished since the loop condition was checked
+          assert.is_true(#helper.all_results(procs, "done") > 0, "the job disappeared while running")
+        end
+        assert.equals(0, b:run{ drain = true })
+        helper.sleep(0.25)
+      end
+      assert.equals(1, #helper.all_results(procs, "done"), describe_all(procs))
+      helper.sleep(1.5) -- would anyone run it again?
+      assert.equals(0, stolen)
+      assert.equals(1, #helper.all_results(procs, "start"), describe_all(procs))
+      assert.is_nil(s:job(id))
+    end)
+
+    for _, sig in ipairs({ "TERM", "INT" }) do
+      it("finishes the job in hand, releases the rest and exits 0 on SIG" .. sig, function()
+        local name = helper.name("sig" .. sig:lower())
+        local first = helper.schedule(s, name, { sleep = 1.5 }, { priority = 0 })
+        local rest = {}
+        for i = 1, 3 do rest[i] = helper.schedule(s, name, { sleep = 0 }, { priority = 1 }) end
+        local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 30 }
+        assert.is_truthy(helper.wait_for(function() return p:events("start", first)[1] end, 10), p:describe())
+        assert.is_true(p:kill(sig))
+        local t = helper.now()
+        assert.equals(0, p:wait(10), p:describe())
+        assert.is_true(helper.now() - t < 1.5 + 3, "exit took " .. (helper.now() - t))
+        assert.equals(1, #p:events("done", first), p:describe())
+        assert.is_nil(s:job(first))
+        for _, id in ipairs(rest) do
+          assert.equals(0, #p:events("start", id), p:describe())
+          assert.equals("scheduled", helper.ok(s:job(id)).state)
+        end
+        assert.equals("true", (p:file("returned") or ""):match("^(%S+)"))
+      end)
+    end
+
+    it("returns true from run() after stop() in a listener", function()
+      local name = helper.name("stop-proc")
+      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_STOP_AFTER = 1 }
+      local id = helper.schedule(s, name, nil)
+      assert.equals(0, p:wait(10), p:describe())
+      assert.equals(1, #p:events("done", id))
+      assert.is_nil(s:job(id))
+    end)
+
+    it("restores the previous signal handlers when run returns", function()
+      local name = helper.name("restore")
+      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "restore", WORKER_SECONDS = 0.3 }
+      assert.is_truthy(p:wait_file("after", 10), p:describe())
+      assert.equals("true", (p:file("returned") or ""):match("^(%S+)"))
+      assert.is_true(p:kill("TERM"))
+      assert.equals(128 + 15, p:wait(5), p:describe())
+      assert.is_nil(p:file("survived"))
+    end)
+
+    it("migrates a fresh database safely when several workers start at once", function()
+      local dbname = helper.name("lua_scheduler_mig"):gsub("%W", "_")
+      helper.psql("CREATE DATABASE " .. dbname)
+      finally(function()
+        helper.cleanup()
+        -- best effort: DROP DATABASE waits for every backend of the cluster
+        -- to absorb a barrier, which a backend blocked writing to an idle
+        -- client never does; the cluster is throwaway anyway
+        pcall(helper.psql, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)", { timeout = 5 })
+      end)
+      local name = helper.name("migrate")
+      local procs = {}
+      for i = 1, 4 do
+        procs[i] = helper.spawn{
+          WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_SCHEDULE = 5,
+          WORKER_DATABASE = helper.database_for(dbname),
+        }
+      end
+      local drained = 0
+      for _, p in ipairs(procs) do
+        assert.equals(0, p:wait(30), p:describe())
+        drained = drained + assert(tonumber(p:file("drained")), p:describe())
+      end
+      local starts = helper.all_results(procs, "start")
+      assert.equals(20, #starts, describe_all(procs))
+      local ids = {}
+      for id in pairs(helper.tally(starts, "id")) do ids[#ids + 1] = id end
+      assert.equals(20, #ids, "some job ran twice")
+      assert.equals(20, drained)
+      assert.equals(0, helper.psql_int("SELECT count(*) FROM scheduler.jobs", { dbname = dbname }))
+    end)
+  end)
+end)
