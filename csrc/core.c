@@ -89,7 +89,8 @@ static int l_default_worker_id(lua_State *L) {
 static int sync_names(lua_State *L, core *c, int env);
 
 /* core.new{database=, worker_id=, lease=, max_attempts=, listeners=,
- * limits=, backoff=, log=} -> Core | nil, err.  Does not connect.
+ * limits=, backoff=, log=, tick=} -> Core | nil, err.  Does not connect.
+ * tick(core) is called by run() when a recurring schedule is due.
  * listeners (name -> callable) and limits (name -> max_attempts) are the
  * caller's tables, shared: on()/off() below update them. */
 static int l_new(lua_State *L) {
@@ -114,10 +115,10 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, CORE_MT);
   int ud = lua_gettop(L);
 
-  lua_createtable(L, 0, 4); /* env */
-  static const char *const fields[] = {"listeners", "limits", "backoff", "log"};
-  static const int types[] = {LUA_TTABLE, LUA_TTABLE, LUA_TFUNCTION, LUA_TNIL};
-  for (int i = 0; i < 4; i++) {
+  lua_createtable(L, 0, 5); /* env */
+  static const char *const fields[] = {"listeners", "limits", "backoff", "log", "tick"};
+  static const int types[] = {LUA_TTABLE, LUA_TTABLE, LUA_TFUNCTION, LUA_TNIL, LUA_TNIL};
+  for (int i = 0; i < 5; i++) {
     int t = lua_getfield(L, 1, fields[i]);
     if (t == LUA_TNIL && types[i] == LUA_TTABLE) {
       lua_pop(L, 1);
@@ -337,6 +338,130 @@ static int l_job(lua_State *L) {
   return 1;
 }
 
+/* s:abandon(worker_id) -> n | nil, err: the jobs a dead worker held go back
+ * now (its supervisor saw it exit), instead of when their lease expires. */
+static int l_abandon(lua_State *L) {
+  core *c = check_core(L);
+  const char *worker = luaL_checkstring(L, 2);
+  size_t n = 0;
+  if (c->st->ops->abandon(c->st, worker, c->max_attempts, &n) != STORE_OK)
+    return fail(L, "abandon", store_error(c->st));
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/* s:db_now() -> the database's clock (Unix seconds) | nil, err */
+static int l_db_now(lua_State *L) {
+  core *c = check_core(L);
+  store_wake w;
+  if (c->st->ops->next_wake(c->st, &w) != STORE_OK) return fail(L, "clock", store_error(c->st));
+  lua_pushnumber(L, w.db_now);
+  return 1;
+}
+
+/* s:cron_put(id, expr, tz, name, payload, priority, max_attempts, catch_up,
+ * backfill, next_at) -> true | nil, err.  Raises when the payload cannot be
+ * encoded. */
+static int l_cron_put(lua_State *L) {
+  core *c = check_core(L);
+  store_cron k;
+  memset(&k, 0, sizeof k);
+  k.id = luaL_checklstring(L, 2, &k.id_len);
+  k.expr = luaL_checklstring(L, 3, &k.expr_len);
+  k.tz = luaL_checklstring(L, 4, &k.tz_len);
+  k.name = luaL_checklstring(L, 5, &k.name_len);
+  k.priority = (long long)luaL_optinteger(L, 7, 0);
+  k.max_attempts = (long long)luaL_optinteger(L, 8, 0);
+  k.catch_up = lua_toboolean(L, 9);
+  k.backfill = luaL_optnumber(L, 10, -1);
+  k.next_at = luaL_checknumber(L, 11);
+  buf_reset(&c->payload);
+  if (!lua_isnoneornil(L, 6)) {
+    int flags = json_encode(L, 6, &c->payload, "payload");
+    k.payload = buf_cstr(&c->payload);
+    k.payload_len = c->payload.len;
+    k.payload_has_nul = (flags & JSON_HAS_NUL) != 0;
+  }
+  if (c->st->ops->cron_put(c->st, &k) != STORE_OK) return fail(L, "cron", store_error(c->st));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:cron_remove(id) -> boolean | nil, err */
+static int l_cron_remove(lua_State *L) {
+  core *c = check_core(L);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  int done = 0;
+  if (c->st->ops->cron_remove(c->st, id, len, &done) != STORE_OK)
+    return fail(L, "uncron", store_error(c->st));
+  lua_pushboolean(L, done);
+  return 1;
+}
+
+/* s:crons([within]) -> array of schedules, db_now | nil, err.  within: only
+ * those of this instance's listeners due within that many seconds. */
+static int l_crons(lua_State *L) {
+  core *c = check_core(L);
+  double within = luaL_optnumber(L, 2, -1);
+  store_cron *k;
+  size_t n;
+  double db_now;
+  if (c->st->ops->cron_list(c->st, within, &k, &n, &db_now) != STORE_OK)
+    return fail(L, "crons", store_error(c->st));
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 10);
+    set_string(L, "id", k[i].id, k[i].id_len);
+    set_string(L, "expr", k[i].expr, k[i].expr_len);
+    set_string(L, "tz", k[i].tz, k[i].tz_len);
+    set_string(L, "name", k[i].name, k[i].name_len);
+    if (k[i].payload) {
+      if (!json_decode(L, k[i].payload, k[i].payload_len)) return fail(L, "crons", lua_tostring(L, -1));
+      lua_setfield(L, -2, "payload");
+    }
+    lua_pushinteger(L, (lua_Integer)k[i].priority);
+    lua_setfield(L, -2, "priority");
+    if (k[i].max_attempts > 0) {
+      lua_pushinteger(L, (lua_Integer)k[i].max_attempts);
+      lua_setfield(L, -2, "max_attempts");
+    }
+    lua_pushboolean(L, k[i].catch_up);
+    lua_setfield(L, -2, "catch_up");
+    if (k[i].backfill >= 0) {
+      lua_pushnumber(L, k[i].backfill);
+      lua_setfield(L, -2, "backfill");
+    }
+    lua_pushnumber(L, k[i].next_at);
+    lua_setfield(L, -2, "next_at");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_pushnumber(L, db_now);
+  return 2;
+}
+
+/* s:cron_fire(id, expected_next_at, slots, next_at) -> won | nil, err */
+static int l_cron_fire(lua_State *L) {
+  core *c = check_core(L);
+  size_t len;
+  const char *id = luaL_checklstring(L, 2, &len);
+  double expected = luaL_checknumber(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  double next = luaL_checknumber(L, 5);
+  size_t n = (size_t)luaL_len(L, 4);
+  double *slots = lua_newuserdatauv(L, (n ? n : 1) * sizeof *slots, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_geti(L, 4, (lua_Integer)i + 1);
+    slots[i] = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+  }
+  int won = 0;
+  if (c->st->ops->cron_fire(c->st, id, len, expected, slots, n, next, &won) != STORE_OK)
+    return fail(L, "cron", store_error(c->st));
+  lua_pushboolean(L, won);
+  return 1;
+}
+
 /* s:run(seconds, drain) -> true | count (drain) | nil, err */
 static int l_run(lua_State *L) {
   core *c = check_core(L);
@@ -349,7 +474,7 @@ static int l_run(lua_State *L) {
   long long count = 0;
   c->running = 1;
   c->stopping = 0;
-  int rc = loop_run(L, c, env, &o, &count);
+  int rc = loop_run(L, c, 1, env, &o, &count);
   c->running = 0;
   c->stopping = 0;
   if (rc != 0) return fail(L, "run", buf_cstr(&c->msg));
@@ -382,7 +507,9 @@ static int l_now(lua_State *L) {
 static const luaL_Reg core_methods[] = {
     {"schedule", l_schedule}, {"cancel", l_cancel}, {"retry", l_retry}, {"job", l_job},
     {"on", l_on},             {"off", l_off},       {"run", l_run},     {"stop", l_stop},
-    {"running", l_running},   {"close", l_close},   {NULL, NULL}};
+    {"running", l_running},   {"abandon", l_abandon}, {"close", l_close},
+    {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
+    {"crons", l_crons},       {"cron_fire", l_cron_fire}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {
     {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {"__index", NULL}, {NULL, NULL}};

@@ -3,7 +3,8 @@
  * (scheduler.core.Core, built in core.c) holds this struct; its user value
  * is a table, the "env", that keeps the Lua values the loop needs reachable:
  *   env.listeners[name] = callable, env.limits[name] = max_attempts,
- *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg)
+ *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg),
+ *   env.tick = function(core): turns due recurring schedules into jobs
  */
 #ifndef SCHEDULER_CORE_H
 #define SCHEDULER_CORE_H

@@ -127,6 +127,20 @@ void dispatch_log(lua_State *L, int env, const char *level, const char *message)
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within) {
+  if (lua_getfield(L, env, "tick") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, core_idx);
+  lua_pushnumber(L, within);
+  if (lua_pcall(L, 2, 0, handler) == LUA_OK) return 0;
+  lua_pushfstring(L, "recurring schedules: %s", lua_tostring(L, -1));
+  dispatch_log(L, env, "error", lua_tostring(L, -1));
+  lua_pop(L, 2);
+  return -1;
+}
+
 /* Build the listener's job table {id, name, attempt, max_attempts, run_at,
  * key, priority}; the name string is at name_idx. */
 static void push_job(lua_State *L, const store_job *j, int name_idx, long long max) {

@@ -24,6 +24,10 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
  * value is job_max (0: unset): the job's, else its listener's, else the
  * instance default. */
 long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, long long job_max);
+/* Call env.tick(core, within) (the core userdata at core_idx), if there is
+ * one: schedules due within `within` seconds become jobs.  Returns 0, or -1
+ * when it raised (the error is logged). */
+int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within);
 /* Send a message to env.log(level, message), if there is one; a failing log
  * function is ignored. */
 void dispatch_log(lua_State *L, int env, const char *level, const char *message);

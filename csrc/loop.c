@@ -23,13 +23,18 @@
 /* A batch should take about this long (seconds), so that a crash repeats
  * little and a slow job holds few others back. */
 #define BATCH_TARGET 0.05
+/* Recurring schedules are turned into jobs this long before their slot, so
+ * the slot's job is an ordinary future job that the timer runs on time. */
+#define TICK_AHEAD 1.0
+/* After a failing recurring-schedule tick, wait this long before the next. */
+#define TICK_RETRY 5.0
 #define RECONNECT_MIN 0.1
 #define RECONNECT_MAX 5.0
 
 typedef struct run_state {
   lua_State *L;
   core *c;
-  int env, handler;
+  int self, env, handler;
   const loop_opts *o;
   heartbeat *hb;
   store_claim *claims;
@@ -37,6 +42,7 @@ typedef struct run_state {
   double offset;     /* database clock minus monotonic clock */
   double deadline;   /* monotonic time of the next claim */
   double next_rescue;
+  double next_tick;  /* a recurring schedule is due */
   double retry_delay;
   int trouble;       /* the database is failing; reported once */
   long long count;
@@ -210,10 +216,10 @@ static void recovered(run_state *r) {
   r->retry_delay = RECONNECT_MIN;
 }
 
-int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *count) {
+int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long long *count) {
   run_state r;
   memset(&r, 0, sizeof r);
-  r.L = L, r.c = c, r.env = env, r.o = o;
+  r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
   r.retry_delay = RECONNECT_MIN;
   r.handler = dispatch_handler(L, c);
   double end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
@@ -235,6 +241,13 @@ int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *coun
     if (heartbeat_error(r.hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
     int rc = flush(&r);
     if (rc == STORE_OK && !o->drain) rc = c->st->ops->listen(c->st, 1);
+    if (rc == STORE_OK && clock_mono() >= r.next_tick) {
+      /* due recurring schedules become jobs (policy in Lua) */
+      r.next_tick = dispatch_tick(L, env, r.handler, self, TICK_AHEAD) == 0
+                        ? INFINITY
+                        : clock_mono() + TICK_RETRY;
+      r.deadline = 0;
+    }
     if (rc == STORE_OK && clock_mono() >= r.deadline) {
       if (clock_mono() >= r.next_rescue) rc = c->st->ops->rescue(c->st, c->max_attempts);
       if (rc == STORE_OK) r.next_rescue = INFINITY;
@@ -263,6 +276,8 @@ int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *coun
           if (w.next_due - r.offset < r.deadline) r.deadline = w.next_due - r.offset;
           r.next_rescue = w.next_expiry - r.offset + 0.001;
           if (r.next_rescue < r.deadline) r.deadline = r.next_rescue;
+          if (r.next_tick == INFINITY) r.next_tick = w.next_cron - r.offset - TICK_AHEAD;
+          if (r.next_tick < r.deadline) r.deadline = r.next_tick;
         }
       }
     }

@@ -16,9 +16,10 @@ typedef struct loop_opts {
   int drain;      /* return when nothing is due */
 } loop_opts;
 
-/* Run the loop for instance c whose env table is at absolute index env.
+/* Run the loop for instance c (its userdata at absolute index self, its env
+ * table at env).
  * Returns 0 and sets *count (listener calls made), or -1 with the reason in
  * c->msg (drain mode: the database failed; any mode: out of memory). */
-int loop_run(lua_State *L, core *c, int env, const loop_opts *o, long long *count);
+int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long long *count);
 
 #endif

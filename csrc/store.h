@@ -77,11 +77,33 @@ typedef struct store_outcome {
   buf error;       /* for OUTCOME_RETRY / OUTCOME_FAILED: owned by the outcome */
 } store_outcome;
 
+/* A recurring schedule.  The store keeps it; the Lua side computes its
+ * slots.  next_at is the first slot not yet turned into a job. */
+typedef struct store_cron {
+  const char *id;
+  size_t id_len;
+  const char *expr;
+  size_t expr_len;
+  const char *tz;
+  size_t tz_len;
+  const char *name;
+  size_t name_len;
+  const char *payload; /* JSON text or NULL */
+  size_t payload_len;
+  int payload_has_nul;
+  long long priority;
+  long long max_attempts; /* 0: unset */
+  int catch_up;           /* run the latest missed slot */
+  double backfill;        /* < 0: none; else run every slot missed within it */
+  double next_at;
+} store_cron;
+
 /* When the worker should look again, on the database clock. */
 typedef struct store_wake {
   double db_now;   /* the database's clock when it answered */
   double next_due; /* earliest run_at among the worker's names; INFINITY if none */
   double next_expiry; /* earliest lease expiry among them; INFINITY if none */
+  double next_cron;   /* earliest next_at of their recurring schedules */
 } store_wake;
 
 typedef struct store store;
@@ -113,7 +135,24 @@ typedef struct store_ops {
   /* Put jobs whose lease expired back to run (or fail them when their
    * attempts are used up; default_max_attempts for jobs that set none). */
   int (*rescue)(store *s, long long default_max_attempts);
+  /* A worker is known dead (its supervisor saw it exit): put the jobs it
+   * held back at once, as an expired lease would (attempt counted; failed
+   * when used up).  *n = how many. */
+  int (*abandon)(store *s, const char *worker, long long default_max_attempts, size_t *n);
   int (*next_wake)(store *s, store_wake *out);
+  /* Insert or update a recurring schedule.  An existing one keeps its
+   * next_at unless its expression or zone changed. */
+  int (*cron_put)(store *s, const store_cron *c);
+  int (*cron_remove)(store *s, const char *id, size_t id_len, int *done);
+  /* All schedules (within < 0), or those of this worker's names due within
+   * `within` seconds; *db_now = the database's clock.  Memory valid until
+   * the next cron_list. */
+  int (*cron_list)(store *s, double within, store_cron **out, size_t *n, double *db_now);
+  /* If the schedule's next_at is still `expected`, schedule a job for each
+   * slot and set next_at = next, atomically; *won = 0 when another worker
+   * got there first (then nothing happened). */
+  int (*cron_fire)(store *s, const char *id, size_t id_len, double expected, const double *slots,
+                   size_t n, double next, int *won);
   /* Start (on = 1) or stop receiving wake-up notifications; only run()
    * listens, so an idle connection never accumulates them.  Kept across
    * reconnects. */

@@ -106,13 +106,38 @@ static const char *const migrations[] = {
     "    IF v_id IS NOT NULL THEN RETURN v_id; END IF;\n"
     "  END LOOP;\n"
     "END $$;",
+    /* 2: recurring schedules.  next_at is the first slot not yet turned
+     * into a job; workers advance it with a compare-and-set (Q_CRON_FIRE),
+     * so each slot yields one job however many workers race. */
+    "CREATE TABLE scheduler.crons ("
+    "  id text PRIMARY KEY,"
+    "  expr text NOT NULL,"
+    "  tz text NOT NULL,"
+    "  name text NOT NULL CHECK (name <> ''),"
+    "  payload jsonb,"
+    "  priority integer NOT NULL DEFAULT 0 CHECK (priority >= 0),"
+    "  max_attempts integer CHECK (max_attempts >= 1),"
+    "  catch_up boolean NOT NULL DEFAULT true,"
+    "  backfill double precision,"
+    "  next_at timestamptz NOT NULL,"
+    "  fired_at timestamptz,"
+    "  updated_at timestamptz NOT NULL DEFAULT now()"
+    ");"
+    "CREATE INDEX crons_next ON scheduler.crons (name, next_at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 /* ------------------------------------------------------------------ */
 /* Statements                                                          */
 
-enum { Q_SCHEDULE, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_WAKE, Q_COUNT };
+enum {
+  Q_SCHEDULE, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
+  Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
+};
+
+#define CRON_COLUMNS                                                                         \
+  "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
+  " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
 
 static const struct {
   const char *name;
@@ -197,13 +222,52 @@ static const struct {
                   "   ' stopped renewing it (it died, hung or lost its connection)',"
                   " locked_by = NULL, locked_until = NULL"
                   " WHERE state = 'running' AND locked_until < now()"},
+    [Q_ABANDON] = {"scheduler_abandon", 2,
+                   "UPDATE scheduler.jobs SET"
+                   " state = CASE WHEN attempt >= coalesce(max_attempts, $2::integer)"
+                   "   THEN 'failed' ELSE 'scheduled' END,"
+                   " last_error = 'worker ' || locked_by || ' died while holding it',"
+                   " locked_by = NULL, locked_until = NULL"
+                   " WHERE state = 'running' AND locked_by = $1"},
     [Q_WAKE] = {"scheduler_wake", 1,
                 "SELECT extract(epoch FROM clock_timestamp()),"
                 " (SELECT extract(epoch FROM min(w.run_at)) FROM unnest($1::text[]) AS n(name)"
                 "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
                 "   WHERE j.state = 'scheduled' AND j.name = n.name ORDER BY j.run_at LIMIT 1) w),"
                 " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
-                "  WHERE j.state = 'running' AND j.name = ANY ($1::text[]))"},
+                "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
+                " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
+                "  WHERE c.name = ANY ($1::text[]))"},
+    [Q_CRON_PUT] = {"scheduler_cron_put", 10,
+                    "INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload, priority,"
+                    "  max_attempts, catch_up, backfill, next_at)"
+                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
+                    "  $9::float8, to_timestamp($10::float8))"
+                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                    "  payload = EXCLUDED.payload, priority = EXCLUDED.priority,"
+                    "  max_attempts = EXCLUDED.max_attempts, catch_up = EXCLUDED.catch_up,"
+                    "  backfill = EXCLUDED.backfill, updated_at = now(),"
+                    "  next_at = CASE WHEN c.expr = EXCLUDED.expr AND c.tz = EXCLUDED.tz"
+                    "    THEN c.next_at ELSE EXCLUDED.next_at END,"
+                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"},
+    [Q_CRON_REMOVE] = {"scheduler_cron_remove", 1, "DELETE FROM scheduler.crons WHERE id = $1"},
+    [Q_CRON_LIST] = {"scheduler_cron_list", 0,
+                     "SELECT " CRON_COLUMNS " FROM scheduler.crons ORDER BY id"},
+    [Q_CRON_DUE] = {"scheduler_cron_due", 2,
+                    "SELECT " CRON_COLUMNS " FROM scheduler.crons"
+                    " WHERE name = ANY ($1::text[])"
+                    "  AND next_at <= now() + $2::float8 * interval '1 second'"},
+    /* Compare-and-set on next_at, then one job per slot.  Slot jobs carry
+     * the key cron:<id>@<slot>, so a slot's job is also unique while it is
+     * unfinished. */
+    [Q_CRON_FIRE] = {"scheduler_cron_fire", 4,
+                     "WITH c AS (UPDATE scheduler.crons SET next_at = to_timestamp($4::float8),"
+                     "  fired_at = now() WHERE id = $1 AND next_at = to_timestamp($2::float8)"
+                     "  RETURNING *)"
+                     " SELECT (SELECT count(*) FROM c),"
+                     "  (SELECT count(scheduler.schedule(c.name, c.payload, to_timestamp(s.t),"
+                     "    'cron:' || c.id || '@' || s.t::bigint, c.priority, c.max_attempts))"
+                     "   FROM c CROSS JOIN unnest($3::float8[]) AS s(t))"},
 };
 
 /* ------------------------------------------------------------------ */
@@ -219,7 +283,9 @@ typedef struct pg_store {
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
-  PGresult *claimed, *got;
+  PGresult *claimed, *got, *cron_rows;
+  store_cron *crons;
+  size_t crons_cap;
   store_job *jobs;
   size_t jobs_cap;
   /* this worker's names: a text[] literal and the raw list for matching
@@ -442,11 +508,12 @@ static const char *fmt_seconds(double v, char *out, size_t size) {
   return out;
 }
 
-/* Parse PostgreSQL's numeric text ("1764000000.123456", "-3", "NaN"). */
+/* Parse PostgreSQL's numeric text ("1764000000.123456", "-3", "Infinity"). */
 static double parse_seconds(const char *s) {
   int neg = 0;
   double v = 0, scale = 1;
   if (*s == '-') neg = 1, s++;
+  if (*s == 'I') return neg ? -INFINITY : INFINITY;
   while (*s >= '0' && *s <= '9') v = v * 10 + (*s++ - '0');
   if (*s == '.')
     for (s++; *s >= '0' && *s <= '9'; s++) v += (*s - '0') * (scale /= 10);
@@ -710,6 +777,18 @@ static int pg_rescue(store *s, long long default_max_attempts) {
   return STORE_OK;
 }
 
+static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
+  char maxa[32];
+  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
+  const char *values[2] = {worker, maxa};
+  PGresult *r = NULL;
+  int rc = run(PG(s), Q_ABANDON, values, &r);
+  if (rc) return rc;
+  *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return STORE_OK;
+}
+
 static double seconds_or_inf(PGresult *r, int col) {
   return PQgetisnull(r, 0, col) ? INFINITY : parse_seconds(PQgetvalue(r, 0, col));
 }
@@ -723,6 +802,107 @@ static int pg_next_wake(store *s, store_wake *w) {
   w->db_now = parse_seconds(PQgetvalue(r, 0, 0));
   w->next_due = seconds_or_inf(r, 1);
   w->next_expiry = seconds_or_inf(r, 2);
+  w->next_cron = seconds_or_inf(r, 3);
+  PQclear(r);
+  return STORE_OK;
+}
+
+static int pg_cron_put(store *s, const store_cron *c) {
+  if (memchr(c->id, 0, c->id_len) || memchr(c->name, 0, c->name_len) ||
+      memchr(c->expr, 0, c->expr_len) || memchr(c->tz, 0, c->tz_len) || c->payload_has_nul)
+    return store_fail(s, STORE_ERROR, "a NUL byte, which PostgreSQL cannot store");
+  char prio[32], maxa[32], backfill[64], next[64];
+  snprintf(prio, sizeof prio, "%lld", c->priority);
+  snprintf(maxa, sizeof maxa, "%lld", c->max_attempts);
+  const char *values[10] = {c->id,
+                            c->expr,
+                            c->tz,
+                            c->name,
+                            c->payload,
+                            prio,
+                            c->max_attempts > 0 ? maxa : NULL,
+                            c->catch_up ? "true" : "false",
+                            c->backfill >= 0 ? fmt_seconds(c->backfill, backfill, sizeof backfill)
+                                             : NULL,
+                            fmt_seconds(c->next_at, next, sizeof next)};
+  PGresult *r = NULL;
+  int rc = run(PG(s), Q_CRON_PUT, values, &r);
+  if (rc) return rc;
+  PQclear(r);
+  return STORE_OK;
+}
+
+static int pg_cron_remove(store *s, const char *id, size_t id_len, int *done) {
+  *done = 0;
+  if (memchr(id, 0, id_len)) return STORE_OK;
+  const char *values[1] = {id};
+  PGresult *r = NULL;
+  int rc = run(PG(s), Q_CRON_REMOVE, values, &r);
+  if (rc) return rc;
+  *done = atoi(PQcmdTuples(r)) > 0;
+  PQclear(r);
+  return STORE_OK;
+}
+
+static int pg_cron_list(store *s, double within, store_cron **out, size_t *n, double *db_now) {
+  pg_store *p = PG(s);
+  char w[64];
+  const char *values[2] = {buf_cstr(&p->names_literal), fmt_seconds(within, w, sizeof w)};
+  PGresult *r = NULL;
+  int rc = run(p, within >= 0 ? Q_CRON_DUE : Q_CRON_LIST, values, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  if (rows > p->crons_cap) {
+    store_cron *grown = realloc(p->crons, rows * sizeof *grown);
+    if (!grown) {
+      PQclear(r);
+      return store_fail(s, STORE_NOMEM, "not enough memory");
+    }
+    p->crons = grown;
+    p->crons_cap = rows;
+  }
+  *db_now = 0;
+  for (size_t i = 0; i < rows; i++) {
+    store_cron *c = &p->crons[i];
+    int row = (int)i;
+    memset(c, 0, sizeof *c);
+    c->id = value_or_null(r, row, 0, &c->id_len);
+    c->expr = value_or_null(r, row, 1, &c->expr_len);
+    c->tz = value_or_null(r, row, 2, &c->tz_len);
+    c->name = value_or_null(r, row, 3, &c->name_len);
+    c->payload = value_or_null(r, row, 4, &c->payload_len);
+    c->priority = parse_int(PQgetvalue(r, row, 5));
+    c->max_attempts = PQgetisnull(r, row, 6) ? 0 : parse_int(PQgetvalue(r, row, 6));
+    c->catch_up = PQgetvalue(r, row, 7)[0] == 't';
+    c->backfill = PQgetisnull(r, row, 8) ? -1 : parse_seconds(PQgetvalue(r, row, 8));
+    c->next_at = parse_seconds(PQgetvalue(r, row, 9));
+    *db_now = parse_seconds(PQgetvalue(r, row, 10));
+  }
+  clear(&p->cron_rows);
+  p->cron_rows = r;
+  *out = p->crons;
+  *n = rows;
+  return STORE_OK;
+}
+
+static int pg_cron_fire(store *s, const char *id, size_t id_len, double expected,
+                        const double *slots, size_t n, double next, int *won) {
+  pg_store *p = PG(s);
+  char exp[64], nxt[64], num[64];
+  *won = 0;
+  if (memchr(id, 0, id_len)) return STORE_OK;
+  buf *b = &p->p[0];
+  buf_reset(b);
+  int err = buf_addc(b, '{');
+  for (size_t i = 0; i < n; i++)
+    err |= (i ? buf_addc(b, ',') : 0) | buf_adds(b, fmt_seconds(slots[i], num, sizeof num));
+  if (err | buf_addc(b, '}')) return store_fail(s, STORE_NOMEM, "not enough memory");
+  const char *values[4] = {id, fmt_seconds(expected, exp, sizeof exp), buf_cstr(b),
+                           fmt_seconds(next, nxt, sizeof nxt)};
+  PGresult *r = NULL;
+  int rc = run(p, Q_CRON_FIRE, values, &r);
+  if (rc) return rc;
+  *won = atoi(PQgetvalue(r, 0, 0)) > 0;
   PQclear(r);
   return STORE_OK;
 }
@@ -766,6 +946,8 @@ static void pg_destroy(store *s) {
   pg_disconnect(s);
   clear(&p->claimed);
   clear(&p->got);
+  clear(&p->cron_rows);
+  free(p->crons);
   free_names(p);
   buf_free(&p->names_literal);
   for (int i = 0; i < 8; i++) buf_free(&p->p[i]);
@@ -778,10 +960,28 @@ static void pg_destroy(store *s) {
 }
 
 static const store_ops pg_ops = {
-    "postgresql", pg_connect,  pg_disconnect, pg_destroy,   pg_schedule,
-    pg_cancel,    pg_retry,    pg_get,        pg_set_names, pg_claim,
-    pg_finish,    pg_heartbeat, pg_rescue,    pg_next_wake, pg_listen,
-    pg_socket,    pg_notifications,
+    .backend = "postgresql",
+    .connect = pg_connect,
+    .disconnect = pg_disconnect,
+    .destroy = pg_destroy,
+    .schedule = pg_schedule,
+    .cancel = pg_cancel,
+    .retry = pg_retry,
+    .get = pg_get,
+    .set_names = pg_set_names,
+    .claim = pg_claim,
+    .finish = pg_finish,
+    .heartbeat = pg_heartbeat,
+    .rescue = pg_rescue,
+    .abandon = pg_abandon,
+    .next_wake = pg_next_wake,
+    .listen = pg_listen,
+    .socket = pg_socket,
+    .notifications = pg_notifications,
+    .cron_put = pg_cron_put,
+    .cron_remove = pg_cron_remove,
+    .cron_list = pg_cron_list,
+    .cron_fire = pg_cron_fire,
 };
 
 /* The password as written in a URL's user-info ("user:secret@"), if any. */

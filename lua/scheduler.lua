@@ -9,6 +9,8 @@
 -- close) raise; runtime failures return nil, "scheduler: <what>: <detail>".
 
 local core = require "scheduler.core"
+local cron = require "scheduler.cron"
+local tz = require "scheduler.tz"
 
 local M = { _VERSION = "lua-scheduler " .. core._VERSION }
 
@@ -107,6 +109,108 @@ local CONFIG_OPTIONS = {
   backoff = true, log = true,
 }
 
+-- Recurring schedules ------------------------------------------------------
+
+-- A slot more than CRON_GRACE seconds overdue counts as missed (no worker
+-- was running); catch_up = false skips missed slots.  On-time slots become
+-- jobs a second ahead, so a few seconds is plenty.
+local CRON_GRACE = 10
+-- backfill never creates more than this many jobs at once.
+local CRON_MAX_BACKFILL = 1000
+-- A schedule whose tick fails (e.g. its zone vanished) is retried after this.
+local CRON_RETRY = 60
+
+--- The slots of `sched` in [lo, now], at most `max` (the latest ones);
+-- `from` is a known slot <= now at or before lo's first slot.
+local function slots_between(sched, zone, from, lo, now, max)
+  local s = from >= lo and from or sched:next(lo - 1, zone)
+  local out, n = {}, 0
+  while s and s <= now do
+    n = n + 1
+    out[(n - 1) % max + 1] = s
+    s = sched:next(s, zone)
+  end
+  if n <= max then return out, 0 end
+  -- keep the latest `max`, in order (out is a ring)
+  local ordered = {}
+  for i = 1, max do ordered[i] = out[(n + i - 1) % max + 1] end
+  return ordered, n - max
+end
+
+--- The latest slot of `sched` in [from, now] (from is a slot <= now).
+local function latest_slot(sched, zone, from, now)
+  local window = 60
+  while now - window > from do
+    local s = sched:next(now - window - 1, zone)
+    if s and s <= now then
+      local n = sched:next(s, zone)
+      while n and n <= now do s, n = n, sched:next(n, zone) end
+      return s
+    end
+    window = window * 4
+  end
+  local s, n = from, sched:next(from, zone)
+  while n and n <= now do s, n = n, sched:next(n, zone) end
+  return s
+end
+
+local function iso(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
+--- Turn one due schedule into jobs per its catch-up policy, and advance it.
+-- `now` is the database clock; slots up to `now + ahead` become jobs (a
+-- job for a slot still ahead waits for its time like any other).
+local function fire_schedule(c, row, now, ahead, log)
+  local sched, zone = cron.parse(row.expr), tz.get(row.tz)
+  local slots, skipped
+  local upto = now + ahead
+  if row.backfill then
+    slots, skipped = slots_between(sched, zone, row.next_at, math.max(row.next_at, now - row.backfill),
+      upto, CRON_MAX_BACKFILL)
+    local before = row.next_at < now - row.backfill
+    if (skipped > 0 or before) and log then
+      log("warn", string.format("cron %q: slots since %s were missed; ran %d of them (backfill %gs)",
+        row.id, iso(row.next_at), #slots, row.backfill))
+    end
+  else
+    local latest = latest_slot(sched, zone, row.next_at, upto)
+    local missed = now - latest > CRON_GRACE or latest > row.next_at
+    if row.catch_up or now - latest <= CRON_GRACE then
+      slots = { latest }
+      if missed and log then
+        log("warn", string.format("cron %q: slots since %s were missed; ran the latest (%s) once",
+          row.id, iso(row.next_at), iso(latest)))
+      end
+    else
+      slots = {}
+      if log then
+        log("warn", string.format("cron %q: skipped the slots missed since %s (catch_up = false)",
+          row.id, iso(row.next_at)))
+      end
+    end
+  end
+  local next_at = sched:next(upto, zone) or math.huge
+  return c:cron_fire(row.id, row.next_at, slots, next_at)
+end
+
+--- The tick run() calls when a schedule is due: each due schedule of this
+-- worker's listeners becomes jobs; one failing schedule does not stop the
+-- others (it is retried in CRON_RETRY seconds, and logged).
+local function make_tick(log)
+  return function(c, ahead)
+    local rows, now = c:crons(ahead)
+    if not rows then error(now, 0) end
+    for _, row in ipairs(rows) do
+      local ok, err = pcall(fire_schedule, c, row, now, ahead, log)
+      if not ok or err == nil then
+        if log then log("error", string.format("cron %q: %s", row.id, tostring(err))) end
+        if not ok then c:cron_fire(row.id, row.next_at, {}, now + CRON_RETRY) end
+      end
+    end
+  end
+end
+
 --- Build the C core for validated options, sharing `listeners`/`limits`.
 local function build(opts, listeners, limits, level)
   opts = check_options("configure", opts, CONFIG_OPTIONS, level + 1)
@@ -154,6 +258,7 @@ local function build(opts, listeners, limits, level)
   local c, err = core.new {
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
     listeners = listeners, limits = limits, backoff = backoff, log = log,
+    tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
   return c
@@ -242,6 +347,67 @@ function Scheduler:retry(id)
   return check_self(self, "retry"):retry(check_id("retry", id, 2))
 end
 
+--- The jobs held by worker `worker_id`, known to be dead (e.g. its
+-- supervisor saw it exit), go back to run now instead of when their lease
+-- expires.  Returns how many, or nil, err.
+function Scheduler:abandon(worker_id)
+  local c = check_self(self, "abandon")
+  if type(worker_id) ~= "string" or worker_id == "" then
+    raise(2, "abandon: worker_id must be a non-empty string")
+  end
+  return c:abandon(worker_id)
+end
+
+local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true }
+
+--- Declare (or update) the recurring schedule `id`: at every slot of the
+-- cron expression `expr`, a job `name` with `payload` is scheduled.
+-- opts: tz ("UTC", "local" or an IANA name), catch_up (default true: after
+-- downtime the latest missed slot runs once), backfill (seconds: run every
+-- slot missed within that window instead), priority, max_attempts.
+-- Returns true, or nil, err.
+function Scheduler:cron(id, expr, name, payload, opts)
+  local c = check_self(self, "cron")
+  if type(id) ~= "string" or id == "" then raise(2, "cron: id must be a non-empty string") end
+  if type(expr) ~= "string" then raise(2, "cron: the expression must be a string, got %s", type(expr)) end
+  check_name("cron", name, 2)
+  opts = check_options("cron", opts, CRON_OPTIONS, 2)
+  local ok, sched = pcall(cron.parse, expr)
+  if not ok then error(sched, 2) end
+  local zone_name = opts.tz or "UTC"
+  if type(zone_name) ~= "string" then raise(2, "cron: tz must be a string") end
+  local zok, zone = pcall(tz.get, zone_name)
+  if not zok then error(zone, 2) end
+  if opts.catch_up ~= nil and type(opts.catch_up) ~= "boolean" then
+    raise(2, "cron: catch_up must be a boolean")
+  end
+  if opts.backfill ~= nil and (not is_finite(opts.backfill) or opts.backfill < 0) then
+    raise(2, "cron: backfill must be a number of seconds >= 0")
+  end
+  local priority = opts.priority and check_int("cron", "priority", opts.priority, 0, 2)
+  local max_attempts = opts.max_attempts and check_int("cron", "max_attempts", opts.max_attempts, 1, 2)
+  local now, err = c:db_now()
+  if not now then return nil, err end
+  local next_at = sched:next(now, zone) or math.huge
+  return c:cron_put(id, expr, zone_name, name, payload, priority, max_attempts,
+    opts.catch_up ~= false, opts.backfill, next_at)
+end
+
+--- Remove the recurring schedule `id`: true if it existed.
+function Scheduler:uncron(id)
+  local c = check_self(self, "uncron")
+  if type(id) ~= "string" or id == "" then raise(2, "uncron: id must be a non-empty string") end
+  return c:cron_remove(id)
+end
+
+--- Every recurring schedule: an array of { id, expr, tz, name, payload,
+-- priority, max_attempts, catch_up, backfill, next_at }, or nil, err.
+function Scheduler:crons()
+  local rows, err = check_self(self, "crons"):crons()
+  if not rows then return nil, err end
+  return rows
+end
+
 --- Run the loop.  opts.seconds: return after that long; opts.drain: run
 -- what is due now and return how many ran.
 function Scheduler:run(opts)
@@ -277,6 +443,10 @@ end
 --- The current Unix time (host clock) as a float.
 M.now = core.now
 
+--- The next n fire times of a cron expression (Unix seconds), strictly
+-- after opts.from (default now), in zone opts.tz (default "UTC").
+M.next_times = cron.next_times
+
 -- The default instance behind the module-level functions.
 local default
 
@@ -298,7 +468,8 @@ local function get_default()
   return default
 end
 
-for _, name in ipairs { "on", "off", "schedule", "cancel", "job", "retry", "run", "stop" } do
+for _, name in ipairs { "on", "off", "schedule", "cancel", "job", "retry", "abandon", "cron",
+  "uncron", "crons", "run", "stop" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

@@ -21,6 +21,8 @@
 --   WORKER_SCHEDULE    schedule this many due-now jobs for the first name
 --                      before running (payload { from = <pid>, n = i })
 --   WORKER_LOG         "stderr" (default): log to stderr; "false": no logging
+--   WORKER_CRON        "<id> <expr...>": declare that recurring schedule for
+--                      the first name before running (as every worker would)
 --
 -- Files in WORKER_DIR:
 --   pid       this process's pid, written first thing
@@ -139,6 +141,16 @@ for i = 1, to_schedule do
   local id, err = scheduler.schedule(names[1], { from = pid, n = i })
   if not id then
     io.stderr:write("worker: schedule failed: ", tostring(err), "\n")
+    os.exit(1)
+  end
+end
+
+local cron_decl = os.getenv("WORKER_CRON")
+if cron_decl then
+  local cid, expr = cron_decl:match("^(%S+)%s+(.+)$")
+  local ok, err = scheduler.cron(cid, expr, names[1], { from = pid })
+  if not ok then
+    io.stderr:write("worker: cron failed: ", tostring(err), "\n")
     os.exit(1)
   end
 end
