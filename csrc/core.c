@@ -273,6 +273,57 @@ static int l_schedule(lua_State *L) {
   return 1;
 }
 
+/* s:schedule_many(items) -> array of ids | nil, err.  items: an array of
+ * tables {name=, payload=, at=, delay=, key=, priority=, max_attempts=}
+ * (checked by the Lua side); all are stored in one transaction or none. */
+static int l_schedule_many(lua_State *L) {
+  core *c = check_core(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t n = (size_t)luaL_len(L, 2);
+  store_new_job *jobs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *jobs, 0);
+  size_t *offsets = lua_newuserdatauv(L, (n ? n : 1) * sizeof *offsets, 0);
+  int64_t *ids = lua_newuserdatauv(L, (n ? n : 1) * sizeof *ids, 0);
+  buf_reset(&c->payload);
+  for (size_t i = 0; i < n; i++) {
+    store_new_job *j = &jobs[i];
+    memset(j, 0, sizeof *j);
+    if (lua_geti(L, 2, (lua_Integer)i + 1) != LUA_TTABLE)
+      return luaL_error(L, "schedule_many: item %d is not a table", (int)i + 1);
+    int item = lua_gettop(L);
+    lua_getfield(L, item, "name");
+    j->name = luaL_checklstring(L, -1, &j->name_len);
+    lua_getfield(L, item, "at");
+    if ((j->has_at = !lua_isnil(L, -1))) j->at = luaL_checknumber(L, -1);
+    lua_getfield(L, item, "delay");
+    if ((j->has_delay = !lua_isnil(L, -1))) j->delay = luaL_checknumber(L, -1);
+    lua_getfield(L, item, "key");
+    j->key = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &j->key_len);
+    lua_getfield(L, item, "priority");
+    j->priority = (long long)luaL_optinteger(L, -1, 0);
+    lua_getfield(L, item, "max_attempts");
+    j->max_attempts = (long long)luaL_optinteger(L, -1, 0);
+    offsets[i] = c->payload.len;
+    if (lua_getfield(L, item, "payload") != LUA_TNIL) {
+      char where[40];
+      snprintf(where, sizeof where, "items[%zu].payload", i + 1);
+      j->payload_has_nul = (json_encode(L, -1, &c->payload, where) & JSON_HAS_NUL) != 0;
+      j->payload = ""; /* pointed into the buffer below, once it stops moving */
+      j->payload_len = c->payload.len - offsets[i];
+    }
+    lua_settop(L, item - 1); /* strings stay anchored in items */
+  }
+  for (size_t i = 0; i < n; i++)
+    if (jobs[i].payload) jobs[i].payload = c->payload.data + offsets[i];
+  if (c->st->ops->schedule_many(c->st, jobs, n, ids) != STORE_OK)
+    return fail(L, "schedule_many", store_error(c->st));
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushinteger(L, (lua_Integer)ids[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 static int id_op(lua_State *L, const char *op,
                  int (*fn)(store *, int64_t, int *)) {
   core *c = check_core(L);
@@ -505,7 +556,7 @@ static int l_now(lua_State *L) {
 }
 
 static const luaL_Reg core_methods[] = {
-    {"schedule", l_schedule}, {"cancel", l_cancel}, {"retry", l_retry}, {"job", l_job},
+    {"schedule", l_schedule}, {"schedule_many", l_schedule_many}, {"cancel", l_cancel}, {"retry", l_retry}, {"job", l_job},
     {"on", l_on},             {"off", l_off},       {"run", l_run},     {"stop", l_stop},
     {"running", l_running},   {"abandon", l_abandon}, {"close", l_close},
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},

@@ -51,7 +51,7 @@
  * so far and its owner resets it), with a short message naming where, built
  * from `root` (e.g. "payload"; NULL means "value"):
  *   "payload.user.tags[3]: cannot encode a function"
- *   "payload.self: cyclic table"            (a table inside itself)
+ *   "payload.self: cyclic table (refers back to payload)"
  *   "payload.x: table mixes array items and string keys"
  *   "payload[2]: table key 1.5 is not a string or a positive integer"
  *   "payload.a: sparse array (key 1000 of 3 items)"

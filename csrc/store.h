@@ -116,6 +116,8 @@ typedef struct store_ops {
   void (*disconnect)(store *s);
   void (*destroy)(store *s);
   int (*schedule)(store *s, const store_new_job *job, int64_t *id);
+  /* Insert n jobs in one transaction (all or none); ids[i] for jobs[i]. */
+  int (*schedule_many)(store *s, const store_new_job *jobs, size_t n, int64_t *ids);
   /* *done = 1 when a waiting job was removed / a failed job was re-queued. */
   int (*cancel)(store *s, int64_t id, int *done);
   int (*retry)(store *s, int64_t id, int *done);

@@ -131,7 +131,7 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
+  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
   Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
 };
 
@@ -149,6 +149,24 @@ static const struct {
                     " CASE WHEN $3::float8 IS NOT NULL THEN to_timestamp($3::float8)"
                     " ELSE now() + coalesce($4::float8, 0) * interval '1 second' END,"
                     " $5, $6::integer, $7::integer)"},
+    /* Jobs without a key in one set-based INSERT (their ids come back in
+     * insertion order, which is input order); keyed ones through
+     * scheduler.schedule() for its key semantics.  ord 0 marks the former. */
+    [Q_SCHEDULE_MANY] = {"scheduler_schedule_many", 7,
+                         "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::float8[],"
+                         "  $4::float8[], $5::text[], $6::integer[], $7::integer[])"
+                         "  WITH ORDINALITY AS t(name, payload, at, delay, key, priority,"
+                         "  max_attempts, ord)),"
+                         " plain AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
+                         "  max_attempts) SELECT name, payload::jsonb, CASE WHEN at IS NOT NULL"
+                         "  THEN to_timestamp(at) ELSE now() + coalesce(delay, 0) *"
+                         "  interval '1 second' END, priority, max_attempts FROM input"
+                         "  WHERE key IS NULL ORDER BY ord RETURNING id)"
+                         " SELECT 0::bigint, id FROM plain UNION ALL"
+                         " SELECT ord, scheduler.schedule(name, payload::jsonb, CASE WHEN at IS NOT"
+                         "  NULL THEN to_timestamp(at) ELSE now() + coalesce(delay, 0) *"
+                         "  interval '1 second' END, key, priority, max_attempts)"
+                         " FROM input WHERE key IS NOT NULL"},
     [Q_CANCEL] = {"scheduler_cancel", 1,
                   "DELETE FROM scheduler.jobs WHERE id = $1 AND state = 'scheduled'"},
     [Q_RETRY] = {"scheduler_retry", 1,
@@ -565,6 +583,92 @@ static int pg_schedule(store *s, const store_new_job *j, int64_t *id) {
   return STORE_OK;
 }
 
+/* Rows per schedule_many statement: bounds the size of one message. */
+#define MANY_CHUNK 10000
+
+static int cmp_id(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* One chunk: jobs[0, n) -> ids. */
+static int many_chunk(pg_store *p, const store_new_job *jobs, size_t n, int64_t *ids) {
+  buf *b = p->p;
+  int err = 0;
+  char num[64];
+  for (int i = 0; i < 7; i++) {
+    buf_reset(&b[i]);
+    err |= buf_addc(&b[i], '{');
+  }
+  size_t plain = 0;
+  for (size_t i = 0; i < n && !err; i++) {
+    const store_new_job *j = &jobs[i];
+    if (i)
+      for (int k = 0; k < 7; k++) err |= buf_addc(&b[k], ',');
+    err |= add_array_text(&b[0], j->name, j->name_len);
+    err |= j->payload ? add_array_text(&b[1], j->payload, j->payload_len) : buf_adds(&b[1], "NULL");
+    err |= buf_adds(&b[2], j->has_at ? fmt_seconds(j->at, num, sizeof num) : "NULL");
+    err |= buf_adds(&b[3], j->has_delay ? fmt_seconds(j->delay, num, sizeof num) : "NULL");
+    err |= j->key ? add_array_text(&b[4], j->key, j->key_len) : buf_adds(&b[4], "NULL");
+    err |= add_int(&b[5], j->priority);
+    err |= j->max_attempts > 0 ? add_int(&b[6], j->max_attempts) : buf_adds(&b[6], "NULL");
+    if (!j->key) plain++;
+  }
+  for (int i = 0; i < 7; i++) err |= buf_addc(&b[i], '}');
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  const char *values[7];
+  for (int i = 0; i < 7; i++) values[i] = buf_cstr(&b[i]);
+  PGresult *r = NULL;
+  int rc = run(p, Q_SCHEDULE_MANY, values, &r);
+  if (rc) return rc;
+  /* keyed rows carry their 1-based position; the plain ids, sorted, go to
+   * the keyless jobs in order */
+  int64_t *plain_ids = malloc((plain ? plain : 1) * sizeof *plain_ids);
+  if (!plain_ids) {
+    PQclear(r);
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  }
+  size_t got = 0;
+  for (int row = 0; row < PQntuples(r); row++) {
+    long long ord = parse_int(PQgetvalue(r, row, 0));
+    int64_t id = parse_int(PQgetvalue(r, row, 1));
+    if (ord == 0 && got < plain)
+      plain_ids[got++] = id;
+    else if (ord >= 1 && (size_t)ord <= n)
+      ids[ord - 1] = id;
+  }
+  PQclear(r);
+  qsort(plain_ids, got, sizeof *plain_ids, cmp_id);
+  for (size_t i = 0, k = 0; i < n && k < got; i++)
+    if (!jobs[i].key) ids[i] = plain_ids[k++];
+  free(plain_ids);
+  return got == plain ? STORE_OK : store_fail(&p->base, STORE_ERROR, "schedule_many: ids missing");
+}
+
+static int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids) {
+  pg_store *p = PG(s);
+  for (size_t i = 0; i < n; i++) {
+    const store_new_job *j = &jobs[i];
+    if (memchr(j->name, 0, j->name_len) || (j->key && memchr(j->key, 0, j->key_len)) ||
+        j->payload_has_nul)
+      return store_fail(s, STORE_ERROR,
+                        "job %zu: a NUL byte in its name, key or payload, which PostgreSQL "
+                        "cannot store",
+                        i + 1);
+  }
+  if (n <= MANY_CHUNK) return n ? many_chunk(p, jobs, n, ids) : STORE_OK;
+  int rc = pg_connect(s);
+  if (rc == STORE_OK) rc = exec_simple(p, "schedule_many", "BEGIN", NULL);
+  for (size_t at = 0; rc == STORE_OK && at < n; at += MANY_CHUNK)
+    rc = many_chunk(p, jobs + at, n - at < MANY_CHUNK ? n - at : MANY_CHUNK, ids + at);
+  if (rc == STORE_OK) return exec_simple(p, "schedule_many", "COMMIT", NULL);
+  if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
+    PGresult *r = PQexec(p->conn, "ROLLBACK");
+    if (r) PQclear(r);
+  }
+  return rc;
+}
+
 static int exec_id(pg_store *p, int q, int64_t id, int *done) {
   char idtext[32];
   snprintf(idtext, sizeof idtext, "%lld", (long long)id);
@@ -965,6 +1069,7 @@ static const store_ops pg_ops = {
     .disconnect = pg_disconnect,
     .destroy = pg_destroy,
     .schedule = pg_schedule,
+    .schedule_many = pg_schedule_many,
     .cancel = pg_cancel,
     .retry = pg_retry,
     .get = pg_get,

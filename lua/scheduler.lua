@@ -299,37 +299,63 @@ end
 
 local WHEN_OPTIONS = { at = true, delay = true, key = true, priority = true, max_attempts = true }
 
+--- Check schedule()'s `when` (nil, Unix seconds, or an options table) and
+-- return at, delay, key, priority, max_attempts.
+local function parse_when(fname, when, level)
+  if when == nil then return nil end
+  if type(when) == "number" then
+    if not is_finite(when) then raise(level + 1, "%s: the time must be a finite number, got %s", fname, when) end
+    return when
+  end
+  if type(when) ~= "table" then
+    raise(level + 1, "%s: when must be nil, a number or a table, got %s", fname, type(when))
+  end
+  check_options(fname, when, WHEN_OPTIONS, level + 1)
+  local at, delay, key = when.at, when.delay, when.key
+  if at ~= nil and delay ~= nil then raise(level + 1, "%s: give at or delay, not both", fname) end
+  if at ~= nil and not is_finite(at) then
+    raise(level + 1, "%s: at must be a finite number (Unix seconds), got %s", fname, tostring(at))
+  end
+  if delay ~= nil and not is_finite(delay) then
+    raise(level + 1, "%s: delay must be a finite number of seconds, got %s", fname, tostring(delay))
+  end
+  if key ~= nil and (type(key) ~= "string" or key == "") then
+    raise(level + 1, "%s: key must be a non-empty string, got %s", fname, type(key))
+  end
+  local priority = when.priority ~= nil and check_int(fname, "priority", when.priority, 0, level + 1) or nil
+  local max_attempts = when.max_attempts ~= nil
+    and check_int(fname, "max_attempts", when.max_attempts, 1, level + 1) or nil
+  return at, delay, key, priority, max_attempts
+end
+
 --- Schedule job `name` with `payload`.  `when`: nil (now), absolute Unix
 -- seconds, or { at = t | delay = s, key =, priority =, max_attempts = }.
 -- Returns the id once the job is durably stored, or nil, err.
 function Scheduler:schedule(name, payload, when)
   local c = check_self(self, "schedule")
   check_name("schedule", name, 2)
-  local at, delay, key, priority, max_attempts
-  if type(when) == "number" then
-    if not is_finite(when) then raise(2, "schedule: the time must be a finite number, got %s", when) end
-    at = when
-  elseif type(when) == "table" then
-    check_options("schedule", when, WHEN_OPTIONS, 2)
-    at, delay, key = when.at, when.delay, when.key
-    if at ~= nil and delay ~= nil then raise(2, "schedule: give at or delay, not both") end
-    if at ~= nil and not is_finite(at) then
-      raise(2, "schedule: at must be a finite number (Unix seconds), got %s", tostring(at))
-    end
-    if delay ~= nil and not is_finite(delay) then
-      raise(2, "schedule: delay must be a finite number of seconds, got %s", tostring(delay))
-    end
-    if key ~= nil and (type(key) ~= "string" or key == "") then
-      raise(2, "schedule: key must be a non-empty string, got %s", type(key))
-    end
-    if when.priority ~= nil then priority = check_int("schedule", "priority", when.priority, 0, 2) end
-    if when.max_attempts ~= nil then
-      max_attempts = check_int("schedule", "max_attempts", when.max_attempts, 1, 2)
-    end
-  elseif when ~= nil then
-    raise(2, "schedule: when must be nil, a number or a table, got %s", type(when))
-  end
+  local at, delay, key, priority, max_attempts = parse_when("schedule", when, 2)
   return c:schedule(name, payload, at, delay, key, priority, max_attempts)
+end
+
+--- Schedule many jobs in one transaction: `list` is an array of
+-- { name, payload [, when] } (the arguments of schedule()).  Returns the
+-- array of their ids, in order, once all are durably stored; or nil, err and
+-- none is stored.
+function Scheduler:schedule_many(list)
+  local c = check_self(self, "schedule_many")
+  if type(list) ~= "table" then raise(2, "schedule_many: expects an array of {name, payload, when}") end
+  local items = {}
+  for i = 1, #list do
+    local e = list[i]
+    if type(e) ~= "table" then raise(2, "schedule_many: item %d is not a table", i) end
+    local fname = "schedule_many: item " .. i
+    check_name(fname, e[1], 2)
+    local at, delay, key, priority, max_attempts = parse_when(fname, e[3], 2)
+    items[i] = { name = e[1], payload = e[2], at = at, delay = delay, key = key,
+      priority = priority, max_attempts = max_attempts }
+  end
+  return c:schedule_many(items)
 end
 
 --- Remove a waiting job: true if one was removed.
@@ -468,7 +494,7 @@ local function get_default()
   return default
 end
 
-for _, name in ipairs { "on", "off", "schedule", "cancel", "job", "retry", "abandon", "cron",
+for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
   "uncron", "crons", "run", "stop" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
