@@ -4,9 +4,17 @@
 #   make test               install deps, build, run the busted specs against a
 #                           throwaway PostgreSQL cluster (scripts/pgtmp)
 #   make test BUSTED_ARGS="spec/foo_spec.lua"
+#   make test BACKENDS=sqlite   one backend only (default: postgresql sqlite)
+#   make demo               the quick start with nothing to set up: EXAMPLE on
+#                           the default SQLite database (./scheduler.db), no server
 #   make test SANITIZE=1    same, with ASan+UBSan (builds into build/asan)
-#   make example            run examples/quickstart.lua against a throwaway cluster
+#   make example            the quick start against a throwaway cluster: examples/demo.sh
+#                           (bin/lua-scheduler on examples/listeners; EXAMPLE=x.lua runs a
+#                           Lua script instead, e.g. examples/quickstart.lua)
 #   make rock-check         luarocks make into a temp tree and require it from there
+#   make bench              run the benchmarks (bench/run.lua) against a throwaway
+#                           cluster: table on stdout, figures in bench/results.json
+#   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -16,17 +24,22 @@ SHELL := /bin/bash
 LUA          ?= lua5.4
 BUSTED       ?= /usr/bin/busted
 BUSTED_ARGS  ?=
+# The suite runs once per backend (a full busted run each, each with its own
+# summary line): PostgreSQL on the throwaway cluster, SQLite on a fresh file.
+BACKENDS     ?= postgresql sqlite
+BENCH_ARGS   ?=
 LUAROCKS     ?= luarocks
 PKG_CONFIG   ?= pkg-config
 LUA_PC       ?= lua5.4
 PQ_PC        ?= libpq
+SQLITE_PC    ?= sqlite3
 PGTMP        ?= $(CURDIR)/scripts/pgtmp
 INSTALL_DEPS ?= $(CURDIR)/scripts/install-deps
 # Parent directory for throwaway clusters: must be reachable by the `postgres`
 # user when running as root, and short (Unix socket path limit).
 PGTMP_ROOT   ?= /tmp
 ROCKSPEC     ?= rockspec/lua-scheduler-scm-1.rockspec
-EXAMPLE      ?= examples/quickstart.lua
+EXAMPLE      ?= examples/demo.sh
 SRCDIR       ?= csrc
 LUADIR       ?= lua
 
@@ -63,9 +76,11 @@ LIBS      ?= -lpthread
 LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LUA_PC))
 PQ_CFLAGS  = $(shell $(PKG_CONFIG) --cflags $(PQ_PC))
 PQ_LIBS    = $(shell $(PKG_CONFIG) --libs $(PQ_PC))
+SQLITE_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(SQLITE_PC))
+SQLITE_LIBS   = $(shell $(PKG_CONFIG) --libs $(SQLITE_PC))
 
 ALL_CFLAGS  = $(CSTD) $(WARNFLAGS) $(CFLAGS) -fPIC $(SAN_FLAGS) \
-              $(FEATURES) $(CPPFLAGS) $(LUA_CFLAGS) $(PQ_CFLAGS)
+              $(FEATURES) $(CPPFLAGS) $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
 # Not linked against liblua: the interpreter provides the Lua API symbols.
 ALL_LDFLAGS = -shared $(SAN_FLAGS) $(LDFLAGS)
 
@@ -113,11 +128,12 @@ trap '"$(PGTMP)" stop "$$pgdir"' EXIT; \
 trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP; \
 "$(PGTMP)" start "$$pgdir" --watch $$$$; \
 . "$$pgdir/env"; \
+unset LUA_PATH_5_4 LUA_CPATH_5_4; \
 export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test example rock-check clean
+.PHONY: all build deps test example demo rock-check bench clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -126,7 +142,7 @@ build: $(SO)
 
 $(SO): $(OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(PQ_LIBS) $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(PQ_LIBS) $(SQLITE_LIBS) $(LIBS)
 
 $(BUILD)/obj/%.o: $(SRCDIR)/%.c
 	@mkdir -p $(@D)
@@ -140,27 +156,56 @@ deps:
 # deps first, then build in a sub-make (so pkg-config and the compiler exist
 # before anything is compiled, even with -j).
 test: deps
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
-	"$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
-	    --cpath='$(CURDIR)/$(BUILD)/?.so' $(BUSTED_ARGS)
+	pgdb=$$LUA_SCHEDULER_DATABASE; status=0; \
+	for backend in $(BACKENDS); do \
+	  case $$backend in \
+	    postgresql) db=$$pgdb; other=sqlite ;; \
+	    sqlite) mkdir -p "$$pgdir/sqlite"; db="sqlite:$$pgdir/sqlite/test.db"; other=postgresql ;; \
+	    *) echo "make test: unknown backend '$$backend' (BACKENDS: postgresql sqlite)" >&2; exit 2 ;; \
+	  esac; \
+	  echo "== make test: $$backend ($$db)"; \
+	  LUA_SCHEDULER_DATABASE=$$db \
+	  "$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
+	      --cpath='$(CURDIR)/$(BUILD)/?.so' --exclude-tags=$$other $(BUSTED_ARGS) || status=1; \
+	done; \
+	exit $$status
 
 example: deps
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
-	"$(LUA)" "$(EXAMPLE)"
+	case "$(EXAMPLE)" in *.lua) "$(LUA)" "$(EXAMPLE)" ;; *) LUA="$(LUA)" "$(EXAMPLE)" ;; esac
+
+# The same example with no server and no configuration: the default database,
+# the SQLite file scheduler.db in the working directory (this checkout).
+demo: deps
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@set -euo pipefail; unset LUA_SCHEDULER_DATABASE LUA_PATH_5_4 LUA_CPATH_5_4; \
+	export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
+	case "$(EXAMPLE)" in *.lua) "$(LUA)" "$(EXAMPLE)" ;; *) LUA="$(LUA)" "$(EXAMPLE)" ;; esac
+
+# Benchmarks (issue 3): not a test; prints a table, writes bench/results.json.
+bench: deps
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another
 # directory with the module paths pointing only into that tree.
 rock-check: deps
 	@set -euo pipefail; \
+	for f in $(SRCS); do grep -q "\"$$f\"" "$(ROCKSPEC)" || unlisted="$${unlisted-} $$f"; done; \
+	if [[ -n $${unlisted-} ]]; then echo "rock-check: C sources missing from $(ROCKSPEC):$$unlisted" >&2; exit 1; fi; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	mkdir "$$tmp/src" "$$tmp/tree" "$$tmp/elsewhere"; \
 	tar -c --exclude=./.git --exclude=./build --exclude=./build-asan --exclude=./.tmp . | tar -x -C "$$tmp/src"; \
 	(cd "$$tmp/src" && "$(LUAROCKS)" --lua-version=5.4 make --deps-mode=none --tree="$$tmp/tree" "$(ROCKSPEC)" \
 	    PQ_INCDIR="$$($(PKG_CONFIG) --variable=includedir $(PQ_PC))" \
-	    PQ_LIBDIR="$$($(PKG_CONFIG) --variable=libdir $(PQ_PC))"); \
+	    PQ_LIBDIR="$$($(PKG_CONFIG) --variable=libdir $(PQ_PC))" \
+	    SQLITE_INCDIR="$$($(PKG_CONFIG) --variable=includedir $(SQLITE_PC))" \
+	    SQLITE_LIBDIR="$$($(PKG_CONFIG) --variable=libdir $(SQLITE_PC))"); \
 	cd "$$tmp/elsewhere"; \
 	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 \
 	    LUA_PATH="$$tmp/tree/share/lua/5.4/?.lua;$$tmp/tree/share/lua/5.4/?/init.lua" \

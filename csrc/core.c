@@ -22,6 +22,13 @@
 #include "loop.h"
 #include "store.h"
 
+/* for the lua-scheduler command (block before luaopen_scheduler_core) */
+#include <errno.h>
+#include <limits.h>
+#include "admin_pg.h"
+#include "dir.h"
+#include "process.h"
+
 /* Only luaopen_scheduler_core is exported (see core.c). */
 #pragma GCC visibility push(hidden)
 
@@ -154,6 +161,17 @@ static int l_new(lua_State *L) {
     lua_pushfstring(L, "scheduler: configure: %s", buf_cstr(&err));
     buf_free(&err);
     return 2;
+  }
+  if (c->st->ops->database) {
+    /* the string that reopens this very database (the heartbeat thread's
+     * connection): e.g. an SQLite path made absolute */
+    char *same = strdup(c->st->ops->database(c->st));
+    if (!same) {
+      core_release(c);
+      return luaL_error(L, "not enough memory");
+    }
+    free(c->database);
+    c->database = same;
   }
   lua_settop(L, ud);
   lua_pushvalue(L, ud);
@@ -568,6 +586,413 @@ static const luaL_Reg core_meta[] = {
 static const luaL_Reg module_functions[] = {
     {"new", l_new}, {"now", l_now}, {"default_worker_id", l_default_worker_id}, {NULL, NULL}};
 
+/* ------------------------------------------------------------------ */
+/* For the lua-scheduler command (lua/scheduler/cli*.lua): core.admin, */
+/* core.process, core.dir, core.json_encode / core.json_decode.  Thin  */
+/* bindings of admin_pg.c, process.c, dir.c and json.c.                */
+
+#define ADMIN_MT "scheduler.Admin"
+
+static admin **check_admin_box(lua_State *L) { return luaL_checkudata(L, 1, ADMIN_MT); }
+
+static admin *check_admin(lua_State *L) {
+  admin **box = check_admin_box(L);
+  if (!*box) luaL_error(L, "scheduler: the admin connection is closed");
+  return *box;
+}
+
+/* core.admin(database) -> Admin | nil, err.  Connects (the store creates or
+ * upgrades the schema first; see admin_pg.h). */
+static int l_admin_open(lua_State *L) {
+  const char *database = luaL_checkstring(L, 1);
+  admin **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, ADMIN_MT);
+  buf err = BUF_INIT;
+  *box = admin_open(database, &err);
+  if (!*box) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "scheduler: %s", buf_cstr(&err));
+    buf_free(&err);
+    return 2;
+  }
+  buf_free(&err);
+  return 1;
+}
+
+/* a:close(); also __gc and __close: idempotent, never raises. */
+static int l_admin_close(lua_State *L) {
+  admin **box = check_admin_box(L);
+  admin_close(*box);
+  *box = NULL;
+  return 0;
+}
+
+static void set_number(lua_State *L, const char *field, double v) {
+  if (isnan(v)) return;
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, field);
+}
+
+static void set_integer(lua_State *L, const char *field, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, field);
+}
+
+/* a:list{state=, name=, id=, limit=} -> jobs, db_now | nil, err.  Each job:
+ * {id, name, state, run_at, attempt, max_attempts (absent: the worker's
+ * default), priority, key, locked_by, locked_until, created_at, last_error,
+ * payload_json (the stored JSON text)}. */
+static int l_admin_list(lua_State *L) {
+  admin *a = check_admin(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  admin_filter f;
+  memset(&f, 0, sizeof f);
+  lua_getfield(L, 2, "state");
+  f.state = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 2, "name");
+  f.name = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 2, "id");
+  f.has_id = !lua_isnil(L, -1);
+  if (f.has_id) f.id = (int64_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 2, "limit");
+  f.limit = (long long)luaL_optinteger(L, -1, 0);
+  admin_job *jobs;
+  size_t n;
+  double db_now;
+  if (admin_list(a, &f, &jobs, &n, &db_now) != STORE_OK) return fail(L, "jobs", admin_error(a));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const admin_job *x = &jobs[i];
+    const store_job *j = &x->job;
+    lua_createtable(L, 0, 13);
+    set_integer(L, "id", (long long)j->id);
+    set_string(L, "name", j->name, j->name_len);
+    set_string(L, "state", j->state, j->state ? strlen(j->state) : 0);
+    set_number(L, "run_at", j->run_at);
+    set_integer(L, "attempt", j->attempt);
+    if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
+    set_integer(L, "priority", j->priority);
+    set_string(L, "key", j->key, j->key_len);
+    set_string(L, "locked_by", x->locked_by, x->locked_by ? strlen(x->locked_by) : 0);
+    set_number(L, "locked_until", x->locked_until);
+    set_number(L, "created_at", x->created_at);
+    set_string(L, "last_error", j->last_error, j->last_error_len);
+    set_string(L, "payload_json", j->payload, j->payload_len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_pushnumber(L, db_now);
+  return 2;
+}
+
+/* a:stats() -> rows | nil, err.  Each row: {name, due, later, running,
+ * failed, late (absent: none due), done_last_minute (absent: unknown)}. */
+static int l_admin_stats(lua_State *L) {
+  admin *a = check_admin(L);
+  admin_stat *rows;
+  size_t n;
+  if (admin_stats(a, &rows, &n) != STORE_OK) return fail(L, "stats", admin_error(a));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const admin_stat *s = &rows[i];
+    lua_createtable(L, 0, 7);
+    set_string(L, "name", s->name, s->name_len);
+    set_integer(L, "due", s->due);
+    set_integer(L, "later", s->later);
+    set_integer(L, "running", s->running);
+    set_integer(L, "failed", s->failed);
+    set_number(L, "late", s->late);
+    if (s->done_last_minute >= 0) set_integer(L, "done_last_minute", s->done_last_minute);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* a:retry_failed([name]) -> retried, skipped | nil, err */
+static int l_admin_retry_failed(lua_State *L) {
+  admin *a = check_admin(L);
+  const char *name = luaL_optstring(L, 2, NULL);
+  size_t retried, skipped;
+  if (admin_retry_failed(a, name, &retried, &skipped) != STORE_OK)
+    return fail(L, "retry", admin_error(a));
+  lua_pushinteger(L, (lua_Integer)retried);
+  lua_pushinteger(L, (lua_Integer)skipped);
+  return 2;
+}
+
+/* a:schema_version() -> version | nil, err */
+static int l_admin_schema_version(lua_State *L) {
+  admin *a = check_admin(L);
+  int version;
+  if (admin_schema_version(a, &version) != STORE_OK) return fail(L, "migrate", admin_error(a));
+  lua_pushinteger(L, version);
+  return 1;
+}
+
+/* A signal argument: a name ("TERM", "SIGTERM") or a number. */
+static int check_signal(lua_State *L, int i) {
+  if (lua_type(L, i) == LUA_TNUMBER) return (int)luaL_checkinteger(L, i);
+  int sig = process_signal_number(luaL_checkstring(L, i));
+  if (sig == 0)
+    return luaL_argerror(L, i, lua_pushfstring(L, "unknown signal %s", lua_tostring(L, i)));
+  return sig;
+}
+
+static void push_signal(lua_State *L, int sig) {
+  const char *name = process_signal_name(sig);
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushinteger(L, sig);
+}
+
+static int errno_fail(lua_State *L, const char *op) { return fail(L, op, strerror(errno)); }
+
+/* process.block_signals() -> true | nil, err: CHLD, HUP, INT and TERM now
+ * wait for process.wait_signal. */
+static int l_process_block_signals(lua_State *L) {
+  if (process_block_signals() != 0) return errno_fail(L, "block_signals");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM", or nil after
+ * timeout seconds (nil: no limit).  Raises unless the signals are blocked. */
+static int l_process_wait_signal(lua_State *L) {
+  double timeout = luaL_optnumber(L, 1, -1);
+  luaL_argcheck(L, !isnan(timeout), 1, "timeout is NaN");
+  int sig = process_wait_signal(timeout);
+  if (sig < 0)
+    return luaL_error(L, "scheduler: wait_signal: %s (call block_signals first)", strerror(errno));
+  if (sig == 0) return 0;
+  push_signal(L, sig);
+  return 1;
+}
+
+/* process.spawn(argv, env) -> pid | nil, err.  argv: array of strings
+ * (argv[1] is the program, searched in PATH); env: optional NAME -> value
+ * table set in the child's environment (the rest is inherited). */
+static int l_process_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer argc = luaL_len(L, 1);
+  luaL_argcheck(L, argc >= 1 && argc < INT_MAX / 2, 1,
+                "argv must hold the program and its arguments");
+  int has_env = !lua_isnoneornil(L, 2);
+  if (has_env) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  /* the arrays live in userdata, their strings on the stack: nothing leaks
+   * when a conversion raises */
+  const char **argv = lua_newuserdatauv(L, (size_t)(argc + 1) * sizeof *argv, 0);
+  for (lua_Integer i = 1; i <= argc; i++) {
+    luaL_checkstack(L, 2, "too many arguments");
+    lua_geti(L, 1, i);
+    if (lua_type(L, -1) != LUA_TSTRING) return luaL_argerror(L, 1, "argv must hold only strings");
+    argv[i - 1] = lua_tostring(L, -1);
+  }
+  argv[argc] = NULL;
+  size_t nenv = 0;
+  if (has_env) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) nenv++, lua_pop(L, 1);
+  }
+  const char **env = lua_newuserdatauv(L, (nenv + 1) * sizeof *env, 0);
+  size_t k = 0;
+  if (has_env) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 2, "env must map names to strings");
+      luaL_checkstack(L, 2, "too many environment variables");
+      const char *entry = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_insert(L, -3); /* keep the entry below the key */
+      lua_pop(L, 1);
+      env[k++] = entry;
+    }
+  }
+  env[k] = NULL;
+  buf err = BUF_INIT;
+  pid_t pid;
+  if (process_spawn(argv, env, &pid, &err) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "scheduler: spawn: %s", buf_cstr(&err));
+    buf_free(&err);
+    return 2;
+  }
+  buf_free(&err);
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+/* process.reap() -> pid, "exit", status | pid, "signal", name (or number)
+ * | nil when no child has terminated. */
+static int l_process_reap(lua_State *L) {
+  pid_t pid;
+  int signaled, code;
+  int rc = process_reap(&pid, &signaled, &code);
+  if (rc < 0) return errno_fail(L, "reap");
+  if (rc == 0) return 0;
+  lua_pushinteger(L, (lua_Integer)pid);
+  lua_pushstring(L, signaled ? "signal" : "exit");
+  if (signaled)
+    push_signal(L, code);
+  else
+    lua_pushinteger(L, code);
+  return 3;
+}
+
+/* process.kill(pid, signal) -> true | nil, err */
+static int l_process_kill(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  int sig = check_signal(L, 2);
+  luaL_argcheck(L, pid > 0, 1, "pid must be positive");
+  if (process_kill((pid_t)pid, sig) != 0) return errno_fail(L, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process.monotonic() -> seconds on the monotonic clock (for timers) */
+static int l_process_monotonic(lua_State *L) {
+  lua_pushnumber(L, clock_mono());
+  return 1;
+}
+
+static int l_process_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+/* process.isatty(fd) -> boolean */
+static int l_process_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* dir.is_dir(path) -> boolean | nil, err */
+static int l_dir_is_dir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int is_dir;
+  if (dir_is_dir(path, &is_dir) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, is_dir);
+  return 1;
+}
+
+typedef struct dir_names {
+  char **names;
+  size_t n;
+} dir_names;
+
+static int dir_names_table(lua_State *L) {
+  const dir_names *d = lua_touserdata(L, 1);
+  lua_createtable(L, d->n > INT_MAX ? INT_MAX : (int)d->n, 0);
+  for (size_t i = 0; i < d->n; i++) {
+    lua_pushstring(L, d->names[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* dir.list(path) -> names (unsorted) | nil, err.  The C array is copied in
+ * a protected call, so a memory error cannot leak it. */
+static int l_dir_list(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  dir_names d;
+  if (dir_list(path, &d.names, &d.n) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_pushcfunction(L, dir_names_table);
+  lua_pushlightuserdata(L, &d);
+  int st = lua_pcall(L, 1, 1, 0);
+  dir_free(d.names, d.n);
+  if (st != LUA_OK) return lua_error(L);
+  return 1;
+}
+
+/* json_encode's output buffer is freed even when encoding raises: the
+ * encoding runs in a protected call. */
+static int encode_protected(lua_State *L) {
+  buf *b = lua_touserdata(L, 2);
+  json_encode(L, 1, b, NULL);
+  lua_pushlstring(L, b->data ? b->data : "", b->len);
+  return 1;
+}
+
+/* core.json_encode(value) -> JSON text; raises (naming the value) when it
+ * cannot be encoded. */
+static int l_json_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  buf b = BUF_INIT;
+  lua_pushcfunction(L, encode_protected);
+  lua_pushvalue(L, 1);
+  lua_pushlightuserdata(L, &b);
+  int st = lua_pcall(L, 2, 1, 0);
+  buf_free(&b);
+  if (st != LUA_OK) return lua_error(L);
+  return 1;
+}
+
+/* core.json_decode(text) -> value, nil | nil, "invalid JSON at byte N: ..." */
+static int l_json_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (json_decode(L, s, len)) {
+    lua_pushnil(L);
+    return 2;
+  }
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+static const luaL_Reg admin_methods[] = {{"list", l_admin_list},
+                                         {"stats", l_admin_stats},
+                                         {"retry_failed", l_admin_retry_failed},
+                                         {"schema_version", l_admin_schema_version},
+                                         {"close", l_admin_close},
+                                         {NULL, NULL}};
+
+static const luaL_Reg admin_meta[] = {
+    {"__gc", l_admin_close}, {"__close", l_admin_close}, {"__index", NULL}, {NULL, NULL}};
+
+static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_signals},
+                                             {"wait_signal", l_process_wait_signal},
+                                             {"spawn", l_process_spawn},
+                                             {"reap", l_process_reap},
+                                             {"kill", l_process_kill},
+                                             {"getpid", l_process_getpid},
+                                             {"monotonic", l_process_monotonic},
+                                             {"isatty", l_process_isatty},
+                                             {NULL, NULL}};
+
+static const luaL_Reg dir_functions[] = {
+    {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
+
+static const luaL_Reg cli_functions[] = {{"admin", l_admin_open},
+                                         {"json_encode", l_json_encode},
+                                         {"json_decode", l_json_decode},
+                                         {NULL, NULL}};
+
+/* Add the command's functions to the module table on top of the stack. */
+static void open_cli(lua_State *L) {
+  luaL_newmetatable(L, ADMIN_MT);
+  luaL_setfuncs(L, admin_meta, 0);
+  luaL_newlib(L, admin_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, cli_functions, 0);
+  luaL_newlib(L, process_functions);
+  lua_setfield(L, -2, "process");
+  luaL_newlib(L, dir_functions);
+  lua_setfield(L, -2, "dir");
+}
+/* End of the lua-scheduler command's block. */
+
 __attribute__((visibility("default"))) int luaopen_scheduler_core(lua_State *L) {
   luaL_newmetatable(L, CORE_MT);
   luaL_setfuncs(L, core_meta, 0);
@@ -577,5 +1002,6 @@ __attribute__((visibility("default"))) int luaopen_scheduler_core(lua_State *L) 
   luaL_newlib(L, module_functions);
   lua_pushliteral(L, CORE_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  open_cli(L); /* the lua-scheduler command's functions */
   return 1;
 }

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
 #if defined(__GNUC__)
 #define J_COLD __attribute__((cold, noinline))
 #define J_LIKELY(x) __builtin_expect(!!(x), 1)

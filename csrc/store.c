@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "store_pg.h"
+#include "store_sqlite.h"
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
 store *store_open(const char *database, buf *err) {
+  if (strncmp(database, "sqlite:", 7) == 0) return store_sqlite_open(database, err);
   /* Everything that is not another backend's URL is handed to libpq, which
    * accepts postgresql:// and postgres:// URLs and keyword strings. */
   return store_pg_open(database, err);

@@ -1,6 +1,6 @@
 /*
- * store: the interface every database backend implements (PostgreSQL now,
- * SQLite later).  Plain C: no Lua.  Strings come in as (pointer, length)
+ * store: the interface every database backend implements (PostgreSQL,
+ * SQLite).  Plain C: no Lua.  Strings come in as (pointer, length)
  * pairs and go out as pointers into memory the store owns, valid until the
  * next call on the same store.  Every function returns STORE_OK or an error
  * code; store_error() then describes the failure (never with credentials).
@@ -165,6 +165,12 @@ typedef struct store_ops {
    * for this worker's names (INFINITY if none).  Returns STORE_DOWN when the
    * connection is gone. */
   int (*notifications)(store *s, double *earliest);
+  /* Optional (NULL: the string given to store_open).  The database string
+   * that opens this same database again, from another thread and after a
+   * chdir() (a relative SQLite path made absolute, a private memory
+   * database's generated name); the heartbeat thread opens its store with
+   * it.  Owned by the store. */
+  const char *(*database)(store *s);
 } store_ops;
 
 struct store {
@@ -172,8 +178,9 @@ struct store {
   buf err; /* last error message, without the "scheduler:" prefix */
 };
 
-/* Open a store for a database string (a postgresql:// or postgres:// URL, or
- * a libpq keyword string).  Does not connect.  Returns NULL and fills err on
+/* Open a store for a database string ("sqlite:PATH" or "sqlite::memory:" for
+ * SQLite; a postgresql:// or postgres:// URL, or a libpq keyword string, for
+ * PostgreSQL).  Does not connect.  Returns NULL and fills err on
  * failure (bad string, out of memory). */
 store *store_open(const char *database, buf *err);
 void store_close(store *s);

@@ -15,6 +15,9 @@ local tz = require "scheduler.tz"
 local M = { _VERSION = "lua-scheduler " .. core._VERSION }
 
 local DEFAULT_LEASE = 30
+--- The database used when neither the `database` option nor the environment
+-- variable LUA_SCHEDULER_DATABASE gives one.
+M.DEFAULT_DATABASE = "sqlite:scheduler.db"
 local DEFAULT_MAX_ATTEMPTS = 25
 local MAX_INT32 = 2147483647
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
@@ -214,11 +217,9 @@ end
 --- Build the C core for validated options, sharing `listeners`/`limits`.
 local function build(opts, listeners, limits, level)
   opts = check_options("configure", opts, CONFIG_OPTIONS, level + 1)
-  local database = opts.database or os.getenv("LUA_SCHEDULER_DATABASE")
-  if database == nil then
-    raise(level + 1, "configure: no database: pass database = \"postgresql://...\" "
-      .. "or set LUA_SCHEDULER_DATABASE")
-  end
+  -- Nothing configured: an SQLite file in the working directory, so that a
+  -- script works with no server and no setup.
+  local database = opts.database or os.getenv("LUA_SCHEDULER_DATABASE") or M.DEFAULT_DATABASE
   if type(database) ~= "string" or database == "" then
     raise(level + 1, "configure: database must be a non-empty string")
   end

@@ -1,7 +1,9 @@
 -- Build from a checkout with:
 --   luarocks --lua-version=5.4 make --deps-mode=none rockspec/lua-scheduler-scm-1.rockspec \
 --     PQ_INCDIR=$(pkg-config --variable=includedir libpq) \
---     PQ_LIBDIR=$(pkg-config --variable=libdir libpq)
+--     PQ_LIBDIR=$(pkg-config --variable=libdir libpq) \
+--     SQLITE_INCDIR=$(pkg-config --variable=includedir sqlite3) \
+--     SQLITE_LIBDIR=$(pkg-config --variable=libdir sqlite3)
 -- (`make rock-check` does this into a temporary tree.)
 rockspec_format = "3.0"
 package = "lua-scheduler"
@@ -30,6 +32,10 @@ external_dependencies = {
   PQ = {
     header = "libpq-fe.h",
   },
+  SQLITE = {
+    header = "sqlite3.h",
+    library = "sqlite3",
+  },
 }
 
 build = {
@@ -42,22 +48,33 @@ build = {
         "csrc/store.c",
         "csrc/json.c",
         "csrc/store_pg.c",
+        "csrc/store_sqlite.c",
         "csrc/loop.c",
         "csrc/dispatch.c",
         "csrc/heartbeat.c",
         "csrc/signals.c",
         "csrc/core.c",
+        "csrc/admin_pg.c",
+        "csrc/dir.c",
+        "csrc/process.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      incdirs = { "csrc", "$(PQ_INCDIR)" },
-      libdirs = { "$(PQ_LIBDIR)" },
-      libraries = { "pq", "pthread" },
+      incdirs = { "csrc", "$(PQ_INCDIR)", "$(SQLITE_INCDIR)" },
+      libdirs = { "$(PQ_LIBDIR)", "$(SQLITE_LIBDIR)" },
+      libraries = { "pq", "sqlite3", "pthread" },
     },
 
     -- Lua modules: add each new lua/scheduler/*.lua here.
     ["scheduler"] = "lua/scheduler.lua",
     ["scheduler.cron"] = "lua/scheduler/cron.lua",
     ["scheduler.tz"] = "lua/scheduler/tz.lua",
+    -- the lua-scheduler command (bin/lua-scheduler)
+    ["scheduler.cli"] = "lua/scheduler/cli.lua",
+    ["scheduler.cli.db"] = "lua/scheduler/cli/db.lua",
+    ["scheduler.cli.errors"] = "lua/scheduler/cli/errors.lua",
+    ["scheduler.cli.listeners"] = "lua/scheduler/cli/listeners.lua",
+    ["scheduler.cli.run"] = "lua/scheduler/cli/run.lua",
+    ["scheduler.cli.text"] = "lua/scheduler/cli/text.lua",
   },
-  -- install = { bin = { ["lua-scheduler"] = "bin/lua-scheduler" } },  -- later
+  install = { bin = { ["lua-scheduler"] = "bin/lua-scheduler" } },
 }

@@ -3,14 +3,23 @@
 local helper = require "spec.helper"
 
 local function jobs_of(name)
-  return helper.psql_int(("SELECT count(*) FROM scheduler.jobs WHERE name = %s"):format(helper.literal(name)))
+  return helper.sql_int(("SELECT count(*) FROM scheduler.jobs WHERE name = %s"):format(helper.literal(name)))
 end
+
+-- SQLite stores times as Unix seconds (REAL) on the host clock: the
+-- expression for "now" there.
+local SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 --- Pretend no worker ran since `seconds` ago: the schedule's next slot is then
 --- that far in the past.
 local function rewind(id, seconds)
-  helper.psql(("UPDATE scheduler.crons SET next_at = date_trunc('minute', now()) - %d * interval '1 second'"
-    .. " WHERE id = %s"):format(seconds, helper.literal(id)))
+  if helper.SQLITE then
+    helper.sql(("UPDATE scheduler.crons SET next_at = CAST(%s / 60 AS INTEGER) * 60 - %d WHERE id = %s")
+      :format(SQLITE_NOW, seconds, helper.literal(id)))
+  else
+    helper.psql(("UPDATE scheduler.crons SET next_at = date_trunc('minute', now()) - %d * interval '1 second'"
+      .. " WHERE id = %s"):format(seconds, helper.literal(id)))
+  end
 end
 
 describe("cron schedules", function()
@@ -38,11 +47,12 @@ describe("cron schedules", function()
 
     -- declaring again with the same expression keeps next_at (even if it is
     -- in the past: the missed slot is caught up), a new expression resets it
-    helper.psql(("UPDATE scheduler.crons SET next_at = now() - interval '1 day' WHERE id = %s")
-      :format(helper.literal(id)))
+    local now = helper.SQLITE and SQLITE_NOW or "now()"
+    local day_ago = helper.SQLITE and (SQLITE_NOW .. " - 86400") or "now() - interval '1 day'"
+    helper.sql(("UPDATE scheduler.crons SET next_at = %s WHERE id = %s"):format(day_ago, helper.literal(id)))
     assert.is_true(helper.ok(s:cron(id, "0 9 * * mon-fri", name, { a = 2 }, { tz = "Europe/Paris" })))
-    local kept = helper.psql_int(("SELECT count(*) FROM scheduler.crons WHERE id = %s AND next_at < now()")
-      :format(helper.literal(id)))
+    local kept = helper.sql_int(("SELECT count(*) FROM scheduler.crons WHERE id = %s AND next_at < %s")
+      :format(helper.literal(id), now))
     assert.are.equal(1, kept)
     assert.is_true(helper.ok(s:cron(id, "0 10 * * *", name, nil)))
     for _, c in ipairs(helper.ok(s:crons())) do
@@ -94,7 +104,7 @@ describe("cron schedules", function()
     local per_job = helper.tally(starts, "id")
     for jid, n in pairs(per_job) do assert.are.equal(1, n, "job " .. tostring(jid)) end
     -- and one job per slot: every job of this schedule has a distinct key
-    local dup = helper.psql_int(("SELECT count(*) FROM (SELECT key FROM scheduler.jobs WHERE name = %s"
+    local dup = helper.sql_int(("SELECT count(*) FROM (SELECT key FROM scheduler.jobs WHERE name = %s"
       .. " GROUP BY key HAVING count(*) > 1) d"):format(helper.literal(name)))
     assert.are.equal(0, dup)
     s:uncron(id)
@@ -126,8 +136,13 @@ describe("cron schedules", function()
       q:on(name, function() runs = runs + 1 end)
       -- a yearly job whose slot (this 1 January) no worker ran
       assert.is_true(helper.ok(q:cron(id, "0 0 1 1 *", name, nil, { catch_up = false })))
-      helper.psql(("UPDATE scheduler.crons SET next_at = date_trunc('year', now() AT TIME ZONE 'UTC')"
-        .. " AT TIME ZONE 'UTC' WHERE id = %s"):format(helper.literal(id)))
+      if helper.SQLITE then
+        helper.sql(("UPDATE scheduler.crons SET next_at = CAST(strftime('%%s', 'now', 'start of year') AS REAL)"
+          .. " WHERE id = %s"):format(helper.literal(id)))
+      else
+        helper.psql(("UPDATE scheduler.crons SET next_at = date_trunc('year', now() AT TIME ZONE 'UTC')"
+          .. " AT TIME ZONE 'UTC' WHERE id = %s"):format(helper.literal(id)))
+      end
       q:run { drain = true }
       assert.are.equal(0, runs)
       assert.are.equal(0, jobs_of(name))

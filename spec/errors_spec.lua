@@ -111,7 +111,7 @@ describe("errors", function()
     end)
 
     for _, scheme in ipairs({ "postgresql", "postgres" }) do
-      it("takes a " .. scheme .. ":// URL", function()
+      it("takes a " .. scheme .. ":// URL #postgresql", function()
         local s = helper.new{ database = helper.socket_url(scheme) }
         local name = helper.name("url")
         helper.schedule(s, name, nil, { delay = 60 })
@@ -168,7 +168,9 @@ describe("errors", function()
     end)
   end)
 
-  describe("connections", function()
+  -- server connections (pg_stat_activity); the SQLite equivalent, no open
+  -- file left behind, is in sqlite_spec
+  describe("connections #postgresql", function()
     it("are all returned by close()", function()
       local baseline = helper.settled_connections()
       local instances = {}
@@ -221,7 +223,8 @@ describe("errors", function()
     end)
   end)
 
-  describe("an unreachable database", function()
+  -- PostgreSQL addresses; unusable SQLite files are in sqlite_spec
+  describe("an unreachable database #postgresql", function()
     local function unreachable(database, log)
       local t0 = helper.now()
       local s, err = helper.try_new{ database = database, log = log }
@@ -298,7 +301,7 @@ describe("errors", function()
   end)
 
   describe("credentials", function()
-    it("never appear in logs or errors of a working password connection", function()
+    it("never appear in logs or errors of a working password connection #postgresql", function()
       local url = os.getenv("PGTMP_TCP_URL")
       if not url then pending("PGTMP_TCP_URL is not set") return end
       local secret = url:match("^postgres[a-z]*://[^:/@]+:([^@]+)@")
@@ -373,7 +376,7 @@ describe("errors", function()
       assert.equals("fine", helper.ok(s:job(id2)).payload)
     end)
 
-    it("do not break the instance when the server ends the connection", function()
+    it("do not break the instance when the server ends the connection #postgresql", function()
       local s = helper.new()
       local name = helper.name("reconnect")
       helper.schedule(s, name, nil, { delay = 60 })

@@ -16,6 +16,13 @@ local helper = {}
 
 helper.scheduler = scheduler
 helper.DATABASE = os.getenv("LUA_SCHEDULER_DATABASE")
+-- The backend under test: `make test` runs the suite once per backend, with
+-- LUA_SCHEDULER_DATABASE set to the throwaway PostgreSQL, then to an SQLite
+-- file.  PostgreSQL-only specs are tagged #postgresql, SQLite-only ones
+-- #sqlite; each run excludes the other backend's tag.
+helper.SQLITE = (helper.DATABASE or scheduler.DEFAULT_DATABASE):match("^sqlite:") ~= nil
+helper.POSTGRESQL = not helper.SQLITE
+helper.BACKEND = helper.SQLITE and "sqlite" or "postgresql"
 helper.LUA = "lua5.4"
 helper.WORKER = "spec/support/worker.lua"
 
@@ -166,9 +173,61 @@ function helper.psql_int(sql, opts)
   return n
 end
 
+--- The file of the SQLite database under test ("sqlite:PATH").
+function helper.sqlite_path()
+  local db = helper.DATABASE or scheduler.DEFAULT_DATABASE
+  return (assert(db:match("^sqlite:(.+)$"), "not an SQLite database: " .. db))
+end
+
+--- Run SQL with the sqlite3 tool on the SQLite test database (or opts.path)
+--- and return its output ("|"-separated columns, like helper.psql's) without
+--- the final newline.  Raises with the tool's stderr on failure.  Waits up to
+--- opts.timeout seconds (default 30) for a lock another process holds.
+function helper.sqlite(sql, opts)
+  local path = (opts and opts.path) or helper.sqlite_path()
+  local sqlfile, errfile = os.tmpname(), os.tmpname()
+  write_file(sqlfile, (".timeout %d\n%s\n"):format(((opts and opts.timeout) or 30) * 1000, sql))
+  local cmd = "sqlite3 -batch -bail -noheader -list " .. shquote(path) .. " <" .. shquote(sqlfile)
+    .. " 2>" .. shquote(errfile)
+  local out, ok, code = helper.sh(cmd)
+  local err = read_file(errfile) or ""
+  os.remove(sqlfile)
+  os.remove(errfile)
+  if not ok then
+    local shown = #sql > 300 and (sql:sub(1, 300) .. "... (" .. #sql .. " bytes)") or sql
+    error(("sqlite3 failed (exit %s): %s\nSQL: %s"):format(tostring(code), err:sub(1, 2000), shown), 2)
+  end
+  return (out:gsub("\n$", ""))
+end
+
+--- Run SQL that both backends understand on the test database: psql on
+--- PostgreSQL, the sqlite3 tool on SQLite, where the tables scheduler.jobs
+--- and scheduler.crons are named scheduler_jobs and scheduler_crons (the
+--- names are rewritten).  SQL that differs (now(), intervals, date_trunc)
+--- belongs in an explicit `if helper.SQLITE` branch of the spec instead.
+function helper.sql(sql, opts)
+  if helper.POSTGRESQL then return helper.psql(sql, opts) end
+  -- rewrite outside string literals only: every other chunk between single
+  -- quotes is a literal (a doubled '' inside one splits it in two literals)
+  local out, n = {}, 0
+  for chunk in (sql .. "'"):gmatch("([^']*)'") do
+    n = n + 1
+    out[n] = n % 2 == 1 and chunk:gsub("scheduler%.(%a+)", "scheduler_%1") or chunk
+  end
+  return helper.sqlite(table.concat(out, "'"), opts)
+end
+
+--- helper.sql for a single integer result.
+function helper.sql_int(sql, opts)
+  local out = helper.sql(sql, opts)
+  local n = math.tointeger(tonumber(out))
+  if not n then error("sql: expected an integer, got " .. ("%q"):format(out), 2) end
+  return n
+end
+
 --- How many rows scheduler.jobs holds for `name`.
 function helper.count_jobs(name)
-  return helper.psql_int("SELECT count(*) FROM scheduler.jobs WHERE name = " .. helper.literal(name))
+  return helper.sql_int("SELECT count(*) FROM scheduler.jobs WHERE name = " .. helper.literal(name))
 end
 
 --- How many server backends belong to lua-scheduler instances.

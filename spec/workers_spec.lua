@@ -162,7 +162,7 @@ describe("workers", function()
         assert.equals("scheduled", helper.ok(s:job(far)).state)
       end)
 
-      it("wake a sleeping worker for a job inserted with the SQL function", function()
+      it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
         start_idle_worker()
         local t = helper.now()
         local id = helper.psql_int(("SELECT scheduler.schedule(%s, '{\"via\":\"sql\"}'::jsonb)")
@@ -295,21 +295,31 @@ describe("workers", function()
     end)
 
     it("migrates a fresh database safely when several workers start at once", function()
-      local dbname = helper.name("lua_scheduler_mig"):gsub("%W", "_")
-      helper.psql("CREATE DATABASE " .. dbname)
-      finally(function()
-        helper.cleanup()
-        -- best effort: DROP DATABASE waits for every backend of the cluster
-        -- to absorb a barrier, which a backend blocked writing to an idle
-        -- client never does; the cluster is throwaway anyway
-        pcall(helper.psql, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)", { timeout = 5 })
-      end)
+      local database, count_all
+      if helper.SQLITE then
+        -- a file that does not exist yet, in a directory of its own
+        local path = helper.tmpdir() .. "/fresh.db"
+        database = "sqlite:" .. path
+        count_all = function() return helper.sql_int("SELECT count(*) FROM scheduler.jobs", { path = path }) end
+      else
+        local dbname = helper.name("lua_scheduler_mig"):gsub("%W", "_")
+        helper.psql("CREATE DATABASE " .. dbname)
+        finally(function()
+          helper.cleanup()
+          -- best effort: DROP DATABASE waits for every backend of the cluster
+          -- to absorb a barrier, which a backend blocked writing to an idle
+          -- client never does; the cluster is throwaway anyway
+          pcall(helper.psql, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)", { timeout = 5 })
+        end)
+        database = helper.database_for(dbname)
+        count_all = function() return helper.psql_int("SELECT count(*) FROM scheduler.jobs", { dbname = dbname }) end
+      end
       local name = helper.name("migrate")
       local procs = {}
       for i = 1, 4 do
         procs[i] = helper.spawn{
           WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_SCHEDULE = 5,
-          WORKER_DATABASE = helper.database_for(dbname),
+          WORKER_DATABASE = database,
         }
       end
       local drained = 0
@@ -323,7 +333,7 @@ describe("workers", function()
       for id in pairs(helper.tally(starts, "id")) do ids[#ids + 1] = id end
       assert.equals(20, #ids, "some job ran twice")
       assert.equals(20, drained)
-      assert.equals(0, helper.psql_int("SELECT count(*) FROM scheduler.jobs", { dbname = dbname }))
+      assert.equals(0, count_all())
     end)
   end)
 end)

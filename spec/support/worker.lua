@@ -11,6 +11,10 @@
 --                      restore  run{ seconds = WORKER_SECONDS or 0.3 }, then write
 --                               DIR/after and block 10 s (a signal should kill it),
 --                               then write DIR/survived and exit 0
+--                      produce  schedule jobs for the first name until killed
+--                               (or WORKER_COUNT of them), each recorded as a
+--                               "scheduled" result once schedule() returned
+--                               its id; WORKER_DELAY: seconds ahead (default 0)
 --                      (default: run)
 --   WORKER_SECONDS     seconds for the seconds/restore modes
 --   WORKER_SLEEP       seconds every listener call blocks (default 0); a table
@@ -180,6 +184,21 @@ elseif mode == "restore" then
   write_file("after", ("%.6f\n"):format(clock()))
   sleep(10)
   write_file("survived", ("%.6f\n"):format(clock()))
+  os.exit(0)
+elseif mode == "produce" then
+  local delay = tonumber(os.getenv("WORKER_DELAY") or "") or 0
+  local limit = tonumber(os.getenv("WORKER_COUNT") or "")
+  local n = 0
+  while not limit or n < limit do
+    local id, err = scheduler.schedule(names[1], { from = pid, n = n }, { delay = delay })
+    if not id then
+      returned(id, err)
+      os.exit(1)
+    end
+    record(id, "scheduled")
+    n = n + 1
+  end
+  returned(n, nil)
   os.exit(0)
 else
   io.stderr:write("worker: unknown WORKER_MODE ", mode, "\n")

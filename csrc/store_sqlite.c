@@ -1,0 +1,1809 @@
+/*
+ * store_sqlite.c: the SQLite backend.  Every SQL string of the project's
+ * SQLite side lives here: the schema migrations and the statements of the
+ * store interface.  Same semantics as store_pg.c (see README "Guarantees"),
+ * for one host: one database file shared by any number of processes, or an
+ * in-process memory database.
+ *
+ * Design:
+ * - the tables are scheduler_jobs, scheduler_crons and scheduler_migrations
+ *   (prefixed, so the file may also hold an application's own tables).
+ *   Times are Unix seconds as REAL on the host clock (CLOCK_REALTIME), which
+ *   is "the database clock" of a one-host database; C reads the clock and
+ *   binds it, SQL never calls julianday() (milliseconds only).
+ * - a job is 'scheduled', 'running' (leased until locked_until) or 'failed';
+ *   a claim increments `attempt` and every later write about that run is
+ *   fenced on (id, attempt), exactly as on PostgreSQL.
+ * - durability: WAL journal with synchronous=FULL: a transaction is on disk
+ *   (fsync of the WAL) when COMMIT returns, so schedule() returns an id only
+ *   for a job that survives a crash of the process, of the OS or power loss.
+ * - concurrency: every write is one short BEGIN IMMEDIATE transaction (the
+ *   write lock is taken up front, so a transaction never fails half-way with
+ *   SQLITE_BUSY_SNAPSHOT), and no Lua runs inside one.  Readers never block
+ *   in WAL mode.  A busy handler that polls every fraction of a millisecond
+ *   waits for the lock up to BUSY_TIMEOUT, so SQLITE_BUSY never reaches
+ *   callers while the lock holders are lua-scheduler processes; after a
+ *   write, a writer that sees another process waiting for the lock pauses
+ *   until that process got it (see yield_to_waiters), so a busy producer
+ *   never starves a worker's claim.
+ * - wake-ups: there is no LISTEN/NOTIFY.  Writes that make a job runnable
+ *   (schedule, retry, a retried or handed-back job, a rescued lease, a cron
+ *   slot) "ring" the side file <db>-wake after COMMIT by reading one byte of
+ *   it; run() watches that file with inotify (IN_ACCESS), so an idle worker
+ *   sleeps in poll() and wakes within a millisecond of a commit by another
+ *   process, with no polling.  `PRAGMA data_version` then tells whether
+ *   another connection changed anything, and if so one indexed query per
+ *   listener name gives the earliest run_at.  Programs that write the file
+ *   without this library are seen at the loop's fallback check (15 s).
+ * - sqlite::memory: uses SQLite's memdb VFS with a name shared by the
+ *   store's connections (the heartbeat thread opens its own), so an
+ *   in-memory database works across the two threads; it lives as long as a
+ *   connection to it is open, which is why disconnect() keeps it.
+ * - NUL bytes in names, keys and payloads are refused like on PostgreSQL,
+ *   so a program behaves the same on both backends.
+ */
+#define _GNU_SOURCE /* F_OFD_SETLK (Linux open file description locks) */
+#include "store_sqlite.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/inotify.h>
+#endif
+
+#include "admin_pg.h" /* the admin types (admin_filter, admin_job, admin_stat) */
+#include "clock.h"
+
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
+/* Seconds a statement waits for another connection's write lock before it
+ * gives up with an error.  lua-scheduler holds the lock for milliseconds;
+ * only another program's long transaction can reach this. */
+#define BUSY_TIMEOUT 30.0
+/* The side file whose reads wake sleeping workers. */
+#define WAKE_SUFFIX "-wake"
+/* After a checkpoint the WAL file is cut back to this size. */
+#define WAL_SIZE_LIMIT "67108864"
+
+/* ------------------------------------------------------------------ */
+/* Schema                                                              */
+
+/* Versions match store_pg.c's: the same number means the same features. */
+static const char *const migrations[] = {
+    /* 1: jobs.  AUTOINCREMENT: an id is never reused, so job(id) of a
+     * finished job stays nil and (id, attempt) fences stay unique.  The
+     * defaults let other programs insert a job with plain SQL. */
+    "CREATE TABLE scheduler_jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL CHECK (name <> ''),"
+    "  payload TEXT,"
+    "  run_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),"
+    "  priority INTEGER NOT NULL DEFAULT 0 CHECK (priority >= 0),"
+    "  attempt INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts INTEGER CHECK (max_attempts >= 1),"
+    "  state TEXT NOT NULL DEFAULT 'scheduled'"
+    "    CHECK (state IN ('scheduled', 'running', 'failed')),"
+    "  key TEXT,"
+    "  locked_by TEXT,"
+    "  locked_until REAL,"
+    "  last_error TEXT,"
+    "  created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)"
+    ");"
+    /* claim order among due jobs */
+    "CREATE INDEX scheduler_jobs_due ON scheduler_jobs (priority, run_at, id)"
+    "  WHERE state = 'scheduled';"
+    /* next due job per listener name (the worker's wake-up time) */
+    "CREATE INDEX scheduler_jobs_wake ON scheduler_jobs (name, run_at)"
+    "  WHERE state = 'scheduled';"
+    /* expired leases */
+    "CREATE INDEX scheduler_jobs_lease ON scheduler_jobs (locked_until)"
+    "  WHERE state = 'running';"
+    /* at most one unfinished job per key */
+    "CREATE UNIQUE INDEX scheduler_jobs_key ON scheduler_jobs (key)"
+    "  WHERE key IS NOT NULL AND state <> 'failed';",
+    /* 2: recurring schedules; next_at advances by compare-and-set. */
+    "CREATE TABLE scheduler_crons ("
+    "  id TEXT PRIMARY KEY,"
+    "  expr TEXT NOT NULL,"
+    "  tz TEXT NOT NULL,"
+    "  name TEXT NOT NULL CHECK (name <> ''),"
+    "  payload TEXT,"
+    "  priority INTEGER NOT NULL DEFAULT 0 CHECK (priority >= 0),"
+    "  max_attempts INTEGER CHECK (max_attempts >= 1),"
+    "  catch_up INTEGER NOT NULL DEFAULT 1,"
+    "  backfill REAL,"
+    "  next_at REAL NOT NULL,"
+    "  fired_at REAL,"
+    "  updated_at REAL NOT NULL"
+    ");"
+    "CREATE INDEX scheduler_crons_next ON scheduler_crons (name, next_at);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ------------------------------------------------------------------ */
+/* Statements (prepared lazily, once per connection)                   */
+
+enum {
+  Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_DATA_VERSION, Q_SYNC_NORMAL, Q_SYNC_FULL,
+  Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_RETRY, Q_GET,
+  Q_NEXT_PRIORITY, Q_DUE, Q_TAKE, Q_DONE, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
+  Q_ANY_EXPIRED, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
+  Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
+  Q_CRON_CAS, Q_CRON_ROW, Q_ADMIN_LIST, Q_ADMIN_STATS, Q_ADMIN_FAILED, Q_ADMIN_RETRY,
+  Q_ADMIN_VERSION, Q_COUNT
+};
+
+#define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
+#define CRON_COLUMNS                                                                  \
+  "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill, next_at"
+
+static const char *const queries[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_DATA_VERSION] = "PRAGMA data_version",
+    [Q_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+    [Q_SYNC_FULL] = "PRAGMA synchronous = FULL",
+    /* "key IS NOT NULL AND state <> 'failed'": the partial unique index */
+    [Q_KEY_FIND] = "SELECT id FROM scheduler_jobs"
+                   " WHERE key = ?1 AND key IS NOT NULL AND state <> 'failed'",
+    [Q_INSERT] = "INSERT INTO scheduler_jobs"
+                 " (name, payload, run_at, key, priority, max_attempts, created_at)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_CANCEL] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
+    [Q_RETRY] = "UPDATE scheduler_jobs SET state = 'scheduled', run_at = ?2, attempt = 0"
+                " WHERE id = ?1 AND state = 'failed'",
+    [Q_GET] = "SELECT " JOB_COLUMNS ", state, last_error FROM scheduler_jobs WHERE id = ?1",
+    /* Claims walk the distinct priorities (an index seek each), then take
+     * each priority's due range in (run_at, id) order: future jobs are
+     * never scanned. */
+    [Q_NEXT_PRIORITY] = "SELECT min(priority) FROM scheduler_jobs"
+                        " WHERE state = 'scheduled' AND priority > ?1",
+    [Q_DUE] = "SELECT " JOB_COLUMNS " FROM scheduler_jobs INDEXED BY scheduler_jobs_due"
+              " WHERE state = 'scheduled' AND priority = ?1 AND run_at <= ?2"
+              " ORDER BY run_at, id",
+    [Q_TAKE] = "UPDATE scheduler_jobs SET state = 'running', attempt = attempt + 1,"
+               " locked_by = ?2, locked_until = ?3 WHERE id = ?1 AND state = 'scheduled'",
+    [Q_DONE] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    /* ?3: the new run_at, NULL for a job that failed for good */
+    [Q_AGAIN] = "UPDATE scheduler_jobs SET"
+                " state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'scheduled' END,"
+                " run_at = coalesce(?3, run_at), last_error = ?4,"
+                " locked_by = NULL, locked_until = NULL"
+                " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    [Q_BACK] = "UPDATE scheduler_jobs SET state = 'scheduled', attempt = attempt - 1,"
+               " locked_by = NULL, locked_until = NULL"
+               " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    [Q_HEARTBEAT] = "UPDATE scheduler_jobs SET locked_until = ?3"
+                    " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    [Q_ANY_EXPIRED] = "SELECT 1 FROM scheduler_jobs"
+                      " WHERE state = 'running' AND locked_until < ?1 LIMIT 1",
+    [Q_RESCUE] = "UPDATE scheduler_jobs SET"
+                 " state = CASE WHEN attempt >= coalesce(max_attempts, ?2)"
+                 "   THEN 'failed' ELSE 'scheduled' END,"
+                 " last_error = 'lease expired: worker ' || coalesce(locked_by, '?') ||"
+                 "   ' stopped renewing it (it died, hung or lost its connection)',"
+                 " locked_by = NULL, locked_until = NULL"
+                 " WHERE state = 'running' AND locked_until < ?1",
+    [Q_ABANDON] = "UPDATE scheduler_jobs SET"
+                  " state = CASE WHEN attempt >= coalesce(max_attempts, ?2)"
+                  "   THEN 'failed' ELSE 'scheduled' END,"
+                  " last_error = 'worker ' || locked_by || ' died while holding it',"
+                  " locked_by = NULL, locked_until = NULL"
+                  " WHERE state = 'running' AND locked_by = ?1",
+    [Q_WAKE_DUE] = "SELECT min(run_at) FROM scheduler_jobs"
+                   " WHERE state = 'scheduled' AND name = ?1",
+    [Q_WAKE_LEASE] = "SELECT min(locked_until) FROM scheduler_jobs"
+                     " WHERE state = 'running' AND name = ?1",
+    [Q_WAKE_CRON] = "SELECT min(next_at) FROM scheduler_crons WHERE name = ?1",
+    [Q_CRON_GET] = "SELECT expr = ?2 AND tz = ?3 FROM scheduler_crons WHERE id = ?1",
+    [Q_CRON_INSERT] = "INSERT INTO scheduler_crons (id, expr, tz, name, payload, priority,"
+                      " max_attempts, catch_up, backfill, next_at, updated_at)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    /* ?12: keep next_at (same expression and zone) */
+    [Q_CRON_UPDATE] = "UPDATE scheduler_crons SET expr = ?2, tz = ?3, name = ?4, payload = ?5,"
+                      " priority = ?6, max_attempts = ?7, catch_up = ?8, backfill = ?9,"
+                      " next_at = CASE WHEN ?12 THEN next_at ELSE ?10 END, updated_at = ?11"
+                      " WHERE id = ?1",
+    [Q_CRON_REMOVE] = "DELETE FROM scheduler_crons WHERE id = ?1",
+    [Q_CRON_LIST] = "SELECT " CRON_COLUMNS " FROM scheduler_crons ORDER BY id",
+    [Q_CRON_DUE] = "SELECT " CRON_COLUMNS " FROM scheduler_crons WHERE next_at <= ?1",
+    [Q_CRON_CAS] = "UPDATE scheduler_crons SET next_at = ?3, fired_at = ?4"
+                   " WHERE id = ?1 AND next_at = ?2",
+    [Q_CRON_ROW] = "SELECT name, payload, priority, max_attempts FROM scheduler_crons"
+                   " WHERE id = ?1",
+    /* The lua-scheduler command (admin_pg.h contracts).  ?1 state, ?2 name,
+     * ?3 id, ?4 limit (NULL: none; LIMIT -1 is none in SQLite). */
+    [Q_ADMIN_LIST] = "SELECT id, name, state, run_at, attempt, max_attempts, priority, key,"
+                     " locked_by, locked_until, created_at, last_error, payload"
+                     " FROM scheduler_jobs"
+                     " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
+                     "  AND (?3 IS NULL OR id = ?3)"
+                     " ORDER BY run_at, id LIMIT coalesce(?4, -1)",
+    /* ?1 now */
+    [Q_ADMIN_STATS] = "SELECT name,"
+                      " total(state = 'scheduled' AND run_at <= ?1),"
+                      " total(state = 'scheduled' AND run_at > ?1),"
+                      " total(state = 'running'), total(state = 'failed'),"
+                      " ?1 - min(CASE WHEN state = 'scheduled' AND run_at <= ?1 THEN run_at END)"
+                      " FROM scheduler_jobs GROUP BY name ORDER BY name",
+    [Q_ADMIN_FAILED] = "SELECT count(*) FROM scheduler_jobs"
+                       " WHERE state = 'failed' AND (?1 IS NULL OR name = ?1)",
+    /* ?1 name (NULL: all), ?2 now.  As retry(id), for every failed job whose
+     * key no unfinished job holds; of several failed jobs with one key, the
+     * newest. */
+    [Q_ADMIN_RETRY] = "UPDATE scheduler_jobs SET state = 'scheduled', run_at = ?2, attempt = 0"
+                      " WHERE id IN (SELECT j.id FROM scheduler_jobs j"
+                      "  WHERE j.state = 'failed' AND (?1 IS NULL OR j.name = ?1)"
+                      "   AND (j.key IS NULL OR (NOT EXISTS (SELECT 1 FROM scheduler_jobs o"
+                      "     WHERE o.key = j.key AND o.state <> 'failed')"
+                      "    AND j.id = (SELECT max(f.id) FROM scheduler_jobs f WHERE f.key = j.key"
+                      "     AND f.state = 'failed' AND (?1 IS NULL OR f.name = ?1)))))",
+    [Q_ADMIN_VERSION] = "SELECT coalesce(max(version), 0) FROM scheduler_migrations",
+};
+
+/* ------------------------------------------------------------------ */
+/* Arenas: memory that returned store_job / store_cron strings point   */
+/* into.  Blocks never move, so pointers stay valid until the reset.   */
+
+typedef struct arena_block {
+  struct arena_block *next;
+  size_t used, cap;
+  char data[];
+} arena_block;
+
+typedef struct arena {
+  arena_block *head;
+} arena;
+
+/* Forget the contents; keep the first block for the next round. */
+static void arena_reset(arena *a) {
+  if (!a->head) return;
+  arena_block *b = a->head->next;
+  while (b) {
+    arena_block *next = b->next;
+    free(b);
+    b = next;
+  }
+  a->head->next = NULL;
+  a->head->used = 0;
+}
+
+static void arena_free(arena *a) {
+  arena_reset(a);
+  free(a->head);
+  a->head = NULL;
+}
+
+/* A NUL-terminated copy of p[0..n) owned by the arena, or NULL. */
+static char *arena_dup(arena *a, const void *p, size_t n) {
+  if (n == SIZE_MAX) return NULL;
+  arena_block *b = a->head;
+  /* the current block is the head's successor chain's last one */
+  while (b && b->next) b = b->next;
+  if (!b || b->cap - b->used < n + 1) {
+    size_t cap = n + 1 > 4096 ? n + 1 : 4096;
+    if (cap > SIZE_MAX - sizeof *b) return NULL;
+    arena_block *nb = malloc(sizeof *nb + cap);
+    if (!nb) return NULL;
+    nb->next = NULL;
+    nb->used = 0;
+    nb->cap = cap;
+    if (b)
+      b->next = nb;
+    else
+      a->head = nb;
+    b = nb;
+  }
+  char *out = b->data + b->used;
+  if (n) memcpy(out, p, n);
+  out[n] = '\0';
+  b->used += n + 1;
+  return out;
+}
+
+/* ------------------------------------------------------------------ */
+
+typedef struct name_ref {
+  char *s;
+  size_t len;
+} name_ref;
+
+typedef struct sq_store {
+  store base;
+  char *path;      /* the file (absolute), or the memdb name ("/...") */
+  char *canonical; /* "sqlite:<absolute path>" or "sqlite::memory:<name>" */
+  char *wake_path; /* <path>-wake; NULL for memory databases */
+  int memory;
+  sqlite3 *db;
+  sqlite3_stmt *stmt[Q_COUNT];
+  double busy_since; /* monotonic start of the current wait for a lock */
+  int relaxed;       /* synchronous = NORMAL for the current transaction */
+  int flagged;       /* holds the "waiting for the write lock" flag */
+  int wake_fd;       /* read to ring; -1 when it could not be opened */
+  int listening;     /* run() is active: watch the wake file */
+  int watch_fd;      /* inotify descriptor (socket()), or -1 */
+  long long data_version;
+  /* this worker's names, sorted (memcmp, then length) for bsearch */
+  name_ref *names;
+  size_t n_names;
+  /* what returned pointers point into */
+  arena claimed, got, cron_mem;
+  store_job *jobs;
+  size_t jobs_cap;
+  store_cron *crons;
+  size_t crons_cap;
+  admin_job *admin_jobs;
+  size_t admin_jobs_cap;
+  admin_stat *admin_stats;
+  size_t admin_stats_cap;
+} sq_store;
+
+#define SQ(s) ((sq_store *)(s))
+
+static void sq_disconnect(store *s);
+static void sq_disconnect_now(sq_store *q);
+static int restore_sync(sq_store *q);
+static void lower_flag(sq_store *q);
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+
+/* Why SQLite could not open `path` (SQLITE_CANTOPEN's errno is often that
+ * of its last fallback, a read-only open): checks the directory, the file
+ * opened for writing, and creating files in the directory (the -wal and -shm
+ * files), with a scratch file of a unique name.  Never creates or removes
+ * the database or SQLite's own files: another process may be creating them
+ * at this moment.  Appends the reason to b. */
+static void explain_cantopen(const char *path, buf *b) {
+  static atomic_uint probes;
+  const char *slash = strrchr(path, '/');
+  buf dir = BUF_INIT, probe = BUF_INIT;
+  if (buf_add(&dir, path, slash && slash != path ? (size_t)(slash - path) : 1)) goto done;
+  struct stat st;
+  if (stat(buf_cstr(&dir), &st) != 0) {
+    buf_printf(b, " (its directory %s: %s)", buf_cstr(&dir), strerror(errno));
+    goto done;
+  }
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    close(fd);
+  } else if (errno != ENOENT) {
+    buf_printf(b, " (opening it for writing: %s)", strerror(errno));
+    goto done;
+  }
+  if (buf_printf(&probe, "%s-probe-%ld-%u", path, (long)getpid(), atomic_fetch_add(&probes, 1u)))
+    goto done;
+  fd = open(buf_cstr(&probe), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    buf_printf(b, " (creating files in %s: %s)", buf_cstr(&dir), strerror(errno));
+  } else {
+    close(fd);
+    unlink(buf_cstr(&probe));
+  }
+done:
+  buf_free(&dir);
+  buf_free(&probe);
+}
+
+/* Set the store's error for SQLite result code rc (the connection's
+ * message, with the file named where it helps) and return the store code:
+ * STORE_DOWN for a file that cannot be used (the connection is then
+ * dropped, so that the next call opens it again), STORE_NOMEM, or
+ * STORE_ERROR.  Any open transaction is rolled back. */
+static int fail(sq_store *q, int rc, const char *what) {
+  int primary = rc & 0xff;
+  /* the connection's message when it is about this very error */
+  const char *msg = q->db && sqlite3_extended_errcode(q->db) == rc ? sqlite3_errmsg(q->db)
+                                                                    : sqlite3_errstr(rc);
+  int sys = q->db ? sqlite3_system_errno(q->db) : 0;
+  int code = STORE_ERROR;
+  switch (primary) {
+  case SQLITE_NOMEM:
+    code = store_fail(&q->base, STORE_NOMEM, "%s: not enough memory", what);
+    break;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    code = store_fail(&q->base, STORE_ERROR,
+                      "%s: the database %s stayed locked by another connection for %.0f s",
+                      what, q->path, BUSY_TIMEOUT);
+    break;
+  case SQLITE_NOTADB:
+    code = store_fail(&q->base, STORE_DOWN,
+                      "%s: %s is not an SQLite database (%s); it was left untouched", what,
+                      q->path, msg);
+    break;
+  case SQLITE_CORRUPT:
+    code = store_fail(&q->base, STORE_DOWN,
+                      "%s: the database %s is damaged (%s); it was left untouched: restore it "
+                      "from a backup or try the sqlite3 tool's .recover",
+                      what, q->path, msg);
+    break;
+  case SQLITE_CANTOPEN: {
+    buf why = BUF_INIT;
+    if (!q->memory) explain_cantopen(q->path, &why);
+    if (why.len)
+      code = store_fail(&q->base, STORE_DOWN, "%s: %s: %s%s", what, q->path, msg, buf_cstr(&why));
+    else
+      code = store_fail(&q->base, STORE_DOWN, "%s: %s: %s%s%s%s", what, q->path, msg,
+                        sys ? " (" : "", sys ? strerror(sys) : "", sys ? ")" : "");
+    buf_free(&why);
+    break;
+  }
+  case SQLITE_READONLY:
+  case SQLITE_IOERR:
+  case SQLITE_FULL:
+  case SQLITE_PERM:
+  case SQLITE_AUTH:
+  case SQLITE_PROTOCOL:
+    code = store_fail(&q->base, STORE_DOWN, "%s: %s: %s%s%s%s", what, q->path, msg,
+                      sys ? " (" : "", sys ? strerror(sys) : "", sys ? ")" : "");
+    break;
+  default:
+    code = store_fail(&q->base, STORE_ERROR, "%s: %s", what, msg);
+    break;
+  }
+  if (q->db && !sqlite3_get_autocommit(q->db)) {
+    sqlite3_stmt *rb = q->stmt[Q_ROLLBACK];
+    if (rb) {
+      sqlite3_step(rb);
+      sqlite3_reset(rb);
+    } else {
+      sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+  }
+  if (q->relaxed) restore_sync(q);
+  lower_flag(q);
+  if (code == STORE_DOWN && !q->memory) sq_disconnect(&q->base);
+  return code;
+}
+
+/* ------------------------------------------------------------------ */
+/* Statement helpers: SQLite result codes inside, store codes at the    */
+/* operation boundary.                                                 */
+
+/* The prepared statement i (prepared on first use), or NULL with *rc. */
+static sqlite3_stmt *stmt(sq_store *q, int i, int *rc) {
+  if (!q->stmt[i]) {
+    *rc = sqlite3_prepare_v2(q->db, queries[i], -1, &q->stmt[i], NULL);
+    if (*rc != SQLITE_OK) {
+      sqlite3_finalize(q->stmt[i]);
+      q->stmt[i] = NULL;
+      return NULL;
+    }
+  }
+  *rc = SQLITE_OK;
+  return q->stmt[i];
+}
+
+static void finish_stmt(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+/* Bind text of exact length (NULL binds NULL).  The memory must outlive
+ * the statement's use (it is reset before the caller's data goes away). */
+static int bind_text(sqlite3_stmt *st, int i, const char *s, size_t n) {
+  if (!s) return sqlite3_bind_null(st, i);
+  return sqlite3_bind_text64(st, i, s, (sqlite3_uint64)n, SQLITE_STATIC, SQLITE_UTF8);
+}
+
+static int bind_double_or_null(sqlite3_stmt *st, int i, double v, int present) {
+  return present ? sqlite3_bind_double(st, i, v) : sqlite3_bind_null(st, i);
+}
+
+/* Step a statement that returns no rows; *changes (if given) = rows
+ * changed.  The statement is reset. */
+static int run_write(sq_store *q, sqlite3_stmt *st, int *changes) {
+  int rc = sqlite3_step(st);
+  finish_stmt(st);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return rc;
+  if (changes) *changes = sqlite3_changes(q->db);
+  return SQLITE_OK;
+}
+
+/* Run one of the transaction-control statements.  After BEGIN (which may
+ * have waited for the lock) the "waiting" flag goes down. */
+static int tx(sq_store *q, int which) {
+  int rc;
+  sqlite3_stmt *st = stmt(q, which, &rc);
+  if (st) rc = run_write(q, st, NULL);
+  if (which == Q_BEGIN) lower_flag(q);
+  return rc;
+}
+
+/* Back to synchronous = FULL after a relaxed transaction.  Should that ever
+ * fail, the connection is dropped: a new one starts at FULL. */
+static int restore_sync(sq_store *q) {
+  q->relaxed = 0;
+  int rc = tx(q, Q_SYNC_FULL);
+  if (rc != SQLITE_OK) sq_disconnect_now(q);
+  return rc;
+}
+
+/* A single-value query: *out = column 0 as a double, or NAN when there is
+ * no row or it is NULL. */
+static int query_double(sq_store *q, sqlite3_stmt *st, double *out) {
+  int rc = sqlite3_step(st);
+  *out = NAN;
+  if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+    *out = sqlite3_column_double(st, 0);
+  finish_stmt(st);
+  (void)q;
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Waiting for the write lock                                           */
+
+/* Fair turns between processes.  SQLite's lock is not a queue: a process
+ * that commits and at once begins its next transaction (a producer
+ * scheduling in a loop) leaves the lock free for microseconds, and a worker
+ * that polls for it can miss those gaps for seconds on a slow disk.  So a
+ * process that finds the lock taken raises a flag, a shared lock on byte
+ * FLAG_BYTE of the wake file (an open file description lock: per
+ * connection, released by the kernel if the process dies), and lowers it
+ * once it got the lock; a process that has just committed and sees a flag
+ * raised by someone else pauses (at most YIELD_MAX) until it is lowered. */
+#define FLAG_BYTE 1
+#define YIELD_MAX 0.05
+
+static int flag_op(int fd, short type, int cmd, struct flock *out) {
+#ifdef F_OFD_SETLK
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = FLAG_BYTE;
+  fl.l_len = 1;
+  int rc = fcntl(fd, cmd, &fl);
+  if (out) *out = fl;
+  return rc;
+#else
+  (void)fd, (void)type, (void)cmd, (void)out;
+  return -1;
+#endif
+}
+
+static void raise_flag(sq_store *q) {
+#ifdef F_OFD_SETLK
+  if (q->wake_fd >= 0 && !q->flagged && flag_op(q->wake_fd, F_RDLCK, F_OFD_SETLK, NULL) == 0)
+    q->flagged = 1;
+#else
+  (void)q;
+#endif
+}
+
+static void lower_flag(sq_store *q) {
+#ifdef F_OFD_SETLK
+  if (q->flagged) flag_op(q->wake_fd, F_UNLCK, F_OFD_SETLK, NULL);
+#endif
+  q->flagged = 0;
+}
+
+/* Is a flag raised by another connection? */
+static int someone_waits(sq_store *q) {
+#ifdef F_OFD_GETLK
+  struct flock fl;
+  return q->wake_fd >= 0 && flag_op(q->wake_fd, F_WRLCK, F_OFD_GETLK, &fl) == 0 &&
+         fl.l_type != F_UNLCK;
+#else
+  (void)q;
+  return 0;
+#endif
+}
+
+/* After a commit: let a waiting process take its turn first. */
+static void yield_to_waiters(sq_store *q) {
+  if (!someone_waits(q)) return;
+  double until = clock_mono() + YIELD_MAX;
+  do {
+    struct timespec ts = {0, 100000L};
+    nanosleep(&ts, NULL);
+  } while (someone_waits(q) && clock_mono() < until);
+}
+
+/* SQLite's busy handler: retry for up to BUSY_TIMEOUT seconds, polling
+ * often (lua-scheduler transactions last about a millisecond, so a waiter
+ * must look again soon after the holder commits to have a fair chance). */
+static int on_busy(void *arg, int count) {
+  sq_store *q = arg;
+  double now = clock_mono();
+  if (count == 0) {
+    q->busy_since = now;
+    raise_flag(q);
+  }
+  if (now - q->busy_since >= BUSY_TIMEOUT) return 0;
+  long ns = count < 100 ? 100000L : 500000L;
+  struct timespec ts = {0, ns};
+  nanosleep(&ts, NULL);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Wake-ups                                                            */
+
+/* Wake the workers that sleep watching the wake file: reading it is an
+ * IN_ACCESS event for their inotify watches (no write, so no disk I/O). */
+static void ring(sq_store *q) {
+  if (q->wake_fd < 0) return;
+  char c;
+  ssize_t n = pread(q->wake_fd, &c, 1, 0);
+  (void)n;
+}
+
+/* Open (creating it, with the database file's mode and owner) the wake
+ * file.  Best effort: without it wake-ups fall back to the loop's periodic
+ * check. */
+static void open_wake(sq_store *q) {
+  if (q->memory || q->wake_fd >= 0) return;
+  struct stat st;
+  mode_t mode = 0644;
+  int have = stat(q->path, &st) == 0;
+  if (have) mode = st.st_mode & 0777;
+  int fd = open(q->wake_path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) fd = open(q->wake_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat ws;
+  if (fstat(fd, &ws) == 0 && ws.st_size == 0) {
+    /* reads of an empty file are not reported: give it one byte */
+    ssize_t n = pwrite(fd, "\n", 1, 0);
+    (void)n;
+    if (have && geteuid() == 0 && (ws.st_uid != st.st_uid || ws.st_gid != st.st_gid)) {
+      /* as SQLite does for -wal and -shm: owned like the database */
+      int r = fchown(fd, st.st_uid, st.st_gid);
+      (void)r;
+    }
+  }
+  q->wake_fd = fd;
+}
+
+static void unwatch(sq_store *q) {
+  if (q->watch_fd >= 0) close(q->watch_fd);
+  q->watch_fd = -1;
+}
+
+/* Start watching the wake file (run() is active).  Best effort. */
+static void watch(sq_store *q) {
+#ifdef __linux__
+  if (q->memory || q->watch_fd >= 0) return;
+  open_wake(q);
+  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) return;
+  if (inotify_add_watch(fd, q->wake_path,
+                        IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+    close(fd);
+    return;
+  }
+  q->watch_fd = fd;
+#else
+  (void)q;
+#endif
+}
+
+/* Consume pending inotify events.  Returns 1 when the watched file went
+ * away (deleted or renamed), so the watch must be set up again. */
+static int drain_watch(sq_store *q) {
+  int gone = 0;
+#ifdef __linux__
+  /* a kernel event buffer, not user data: events are small and a short
+   * read just means "read again" */
+  char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+  for (;;) {
+    ssize_t n = read(q->watch_fd, events, sizeof events);
+    if (n <= 0) break;
+    for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+      const struct inotify_event *e = (const struct inotify_event *)(events + off);
+      if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) gone = 1;
+      off += (ssize_t)sizeof *e + e->len;
+    }
+  }
+#else
+  (void)q;
+#endif
+  return gone;
+}
+
+/* ------------------------------------------------------------------ */
+/* Names                                                               */
+
+static int name_cmp(const void *a, const void *b) {
+  const name_ref *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = n ? memcmp(x->s, y->s, n) : 0;
+  if (c) return c;
+  return (x->len > y->len) - (x->len < y->len);
+}
+
+static int wants(const sq_store *q, const char *s, size_t len) {
+  if (!s || !q->n_names) return 0;
+  name_ref key = {(char *)s, len};
+  return bsearch(&key, q->names, q->n_names, sizeof *q->names, name_cmp) != NULL;
+}
+
+static void free_names(sq_store *q) {
+  for (size_t i = 0; i < q->n_names; i++) free(q->names[i].s);
+  free(q->names);
+  q->names = NULL;
+  q->n_names = 0;
+}
+
+static int sq_set_names(store *s, const char *const *names, const size_t *lens, size_t n) {
+  sq_store *q = SQ(s);
+  free_names(q);
+  if (n == 0) return STORE_OK;
+  q->names = calloc(n, sizeof *q->names);
+  if (!q->names) return store_fail(s, STORE_NOMEM, "not enough memory");
+  for (size_t i = 0; i < n; i++) {
+    char *c = malloc(lens[i] + 1);
+    if (!c) {
+      free_names(q);
+      return store_fail(s, STORE_NOMEM, "not enough memory");
+    }
+    if (lens[i]) memcpy(c, names[i], lens[i]);
+    c[lens[i]] = '\0';
+    q->names[i].s = c;
+    q->names[i].len = lens[i];
+    q->n_names = i + 1;
+  }
+  qsort(q->names, q->n_names, sizeof *q->names, name_cmp);
+  return STORE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting                                                          */
+
+static void sq_disconnect_now(sq_store *q) {
+  for (int i = 0; i < Q_COUNT; i++) {
+    if (q->stmt[i]) sqlite3_finalize(q->stmt[i]);
+    q->stmt[i] = NULL;
+  }
+  if (q->db) sqlite3_close(q->db);
+  q->db = NULL;
+  q->relaxed = 0;
+  unwatch(q);
+  if (q->wake_fd >= 0) close(q->wake_fd); /* releases the flag, if raised */
+  q->wake_fd = -1;
+  q->flagged = 0;
+}
+
+/* Drop the connection.  A memory database would vanish with its last
+ * connection, so it is kept: only destroy() closes it. */
+static void sq_disconnect(store *s) {
+  sq_store *q = SQ(s);
+  if (!q->memory) sq_disconnect_now(q);
+}
+
+/* Run a statement and return its first column as text in out (empty when
+ * no row).  For pragmas at connect time. */
+static int pragma_text(sq_store *q, const char *sql, char *out, size_t size) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(q->db, sql, -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return rc;
+  }
+  out[0] = '\0';
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    snprintf(out, size, "%s", t ? (const char *)t : "");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+    }
+    rc = SQLITE_DONE;
+  }
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int schema_version(sq_store *q, int *version) {
+  char text[32];
+  int rc = pragma_text(q,
+                       "SELECT count(*) FROM sqlite_master"
+                       " WHERE type = 'table' AND name = 'scheduler_migrations'",
+                       text, sizeof text);
+  *version = 0;
+  if (rc != SQLITE_OK || atoi(text) == 0) return rc;
+  rc = pragma_text(q, "SELECT coalesce(max(version), 0) FROM scheduler_migrations", text,
+                   sizeof text);
+  if (rc == SQLITE_OK) *version = atoi(text);
+  return rc;
+}
+
+/* Create or upgrade the schema.  Cheap when current (two reads); else one
+ * IMMEDIATE transaction, which serializes workers that start together
+ * (the loser finds the work done when it gets the lock). */
+static int migrate(sq_store *q) {
+  int version, rc = schema_version(q, &version);
+  if (rc != SQLITE_OK) return fail(q, rc, "reading the schema version");
+  if (version == SCHEMA_VERSION) return STORE_OK;
+  if (version > SCHEMA_VERSION)
+    return store_fail(&q->base, STORE_ERROR,
+                      "the database schema of %s is version %d, newer than this lua-scheduler "
+                      "(%d)",
+                      q->path, version, SCHEMA_VERSION);
+  if ((rc = tx(q, Q_BEGIN)) != SQLITE_OK) return fail(q, rc, "migrating the schema");
+  rc = sqlite3_exec(q->db,
+                    "CREATE TABLE IF NOT EXISTS scheduler_migrations ("
+                    " version INTEGER PRIMARY KEY,"
+                    " applied_at REAL NOT NULL)",
+                    NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = schema_version(q, &version);
+  if (rc != SQLITE_OK) return fail(q, rc, "migrating the schema");
+  for (int v = version + 1; v <= SCHEMA_VERSION; v++) {
+    char what[64], record[128];
+    snprintf(what, sizeof what, "applying schema migration %d", v);
+    snprintf(record, sizeof record,
+             "INSERT INTO scheduler_migrations (version, applied_at) VALUES (%d, %.6f)", v,
+             clock_wall());
+    rc = sqlite3_exec(q->db, migrations[v - 1], NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(q->db, record, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return fail(q, rc, what);
+  }
+  if ((rc = tx(q, Q_COMMIT)) != SQLITE_OK) return fail(q, rc, "migrating the schema");
+  return STORE_OK;
+}
+
+static int sq_connect(store *s) {
+  sq_store *q = SQ(s);
+  if (q->db) return STORE_OK;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  int rc = sqlite3_open_v2(q->path, &q->db, flags, q->memory ? "memdb" : NULL);
+  if (rc != SQLITE_OK) {
+    int code;
+    if (!q->db) {
+      code = store_fail(s, STORE_NOMEM, "opening the database: not enough memory");
+    } else {
+      code = fail(q, rc, "cannot open the database");
+      sqlite3_close(q->db);
+      q->db = NULL;
+    }
+    return code;
+  }
+  sqlite3_extended_result_codes(q->db, 1);
+  sqlite3_busy_handler(q->db, on_busy, q);
+  if (!q->memory && sqlite3_db_readonly(q->db, "main") == 1) {
+    store_fail(s, STORE_DOWN,
+               "cannot open the database: %s is read-only (the file's permissions or its file "
+               "system); lua-scheduler needs to write it",
+               q->path);
+    sq_disconnect_now(q);
+    return STORE_DOWN;
+  }
+  char text[64];
+  /* Read first: a file that is not a database is reported (SQLITE_NOTADB)
+   * before anything could be written to it. */
+  rc = pragma_text(q, "SELECT count(*) FROM sqlite_master", text, sizeof text);
+  if (rc != SQLITE_OK) {
+    int code = fail(q, rc, "cannot open the database");
+    sq_disconnect_now(q);
+    return code;
+  }
+  if (!q->memory) {
+    rc = pragma_text(q, "PRAGMA journal_mode", text, sizeof text);
+    if (rc == SQLITE_OK && strcmp(text, "wal") != 0)
+      rc = pragma_text(q, "PRAGMA journal_mode = WAL", text, sizeof text);
+    if (rc == SQLITE_OK && strcmp(text, "wal") != 0) {
+      store_fail(s, STORE_DOWN,
+                 "cannot open the database: %s cannot use WAL mode (journal mode \"%s\"); is it on "
+                 "a network file system?",
+                 q->path, text);
+      sq_disconnect_now(q);
+      return STORE_DOWN;
+    }
+    /* FULL: the WAL is synced at every commit, so a committed job
+     * survives power loss too, not only a crash of the process */
+    if (rc == SQLITE_OK) rc = pragma_text(q, "PRAGMA synchronous = FULL", text, sizeof text);
+    if (rc == SQLITE_OK)
+      rc = pragma_text(q, "PRAGMA journal_size_limit = " WAL_SIZE_LIMIT, text, sizeof text);
+    if (rc != SQLITE_OK) {
+      int code = fail(q, rc, "cannot open the database");
+      sq_disconnect_now(q);
+      return code;
+    }
+  }
+  open_wake(q); /* only now: never a side file next to a file that is not ours */
+  int code = migrate(q);
+  if (code != STORE_OK) {
+    sq_disconnect_now(q);
+    return code;
+  }
+  double dv;
+  sqlite3_stmt *st = stmt(q, Q_DATA_VERSION, &rc);
+  if (st) rc = query_double(q, st, &dv);
+  if (rc != SQLITE_OK) {
+    code = fail(q, rc, "cannot open the database");
+    sq_disconnect_now(q);
+    return code;
+  }
+  q->data_version = (long long)dv;
+  if (q->listening) watch(q);
+  return STORE_OK;
+}
+
+/* Connect and begin an IMMEDIATE transaction: STORE_OK or an error. */
+static int begin(sq_store *q, const char *what) {
+  int rc = sq_connect(&q->base);
+  if (rc != STORE_OK) return rc;
+  if ((rc = tx(q, Q_BEGIN)) != SQLITE_OK) return fail(q, rc, what);
+  return STORE_OK;
+}
+
+/* begin() for a transaction whose commit need not wait for the disk:
+ * claims and lease renewals, whose loss in a power failure is harmless (the
+ * job is claimable again and runs again: at least once).  The WAL is
+ * sequential, so a later synced commit (the job's completion) makes this
+ * one durable too.  The level can only change outside a transaction;
+ * commit() and fail() put FULL back. */
+static int begin_unsynced(sq_store *q, const char *what) {
+  int rc = sq_connect(&q->base);
+  if (rc != STORE_OK || q->memory) return rc == STORE_OK ? begin(q, what) : rc;
+  if ((rc = tx(q, Q_SYNC_NORMAL)) != SQLITE_OK) return fail(q, rc, what);
+  q->relaxed = 1;
+  return begin(q, what);
+}
+
+/* Commit; on success ring the wake file when `wake`. */
+static int commit(sq_store *q, const char *what, int wake) {
+  int rc = tx(q, Q_COMMIT);
+  lower_flag(q);
+  if (rc != SQLITE_OK) return fail(q, rc, what);
+  if (q->relaxed && restore_sync(q) != SQLITE_OK) return fail(q, SQLITE_ERROR, what);
+  if (wake) ring(q);
+  yield_to_waiters(q);
+  return STORE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+
+#define NUL_REFUSED ", which lua-scheduler refuses on every backend (PostgreSQL cannot store it)"
+
+/* Insert a job unless an unfinished job holds its key; *id = the new or
+ * the existing job.  Inside a transaction.  SQLite result code. */
+static int insert_job(sq_store *q, const char *name, size_t name_len, const char *payload,
+                      size_t payload_len, double run_at, const char *key, size_t key_len,
+                      long long priority, long long max_attempts, double now, int64_t *id,
+                      int *inserted) {
+  int rc;
+  sqlite3_stmt *st;
+  *inserted = 0;
+  if (key) {
+    if (!(st = stmt(q, Q_KEY_FIND, &rc))) return rc;
+    bind_text(st, 1, key, key_len);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
+    finish_stmt(st);
+    if (rc == SQLITE_ROW) return SQLITE_OK;
+    if (rc != SQLITE_DONE) return rc;
+  }
+  if (!(st = stmt(q, Q_INSERT, &rc))) return rc;
+  bind_text(st, 1, name, name_len);
+  bind_text(st, 2, payload, payload_len);
+  sqlite3_bind_double(st, 3, run_at);
+  bind_text(st, 4, key, key_len);
+  sqlite3_bind_int64(st, 5, priority);
+  if (max_attempts > 0)
+    sqlite3_bind_int64(st, 6, max_attempts);
+  else
+    sqlite3_bind_null(st, 6);
+  sqlite3_bind_double(st, 7, now);
+  if ((rc = run_write(q, st, NULL)) != SQLITE_OK) return rc;
+  *id = sqlite3_last_insert_rowid(q->db);
+  *inserted = 1;
+  return SQLITE_OK;
+}
+
+/* STORE_OK, or the error for a NUL byte in a job's strings. */
+static int check_nul(store *s, const store_new_job *j) {
+  if (memchr(j->name, 0, j->name_len))
+    return store_fail(s, STORE_ERROR, "the name contains a NUL byte" NUL_REFUSED);
+  if (j->key && memchr(j->key, 0, j->key_len))
+    return store_fail(s, STORE_ERROR, "the key contains a NUL byte" NUL_REFUSED);
+  if (j->payload_has_nul)
+    return store_fail(s, STORE_ERROR, "the payload contains a NUL byte (\\u0000)" NUL_REFUSED);
+  return STORE_OK;
+}
+
+/* Insert jobs[0, n) in one transaction (all or none): ids[i] for jobs[i]. */
+static int schedule_jobs(sq_store *q, const store_new_job *jobs, size_t n, int64_t *ids) {
+  for (size_t i = 0; i < n; i++) {
+    int rc = check_nul(&q->base, &jobs[i]);
+    if (rc) return rc;
+  }
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  double now = clock_wall();
+  int wake = 0;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    const store_new_job *j = &jobs[i];
+    double run_at = j->has_at ? j->at : now + (j->has_delay ? j->delay : 0);
+    int inserted;
+    rc = insert_job(q, j->name, j->name_len, j->payload, j->payload_len, run_at, j->key, j->key_len,
+                    j->priority, j->max_attempts, now, &ids[i], &inserted);
+    wake |= inserted;
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  return commit(q, "database error", wake);
+}
+
+static int sq_schedule(store *s, const store_new_job *j, int64_t *id) {
+  return schedule_jobs(SQ(s), j, 1, id);
+}
+
+static int sq_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids) {
+  if (n == 0) return sq_connect(s);
+  return schedule_jobs(SQ(s), jobs, n, ids);
+}
+
+/* One write statement on a job id, in its own transaction. */
+static int write_id(sq_store *q, int which, int64_t id, int *done) {
+  *done = 0;
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, which, &rc);
+  if (st) {
+    sqlite3_bind_int64(st, 1, id);
+    if (which == Q_RETRY) sqlite3_bind_double(st, 2, clock_wall());
+    rc = run_write(q, st, done);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  *done = *done > 0;
+  return commit(q, "database error", which == Q_RETRY && *done);
+}
+
+static int sq_cancel(store *s, int64_t id, int *done) { return write_id(SQ(s), Q_CANCEL, id, done); }
+
+static int sq_retry(store *s, int64_t id, int *done) { return write_id(SQ(s), Q_RETRY, id, done); }
+
+/* Copy column i (text, or NULL) into arena a.  *oom is set on failure. */
+static const char *col_text(sqlite3_stmt *st, int i, arena *a, size_t *len, int *oom) {
+  *len = 0;
+  if (sqlite3_column_type(st, i) == SQLITE_NULL) return NULL;
+  const unsigned char *t = sqlite3_column_text(st, i);
+  if (!t) {
+    *oom = 1;
+    return NULL;
+  }
+  size_t n = (size_t)sqlite3_column_bytes(st, i);
+  char *c = arena_dup(a, t, n);
+  if (!c) *oom = 1;
+  *len = n;
+  return c;
+}
+
+static const char *state_name(const unsigned char *t) {
+  static const char *const states[] = {"scheduled", "running", "failed"};
+  for (int i = 0; i < 3; i++)
+    if (t && strcmp((const char *)t, states[i]) == 0) return states[i];
+  return "unknown";
+}
+
+/* Fill j from a row of JOB_COLUMNS (strings copied into a).  0, or -1 out
+ * of memory. */
+static int read_job(sqlite3_stmt *st, store_job *j, arena *a) {
+  int oom = 0;
+  memset(j, 0, sizeof *j);
+  j->id = sqlite3_column_int64(st, 0);
+  j->name = col_text(st, 1, a, &j->name_len, &oom);
+  j->payload = col_text(st, 2, a, &j->payload_len, &oom);
+  j->run_at = sqlite3_column_double(st, 3);
+  j->attempt = sqlite3_column_int64(st, 4);
+  j->max_attempts = sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5);
+  j->key = col_text(st, 6, a, &j->key_len, &oom);
+  j->priority = sqlite3_column_int64(st, 7);
+  if (!j->name && !oom) j->name = arena_dup(a, "", 0);
+  return oom || !j->name ? -1 : 0;
+}
+
+static int sq_get(store *s, int64_t id, store_job *out, int *found) {
+  sq_store *q = SQ(s);
+  *found = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_GET, &rc);
+  if (!st) return fail(q, rc, "database error");
+  sqlite3_bind_int64(st, 1, id);
+  rc = sqlite3_step(st);
+  int oom = 0;
+  if (rc == SQLITE_ROW) {
+    arena_reset(&q->got);
+    oom = read_job(st, out, &q->got) != 0;
+    out->state = state_name(sqlite3_column_text(st, 8));
+    out->last_error = col_text(st, 9, &q->got, &out->last_error_len, &oom);
+    *found = !oom;
+  }
+  finish_stmt(st);
+  if (oom) return store_fail(s, STORE_NOMEM, "not enough memory");
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(q, rc, "database error");
+  return STORE_OK;
+}
+
+static int grow_jobs(sq_store *q, size_t n) {
+  if (n <= q->jobs_cap) return 0;
+  size_t cap = q->jobs_cap ? q->jobs_cap * 2 : 64;
+  while (cap < n) cap *= 2;
+  store_job *p = realloc(q->jobs, cap * sizeof *p);
+  if (!p) return -1;
+  q->jobs = p;
+  q->jobs_cap = cap;
+  return 0;
+}
+
+/* One IMMEDIATE transaction: collect up to `limit` due jobs of this
+ * worker's names in (priority, run_at, id) order, then mark them running
+ * with the next attempt and a lease.  Nobody else can claim in between. */
+static int sq_claim(store *s, size_t limit, double lease, const char *worker, store_job **jobs,
+                    size_t *n) {
+  sq_store *q = SQ(s);
+  *jobs = NULL;
+  *n = 0;
+  if (q->n_names == 0 || limit == 0) return sq_connect(s);
+  int rc = begin_unsynced(q, "claiming jobs");
+  if (rc) return rc;
+  double now = clock_wall();
+  size_t got = 0;
+  int oom = 0;
+  arena_reset(&q->claimed);
+  sqlite3_stmt *prio = stmt(q, Q_NEXT_PRIORITY, &rc);
+  sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
+  long long p = -1;
+  while (due && got < limit && !oom) {
+    double next;
+    sqlite3_bind_int64(prio, 1, p);
+    if ((rc = query_double(q, prio, &next)) != SQLITE_OK || isnan(next)) break;
+    p = (long long)next;
+    sqlite3_bind_int64(due, 1, p);
+    sqlite3_bind_double(due, 2, now);
+    while (got < limit && (rc = sqlite3_step(due)) == SQLITE_ROW) {
+      const unsigned char *name = sqlite3_column_text(due, 1);
+      if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(due, 1))) continue;
+      if (grow_jobs(q, got + 1) || read_job(due, &q->jobs[got], &q->claimed)) {
+        oom = 1;
+        break;
+      }
+      q->jobs[got].attempt++;
+      q->jobs[got].state = "running";
+      got++;
+    }
+    finish_stmt(due);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) break;
+    rc = SQLITE_OK;
+  }
+  if (oom) {
+    fail(q, SQLITE_NOMEM, "claiming jobs");
+    return STORE_NOMEM;
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  sqlite3_stmt *take = stmt(q, Q_TAKE, &rc);
+  for (size_t i = 0; take && i < got; i++) {
+    sqlite3_bind_int64(take, 1, q->jobs[i].id);
+    sqlite3_bind_text(take, 2, worker, -1, SQLITE_STATIC);
+    sqlite3_bind_double(take, 3, now + lease);
+    if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  if ((rc = commit(q, "claiming jobs", 0)) != STORE_OK) return rc;
+  *jobs = q->jobs;
+  *n = got;
+  return STORE_OK;
+}
+
+static int sq_finish(store *s, const store_outcome *o, size_t n) {
+  sq_store *q = SQ(s);
+  if (n == 0) return STORE_OK;
+  int rc = begin(q, "recording outcomes");
+  if (rc) return rc;
+  double now = clock_wall();
+  int wake = 0;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    const store_outcome *x = &o[i];
+    int which = x->kind == OUTCOME_DONE      ? Q_DONE
+                : x->kind == OUTCOME_RELEASE ? Q_BACK
+                                             : Q_AGAIN;
+    sqlite3_stmt *st = stmt(q, which, &rc);
+    if (!st) break;
+    sqlite3_bind_int64(st, 1, x->claim.id);
+    sqlite3_bind_int64(st, 2, x->claim.attempt);
+    if (which == Q_AGAIN) {
+      bind_double_or_null(st, 3, now + x->retry_in, x->kind == OUTCOME_RETRY);
+      bind_text(st, 4, buf_cstr(&x->error), x->error.len);
+    }
+    int changed = 0;
+    rc = run_write(q, st, &changed);
+    if (changed && which != Q_DONE && (which == Q_BACK || x->kind == OUTCOME_RETRY)) wake = 1;
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "recording outcomes");
+  return commit(q, "recording outcomes", wake);
+}
+
+static int sq_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
+  sq_store *q = SQ(s);
+  if (n == 0) return STORE_OK;
+  int rc = begin_unsynced(q, "renewing leases");
+  if (rc) return rc;
+  double until = clock_wall() + lease;
+  sqlite3_stmt *st = stmt(q, Q_HEARTBEAT, &rc);
+  for (size_t i = 0; st && i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(st, 1, c[i].id);
+    sqlite3_bind_int64(st, 2, c[i].attempt);
+    sqlite3_bind_double(st, 3, until);
+    rc = run_write(q, st, NULL);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "renewing leases");
+  return commit(q, "renewing leases", 0);
+}
+
+static int sq_rescue(store *s, long long default_max_attempts) {
+  sq_store *q = SQ(s);
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  /* usually nothing expired: look without taking the write lock */
+  double any;
+  sqlite3_stmt *st = stmt(q, Q_ANY_EXPIRED, &rc);
+  if (st) {
+    sqlite3_bind_double(st, 1, clock_wall());
+    rc = query_double(q, st, &any);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "rescuing expired leases");
+  if (isnan(any)) return STORE_OK;
+  if ((rc = begin(q, "rescuing expired leases"))) return rc;
+  int changed = 0;
+  if ((st = stmt(q, Q_RESCUE, &rc))) {
+    sqlite3_bind_double(st, 1, clock_wall());
+    sqlite3_bind_int64(st, 2, default_max_attempts);
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "rescuing expired leases");
+  return commit(q, "rescuing expired leases", changed > 0);
+}
+
+static int sq_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
+  sq_store *q = SQ(s);
+  *n = 0;
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  int changed = 0;
+  sqlite3_stmt *st = stmt(q, Q_ABANDON, &rc);
+  if (st) {
+    sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, default_max_attempts);
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  *n = (size_t)changed;
+  return commit(q, "database error", changed > 0);
+}
+
+/* min over this worker's names of query `which` (bound to the name). */
+static int min_over_names(sq_store *q, int which, double *out) {
+  int rc;
+  *out = INFINITY;
+  sqlite3_stmt *st = stmt(q, which, &rc);
+  for (size_t i = 0; st && i < q->n_names; i++) {
+    double v;
+    bind_text(st, 1, q->names[i].s, q->names[i].len);
+    if ((rc = query_double(q, st, &v)) != SQLITE_OK) break;
+    if (!isnan(v) && v < *out) *out = v;
+  }
+  return rc;
+}
+
+static int sq_next_wake(store *s, store_wake *w) {
+  sq_store *q = SQ(s);
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  w->next_due = w->next_expiry = w->next_cron = INFINITY;
+  /* one read transaction: one snapshot, one lock round trip */
+  rc = sqlite3_exec(q->db, "BEGIN", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron);
+  if (rc == SQLITE_OK) rc = tx(q, Q_COMMIT);
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  w->db_now = clock_wall();
+  return STORE_OK;
+}
+
+static int sq_cron_put(store *s, const store_cron *c) {
+  sq_store *q = SQ(s);
+  if (memchr(c->id, 0, c->id_len) || memchr(c->name, 0, c->name_len) ||
+      memchr(c->expr, 0, c->expr_len) || memchr(c->tz, 0, c->tz_len) || c->payload_has_nul)
+    return store_fail(s, STORE_ERROR, "a NUL byte" NUL_REFUSED);
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  sqlite3_stmt *get = stmt(q, Q_CRON_GET, &rc);
+  int exists = 0, same = 0;
+  if (get) {
+    bind_text(get, 1, c->id, c->id_len);
+    bind_text(get, 2, c->expr, c->expr_len);
+    bind_text(get, 3, c->tz, c->tz_len);
+    rc = sqlite3_step(get);
+    if (rc == SQLITE_ROW) exists = 1, same = sqlite3_column_int(get, 0);
+    finish_stmt(get);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  sqlite3_stmt *st = rc == SQLITE_OK ? stmt(q, exists ? Q_CRON_UPDATE : Q_CRON_INSERT, &rc) : NULL;
+  if (st) {
+    bind_text(st, 1, c->id, c->id_len);
+    bind_text(st, 2, c->expr, c->expr_len);
+    bind_text(st, 3, c->tz, c->tz_len);
+    bind_text(st, 4, c->name, c->name_len);
+    bind_text(st, 5, c->payload, c->payload_len);
+    sqlite3_bind_int64(st, 6, c->priority);
+    if (c->max_attempts > 0)
+      sqlite3_bind_int64(st, 7, c->max_attempts);
+    else
+      sqlite3_bind_null(st, 7);
+    sqlite3_bind_int(st, 8, c->catch_up ? 1 : 0);
+    bind_double_or_null(st, 9, c->backfill, c->backfill >= 0);
+    sqlite3_bind_double(st, 10, c->next_at);
+    sqlite3_bind_double(st, 11, clock_wall());
+    if (exists) sqlite3_bind_int(st, 12, same);
+    rc = run_write(q, st, NULL);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  return commit(q, "database error", 0);
+}
+
+static int sq_cron_remove(store *s, const char *id, size_t id_len, int *done) {
+  sq_store *q = SQ(s);
+  *done = 0;
+  if (memchr(id, 0, id_len)) return STORE_OK;
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_CRON_REMOVE, &rc);
+  if (st) {
+    bind_text(st, 1, id, id_len);
+    rc = run_write(q, st, done);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  *done = *done > 0;
+  return commit(q, "database error", 0);
+}
+
+static int sq_cron_list(store *s, double within, store_cron **out, size_t *n, double *db_now) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  double now = clock_wall();
+  sqlite3_stmt *st = stmt(q, within >= 0 ? Q_CRON_DUE : Q_CRON_LIST, &rc);
+  if (!st) return fail(q, rc, "database error");
+  if (within >= 0) sqlite3_bind_double(st, 1, now + within);
+  arena_reset(&q->cron_mem);
+  size_t rows = 0;
+  int oom = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (within >= 0 &&
+        !wants(q, (const char *)sqlite3_column_text(st, 3), (size_t)sqlite3_column_bytes(st, 3)))
+      continue;
+    if (rows == q->crons_cap) {
+      size_t cap = q->crons_cap ? q->crons_cap * 2 : 16;
+      store_cron *p = realloc(q->crons, cap * sizeof *p);
+      if (!p) {
+        oom = 1;
+        break;
+      }
+      q->crons = p;
+      q->crons_cap = cap;
+    }
+    store_cron *c = &q->crons[rows];
+    memset(c, 0, sizeof *c);
+    c->id = col_text(st, 0, &q->cron_mem, &c->id_len, &oom);
+    c->expr = col_text(st, 1, &q->cron_mem, &c->expr_len, &oom);
+    c->tz = col_text(st, 2, &q->cron_mem, &c->tz_len, &oom);
+    c->name = col_text(st, 3, &q->cron_mem, &c->name_len, &oom);
+    c->payload = col_text(st, 4, &q->cron_mem, &c->payload_len, &oom);
+    c->priority = sqlite3_column_int64(st, 5);
+    c->max_attempts = sqlite3_column_type(st, 6) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 6);
+    c->catch_up = sqlite3_column_int(st, 7) != 0;
+    c->backfill = sqlite3_column_type(st, 8) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 8);
+    c->next_at = sqlite3_column_double(st, 9);
+    if (oom || !c->id || !c->expr || !c->tz || !c->name) {
+      oom = 1;
+      break;
+    }
+    rows++;
+  }
+  finish_stmt(st);
+  if (oom) return store_fail(s, STORE_NOMEM, "not enough memory");
+  if (rc != SQLITE_DONE) return fail(q, rc, "database error");
+  *out = q->crons;
+  *n = rows;
+  *db_now = now;
+  return STORE_OK;
+}
+
+/* Compare-and-set on next_at, then one job per slot (key
+ * cron:<id>@<slot>, so a slot's job is unique while unfinished), in one
+ * transaction. */
+static int sq_cron_fire(store *s, const char *id, size_t id_len, double expected,
+                        const double *slots, size_t n, double next, int *won) {
+  sq_store *q = SQ(s);
+  *won = 0;
+  if (memchr(id, 0, id_len)) return STORE_OK;
+  int rc = begin(q, "database error");
+  if (rc) return rc;
+  double now = clock_wall();
+  int changed = 0;
+  sqlite3_stmt *st = stmt(q, Q_CRON_CAS, &rc);
+  if (st) {
+    bind_text(st, 1, id, id_len);
+    sqlite3_bind_double(st, 2, expected);
+    sqlite3_bind_double(st, 3, next);
+    sqlite3_bind_double(st, 4, now);
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  if (!changed) return commit(q, "database error", 0);
+  /* the schedule's job template; copied, since inserting reuses nothing
+   * but the statement handles */
+  st = stmt(q, Q_CRON_ROW, &rc);
+  if (!st) return fail(q, rc, "database error");
+  bind_text(st, 1, id, id_len);
+  rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW) {
+    finish_stmt(st);
+    return fail(q, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "database error");
+  }
+  arena tmp = {NULL};
+  int oom = 0;
+  size_t name_len, payload_len;
+  const char *name = col_text(st, 0, &tmp, &name_len, &oom);
+  const char *payload = col_text(st, 1, &tmp, &payload_len, &oom);
+  long long priority = sqlite3_column_int64(st, 2);
+  long long max_attempts = sqlite3_column_type(st, 3) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 3);
+  finish_stmt(st);
+  buf key = BUF_INIT;
+  rc = oom || !name ? SQLITE_NOMEM : SQLITE_OK;
+  int wake = 0;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    buf_reset(&key);
+    if (buf_adds(&key, "cron:") || buf_add(&key, id, id_len) ||
+        buf_printf(&key, "@%lld", (long long)llround(slots[i]))) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    int64_t jid;
+    int inserted;
+    rc = insert_job(q, name, name_len, payload, payload_len, slots[i], key.data, key.len,
+                    priority, max_attempts, now, &jid, &inserted);
+    wake |= inserted;
+  }
+  buf_free(&key);
+  arena_free(&tmp);
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  if ((rc = commit(q, "database error", wake)) != STORE_OK) return rc;
+  *won = 1;
+  return STORE_OK;
+}
+
+static int sq_listen(store *s, int on) {
+  sq_store *q = SQ(s);
+  if (q->listening == on) return STORE_OK;
+  q->listening = on;
+  if (!on) {
+    unwatch(q);
+    return STORE_OK;
+  }
+  if (!q->db) return sq_connect(s); /* sets up the watch */
+  watch(q);
+  return STORE_OK;
+}
+
+static int sq_socket(store *s) { return SQ(s)->watch_fd; }
+
+/* Something may have changed: if another connection committed since the
+ * last look, *earliest = the earliest run_at among this worker's waiting
+ * jobs. */
+static int sq_notifications(store *s, double *earliest) {
+  sq_store *q = SQ(s);
+  *earliest = INFINITY;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  if (q->watch_fd >= 0 && drain_watch(q)) {
+    /* the wake file was removed or replaced: watch the new one */
+    unwatch(q);
+    if (q->wake_fd >= 0) close(q->wake_fd);
+    q->wake_fd = -1;
+    watch(q);
+  }
+  double dv;
+  sqlite3_stmt *st = stmt(q, Q_DATA_VERSION, &rc);
+  if (st) rc = query_double(q, st, &dv);
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  if ((long long)dv == q->data_version) return STORE_OK;
+  q->data_version = (long long)dv;
+  rc = min_over_names(q, Q_WAKE_DUE, earliest);
+  if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  return STORE_OK;
+}
+
+static const char *sq_database(store *s) { return SQ(s)->canonical; }
+
+static void sq_destroy(store *s) {
+  sq_store *q = SQ(s);
+  sq_disconnect_now(q);
+  free_names(q);
+  arena_free(&q->claimed);
+  arena_free(&q->got);
+  arena_free(&q->cron_mem);
+  free(q->jobs);
+  free(q->crons);
+  free(q->admin_jobs);
+  free(q->admin_stats);
+  free(q->path);
+  free(q->canonical);
+  free(q->wake_path);
+  buf_free(&s->err);
+  free(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* The lua-scheduler command's operations (admin_pg.h contracts), on   */
+/* the store's own connection.  Returned memory: the `got` arena.      */
+
+static double col_double_or_nan(sqlite3_stmt *st, int i) {
+  return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+int store_sqlite_list(store *s, const admin_filter *f, admin_job **jobs, size_t *n,
+                      double *db_now) {
+  sq_store *q = SQ(s);
+  *jobs = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_ADMIN_LIST, &rc);
+  if (!st) return fail(q, rc, "listing jobs");
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) sqlite3_bind_text(st, 2, f->name, -1, SQLITE_STATIC);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+  arena_reset(&q->got);
+  size_t rows = 0;
+  int oom = 0;
+  while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (rows == q->admin_jobs_cap) {
+      size_t cap = q->admin_jobs_cap ? q->admin_jobs_cap * 2 : 64;
+      admin_job *p = realloc(q->admin_jobs, cap * sizeof *p);
+      if (!p) {
+        oom = 1;
+        break;
+      }
+      q->admin_jobs = p;
+      q->admin_jobs_cap = cap;
+    }
+    admin_job *x = &q->admin_jobs[rows];
+    store_job *j = &x->job;
+    memset(x, 0, sizeof *x);
+    size_t unused;
+    j->id = sqlite3_column_int64(st, 0);
+    j->name = col_text(st, 1, &q->got, &j->name_len, &oom);
+    j->state = state_name(sqlite3_column_text(st, 2));
+    j->run_at = sqlite3_column_double(st, 3);
+    j->attempt = sqlite3_column_int64(st, 4);
+    j->max_attempts = sqlite3_column_int64(st, 5); /* 0 for NULL */
+    j->priority = sqlite3_column_int64(st, 6);
+    j->key = col_text(st, 7, &q->got, &j->key_len, &oom);
+    x->locked_by = col_text(st, 8, &q->got, &unused, &oom);
+    x->locked_until = col_double_or_nan(st, 9);
+    x->created_at = col_double_or_nan(st, 10);
+    j->last_error = col_text(st, 11, &q->got, &j->last_error_len, &oom);
+    j->payload = col_text(st, 12, &q->got, &j->payload_len, &oom);
+    if (!j->name) oom = 1;
+    rows++;
+  }
+  finish_stmt(st);
+  if (oom) return store_fail(s, STORE_NOMEM, "listing jobs: not enough memory");
+  if (rc != SQLITE_DONE) return fail(q, rc, "listing jobs");
+  *jobs = q->admin_jobs;
+  *n = rows;
+  *db_now = clock_wall();
+  return STORE_OK;
+}
+
+int store_sqlite_stats(store *s, admin_stat **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_ADMIN_STATS, &rc);
+  if (!st) return fail(q, rc, "reading statistics");
+  sqlite3_bind_double(st, 1, clock_wall());
+  arena_reset(&q->got);
+  size_t rows = 0;
+  int oom = 0;
+  while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (rows == q->admin_stats_cap) {
+      size_t cap = q->admin_stats_cap ? q->admin_stats_cap * 2 : 16;
+      admin_stat *p = realloc(q->admin_stats, cap * sizeof *p);
+      if (!p) {
+        oom = 1;
+        break;
+      }
+      q->admin_stats = p;
+      q->admin_stats_cap = cap;
+    }
+    admin_stat *x = &q->admin_stats[rows];
+    memset(x, 0, sizeof *x);
+    x->name = col_text(st, 0, &q->got, &x->name_len, &oom);
+    x->due = sqlite3_column_int64(st, 1);
+    x->later = sqlite3_column_int64(st, 2);
+    x->running = sqlite3_column_int64(st, 3);
+    x->failed = sqlite3_column_int64(st, 4);
+    x->late = col_double_or_nan(st, 5);
+    x->done_last_minute = -1; /* completions are not counted */
+    if (!x->name) oom = 1;
+    rows++;
+  }
+  finish_stmt(st);
+  if (oom) return store_fail(s, STORE_NOMEM, "reading statistics: not enough memory");
+  if (rc != SQLITE_DONE) return fail(q, rc, "reading statistics");
+  *out = q->admin_stats;
+  *n = rows;
+  return STORE_OK;
+}
+
+int store_sqlite_retry_failed(store *s, const char *name, size_t *retried, size_t *skipped) {
+  sq_store *q = SQ(s);
+  *retried = *skipped = 0;
+  int rc = begin(q, "retrying failed jobs");
+  if (rc) return rc;
+  double before = 0;
+  int changed = 0;
+  sqlite3_stmt *st = stmt(q, Q_ADMIN_FAILED, &rc);
+  if (st) {
+    if (name) sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = query_double(q, st, &before);
+  }
+  if (rc == SQLITE_OK && (st = stmt(q, Q_ADMIN_RETRY, &rc))) {
+    if (name) sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, clock_wall());
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "retrying failed jobs");
+  if ((rc = commit(q, "retrying failed jobs", changed > 0)) != STORE_OK) return rc;
+  *retried = (size_t)changed;
+  *skipped = before > changed ? (size_t)before - (size_t)changed : 0;
+  return STORE_OK;
+}
+
+int store_sqlite_schema_version(store *s, int *version) {
+  sq_store *q = SQ(s);
+  *version = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  double v = 0;
+  sqlite3_stmt *st = stmt(q, Q_ADMIN_VERSION, &rc);
+  if (st) rc = query_double(q, st, &v);
+  if (rc != SQLITE_OK) return fail(q, rc, "reading the schema version");
+  *version = (int)v;
+  return STORE_OK;
+}
+
+static const store_ops sqlite_ops = {
+    .backend = "sqlite",
+    .connect = sq_connect,
+    .disconnect = sq_disconnect,
+    .destroy = sq_destroy,
+    .schedule = sq_schedule,
+    .schedule_many = sq_schedule_many,
+    .cancel = sq_cancel,
+    .retry = sq_retry,
+    .get = sq_get,
+    .set_names = sq_set_names,
+    .claim = sq_claim,
+    .finish = sq_finish,
+    .heartbeat = sq_heartbeat,
+    .rescue = sq_rescue,
+    .abandon = sq_abandon,
+    .next_wake = sq_next_wake,
+    .listen = sq_listen,
+    .socket = sq_socket,
+    .notifications = sq_notifications,
+    .cron_put = sq_cron_put,
+    .cron_remove = sq_cron_remove,
+    .cron_list = sq_cron_list,
+    .cron_fire = sq_cron_fire,
+    .database = sq_database,
+};
+
+/* The working directory (malloc'd), or NULL. */
+static char *current_dir(void) {
+  size_t size = 256;
+  for (;;) {
+    char *b = malloc(size);
+    if (!b) return NULL;
+    if (getcwd(b, size)) return b;
+    free(b);
+    if (errno != ERANGE || size > (SIZE_MAX / 2)) return NULL;
+    size *= 2;
+  }
+}
+
+static char *concat3(const char *a, const char *b, const char *c) {
+  size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+  char *out = malloc(la + lb + lc + 1);
+  if (!out) return NULL;
+  memcpy(out, a, la);
+  memcpy(out + la, b, lb);
+  memcpy(out + la + lb, c, lc + 1);
+  return out;
+}
+
+store *store_sqlite_open(const char *database, buf *err) {
+  static const char scheme[] = "sqlite:", memory[] = ":memory:";
+  if (strncmp(database, scheme, sizeof scheme - 1) != 0) {
+    buf_adds(err, "invalid database string: not an sqlite: URL");
+    return NULL;
+  }
+  const char *rest = database + sizeof scheme - 1;
+  if (!*rest) {
+    buf_adds(err, "invalid database string: \"sqlite:\" needs a file name (sqlite:PATH, or "
+                  "sqlite::memory: for a database in memory)");
+    return NULL;
+  }
+  if (!sqlite3_threadsafe()) {
+    buf_adds(err, "the SQLite library was built without thread support, which lua-scheduler "
+                  "needs (SQLITE_THREADSAFE=0)");
+    return NULL;
+  }
+  sq_store *q = calloc(1, sizeof *q);
+  if (!q) {
+    buf_adds(err, "not enough memory");
+    return NULL;
+  }
+  q->base.ops = &sqlite_ops;
+  q->wake_fd = q->watch_fd = -1;
+  int ok;
+  if (strncmp(rest, memory, sizeof memory - 1) == 0) {
+    /* memdb names beginning with "/" are shared by the process's
+     * connections; an unnamed one gets a name no other store uses */
+    static atomic_uint counter;
+    const char *name = rest + sizeof memory - 1;
+    char generated[64];
+    if (!*name) {
+      snprintf(generated, sizeof generated, "#%ld.%u", (long)getpid(),
+               atomic_fetch_add(&counter, 1u) + 1u);
+      name = generated;
+    }
+    q->memory = 1;
+    q->path = concat3("/lua-scheduler/", name, "");
+    q->canonical = concat3("sqlite::memory:", name, "");
+    ok = q->path && q->canonical;
+  } else {
+    char *cwd = rest[0] == '/' ? NULL : current_dir();
+    if (rest[0] != '/' && !cwd) {
+      buf_printf(err, "cannot resolve the relative path %s: the working directory is unknown (%s)",
+                 rest, strerror(errno));
+      free(q);
+      return NULL;
+    }
+    q->path = cwd ? concat3(cwd, "/", rest) : concat3(rest, "", "");
+    free(cwd);
+    q->canonical = q->path ? concat3("sqlite:", q->path, "") : NULL;
+    q->wake_path = q->path ? concat3(q->path, WAKE_SUFFIX, "") : NULL;
+    ok = q->path && q->canonical && q->wake_path;
+  }
+  if (!ok) {
+    buf_adds(err, "not enough memory");
+    sq_destroy(&q->base);
+    return NULL;
+  }
+  return &q->base;
+}

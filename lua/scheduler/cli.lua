@@ -1,0 +1,708 @@
+--- scheduler.cli: the `lua-scheduler` command (bin/lua-scheduler calls
+-- main(arg)).
+--
+--   lua-scheduler run [--workers N] PATH...     run listener files
+--   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
+--   lua-scheduler jobs | show | cancel | retry | stats | migrate | cron next
+--
+-- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
+-- 1 runtime failure (database, no such job), 2 usage error (the message
+-- names the bad flag or value and the usage follows).
+--
+-- Adding a subcommand is adding an entry to COMMANDS below: its synopsis,
+-- options (parsed and checked before `run` is called), arguments and a
+-- run(o) function that returns nothing (success) or raises through
+-- scheduler.cli.errors.
+
+local core = require "scheduler.core"
+local scheduler = require "scheduler"
+local errors = require "scheduler.cli.errors"
+local text = require "scheduler.cli.text"
+
+local cli = {}
+
+local PROG = "lua-scheduler"
+local DEFAULT_MAX_ATTEMPTS = 25 -- scheduler.configure's default
+local DEFAULT_LIMIT = 100
+
+local usage_error, failure = errors.usage, errors.failure
+
+local function out(...)
+  io.stdout:write(...)
+end
+
+---------------------------------------------------------------------------
+-- option values
+---------------------------------------------------------------------------
+
+local function integer_between(min, max)
+  return function(s)
+    return text.parse_integer(s, min, max)
+  end
+end
+
+local function one_of(...)
+  local set, list = {}, { ... }
+  for _, v in ipairs(list) do set[v] = true end
+  return function(s)
+    if set[s] then return s end
+    return nil, "expected one of " .. table.concat(list, ", ")
+  end
+end
+
+local function duration_value(s)
+  local d, why = text.parse_duration(s)
+  if not d then return nil, why end
+  return d
+end
+
+local function positive_duration(s)
+  local d, why = text.parse_duration(s)
+  if not d then return nil, why end
+  if d <= 0 then return nil, "expected more than 0 seconds" end
+  return d
+end
+
+-- Options several commands share.
+local DATABASE = {
+  "--database", value = "URL",
+  help = "sqlite:PATH, or a PostgreSQL URL or libpq keyword string (default:"
+    .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db)",
+}
+local JSON = { "--json", help = "print JSON instead of text" }
+
+---------------------------------------------------------------------------
+-- helpers for commands
+---------------------------------------------------------------------------
+
+local function database_of(o)
+  -- nothing configured: the SQLite file in the working directory, as for a
+  -- script (scheduler.DEFAULT_DATABASE)
+  local d = o.database or os.getenv("LUA_SCHEDULER_DATABASE") or scheduler.DEFAULT_DATABASE
+  if d == "" then
+    usage_error("no database: --database or LUA_SCHEDULER_DATABASE is empty")
+  end
+  return d
+end
+
+local function open_db(o)
+  return require("scheduler.cli.db").new(database_of(o))
+end
+
+local function job_id(s, what)
+  local id = s:match("^%d+$") and math.tointeger(tonumber(s))
+  if not id or id < 1 then
+    usage_error(("%s: expected a job id (a positive integer), got %q"):format(what or "ID", s))
+  end
+  return id
+end
+
+--- PAYLOAD: JSON, or a bare word taken as a string.  Text that looks like
+-- JSON (starts with { [ " a digit or -, or is true/false/null) must be
+-- valid JSON.
+local function parse_payload(s)
+  local first = s:match("^%s*(.)")
+  local jsonish = first and (first:match("[%[{\"%-%d]") or s:match("^%s*true%s*$")
+    or s:match("^%s*false%s*$") or s:match("^%s*null%s*$"))
+  if not jsonish then return s end
+  local v, err = core.json_decode(s)
+  if err then usage_error(("PAYLOAD is not valid JSON: %s"):format(err)) end
+  return v
+end
+
+local function max_of(j)
+  return j.max_attempts or DEFAULT_MAX_ATTEMPTS
+end
+
+local function job_json(j)
+  return text.object(
+    "id", j.id, "name", j.name, "state", j.state,
+    "run_at", j.run_at and text.utc_time(j.run_at),
+    "attempt", j.attempt, "max_attempts", j.max_attempts,
+    "priority", j.priority, "key", j.key,
+    "payload", j.payload_json and text.raw(j.payload_json),
+    "last_error", j.last_error, "locked_by", j.locked_by,
+    "locked_until", j.locked_until and text.utc_time(j.locked_until),
+    "created_at", j.created_at and text.utc_time(j.created_at))
+end
+
+local function when_of(j, now)
+  return text.relative(j.run_at, now, j.state == "scheduled" and "late" or "ago")
+end
+
+--- Why cancel/retry did nothing, from the job's current state.
+local function explain(api, id, wanted)
+  local j, err = api:job(id)
+  if err then failure(errors.strip(err)) end
+  if not j then
+    failure(("no job %d (it finished, was cancelled, or never existed)"):format(id))
+  end
+  if wanted == "cancel" then
+    failure(("job %d is %s; only a waiting (scheduled) job can be cancelled"):format(id, j.state))
+  end
+  failure(("job %d is %s, not failed; only a failed job can be retried"):format(id, j.state))
+end
+
+---------------------------------------------------------------------------
+-- commands
+---------------------------------------------------------------------------
+
+local COMMANDS = {}
+
+COMMANDS.run = {
+  summary = "run listener files with a pool of worker processes",
+  synopsis = { "run [--database URL] [--workers N] [--log-level L] [--log-format text|json] PATH..." },
+  description = [[
+PATH is a listener file or a directory of *.lua files (loaded in sorted
+order).  A listener file calls require("scheduler").on(name, fn) or returns
+a table { Name = function(payload, job) ... end }.  All files are loaded and
+checked before the database is touched; a name registered by two files is
+an error.
+
+The supervisor starts N worker processes, each loading the files itself with
+its own connection, restarts a worker that dies (with a growing delay when it
+keeps dying) and puts the jobs a dead worker held back to run at once.
+SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one
+stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
+  options = {
+    DATABASE,
+    { "--workers", value = "N", parse = integer_between(1, 1024), help = "worker processes (default 1)" },
+    { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error"),
+      help = "debug, info (default), warn or error" },
+    { "--log-format", value = "F", parse = one_of("text", "json"),
+      help = "text (default) or json: one object per line" },
+  },
+  args = { { "PATH", many = true } },
+  run = function(o)
+    local listeners = require "scheduler.cli.listeners"
+    local files, err = listeners.files(o.PATH)
+    if not files then usage_error(err) end
+    local found, lerr = listeners.load(files)
+    if not found then usage_error(lerr, false) end
+    local database = database_of(o)
+    local checked, cerr = listeners.check(found, database)
+    if not checked then usage_error(cerr, false) end
+    return require("scheduler.cli.run").supervise {
+      database = database, workers = o.workers or 1, paths = o.PATH, found = found,
+      log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
+    }
+  end,
+}
+
+-- Worker mode, started by `run` (not for people: undocumented).
+COMMANDS.__worker = {
+  hidden = true,
+  synopsis = { "__worker --slot N [--log-level L] [--log-format F] PATH..." },
+  options = {
+    { "--slot", value = "N", parse = integer_between(1, 1024) },
+    { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error") },
+    { "--log-format", value = "F", parse = one_of("text", "json") },
+  },
+  args = { { "PATH", many = true } },
+  run = function(o)
+    return require("scheduler.cli.run").worker {
+      slot = o.slot or 1, paths = o.PATH, log_level = o.log_level or "info",
+      log_format = o.log_format or "text",
+    }
+  end,
+}
+
+COMMANDS.schedule = {
+  summary = "schedule a job and print its id",
+  synopsis = { "schedule NAME [PAYLOAD] [--at TIME | --in DURATION] [--key K] [--priority P]"
+    .. " [--max-attempts N]" },
+  description = [[
+PAYLOAD is JSON ('{"to": "ada@example.com"}', 42, '"text"'); a bare word is
+taken as a string.  Without --at or --in the job is due now.
+TIME: RFC 3339 (2026-11-24T09:00:00Z, 2026-11-24T10:00:00+01:00) or Unix
+seconds.  DURATION: 90, 90s, 5m, 2h, 1d, or combinations (1h30m).
+With --key, at most one unfinished job exists per key: scheduling again
+prints the existing job's id.]],
+  options = {
+    { "--at", value = "TIME", parse = text.parse_time, help = "when the job is due" },
+    { "--in", value = "DURATION", parse = duration_value, help = "due this long from now" },
+    { "--key", value = "K", help = "deduplication key" },
+    { "--priority", value = "P", parse = integer_between(0, 2147483647),
+      help = "lower runs first (default 0)" },
+    { "--max-attempts", value = "N", parse = integer_between(1, 2147483647),
+      help = "attempts before the job is kept as failed" },
+    JSON, DATABASE,
+  },
+  args = { { "NAME" }, { "PAYLOAD", optional = true } },
+  run = function(o)
+    if o.NAME == "" then usage_error("NAME must not be empty") end
+    if o.at and o["in"] then usage_error("give --at or --in, not both") end
+    if o.key == "" then usage_error("--key must not be empty") end
+    local payload = nil
+    if o.PAYLOAD then payload = parse_payload(o.PAYLOAD) end
+    local db = open_db(o)
+    local id, err = db:api():schedule(o.NAME, payload, {
+      at = o.at, delay = o["in"], key = o.key, priority = o.priority, max_attempts = o.max_attempts,
+    })
+    db:close()
+    if not id then failure(errors.strip(err)) end
+    out(o.json and text.json(text.object("id", id)) or tostring(id), "\n")
+  end,
+}
+
+COMMANDS.jobs = {
+  summary = "list jobs",
+  synopsis = { "jobs [--state scheduled|running|failed] [--name N] [--limit N] [--json]" },
+  description = [[
+Waiting, running and failed jobs in the order they are due (a job that
+succeeded is gone).  RUN AT is local time; WHEN is relative ("in 5m", "3s
+late" for a due job still waiting).  Shows at most --limit jobs (default
+100; 0: all).]],
+  options = {
+    { "--state", value = "S", parse = one_of("scheduled", "running", "failed"),
+      help = "only jobs in this state" },
+    { "--name", value = "N", help = "only jobs with this name" },
+    { "--limit", value = "N", parse = integer_between(0), help = "at most N jobs (default 100, 0: all)" },
+    JSON, DATABASE,
+  },
+  run = function(o)
+    local limit = o.limit or DEFAULT_LIMIT
+    local db = open_db(o)
+    local jobs, now = db:list { state = o.state, name = o.name, limit = limit > 0 and limit + 1 or 0 }
+    db:close()
+    local more = limit > 0 and #jobs > limit
+    if more then jobs[#jobs] = nil end
+    if o.json then
+      local list = {}
+      for i, j in ipairs(jobs) do list[i] = job_json(j) end
+      out(text.json(text.array(list)), "\n")
+    elseif #jobs == 0 then
+      io.stderr:write("no jobs\n")
+    else
+      local rows = {}
+      for i, j in ipairs(jobs) do
+        rows[i] = { tostring(j.id), j.name, j.state, text.local_time(j.run_at), when_of(j, now),
+          ("%d/%d"):format(j.attempt, max_of(j)), text.first_line(j.last_error, 72) }
+      end
+      out(text.table({ "ID", "NAME", "STATE", "RUN AT", "WHEN", "ATTEMPT", "LAST ERROR" }, rows,
+        { [1] = true, [6] = true }))
+    end
+    if more then
+      io.stderr:write(("(only the first %d jobs; use --limit N, or --limit 0 for all)\n"):format(limit))
+    end
+  end,
+}
+
+COMMANDS.show = {
+  summary = "show one job",
+  synopsis = { "show ID [--json]" },
+  description = "Every field of the job, with its payload and its whole last error.",
+  options = { JSON, DATABASE },
+  args = { { "ID" } },
+  run = function(o)
+    local id = job_id(o.ID)
+    local db = open_db(o)
+    local jobs, now = db:list { id = id }
+    db:close()
+    local j = jobs[1]
+    if not j then failure(("no job %d (it finished, was cancelled, or never existed)"):format(id)) end
+    if o.json then
+      out(text.json(job_json(j)), "\n")
+      return
+    end
+    local lines = {
+      { "id", tostring(j.id) },
+      { "name", j.name },
+      { "state", j.state },
+      { "run at", ("%s (%s)"):format(text.local_time(j.run_at, true), when_of(j, now)) },
+      { "attempt", ("%d of %d%s"):format(j.attempt, max_of(j), j.max_attempts and "" or " (default)") },
+      { "priority", tostring(j.priority) },
+      { "key", j.key or "-" },
+      { "payload", j.payload_json or "null" },
+      { "created at", j.created_at and text.local_time(j.created_at, true) or "-" },
+    }
+    if j.locked_by then
+      lines[#lines + 1] = { "locked by", j.locked_by }
+      lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
+    end
+    for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
+    if j.last_error then
+      out("last error\n")
+      out((j.last_error:gsub("[^\n]+", "  %0")), "\n")
+    end
+  end,
+}
+
+COMMANDS.cancel = {
+  summary = "cancel a waiting job",
+  synopsis = { "cancel ID" },
+  description = "Removes a scheduled job.  A running or failed job is not touched (exit 1).",
+  options = { DATABASE },
+  args = { { "ID" } },
+  run = function(o)
+    local id = job_id(o.ID)
+    local db = open_db(o)
+    local api = db:api()
+    local done, err = api:cancel(id)
+    if done == nil then failure(errors.strip(err)) end
+    if not done then explain(api, id, "cancel") end
+    db:close()
+    out(("cancelled job %d\n"):format(id))
+  end,
+}
+
+COMMANDS.retry = {
+  summary = "put a failed job (or every failed job) back to run now",
+  synopsis = { "retry ID", "retry --all-failed [--name N] [--json]" },
+  description = [[
+A failed job runs again now, with a fresh set of attempts.  With
+--all-failed, every failed job (of --name) does, except one whose key another
+unfinished job holds.]],
+  options = {
+    { "--all-failed", help = "every failed job" },
+    { "--name", value = "N", help = "with --all-failed: only jobs with this name" },
+    JSON, DATABASE,
+  },
+  args = { { "ID", optional = true } },
+  run = function(o)
+    if o.all_failed and o.ID then usage_error("give ID or --all-failed, not both") end
+    if not o.all_failed and not o.ID then usage_error("missing ID (or --all-failed)") end
+    if o.name and not o.all_failed then usage_error("--name goes with --all-failed") end
+    local db = open_db(o)
+    if o.all_failed then
+      local retried, skipped = db:retry_failed(o.name)
+      db:close()
+      if o.json then
+        out(text.json(text.object("retried", retried, "skipped", skipped)), "\n")
+      else
+        out(("retried %d failed job%s\n"):format(retried, retried == 1 and "" or "s"))
+      end
+      if skipped > 0 then
+        io.stderr:write(("%d failed job%s kept: another unfinished job holds %s key\n"):format(
+          skipped, skipped == 1 and "" or "s", skipped == 1 and "its" or "their"))
+      end
+      return
+    end
+    local id = job_id(o.ID)
+    local api = db:api()
+    local done, err = api:retry(id)
+    if done == nil then failure(errors.strip(err)) end
+    if not done then explain(api, id, "retry") end
+    db:close()
+    if o.json then
+      out(text.json(text.object("retried", 1, "skipped", 0)), "\n")
+    else
+      out(("job %d will run now\n"):format(id))
+    end
+  end,
+}
+
+local function stats_snapshot(db, json)
+  local rows = db:stats()
+  if json then
+    local list = {}
+    for i, r in ipairs(rows) do
+      list[i] = text.object("name", r.name, "due", r.due, "later", r.later, "running", r.running,
+        "failed", r.failed, "oldest_due_late_seconds", r.late and math.floor(r.late * 1000 + 0.5) / 1000,
+        "done_last_minute", r.done_last_minute)
+    end
+    return text.json(text.array(list)) .. "\n"
+  end
+  if #rows == 0 then return "no jobs\n" end
+  local cells = {}
+  for i, r in ipairs(rows) do
+    cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
+      r.late and text.duration(r.late) or "-",
+      r.done_last_minute and tostring(r.done_last_minute) or "-" }
+  end
+  return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN" }, cells,
+    { false, true, true, true, true, true, true })
+end
+
+COMMANDS.stats = {
+  summary = "per-name counts, lateness and throughput",
+  synopsis = { "stats [--watch [--interval DURATION]] [--json]" },
+  description = [[
+Per job name: DUE (waiting although due), LATER (waiting for their time),
+RUNNING, FAILED, OLDEST DUE (how late the oldest due job is) and DONE/MIN
+(jobs completed in the last minute; "-" when the database schema does not
+count completions yet).  --watch refreshes every --interval (default 2s),
+in place on a terminal, until Ctrl-C; with --json, one array per line.]],
+  options = {
+    { "--watch", help = "refresh until interrupted" },
+    { "--interval", value = "DURATION", parse = positive_duration, help = "with --watch (default 2s)" },
+    JSON, DATABASE,
+  },
+  run = function(o)
+    if o.interval and not o.watch then usage_error("--interval goes with --watch") end
+    local db = open_db(o)
+    if not o.watch then
+      local s = stats_snapshot(db, o.json)
+      db:close()
+      if s == "no jobs\n" then io.stderr:write(s) else out(s) end
+      return
+    end
+    local process = core.process
+    local tty = not o.json and process.isatty(1)
+    local every = (o.interval or 2) < 60 and ("%gs"):format(o.interval or 2) or text.duration(o.interval)
+    assert(process.block_signals())
+    io.stdout:setvbuf("full")
+    while true do
+      local s = stats_snapshot(db, o.json)
+      if tty then
+        out("\27[H\27[2J", os.date("%Y-%m-%d %H:%M:%S"), "  (every ", every,
+          "; Ctrl-C to stop)\n\n", s)
+      elseif o.json then
+        out(s)
+      else
+        out(os.date("%Y-%m-%d %H:%M:%S"), "\n", s, "\n")
+      end
+      io.stdout:flush()
+      local sig = process.wait_signal(o.interval or 2)
+      while sig == "CHLD" do sig = process.wait_signal(o.interval or 2) end
+      if sig then break end
+    end
+    db:close() -- (the signals stay blocked: a second Ctrl-C must not kill the exit)
+  end,
+}
+
+COMMANDS.migrate = {
+  summary = "create or upgrade the database schema",
+  synopsis = { "migrate [--json]" },
+  description = "Creates the schema `scheduler` or applies the migrations it lacks, and prints its version.",
+  options = { JSON, DATABASE },
+  run = function(o)
+    local db = open_db(o)
+    local version = db:schema_version()
+    db:close()
+    out(o.json and text.json(text.object("schema_version", version)) or ("schema version " .. version), "\n")
+  end,
+}
+
+local function rfc3339_in(t, zone)
+  local offset = zone and zone:offset_at(t) or 0
+  if offset == 0 then return text.utc_time(t):gsub("%.000Z$", "Z") end
+  local sign = offset < 0 and "-" or "+"
+  local a = math.abs(offset)
+  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t + offset))
+    .. ("%s%02d:%02d"):format(sign, a // 3600, a % 3600 // 60)
+end
+
+COMMANDS.cron = {
+  summary = "recurring schedules",
+  synopsis = { "cron next EXPR [--tz ZONE] [--count N] [--json]" },
+  subcommands = {
+    next = {
+      summary = "print the next fire times of a cron expression",
+      synopsis = { "cron next EXPR [--tz ZONE] [--count N] [--json]" },
+      description = [[
+EXPR: 5 fields (minute hour day-of-month month day-of-week), 6 with leading
+seconds, @daily/@hourly/..., or "@every 1h30m".  Times are printed in RFC
+3339 with ZONE's offset (default UTC).  No database is needed.]],
+      options = {
+        { "--tz", value = "ZONE", help = "UTC (default), local, or an IANA name like Europe/Paris" },
+        { "--count", value = "N", parse = integer_between(1, 10000), help = "how many (default 5)" },
+        JSON,
+      },
+      args = { { "EXPR" } },
+      run = function(o)
+        local ok, times = pcall(scheduler.next_times, o.EXPR, o.count or 5, { tz = o.tz })
+        if not ok then usage_error(errors.strip(tostring(times):gsub("^scheduler: next_times: ", ""))) end
+        local zone
+        if o.tz then zone = require("scheduler.tz").get(o.tz) end
+        local list = {}
+        for i, t in ipairs(times) do
+          local s = rfc3339_in(t, zone)
+          if o.json then list[i] = text.object("time", s, "unix", t) else out(s, "\n") end
+        end
+        if o.json then out(text.json(text.array(list)), "\n") end
+      end,
+    },
+  },
+}
+
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "retry", "stats", "migrate", "cron" }
+
+---------------------------------------------------------------------------
+-- parsing and help
+---------------------------------------------------------------------------
+
+local function key_of(flag)
+  return (flag:gsub("^%-%-", ""):gsub("%-", "_"))
+end
+
+local function usage_text(spec, path)
+  local lines = {}
+  for i, s in ipairs(spec.synopsis or { path }) do
+    lines[#lines + 1] = (i == 1 and "Usage: " or "       ") .. PROG .. " " .. s
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+local function help_text(spec, path)
+  local parts = { usage_text(spec, path) }
+  if spec.summary then parts[#parts + 1] = "\n" .. spec.summary:gsub("^%l", string.upper) .. ".\n" end
+  if spec.description then parts[#parts + 1] = "\n" .. spec.description .. "\n" end
+  if spec.subcommands then
+    parts[#parts + 1] = "\nCommands:\n"
+    local names = {}
+    for name in pairs(spec.subcommands) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      parts[#parts + 1] = ("  %-10s %s\n"):format(name, spec.subcommands[name].summary)
+    end
+  end
+  local opts = {}
+  for _, opt in ipairs(spec.options or {}) do
+    opts[#opts + 1] = { opt[1] .. (opt.value and (" " .. opt.value) or ""), opt.help or "" }
+  end
+  opts[#opts + 1] = { "-h, --help", "show this help" }
+  parts[#parts + 1] = "\nOptions:\n"
+  for _, o in ipairs(opts) do parts[#parts + 1] = ("  %-22s %s\n"):format(o[1], o[2]) end
+  return table.concat(parts)
+end
+
+local function top_help()
+  local parts = {
+    "Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n\n",
+    "Run Lua listener files for durable jobs stored in SQLite or PostgreSQL;\nschedule, ",
+    "inspect, cancel and retry those jobs.\n\nCommands:\n",
+  }
+  for _, name in ipairs(ORDER) do
+    parts[#parts + 1] = ("  %-10s %s\n"):format(name, COMMANDS[name].summary)
+  end
+  parts[#parts + 1] = [[
+
+Options:
+  -h, --help     show this help; `lua-scheduler COMMAND --help` for a command
+  --version      print the version
+
+The database is --database URL or $LUA_SCHEDULER_DATABASE, else the SQLite
+file scheduler.db in the working directory.
+Exit status: 0 success, 1 runtime failure (database, no such job), 2 usage
+error.
+]]
+  return table.concat(parts)
+end
+
+local function is_option(a)
+  return a:sub(1, 1) == "-" and a ~= "-" and not a:match("^%-%.?%d")
+end
+
+--- Parse argv[first..] for `spec` into an options table: option keys
+-- ("--max-attempts" -> max_attempts), argument names (o.NAME; a `many`
+-- argument is a list).  Raises usage errors.
+local function parse(spec, argv, first)
+  local o, positional = {}, {}
+  local i, options_done = first, false
+  while i <= #argv do
+    local a = argv[i]
+    if options_done or not is_option(a) then
+      positional[#positional + 1] = a
+    elseif a == "--" then
+      options_done = true
+    else
+      local flag, value = a:match("^(%-%-[^=]+)=(.*)$")
+      flag = flag or a
+      local opt
+      for _, candidate in ipairs(spec.options or {}) do
+        if candidate[1] == flag then opt = candidate end
+      end
+      if not opt then usage_error("unknown option " .. flag) end
+      if opt.value then
+        if value == nil then
+          i = i + 1
+          value = argv[i]
+          if value == nil then usage_error(("%s needs a value (%s)"):format(flag, opt.value)) end
+        end
+        local v, why = value, nil
+        if opt.parse then v, why = opt.parse(value) end
+        if v == nil then usage_error(("%s: bad %s %q: %s"):format(flag, opt.value, value, why)) end
+        o[key_of(flag)] = v
+      else
+        if value ~= nil then usage_error(("%s takes no value"):format(flag)) end
+        o[key_of(flag)] = true
+      end
+    end
+    i = i + 1
+  end
+  local args, n = spec.args or {}, 1
+  for _, arg in ipairs(args) do
+    if arg.many then
+      if positional[n] == nil then usage_error("missing " .. arg[1]) end
+      o[arg[1]] = table.move(positional, n, #positional, 1, {})
+      n = #positional + 1
+    else
+      if positional[n] == nil and not arg.optional then usage_error("missing " .. arg[1]) end
+      o[arg[1]] = positional[n]
+      n = n + 1
+    end
+  end
+  if positional[n] ~= nil then usage_error(("unexpected argument %q"):format(positional[n])) end
+  return o
+end
+
+local function wants_help(argv, first)
+  for i = first, #argv do
+    if argv[i] == "--" then return false end
+    if argv[i] == "-h" or argv[i] == "--help" then return true end
+  end
+  return false
+end
+
+--- Run the command line `argv` (arg[1..n]; arg[-n..0] name the interpreter
+-- and launcher, used to start workers).  Returns the exit status.
+function cli.main(argv)
+  argv = argv or {}
+  cli.arg = argv
+  local spec, path, first = nil, PROG, 1
+  local ok, result = xpcall(function()
+    local a = argv[1]
+    if a == nil then usage_error("missing COMMAND") end
+    if a == "-h" or a == "--help" then
+      out(top_help())
+      return 0
+    end
+    if a == "--version" then
+      out(scheduler._VERSION, "\n")
+      return 0
+    end
+    if is_option(a) then usage_error("unknown option " .. a:match("^[^=]*")) end
+    spec = COMMANDS[a]
+    if not spec then usage_error(("unknown command %q"):format(a)) end
+    path, first = PROG .. " " .. a, 2
+    if spec.subcommands then
+      local sub = argv[2]
+      if sub == nil or sub == "-h" or sub == "--help" then
+        if sub == nil then usage_error("missing subcommand") end
+        out(help_text(spec, path))
+        return 0
+      end
+      if not spec.subcommands[sub] then usage_error(("unknown subcommand %q"):format(sub)) end
+      spec, path, first = spec.subcommands[sub], path .. " " .. sub, 3
+    end
+    if wants_help(argv, first) then
+      out(help_text(spec, path))
+      return 0
+    end
+    return spec.run(parse(spec, argv, first)) or 0
+  end, function(e)
+    if errors.of(e) then return e end
+    return debug.traceback(tostring(e), 2)
+  end)
+  if ok then return result end
+  local e = errors.of(result)
+  if not e then
+    io.stderr:write(PROG, ": internal error: ", tostring(result), "\n")
+    return 1
+  end
+  if e.kind == "failure" then
+    io.stderr:write(PROG, ": ", e.message, "\n")
+    return 1
+  end
+  io.stderr:write(path, ": ", e.message, "\n")
+  if e.show_usage then
+    io.stderr:write(spec and usage_text(spec, path) or ("Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n"),
+      "Run '", path, " --help' for more.\n")
+  end
+  return 2
+end
+
+cli.COMMANDS = COMMANDS
+
+return cli

@@ -1,0 +1,223 @@
+--- scheduler.cli.text: what the command reads from and writes for people:
+-- times (RFC 3339 / Unix seconds), durations ("1h30m"), relative times
+-- ("in 5m", "3s late"), aligned tables, and ordered JSON documents (every
+-- value is encoded by the project's JSON codec, scheduler.core.json_encode).
+
+local core = require "scheduler.core"
+local tz = require "scheduler.tz"
+
+local text = {}
+
+local floor, tointeger = math.floor, math.tointeger
+
+---------------------------------------------------------------------------
+-- reading
+---------------------------------------------------------------------------
+
+--- Parse TIME: RFC 3339 ("2026-11-24T09:00:00Z", "2026-11-24T10:00:00.5+01:00";
+-- 't', 'z' and a space instead of 'T' are accepted) or Unix seconds
+-- ("1795942800", "1795942800.25").  Returns Unix seconds or nil, reason.
+function text.parse_time(s)
+  if s:match("^%d+$") or s:match("^%d+%.%d+$") then return tonumber(s) end
+  local y, mo, d, h, mi, sec, frac, rest =
+    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  if not y then
+    return nil, "expected RFC 3339 (like 2026-11-24T09:00:00Z or 2026-11-24T10:00:00+01:00)"
+      .. " or Unix seconds"
+  end
+  if frac == "." then return nil, "a fraction of a second needs digits after the '.'" end
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  local offset
+  if rest == "Z" or rest == "z" then
+    offset = 0
+  else
+    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then return nil, "the time zone must be Z or an offset like +01:00" end
+    oh, om = tonumber(oh), tonumber(om)
+    if oh > 23 or om > 59 then return nil, "offset " .. rest .. " is out of range" end
+    offset = (oh * 3600 + om * 60) * (sign == "-" and -1 or 1)
+  end
+  if mo < 1 or mo > 12 then return nil, "month " .. mo .. " is out of range" end
+  if d < 1 or d > tz.days_in_month(y, mo) then return nil, "day " .. d .. " is out of range" end
+  -- (second 60, a leap second, counts as the first second of the next minute)
+  if h > 23 or mi > 59 or sec > 60 then return nil, "the time of day is out of range" end
+  local t = tz.days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  if frac ~= "" then t = t + tonumber("0" .. frac) end
+  return t
+end
+
+local UNIT_SECONDS = { d = 86400, h = 3600, m = 60, s = 1 }
+local UNIT_ORDER = { d = 1, h = 2, m = 3, s = 4 }
+
+--- Parse DURATION: "90" (seconds), "90s", "5m", "2h", "1d", or combinations
+-- in that order ("1h30m", "1d12h"); each number may have a fraction
+-- ("1.5h").  Returns seconds or nil, reason.
+function text.parse_duration(s)
+  if s:match("^%d+$") or s:match("^%d+%.%d+$") then return tonumber(s) end
+  if s == "" then return nil, "it is empty" end
+  local total, pos, last = 0, 1, 0
+  while pos <= #s do
+    local num, unit, nxt = s:match("^(%d+%.?%d*)([dhms])()", pos)
+    if not num or num:sub(-1) == "." then
+      return nil, "expected a number of seconds or numbers with units d, h, m, s (like 90, 5m or 1h30m)"
+    end
+    if UNIT_ORDER[unit] <= last then
+      return nil, "units must come in the order d, h, m, s, each at most once"
+    end
+    last = UNIT_ORDER[unit]
+    total = total + tonumber(num) * UNIT_SECONDS[unit]
+    pos = nxt
+  end
+  return total
+end
+
+--- Parse a whole number in [min, max]; nil, reason otherwise.
+function text.parse_integer(s, min, max)
+  local n = s:match("^[+-]?%d+$") and tointeger(tonumber(s))
+  if not n then return nil, "expected a whole number" end
+  if n < min or (max and n > max) then
+    return nil, max and ("expected a number from %d to %d"):format(min, max)
+      or ("expected a number of at least %d"):format(min)
+  end
+  return n
+end
+
+---------------------------------------------------------------------------
+-- writing
+---------------------------------------------------------------------------
+
+--- "1h30m", "45s", "2d3h": the two largest units of a duration (rounded to
+-- whole seconds).
+function text.duration(seconds)
+  local s = floor(seconds + 0.5)
+  if s < 60 then return s .. "s" end
+  local units = { { "d", 86400 }, { "h", 3600 }, { "m", 60 }, { "s", 1 } }
+  for i, u in ipairs(units) do
+    if s >= u[2] then
+      local big, v = s // u[2], units[i + 1]
+      local small = (s - big * u[2]) // v[2]
+      return big .. u[1] .. (small > 0 and (small .. v[1]) or "")
+    end
+  end
+end
+
+--- Where `t` is relative to `now`: "in 5m", "now", "3s late" (`past` is the
+-- word for a past time, default "late").
+function text.relative(t, now, past)
+  local d = t - now
+  if d >= 0.5 then return "in " .. text.duration(d) end
+  if d > -0.5 then return "now" end
+  return text.duration(-d) .. " " .. (past or "late")
+end
+
+--- Local time "2026-11-24 10:00:00" (with_zone: " +0100" appended).
+function text.local_time(t, with_zone)
+  return os.date(with_zone and "%Y-%m-%d %H:%M:%S %z" or "%Y-%m-%d %H:%M:%S", floor(t))
+end
+
+--- RFC 3339 UTC with milliseconds: "2026-11-24T09:00:00.000Z".
+function text.utc_time(t)
+  local ms = floor(t * 1000 + 0.5)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. (".%03dZ"):format(ms % 1000)
+end
+
+--- The first line of s, cut to `max` characters with "...".
+function text.first_line(s, max)
+  if s == nil then return "" end
+  local line = tostring(s):match("^[^\n]*")
+  if max and #line > max then line = line:sub(1, max - 3) .. "..." end
+  return line
+end
+
+local function width(s)
+  return utf8.len(s) or #s
+end
+
+--- Render rows (arrays of strings) under `headers` as aligned columns; the
+-- columns whose index is in `right` are right-aligned.  Returns the text
+-- (lines end with "\n"); trailing spaces are trimmed.
+function text.table(headers, rows, right)
+  right = right or {}
+  local widths = {}
+  for i, h in ipairs(headers) do widths[i] = width(h) end
+  for _, row in ipairs(rows) do
+    for i, cell in ipairs(row) do
+      if width(cell) > (widths[i] or 0) then widths[i] = width(cell) end
+    end
+  end
+  local out = {}
+  local function line(cells)
+    local parts = {}
+    for i, cell in ipairs(cells) do
+      local pad = (" "):rep(widths[i] - width(cell))
+      parts[i] = right[i] and (pad .. cell) or (cell .. pad)
+    end
+    out[#out + 1] = (table.concat(parts, "  "):gsub("%s+$", "")) .. "\n"
+  end
+  line(headers)
+  for _, row in ipairs(rows) do line(row) end
+  return table.concat(out)
+end
+
+---------------------------------------------------------------------------
+-- JSON documents
+---------------------------------------------------------------------------
+
+-- Ordered objects, arrays, JSON null and raw JSON text, for output.
+local Object, Array, Raw = {}, {}, {}
+text.null = setmetatable({}, { __name = "json null" })
+
+--- An object with keys in the given order: text.object("id", 5, "key", nil).
+-- A nil value is written as null.
+function text.object(...)
+  local o = setmetatable({ n = select("#", ...) }, Object)
+  for i = 1, o.n do o[i] = (select(i, ...)) end
+  return o
+end
+
+--- An array of values.
+function text.array(list)
+  return setmetatable({ list = list }, Array)
+end
+
+--- JSON text written as is (e.g. a payload as stored).
+function text.raw(json)
+  return setmetatable({ json = json }, Raw)
+end
+
+local function write(v, out)
+  local mt = getmetatable(v)
+  if v == nil or v == text.null then
+    out[#out + 1] = "null"
+  elseif mt == Raw then
+    out[#out + 1] = v.json
+  elseif mt == Object then
+    out[#out + 1] = "{"
+    for i = 1, v.n, 2 do
+      if i > 1 then out[#out + 1] = "," end
+      out[#out + 1] = core.json_encode(v[i])
+      out[#out + 1] = ":"
+      write(v[i + 1], out)
+    end
+    out[#out + 1] = "}"
+  elseif mt == Array then
+    out[#out + 1] = "["
+    for i, item in ipairs(v.list) do
+      if i > 1 then out[#out + 1] = "," end
+      write(item, out)
+    end
+    out[#out + 1] = "]"
+  else
+    out[#out + 1] = core.json_encode(v)
+  end
+end
+
+--- The JSON text of a value built from text.object/array/raw and scalars
+-- (one line, no trailing newline).
+function text.json(v)
+  local out = {}
+  write(v, out)
+  return table.concat(out)
+end
+
+return text
