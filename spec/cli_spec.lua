@@ -164,6 +164,32 @@ describe("lua-scheduler", function()
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:00:00Z$", list[1].time)
       assert_usage(exec("cron", "next", "61 * * * *"), "lua-scheduler cron next:", "61")
     end)
+
+    it("cron list and cron remove: the schedules declared through the API", function()
+      local id, name = helper.name("clicron"), helper.name("CliCron")
+      local s = helper.new()
+      assert.is_true(helper.ok(s:cron(id, "0 3 * * *", name, nil, { tz = "Europe/Paris" })))
+      local r = exec("cron", "list")
+      assert_exit(0, r)
+      assert.matches(id, r.out, 1, true)
+      assert.matches("Europe/Paris", r.out, 1, true)
+      r = exec("cron", "list", "--json")
+      assert_exit(0, r)
+      local found
+      for _, c in ipairs(decode(r.out)) do
+        if c.id == id then found = c end
+      end
+      assert.is_table(found, r.out)
+      assert.equals("0 3 * * *", found.expr)
+      assert.equals(name, found.name)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT0[12]:00:00", found.next_at)
+      r = exec("cron", "remove", id)
+      assert_exit(0, r)
+      r = exec("cron", "remove", id)
+      assert_exit(1, r)
+      assert.matches("no recurring schedule", r.err, 1, true)
+      assert_usage(exec("cron", "remove"), "ID")
+    end)
   end)
 
   describe("admin commands", function()

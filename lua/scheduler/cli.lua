@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | retry | stats | migrate | cron next
+--   lua-scheduler jobs | show | cancel | retry | stats | migrate | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -485,8 +485,52 @@ end
 
 COMMANDS.cron = {
   summary = "recurring schedules",
-  synopsis = { "cron next EXPR [--tz ZONE] [--count N] [--json]" },
+  synopsis = { "cron list [--json]", "cron remove ID", "cron next EXPR [--tz ZONE] [--count N] [--json]" },
   subcommands = {
+    list = {
+      summary = "list the recurring schedules",
+      synopsis = { "cron list [--json]" },
+      description = "Every schedule declared with scheduler.cron(): id, expression, zone, job name, next slot.",
+      options = { JSON, DATABASE },
+      run = function(o)
+        local db = open_db(o)
+        local rows, err = db:api():crons()
+        if not rows then failure(errors.strip(err)) end
+        db:close()
+        if o.json then
+          local list = {}
+          for i, c in ipairs(rows) do
+            list[i] = text.object("id", c.id, "expr", c.expr, "tz", c.tz, "name", c.name,
+              "next_at", c.next_at ~= math.huge and text.utc_time(c.next_at) or nil,
+              "catch_up", c.catch_up, "backfill", c.backfill)
+          end
+          out(text.json(text.array(list)), "\n")
+          return
+        end
+        if #rows == 0 then io.stderr:write("no recurring schedules\n") return end
+        local cells = {}
+        for i, c in ipairs(rows) do
+          cells[i] = { c.id, c.expr, c.tz, c.name,
+            c.next_at ~= math.huge and text.utc_time(c.next_at) or "never" }
+        end
+        out(text.table({ "ID", "EXPR", "TZ", "NAME", "NEXT" }, cells))
+      end,
+    },
+    remove = {
+      summary = "remove a recurring schedule",
+      synopsis = { "cron remove ID" },
+      description = "Removes the schedule; jobs it already created stay.  Exit 1 if there is no such schedule.",
+      options = { DATABASE },
+      args = { { "ID" } },
+      run = function(o)
+        local db = open_db(o)
+        local done, err = db:api():uncron(o.ID)
+        if done == nil then failure(errors.strip(err)) end
+        db:close()
+        if not done then failure(("no recurring schedule %q"):format(o.ID)) end
+        out(("removed %s\n"):format(o.ID))
+      end,
+    },
     next = {
       summary = "print the next fire times of a cron expression",
       synopsis = { "cron next EXPR [--tz ZONE] [--count N] [--json]" },
