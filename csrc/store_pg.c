@@ -146,6 +146,10 @@ enum {
  * implicit transaction, with no extra round trip. */
 #define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 
+/* name NULL: not prepared, planned on every execution with its actual
+ * parameters.  For statements whose best plan depends on the size of their
+ * array parameters, where the generic plan a prepared statement settles on
+ * is far slower (Q_FINISH: 31 ms instead of 1 ms per 500 outcomes). */
 static const struct {
   const char *name;
   int nparams;
@@ -211,7 +215,7 @@ static const struct {
                  ") SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
                  "  key, priority FROM claimed, " ASYNC_COMMIT
                  " ORDER BY priority, run_at, id"},
-    [Q_FINISH] = {"scheduler_finish", 8,
+    [Q_FINISH] = {NULL, 8,
                   "WITH done AS ("
                   "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::integer[])"
                   "    AS d(id, attempt)"
@@ -502,6 +506,14 @@ static int pg_listen(store *s, int on) {
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
   int rc = pg_connect(&p->base);
   if (rc) return rc;
+  if (!queries[q].name) {
+    PGresult *r = PQexecParams(p->conn, queries[q].sql, queries[q].nparams, NULL, values, NULL,
+                               NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return fail_result(p, "database error", r);
+    *out = r;
+    return STORE_OK;
+  }
   if (!(p->prepared & (1u << q))) {
     PGresult *r = PQprepare(p->conn, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
