@@ -263,6 +263,21 @@ static int l_off(lua_State *L) {
   return 0;
 }
 
+/* Encode the payload at index idx into c->payload (nil: *out = NULL).
+ * Raises, naming the value, when it cannot be encoded.  *out stays valid
+ * until the next encoding on this instance. */
+static void encode_payload(lua_State *L, core *c, int idx, const char **out, size_t *len,
+                           int *has_nul) {
+  buf_reset(&c->payload);
+  *out = NULL;
+  *len = 0;
+  *has_nul = 0;
+  if (lua_isnoneornil(L, idx)) return;
+  *has_nul = (json_encode(L, idx, &c->payload, "payload") & JSON_HAS_NUL) != 0;
+  *out = buf_cstr(&c->payload);
+  *len = c->payload.len;
+}
+
 /* s:schedule(name, payload, at, delay, key, priority, max_attempts)
  * -> id | nil, err.  at/delay/key may be nil; max_attempts 0 or nil: unset.
  * Raises when the payload cannot be encoded (naming the value). */
@@ -278,13 +293,7 @@ static int l_schedule(lua_State *L) {
   j.key = luaL_optlstring(L, 6, NULL, &j.key_len);
   j.priority = (long long)luaL_optinteger(L, 7, 0);
   j.max_attempts = (long long)luaL_optinteger(L, 8, 0);
-  buf_reset(&c->payload);
-  if (!lua_isnoneornil(L, 3)) {
-    int flags = json_encode(L, 3, &c->payload, "payload");
-    j.payload = buf_cstr(&c->payload);
-    j.payload_len = c->payload.len;
-    j.payload_has_nul = (flags & JSON_HAS_NUL) != 0;
-  }
+  encode_payload(L, c, 3, &j.payload, &j.payload_len, &j.payload_has_nul);
   int64_t id;
   if (c->st->ops->schedule(c->st, &j, &id) != STORE_OK) return fail(L, "schedule", store_error(c->st));
   lua_pushinteger(L, (lua_Integer)id);
@@ -444,13 +453,7 @@ static int l_cron_put(lua_State *L) {
   k.catch_up = lua_toboolean(L, 9);
   k.backfill = luaL_optnumber(L, 10, -1);
   k.next_at = luaL_checknumber(L, 11);
-  buf_reset(&c->payload);
-  if (!lua_isnoneornil(L, 6)) {
-    int flags = json_encode(L, 6, &c->payload, "payload");
-    k.payload = buf_cstr(&c->payload);
-    k.payload_len = c->payload.len;
-    k.payload_has_nul = (flags & JSON_HAS_NUL) != 0;
-  }
+  encode_payload(L, c, 6, &k.payload, &k.payload_len, &k.payload_has_nul);
   if (c->st->ops->cron_put(c->st, &k) != STORE_OK) return fail(L, "cron", store_error(c->st));
   lua_pushboolean(L, 1);
   return 1;
