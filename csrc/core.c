@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "core.h"
 #include "dispatch.h"
+#include "heartbeat.h"
 #include "json.h"
 #include "loop.h"
 #include "store.h"
@@ -46,6 +47,16 @@ static int fail(lua_State *L, const char *op, const char *detail) {
 static core *check_core(lua_State *L) {
   core *c = luaL_checkudata(L, 1, CORE_MT);
   if (c->closed) luaL_error(L, "scheduler: the instance is closed");
+  return c;
+}
+
+/* check_core for the operations that use the store.  A listener (or the
+ * log function) may call them while run() holds a batch in an open
+ * transaction on this very connection: settle the batch first, so the
+ * call commits on its own, at once (see store_ops.settle). */
+static core *check_store(lua_State *L) {
+  core *c = check_core(L);
+  if (c->hb) heartbeat_settle(c->hb);
   return c;
 }
 
@@ -282,7 +293,7 @@ static void encode_payload(lua_State *L, core *c, int idx, const char **out, siz
  * -> id | nil, err.  at/delay/key may be nil; max_attempts 0 or nil: unset.
  * Raises when the payload cannot be encoded (naming the value). */
 static int l_schedule(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   store_new_job j;
   memset(&j, 0, sizeof j);
   j.name = luaL_checklstring(L, 2, &j.name_len);
@@ -304,7 +315,7 @@ static int l_schedule(lua_State *L) {
  * tables {name=, payload=, at=, delay=, key=, priority=, max_attempts=}
  * (checked by the Lua side); all are stored in one transaction or none. */
 static int l_schedule_many(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   size_t n = (size_t)luaL_len(L, 2);
   store_new_job *jobs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *jobs, 0);
@@ -353,7 +364,7 @@ static int l_schedule_many(lua_State *L) {
 
 static int id_op(lua_State *L, const char *op,
                  int (*fn)(store *, int64_t, int *)) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   int64_t id = check_id(L, 2);
   int done = 0;
   if (fn(c->st, id, &done) != STORE_OK) return fail(L, op, store_error(c->st));
@@ -379,7 +390,7 @@ static void set_string(lua_State *L, const char *field, const char *s, size_t n)
 
 /* s:job(id) -> table | nil (no such job) | nil, err */
 static int l_job(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   int64_t id = check_id(L, 2);
   store_job j;
   int found = 0;
@@ -419,7 +430,7 @@ static int l_job(lua_State *L) {
 /* s:abandon(worker_id) -> n | nil, err: the jobs a dead worker held go back
  * now (its supervisor saw it exit), instead of when their lease expires. */
 static int l_abandon(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   const char *worker = luaL_checkstring(L, 2);
   size_t n = 0;
   if (c->st->ops->abandon(c->st, worker, c->max_attempts, &n) != STORE_OK)
@@ -430,7 +441,7 @@ static int l_abandon(lua_State *L) {
 
 /* s:db_now() -> the database's clock (Unix seconds) | nil, err */
 static int l_db_now(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   store_wake w;
   if (c->st->ops->next_wake(c->st, &w) != STORE_OK) return fail(L, "clock", store_error(c->st));
   lua_pushnumber(L, w.db_now);
@@ -441,7 +452,7 @@ static int l_db_now(lua_State *L) {
  * backfill, next_at) -> true | nil, err.  Raises when the payload cannot be
  * encoded. */
 static int l_cron_put(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   store_cron k;
   memset(&k, 0, sizeof k);
   k.id = luaL_checklstring(L, 2, &k.id_len);
@@ -461,7 +472,7 @@ static int l_cron_put(lua_State *L) {
 
 /* s:cron_remove(id) -> boolean | nil, err */
 static int l_cron_remove(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   size_t len;
   const char *id = luaL_checklstring(L, 2, &len);
   int done = 0;
@@ -474,7 +485,7 @@ static int l_cron_remove(lua_State *L) {
 /* s:crons([within]) -> array of schedules, db_now | nil, err.  within: only
  * those of this instance's listeners due within that many seconds. */
 static int l_crons(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   double within = luaL_optnumber(L, 2, -1);
   store_cron *k;
   size_t n;
@@ -514,7 +525,7 @@ static int l_crons(lua_State *L) {
 
 /* s:cron_fire(id, expected_next_at, slots, next_at) -> won | nil, err */
 static int l_cron_fire(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   size_t len;
   const char *id = luaL_checklstring(L, 2, &len);
   double expected = luaL_checknumber(L, 3);

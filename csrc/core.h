@@ -27,6 +27,7 @@ typedef struct core {
   double job_seconds; /* moving average of a listener call, sizes batches */
   buf payload;        /* scratch: encoded payloads */
   buf msg;            /* scratch: messages */
+  struct heartbeat *hb; /* while run() is active (see core_store in core.c) */
   store_outcome *outcomes; /* outcomes of the batch in hand, not yet recorded */
   size_t n_outcomes, outcomes_cap;
 } core;

@@ -22,6 +22,9 @@ struct heartbeat {
   /* shared, under mu */
   int quit, active;
   double lease, release_after;
+  heartbeat_settle_fn settle;
+  void *settle_ctx;
+  int held; /* the batch's claims are transaction locks, not leases */
   store_claim *claims;
   size_t n, cap;
   size_t current;       /* index of the job in hand */
@@ -81,6 +84,38 @@ static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
                  store_error(hb->st));
 }
 
+/* Wait on the condition (hb->mu held) for about `wait` seconds. */
+static void wait_for(heartbeat *hb, double wait) {
+  if (wait < 0.001) wait = 0.001;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += (time_t)wait;
+  ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  pthread_cond_timedwait(&hb->cv, &hb->mu, &ts);
+}
+
+/* Settle the held batch (hb->mu held): keep_rest 0 keeps only the job in
+ * hand (the rest were released by the commit), 1 keeps every unfinished
+ * one.  Either way the batch is no longer held: on failure its locks are
+ * gone with the transaction, so no later job of it may start. */
+static void settle_locked(heartbeat *hb, int only_current) {
+  size_t keep = only_current                        ? 1
+                : hb->released_from > hb->current ? hb->released_from - hb->current
+                                                  : 0;
+  buf err = BUF_INIT;
+  int rc = hb->settle(hb->settle_ctx, hb->current, keep, &err);
+  hb->held = 0;
+  hb->last_renew = clock_mono();
+  if (rc != 0 || only_current) hb->released_from = hb->current + 1;
+  if (rc != 0) {
+    buf_reset(&hb->error);
+    buf_adds(&hb->error, "settling a batch: ");
+    buf_add(&hb->error, err.data ? err.data : "", err.len);
+  }
+  buf_free(&err);
+}
+
 static void *main_loop(void *arg) {
   heartbeat *hb = arg;
   pthread_mutex_lock(&hb->mu);
@@ -93,6 +128,15 @@ static void *main_loop(void *arg) {
     double renew_every = hb->lease / 3;
     size_t release_k = 0, renew_k = 0;
     int failed = 0;
+    if (hb->held) {
+      /* locks need no renewal; a long one becomes a lease */
+      if (now - hb->batch_start >= hb->release_after) {
+        settle_locked(hb, 1);
+        continue;
+      }
+      wait_for(hb, hb->batch_start + hb->release_after - now);
+      continue;
+    }
     if (hb->released_from == hb->n && hb->current + 1 < hb->n &&
         now - hb->batch_start >= hb->release_after) {
       size_t from = hb->current + 1;
@@ -125,20 +169,14 @@ static void *main_loop(void *arg) {
     next = hb->last_renew + renew_every;
     if (hb->released_from == hb->n && hb->batch_start + hb->release_after < next)
       next = hb->batch_start + hb->release_after;
-    if (next < now + 0.001) next = now + 0.001;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double wait = next - now;
-    ts.tv_sec += (time_t)wait;
-    ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-    pthread_cond_timedwait(&hb->cv, &hb->mu, &ts);
+    wait_for(hb, next - now);
   }
   pthread_mutex_unlock(&hb->mu);
   return NULL;
 }
 
-heartbeat *heartbeat_start(const char *database, double lease, double release_after, buf *err) {
+heartbeat *heartbeat_start(const char *database, double lease, double release_after,
+                           heartbeat_settle_fn settle, void *ctx, buf *err) {
   heartbeat *hb = calloc(1, sizeof *hb);
   if (!hb || !(hb->database = strdup(database))) {
     free(hb);
@@ -147,6 +185,8 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   }
   hb->lease = lease;
   hb->release_after = release_after;
+  hb->settle = settle;
+  hb->settle_ctx = ctx;
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -182,7 +222,7 @@ void heartbeat_stop(heartbeat *hb) {
   free(hb);
 }
 
-int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n) {
+int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n, int held) {
   pthread_mutex_lock(&hb->mu);
   if (n > hb->cap) {
     store_claim *p = realloc(hb->claims, n * sizeof *p);
@@ -196,11 +236,18 @@ int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n) {
   memcpy(hb->claims, claims, n * sizeof *claims);
   hb->n = hb->released_from = n;
   hb->current = 0;
+  hb->held = held;
   hb->batch_start = hb->last_renew = clock_mono();
   hb->active = 1;
   pthread_cond_signal(&hb->cv);
   pthread_mutex_unlock(&hb->mu);
   return 0;
+}
+
+void heartbeat_settle(heartbeat *hb) {
+  pthread_mutex_lock(&hb->mu);
+  if (hb->active && hb->held) settle_locked(hb, 0);
+  pthread_mutex_unlock(&hb->mu);
 }
 
 int heartbeat_begin(heartbeat *hb, size_t i) {
@@ -222,6 +269,7 @@ size_t heartbeat_cut(heartbeat *hb, size_t i) {
 void heartbeat_end(heartbeat *hb) {
   pthread_mutex_lock(&hb->mu);
   hb->active = 0;
+  hb->held = 0;
   hb->n = hb->released_from = 0;
   pthread_mutex_unlock(&hb->mu);
 }

@@ -5,6 +5,11 @@
  * state; it has its own database connection, opened the first time it has
  * something to write.  All writes are fenced on (id, attempt).
  *
+ * A held batch (claims that are row locks of an open transaction, see
+ * store_ops.settle) needs no renewal; when it runs past release_after the
+ * thread settles it through the loop's callback, which turns the job in
+ * hand into a lease.
+ *
  * The thread that runs Lua calls heartbeat_batch() after a claim,
  * heartbeat_begin(i) before starting job i, heartbeat_end() when the batch's
  * outcomes are recorded.
@@ -19,14 +24,30 @@
 
 typedef struct heartbeat heartbeat;
 
+/* Ends a held batch early (see store_ops.settle): records the outcomes of
+ * jobs [0, current), leases the claims [current, current + keep) and
+ * releases the rest.  Called with the heartbeat's lock held, from the
+ * thread (a batch runs past release_after: keep = 1) or from the thread
+ * that runs Lua (heartbeat_settle: keep = the rest).  Returns a STORE_*
+ * code; on failure a message in err. */
+typedef int (*heartbeat_settle_fn)(void *ctx, size_t current, size_t keep, buf *err);
+
 /* Start the thread.  lease: seconds a lease lasts (renewed every third of
  * it); release_after: seconds a batch may run before its unstarted jobs are
- * handed back.  NULL with a message in err on failure. */
-heartbeat *heartbeat_start(const char *database, double lease, double release_after, buf *err);
+ * handed back (and a held batch is settled, by settle(ctx, ...)).  NULL
+ * with a message in err on failure. */
+heartbeat *heartbeat_start(const char *database, double lease, double release_after,
+                           heartbeat_settle_fn settle, void *ctx, buf *err);
 /* Stop and join the thread, close its connection, free everything. */
 void heartbeat_stop(heartbeat *hb);
-/* A new batch is in hand (the claims are copied).  0, or -1 out of memory. */
-int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n);
+/* A new batch is in hand (the claims are copied).  held: the claims are
+ * locks of the store's open transaction, not leases (nothing to renew until
+ * it is settled).  0, or -1 out of memory. */
+int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n, int held);
+/* The thread that runs Lua is about to use the store's connection (a
+ * listener called the API): settle a held batch first, keeping every
+ * unfinished job of it as a lease.  Nothing to do otherwise. */
+void heartbeat_settle(heartbeat *hb);
 /* May job i of the batch start?  0 when the thread already handed it back
  * (and with it every later one). */
 int heartbeat_begin(heartbeat *hb, size_t i);

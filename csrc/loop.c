@@ -30,6 +30,13 @@
 #define TICK_RETRY 5.0
 #define RECONNECT_MIN 0.1
 #define RECONNECT_MAX 5.0
+/* Due jobs that the claim skipped are held by other workers' batches (row
+ * locks): look again after this long, doubling up to HELD_MAX (by then
+ * such a batch has finished or turned them into leases, which next_wake
+ * does not count as due).  A worker that dies mid-batch unlocks its jobs
+ * without any notification; this is how the others see them. */
+#define HELD_MIN 0.005
+#define HELD_MAX 1.0
 
 typedef struct run_state {
   lua_State *L;
@@ -39,11 +46,13 @@ typedef struct run_state {
   heartbeat *hb;
   store_claim *claims;
   size_t claims_cap;
+  size_t settled;    /* outcomes of the batch already recorded by a settle */
   double offset;     /* database clock minus monotonic clock */
   double deadline;   /* monotonic time of the next claim */
   double next_rescue;
   double next_tick;  /* a recurring schedule is due */
   double retry_delay;
+  double held_delay; /* see HELD_MIN */
   int trouble;       /* the database is failing; reported once */
   long long count;
 } run_state;
@@ -149,7 +158,8 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     r->claims[i].id = jobs[i].id;
     r->claims[i].attempt = jobs[i].attempt;
   }
-  if (heartbeat_batch(r->hb, r->claims, n)) return LUA_ERRMEM;
+  r->settled = 0;
+  if (heartbeat_batch(r->hb, r->claims, n, c->st->ops->settle != NULL)) return LUA_ERRMEM;
   int status = LUA_OK;
   size_t done = 0;
   for (; done < n; done++) {
@@ -171,13 +181,35 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     if (c->outcomes[done].kind != OUTCOME_RELEASE) r->count++;
     log_outcome(r, &jobs[done], &c->outcomes[done]);
   }
+  heartbeat_end(r->hb); /* from here on the thread settles nothing */
   c->n_outcomes = done;
+  if (r->settled) {
+    /* recorded already: rotate them out (each outcome owns its error buffer) */
+    for (size_t i = 0; i + r->settled < done; i++) {
+      store_outcome t = c->outcomes[i];
+      c->outcomes[i] = c->outcomes[i + r->settled];
+      c->outcomes[i + r->settled] = t;
+    }
+    c->n_outcomes -= r->settled;
+  }
   int rc = flush(r);
-  heartbeat_end(r->hb);
   if (rc != STORE_OK)
     log_msg(r, "warn", "could not record the outcomes of %zu jobs yet: %s", c->n_outcomes,
             store_error(c->st));
   return status;
+}
+
+/* heartbeat_settle_fn: end the held batch early (see heartbeat.h). */
+static int settle_batch(void *ctx, size_t current, size_t keep, buf *err) {
+  run_state *r = ctx;
+  core *c = r->c;
+  int rc = c->st->ops->settle(c->st, c->outcomes, current, r->claims + current, keep, c->lease,
+                              c->worker_id);
+  if (rc == STORE_OK)
+    r->settled = current;
+  else
+    buf_adds(err, store_error(c->st));
+  return rc;
 }
 
 static size_t batch_size(core *c) {
@@ -221,14 +253,16 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   memset(&r, 0, sizeof r);
   r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
   r.retry_delay = RECONNECT_MIN;
+  r.held_delay = HELD_MIN;
   r.handler = dispatch_handler(L, c);
   double end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
   double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
   int result = 0;
 
   buf_reset(&c->msg);
-  r.hb = heartbeat_start(c->database, c->lease, release_after, &c->msg);
+  r.hb = heartbeat_start(c->database, c->lease, release_after, settle_batch, &r, &c->msg);
   if (!r.hb) return -1;
+  c->hb = r.hb;
   if (signals_acquire() != 0) {
     heartbeat_stop(r.hb);
     buf_reset(&c->msg);
@@ -253,9 +287,11 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
       if (rc == STORE_OK) r.next_rescue = INFINITY;
       store_job *jobs = NULL;
       size_t n = 0;
-      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id, &jobs, &n);
+      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
+                                             c->max_attempts, &jobs, &n);
       if (rc == STORE_OK) recovered(&r);
       if (rc == STORE_OK && n > 0) {
+        r.held_delay = HELD_MIN;
         if (run_batch(&r, jobs, n) == LUA_ERRMEM) {
           buf_reset(&c->msg);
           buf_adds(&c->msg, "not enough memory");
@@ -273,7 +309,15 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
           double mid = (t0 + clock_mono()) / 2;
           r.offset = w.db_now - mid;
           r.deadline = mid + FALLBACK;
-          if (w.next_due - r.offset < r.deadline) r.deadline = w.next_due - r.offset;
+          double due = w.next_due - r.offset;
+          if (w.next_due <= w.db_now) {
+            /* due, yet not claimed: held by others */
+            due = clock_mono() + r.held_delay;
+            r.held_delay = r.held_delay * 2 > HELD_MAX ? HELD_MAX : r.held_delay * 2;
+          } else {
+            r.held_delay = HELD_MIN;
+          }
+          if (due < r.deadline) r.deadline = due;
           r.next_rescue = w.next_expiry - r.offset + 0.001;
           if (r.next_rescue < r.deadline) r.deadline = r.next_rescue;
           if (r.next_tick == INFINITY) r.next_tick = w.next_cron - r.offset - TICK_AHEAD;
@@ -313,6 +357,7 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
             c->n_outcomes, store_error(c->st));
   c->n_outcomes = 0;
   c->st->ops->listen(c->st, 0); /* failure means no connection: nothing to stop */
+  c->hb = NULL;
   heartbeat_stop(r.hb);
   signals_release();
   free(r.claims);

@@ -125,13 +125,33 @@ typedef struct store_ops {
   int (*get)(store *s, int64_t id, store_job *out, int *found);
   /* The names of the jobs this worker may claim (copied by the store). */
   int (*set_names)(store *s, const char *const *names, const size_t *lens, size_t n);
-  /* Claim up to `limit` due jobs in run order, leased for `lease` seconds to
-   * `worker`.  *jobs points into store memory valid until the next claim. */
-  int (*claim)(store *s, size_t limit, double lease, const char *worker, store_job **jobs,
-               size_t *n);
-  /* Record outcomes (delete done jobs, reschedule/fail/release the others),
-   * each fenced on its claim, in one transaction. */
+  /* Claim up to `limit` due jobs in run order.  *jobs points into store
+   * memory valid until the next claim.  Each job's attempt is the one this
+   * run is (the stored count plus one).
+   *   Backends without `settle` lease the jobs to `worker` for `lease`
+   * seconds (one row write per job; the heartbeat renews the lease).
+   *   Backends with `settle` hold the claimed rows locked in an open
+   * transaction instead, writing nothing: the batch ends with finish (its
+   * outcomes and the commit, the one row write per job) or is turned into
+   * leases by settle.  If the worker dies, the database drops the locks at
+   * once; the next claim of such a job counts the lost attempt (failing the
+   * job when its attempts are used up, default_max_attempts for jobs that
+   * set none). */
+  int (*claim)(store *s, size_t limit, double lease, const char *worker,
+               long long default_max_attempts, store_job **jobs, size_t *n);
+  /* Record outcomes (delete done jobs, reschedule/fail/release the others)
+   * in one transaction: for a held batch, under its locks, then commit; for
+   * leased jobs, each fenced on its claim. */
   int (*finish)(store *s, const store_outcome *outcomes, size_t n);
+  /* Optional (NULL: claims are always leased).  End the held batch early:
+   * record the outcomes `done`, lease the claims `keep` to `worker` for
+   * `lease` seconds (their attempt as claimed), and commit, releasing every
+   * other claim of the batch to run again (no attempt counted).  Nothing
+   * to do when no batch is held.  Used when a batch runs long (a long
+   * transaction would hold back vacuum) and before a listener's own calls
+   * use the connection (which must not join the batch's transaction). */
+  int (*settle)(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
+                size_t n_keep, double lease, const char *worker);
   /* Extend the leases of held jobs. */
   int (*heartbeat)(store *s, const store_claim *claims, size_t n, double lease);
   /* Put jobs whose lease expired back to run (or fail them when their

@@ -131,7 +131,8 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
+  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_SETTLE, Q_FINISH,
+  Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
   Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
 };
 
@@ -139,9 +140,9 @@ enum {
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
   " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
 
-/* Claims and lease renewals commit without waiting for the WAL flush: if
- * the database crashed before the flush, the claim is simply undone and the
- * job runs again (at-least-once holds; completions stay durable).  Setting
+/* Lease renewals commit without waiting for the WAL flush: if the
+ * database crashed before the flush, the renewal is simply undone and the
+ * lease may expire early, so the job runs again (at-least-once holds).  Setting
  * it inside the statement makes it last exactly for the statement's own
  * implicit transaction, with no extra round trip. */
 #define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
@@ -188,10 +189,16 @@ static const struct {
     [Q_GET] = {"scheduler_get", 1,
                "SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
                " key, priority, state, last_error FROM scheduler.jobs WHERE id = $1"},
-    /* Due jobs in (priority, run_at, id) order.  The recursive part walks
-     * the distinct priorities through jobs_due, so each priority is an index
-     * range (run_at <= now()) however many future jobs wait. */
-    [Q_CLAIM] = {"scheduler_claim", 4,
+    /* Due jobs in (priority, run_at, id) order, locked by the caller's
+     * transaction (BEGIN comes first): no row is written.  The recursive
+     * part walks the distinct priorities through jobs_due, so each priority
+     * is an index range (run_at <= now()) however many future jobs wait.
+     *   Column 8, "lost": the row's xmax before this lock (read below
+     * LockRows) is a transaction that aborted, i.e. the last worker to lock
+     * it died or lost its connection mid-batch, an attempt its own rollback
+     * could not record.  The 32-bit xmax gets its epoch from ours (it cannot
+     * be newer); too old to know (NULL) counts as not lost. */
+    [Q_CLAIM] = {"scheduler_claim", 2,
                  "WITH RECURSIVE pr(p) AS ("
                  "  (SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
                  "   ORDER BY priority LIMIT 1)"
@@ -200,21 +207,55 @@ static const struct {
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
                  "), due AS ("
-                 "  SELECT c.id FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.id FROM scheduler.jobs j"
+                 "  SELECT c.* FROM pr CROSS JOIN LATERAL ("
+                 "    SELECT j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts, j.key,"
+                 "      j.priority, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
                  "    WHERE j.state = 'scheduled' AND j.priority = pr.p AND j.run_at <= now()"
                  "      AND j.name = ANY ($1::text[])"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
                  "  WHERE pr.p IS NOT NULL LIMIT $2"
-                 "), claimed AS ("
-                 "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
-                 "    locked_by = $4, locked_until = now() + $3::float8 * interval '1 second'"
-                 "  FROM due WHERE j.id = due.id"
-                 "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-                 "    j.key, j.priority"
-                 ") SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
-                 "  key, priority FROM claimed, " ASYNC_COMMIT
-                 " ORDER BY priority, run_at, id"},
+                 ") SELECT d.id, d.name, d.payload, extract(epoch FROM d.run_at), d.attempt + 1,"
+                 "  d.max_attempts, d.key, d.priority,"
+                 "  CASE WHEN d.prev < 3 THEN false ELSE coalesce((SELECT CASE WHEN e.epoch < 0"
+                 "    THEN NULL ELSE pg_xact_status(((e.epoch << 32) | d.prev)::text::xid8)"
+                 "    = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN d.prev >"
+                 "    (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
+                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END"
+                 " FROM due d ORDER BY d.priority, d.run_at, d.id"},
+    /* Count the attempts lost with a dead worker's transaction (see
+     * Q_CLAIM), failing the jobs whose attempts are used up. */
+    [Q_LOST] = {NULL, 2,
+                "UPDATE scheduler.jobs SET attempt = attempt + 1,"
+                " state = CASE WHEN attempt + 1 >= coalesce(max_attempts, $2::integer)"
+                "   THEN 'failed' ELSE 'scheduled' END,"
+                " last_error = 'attempt ' || (attempt + 1) || ' was lost: the worker running it"
+                " died or lost its connection to the database'"
+                " WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
+    /* A held batch's outcomes, under its locks (so unfenced): done jobs
+     * deleted, failed attempts counted and rescheduled or failed; and the
+     * claims in $5 turned into leases (settle).  Released claims need no
+     * write: the commit that follows unlocks them. */
+    [Q_SETTLE] = {NULL, 7,
+                  "WITH done AS ("
+                  "  DELETE FROM scheduler.jobs j WHERE j.id = ANY ($1::bigint[])"
+                  "    AND j.state = 'scheduled' RETURNING 1"
+                  "), again AS ("
+                  "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
+                  "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
+                  "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
+                  "             ELSE now() + f.delay * interval '1 second' END,"
+                  "    last_error = f.error"
+                  "  FROM unnest($2::bigint[], $3::float8[], $4::text[]) AS f(id, delay, error)"
+                  "  WHERE j.id = f.id AND j.state = 'scheduled'"
+                  "  RETURNING 1"
+                  "), leased AS ("
+                  "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+                  "    locked_by = $6, locked_until = now() + $7::float8 * interval '1 second'"
+                  "  WHERE j.id = ANY ($5::bigint[]) AND j.state = 'scheduled'"
+                  "  RETURNING 1"
+                  ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
+                  "  (SELECT count(*) FROM leased)"},
+    /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
     [Q_FINISH] = {NULL, 8,
                   "WITH done AS ("
                   "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::integer[])"
@@ -309,6 +350,8 @@ typedef struct pg_store {
   char *secret_parsed; /* the password as libpq decoded it */
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
+  size_t held;       /* claims held by the open batch transaction (0: none) */
+  size_t held_lost;  /* claims of a held batch whose connection was lost */
   unsigned prepared; /* bit per query prepared on this connection */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
@@ -374,6 +417,10 @@ static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
 
 static void pg_disconnect(store *s) {
   pg_store *p = PG(s);
+  /* the batch transaction dies with the connection: the database unlocks
+   * its rows; the next claim of each counts the lost attempt */
+  if (p->held) p->held_lost = p->held;
+  p->held = 0;
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
@@ -504,6 +551,9 @@ static int pg_listen(store *s, int on) {
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
+  if (p->held && q != Q_SETTLE)
+    /* the caller must settle first: this would join the batch's transaction */
+    return store_fail(&p->base, STORE_ERROR, "internal error: statement %d inside a batch", q);
   int rc = pg_connect(&p->base);
   if (rc) return rc;
   if (!queries[q].name) {
@@ -785,39 +835,10 @@ nomem:
   return store_fail(s, STORE_NOMEM, "not enough memory");
 }
 
-static int pg_claim(store *s, size_t limit, double lease, const char *worker, store_job **jobs,
-                    size_t *n) {
-  pg_store *p = PG(s);
-  char lim[32], leasetext[64];
-  *n = 0;
-  *jobs = NULL;
-  snprintf(lim, sizeof lim, "%zu", limit);
-  const char *values[4] = {buf_cstr(&p->names_literal), lim,
-                           fmt_seconds(lease, leasetext, sizeof leasetext), worker};
-  PGresult *r = NULL;
-  int rc = run(p, Q_CLAIM, values, &r);
-  if (rc) return rc;
-  size_t rows = (size_t)PQntuples(r);
-  if (rows > p->jobs_cap) {
-    store_job *grown = realloc(p->jobs, rows * sizeof *grown);
-    if (!grown) {
-      /* The claim is committed: these jobs come back when their lease ends. */
-      PQclear(r);
-      return store_fail(s, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
-    }
-    p->jobs = grown;
-    p->jobs_cap = rows;
-  }
-  for (size_t i = 0; i < rows; i++) read_job(r, (int)i, &p->jobs[i]);
-  clear(&p->claimed);
-  p->claimed = r;
-  *jobs = p->jobs;
-  *n = rows;
-  return STORE_OK;
-}
-
-static int pg_finish(store *s, const store_outcome *o, size_t n) {
-  pg_store *p = PG(s);
+/* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
+ * their attempts; [2]-[5] id, attempt, retry delay (NULL: failed), error
+ * of failed attempts; [6], [7] ids and attempts of released claims. */
+static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   buf *b = p->p;
   int err = 0;
   for (int i = 0; i < 8; i++) {
@@ -854,11 +875,169 @@ static int pg_finish(store *s, const store_outcome *o, size_t n) {
     }
   }
   for (int i = 0; i < 8; i++) err |= buf_addc(&b[i], '}');
-  if (err) return store_fail(s, STORE_NOMEM, "not enough memory");
-  const char *values[8];
-  for (int i = 0; i < 8; i++) values[i] = buf_cstr(&b[i]);
+  return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
+}
+
+/* End the held batch's transaction (after a failure: roll back if the
+ * connection still works, which unlocks the rows). */
+static int end_batch(pg_store *p, const char *sql) {
+  p->held = 0;
+  return exec_simple(p, "ending a batch", sql, NULL);
+}
+
+/* The held batch is still ours: same connection, transaction still open.
+ * Otherwise its locks are gone and its jobs run again. */
+static int batch_alive(pg_store *p) {
+  if (p->held_lost || (p->held && (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
+                                    PQtransactionStatus(p->conn) != PQTRANS_INTRANS))) {
+    size_t n = p->held_lost ? p->held_lost : p->held;
+    if (p->conn && PQstatus(p->conn) != CONNECTION_OK) pg_disconnect(&p->base);
+    p->held = p->held_lost = 0;
+    return store_fail(&p->base, STORE_DOWN,
+                      "the database connection was lost while a batch of %zu jobs ran; they "
+                      "will run again",
+                      n);
+  }
+  return STORE_OK;
+}
+
+static void rollback(pg_store *p) {
+  p->held = 0;
+  if (p->conn && PQstatus(p->conn) == CONNECTION_OK &&
+      PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
+    PGresult *r = PQexec(p->conn, "ROLLBACK");
+    if (r) PQclear(r);
+  }
+}
+
+/* Count the attempts lost with dead workers' transactions (the claim's
+ * "lost" column) and commit, releasing the batch. */
+static int count_lost(pg_store *p, PGresult *r, long long default_max_attempts) {
+  buf *ids = &p->p[0];
+  int err = 0;
+  buf_reset(ids);
+  err |= buf_addc(ids, '{');
+  for (int i = 0, k = 0; i < PQntuples(r); i++)
+    if (PQgetvalue(r, i, 8)[0] == 't')
+      err |= (k++ ? buf_addc(ids, ',') : 0) | buf_adds(ids, PQgetvalue(r, i, 0));
+  err |= buf_addc(ids, '}');
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  char maxa[32];
+  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
+  const char *values[2] = {buf_cstr(ids), maxa};
+  PGresult *u = NULL;
+  int rc = run(p, Q_LOST, values, &u);
+  if (rc) return rc;
+  PQclear(u);
+  /* a lost count only means a lost attempt: no need to wait for the flush */
+  return end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT");
+}
+
+static int pg_claim(store *s, size_t limit, double lease, const char *worker,
+                    long long default_max_attempts, store_job **jobs, size_t *n) {
+  pg_store *p = PG(s);
+  (void)lease, (void)worker; /* held, not leased: settle leases */
+  char lim[32];
+  *n = 0;
+  *jobs = NULL;
+  if (p->held) rollback(p); /* a batch never finished: its rows run again */
+  snprintf(lim, sizeof lim, "%zu", limit);
+  const char *values[2] = {buf_cstr(&p->names_literal), lim};
   PGresult *r = NULL;
-  int rc = run(p, Q_FINISH, values, &r);
+  int rc;
+  /* Twice at most: a batch with lost attempts is recorded, then claimed
+   * again (each lost attempt is counted once: the count is committed). */
+  for (int round = 0;; round++) {
+    rc = pg_connect(s);
+    if (rc == STORE_OK) rc = exec_simple(p, "starting a batch", "BEGIN", NULL);
+    if (rc == STORE_OK) rc = run(p, Q_CLAIM, values, &r);
+    if (rc != STORE_OK) {
+      rollback(p);
+      return rc;
+    }
+    int lost = 0;
+    for (int i = 0; i < PQntuples(r) && !lost; i++) lost = PQgetvalue(r, i, 8)[0] == 't';
+    if (!lost || round == 1) break;
+    rc = count_lost(p, r, default_max_attempts);
+    PQclear(r);
+    r = NULL;
+    if (rc != STORE_OK) {
+      rollback(p);
+      return rc;
+    }
+  }
+  size_t rows = (size_t)PQntuples(r);
+  if (rows == 0) {
+    PQclear(r);
+    return end_batch(p, "ROLLBACK"); /* nothing locked */
+  }
+  if (rows > p->jobs_cap) {
+    store_job *grown = realloc(p->jobs, rows * sizeof *grown);
+    if (!grown) {
+      PQclear(r);
+      rollback(p); /* unlocks them: nothing is lost */
+      return store_fail(s, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
+    }
+    p->jobs = grown;
+    p->jobs_cap = rows;
+  }
+  for (size_t i = 0; i < rows; i++) read_job(r, (int)i, &p->jobs[i]);
+  clear(&p->claimed);
+  p->claimed = r;
+  p->held = rows;
+  *jobs = p->jobs;
+  *n = rows;
+  return STORE_OK;
+}
+
+/* Q_SETTLE with the outcome arrays in p->p and the claims to lease. */
+static int settle_held(pg_store *p, const store_claim *keep, size_t n_keep, double lease,
+                       const char *worker) {
+  buf *ids = &p->p[6]; /* released claims need no write: reuse */
+  int err = 0;
+  buf_reset(ids);
+  err |= buf_addc(ids, '{');
+  for (size_t i = 0; i < n_keep; i++) err |= (i ? buf_addc(ids, ',') : 0) | add_int(ids, keep[i].id);
+  err |= buf_addc(ids, '}');
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  char leasetext[64];
+  const char *values[7] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[2]), buf_cstr(&p->p[4]),
+                           buf_cstr(&p->p[5]), buf_cstr(ids),      worker ? worker : "",
+                           fmt_seconds(lease, leasetext, sizeof leasetext)};
+  PGresult *r = NULL;
+  int rc = run(p, Q_SETTLE, values, &r);
+  if (rc == STORE_OK) {
+    PQclear(r);
+    rc = end_batch(p, "COMMIT");
+  }
+  if (rc != STORE_OK) rollback(p);
+  return rc;
+}
+
+static int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
+                     size_t n_keep, double lease, const char *worker) {
+  pg_store *p = PG(s);
+  if (!p->held && !p->held_lost) return STORE_OK;
+  int rc = batch_alive(p);
+  if (rc == STORE_OK) rc = outcome_arrays(p, done, n_done);
+  if (rc == STORE_OK) rc = settle_held(p, keep, n_keep, lease, worker);
+  return rc;
+}
+
+static int pg_finish(store *s, const store_outcome *o, size_t n) {
+  pg_store *p = PG(s);
+  if (p->held || p->held_lost) {
+    int rc = batch_alive(p);
+    if (rc == STORE_OK) rc = outcome_arrays(p, o, n);
+    if (rc == STORE_OK) rc = settle_held(p, NULL, 0, 0, NULL);
+    return rc;
+  }
+  int rc = outcome_arrays(p, o, n);
+  if (rc) return rc;
+  const char *values[8];
+  for (int i = 0; i < 8; i++) values[i] = buf_cstr(&p->p[i]);
+  PGresult *r = NULL;
+  rc = run(p, Q_FINISH, values, &r);
   if (rc) return rc;
   PQclear(r);
   return STORE_OK;
@@ -1096,6 +1275,7 @@ static const store_ops pg_ops = {
     .set_names = pg_set_names,
     .claim = pg_claim,
     .finish = pg_finish,
+    .settle = pg_settle,
     .heartbeat = pg_heartbeat,
     .rescue = pg_rescue,
     .abandon = pg_abandon,

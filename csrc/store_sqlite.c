@@ -1144,8 +1144,9 @@ static int grow_jobs(sq_store *q, size_t n) {
 /* One IMMEDIATE transaction: collect up to `limit` due jobs of this
  * worker's names in (priority, run_at, id) order, then mark them running
  * with the next attempt and a lease.  Nobody else can claim in between. */
-static int sq_claim(store *s, size_t limit, double lease, const char *worker, store_job **jobs,
-                    size_t *n) {
+static int sq_claim(store *s, size_t limit, double lease, const char *worker,
+                    long long default_max_attempts, store_job **jobs, size_t *n) {
+  (void)default_max_attempts; /* leases: an expired one is counted by rescue */
   sq_store *q = SQ(s);
   *jobs = NULL;
   *n = 0;

@@ -577,6 +577,9 @@ describe("lua-scheduler", function()
       local id = helper.schedule(s, name, { sleep_first = 60 })
       local first = helper.wait_for(function() return cli.events(results, "start", id)[1] end, 10)
       assert.is_truthy(first, c:describe())
+      -- leased once its batch is settled (after a second): the supervisor
+      -- then releases it (a worker killed before that loses its row locks)
+      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
       local killed_at = helper.now()
       assert.is_true(helper.kill(first.pid, "KILL"))
 

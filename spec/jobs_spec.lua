@@ -44,17 +44,45 @@ describe("jobs", function()
       assert.equals(2, job.priority)
     end)
 
-    it("shows a running job as running", function()
+    it("shows a running job as running, to its listener and then to everyone", function()
       local name = helper.name("running")
       local id = helper.schedule(s, name, nil)
-      local seen
+      local own, other
       local observer = helper.new()
-      s:on(name, function() seen = observer:job(id) end)
+      s:on(name, function()
+        own = s:job(id)
+        other = observer:job(id)
+      end)
       assert.equals(1, s:run{ drain = true })
-      assert.is_not_nil(seen)
-      assert.equals("running", seen.state)
-      assert.equals(1, seen.attempt)
+      assert.is_not_nil(own)
+      assert.equals("running", own.state)
+      assert.equals(1, own.attempt)
+      -- the listener's own call turned the batch's row locks into a lease
+      assert.equals("running", other.state)
+      assert.equals(1, other.attempt)
     end)
+
+    it("shows a job in a batch as running once it has run for a while (lease/4, at most 1 s)",
+      function()
+        local name = helper.name("held")
+        local id = helper.schedule(s, name, nil)
+        local observer = helper.new()
+        local states = {}
+        local r = helper.new{ lease = 0.8 }
+        r:on(name, function()
+          states[#states + 1] = observer:job(id)
+          helper.sleep(0.5)
+          states[#states + 1] = observer:job(id)
+        end)
+        assert.equals(1, r:run{ drain = true })
+        -- first held by a row lock (still reads as waiting, attempt not yet
+        -- counted), then settled into a lease after 0.2 s
+        assert.equals(helper.SQLITE and "running" or "scheduled", states[1].state)
+        assert.equals(helper.SQLITE and 1 or 0, states[1].attempt)
+        assert.equals("running", states[2].state)
+        assert.equals(1, states[2].attempt)
+        assert.is_nil(s:job(id))
+      end)
 
     it("returns nil for a job that finished or never existed", function()
       local name = helper.name("gone")

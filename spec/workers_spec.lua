@@ -191,6 +191,8 @@ describe("workers", function()
       local id = helper.schedule(s, name, "victim")
       local first = helper.wait_for(function() return a:events("start", id)[1] end, 10)
       assert.is_truthy(first, a:describe())
+      -- once the batch is settled (after lease/4) the job is leased
+      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
       assert.is_true(a:kill("KILL"))
       assert.equals(137, a:wait(5), a:describe())
 
@@ -220,6 +222,48 @@ describe("workers", function()
       assert.equals(0, #a:events("done", id))
     end)
 
+    it("re-runs at once the job of a worker killed mid-batch, counting the lost attempt #postgresql", function()
+      local name = helper.name("killheld")
+      local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_SLEEP = 60 }
+      assert(a:wait_file("ready", 10), a:describe())
+      local id = helper.schedule(s, name, "victim")
+      local first = helper.wait_for(function() return a:events("start", id)[1] end, 10)
+      assert.is_truthy(first, a:describe())
+      assert.is_true(a:kill("KILL")) -- well within the default lease's first second
+      assert.equals(137, a:wait(5), a:describe())
+      local b = helper.new()
+      local rerun
+      b:on(name, function(payload, job) rerun = { payload = payload, attempt = job.attempt } end)
+      local elapsed = helper.timed(b.run, b, { drain = true })
+      assert.is_truthy(rerun, "the job did not come back at once")
+      assert.equals("victim", rerun.payload)
+      assert.equals(2, rerun.attempt)
+      assert.is_true(elapsed < 2)
+      assert.is_nil(s:job(id))
+    end)
+
+    it("fails a job that kills its worker every time once its attempts are used up #postgresql", function()
+      local name = helper.name("poison")
+      local id = helper.schedule(s, name, "poison", { max_attempts = 2 })
+      for attempt = 1, 2 do
+        local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_SLEEP = 60 }
+        local started = helper.wait_for(function() return a:events("start", id)[1] end, 10)
+        assert.is_truthy(started, a:describe())
+        assert.equals(attempt, started.attempt)
+        assert.is_true(a:kill("KILL"))
+        assert.equals(137, a:wait(5), a:describe())
+      end
+      local b = helper.new()
+      local ran = false
+      b:on(name, function() ran = true end)
+      assert.equals(0, b:run{ drain = true })
+      assert.is_false(ran)
+      local job = helper.ok(s:job(id))
+      assert.equals("failed", job.state)
+      assert.equals(2, job.attempt)
+      assert.matches("attempt 2 was lost: the worker running it died", job.last_error, 1, true)
+    end)
+
     it("keeps a job that runs longer than the lease leased (runs exactly once)", function()
       local name = helper.name("heartbeat")
       local procs = {
@@ -235,6 +279,11 @@ describe("workers", function()
       local b = helper.new{ lease = 1 }
       local stolen = 0
       b:on(name, function() stolen = stolen + 1 end)
+      -- held by a row lock at first, leased after lease/4
+      assert.is_truthy(helper.wait_for(function()
+        local job = s:job(id)
+        return not job or job.state == "running"
+      end, 2))
       local deadline = helper.now() + 6
       while #helper.all_results(procs, "done") == 0 and helper.now() < deadline do
         local job = s:job(id)
