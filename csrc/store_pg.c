@@ -131,7 +131,7 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_SETTLE, Q_FINISH,
+  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE, Q_SETTLE, Q_FINISH,
   Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
   Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
 };
@@ -231,6 +231,9 @@ static const struct {
                 " last_error = 'attempt ' || (attempt + 1) || ' was lost: the worker running it"
                 " died or lost its connection to the database'"
                 " WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
+    /* The common end of a held batch: every job done (or released). */
+    [Q_DONE] = {NULL, 1,
+                "DELETE FROM scheduler.jobs WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
     /* A held batch's outcomes, under its locks (so unfenced): done jobs
      * deleted, failed attempts counted and rescheduled or failed; and the
      * claims in $5 turned into leases (settle).  Released claims need no
@@ -548,10 +551,20 @@ static int pg_listen(store *s, int on) {
   return rc;
 }
 
+/* Prepare query q on this connection unless it is already. */
+static int prepare(pg_store *p, int q) {
+  if (!queries[q].name || (p->prepared & (1u << q))) return STORE_OK;
+  PGresult *r = PQprepare(p->conn, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
+  PQclear(r);
+  p->prepared |= 1u << q;
+  return STORE_OK;
+}
+
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
-  if (p->held && q != Q_SETTLE)
+  if (p->held && q != Q_SETTLE && q != Q_DONE)
     /* the caller must settle first: this would join the batch's transaction */
     return store_fail(&p->base, STORE_ERROR, "internal error: statement %d inside a batch", q);
   int rc = pg_connect(&p->base);
@@ -564,16 +577,68 @@ static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
     *out = r;
     return STORE_OK;
   }
-  if (!(p->prepared & (1u << q))) {
-    PGresult *r = PQprepare(p->conn, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
-    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
-    PQclear(r);
-    p->prepared |= 1u << q;
-  }
+  rc = prepare(p, q);
+  if (rc) return rc;
   PGresult *r = PQexecPrepared(p->conn, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return fail_result(p, "database error", r);
   *out = r;
+  return STORE_OK;
+}
+
+/* Send BEGIN then q, or q then COMMIT (commit = 1), in one round trip
+ * (libpq's pipeline mode); *out = q's result.  q must not be a prepared
+ * statement that is not prepared yet. */
+static int run_in_transaction(pg_store *p, int q, const char *const *values, int commit,
+                              PGresult **out) {
+  PGconn *conn = p->conn;
+  *out = NULL;
+  if (!PQenterPipelineMode(conn)) return fail_result(p, "database error", NULL);
+  int sent = (commit || PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) &&
+             (queries[q].name ? PQsendQueryPrepared(conn, queries[q].name, queries[q].nparams,
+                                                    values, NULL, NULL, 0)
+                              : PQsendQueryParams(conn, queries[q].sql, queries[q].nparams, NULL,
+                                                  values, NULL, NULL, 0)) &&
+             (!commit || PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) &&
+             PQpipelineSync(conn);
+  if (!sent) {
+    /* not even sent: the connection is broken */
+    pg_disconnect(&p->base);
+    return store_fail(&p->base, STORE_DOWN, "database connection lost");
+  }
+  /* Collect every result up to the sync; the first failure wins. */
+  PGresult *failed = NULL;
+  int step = 0, synced = 0;
+  while (!synced) {
+    PGresult *r = PQgetResult(conn);
+    if (!r) {
+      if (PQstatus(conn) != CONNECTION_OK) break;
+      step++; /* end of one query's results */
+      continue;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    int mine = step == (commit ? 0 : 1);
+    if (st == PGRES_PIPELINE_SYNC) {
+      synced = 1;
+      PQclear(r);
+    } else if (st == PGRES_FATAL_ERROR && !failed) {
+      failed = r;
+    } else if (mine && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !*out) {
+      *out = r;
+    } else {
+      PQclear(r);
+    }
+  }
+  if (synced && !PQexitPipelineMode(conn)) synced = 0;
+  if (failed || !synced || !*out) {
+    if (*out) PQclear(*out);
+    *out = NULL;
+    if (!synced && !failed) {
+      pg_disconnect(&p->base);
+      return store_fail(&p->base, STORE_DOWN, "database connection lost");
+    }
+    return fail_result(p, "database error", failed);
+  }
   return STORE_OK;
 }
 
@@ -901,6 +966,21 @@ static int batch_alive(pg_store *p) {
   return STORE_OK;
 }
 
+/* A held batch could not be committed (rc from the statement that
+ * failed): its locks are gone, or go with the rollback, so its jobs run
+ * again.  Say so, once. */
+static int batch_failed(pg_store *p, size_t n, int rc) {
+  p->held_lost = 0;
+  if (rc == STORE_NOMEM) return rc;
+  buf why = BUF_INIT;
+  buf_add(&why, p->base.err.data ? p->base.err.data : "", p->base.err.len);
+  store_fail(&p->base, rc,
+             "the outcomes of a batch of %zu jobs were not committed (%s); they will run again", n,
+             buf_cstr(&why));
+  buf_free(&why);
+  return rc;
+}
+
 static void rollback(pg_store *p) {
   p->held = 0;
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK &&
@@ -949,8 +1029,8 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
    * again (each lost attempt is counted once: the count is committed). */
   for (int round = 0;; round++) {
     rc = pg_connect(s);
-    if (rc == STORE_OK) rc = exec_simple(p, "starting a batch", "BEGIN", NULL);
-    if (rc == STORE_OK) rc = run(p, Q_CLAIM, values, &r);
+    if (rc == STORE_OK) rc = prepare(p, Q_CLAIM);
+    if (rc == STORE_OK) rc = run_in_transaction(p, Q_CLAIM, values, 0, &r);
     if (rc != STORE_OK) {
       rollback(p);
       return rc;
@@ -1005,12 +1085,16 @@ static int settle_held(pg_store *p, const store_claim *keep, size_t n_keep, doub
                            buf_cstr(&p->p[5]), buf_cstr(ids),      worker ? worker : "",
                            fmt_seconds(lease, leasetext, sizeof leasetext)};
   PGresult *r = NULL;
+  size_t n = p->held;
   int rc = run(p, Q_SETTLE, values, &r);
   if (rc == STORE_OK) {
     PQclear(r);
     rc = end_batch(p, "COMMIT");
   }
-  if (rc != STORE_OK) rollback(p);
+  if (rc != STORE_OK) {
+    rollback(p);
+    rc = batch_failed(p, n, rc);
+  }
   return rc;
 }
 
@@ -1029,7 +1113,20 @@ static int pg_finish(store *s, const store_outcome *o, size_t n) {
   if (p->held || p->held_lost) {
     int rc = batch_alive(p);
     if (rc == STORE_OK) rc = outcome_arrays(p, o, n);
-    if (rc == STORE_OK) rc = settle_held(p, NULL, 0, 0, NULL);
+    if (rc != STORE_OK) return rc;
+    if (p->p[2].len > 2) return settle_held(p, NULL, 0, 0, NULL); /* some failed */
+    /* all done (or released): the delete and the commit in one round trip */
+    const char *values[1] = {buf_cstr(&p->p[0])};
+    PGresult *r = NULL;
+    size_t held = p->held;
+    rc = run_in_transaction(p, Q_DONE, values, 1, &r);
+    if (rc == STORE_OK) {
+      PQclear(r);
+      p->held = 0;
+    } else {
+      rollback(p);
+      rc = batch_failed(p, held, rc);
+    }
     return rc;
   }
   int rc = outcome_arrays(p, o, n);
