@@ -471,6 +471,12 @@ local function c_literals(src, i, stop, macros)
       i = i + #digits
     elseif ch:match("[%a_]") then
       local ident = src:match("^[%w_]+", i)
+      if ident == "NULL" then -- an unprepared statement's name
+        flush()
+        items[#items + 1] = false
+        i = i + 4
+        goto continue
+      end
       local v = macros and macros[ident]
       if not v then return nil end
       cur = cur or {}
@@ -479,13 +485,15 @@ local function c_literals(src, i, stop, macros)
     else
       i = i + 1
     end
+    ::continue::
   end
   flush()
   return items
 end
 
 --- The SQL text of queries[id] in csrc/store_pg.c (the worker's own
--- statements, for EXPLAIN ANALYZE) and its parameter count; nil when the
+-- statements, for EXPLAIN ANALYZE), its parameter count and whether the
+-- worker prepares it; nil when the
 -- source no longer has that shape.
 local function store_query(id)
   local src = read_file(ROOT .. "/csrc/store_pg.c")
@@ -501,7 +509,7 @@ local function store_query(id)
   if not items or #items ~= 3 or type(items[2]) ~= "number" or type(items[3]) ~= "string" then
     return nil
   end
-  return items[3], items[2]
+  return items[3], items[2], items[1] ~= false
 end
 
 --- EXPLAIN ANALYZE worker statement `id` (from csrc/store_pg.c) 10 times
@@ -514,12 +522,15 @@ end
 -- scheduler.jobs sequentially, generic = the last plan is generic } or nil
 -- (statement not found, or it failed: the reason is logged).
 local function explain(id, nparams, params, setup)
-  local text, n = store_query(id)
+  local text, n, prepared = store_query(id)
   if not text or n ~= nparams then
     log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
     return nil
   end
   local parts = { "PREPARE bench_q AS " .. text .. ";" }
+  -- the worker runs some statements unprepared: planned with their actual
+  -- parameters every time
+  if not prepared then table.insert(parts, 1, "SET plan_cache_mode = force_custom_plan;") end
   for _ = 1, 10 do
     parts[#parts + 1] = "BEGIN;"
     if setup then parts[#parts + 1] = setup end
@@ -550,21 +561,18 @@ local function explain(id, nparams, params, setup)
 end
 
 local function explain_claim(limit)
-  return explain("Q_CLAIM", 4, string.format("'{%s}', %d, 30, 'bench-explain'", NOOP, limit))
+  return explain("Q_CLAIM", 2, string.format("'{%s}', %d", NOOP, limit))
 end
 
---- Recording the outcomes of a batch of `limit` jobs that succeeded (the
--- setup claims them by hand, in the rolled-back transaction).
+--- Recording the outcomes of a batch of `limit` jobs that succeeded, the
+-- common end of a batch: the setup locks them (the claim's row locks), in
+-- the rolled-back transaction.
 local function explain_finish(limit)
   local setup = string.format([[
-    WITH c AS (UPDATE scheduler.jobs SET state = 'running', attempt = attempt + 1,
-                 locked_until = now() + interval '30 seconds'
-               WHERE id IN (SELECT id FROM scheduler.jobs WHERE state = 'scheduled'
-                            AND run_at <= now() ORDER BY priority, run_at, id LIMIT %d)
-               RETURNING id, attempt)
-    SELECT '{' || string_agg(id::text, ',') || '}' AS bench_ids,
-           '{' || string_agg(attempt::text, ',') || '}' AS bench_att FROM c \gset]], limit)
-  return explain("Q_FINISH", 8, ":'bench_ids', :'bench_att', '{}', '{}', '{}', '{}', '{}', '{}'", setup)
+    SELECT '{' || string_agg(id::text, ',') || '}' AS bench_ids
+    FROM (SELECT id FROM scheduler.jobs WHERE state = 'scheduled' AND run_at <= now()
+          ORDER BY priority, run_at, id LIMIT %d FOR UPDATE) c \gset]], limit)
+  return explain("Q_DONE", 1, ":'bench_ids'", setup)
 end
 
 local function explain_wake()
@@ -798,7 +806,7 @@ local function section_throughput()
     "2 workers = " .. fmt_pct(w2 / c.own_c2.rate), met(w2 >= 0.8 * c.own_c2.rate))
   row("profile", "DB commits per 1,000 jobs (1 worker)",
     string.format("%.1f", T.workers_1.commits_per_1000), "", "")
-  row("profile", "row writes per job (claim + delete)",
+  row("profile", "row writes per job (updates + deletes)",
     string.format("%.2f", T.workers_1.row_writes_per_job), "", "ceiling: 1")
   row("profile", "WAL per job", string.format("%.0f B", T.workers_1.wal_bytes_per_job), "", "")
   row("profile", "jobs per batch (average)", string.format("%.0f", diag.avg_batch), "",
