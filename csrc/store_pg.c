@@ -131,7 +131,7 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE, Q_SETTLE, Q_FINISH,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE, Q_SETTLE, Q_FINISH,
   Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
   Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
 };
@@ -161,6 +161,13 @@ static const struct {
                     " CASE WHEN $3::float8 IS NOT NULL THEN to_timestamp($3::float8)"
                     " ELSE now() + coalesce($4::float8, 0) * interval '1 second' END,"
                     " $5, $6::integer, $7::integer)"},
+    /* A job without a key: no key to look up, so a plain INSERT (the
+     * function above costs a PL/pgSQL call and an ON CONFLICT check). */
+    [Q_INSERT] = {"scheduler_insert", 6,
+                  "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts)"
+                  " VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
+                  " THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
+                  " interval '1 second' END, $5::integer, $6::integer) RETURNING id"},
     /* Jobs without a key in one set-based INSERT (their ids come back in
      * insertion order, which is input order); keyed ones through
      * scheduler.schedule() for its key semantics.  ord 0 marks the former. */
@@ -710,8 +717,9 @@ static int pg_schedule(store *s, const store_new_job *j, int64_t *id) {
                            j->key,
                            prio,
                            j->max_attempts > 0 ? maxa : NULL};
+  const char *plain[6] = {values[0], values[1], values[2], values[3], values[5], values[6]};
   PGresult *r = NULL;
-  int rc = run(p, Q_SCHEDULE, values, &r);
+  int rc = j->key ? run(p, Q_SCHEDULE, values, &r) : run(p, Q_INSERT, plain, &r);
   if (rc) return rc;
   *id = parse_int(PQgetvalue(r, 0, 0));
   PQclear(r);
