@@ -57,6 +57,7 @@ local cfg = {
   bulk = 100000, bulk_chunk = 1000,
   scale_small = 10000, scale_big = 1000000, scale_due = 20000,
   bloat = 1000000, bloat_rounds = 2,
+  vacuum_wait = 90,         -- bloat: seconds to wait for autovacuum between rounds
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
   note = "",
@@ -65,7 +66,7 @@ local cfg = {
 local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
-  bloat = 10000,
+  bloat = 10000, vacuum_wait = 0,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat" }
 local only
@@ -1086,8 +1087,22 @@ local function section_bloat()
     local filled = sizes()
     local d = drain(1, B)
     local drained = sizes()
+    -- Before the next round, give autovacuum (the table's own settings,
+    -- the cluster's default naptime of 1 min) the time it takes in
+    -- production to make the space of the drained rows reusable.
+    local vacuumed_after
+    if i < cfg.bloat_rounds and cfg.vacuum_wait > 0 then
+      local t1 = now()
+      while now() - t1 < cfg.vacuum_wait do
+        sleep(1)
+        if sizes().vacuums > drained.vacuums then
+          vacuumed_after = now() - t1
+          break
+        end
+      end
+    end
     rounds[i] = { filled = filled, drained = drained, rate = d.rate, rss_kb = d.rss_kb,
-      insert_seconds = insert_s }
+      insert_seconds = insert_s, vacuumed_after = vacuumed_after }
     log("bloat round %d: %s jobs inserted in %.1f s, drained at %s; total size %s -> %s",
       i, commas(B), insert_s, fmt_rate(d.rate), fmt_mb(filled.total), fmt_mb(drained.total))
   end
@@ -1100,6 +1115,11 @@ local function section_bloat()
     row("bloat", string.format("round %d: drained (%s): heap / indexes", i, fmt_rate(r.rate)),
       fmt_mb(r.drained.heap) .. " / " .. fmt_mb(r.drained.indexes), "",
       r.drained.dead_tuples and string.format("%s dead tuples", commas(r.drained.dead_tuples)) or "")
+    if i < #rounds and cfg.vacuum_wait > 0 then
+      row("bloat", string.format("autovacuum after round %d", i),
+        r.vacuumed_after and string.format("after %.0f s", r.vacuumed_after)
+          or string.format("not within %d s", cfg.vacuum_wait), "", "")
+    end
   end
   if #rounds >= 2 then
     local g = rounds[#rounds].drained.total / rounds[1].drained.total
