@@ -8,6 +8,7 @@
  * `nil, "scheduler: <operation>: <detail>"`.
  */
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,8 +26,6 @@
 
 /* for the lua-scheduler command (block before luaopen_scheduler_core) */
 #include <errno.h>
-#include <limits.h>
-#include "admin_pg.h"
 #include "dir.h"
 #include "process.h"
 
@@ -545,6 +544,111 @@ static int l_cron_fire(lua_State *L) {
   return 1;
 }
 
+static void set_number(lua_State *L, const char *field, double v) {
+  if (isnan(v)) return;
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, field);
+}
+
+static void set_integer(lua_State *L, const char *field, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, field);
+}
+
+/* s:jobs(state, name, id, limit) -> rows, db_now | nil, err.  Each nil
+ * argument matches every job; limit nil: no limit.  Rows in (run_at, id)
+ * order: {id, name, state, payload, run_at, attempt, max_attempts (absent
+ * when the job sets none), priority, key, last_error, locked_by,
+ * locked_until, created_at}. */
+static int l_jobs(lua_State *L) {
+  core *c = check_core(L);
+  store_filter f;
+  memset(&f, 0, sizeof f);
+  f.state = luaL_optstring(L, 2, NULL);
+  f.name = luaL_optlstring(L, 3, NULL, &f.name_len);
+  f.has_id = !lua_isnoneornil(L, 4);
+  if (f.has_id) f.id = check_id(L, 4);
+  f.limit = (long long)luaL_optinteger(L, 5, 0);
+  store_job_row *rows;
+  size_t n;
+  double db_now;
+  if (c->st->ops->list(c->st, &f, &rows, &n, &db_now) != STORE_OK)
+    return fail(L, "jobs", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const store_job_row *x = &rows[i];
+    const store_job *j = &x->job;
+    lua_createtable(L, 0, 13);
+    set_integer(L, "id", (long long)j->id);
+    set_string(L, "name", j->name, j->name_len);
+    set_string(L, "state", j->state, strlen(j->state));
+    if (j->payload) {
+      if (!json_decode(L, j->payload, j->payload_len))
+        return fail(L, "jobs", lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id,
+                                               lua_tostring(L, -1)));
+      lua_setfield(L, -2, "payload");
+    }
+    set_number(L, "run_at", j->run_at);
+    set_integer(L, "attempt", j->attempt);
+    if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
+    set_integer(L, "priority", j->priority);
+    set_string(L, "key", j->key, j->key_len);
+    set_string(L, "last_error", j->last_error, j->last_error_len);
+    set_string(L, "locked_by", x->locked_by, x->locked_by_len);
+    set_number(L, "locked_until", x->locked_until);
+    set_number(L, "created_at", x->created_at);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_pushnumber(L, db_now);
+  return 2;
+}
+
+/* s:stats() -> rows | nil, err.  Each row: {name, due, later, running,
+ * failed, late (absent: none due), done_last_minute}. */
+static int l_stats(lua_State *L) {
+  core *c = check_core(L);
+  store_stat *rows;
+  size_t n;
+  if (c->st->ops->stats(c->st, &rows, &n) != STORE_OK) return fail(L, "stats", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const store_stat *x = &rows[i];
+    lua_createtable(L, 0, 7);
+    set_string(L, "name", x->name, x->name_len);
+    set_integer(L, "due", x->due);
+    set_integer(L, "later", x->later);
+    set_integer(L, "running", x->running);
+    set_integer(L, "failed", x->failed);
+    set_number(L, "late", x->late);
+    set_integer(L, "done_last_minute", x->done_last_minute);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* s:retry_failed([name]) -> retried, skipped | nil, err */
+static int l_retry_failed(lua_State *L) {
+  core *c = check_core(L);
+  size_t len = 0;
+  const char *name = luaL_optlstring(L, 2, NULL, &len);
+  size_t retried, skipped;
+  if (c->st->ops->retry_failed(c->st, name, len, &retried, &skipped) != STORE_OK)
+    return fail(L, "retry_failed", store_error(c->st));
+  lua_pushinteger(L, (lua_Integer)retried);
+  lua_pushinteger(L, (lua_Integer)skipped);
+  return 2;
+}
+
+/* s:schema_version() -> version | nil, err */
+static int l_schema_version(lua_State *L) {
+  core *c = check_core(L);
+  int version;
+  if (c->st->ops->schema_version(c->st, &version) != STORE_OK)
+    return fail(L, "schema_version", store_error(c->st));
+  lua_pushinteger(L, version);
+  return 1;
+}
+
 /* s:run(seconds, drain) -> true | count (drain) | nil, err */
 static int l_run(lua_State *L) {
   core *c = check_core(L);
@@ -592,7 +696,9 @@ static const luaL_Reg core_methods[] = {
     {"on", l_on},             {"off", l_off},       {"run", l_run},     {"stop", l_stop},
     {"running", l_running},   {"abandon", l_abandon}, {"close", l_close},
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
-    {"crons", l_crons},       {"cron_fire", l_cron_fire}, {NULL, NULL}};
+    {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
+    {"stats", l_stats},       {"retry_failed", l_retry_failed},
+    {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {
     {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {"__index", NULL}, {NULL, NULL}};
@@ -601,147 +707,9 @@ static const luaL_Reg module_functions[] = {
     {"new", l_new}, {"now", l_now}, {"default_worker_id", l_default_worker_id}, {NULL, NULL}};
 
 /* ------------------------------------------------------------------ */
-/* For the lua-scheduler command (lua/scheduler/cli*.lua): core.admin, */
+/* For the lua-scheduler command (lua/scheduler/cli*.lua):             */
 /* core.process, core.dir, core.json_encode / core.json_decode.  Thin  */
-/* bindings of admin_pg.c, process.c, dir.c and json.c.                */
-
-#define ADMIN_MT "scheduler.Admin"
-
-static admin **check_admin_box(lua_State *L) { return luaL_checkudata(L, 1, ADMIN_MT); }
-
-static admin *check_admin(lua_State *L) {
-  admin **box = check_admin_box(L);
-  if (!*box) luaL_error(L, "scheduler: the admin connection is closed");
-  return *box;
-}
-
-/* core.admin(database) -> Admin | nil, err.  Connects (the store creates or
- * upgrades the schema first; see admin_pg.h). */
-static int l_admin_open(lua_State *L) {
-  const char *database = luaL_checkstring(L, 1);
-  admin **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, ADMIN_MT);
-  buf err = BUF_INIT;
-  *box = admin_open(database, &err);
-  if (!*box) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "scheduler: %s", buf_cstr(&err));
-    buf_free(&err);
-    return 2;
-  }
-  buf_free(&err);
-  return 1;
-}
-
-/* a:close(); also __gc and __close: idempotent, never raises. */
-static int l_admin_close(lua_State *L) {
-  admin **box = check_admin_box(L);
-  admin_close(*box);
-  *box = NULL;
-  return 0;
-}
-
-static void set_number(lua_State *L, const char *field, double v) {
-  if (isnan(v)) return;
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, field);
-}
-
-static void set_integer(lua_State *L, const char *field, long long v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, field);
-}
-
-/* a:list{state=, name=, id=, limit=} -> jobs, db_now | nil, err.  Each job:
- * {id, name, state, run_at, attempt, max_attempts (absent: the worker's
- * default), priority, key, locked_by, locked_until, created_at, last_error,
- * payload_json (the stored JSON text)}. */
-static int l_admin_list(lua_State *L) {
-  admin *a = check_admin(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  admin_filter f;
-  memset(&f, 0, sizeof f);
-  lua_getfield(L, 2, "state");
-  f.state = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 2, "name");
-  f.name = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 2, "id");
-  f.has_id = !lua_isnil(L, -1);
-  if (f.has_id) f.id = (int64_t)luaL_checkinteger(L, -1);
-  lua_getfield(L, 2, "limit");
-  f.limit = (long long)luaL_optinteger(L, -1, 0);
-  admin_job *jobs;
-  size_t n;
-  double db_now;
-  if (admin_list(a, &f, &jobs, &n, &db_now) != STORE_OK) return fail(L, "jobs", admin_error(a));
-  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
-    const admin_job *x = &jobs[i];
-    const store_job *j = &x->job;
-    lua_createtable(L, 0, 13);
-    set_integer(L, "id", (long long)j->id);
-    set_string(L, "name", j->name, j->name_len);
-    set_string(L, "state", j->state, j->state ? strlen(j->state) : 0);
-    set_number(L, "run_at", j->run_at);
-    set_integer(L, "attempt", j->attempt);
-    if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
-    set_integer(L, "priority", j->priority);
-    set_string(L, "key", j->key, j->key_len);
-    set_string(L, "locked_by", x->locked_by, x->locked_by ? strlen(x->locked_by) : 0);
-    set_number(L, "locked_until", x->locked_until);
-    set_number(L, "created_at", x->created_at);
-    set_string(L, "last_error", j->last_error, j->last_error_len);
-    set_string(L, "payload_json", j->payload, j->payload_len);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  lua_pushnumber(L, db_now);
-  return 2;
-}
-
-/* a:stats() -> rows | nil, err.  Each row: {name, due, later, running,
- * failed, late (absent: none due), done_last_minute (absent: unknown)}. */
-static int l_admin_stats(lua_State *L) {
-  admin *a = check_admin(L);
-  admin_stat *rows;
-  size_t n;
-  if (admin_stats(a, &rows, &n) != STORE_OK) return fail(L, "stats", admin_error(a));
-  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
-    const admin_stat *s = &rows[i];
-    lua_createtable(L, 0, 7);
-    set_string(L, "name", s->name, s->name_len);
-    set_integer(L, "due", s->due);
-    set_integer(L, "later", s->later);
-    set_integer(L, "running", s->running);
-    set_integer(L, "failed", s->failed);
-    set_number(L, "late", s->late);
-    if (s->done_last_minute >= 0) set_integer(L, "done_last_minute", s->done_last_minute);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  return 1;
-}
-
-/* a:retry_failed([name]) -> retried, skipped | nil, err */
-static int l_admin_retry_failed(lua_State *L) {
-  admin *a = check_admin(L);
-  const char *name = luaL_optstring(L, 2, NULL);
-  size_t retried, skipped;
-  if (admin_retry_failed(a, name, &retried, &skipped) != STORE_OK)
-    return fail(L, "retry", admin_error(a));
-  lua_pushinteger(L, (lua_Integer)retried);
-  lua_pushinteger(L, (lua_Integer)skipped);
-  return 2;
-}
-
-/* a:schema_version() -> version | nil, err */
-static int l_admin_schema_version(lua_State *L) {
-  admin *a = check_admin(L);
-  int version;
-  if (admin_schema_version(a, &version) != STORE_OK) return fail(L, "migrate", admin_error(a));
-  lua_pushinteger(L, version);
-  return 1;
-}
+/* bindings of process.c, dir.c and json.c.                            */
 
 /* A signal argument: a name ("TERM", "SIGTERM") or a number. */
 static int check_signal(lua_State *L, int i) {
@@ -964,16 +932,6 @@ static int l_json_decode(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg admin_methods[] = {{"list", l_admin_list},
-                                         {"stats", l_admin_stats},
-                                         {"retry_failed", l_admin_retry_failed},
-                                         {"schema_version", l_admin_schema_version},
-                                         {"close", l_admin_close},
-                                         {NULL, NULL}};
-
-static const luaL_Reg admin_meta[] = {
-    {"__gc", l_admin_close}, {"__close", l_admin_close}, {"__index", NULL}, {NULL, NULL}};
-
 static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_signals},
                                              {"wait_signal", l_process_wait_signal},
                                              {"spawn", l_process_spawn},
@@ -987,18 +945,12 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
 static const luaL_Reg dir_functions[] = {
     {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
 
-static const luaL_Reg cli_functions[] = {{"admin", l_admin_open},
-                                         {"json_encode", l_json_encode},
+static const luaL_Reg cli_functions[] = {{"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
                                          {NULL, NULL}};
 
 /* Add the command's functions to the module table on top of the stack. */
 static void open_cli(lua_State *L) {
-  luaL_newmetatable(L, ADMIN_MT);
-  luaL_setfuncs(L, admin_meta, 0);
-  luaL_newlib(L, admin_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
   luaL_setfuncs(L, cli_functions, 0);
   luaL_newlib(L, process_functions);
   lua_setfield(L, -2, "process");

@@ -98,6 +98,36 @@ typedef struct store_cron {
   double next_at;
 } store_cron;
 
+/* Which jobs `list` returns: each unset field (NULL, has_id 0, limit 0)
+ * matches every job. */
+typedef struct store_filter {
+  const char *state; /* "scheduled", "running" or "failed" */
+  const char *name;
+  size_t name_len;
+  int64_t id;
+  int has_id;
+  long long limit; /* at most this many; 0: no limit */
+} store_filter;
+
+/* A listed job: the stored fields (job.max_attempts 0 when the job sets
+ * none), plus its lease and its creation time. */
+typedef struct store_job_row {
+  store_job job;
+  const char *locked_by; /* NULL when not running */
+  size_t locked_by_len;
+  double locked_until; /* NAN when not running */
+  double created_at;
+} store_job_row;
+
+/* The statistics of one job name. */
+typedef struct store_stat {
+  const char *name;
+  size_t name_len;
+  long long due, later, running, failed; /* waiting jobs: due now / not yet */
+  double late; /* seconds the oldest due job has waited; NAN when none is due */
+  long long done_last_minute; /* jobs completed in the last 60 seconds */
+} store_stat;
+
 /* When the worker should look again, on the database clock. */
 typedef struct store_wake {
   double db_now;   /* the database's clock when it answered */
@@ -185,6 +215,20 @@ typedef struct store_ops {
    * for this worker's names (INFINITY if none).  Returns STORE_DOWN when the
    * connection is gone. */
   int (*notifications)(store *s, double *earliest);
+  /* Jobs matching f, in (run_at, id) order; *db_now = the database's clock. */
+  int (*list)(store *s, const store_filter *f, store_job_row **rows, size_t *n, double *db_now);
+  /* One row per job name that has jobs or completed some in the last
+   * minute, in name order. */
+  int (*stats)(store *s, store_stat **rows, size_t *n);
+  /* Put every failed job (of `name`, or of all names when NULL) back to run
+   * now with a fresh set of attempts, as retry does.  A failed job whose key
+   * another unfinished job holds stays failed (of several failed jobs with
+   * one key, the newest is retried); *skipped counts those. */
+  int (*retry_failed)(store *s, const char *name, size_t name_len, size_t *retried,
+                      size_t *skipped);
+  /* The schema version: the number of applied migrations (connecting first
+   * creates or upgrades the schema, as for every operation). */
+  int (*schema_version)(store *s, int *version);
   /* Optional (NULL: the string given to store_open).  The database string
    * that opens this same database again, from another thread and after a
    * chdir() (a relative SQLite path made absolute, a private memory

@@ -124,6 +124,17 @@ static const char *const migrations[] = {
     "  updated_at timestamptz NOT NULL DEFAULT now()"
     ");"
     "CREATE INDEX crons_next ON scheduler.crons (name, next_at);",
+    /* 3: completions, for stats' throughput: the statement that records a
+     * batch's outcomes adds one row per job name (see COUNT_DONE);
+     * append-only, so that workers finishing at once never wait for each
+     * other.  Rows older than two minutes are pruned by the same
+     * statements (SKIP LOCKED: never waiting either). */
+    "CREATE TABLE scheduler.completions ("
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  name text NOT NULL,"
+    "  jobs integer NOT NULL"
+    ");"
+    "CREATE INDEX completions_at ON scheduler.completions (at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -131,9 +142,9 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE, Q_SETTLE, Q_FINISH,
-  Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
-  Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE,
+  Q_SETTLE, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE,
+  Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_COUNT
 };
 
 #define CRON_COLUMNS                                                                         \
@@ -146,6 +157,16 @@ enum {
  * it inside the statement makes it last exactly for the statement's own
  * implicit transaction, with no extra round trip. */
 #define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+
+/* The CTEs that count the jobs deleted by the CTE `done` (RETURNING their
+ * name) as completions, and prune the old counts (migration 3).  Counted
+ * here rather than by a trigger on DELETE: cancel() deletes jobs too. */
+#define COUNT_DONE                                                                           \
+  ", counted AS (INSERT INTO scheduler.completions (name, jobs)"                             \
+  "  SELECT name, count(*) FROM done GROUP BY name RETURNING 1),"                            \
+  " pruned AS (DELETE FROM scheduler.completions WHERE ctid = ANY (ARRAY("                   \
+  "  SELECT c.ctid FROM scheduler.completions c WHERE c.at < now() - interval '2 minutes'"  \
+  "  LIMIT 1000 FOR UPDATE SKIP LOCKED)))"
 
 /* name NULL: not prepared, planned on every execution with its actual
  * parameters.  For statements whose best plan depends on the size of their
@@ -240,7 +261,9 @@ static const struct {
                 " WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
     /* The common end of a held batch: every job done (or released). */
     [Q_DONE] = {NULL, 1,
-                "DELETE FROM scheduler.jobs WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
+                "WITH done AS (DELETE FROM scheduler.jobs WHERE id = ANY ($1::bigint[])"
+                "  AND state = 'scheduled' RETURNING name)" COUNT_DONE
+                " SELECT (SELECT count(*) FROM counted)"},
     /* A held batch's outcomes, under its locks (so unfenced): done jobs
      * deleted, failed attempts counted and rescheduled or failed; and the
      * claims in $5 turned into leases (settle).  Released claims need no
@@ -248,8 +271,8 @@ static const struct {
     [Q_SETTLE] = {NULL, 7,
                   "WITH done AS ("
                   "  DELETE FROM scheduler.jobs j WHERE j.id = ANY ($1::bigint[])"
-                  "    AND j.state = 'scheduled' RETURNING 1"
-                  "), again AS ("
+                  "    AND j.state = 'scheduled' RETURNING j.name"
+                  ")" COUNT_DONE ", again AS ("
                   "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
                   "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
                   "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
@@ -271,8 +294,8 @@ static const struct {
                   "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::integer[])"
                   "    AS d(id, attempt)"
                   "  WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'"
-                  "  RETURNING 1"
-                  "), again AS ("
+                  "  RETURNING j.name"
+                  ")" COUNT_DONE ", again AS ("
                   "  UPDATE scheduler.jobs j SET"
                   "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
                   "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
@@ -303,13 +326,26 @@ static const struct {
                   "   ' stopped renewing it (it died, hung or lost its connection)',"
                   " locked_by = NULL, locked_until = NULL"
                   " WHERE state = 'running' AND locked_until < now()"},
+    /* Returns (jobs handed back, notifications): the jobs that can run
+     * again wake the sleeping workers at once, one notification per name as
+     * for new jobs (a single "wake everyone" beyond 16 names). */
     [Q_ABANDON] = {"scheduler_abandon", 2,
-                   "UPDATE scheduler.jobs SET"
-                   " state = CASE WHEN attempt >= coalesce(max_attempts, $2::integer)"
-                   "   THEN 'failed' ELSE 'scheduled' END,"
-                   " last_error = 'worker ' || locked_by || ' died while holding it',"
-                   " locked_by = NULL, locked_until = NULL"
-                   " WHERE state = 'running' AND locked_by = $1"},
+                   "WITH a AS ("
+                   "  UPDATE scheduler.jobs SET"
+                   "  state = CASE WHEN attempt >= coalesce(max_attempts, $2::integer)"
+                   "    THEN 'failed' ELSE 'scheduled' END,"
+                   "  last_error = 'worker ' || locked_by || ' died while holding it',"
+                   "  locked_by = NULL, locked_until = NULL"
+                   "  WHERE state = 'running' AND locked_by = $1 RETURNING name, state, run_at"
+                   "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
+                   "), w AS ("
+                   "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ' ||"
+                   "    CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END)"
+                   "  FROM r WHERE (SELECT count(DISTINCT name) FROM r) <= 16 GROUP BY r.name"
+                   "  UNION ALL"
+                   "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
+                   "  FROM r HAVING count(DISTINCT r.name) > 16"
+                   ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"},
     [Q_WAKE] = {"scheduler_wake", 1,
                 "SELECT extract(epoch FROM clock_timestamp()),"
                 " (SELECT extract(epoch FROM min(w.run_at)) FROM unnest($1::text[]) AS n(name)"
@@ -349,6 +385,60 @@ static const struct {
                      "  (SELECT count(scheduler.schedule(c.name, c.payload, to_timestamp(s.t),"
                      "    'cron:' || c.id || '@' || s.t::bigint, c.priority, c.max_attempts))"
                      "   FROM c CROSS JOIN unnest($3::float8[]) AS s(t))"},
+    /* The operators' statements (listing, statistics, bulk retry) are
+     * planned with their actual parameters: each NULL means "any", which a
+     * generic plan could only serve with a scan of every job. */
+    /* $1 state, $2 name, $3 id, $4 limit (NULL: none).  The outer one-row
+     * select makes an empty result still carry the database clock (a row
+     * whose id is NULL). */
+    [Q_LIST] = {NULL, 4,
+                "SELECT extract(epoch FROM n.now), j.id, j.name, j.state,"
+                " extract(epoch FROM j.run_at), j.attempt, j.max_attempts, j.priority, j.key,"
+                " j.locked_by, extract(epoch FROM j.locked_until),"
+                " extract(epoch FROM j.created_at), j.last_error, j.payload"
+                " FROM (SELECT now()) AS n(now) LEFT JOIN LATERAL ("
+                "  SELECT * FROM scheduler.jobs"
+                "  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)"
+                "    AND ($3::bigint IS NULL OR id = $3)"
+                "  ORDER BY run_at, id LIMIT $4::bigint) AS j ON true"},
+    /* Per name: counts by state, how late the oldest due job is, and the
+     * completions of the last 60 seconds (names with none left included). */
+    [Q_STATS] = {"scheduler_stats", 0,
+                 "SELECT coalesce(j.name, d.name), coalesce(j.due, 0), coalesce(j.later, 0),"
+                 " coalesce(j.running, 0), coalesce(j.failed, 0), j.late, coalesce(d.done, 0)"
+                 " FROM (SELECT name,"
+                 "  count(*) FILTER (WHERE state = 'scheduled' AND run_at <= now()) AS due,"
+                 "  count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS later,"
+                 "  count(*) FILTER (WHERE state = 'running') AS running,"
+                 "  count(*) FILTER (WHERE state = 'failed') AS failed,"
+                 "  extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'scheduled'"
+                 "    AND run_at <= now())) AS late"
+                 "  FROM scheduler.jobs GROUP BY name) AS j"
+                 " FULL JOIN (SELECT name, sum(jobs) AS done FROM scheduler.completions"
+                 "  WHERE at > now() - interval '60 seconds' GROUP BY name) AS d ON d.name = j.name"
+                 " ORDER BY 1"},
+    /* $1 name (NULL: all).  As Q_RETRY (attempt 0, run now, a wake-up per
+     * name) for every failed job whose key is free; all parts see one
+     * snapshot, so the last count is the number failed before. */
+    [Q_RETRY_FAILED] = {NULL, 1,
+                        "WITH c AS ("
+                        "  SELECT DISTINCT ON (key, CASE WHEN key IS NULL THEN id END) id"
+                        "  FROM scheduler.jobs j"
+                        "  WHERE state = 'failed' AND ($1::text IS NULL OR name = $1)"
+                        "    AND (key IS NULL OR NOT EXISTS (SELECT 1 FROM scheduler.jobs o"
+                        "         WHERE o.key = j.key AND o.state <> 'failed'))"
+                        "  ORDER BY key, CASE WHEN key IS NULL THEN id END, id DESC"
+                        "), r AS ("
+                        "  UPDATE scheduler.jobs j SET state = 'scheduled', run_at = now(),"
+                        "  attempt = 0 FROM c WHERE j.id = c.id AND j.state = 'failed'"
+                        "  RETURNING j.name, j.run_at"
+                        "), w AS ("
+                        "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text"
+                        "    || ' ' || CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE ''"
+                        "    END) FROM r GROUP BY r.name"
+                        ") SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM w),"
+                        "  (SELECT count(*) FROM scheduler.jobs WHERE state = 'failed'"
+                        "   AND ($1::text IS NULL OR name = $1))"},
 };
 
 /* ------------------------------------------------------------------ */
@@ -379,6 +469,12 @@ typedef struct pg_store {
   size_t n_names;
   /* scratch parameter buffers for finish/heartbeat */
   buf p[8];
+  /* what list and stats return point into */
+  PGresult *listed, *counted;
+  store_job_row *rows;
+  size_t rows_cap;
+  store_stat *stats;
+  size_t stats_cap;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -1192,7 +1288,7 @@ static int pg_abandon(store *s, const char *worker, long long default_max_attemp
   PGresult *r = NULL;
   int rc = run(PG(s), Q_ABANDON, values, &r);
   if (rc) return rc;
-  *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+  *n = (size_t)parse_int(PQgetvalue(r, 0, 0));
   PQclear(r);
   return STORE_OK;
 }
@@ -1315,6 +1411,120 @@ static int pg_cron_fire(store *s, const char *id, size_t id_len, double expected
   return STORE_OK;
 }
 
+/* ------------------------------------------------------------------ */
+/* Operators' operations: listing, statistics, bulk retry, version     */
+
+/* Make room for n items of `size` bytes in *items (capacity *cap). */
+static int reserve(void **items, size_t *cap, size_t n, size_t size) {
+  if (n <= *cap) return 0;
+  void *grown = realloc(*items, n * size);
+  if (!grown) return -1;
+  *items = grown;
+  *cap = n;
+  return 0;
+}
+
+/* NAN for NULL. */
+static double seconds_or_nan(PGresult *r, int row, int col) {
+  return PQgetisnull(r, row, col) ? NAN : parse_seconds(PQgetvalue(r, row, col));
+}
+
+static int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
+                   double *db_now) {
+  pg_store *p = PG(s);
+  char id[32], limit[32];
+  *out = NULL;
+  *n = 0;
+  if (f->name && memchr(f->name, 0, f->name_len)) return STORE_OK; /* none can match */
+  snprintf(id, sizeof id, "%lld", (long long)f->id);
+  snprintf(limit, sizeof limit, "%lld", f->limit);
+  const char *values[4] = {f->state, f->name, f->has_id ? id : NULL, f->limit > 0 ? limit : NULL};
+  PGresult *r = NULL;
+  int rc = run(p, Q_LIST, values, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  *db_now = parse_seconds(PQgetvalue(r, 0, 0));
+  if (rows == 1 && PQgetisnull(r, 0, 1)) rows = 0; /* no job: just the clock */
+  if (reserve((void **)&p->rows, &p->rows_cap, rows, sizeof *p->rows)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "listing jobs: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_job_row *x = &p->rows[i];
+    store_job *j = &x->job;
+    int row = (int)i;
+    memset(x, 0, sizeof *x);
+    j->id = parse_int(PQgetvalue(r, row, 1));
+    j->name = value_or_null(r, row, 2, &j->name_len);
+    j->state = PQgetvalue(r, row, 3);
+    j->run_at = parse_seconds(PQgetvalue(r, row, 4));
+    j->attempt = parse_int(PQgetvalue(r, row, 5));
+    j->max_attempts = PQgetisnull(r, row, 6) ? 0 : parse_int(PQgetvalue(r, row, 6));
+    j->priority = parse_int(PQgetvalue(r, row, 7));
+    j->key = value_or_null(r, row, 8, &j->key_len);
+    x->locked_by = value_or_null(r, row, 9, &x->locked_by_len);
+    x->locked_until = seconds_or_nan(r, row, 10);
+    x->created_at = seconds_or_nan(r, row, 11);
+    j->last_error = value_or_null(r, row, 12, &j->last_error_len);
+    j->payload = value_or_null(r, row, 13, &j->payload_len);
+  }
+  clear(&p->listed);
+  p->listed = r;
+  *out = p->rows;
+  *n = rows;
+  return STORE_OK;
+}
+
+static int pg_stats(store *s, store_stat **out, size_t *n) {
+  pg_store *p = PG(s);
+  *out = NULL;
+  *n = 0;
+  PGresult *r = NULL;
+  int rc = run(p, Q_STATS, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  if (reserve((void **)&p->stats, &p->stats_cap, rows, sizeof *p->stats)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "reading statistics: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_stat *x = &p->stats[i];
+    int row = (int)i;
+    x->name = value_or_null(r, row, 0, &x->name_len);
+    x->due = parse_int(PQgetvalue(r, row, 1));
+    x->later = parse_int(PQgetvalue(r, row, 2));
+    x->running = parse_int(PQgetvalue(r, row, 3));
+    x->failed = parse_int(PQgetvalue(r, row, 4));
+    x->late = seconds_or_nan(r, row, 5);
+    x->done_last_minute = parse_int(PQgetvalue(r, row, 6));
+  }
+  clear(&p->counted);
+  p->counted = r;
+  *out = p->stats;
+  *n = rows;
+  return STORE_OK;
+}
+
+static int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
+                           size_t *skipped) {
+  *retried = *skipped = 0;
+  if (name && memchr(name, 0, name_len)) return STORE_OK; /* no such job */
+  const char *values[1] = {name};
+  PGresult *r = NULL;
+  int rc = run(PG(s), Q_RETRY_FAILED, values, &r);
+  if (rc) return rc;
+  long long done = parse_int(PQgetvalue(r, 0, 0)), before = parse_int(PQgetvalue(r, 0, 2));
+  PQclear(r);
+  *retried = (size_t)done;
+  *skipped = before > done ? (size_t)(before - done) : 0;
+  return STORE_OK;
+}
+
+static int pg_schema_version(store *s, int *version) {
+  int rc = pg_connect(s);
+  return rc ? rc : schema_version(PG(s), version);
+}
+
 static int pg_socket(store *s) {
   pg_store *p = PG(s);
   return p->conn ? PQsocket(p->conn) : -1;
@@ -1355,6 +1565,10 @@ static void pg_destroy(store *s) {
   clear(&p->claimed);
   clear(&p->got);
   clear(&p->cron_rows);
+  clear(&p->listed);
+  clear(&p->counted);
+  free(p->rows);
+  free(p->stats);
   free(p->crons);
   free_names(p);
   buf_free(&p->names_literal);
@@ -1392,6 +1606,10 @@ static const store_ops pg_ops = {
     .cron_remove = pg_cron_remove,
     .cron_list = pg_cron_list,
     .cron_fire = pg_cron_fire,
+    .list = pg_list,
+    .stats = pg_stats,
+    .retry_failed = pg_retry_failed,
+    .schema_version = pg_schema_version,
 };
 
 /* The password as written in a URL's user-info ("user:secret@"), if any. */

@@ -6,8 +6,9 @@
  * in-process memory database.
  *
  * Design:
- * - the tables are scheduler_jobs, scheduler_crons and scheduler_migrations
- *   (prefixed, so the file may also hold an application's own tables).
+ * - the tables are scheduler_jobs, scheduler_crons, scheduler_completions
+ *   and scheduler_migrations (prefixed, so the file may also hold an
+ *   application's own tables).
  *   Times are Unix seconds as REAL on the host clock (CLOCK_REALTIME), which
  *   is "the database clock" of a one-host database; C reads the clock and
  *   binds it, SQL never calls julianday() (milliseconds only).
@@ -61,7 +62,6 @@
 #include <sys/inotify.h>
 #endif
 
-#include "admin_pg.h" /* the admin types (admin_filter, admin_job, admin_stat) */
 #include "clock.h"
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
@@ -127,6 +127,21 @@ static const char *const migrations[] = {
     "  updated_at REAL NOT NULL"
     ");"
     "CREATE INDEX scheduler_crons_next ON scheduler_crons (name, next_at);",
+    /* 3: completions per second (Unix) and name, for stats' throughput.
+     * The worker that records a batch's outcomes adds the batch's count
+     * per name (one upsert per name and batch, in the same transaction;
+     * SQLite has only row triggers, which would cost a write per job); a
+     * new bucket prunes those older than two minutes, so the table stays a
+     * few pages. */
+    "CREATE TABLE scheduler_completions ("
+    "  second INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  jobs INTEGER NOT NULL,"
+    "  PRIMARY KEY (second, name)"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER scheduler_completions_prune AFTER INSERT ON scheduler_completions BEGIN"
+    "  DELETE FROM scheduler_completions WHERE second < NEW.second - 120;"
+    "END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -136,11 +151,10 @@ static const char *const migrations[] = {
 enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_DATA_VERSION, Q_SYNC_NORMAL, Q_SYNC_FULL,
   Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_RETRY, Q_GET,
-  Q_NEXT_PRIORITY, Q_DUE, Q_TAKE, Q_DONE, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
+  Q_NEXT_PRIORITY, Q_DUE, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
-  Q_CRON_CAS, Q_CRON_ROW, Q_ADMIN_LIST, Q_ADMIN_STATS, Q_ADMIN_FAILED, Q_ADMIN_RETRY,
-  Q_ADMIN_VERSION, Q_COUNT
+  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -174,7 +188,12 @@ static const char *const queries[Q_COUNT] = {
               " ORDER BY run_at, id",
     [Q_TAKE] = "UPDATE scheduler_jobs SET state = 'running', attempt = attempt + 1,"
                " locked_by = ?2, locked_until = ?3 WHERE id = ?1 AND state = 'scheduled'",
+    [Q_DONE_NAME] = "SELECT name FROM scheduler_jobs"
+                    " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
     [Q_DONE] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    /* ?1 second, ?2 name, ?3 jobs completed */
+    [Q_COMPLETED] = "INSERT INTO scheduler_completions (second, name, jobs) VALUES (?1, ?2, ?3)"
+                    " ON CONFLICT (second, name) DO UPDATE SET jobs = jobs + excluded.jobs",
     /* ?3: the new run_at, NULL for a job that failed for good */
     [Q_AGAIN] = "UPDATE scheduler_jobs SET"
                 " state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'scheduled' END,"
@@ -222,34 +241,40 @@ static const char *const queries[Q_COUNT] = {
                    " WHERE id = ?1 AND next_at = ?2",
     [Q_CRON_ROW] = "SELECT name, payload, priority, max_attempts FROM scheduler_crons"
                    " WHERE id = ?1",
-    /* The lua-scheduler command (admin_pg.h contracts).  ?1 state, ?2 name,
-     * ?3 id, ?4 limit (NULL: none; LIMIT -1 is none in SQLite). */
-    [Q_ADMIN_LIST] = "SELECT id, name, state, run_at, attempt, max_attempts, priority, key,"
-                     " locked_by, locked_until, created_at, last_error, payload"
-                     " FROM scheduler_jobs"
-                     " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
-                     "  AND (?3 IS NULL OR id = ?3)"
-                     " ORDER BY run_at, id LIMIT coalesce(?4, -1)",
-    /* ?1 now */
-    [Q_ADMIN_STATS] = "SELECT name,"
-                      " total(state = 'scheduled' AND run_at <= ?1),"
-                      " total(state = 'scheduled' AND run_at > ?1),"
-                      " total(state = 'running'), total(state = 'failed'),"
-                      " ?1 - min(CASE WHEN state = 'scheduled' AND run_at <= ?1 THEN run_at END)"
-                      " FROM scheduler_jobs GROUP BY name ORDER BY name",
-    [Q_ADMIN_FAILED] = "SELECT count(*) FROM scheduler_jobs"
-                       " WHERE state = 'failed' AND (?1 IS NULL OR name = ?1)",
+    /* The operators' statements.  ?1 state, ?2 name, ?3 id, ?4 limit (NULL:
+     * none; LIMIT -1 is none in SQLite). */
+    [Q_LIST] = "SELECT id, name, state, run_at, attempt, max_attempts, priority, key,"
+               " locked_by, locked_until, created_at, last_error, payload"
+               " FROM scheduler_jobs"
+               " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
+               "  AND (?3 IS NULL OR id = ?3)"
+               " ORDER BY run_at, id LIMIT coalesce(?4, -1)",
+    /* ?1 now.  Per name: counts by state, how late the oldest due job is,
+     * and the completions of the last 60 seconds (names with none left
+     * included). */
+    [Q_STATS] = "SELECT name, total(due), total(later), total(running), total(failed),"
+                " ?1 - min(oldest), total(done) FROM ("
+                "  SELECT name, state = 'scheduled' AND run_at <= ?1 AS due,"
+                "   state = 'scheduled' AND run_at > ?1 AS later, state = 'running' AS running,"
+                "   state = 'failed' AS failed,"
+                "   CASE WHEN state = 'scheduled' AND run_at <= ?1 THEN run_at END AS oldest,"
+                "   0 AS done FROM scheduler_jobs"
+                "  UNION ALL"
+                "  SELECT name, 0, 0, 0, 0, NULL, jobs FROM scheduler_completions"
+                "  WHERE second > ?1 - 60"
+                " ) GROUP BY name ORDER BY name",
+    [Q_FAILED] = "SELECT count(*) FROM scheduler_jobs"
+                 " WHERE state = 'failed' AND (?1 IS NULL OR name = ?1)",
     /* ?1 name (NULL: all), ?2 now.  As retry(id), for every failed job whose
      * key no unfinished job holds; of several failed jobs with one key, the
      * newest. */
-    [Q_ADMIN_RETRY] = "UPDATE scheduler_jobs SET state = 'scheduled', run_at = ?2, attempt = 0"
-                      " WHERE id IN (SELECT j.id FROM scheduler_jobs j"
-                      "  WHERE j.state = 'failed' AND (?1 IS NULL OR j.name = ?1)"
-                      "   AND (j.key IS NULL OR (NOT EXISTS (SELECT 1 FROM scheduler_jobs o"
-                      "     WHERE o.key = j.key AND o.state <> 'failed')"
-                      "    AND j.id = (SELECT max(f.id) FROM scheduler_jobs f WHERE f.key = j.key"
-                      "     AND f.state = 'failed' AND (?1 IS NULL OR f.name = ?1)))))",
-    [Q_ADMIN_VERSION] = "SELECT coalesce(max(version), 0) FROM scheduler_migrations",
+    [Q_RETRY_FAILED] = "UPDATE scheduler_jobs SET state = 'scheduled', run_at = ?2, attempt = 0"
+                       " WHERE id IN (SELECT j.id FROM scheduler_jobs j"
+                       "  WHERE j.state = 'failed' AND (?1 IS NULL OR j.name = ?1)"
+                       "   AND (j.key IS NULL OR (NOT EXISTS (SELECT 1 FROM scheduler_jobs o"
+                       "     WHERE o.key = j.key AND o.state <> 'failed')"
+                       "    AND j.id = (SELECT max(f.id) FROM scheduler_jobs f WHERE f.key = j.key"
+                       "     AND f.state = 'failed' AND (?1 IS NULL OR f.name = ?1)))))",
 };
 
 /* ------------------------------------------------------------------ */
@@ -312,7 +337,25 @@ static char *arena_dup(arena *a, const void *p, size_t n) {
   return out;
 }
 
+/* Make room for item n (0-based) in *items (capacity *cap), doubling. */
+static int reserve(void **items, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return 0;
+  size_t want = *cap ? *cap * 2 : 64;
+  void *grown = realloc(*items, want * size);
+  if (!grown) return -1;
+  *items = grown;
+  *cap = want;
+  return 0;
+}
+
 /* ------------------------------------------------------------------ */
+
+/* The completions of one job name in the batch being recorded: the name
+ * is done_names[off, off + len). */
+typedef struct done_count {
+  size_t off, len;
+  long long n;
+} done_count;
 
 typedef struct name_ref {
   char *s;
@@ -339,14 +382,17 @@ typedef struct sq_store {
   size_t n_names;
   /* what returned pointers point into */
   arena claimed, got, cron_mem;
-  store_job *jobs;
-  size_t jobs_cap;
+  store_job *jobs; /* the last claim's batch: n_jobs of them */
+  size_t n_jobs, jobs_cap;
   store_cron *crons;
   size_t crons_cap;
-  admin_job *admin_jobs;
-  size_t admin_jobs_cap;
-  admin_stat *admin_stats;
-  size_t admin_stats_cap;
+  buf done_names; /* finish: completions per name */
+  done_count *done;
+  size_t n_done, done_cap;
+  store_job_row *rows; /* list */
+  size_t rows_cap;
+  store_stat *stats;
+  size_t stats_cap;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1156,6 +1202,7 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   double now = clock_wall();
   size_t got = 0;
   int oom = 0;
+  q->n_jobs = 0;
   arena_reset(&q->claimed);
   sqlite3_stmt *prio = stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
@@ -1197,8 +1244,73 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
   if ((rc = commit(q, "claiming jobs", 0)) != STORE_OK) return rc;
   *jobs = q->jobs;
-  *n = got;
+  *n = q->n_jobs = got;
   return STORE_OK;
+}
+
+/* Count one completion of the job name s[0, n). */
+static int count_done(sq_store *q, const char *s, size_t n) {
+  if (!s) return SQLITE_NOMEM;
+  for (size_t i = 0; i < q->n_done; i++) {
+    done_count *d = &q->done[i];
+    if (d->len == n && memcmp(q->done_names.data + d->off, s, n) == 0) {
+      d->n++;
+      return SQLITE_OK;
+    }
+  }
+  if (reserve((void **)&q->done, &q->done_cap, q->n_done, sizeof *q->done)) return SQLITE_NOMEM;
+  q->done[q->n_done] = (done_count){q->done_names.len, n, 1};
+  if (buf_add(&q->done_names, s, n)) return SQLITE_NOMEM;
+  q->n_done++;
+  return SQLITE_OK;
+}
+
+/* The job (id, attempt) of the last claim's batch, or NULL.  Outcomes are
+ * reported in the batch's order, so the one at `hint` usually is it. */
+static const store_job *claimed_job(const sq_store *q, size_t hint, int64_t id, long long attempt) {
+  if (hint < q->n_jobs && q->jobs[hint].id == id && q->jobs[hint].attempt == attempt)
+    return &q->jobs[hint];
+  for (size_t i = 0; i < q->n_jobs; i++)
+    if (q->jobs[i].id == id && q->jobs[i].attempt == attempt) return &q->jobs[i];
+  return NULL;
+}
+
+/* Delete a completed job (Q_DONE, bound to id and attempt) and count it
+ * under its name: known from the claim (no statement: a SELECT per job
+ * would cost a tenth of a drain's speed, DELETE ... RETURNING a quarter),
+ * else read first, with the same fence, in the same write transaction. */
+static int delete_done(sq_store *q, sqlite3_stmt *done, size_t hint, int64_t id,
+                       long long attempt) {
+  const store_job *j = claimed_job(q, hint, id, attempt);
+  int rc, changed = 0;
+  if (j) {
+    rc = run_write(q, done, &changed);
+    return rc == SQLITE_OK && changed ? count_done(q, j->name, j->name_len) : rc;
+  }
+  sqlite3_stmt *st = stmt(q, Q_DONE_NAME, &rc);
+  if (!st) return rc;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, attempt);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    rc = count_done(q, (const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+  else if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  finish_stmt(st);
+  return rc == SQLITE_OK ? run_write(q, done, NULL) : rc;
+}
+
+/* Add the counted completions to their buckets (second `now`). */
+static int record_completions(sq_store *q, double now) {
+  int rc = SQLITE_OK;
+  sqlite3_stmt *st = q->n_done ? stmt(q, Q_COMPLETED, &rc) : NULL;
+  for (size_t i = 0; st && i < q->n_done && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)floor(now));
+    bind_text(st, 2, q->done_names.data + q->done[i].off, q->done[i].len);
+    sqlite3_bind_int64(st, 3, q->done[i].n);
+    rc = run_write(q, st, NULL);
+  }
+  return rc;
 }
 
 static int sq_finish(store *s, const store_outcome *o, size_t n) {
@@ -1208,6 +1320,8 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
   if (rc) return rc;
   double now = clock_wall();
   int wake = 0;
+  q->n_done = 0;
+  buf_reset(&q->done_names);
   for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
     const store_outcome *x = &o[i];
     int which = x->kind == OUTCOME_DONE      ? Q_DONE
@@ -1221,10 +1335,15 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
       bind_double_or_null(st, 3, now + x->retry_in, x->kind == OUTCOME_RETRY);
       bind_text(st, 4, buf_cstr(&x->error), x->error.len);
     }
+    if (which == Q_DONE) {
+      rc = delete_done(q, st, i, x->claim.id, x->claim.attempt);
+      continue;
+    }
     int changed = 0;
     rc = run_write(q, st, &changed);
-    if (changed && which != Q_DONE && (which == Q_BACK || x->kind == OUTCOME_RETRY)) wake = 1;
+    if (changed && (which == Q_BACK || x->kind == OUTCOME_RETRY)) wake = 1;
   }
+  if (rc == SQLITE_OK) rc = record_completions(q, now);
   if (rc != SQLITE_OK) return fail(q, rc, "recording outcomes");
   return commit(q, "recording outcomes", wake);
 }
@@ -1544,8 +1663,10 @@ static void sq_destroy(store *s) {
   arena_free(&q->cron_mem);
   free(q->jobs);
   free(q->crons);
-  free(q->admin_jobs);
-  free(q->admin_stats);
+  free(q->rows);
+  free(q->stats);
+  free(q->done);
+  buf_free(&q->done_names);
   free(q->path);
   free(q->canonical);
   free(q->wake_path);
@@ -1554,126 +1675,125 @@ static void sq_destroy(store *s) {
 }
 
 /* ------------------------------------------------------------------ */
-/* The lua-scheduler command's operations (admin_pg.h contracts), on   */
-/* the store's own connection.  Returned memory: the `got` arena.      */
+/* Operators' operations: listing, statistics, bulk retry, version.    */
+/* Strings returned point into the `got` arena (as job()'s do).        */
 
 static double col_double_or_nan(sqlite3_stmt *st, int i) {
   return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
 
-int store_sqlite_list(store *s, const admin_filter *f, admin_job **jobs, size_t *n,
-                      double *db_now) {
-  sq_store *q = SQ(s);
-  *jobs = NULL;
-  *n = 0;
-  int rc = sq_connect(s);
-  if (rc) return rc;
-  sqlite3_stmt *st = stmt(q, Q_ADMIN_LIST, &rc);
-  if (!st) return fail(q, rc, "listing jobs");
-  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
-  if (f->name) sqlite3_bind_text(st, 2, f->name, -1, SQLITE_STATIC);
-  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
-  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
-  arena_reset(&q->got);
+/* Reads one row of a statement into an item (strings copied into a);
+ * sets *oom when memory ran out. */
+typedef void row_reader(sqlite3_stmt *st, void *item, arena *a, int *oom);
+
+/* Step st to its end, reading each row with `read` into the next item of
+ * *items (capacity *cap, grown as needed; strings in the `got` arena); *n =
+ * how many.  An SQLite result code. */
+static int read_rows(sq_store *q, sqlite3_stmt *st, row_reader *read, void **items, size_t *cap,
+                     size_t size, size_t *n) {
+  int rc, oom = 0;
   size_t rows = 0;
-  int oom = 0;
+  arena_reset(&q->got);
   while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if (rows == q->admin_jobs_cap) {
-      size_t cap = q->admin_jobs_cap ? q->admin_jobs_cap * 2 : 64;
-      admin_job *p = realloc(q->admin_jobs, cap * sizeof *p);
-      if (!p) {
-        oom = 1;
-        break;
-      }
-      q->admin_jobs = p;
-      q->admin_jobs_cap = cap;
-    }
-    admin_job *x = &q->admin_jobs[rows];
-    store_job *j = &x->job;
-    memset(x, 0, sizeof *x);
-    size_t unused;
-    j->id = sqlite3_column_int64(st, 0);
-    j->name = col_text(st, 1, &q->got, &j->name_len, &oom);
-    j->state = state_name(sqlite3_column_text(st, 2));
-    j->run_at = sqlite3_column_double(st, 3);
-    j->attempt = sqlite3_column_int64(st, 4);
-    j->max_attempts = sqlite3_column_int64(st, 5); /* 0 for NULL */
-    j->priority = sqlite3_column_int64(st, 6);
-    j->key = col_text(st, 7, &q->got, &j->key_len, &oom);
-    x->locked_by = col_text(st, 8, &q->got, &unused, &oom);
-    x->locked_until = col_double_or_nan(st, 9);
-    x->created_at = col_double_or_nan(st, 10);
-    j->last_error = col_text(st, 11, &q->got, &j->last_error_len, &oom);
-    j->payload = col_text(st, 12, &q->got, &j->payload_len, &oom);
-    if (!j->name) oom = 1;
-    rows++;
+    if (reserve(items, cap, rows, size)) break;
+    read(st, (char *)*items + rows++ * size, &q->got, &oom);
   }
   finish_stmt(st);
-  if (oom) return store_fail(s, STORE_NOMEM, "listing jobs: not enough memory");
-  if (rc != SQLITE_DONE) return fail(q, rc, "listing jobs");
-  *jobs = q->admin_jobs;
   *n = rows;
-  *db_now = clock_wall();
-  return STORE_OK;
+  if (oom || rc == SQLITE_ROW) return SQLITE_NOMEM;
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-int store_sqlite_stats(store *s, admin_stat **out, size_t *n) {
+/* A row of Q_LIST. */
+static void read_listed(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_job_row *x = item;
+  store_job *j = &x->job;
+  memset(x, 0, sizeof *x);
+  j->id = sqlite3_column_int64(st, 0);
+  j->name = col_text(st, 1, a, &j->name_len, oom);
+  j->state = state_name(sqlite3_column_text(st, 2));
+  j->run_at = sqlite3_column_double(st, 3);
+  j->attempt = sqlite3_column_int64(st, 4);
+  j->max_attempts = sqlite3_column_int64(st, 5); /* 0 for NULL */
+  j->priority = sqlite3_column_int64(st, 6);
+  j->key = col_text(st, 7, a, &j->key_len, oom);
+  x->locked_by = col_text(st, 8, a, &x->locked_by_len, oom);
+  x->locked_until = col_double_or_nan(st, 9);
+  x->created_at = col_double_or_nan(st, 10);
+  j->last_error = col_text(st, 11, a, &j->last_error_len, oom);
+  j->payload = col_text(st, 12, a, &j->payload_len, oom);
+  if (!j->name) *oom = 1;
+}
+
+/* A row of Q_STATS. */
+static void read_stat(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_stat *x = item;
+  x->name = col_text(st, 0, a, &x->name_len, oom);
+  x->due = sqlite3_column_int64(st, 1);
+  x->later = sqlite3_column_int64(st, 2);
+  x->running = sqlite3_column_int64(st, 3);
+  x->failed = sqlite3_column_int64(st, 4);
+  x->late = col_double_or_nan(st, 5);
+  x->done_last_minute = sqlite3_column_int64(st, 6);
+  if (!x->name) *oom = 1;
+}
+
+static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
+                   double *db_now) {
   sq_store *q = SQ(s);
   *out = NULL;
   *n = 0;
   int rc = sq_connect(s);
   if (rc) return rc;
-  sqlite3_stmt *st = stmt(q, Q_ADMIN_STATS, &rc);
-  if (!st) return fail(q, rc, "reading statistics");
-  sqlite3_bind_double(st, 1, clock_wall());
-  arena_reset(&q->got);
-  size_t rows = 0;
-  int oom = 0;
-  while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if (rows == q->admin_stats_cap) {
-      size_t cap = q->admin_stats_cap ? q->admin_stats_cap * 2 : 16;
-      admin_stat *p = realloc(q->admin_stats, cap * sizeof *p);
-      if (!p) {
-        oom = 1;
-        break;
-      }
-      q->admin_stats = p;
-      q->admin_stats_cap = cap;
-    }
-    admin_stat *x = &q->admin_stats[rows];
-    memset(x, 0, sizeof *x);
-    x->name = col_text(st, 0, &q->got, &x->name_len, &oom);
-    x->due = sqlite3_column_int64(st, 1);
-    x->later = sqlite3_column_int64(st, 2);
-    x->running = sqlite3_column_int64(st, 3);
-    x->failed = sqlite3_column_int64(st, 4);
-    x->late = col_double_or_nan(st, 5);
-    x->done_last_minute = -1; /* completions are not counted */
-    if (!x->name) oom = 1;
-    rows++;
+  sqlite3_stmt *st = stmt(q, Q_LIST, &rc);
+  if (!st) return fail(q, rc, "listing jobs");
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) bind_text(st, 2, f->name, f->name_len);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+  rc = read_rows(q, st, read_listed, (void **)&q->rows, &q->rows_cap, sizeof *q->rows, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "listing jobs");
   }
-  finish_stmt(st);
-  if (oom) return store_fail(s, STORE_NOMEM, "reading statistics: not enough memory");
-  if (rc != SQLITE_DONE) return fail(q, rc, "reading statistics");
-  *out = q->admin_stats;
-  *n = rows;
+  *out = q->rows;
+  *db_now = clock_wall();
   return STORE_OK;
 }
 
-int store_sqlite_retry_failed(store *s, const char *name, size_t *retried, size_t *skipped) {
+static int sq_stats(store *s, store_stat **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_STATS, &rc);
+  if (!st) return fail(q, rc, "reading statistics");
+  sqlite3_bind_double(st, 1, clock_wall());
+  rc = read_rows(q, st, read_stat, (void **)&q->stats, &q->stats_cap, sizeof *q->stats, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "reading statistics");
+  }
+  *out = q->stats;
+  return STORE_OK;
+}
+
+static int sq_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
+                           size_t *skipped) {
   sq_store *q = SQ(s);
   *retried = *skipped = 0;
   int rc = begin(q, "retrying failed jobs");
   if (rc) return rc;
   double before = 0;
   int changed = 0;
-  sqlite3_stmt *st = stmt(q, Q_ADMIN_FAILED, &rc);
+  sqlite3_stmt *st = stmt(q, Q_FAILED, &rc);
   if (st) {
-    if (name) sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (name) bind_text(st, 1, name, name_len);
     rc = query_double(q, st, &before);
   }
-  if (rc == SQLITE_OK && (st = stmt(q, Q_ADMIN_RETRY, &rc))) {
-    if (name) sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  if (rc == SQLITE_OK && (st = stmt(q, Q_RETRY_FAILED, &rc))) {
+    if (name) bind_text(st, 1, name, name_len);
     sqlite3_bind_double(st, 2, clock_wall());
     rc = run_write(q, st, &changed);
   }
@@ -1684,16 +1804,12 @@ int store_sqlite_retry_failed(store *s, const char *name, size_t *retried, size_
   return STORE_OK;
 }
 
-int store_sqlite_schema_version(store *s, int *version) {
+static int sq_schema_version(store *s, int *version) {
   sq_store *q = SQ(s);
   *version = 0;
   int rc = sq_connect(s);
   if (rc) return rc;
-  double v = 0;
-  sqlite3_stmt *st = stmt(q, Q_ADMIN_VERSION, &rc);
-  if (st) rc = query_double(q, st, &v);
-  if (rc != SQLITE_OK) return fail(q, rc, "reading the schema version");
-  *version = (int)v;
+  if ((rc = schema_version(q, version)) != SQLITE_OK) return fail(q, rc, "reading the schema version");
   return STORE_OK;
 }
 
@@ -1721,6 +1837,10 @@ static const store_ops sqlite_ops = {
     .cron_remove = sq_cron_remove,
     .cron_list = sq_cron_list,
     .cron_fire = sq_cron_fire,
+    .list = sq_list,
+    .stats = sq_stats,
+    .retry_failed = sq_retry_failed,
+    .schema_version = sq_schema_version,
     .database = sq_database,
 };
 

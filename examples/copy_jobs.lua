@@ -10,7 +10,6 @@
 -- or retry failed jobs first), nor recurring schedules (workers declare
 -- them again at start).  Stop the producers and the workers of the source
 -- first, so that nothing changes while you copy.
-local core = require "scheduler.core"
 local scheduler = require "scheduler"
 
 local from, to = arg[1], arg[2]
@@ -19,15 +18,12 @@ if not from or not to then
   os.exit(2)
 end
 
-local source = assert(core.admin(from)) -- the layer `lua-scheduler jobs` uses
-local jobs = assert(source:list { state = "scheduled" })
-source:close()
+local source <close> = scheduler.new { database = from, log = false }
+local jobs = assert(source:jobs { state = "scheduled" })
 
 local list = {}
 for i, j in ipairs(jobs) do
-  local payload
-  if j.payload_json then payload = assert(core.json_decode(j.payload_json)) end
-  list[i] = { j.name, payload, { at = j.run_at, key = j.key, priority = j.priority,
+  list[i] = { j.name, j.payload, { at = j.run_at, key = j.key, priority = j.priority,
     max_attempts = j.max_attempts } }
 end
 

@@ -385,6 +385,51 @@ function Scheduler:abandon(worker_id)
   return c:abandon(worker_id)
 end
 
+local STATES = { scheduled = true, running = true, failed = true }
+
+--- The jobs matching `filter` ({ state =, name =, id =, limit = }; each
+-- field given must match), in the order they are due: an array of
+-- { id, name, state, payload, run_at, attempt, max_attempts, priority, key,
+-- last_error, locked_by, locked_until, created_at } (max_attempts: the
+-- job's own, nil when it sets none), and the database's clock; or nil, err.
+function Scheduler:jobs(filter)
+  local c = check_self(self, "jobs")
+  filter = check_options("jobs", filter, { state = true, name = true, id = true, limit = true }, 2)
+  local state, name, id, limit = filter.state, filter.name, filter.id, filter.limit
+  if state ~= nil and not STATES[state] then
+    raise(2, "jobs: state must be \"scheduled\", \"running\" or \"failed\", got %s", tostring(state))
+  end
+  if name ~= nil then check_name("jobs", name, 2) end
+  if id ~= nil then check_id("jobs", id, 2) end
+  if limit ~= nil then limit = check_int("jobs", "limit", limit, 1, 2) end
+  return c:jobs(state, name, id, limit)
+end
+
+--- Per job name: { name, due, later, running, failed, late, done_last_minute }
+-- (due: waiting although due; later: waiting for their time; late: seconds
+-- the oldest due job has waited, nil when none is due; done_last_minute:
+-- jobs completed in the last 60 seconds), in name order; or nil, err.
+function Scheduler:stats()
+  return check_self(self, "stats"):stats()
+end
+
+--- Put every failed job (of opts.name, or of all names) back to run now
+-- with a fresh set of attempts, as retry(id) does; a failed job whose key
+-- another unfinished job holds stays failed.  Returns how many were
+-- retried and how many kept, or nil, err.
+function Scheduler:retry_failed(opts)
+  local c = check_self(self, "retry_failed")
+  opts = check_options("retry_failed", opts, { name = true }, 2)
+  if opts.name ~= nil then check_name("retry_failed", opts.name, 2) end
+  return c:retry_failed(opts.name)
+end
+
+--- The version of the database schema, once it is created or upgraded (as
+-- any call does first); or nil, err.
+function Scheduler:schema_version()
+  return check_self(self, "schema_version"):schema_version()
+end
+
 local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true }
 
 --- Declare (or update) the recurring schedule `id`: at every slot of the
@@ -496,7 +541,7 @@ local function get_default()
 end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
-  "uncron", "crons", "run", "stop" } do
+  "uncron", "crons", "jobs", "stats", "retry_failed", "schema_version", "run", "stop" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

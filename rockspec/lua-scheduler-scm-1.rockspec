@@ -54,7 +54,6 @@ build = {
         "csrc/heartbeat.c",
         "csrc/signals.c",
         "csrc/core.c",
-        "csrc/admin_pg.c",
         "csrc/dir.c",
         "csrc/process.c",
       },

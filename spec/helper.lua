@@ -217,6 +217,15 @@ function helper.sql(sql, opts)
   return helper.sqlite(table.concat(out, "'"), opts)
 end
 
+--- SQL for the time `t` (Unix seconds) as the backend under test stores
+--- times: a timestamptz on PostgreSQL, Unix seconds (REAL) on SQLite.  For
+--- helper.sql, e.g. "UPDATE scheduler.jobs SET locked_until = "
+--- .. helper.sql_time(helper.now() + 3600).
+function helper.sql_time(t)
+  if helper.SQLITE then return ("%.6f"):format(t) end
+  return ("to_timestamp(%.6f)"):format(t)
+end
+
 --- helper.sql for a single integer result.
 function helper.sql_int(sql, opts)
   local out = helper.sql(sql, opts)

@@ -1,4 +1,5 @@
--- job(), cancel(), retry(), keys, priority and the order of due jobs.
+-- job(), jobs(), cancel(), retry(), retry_failed(), keys, priority and the
+-- order of due jobs.
 local helper = require "spec.helper"
 
 -- A scheduler instance whose jobs of `name` always fail, with no backoff and
@@ -44,22 +45,28 @@ describe("jobs", function()
       assert.equals(2, job.priority)
     end)
 
-    it("shows a running job as running, to its listener and then to everyone", function()
+    it("shows a running job as running, to its listener and then to everyone; jobs() adds its worker and lease", function()
       local name = helper.name("running")
       local id = helper.schedule(s, name, nil)
-      local own, other
+      local own, other, listed
       local observer = helper.new()
       s:on(name, function()
         own = s:job(id)
+        -- the listener's own call turned the batch's row locks into a lease
         other = observer:job(id)
+        listed = helper.ok(observer:jobs { id = id })[1]
       end)
+      local t = helper.now()
       assert.equals(1, s:run{ drain = true })
       assert.is_not_nil(own)
       assert.equals("running", own.state)
       assert.equals(1, own.attempt)
-      -- the listener's own call turned the batch's row locks into a lease
       assert.equals("running", other.state)
       assert.equals(1, other.attempt)
+      assert.equals("running", listed.state)
+      assert.equals(1, listed.attempt)
+      assert.matches(":%d+$", listed.locked_by)
+      assert.is_true(listed.locked_until > t and listed.locked_until < t + 60, tostring(listed.locked_until))
     end)
 
     it("shows a job in a batch as running once it has run for a while (lease/4, at most 1 s)",
@@ -224,6 +231,110 @@ describe("jobs", function()
     it("raises for an id that is not an integer", function()
       helper.raises(function() s:retry("1") end)
       helper.raises(function() s:retry(nil) end)
+    end)
+  end)
+
+  describe("jobs(filter)", function()
+    it("lists waiting, running and failed jobs in run order, with the database clock", function()
+      local name, key = helper.name("list"), helper.name("key")
+      local t = helper.now() + 120.5
+      local later = helper.schedule(s, name, { a = { 1, 2 } }, { at = t, key = key, priority = 2, max_attempts = 4 })
+      local failed = failed_job(s, name, 2)
+      s:off(name)
+      local due = helper.schedule(s, name, "due")
+      local rows, now = helper.ok(s:jobs { name = name })
+      assert.is_true(math.abs(now - helper.now()) < 5, tostring(now))
+      local ids = {}
+      for i, j in ipairs(rows) do ids[i] = j.id end
+      assert.same({ failed, due, later }, ids) -- run_at order
+      local f, l = rows[1], rows[3]
+      assert.equals("failed", f.state)
+      assert.equals(2, f.attempt)
+      assert.equals(2, f.max_attempts)
+      assert.same({ fail = true }, f.payload)
+      assert.is_true(helper.contains(f.last_error, "failing on purpose"), f.last_error)
+      assert.is_nil(f.locked_by)
+      assert.is_nil(f.locked_until)
+      assert.equals("scheduled", rows[2].state)
+      assert.equals("due", rows[2].payload)
+      assert.is_nil(rows[2].max_attempts) -- the job sets none: the worker's default applies
+      assert.equals(name, l.name)
+      assert.same({ a = { 1, 2 } }, l.payload)
+      assert.is_true(math.abs(l.run_at - t) < 1e-3)
+      assert.equals(0, l.attempt)
+      assert.equals(4, l.max_attempts)
+      assert.equals(key, l.key)
+      assert.equals(2, l.priority)
+      assert.is_nil(l.last_error)
+      assert.is_true(math.abs(l.created_at - helper.now()) < 60, tostring(l.created_at))
+
+      assert.same({ later }, { helper.ok(s:jobs { name = name, state = "scheduled", limit = 5 })[2].id })
+      assert.equals(1, #helper.ok(s:jobs { name = name, state = "failed" }))
+      assert.equals(2, #helper.ok(s:jobs { name = name, limit = 2 }))
+      local one = helper.ok(s:jobs { id = later })
+      assert.equals(1, #one)
+      assert.equals(later, one[1].id)
+      assert.same({}, helper.ok(s:jobs { name = helper.name("none") }))
+      assert.same({}, helper.ok(s:jobs { name = name, id = math.maxinteger }))
+    end)
+
+    it("raises for a bad filter", function()
+      helper.raises(function() s:jobs { status = "failed" } end, 'unknown option "status"')
+      helper.raises(function() s:jobs { state = "done" } end, "state must be")
+      helper.raises(function() s:jobs { name = "" } end, "must not be empty")
+      helper.raises(function() s:jobs { id = "1" } end, "must be an integer")
+      helper.raises(function() s:jobs { limit = 0 } end, "limit must be between 1")
+      helper.raises(function() s:jobs("x") end, "options must be a table")
+    end)
+
+    it("names the job whose stored payload is not JSON #sqlite", function()
+      local name = helper.name("list-bad")
+      local id = helper.schedule(s, name, nil)
+      helper.sql("UPDATE scheduler.jobs SET payload = '{oops' WHERE id = " .. id)
+      local err = helper.runtime_error(s:jobs { name = name })
+      assert.matches("jobs: payload of job " .. id .. ": invalid JSON at byte 1", err)
+      helper.sql("DELETE FROM scheduler.jobs WHERE id = " .. id)
+    end)
+  end)
+
+  describe("retry_failed(opts)", function()
+    it("puts every failed job of a name back to run now, except one whose key is taken", function()
+      local name, other = helper.name("retry-all"), helper.name("retry-all-other")
+      local key = helper.name("key")
+      local a, b = failed_job(s, name, 1), failed_job(s, name, 1)
+      local keyed = helper.schedule(s, name, { fail = true }, { key = key, max_attempts = 1 })
+      assert.equals(1, s:run{ drain = true })
+      assert.equals("failed", helper.ok(s:job(keyed)).state)
+      local holder = helper.schedule(s, name, nil, { key = key, delay = 3600 })
+      assert.is_true(holder ~= keyed)
+      local elsewhere = failed_job(s, other, 1)
+
+      local retried, skipped = s:retry_failed { name = name }
+      assert.equals(2, retried)
+      assert.equals(1, skipped)
+      for _, id in ipairs { a, b } do
+        local j = helper.ok(s:job(id))
+        assert.equals("scheduled", j.state)
+        assert.equals(0, j.attempt)
+      end
+      assert.equals("failed", helper.ok(s:job(keyed)).state)
+      assert.equals("failed", helper.ok(s:job(elsewhere)).state)
+      assert.same({ 0, 1 }, { s:retry_failed { name = name } })
+
+      -- without a name: every name
+      assert.is_true(s:cancel(holder))
+      retried = s:retry_failed()
+      assert.is_true(retried >= 2, tostring(retried)) -- keyed and elsewhere, and maybe other specs' jobs
+      assert.equals("scheduled", helper.ok(s:job(keyed)).state)
+      assert.equals("scheduled", helper.ok(s:job(elsewhere)).state)
+      s:off(other)
+      s:on(name, function() end)
+      assert.equals(3, s:run{ drain = true })
+    end)
+
+    it("raises for bad options", function()
+      helper.raises(function() s:retry_failed { names = "x" } end, 'unknown option "names"')
+      helper.raises(function() s:retry_failed { name = 1 } end, "must be a string")
     end)
   end)
 

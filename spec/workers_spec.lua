@@ -162,6 +162,19 @@ describe("workers", function()
         assert.equals("scheduled", helper.ok(s:job(far)).state)
       end)
 
+      it("wake a sleeping worker for the jobs of a dead worker that abandon() hands back", function()
+        local id = helper.schedule(s, name, "orphan")
+        helper.sql(("UPDATE scheduler.jobs SET state = 'running', attempt = 1, locked_by = 'dead:1',"
+          .. " locked_until = %s WHERE id = %d"):format(helper.sql_time(helper.now() + 3600), id))
+        start_idle_worker() -- sleeping: the only job is leased for an hour
+        local t = helper.now()
+        assert.equals(1, helper.ok(s:abandon("dead:1")))
+        local started = wait_start(id)
+        assert.is_truthy(started, p:describe())
+        assert.equals(2, started.attempt)
+        assert.is_true(started.time - t < 1.0, ("started %.3f s after abandon()"):format(started.time - t))
+      end)
+
       it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
         start_idle_worker()
         local t = helper.now()

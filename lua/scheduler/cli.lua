@@ -120,7 +120,7 @@ local function job_json(j)
     "run_at", j.run_at and text.utc_time(j.run_at),
     "attempt", j.attempt, "max_attempts", j.max_attempts,
     "priority", j.priority, "key", j.key,
-    "payload", j.payload_json and text.raw(j.payload_json),
+    "payload", j.payload,
     "last_error", j.last_error, "locked_by", j.locked_by,
     "locked_until", j.locked_until and text.utc_time(j.locked_until),
     "created_at", j.created_at and text.utc_time(j.created_at))
@@ -263,7 +263,7 @@ late" for a due job still waiting).  Shows at most --limit jobs (default
   run = function(o)
     local limit = o.limit or DEFAULT_LIMIT
     local db = open_db(o)
-    local jobs, now = db:list { state = o.state, name = o.name, limit = limit > 0 and limit + 1 or 0 }
+    local jobs, now = db:jobs { state = o.state, name = o.name, limit = limit > 0 and limit + 1 or nil }
     db:close()
     local more = limit > 0 and #jobs > limit
     if more then jobs[#jobs] = nil end
@@ -297,7 +297,7 @@ COMMANDS.show = {
   run = function(o)
     local id = job_id(o.ID)
     local db = open_db(o)
-    local jobs, now = db:list { id = id }
+    local jobs, now = db:jobs { id = id }
     db:close()
     local j = jobs[1]
     if not j then failure(("no job %d (it finished, was cancelled, or never existed)"):format(id)) end
@@ -313,7 +313,7 @@ COMMANDS.show = {
       { "attempt", ("%d of %d%s"):format(j.attempt, max_of(j), j.max_attempts and "" or " (default)") },
       { "priority", tostring(j.priority) },
       { "key", j.key or "-" },
-      { "payload", j.payload_json or "null" },
+      { "payload", text.json(j.payload) },
       { "created at", j.created_at and text.local_time(j.created_at, true) or "-" },
     }
     if j.locked_by then
@@ -407,8 +407,7 @@ local function stats_snapshot(db, json)
   local cells = {}
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
-      r.late and text.duration(r.late) or "-",
-      r.done_last_minute and tostring(r.done_last_minute) or "-" }
+      r.late and text.duration(r.late) or "-", tostring(r.done_last_minute) }
   end
   return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN" }, cells,
     { false, true, true, true, true, true, true })
@@ -420,9 +419,9 @@ COMMANDS.stats = {
   description = [[
 Per job name: DUE (waiting although due), LATER (waiting for their time),
 RUNNING, FAILED, OLDEST DUE (how late the oldest due job is) and DONE/MIN
-(jobs completed in the last minute; "-" when the database schema does not
-count completions yet).  --watch refreshes every --interval (default 2s),
-in place on a terminal, until Ctrl-C; with --json, one array per line.]],
+(jobs completed in the last 60 seconds).  --watch refreshes every --interval
+(default 2s), in place on a terminal, until Ctrl-C; with --json, one array
+per line.]],
   options = {
     { "--watch", help = "refresh until interrupted" },
     { "--interval", value = "DURATION", parse = positive_duration, help = "with --watch (default 2s)" },

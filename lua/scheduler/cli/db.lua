@@ -1,12 +1,8 @@
---- scheduler.cli.db: the command's access to the database.
---
--- Job operations the Lua API has (schedule, cancel, retry, job, abandon) go
--- through a scheduler instance.  Listing, statistics, bulk retry and the
--- schema version go through scheduler.core.admin (csrc/admin_pg.c), an
--- INTERIM home until they are store operations; this file is the only one
--- to change then (the method names below are meant to stay).
+--- scheduler.cli.db: the command's access to the database, through one
+-- scheduler instance and its public API (nothing else).  A malformed
+-- database string is a usage error (a bad --database value); a database
+-- that fails is a runtime failure.
 
-local core = require "scheduler.core"
 local scheduler = require "scheduler"
 local errors = require "scheduler.cli.errors"
 
@@ -19,8 +15,7 @@ function db.new(database, log)
   return setmetatable({ database = database, log = log or false }, db)
 end
 
---- The scheduler instance (raises a usage error for a malformed database
--- string: it is a bad --database value).
+--- The scheduler instance.
 function db:api()
   if not self._api then
     local ok, s = pcall(scheduler.new, { database = self.database, log = self.log })
@@ -32,55 +27,37 @@ function db:api()
   return self._api
 end
 
---- Connect now (creating or upgrading the schema), through the API: a
--- failure is a runtime failure.  Reading a job that cannot exist is the
--- cheapest operation that needs the database.
-function db:ping()
-  local _, err = self:api():job(0)
-  if err then errors.failure(errors.strip(err)) end
-end
-
---- The admin connection (connects now; a failure is a runtime failure).
--- On SQLite it is the store's own connection (store_sqlite.h).
-function db:admin()
-  if not self._admin then
-    local a, err = core.admin(self.database)
-    if not a then errors.failure(errors.strip(err)) end
-    self._admin = a
-  end
-  return self._admin
-end
-
+--- v, ...: what an API call returned; a runtime failure (nil, err) ends the
+-- command.
 local function check(v, err, ...)
   if v == nil then errors.failure(errors.strip(err)) end
   return v, err, ...
 end
 
+--- Connect now, creating or upgrading the schema; its version.
+function db:schema_version()
+  return check(self:api():schema_version())
+end
+
 --- Jobs matching filter {state=, name=, id=, limit=}: an array and the
 -- database clock.
-function db:list(filter)
-  return check(self:admin():list(filter))
+function db:jobs(filter)
+  return check(self:api():jobs(filter))
 end
 
 --- Per-name statistics.
 function db:stats()
-  return check(self:admin():stats())
+  return check(self:api():stats())
 end
 
 --- Retry every failed job (of `name`): retried, skipped.
 function db:retry_failed(name)
-  return check(self:admin():retry_failed(name))
-end
-
---- Create or upgrade the schema; its version.
-function db:schema_version()
-  return check(self:admin():schema_version())
+  return check(self:api():retry_failed { name = name })
 end
 
 function db:close()
-  if self._admin then self._admin:close() end
   if self._api then pcall(self._api.close, self._api) end
-  self._admin, self._api = nil, nil
+  self._api = nil
 end
 
 return db

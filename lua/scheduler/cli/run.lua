@@ -305,7 +305,7 @@ function run.supervise(o)
   -- The database first: a wrong URL or an unreachable server is reported
   -- now (exit 1), and the schema is created or upgraded once, before the
   -- workers start.  The connection stays for abandon().
-  self.db:ping()
+  self.db:schema_version()
   log("info", ("listeners %s; database ready; starting %d worker%s"):format(
     listeners.names(o.found), o.workers, o.workers == 1 and "" or "s"))
 

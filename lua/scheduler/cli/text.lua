@@ -163,8 +163,8 @@ end
 -- JSON documents
 ---------------------------------------------------------------------------
 
--- Ordered objects, arrays, JSON null and raw JSON text, for output.
-local Object, Array, Raw = {}, {}, {}
+-- Ordered objects, arrays and JSON null, for output.
+local Object, Array = {}, {}
 text.null = setmetatable({}, { __name = "json null" })
 
 --- An object with keys in the given order: text.object("id", 5, "key", nil).
@@ -180,17 +180,10 @@ function text.array(list)
   return setmetatable({ list = list }, Array)
 end
 
---- JSON text written as is (e.g. a payload as stored).
-function text.raw(json)
-  return setmetatable({ json = json }, Raw)
-end
-
 local function write(v, out)
   local mt = getmetatable(v)
   if v == nil or v == text.null then
     out[#out + 1] = "null"
-  elseif mt == Raw then
-    out[#out + 1] = v.json
   elseif mt == Object then
     out[#out + 1] = "{"
     for i = 1, v.n, 2 do
@@ -212,7 +205,8 @@ local function write(v, out)
   end
 end
 
---- The JSON text of a value built from text.object/array/raw and scalars
+--- The JSON text of a value built from text.object/array, scalars and
+-- plain Lua values (payloads, encoded by the project's JSON codec)
 -- (one line, no trailing newline).
 function text.json(v)
   local out = {}

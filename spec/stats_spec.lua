@@ -1,0 +1,118 @@
+-- stats() (counts by state, lateness, completions of the last minute) and
+-- schema_version().
+local helper = require "spec.helper"
+
+-- The stats() row of `name`, or nil.
+local function row_of(s, name)
+  for _, r in ipairs(helper.ok(s:stats())) do
+    if r.name == name then return r end
+  end
+end
+
+-- SQL adding `n` completions of `name` at Unix time `t`, as the backend
+-- under test records them.
+local function completions_at(name, t, n)
+  if helper.SQLITE then
+    return ("INSERT INTO scheduler_completions (second, name, jobs) VALUES (%d, %s, %d)")
+      :format(math.floor(t), helper.literal(name), n)
+  end
+  return ("INSERT INTO scheduler.completions (at, name, jobs) VALUES (%s, %s, %d)")
+    :format(helper.sql_time(t), helper.literal(name), n)
+end
+
+local COMPLETIONS = helper.SQLITE and "scheduler_completions" or "scheduler.completions"
+
+describe("stats()", function()
+  local s
+  before_each(function() s = helper.new{ backoff = function() return 3600 end } end)
+  after_each(helper.cleanup)
+
+  it("counts each name's jobs by state and says how late its oldest due job is", function()
+    local name = helper.name("stats")
+    helper.schedule(s, name, nil, helper.now() - 30)
+    helper.schedule(s, name, nil)
+    helper.schedule(s, name, nil, { delay = 3600 })
+    local f = helper.schedule(s, name, nil)
+    helper.sql("UPDATE scheduler.jobs SET state = 'failed' WHERE id = " .. f)
+    local r = row_of(s, name)
+    assert.same({ name = name, due = 2, later = 1, running = 0, failed = 1, done_last_minute = 0,
+      late = r.late }, r)
+    assert.is_true(r.late >= 29 and r.late < 60, tostring(r.late))
+
+    local other = helper.name("stats-later")
+    helper.schedule(s, other, nil, { delay = 60 })
+    r = row_of(s, other)
+    assert.equals(1, r.later)
+    assert.is_nil(r.late) -- none due
+  end)
+
+  it("counts completions of the last minute, not cancels, retries or failures", function()
+    local name = helper.name("stats-done")
+    for i = 1, 5 do helper.schedule(s, name, i) end
+    helper.schedule(s, name, "retry")
+    helper.schedule(s, name, "fail", { max_attempts = 1 })
+    assert.is_true(s:cancel(helper.schedule(s, name, "cancelled")))
+    s:on(name, function(payload)
+      if type(payload) == "string" then error(payload) end
+    end)
+    assert.equals(7, s:run{ drain = true })
+    local r = row_of(s, name)
+    assert.equals(5, r.done_last_minute)
+    assert.equals(1, r.later) -- the retry, an hour ahead
+    assert.equals(1, r.failed)
+    -- a name with no job left still shows its completions
+    local gone = helper.name("stats-gone")
+    helper.schedule(s, gone, nil)
+    s:on(gone, function() end)
+    assert.equals(1, s:run{ drain = true })
+    assert.same({ name = gone, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 1 },
+      row_of(s, gone))
+  end)
+
+  it("forgets completions after a minute and prunes old ones as new ones arrive", function()
+    local name = helper.name("stats-old")
+    local now = helper.now()
+    helper.sql(completions_at(name, now - 20, 2))
+    helper.sql(completions_at(name, now - 90, 7))
+    helper.sql(completions_at(name, now - 600, 11)) -- (last: SQLite prunes when a bucket is added)
+    assert.equals(2, row_of(s, name).done_last_minute)
+    local count = "SELECT count(*) FROM " .. COMPLETIONS .. " WHERE name = " .. helper.literal(name)
+    assert.equals(3, helper.sql_int(count))
+    helper.schedule(s, name, nil)
+    s:on(name, function() end)
+    assert.equals(1, s:run{ drain = true })
+    assert.equals(3, row_of(s, name).done_last_minute)
+    -- the 10-minute-old row is gone; the 90-second-old one stays (kept 2 minutes)
+    assert.equals(0, helper.sql_int(count .. " AND jobs = 11"))
+    assert.equals(1, helper.sql_int(count .. " AND jobs = 7"))
+  end)
+
+  it("counts the completions of several workers", function()
+    local name = helper.name("stats-workers")
+    local other = helper.new()
+    for i = 1, 40 do helper.schedule(s, name, i) end
+    local ran = 0
+    s:on(name, function() ran = ran + 1; if ran == 10 then other:run{ drain = true } end end)
+    other:on(name, function() end)
+    assert.is_true(s:run{ drain = true } >= 10)
+    helper.drain_until(s, function() return helper.count_jobs(name) == 0 end)
+    assert.equals(40, row_of(s, name).done_last_minute)
+  end)
+end)
+
+describe("schema_version()", function()
+  after_each(helper.cleanup)
+
+  it("is the number of applied migrations, at least 3 (completions)", function()
+    local s = helper.new()
+    local v = helper.ok(s:schema_version())
+    assert.equals("integer", math.type(v))
+    assert.equals(helper.sql_int("SELECT max(version) FROM scheduler.migrations"), v)
+    assert.is_true(v >= 3)
+  end)
+
+  it("returns nil, err when the database cannot be used", function()
+    local s = helper.new { database = "sqlite:/nonexistent-dir/x.db" }
+    helper.runtime_error(s:schema_version())
+  end)
+end)
