@@ -115,6 +115,10 @@ describe("cron schedules", function()
       local id, name = helper.name("catch"), helper.name("Catch")
       local runs = {}
       s:on(name, function(_, job) runs[#runs + 1] = job.run_at end)
+      -- in a minute's last seconds the latest slot is the one about to come
+      -- (slots within a second become jobs ahead of time): keep clear of it
+      local into = helper.now() % 60
+      if into > 55 then helper.sleep(61 - into) end
       assert.is_true(helper.ok(s:cron(id, "* * * * *", name, nil)))
       rewind(id, 3600)
       s:run { drain = true }
