@@ -500,7 +500,7 @@ local function store_query(id)
   local src = read_file(ROOT .. "/csrc/store_pg.c")
   if not src then return nil end
   local macros = {}
-  for name, at in src:gmatch("\n#define%s+([%w_]+)%s+()\"") do
+  for name, at in src:gmatch("\n#define%s+([%w_]+)[%s\\]+()\"") do
     local v = c_literals(src, at, "\n", macros)
     if v and #v == 1 and type(v[1]) == "string" then macros[name] = v[1] end
   end
@@ -557,7 +557,7 @@ local function explain(id, nparams, params, setup)
     steady_ms = median(table.move(times, 6, 10, 1, {})),
     all_ms = times,
     seq_scan = last:find("Seq Scan on jobs") ~= nil,
-    generic = last:find("%$%d") ~= nil,
+    generic = prepared and last:find("%$%d") ~= nil,
   }
 end
 
