@@ -149,7 +149,7 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     r->claims[i].id = jobs[i].id;
     r->claims[i].attempt = jobs[i].attempt;
   }
-  if (heartbeat_batch(r->hb, r->claims, n)) return LUA_ERRMEM;
+  if (heartbeat_batch(r->hb, r->claims, n, c->outcomes)) return LUA_ERRMEM;
   int status = LUA_OK;
   size_t done = 0;
   for (; done < n; done++) {
@@ -163,9 +163,10 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
       done = upto;
       break;
     }
-    if (!heartbeat_begin(r->hb, done)) break; /* the thread gave the rest back */
+    double limit = dispatch_timeout(r->L, c, r->env, &jobs[done]);
+    if (!heartbeat_begin(r->hb, done, limit)) break; /* the thread gave the rest back */
     double t0 = clock_mono();
-    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], &c->outcomes[done]);
+    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], limit, &c->outcomes[done]);
     double took = clock_mono() - t0;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
     if (c->outcomes[done].kind != OUTCOME_RELEASE) r->count++;
