@@ -15,6 +15,8 @@
 #   make bench              run the benchmarks (bench/run.lua) against a throwaway
 #                           cluster: table on stdout, figures in bench/results.json
 #   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
+#   make fuzz               libFuzzer harnesses of every C parser (fuzz/), FUZZ_SECONDS
+#                           (300) each; `make fuzz-smoke`: FUZZ_SMOKE_SECONDS (8) each (CI)
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -133,7 +135,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test example demo rock-check bench clean
+.PHONY: all build deps test example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -190,6 +192,36 @@ bench: deps
 	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
+
+# Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
+# input, fuzz/<target>.c, compiled by clang together with the csrc/ files it
+# needs, under ASan+UBSan (+LSan).  fuzz/run runs them (seeds in
+# fuzz/corpus/<target>; what a run finds is kept in build/fuzz/corpus).
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_TARGETS       := json_decode json_encode database_string
+FUZZ_BINS          := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer $(CSTD) $(WARNFLAGS) $(FEATURES) \
+              $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
+LUA_LIBS = $(shell $(PKG_CONFIG) --libs $(LUA_PC))
+FUZZ_json_decode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_json_encode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_database_string = $(SRCDIR)/store.c $(SRCDIR)/store_pg.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
+FUZZ_LIBS = $(LUA_LIBS) $(PQ_LIBS) $(SQLITE_LIBS) -lpthread -lm
+
+build/fuzz/%: fuzz/%.c fuzz/lua_value.h $(wildcard $(SRCDIR)/*.c $(SRCDIR)/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*) $(FUZZ_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another

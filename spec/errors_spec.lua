@@ -333,6 +333,23 @@ describe("errors", function()
       assert_no_secret(secret, "tostring(instance)", tostring(s))
     end)
 
+    -- found by fuzz/database_string.c: libpq quotes the undecoded token of a
+    -- bad percent escape, and reads user-info up to the first '@'
+    it("never appear in the error for a URL libpq cannot parse", function()
+      for _, case in ipairs {
+        { "postgresql://app:pw%zz-SECRET@127.0.0.1:1/x", "pw%zz-SECRET" },
+        { "postgresql://app:pw?SECRET%zz@127.0.0.1:1/x", "pw?SECRET%zz" },
+        { "postgresql://app:pw%zzSECRET@h@127.0.0.1:1/x", "pw%zzSECRET" },
+        { "postgresql://127.0.0.1:1/x?password=50%off-SECRET", "50%off-SECRET" },
+        { "postgresql://127.0.0.1:1/x?sslmode=disable&password=SECRET%zz&user=app", "SECRET%zz" },
+      } do
+        local err = helper.raises(function() scheduler.new{ database = case[1], log = false } end,
+          "invalid database string")
+        assert_no_secret("SECRET", "the error for " .. case[1], err)
+        assert_no_secret(case[2], "the error for " .. case[1], err)
+      end
+    end)
+
     it("a log function receives (level, message) for a failing listener", function()
       local log, entries = collecting_log()
       local s = helper.new{ log = log, backoff = function() return 60 end }
