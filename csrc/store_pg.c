@@ -1045,6 +1045,17 @@ static int wants(pg_store *p, const char *name) {
   return 0;
 }
 
+/* The run_at in a notification's payload, "<epoch seconds> <name>" as the
+ * triggers send it, if it is for one of this worker's names: 1, else 0.
+ * Any client may NOTIFY anything; another payload at worst wakes the worker
+ * for nothing. */
+static int notification_due(pg_store *p, const char *payload, double *t) {
+  const char *space = strchr(payload, ' ');
+  if (!space || !wants(p, space + 1)) return 0;
+  *t = parse_seconds(payload);
+  return 1;
+}
+
 static int pg_notifications(store *s, double *earliest) {
   pg_store *p = PG(s);
   *earliest = INFINITY;
@@ -1056,11 +1067,8 @@ static int pg_notifications(store *s, double *earliest) {
   }
   PGnotify *n;
   while ((n = PQnotifies(p->conn)) != NULL) {
-    const char *space = strchr(n->extra, ' ');
-    if (space && wants(p, space + 1)) {
-      double t = parse_seconds(n->extra);
-      if (t < *earliest) *earliest = t;
-    }
+    double t;
+    if (notification_due(p, n->extra, &t) && t < *earliest) *earliest = t;
     PQfreemem(n);
   }
   return STORE_OK;
