@@ -95,6 +95,7 @@ describe("errors", function()
         max_attempts = 3,
         backoff = function(attempt) return attempt end,
         log = log,
+        timeout = 5,
       }
       helper.schedule(s, helper.name("all-options"), nil, { delay = 60 })
       local s2 = helper.new{ log = false }

@@ -94,6 +94,18 @@ describe("listener timeouts", function()
     assert.is_nil(s1:job(id_long))
   end)
 
+  it("of listeners registered before configure() are kept", function()
+    local scheduler = require "scheduler"
+    scheduler.configure{ database = helper.DATABASE, log = false, backoff = function() return 30 end }
+    local name = helper.name("configure")
+    scheduler.on(name, function() while true do end end, { timeout = 0.1 })
+    scheduler.configure{ database = helper.DATABASE, log = false, backoff = function() return 30 end }
+    local id = helper.ok(scheduler.schedule(name, nil))
+    assert.equals(1, scheduler.run{ drain = true })
+    assert.is_truthy(helper.ok(scheduler.job(id)).last_error:find("timeout", 1, true))
+    scheduler.off(name)
+  end)
+
   it("cost nothing for listeners without one: no hook while they run", function()
     local name = helper.name("no-hook")
     helper.schedule(s, name, 1)
