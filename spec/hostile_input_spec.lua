@@ -251,6 +251,33 @@ describe("hostile input", function()
     end)
   end)
 
+  it("wake-up notifications of any shape from any client do not disturb a worker #postgresql", function()
+    local name = helper.name("notify")
+    helper.schedule(s, name, "first")
+    local later
+    local ran = {}
+    s:on(name, function(payload)
+      ran[#ran + 1] = { payload = payload, time = helper.now() }
+      if payload == "first" then
+        for _, junk in ipairs { "", " ", "x", "garbage " .. name, "-Infinity " .. name, "Infinity " .. name,
+          "1e999 " .. name, ("9"):rep(400) .. " " .. name, "NaN " .. name, "-1 " .. name, "0 \\x'\"" } do
+          helper.psql("SELECT pg_notify('scheduler', " .. helper.literal(junk) .. ")")
+        end
+        later = helper.now() + 0.5
+        helper.schedule(s, name, "second", later)
+      else
+        s:stop()
+      end
+    end)
+    assert.is_true(s:run{ seconds = 30 })
+    assert.equals(0, helper.count_jobs(name),
+      helper.sql("SELECT last_error FROM scheduler.jobs WHERE name = " .. helper.literal(name)))
+    assert.equals(2, #ran)
+    assert.equals("second", ran[2].payload)
+    assert.is_true(ran[2].time >= later - 0.01 and ran[2].time < later + helper.SLACK,
+      ("ran %.3f s after its time"):format(ran[2].time - later))
+  end)
+
   describe("payloads written by another program", function()
     local function insert(name, json)
       return helper.sql_int(("INSERT INTO scheduler.jobs (name, payload) VALUES (%s, %s) RETURNING id")
