@@ -8,6 +8,8 @@
 #   make demo               the quick start with nothing to set up: EXAMPLE on
 #                           the default SQLite database (./scheduler.db), no server
 #   make test SANITIZE=1    same, with ASan+UBSan (builds into build/asan)
+#   make test-memory        same, also checking for leaks (LSan): fails on any invalid
+#                           access and any leak in our code (scripts/memory-report)
 #   make example            the quick start against a throwaway cluster: examples/demo.sh
 #                           (bin/lua-scheduler on examples/listeners; EXAMPLE=x.lua runs a
 #                           Lua script instead, e.g. examples/quickstart.lua)
@@ -15,6 +17,8 @@
 #   make bench              run the benchmarks (bench/run.lua) against a throwaway
 #                           cluster: table on stdout, figures in bench/results.json
 #   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
+#   make fuzz               libFuzzer harnesses of every C parser (fuzz/), FUZZ_SECONDS
+#                           (300) each; `make fuzz-smoke`: FUZZ_SMOKE_SECONDS (6) each (CI)
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -51,9 +55,13 @@ SANITIZE ?=
 ifeq ($(SANITIZE),1)
 BUILD     ?= build/asan
 SAN_FLAGS ?= -fsanitize=address,undefined -fno-omit-frame-pointer
+# never unloaded (lua_close dlcloses C modules before the leak check at
+# exit), so that leak reports can name our functions
+SAN_LDFLAGS ?= -Wl,-z,nodelete
 else
 BUILD     ?= build
 SAN_FLAGS ?=
+SAN_LDFLAGS ?=
 endif
 
 # -Werror in CI (CI set to anything but 0/false/no) or with WERROR=1.
@@ -82,7 +90,7 @@ SQLITE_LIBS   = $(shell $(PKG_CONFIG) --libs $(SQLITE_PC))
 ALL_CFLAGS  = $(CSTD) $(WARNFLAGS) $(CFLAGS) -fPIC $(SAN_FLAGS) \
               $(FEATURES) $(CPPFLAGS) $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
 # Not linked against liblua: the interpreter provides the Lua API symbols.
-ALL_LDFLAGS = -shared $(SAN_FLAGS) $(LDFLAGS)
+ALL_LDFLAGS = -shared $(SAN_FLAGS) $(SAN_LDFLAGS) $(LDFLAGS)
 
 SRCS := $(wildcard $(SRCDIR)/*.c)
 OBJS := $(patsubst $(SRCDIR)/%.c,$(BUILD)/obj/%.o,$(SRCS))
@@ -101,6 +109,7 @@ SO   := $(BUILD)/scheduler/core.so
 ASAN_LIB      ?= $(shell $(CC) -print-file-name=libasan.so)
 ASAN_OPTIONS  ?= detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_odr_violation=0
 UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+LSAN_OPTIONS  ?=
 ifeq ($(SANITIZE),1)
 define SAN_ENV
 sanbin='$(CURDIR)/$(BUILD)/sanbin'; mkdir -p "$$sanbin"; \
@@ -109,7 +118,8 @@ for exe in "$$PGTMP_BIN"/*; do \
   chmod +x "$$sanbin/$${exe##*/}"; \
 done; \
 export PATH="$$sanbin:$$PATH" PGTMP_BIN="$$sanbin" \
-       LD_PRELOAD='$(ASAN_LIB)' ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)';
+       LD_PRELOAD='$(ASAN_LIB)' ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
+       LSAN_OPTIONS='$(LSAN_OPTIONS)';
 endef
 else
 SAN_ENV =
@@ -133,7 +143,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test example demo rock-check bench clean
+.PHONY: all build deps test test-memory example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -172,6 +182,24 @@ test: deps
 	done; \
 	exit $$status
 
+# The suite under ASan+UBSan with leak checking (issue 5).  Every process
+# the specs start has the ASan runtime preloaded, and many programs (sh,
+# mktemp, ...) do not free everything at exit, so leaks do not change exit
+# codes (LSAN_OPTIONS exitcode=0): every process writes its reports to a
+# file in a temporary directory, and scripts/memory-report fails on any
+# invalid access or UBSan error and on any leak whose allocation went
+# through our code.  busted closes its Lua state at exit, so what our
+# userdata own is freed then, or reported.
+test-memory: deps
+	@logs=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-memory.XXXXXX'); \
+	$(MAKE) --no-print-directory test SANITIZE=1 \
+	  ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0:log_path='"$$logs"/asan \
+	  LSAN_OPTIONS=exitcode=0 \
+	  UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:log_path='"$$logs"/ubsan; \
+	status=$$?; \
+	"$(CURDIR)/scripts/memory-report" "$$logs" || status=1; \
+	rm -rf "$$logs"; exit $$status
+
 example: deps
 	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
@@ -190,6 +218,37 @@ bench: deps
 	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
+
+# Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
+# input, fuzz/<target>.c, compiled by clang together with the csrc/ files it
+# needs, under ASan+UBSan (+LSan).  fuzz/run runs them (seeds in
+# fuzz/corpus/<target>; what a run finds is kept in build/fuzz/corpus).
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ_TARGETS       := json_decode json_encode database_string pg_text
+FUZZ_BINS          := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer $(CSTD) $(WARNFLAGS) $(FEATURES) \
+              $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
+LUA_LIBS = $(shell $(PKG_CONFIG) --libs $(LUA_PC))
+FUZZ_json_decode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_json_encode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_database_string = $(SRCDIR)/store.c $(SRCDIR)/store_pg.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
+FUZZ_pg_text         = $(SRCDIR)/store.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c # includes store_pg.c
+FUZZ_LIBS = $(LUA_LIBS) $(PQ_LIBS) $(SQLITE_LIBS) -lpthread -lm
+
+build/fuzz/%: fuzz/%.c fuzz/lua_value.h $(wildcard $(SRCDIR)/*.c $(SRCDIR)/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*) $(FUZZ_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another

@@ -105,11 +105,13 @@ static int l_default_worker_id(lua_State *L) {
 
 static int sync_names(lua_State *L, core *c, int env);
 
-/* core.new{database=, worker_id=, lease=, max_attempts=, listeners=,
- * limits=, backoff=, log=, tick=} -> Core | nil, err.  Does not connect.
- * tick(core) is called by run() when a recurring schedule is due.
- * listeners (name -> callable) and limits (name -> max_attempts) are the
- * caller's tables, shared: on()/off() below update them. */
+/* core.new{database=, worker_id=, lease=, max_attempts=, timeout=,
+ * listeners=, limits=, timeouts=, backoff=, log=, tick=} -> Core | nil, err.
+ * Does not connect.  tick(core) is called by run() when a recurring
+ * schedule is due.  listeners (name -> callable), limits (name ->
+ * max_attempts) and timeouts (name -> seconds) are the caller's tables,
+ * shared: on()/off() below update them.  timeout: the default time limit of
+ * a listener call (nil: none). */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "database");
@@ -122,7 +124,10 @@ static int l_new(lua_State *L) {
   lua_Integer max_attempts = luaL_checkinteger(L, -1);
   lua_getfield(L, 1, "batch_max");
   lua_Integer batch_max = luaL_optinteger(L, -1, DEFAULT_BATCH);
+  lua_getfield(L, 1, "timeout");
+  double timeout = luaL_optnumber(L, -1, 0);
   luaL_argcheck(L, isfinite(lease) && lease > 0, 1, "lease must be a positive number");
+  luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 1, "timeout must be a positive number");
   luaL_argcheck(L, max_attempts >= 1, 1, "max_attempts must be at least 1");
   luaL_argcheck(L, batch_max >= 1 && batch_max <= 100000, 1, "batch_max must be 1..100000");
 
@@ -132,10 +137,10 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, CORE_MT);
   int ud = lua_gettop(L);
 
-  lua_createtable(L, 0, 5); /* env */
-  static const char *const fields[] = {"listeners", "limits", "backoff", "log", "tick"};
-  static const int types[] = {LUA_TTABLE, LUA_TTABLE, LUA_TFUNCTION, LUA_TNIL, LUA_TNIL};
-  for (int i = 0; i < 5; i++) {
+  lua_createtable(L, 0, 6); /* env */
+  static const char *const fields[] = {"listeners", "limits", "timeouts", "backoff", "log", "tick"};
+  static const int types[] = {LUA_TTABLE, LUA_TTABLE, LUA_TTABLE, LUA_TFUNCTION, LUA_TNIL, LUA_TNIL};
+  for (int i = 0; i < 6; i++) {
     int t = lua_getfield(L, 1, fields[i]);
     if (t == LUA_TNIL && types[i] == LUA_TTABLE) {
       lua_pop(L, 1);
@@ -155,6 +160,7 @@ static int l_new(lua_State *L) {
   c->closed = 0;
   c->lease = lease;
   c->max_attempts = (long long)max_attempts;
+  c->timeout = timeout;
   c->batch_max = (size_t)batch_max;
   c->job_seconds = 0.005; /* small first batches until listeners are measured */
   c->database = strdup(database);
@@ -234,24 +240,38 @@ static int sync_names(lua_State *L, core *c, int env) {
   return rc;
 }
 
-/* s:on(name, fn [, max_attempts]) */
+/* Set env[field][name at index 2] = the value on top (popped); nil clears. */
+static void set_per_name(lua_State *L, int env, const char *field) {
+  lua_getfield(L, env, field);
+  lua_pushvalue(L, 2);
+  lua_rotate(L, -3, -1); /* table, name, value */
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* s:on(name, fn [, max_attempts [, timeout]]) */
 static int l_on(lua_State *L) {
   core *c = check_core(L);
   luaL_checkstring(L, 2);
   luaL_checkany(L, 3);
   lua_Integer max = luaL_optinteger(L, 4, 0);
+  double timeout = luaL_optnumber(L, 5, 0);
+  luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 5, "timeout must be a positive number");
   int env = push_env(L);
   lua_getfield(L, env, "listeners");
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, -3);
-  lua_getfield(L, env, "limits");
-  lua_pushvalue(L, 2);
   if (max > 0)
     lua_pushinteger(L, max);
   else
     lua_pushnil(L);
-  lua_rawset(L, -3);
+  set_per_name(L, env, "limits");
+  if (timeout > 0)
+    lua_pushnumber(L, timeout);
+  else
+    lua_pushnil(L);
+  set_per_name(L, env, "timeouts");
   if (sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
@@ -265,10 +285,10 @@ static int l_off(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushnil(L);
   lua_rawset(L, -3);
-  lua_getfield(L, env, "limits");
-  lua_pushvalue(L, 2);
   lua_pushnil(L);
-  lua_rawset(L, -3);
+  set_per_name(L, env, "limits");
+  lua_pushnil(L);
+  set_per_name(L, env, "timeouts");
   if (sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }

@@ -3,6 +3,7 @@
  * (scheduler.core.Core, built in core.c) holds this struct; its user value
  * is a table, the "env", that keeps the Lua values the loop needs reachable:
  *   env.listeners[name] = callable, env.limits[name] = max_attempts,
+ *   env.timeouts[name] = seconds a call of that listener may take,
  *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg),
  *   env.tick = function(core): turns due recurring schedules into jobs
  */
@@ -20,6 +21,7 @@ typedef struct core {
   char *worker_id;
   double lease;
   long long max_attempts; /* default for jobs and listeners that set none */
+  double timeout;         /* default listener time limit in seconds; 0: none */
   size_t batch_max;
   int running;     /* inside run() */
   int stopping;    /* stop() was called */

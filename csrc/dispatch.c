@@ -2,8 +2,10 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "json.h"
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
@@ -93,6 +95,81 @@ static int store_text(buf *out, const char *s, size_t n) {
   return err;
 }
 
+/* ------------------------------------------------------------------ */
+/* Listener time limits.  While a listener with a limit runs, a count hook
+ * on its Lua thread looks at the monotonic clock every HOOK_EVERY
+ * instructions; past the deadline it raises "timeout: ..." and from then on
+ * fires at every instruction, so a listener that catches the error (pcall
+ * in a loop) cannot carry on either.  The hook is installed only around
+ * that listener's call, so listeners without a limit cost nothing.
+ * Coroutines the listener creates inherit the hook (Lua copies it to new
+ * threads); one that outlives the call removes it from itself the next time
+ * it fires.  A listener blocked inside a C function runs no instruction:
+ * the heartbeat thread stops renewing its lease instead (heartbeat.h). */
+
+#define HOOK_EVERY 1000
+
+typedef struct guard {
+  lua_State *L;        /* the thread the listener was called on */
+  double deadline;     /* monotonic; INFINITY: none (inherited from outer) */
+  double limit;        /* seconds, for the message */
+  int expired;
+  struct guard *outer; /* a listener of another instance that is running us */
+} guard;
+
+/* The innermost listener call with a time limit on this OS thread. */
+static _Thread_local guard *active_guard;
+
+static void timeout_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  guard *g = active_guard;
+  if (!g) {
+    /* a coroutine made by a listener that has returned: not ours to stop */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (!g->expired) {
+    if (clock_mono() < g->deadline) return;
+    g->expired = 1;
+    lua_sethook(g->L, timeout_hook, LUA_MASKCOUNT, 1);
+  }
+  if (L != g->L) lua_sethook(L, timeout_hook, LUA_MASKCOUNT, 1);
+  char secs[32];
+  snprintf(secs, sizeof secs, "%g", g->limit);
+  lua_pushfstring(L, "timeout: listener ran longer than %ss", secs);
+  lua_error(L);
+}
+
+double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j) {
+  double v = c->timeout;
+  lua_getfield(L, env, "timeouts");
+  lua_pushlstring(L, j->name, j->name_len);
+  if (lua_rawget(L, -2) == LUA_TNUMBER) v = lua_tonumber(L, -1);
+  lua_pop(L, 2);
+  return v > 0 && isfinite(v) ? v : 0;
+}
+
+/* lua_pcall(L, nargs, 0, handler), stopped after `limit` seconds (0: no
+ * limit of its own; an outer listener's still applies).  The hook in place
+ * before (a debugger's, an outer listener's) is back when it returns, even
+ * when the listener raised or tried to yield. */
+static int call_listener(lua_State *L, int nargs, int handler, double limit) {
+  guard *outer = active_guard;
+  if (limit <= 0 && !outer) return lua_pcall(L, nargs, 0, handler);
+  guard g = {L, limit > 0 ? clock_mono() + limit : INFINITY, limit, 0, outer};
+  if (outer && outer->deadline < g.deadline) g.deadline = outer->deadline, g.limit = outer->limit;
+  lua_Hook prev = lua_gethook(L);
+  int prev_mask = lua_gethookmask(L), prev_count = lua_gethookcount(L);
+  lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  active_guard = &g;
+  int status = lua_pcall(L, nargs, 0, handler);
+  active_guard = outer;
+  lua_sethook(L, prev, prev_mask, prev_count);
+  /* an expired outer guard keeps firing at every instruction */
+  if (outer && outer->expired && outer->L == L) lua_sethook(L, timeout_hook, LUA_MASKCOUNT, 1);
+  return status;
+}
+
 long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, long long job_max) {
   if (job_max > 0) return job_max;
   long long v = c->max_attempts;
@@ -164,7 +241,7 @@ static void push_job(lua_State *L, const store_job *j, int name_idx, long long m
 }
 
 int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
-                 store_outcome *out) {
+                 double timeout, store_outcome *out) {
   int top = lua_gettop(L), status = LUA_OK;
   luaL_checkstack(L, 8, "dispatching a job");
   out->claim.id = j->id;
@@ -190,7 +267,7 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
   } else {
     if (!j->payload) lua_pushnil(L);
     push_job(L, j, name_idx, max);
-    status = lua_pcall(L, 2, 0, handler);
+    status = call_listener(L, 2, handler, timeout);
   }
   if (status == LUA_OK) {
     out->kind = OUTCOME_DONE;

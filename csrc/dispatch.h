@@ -15,11 +15,16 @@
 
 /* Push the message handler used for listener calls; returns its index. */
 int dispatch_handler(lua_State *L, core *c);
-/* Run the listener of claimed job j.  Fills *out (kind, error, retry_in).
- * Returns LUA_OK, or LUA_ERRMEM when Lua ran out of memory (the run must
- * stop; *out then says to retry the job). */
+/* The time limit in seconds (0: none) of a call of the listener of job j:
+ * its on() option, else the instance's default. */
+double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j);
+/* Run the listener of claimed job j, stopped with the error "timeout: ..."
+ * if it runs Lua code for longer than `timeout` seconds (0: no limit).
+ * Fills *out (kind, error, retry_in).  Returns LUA_OK, or LUA_ERRMEM when
+ * Lua ran out of memory (the run must stop; *out then says to retry the
+ * job). */
 int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
-                 store_outcome *out);
+                 double timeout, store_outcome *out);
 /* The max_attempts that applies to a job of the name at name_idx whose own
  * value is job_max (0: unset): the job's, else its listener's, else the
  * instance default. */

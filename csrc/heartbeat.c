@@ -1,6 +1,8 @@
 #include "heartbeat.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,10 @@
 #include "clock.h"
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
+/* A listener still running this long after its time limit is blocked
+ * outside Lua: the count hook (dispatch.c) stops Lua code at once. */
+#define OVERRUN_GRACE 1.0
 
 struct heartbeat {
   pthread_t thread;
@@ -29,6 +35,13 @@ struct heartbeat {
   size_t n, cap;
   size_t current;       /* index of the job in hand */
   size_t released_from; /* == n until the tail is handed back */
+  size_t recorded;      /* outcomes[0, recorded) were written by the thread */
+  const store_outcome *outcomes; /* the batch's: [0, current) are final */
+  double job_deadline;  /* when the job in hand overruns; INFINITY: never */
+  double job_limit;     /* its time limit, for the message */
+  int overrun;          /* it did: its lease is left to expire */
+  int writing;          /* the thread is writing outcomes (not under mu) */
+  pthread_cond_t idle;  /* signalled when writing drops to 0 */
   double batch_start, last_renew;
   buf error;
 };
@@ -54,17 +67,33 @@ static void record_error(heartbeat *hb, const char *what, const char *detail) {
   pthread_mutex_unlock(&hb->mu);
 }
 
-/* Write with the thread's own store, opening it on first use. */
-static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
+/* The thread's own store, opened on first use; NULL (error recorded) if it
+ * cannot be opened. */
+static store *own_store(heartbeat *hb) {
   if (!hb->st) {
     buf err = BUF_INIT;
     hb->st = store_open(hb->database, &err);
-    if (!hb->st) {
-      record_error(hb, "heartbeat: ", buf_cstr(&err));
-      buf_free(&err);
-      return;
-    }
+    if (!hb->st) record_error(hb, "heartbeat: ", buf_cstr(&err));
+    buf_free(&err);
   }
+  return hb->st;
+}
+
+/* The job in hand overran its time limit while outcomes[0, k) are final
+ * (they are not touched until heartbeat_end): record them now, so the jobs
+ * that ran before the blocked one are not held with it.  The run records
+ * them again later; writes are fenced, so the second one changes nothing.
+ * Returns 1 if they were written. */
+static int write_outcomes(heartbeat *hb, size_t k) {
+  if (!own_store(hb)) return 0;
+  if (hb->st->ops->finish(hb->st, hb->outcomes, k) == STORE_OK) return 1;
+  record_error(hb, "recording outcomes: ", store_error(hb->st));
+  return 0;
+}
+
+/* Write with the thread's own store, opening it on first use. */
+static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
+  if (!own_store(hb)) return;
   int rc;
   if (release) {
     /* hand back: a batch of RELEASE outcomes */
@@ -107,6 +136,7 @@ static void settle_locked(heartbeat *hb, int only_current) {
   int rc = hb->settle(hb->settle_ctx, hb->current, keep, &err);
   hb->held = 0;
   hb->last_renew = clock_mono();
+  if (rc == 0) hb->recorded = hb->current; /* the settle recorded them */
   if (rc != 0 || only_current) hb->released_from = hb->current + 1;
   if (rc != 0) {
     buf_reset(&hb->error);
@@ -137,6 +167,30 @@ static void *main_loop(void *arg) {
       wait_for(hb, hb->batch_start + hb->release_after - now);
       continue;
     }
+    if (!hb->overrun && now >= hb->job_deadline) {
+      /* blocked outside Lua past its limit: stop renewing its lease, so it
+       * expires and another worker runs the job again */
+      hb->overrun = 1;
+      size_t k = hb->current;
+      char msg[160];
+      snprintf(msg, sizeof msg,
+               "job %lld is still running %g s past its timeout of %g s, blocked outside Lua; "
+               "its lease is left to expire so that another worker runs it",
+               (long long)hb->claims[k].id, OVERRUN_GRACE, hb->job_limit);
+      if (k > hb->recorded) {
+        hb->writing = 1;
+        pthread_mutex_unlock(&hb->mu);
+        int ok = write_outcomes(hb, k);
+        pthread_mutex_lock(&hb->mu);
+        hb->writing = 0;
+        if (ok && k > hb->recorded) hb->recorded = k;
+        pthread_cond_broadcast(&hb->idle);
+      }
+      pthread_mutex_unlock(&hb->mu);
+      record_error(hb, "", msg);
+      pthread_mutex_lock(&hb->mu);
+      continue;
+    }
     if (hb->released_from == hb->n && hb->current + 1 < hb->n &&
         now - hb->batch_start >= hb->release_after) {
       size_t from = hb->current + 1;
@@ -148,8 +202,11 @@ static void *main_loop(void *arg) {
       }
     }
     if (release_k == 0 && !failed && now - hb->last_renew >= renew_every) {
-      if (take(hb, 0, hb->released_from) == 0) {
-        renew_k = hb->released_from;
+      /* the jobs held and not yet recorded, but not one that overran */
+      size_t from = hb->recorded, to = hb->overrun ? hb->current : hb->released_from;
+      if (to < from) to = from;
+      if (take(hb, from, to) == 0) {
+        renew_k = to - from;
         hb->last_renew = now;
       } else {
         failed = 1;
@@ -169,6 +226,7 @@ static void *main_loop(void *arg) {
     next = hb->last_renew + renew_every;
     if (hb->released_from == hb->n && hb->batch_start + hb->release_after < next)
       next = hb->batch_start + hb->release_after;
+    if (!hb->overrun && hb->job_deadline < next) next = hb->job_deadline;
     wait_for(hb, next - now);
   }
   pthread_mutex_unlock(&hb->mu);
@@ -192,10 +250,13 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_mutex_init(&hb->mu, NULL);
   pthread_cond_init(&hb->cv, &ca);
+  pthread_cond_init(&hb->idle, NULL);
   pthread_condattr_destroy(&ca);
+  hb->job_deadline = INFINITY;
   int e = pthread_create(&hb->thread, NULL, main_loop, hb);
   if (e != 0) {
     buf_printf(err, "cannot start the heartbeat thread: %s", strerror(e));
+    pthread_cond_destroy(&hb->idle);
     pthread_cond_destroy(&hb->cv);
     pthread_mutex_destroy(&hb->mu);
     free(hb->database);
@@ -213,6 +274,7 @@ void heartbeat_stop(heartbeat *hb) {
   pthread_mutex_unlock(&hb->mu);
   pthread_join(hb->thread, NULL);
   store_close(hb->st);
+  pthread_cond_destroy(&hb->idle);
   pthread_cond_destroy(&hb->cv);
   pthread_mutex_destroy(&hb->mu);
   buf_free(&hb->error);
@@ -222,7 +284,8 @@ void heartbeat_stop(heartbeat *hb) {
   free(hb);
 }
 
-int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n, int held) {
+int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n,
+                    const store_outcome *outcomes, int held) {
   pthread_mutex_lock(&hb->mu);
   if (n > hb->cap) {
     store_claim *p = realloc(hb->claims, n * sizeof *p);
@@ -235,8 +298,11 @@ int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n, int held
   }
   memcpy(hb->claims, claims, n * sizeof *claims);
   hb->n = hb->released_from = n;
-  hb->current = 0;
+  hb->current = hb->recorded = 0;
   hb->held = held;
+  hb->outcomes = outcomes;
+  hb->job_deadline = INFINITY;
+  hb->overrun = 0;
   hb->batch_start = hb->last_renew = clock_mono();
   hb->active = 1;
   pthread_cond_signal(&hb->cv);
@@ -250,10 +316,16 @@ void heartbeat_settle(heartbeat *hb) {
   pthread_mutex_unlock(&hb->mu);
 }
 
-int heartbeat_begin(heartbeat *hb, size_t i) {
+int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   pthread_mutex_lock(&hb->mu);
   int ok = i < hb->released_from;
-  if (ok) hb->current = i;
+  if (ok) {
+    hb->current = i;
+    hb->overrun = 0;
+    hb->job_limit = timeout;
+    hb->job_deadline = timeout > 0 ? clock_mono() + timeout + OVERRUN_GRACE : INFINITY;
+    if (timeout > 0) pthread_cond_signal(&hb->cv); /* a new wake-up time */
+  }
   pthread_mutex_unlock(&hb->mu);
   return ok;
 }
@@ -268,8 +340,11 @@ size_t heartbeat_cut(heartbeat *hb, size_t i) {
 
 void heartbeat_end(heartbeat *hb) {
   pthread_mutex_lock(&hb->mu);
+  while (hb->writing) pthread_cond_wait(&hb->idle, &hb->mu); /* it reads the outcomes */
   hb->active = 0;
   hb->held = 0;
+  hb->outcomes = NULL;
+  hb->job_deadline = INFINITY;
   hb->n = hb->released_from = 0;
   pthread_mutex_unlock(&hb->mu);
 }

@@ -13,6 +13,13 @@
  * The thread that runs Lua calls heartbeat_batch() after a claim,
  * heartbeat_begin(i) before starting job i, heartbeat_end() when the batch's
  * outcomes are recorded.
+ *
+ * Listener time limits: a listener stuck in Lua code is stopped by a hook
+ * (dispatch.c); one blocked in C for longer than its limit plus a second
+ * cannot be.  The thread then stops renewing that job's lease (it expires
+ * and another worker runs the job again: the blocked call may still finish
+ * later, so the job ran twice) and records the outcomes of the jobs the
+ * batch ran before it, so they are not held with it.
  */
 #ifndef SCHEDULER_HEARTBEAT_H
 #define SCHEDULER_HEARTBEAT_H
@@ -40,22 +47,26 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
                            heartbeat_settle_fn settle, void *ctx, buf *err);
 /* Stop and join the thread, close its connection, free everything. */
 void heartbeat_stop(heartbeat *hb);
-/* A new batch is in hand (the claims are copied).  held: the claims are
- * locks of the store's open transaction, not leases (nothing to renew until
- * it is settled).  0, or -1 out of memory. */
-int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n, int held);
+/* A new batch is in hand (the claims are copied).  outcomes[i] is job i's,
+ * final once job i + 1 begins; the array stays put until heartbeat_end.
+ * held: the claims are locks of the store's open transaction, not leases
+ * (nothing to renew until it is settled).  0, or -1 out of memory. */
+int heartbeat_batch(heartbeat *hb, const store_claim *claims, size_t n,
+                    const store_outcome *outcomes, int held);
 /* The thread that runs Lua is about to use the store's connection (a
  * listener called the API): settle a held batch first, keeping every
  * unfinished job of it as a lease.  Nothing to do otherwise. */
 void heartbeat_settle(heartbeat *hb);
 /* May job i of the batch start?  0 when the thread already handed it back
- * (and with it every later one). */
-int heartbeat_begin(heartbeat *hb, size_t i);
+ * (and with it every later one).  timeout: its listener's time limit in
+ * seconds (0: none). */
+int heartbeat_begin(heartbeat *hb, size_t i, double timeout);
 /* No job from index i on will start (stop() was called): the thread will
  * hand back nothing more.  Returns the index from which the thread already
  * handed jobs back (>= i); the caller hands back [i, that index) itself. */
 size_t heartbeat_cut(heartbeat *hb, size_t i);
-/* The batch's outcomes are recorded; stop covering it. */
+/* The batch's outcomes are recorded; stop covering it (and reading its
+ * outcomes: waits for a write of them in progress). */
 void heartbeat_end(heartbeat *hb);
 /* Move the thread's last error (if any) into out: 1 if there was one. */
 int heartbeat_error(heartbeat *hb, buf *out);

@@ -381,7 +381,7 @@ static size_t fmt_float(double x, char *out) {
     if ((double)u == ax) { /* integral: all the digits + ".0" */
       char tmp[24], *end = tmp + sizeof tmp, *p = u64_digits(end, u);
       size_t n = 0;
-      if (signbit(x)) out[n++] = '-';
+      if (u != 0 && x < 0) out[n++] = '-'; /* -0.0 is written 0.0 (json.h) */
       memcpy(out + n, p, (size_t)(end - p));
       n += (size_t)(end - p);
       memcpy(out + n, ".0", 3);

@@ -32,8 +32,10 @@
  *   - integers -> exact decimal (full int64 range).  Floats -> a text that
  *     decodes back to the same float and still reads as a float: integral
  *     floats with |x| < 2^64 are written as all their digits plus ".0"
- *     (1.0 -> "1.0", -0.0 -> "-0.0", 1e18 -> "1000000000000000000.0", never
- *     "1e+18", because PostgreSQL jsonb rewrites 1e+18 as an integer);
+ *     (1.0 -> "1.0", 1e18 -> "1000000000000000000.0", never "1e+18",
+ *     because PostgreSQL jsonb rewrites 1e+18 as an integer); -0.0 is
+ *     written "0.0", because jsonb has no negative zero and both backends
+ *     must return the same payload;
  *     others use the shortest of %.15g, %.16g, %.17g that round-trips
  *     ("0.1", "1e+300", "4.94065645841247e-324").  The decimal point is
  *     always '.', whatever the C locale.  NaN and +-inf raise.

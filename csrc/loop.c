@@ -159,7 +159,8 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     r->claims[i].attempt = jobs[i].attempt;
   }
   r->settled = 0;
-  if (heartbeat_batch(r->hb, r->claims, n, c->st->ops->settle != NULL)) return LUA_ERRMEM;
+  if (heartbeat_batch(r->hb, r->claims, n, c->outcomes, c->st->ops->settle != NULL))
+    return LUA_ERRMEM;
   int status = LUA_OK;
   size_t done = 0;
   for (; done < n; done++) {
@@ -173,9 +174,10 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
       done = upto;
       break;
     }
-    if (!heartbeat_begin(r->hb, done)) break; /* the thread gave the rest back */
+    double limit = dispatch_timeout(r->L, c, r->env, &jobs[done]);
+    if (!heartbeat_begin(r->hb, done, limit)) break; /* the thread gave the rest back */
     double t0 = clock_mono();
-    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], &c->outcomes[done]);
+    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], limit, &c->outcomes[done]);
     double took = clock_mono() - t0;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
     if (c->outcomes[done].kind != OUTCOME_RELEASE) r->count++;

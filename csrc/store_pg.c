@@ -459,7 +459,7 @@ static const struct {
 typedef struct pg_store {
   store base;
   char *conninfo;
-  char *secret;        /* the password as written, scrubbed from messages */
+  buf secrets;         /* passwords as written (each NUL-terminated), scrubbed from messages */
   char *secret_parsed; /* the password as libpq decoded it */
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
@@ -521,7 +521,8 @@ static void scrub_one(buf *b, const char *needle) {
 }
 
 static void scrub(pg_store *p) {
-  scrub_one(&p->base.err, p->secret);
+  for (size_t at = 0; at < p->secrets.len; at += strlen(p->secrets.data + at) + 1)
+    scrub_one(&p->base.err, p->secrets.data + at);
   scrub_one(&p->base.err, p->secret_parsed);
 }
 
@@ -1551,6 +1552,17 @@ static int wants(pg_store *p, const char *name) {
   return 0;
 }
 
+/* The run_at in a notification's payload, "<epoch seconds> <name>" as the
+ * triggers send it, if it is for one of this worker's names: 1, else 0.
+ * Any client may NOTIFY anything; another payload at worst wakes the worker
+ * for nothing. */
+static int notification_due(pg_store *p, const char *payload, double *t) {
+  const char *space = strchr(payload, ' ');
+  if (!space || !wants(p, space + 1)) return 0;
+  *t = parse_seconds(payload);
+  return 1;
+}
+
 static int pg_notifications(store *s, double *earliest) {
   pg_store *p = PG(s);
   *earliest = INFINITY;
@@ -1562,11 +1574,8 @@ static int pg_notifications(store *s, double *earliest) {
   }
   PGnotify *n;
   while ((n = PQnotifies(p->conn)) != NULL) {
-    const char *space = strchr(n->extra, ' ');
-    if (space && wants(p, space + 1)) {
-      double t = parse_seconds(n->extra);
-      if (t < *earliest) *earliest = t;
-    }
+    double t;
+    if (notification_due(p, n->extra, &t) && t < *earliest) *earliest = t;
     PQfreemem(n);
   }
   return STORE_OK;
@@ -1589,7 +1598,7 @@ static void pg_destroy(store *s) {
   buf_free(&s->err);
   free(p->jobs);
   free(p->conninfo);
-  free(p->secret);
+  buf_free(&p->secrets);
   free(p->secret_parsed);
   free(p);
 }
@@ -1625,25 +1634,38 @@ static const store_ops pg_ops = {
     .schema_version = pg_schema_version,
 };
 
-/* The password as written in a URL's user-info ("user:secret@"), if any. */
-static char *url_password(const char *s) {
+/* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */
+static int add_secret(buf *b, const char *s, size_t n) {
+  if (n == 0) return 0;
+  return buf_add(b, s, n) || buf_addc(b, '\0') ? -1 : 0;
+}
+
+/* The passwords a URL holds, as written (libpq's messages about a string it
+ * cannot parse quote the offending token, or the whole URL, undecoded):
+ * the user-info password, read as libpq reads it (up to the first '@'
+ * before any '/'), and the value of every password query parameter.  Added
+ * to `out`; 0, or -1 out of memory.  Keyword strings need nothing here:
+ * libpq's messages about them quote keywords, never values. */
+static int url_secrets(const char *s, buf *out) {
   const char *scheme = strstr(s, "://");
-  if (!scheme) return NULL;
+  if (!scheme) return 0;
   const char *auth = scheme + 3;
-  const char *end = auth + strcspn(auth, "/?#");
-  const char *at = NULL;
-  for (const char *c = auth; c < end; c++)
-    if (*c == '@') at = c;
-  if (!at) return NULL;
-  const char *colon = memchr(auth, ':', (size_t)(at - auth));
-  if (!colon || colon + 1 == at) return NULL;
-  size_t n = (size_t)(at - colon - 1);
-  char *pw = malloc(n + 1);
-  if (pw) {
-    memcpy(pw, colon + 1, n);
-    pw[n] = '\0';
+  const char *at = auth + strcspn(auth, "@/");
+  if (*at == '@') {
+    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon && add_secret(out, colon + 1, (size_t)(at - colon - 1))) return -1;
   }
-  return pw;
+  const char *q = strchr(auth, '?');
+  while (q) {
+    const char *param = q + 1, *amp = strchr(param, '&');
+    size_t len = amp ? (size_t)(amp - param) : strlen(param);
+    static const char key[] = "password=";
+    if (len >= sizeof key - 1 && memcmp(param, key, sizeof key - 1) == 0 &&
+        add_secret(out, param + sizeof key - 1, len - (sizeof key - 1)))
+      return -1;
+    q = amp;
+  }
+  return 0;
 }
 
 store *store_pg_open(const char *conninfo, buf *err) {
@@ -1654,7 +1676,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   }
   p->base.ops = &pg_ops;
   p->conninfo = strdup(conninfo);
-  p->secret = url_password(conninfo);
+  int nomem = url_secrets(conninfo, &p->secrets);
   char *perr = NULL;
   PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
   if (!opts) {
@@ -1671,7 +1693,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   for (PQconninfoOption *o = opts; o->keyword; o++)
     if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) p->secret_parsed = strdup(o->val);
   PQconninfoFree(opts);
-  if (!p->conninfo) {
+  if (!p->conninfo || nomem) {
     buf_adds(err, "not enough memory");
     pg_destroy(&p->base);
     return NULL;

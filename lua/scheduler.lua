@@ -67,6 +67,17 @@ local function check_name(fname, name, level)
     raise(level + 1, "%s: the job name must be a string, got %s", fname, type(name))
   end
   if name == "" then raise(level + 1, "%s: the job name must not be empty", fname) end
+  -- PostgreSQL refuses invalid UTF-8 text: refuse it on every backend
+  if not utf8.len(name) then raise(level + 1, "%s: the job name is not valid UTF-8", fname) end
+end
+
+--- A listener's (or the instance's default) time limit: nil or a positive
+-- finite number of seconds.
+local function check_timeout(fname, v, level)
+  if v ~= nil and (not is_finite(v) or v <= 0) then
+    raise(level + 1, "%s: timeout must be a positive number of seconds, got %s", fname, tostring(v))
+  end
+  return v
 end
 
 local function check_int(fname, what, v, min, level)
@@ -109,7 +120,7 @@ end
 
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
-  backoff = true, log = true,
+  backoff = true, log = true, timeout = true,
 }
 
 -- Recurring schedules ------------------------------------------------------
@@ -214,8 +225,9 @@ local function make_tick(log)
   end
 end
 
---- Build the C core for validated options, sharing `listeners`/`limits`.
-local function build(opts, listeners, limits, level)
+--- Build the C core for validated options, sharing `listeners`, `limits`
+-- (max_attempts) and `timeouts` with the instance.
+local function build(opts, listeners, limits, timeouts, level)
   opts = check_options("configure", opts, CONFIG_OPTIONS, level + 1)
   -- Nothing configured: an SQLite file in the working directory, so that a
   -- script works with no server and no setup.
@@ -239,6 +251,7 @@ local function build(opts, listeners, limits, level)
       and type(opts.log) ~= "string" then
     raise(level + 1, "configure: log must be false, a function or a level name")
   end
+  local timeout = check_timeout("configure", opts.timeout, level + 1)
 
   local worker_id = opts.worker_id or core.default_worker_id()
   local log = make_log(opts.log, worker_id)
@@ -258,16 +271,16 @@ local function build(opts, listeners, limits, level)
   end
   local c, err = core.new {
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
-    listeners = listeners, limits = limits, backoff = backoff, log = log,
-    tick = make_tick(log),
+    timeout = timeout, listeners = listeners, limits = limits, timeouts = timeouts,
+    backoff = backoff, log = log, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
   return c
 end
 
 local function new_instance(opts, level)
-  local self = setmetatable({ _listeners = {}, _limits = {} }, Scheduler)
-  self._core = build(opts, self._listeners, self._limits, level + 1)
+  local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {} }, Scheduler)
+  self._core = build(opts, self._listeners, self._limits, self._timeouts, level + 1)
   return self
 end
 
@@ -279,16 +292,20 @@ local function check_self(self, fname)
 end
 
 --- Register (or replace) the listener for `name`: fn(payload, job).
--- opts.max_attempts overrides the instance default for jobs of this name.
+-- opts.max_attempts overrides the instance default for jobs of this name;
+-- opts.timeout (seconds) stops a call that runs longer (the instance's
+-- `timeout` applies when it is not given).
 function Scheduler:on(name, fn, opts)
   local c = check_self(self, "on")
   check_name("on", name, 2)
+  -- a listener for a name no job can have would also break claims
+  if name:find("\0", 1, true) then raise(2, "on: the job name must not contain NUL bytes") end
   if not is_callable(fn) then
     raise(2, "on: the listener must be a function or callable table, got %s", type(fn))
   end
-  opts = check_options("on", opts, { max_attempts = true }, 2)
+  opts = check_options("on", opts, { max_attempts = true, timeout = true }, 2)
   local max = opts.max_attempts and check_int("on", "max_attempts", opts.max_attempts, 1, 2)
-  c:on(name, fn, max)
+  c:on(name, fn, max, check_timeout("on", opts.timeout, 2))
 end
 
 --- Remove the listener for `name`.
@@ -323,6 +340,7 @@ local function parse_when(fname, when, level)
   if key ~= nil and (type(key) ~= "string" or key == "") then
     raise(level + 1, "%s: key must be a non-empty string, got %s", fname, type(key))
   end
+  if key ~= nil and not utf8.len(key) then raise(level + 1, "%s: key is not valid UTF-8", fname) end
   local priority = when.priority ~= nil and check_int(fname, "priority", when.priority, 0, level + 1) or nil
   local max_attempts = when.max_attempts ~= nil
     and check_int(fname, "max_attempts", when.max_attempts, 1, level + 1) or nil
@@ -441,6 +459,7 @@ local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = t
 function Scheduler:cron(id, expr, name, payload, opts)
   local c = check_self(self, "cron")
   if type(id) ~= "string" or id == "" then raise(2, "cron: id must be a non-empty string") end
+  if not utf8.len(id) then raise(2, "cron: id is not valid UTF-8") end
   if type(expr) ~= "string" then raise(2, "cron: the expression must be a string, got %s", type(expr)) end
   check_name("cron", name, 2)
   opts = check_options("cron", opts, CRON_OPTIONS, 2)
@@ -528,7 +547,7 @@ function M.configure(opts)
   if default then
     if default._core:running() then raise(2, "configure: the default instance is running") end
     for name, fn in pairs(default._listeners) do
-      fresh:on(name, fn, { max_attempts = default._limits[name] })
+      fresh:on(name, fn, { max_attempts = default._limits[name], timeout = default._timeouts[name] })
     end
     default:close()
   end

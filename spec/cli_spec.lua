@@ -131,6 +131,12 @@ describe("lua-scheduler", function()
       assert_usage(exec("schedule", "X", "12abc"), "PAYLOAD is not valid JSON")
     end)
 
+    it("exits 2 for a NAME, --key or bare-word PAYLOAD that is not valid UTF-8", function()
+      assert_usage(exec("schedule", "X\xff"), "NAME is not valid UTF-8")
+      assert_usage(exec("schedule", "X", "--key", "k\xc0\xaf"), "--key is not valid UTF-8")
+      assert_usage(exec("schedule", "X", "caf\xe9"), "PAYLOAD is not valid UTF-8")
+    end)
+
     it("uses ./scheduler.db without a database, exits 1 when it is unreachable", function()
       -- nothing configured: the SQLite file scheduler.db in the working
       -- directory (run from a temporary one)

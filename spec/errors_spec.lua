@@ -95,6 +95,7 @@ describe("errors", function()
         max_attempts = 3,
         backoff = function(attempt) return attempt end,
         log = log,
+        timeout = 5,
       }
       helper.schedule(s, helper.name("all-options"), nil, { delay = 60 })
       local s2 = helper.new{ log = false }
@@ -331,6 +332,23 @@ describe("errors", function()
       for _, e in ipairs(errors) do assert_no_secret(secret, "an error", e) end
       assert_log_clean(secret, entries)
       assert_no_secret(secret, "tostring(instance)", tostring(s))
+    end)
+
+    -- found by fuzz/database_string.c: libpq quotes the undecoded token of a
+    -- bad percent escape, and reads user-info up to the first '@'
+    it("never appear in the error for a URL libpq cannot parse", function()
+      for _, case in ipairs {
+        { "postgresql://app:pw%zz-SECRET@127.0.0.1:1/x", "pw%zz-SECRET" },
+        { "postgresql://app:pw?SECRET%zz@127.0.0.1:1/x", "pw?SECRET%zz" },
+        { "postgresql://app:pw%zzSECRET@h@127.0.0.1:1/x", "pw%zzSECRET" },
+        { "postgresql://127.0.0.1:1/x?password=50%off-SECRET", "50%off-SECRET" },
+        { "postgresql://127.0.0.1:1/x?sslmode=disable&password=SECRET%zz&user=app", "SECRET%zz" },
+      } do
+        local err = helper.raises(function() scheduler.new{ database = case[1], log = false } end,
+          "invalid database string")
+        assert_no_secret("SECRET", "the error for " .. case[1], err)
+        assert_no_secret(case[2], "the error for " .. case[1], err)
+      end
     end)
 
     it("a log function receives (level, message) for a failing listener", function()

@@ -104,7 +104,10 @@ local function parse_payload(s)
   local first = s:match("^%s*(.)")
   local jsonish = first and (first:match("[%[{\"%-%d]") or s:match("^%s*true%s*$")
     or s:match("^%s*false%s*$") or s:match("^%s*null%s*$"))
-  if not jsonish then return s end
+  if not jsonish then
+    if not utf8.len(s) then usage_error("PAYLOAD is not valid UTF-8") end
+    return s
+  end
   local v, err = core.json_decode(s)
   if err then usage_error(("PAYLOAD is not valid JSON: %s"):format(err)) end
   return v
@@ -231,8 +234,10 @@ prints the existing job's id.]],
   args = { { "NAME" }, { "PAYLOAD", optional = true } },
   run = function(o)
     if o.NAME == "" then usage_error("NAME must not be empty") end
+    if not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
     if o.at and o["in"] then usage_error("give --at or --in, not both") end
     if o.key == "" then usage_error("--key must not be empty") end
+    if o.key and not utf8.len(o.key) then usage_error("--key is not valid UTF-8") end
     local payload = nil
     if o.PAYLOAD then payload = parse_payload(o.PAYLOAD) end
     local db = open_db(o)

@@ -20,6 +20,7 @@
 --   WORKER_SLEEP       seconds every listener call blocks (default 0); a table
 --                      payload's `sleep` field overrides it per job
 --   WORKER_LEASE       the `lease` option
+--   WORKER_TIMEOUT     the listeners' `timeout` option (on())
 --   WORKER_DATABASE    the `database` option (default: LUA_SCHEDULER_DATABASE)
 --   WORKER_STOP_AFTER  call scheduler.stop() from the listener after this many jobs
 --   WORKER_SCHEDULE    schedule this many due-now jobs for the first name
@@ -37,7 +38,8 @@
 --   drained   (drain mode) what run{drain=true} returned
 --   returned  what run returned: "<value> <err>"
 -- A table payload with a `fail` field makes the listener raise that message
--- (after the start line).
+-- (after the start line).  One with a `fifo` field (a path) makes it block in
+-- C, opening that FIFO for reading until a writer opens it.
 --
 -- Exit status: 0 when run returned true (drain: a number), 1 otherwise,
 -- 2 on bad setup.  The wrapper started by helper.spawn records it in DIR/exit.
@@ -129,6 +131,10 @@ local function listener(payload, job)
   local s = default_sleep
   if type(payload) == "table" and type(payload.sleep) == "number" then s = payload.sleep end
   if s > 0 then sleep(s) end
+  if type(payload) == "table" and payload.fifo then
+    local f = io.open(payload.fifo, "r") -- blocks in open(2) until a writer comes
+    if f then f:close() end
+  end
   if type(payload) == "table" and payload.fail then
     record(job.id, "fail", job.attempt)
     error(tostring(payload.fail))
@@ -138,7 +144,8 @@ local function listener(payload, job)
   if stop_after and count >= stop_after then scheduler.stop() end
 end
 
-for _, name in ipairs(names) do scheduler.on(name, listener) end
+local listener_opts = { timeout = tonumber(os.getenv("WORKER_TIMEOUT") or "") }
+for _, name in ipairs(names) do scheduler.on(name, listener, listener_opts) end
 
 local to_schedule = tonumber(os.getenv("WORKER_SCHEDULE") or "") or 0
 for i = 1, to_schedule do
