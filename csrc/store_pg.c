@@ -132,12 +132,24 @@ static const char *const migrations[] = {
 
 enum {
   Q_SCHEDULE, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON,
-  Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
+  Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_COUNT
 };
 
 #define CRON_COLUMNS                                                                         \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
   " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
+
+/* A worker's connection holds the advisory lock (WORKER_LOCK, hashtext(the
+ * worker id)) from its first claim until the connection ends, which the
+ * server sees only after the statement in progress, a claim included, has
+ * committed.  abandon() waits for that lock (at most ABANDON_WAIT), so a
+ * claim sent just before the worker died is released too. */
+#define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
+#define ABANDON_WAIT "5s"
+
+/* A notification that wakes every sleeping worker (no name: see
+ * pg_notifications), carrying the earliest run_at of the rows in scope. */
+#define WAKE_EVERYONE "pg_notify('scheduler', extract(epoch FROM min(run_at))::text || ' ')"
 
 /* Claims and lease renewals commit without waiting for the WAL flush: if
  * the database crashed before the flush, the claim is simply undone and the
@@ -236,9 +248,11 @@ static const struct {
                   "    locked_by = NULL, locked_until = NULL"
                   "  FROM unnest($7::bigint[], $8::integer[]) AS r(id, attempt)"
                   "  WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running'"
-                  "  RETURNING 1"
+                  "  RETURNING j.run_at"
                   ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-                  "  (SELECT count(*) FROM back)"},
+                  "  (SELECT count(*) FROM back),"
+                  /* jobs handed back are due: wake the sleeping workers */
+                  "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"},
     [Q_HEARTBEAT] = {"scheduler_heartbeat", 3,
                      "UPDATE scheduler.jobs j"
                      " SET locked_until = now() + $3::float8 * interval '1 second'"
@@ -252,13 +266,22 @@ static const struct {
                   "   ' stopped renewing it (it died, hung or lost its connection)',"
                   " locked_by = NULL, locked_until = NULL"
                   " WHERE state = 'running' AND locked_until < now()"},
+    /* Returns how many; the jobs put back are due, so the sleeping workers
+     * are woken (else they would find them only at their fallback check). */
     [Q_ABANDON] = {"scheduler_abandon", 2,
-                   "UPDATE scheduler.jobs SET"
+                   "WITH a AS (UPDATE scheduler.jobs SET"
                    " state = CASE WHEN attempt >= coalesce(max_attempts, $2::integer)"
                    "   THEN 'failed' ELSE 'scheduled' END,"
                    " last_error = 'worker ' || locked_by || ' died while holding it',"
                    " locked_by = NULL, locked_until = NULL"
-                   " WHERE state = 'running' AND locked_by = $1"},
+                   " WHERE state = 'running' AND locked_by = $1 RETURNING state, run_at)"
+                   " SELECT (SELECT count(*) FROM a),"
+                   "  (SELECT " WAKE_EVERYONE " FROM a WHERE state = 'scheduled' HAVING count(*) > 0)"},
+    /* Try only: two instances of one process share a worker id. */
+    [Q_WORKER_LOCK] = {"scheduler_worker_lock", 1,
+                       "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
+    [Q_WORKER_WAIT] = {"scheduler_worker_wait", 1,
+                       "SELECT pg_advisory_xact_lock(" WORKER_LOCK ", hashtext($1))"},
     [Q_WAKE] = {"scheduler_wake", 1,
                 "SELECT extract(epoch FROM clock_timestamp()),"
                 " (SELECT extract(epoch FROM min(w.run_at)) FROM unnest($1::text[]) AS n(name)"
@@ -310,6 +333,7 @@ typedef struct pg_store {
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
   unsigned prepared; /* bit per query prepared on this connection */
+  int worker_locked; /* this connection holds its worker's advisory lock */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
@@ -377,6 +401,7 @@ static void pg_disconnect(store *s) {
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
+  p->worker_locked = 0;
 }
 
 /* A result error: STORE_DOWN when the connection is gone (which is then
@@ -795,7 +820,14 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker, st
   const char *values[4] = {buf_cstr(&p->names_literal), lim,
                            fmt_seconds(lease, leasetext, sizeof leasetext), worker};
   PGresult *r = NULL;
-  int rc = run(p, Q_CLAIM, values, &r);
+  int rc;
+  if (!p->worker_locked) {
+    const char *who[1] = {worker};
+    if ((rc = run(p, Q_WORKER_LOCK, who, &r))) return rc;
+    PQclear(r);
+    p->worker_locked = 1;
+  }
+  rc = run(p, Q_CLAIM, values, &r);
   if (rc) return rc;
   size_t rows = (size_t)PQntuples(r);
   if (rows > p->jobs_cap) {
@@ -901,16 +933,47 @@ static int pg_rescue(store *s, long long default_max_attempts) {
   return STORE_OK;
 }
 
+static void rollback(pg_store *p) {
+  if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
+    PGresult *r = PQexec(p->conn, "ROLLBACK");
+    if (r) PQclear(r);
+  }
+}
+
+/* In one transaction: wait until no connection of the worker is left (see
+ * WORKER_LOCK), then release its jobs.  If the wait times out (its
+ * connection lives on: the worker is not dead after all, or the server has
+ * not noticed yet), release what is visible anyway. */
 static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
+  pg_store *p = PG(s);
   char maxa[32];
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
   const char *values[2] = {worker, maxa};
   PGresult *r = NULL;
-  int rc = run(PG(s), Q_ABANDON, values, &r);
+  *n = 0;
+  int rc = pg_connect(s);
+  if (rc == STORE_OK)
+    rc = exec_simple(p, "releasing a worker's jobs",
+                     "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
   if (rc) return rc;
-  *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+  int in_transaction = 1;
+  rc = run(p, Q_WORKER_WAIT, values, &r);
+  if (rc == STORE_OK) {
+    PQclear(r);
+  } else if (rc == STORE_ERROR) { /* lock_timeout */
+    rollback(p);
+    in_transaction = 0;
+  } else {
+    return rc;
+  }
+  rc = run(p, Q_ABANDON, values, &r);
+  if (rc) {
+    if (in_transaction) rollback(p);
+    return rc;
+  }
+  *n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
   PQclear(r);
-  return STORE_OK;
+  return in_transaction ? exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL) : STORE_OK;
 }
 
 static double seconds_or_inf(PGresult *r, int col) {

@@ -162,6 +162,48 @@ describe("workers", function()
         assert.equals("scheduled", helper.ok(s:job(far)).state)
       end)
 
+      -- Found by the fault suite (make test-faults, worker_kill): on
+      -- PostgreSQL, jobs put back to run by abandon() or handed back by a
+      -- stopping worker sent no notification, so an idle worker found them
+      -- only at its 15 s fallback check (or their old lease's end).
+      it("wake a sleeping worker for jobs another worker hands back", function()
+        local ids = {}
+        for i = 1, 5 do ids[i] = helper.schedule(s, name, i) end
+        local handed_back
+        s:on(name, function()
+          -- s holds all five; a second worker starts, finds nothing due and
+          -- sleeps; then s stops and hands the other four back
+          start_idle_worker()
+          handed_back = helper.now()
+          s:stop()
+        end)
+        assert.is_true(s:run{ seconds = 20 })
+        assert.is_truthy(handed_back)
+        local started = helper.wait_for(function() return #p:events("start") >= 4 end, 10)
+        assert.is_truthy(started, p:describe())
+        for _, e in ipairs(p:events("start")) do
+          assert.is_true(e.time - handed_back < 3, ("job %d started %.3f s after it was handed back")
+            :format(e.id, e.time - handed_back))
+        end
+      end)
+
+      it("wake a sleeping worker for the jobs of a dead worker released with abandon()", function()
+        local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" }
+        assert(a:wait_file("ready", 10), a:describe())
+        local id = helper.schedule(s, name, { sleep = 60 })
+        assert.is_truthy(helper.wait_for(function() return a:events("start", id)[1] end, 10), a:describe())
+        start_idle_worker() -- finds the job running, sleeps until a's lease would end
+        assert.is_true(a:kill("KILL"))
+        assert.equals(137, a:wait(5), a:describe())
+        local released = helper.now()
+        assert.equals(1, helper.ok(s:abandon("spec-worker:" .. a:pid())))
+        local started = wait_start(id, 10)
+        assert.is_truthy(started, p:describe())
+        assert.equals(2, started.attempt)
+        assert.is_true(started.time - released < 3, ("started %.3f s after abandon()")
+          :format(started.time - released))
+      end)
+
       it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
         start_idle_worker()
         local t = helper.now()
@@ -218,6 +260,40 @@ describe("workers", function()
       assert.is_nil(s:job(id))
       assert.equals(1, #a:events("start", id))
       assert.equals(0, #a:events("done", id))
+    end)
+
+    -- Found by the fault suite (make test-faults, worker_kill: a job ran 30 s
+    -- late).  A worker killed while its claim still executed on the server:
+    -- abandon() ran before that claim committed, did not see it, and the
+    -- job it claimed waited for its lease.
+    it("abandon() releases a claim the dead worker sent just before it died #postgresql", function()
+      local name = helper.name("abandon-race")
+      -- the claim of this job takes 2 s on the server (a row trigger sleeps)
+      helper.psql(([[
+        CREATE FUNCTION scheduler.spec_slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+        CREATE TRIGGER spec_slow_claim BEFORE UPDATE ON scheduler.jobs FOR EACH ROW
+          WHEN (NEW.name = %s AND OLD.state = 'scheduled' AND NEW.state = 'running')
+          EXECUTE FUNCTION scheduler.spec_slow_claim();]]):format(helper.literal(name)))
+      finally(function()
+        helper.psql("DROP TRIGGER spec_slow_claim ON scheduler.jobs; DROP FUNCTION scheduler.spec_slow_claim()")
+      end)
+      local w = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" }
+      assert(w:wait_file("ready", 10), w:describe())
+      local id = helper.schedule(s, name, "claimed while dying")
+      local claiming = helper.wait_for(function()
+        return helper.psql_int([[SELECT count(*) FROM pg_stat_activity
+          WHERE application_name = 'lua-scheduler' AND query LIKE 'WITH RECURSIVE pr%'
+          AND state = 'active' AND wait_event = 'PgSleep']]) == 1
+      end, 5)
+      assert.is_truthy(claiming, "the worker's claim is not in progress: " .. w:describe())
+      assert.is_true(w:kill("KILL"))
+      assert.equals(137, w:wait(5), w:describe())
+      -- the claim is still in flight on the server: abandon() must wait for it
+      assert.equals(1, helper.ok(s:abandon("spec-worker:" .. w:pid())))
+      local j = helper.ok(s:job(id))
+      assert.equals("scheduled", j.state)
+      assert.equals(1, j.attempt)
     end)
 
     it("keeps a job that runs longer than the lease leased (runs exactly once)", function()
