@@ -864,6 +864,13 @@ static int l_process_getpid(lua_State *L) {
   return 1;
 }
 
+/* process.hide_arg(secret) -> n: hide `secret` from this process's command
+ * line as `ps` shows it (see process_hide_arg). */
+static int l_process_hide_arg(lua_State *L) {
+  lua_pushinteger(L, process_hide_arg(luaL_checkstring(L, 1)));
+  return 1;
+}
+
 /* process.isatty(fd) -> boolean */
 static int l_process_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -912,6 +919,37 @@ static int l_dir_list(lua_State *L) {
   lua_pushlightuserdata(L, &d);
   int st = lua_pcall(L, 1, 1, 0);
   dir_free(d.names, d.n);
+  if (st != LUA_OK) return lua_error(L);
+  return 1;
+}
+
+typedef struct secrets {
+  char *raw, *parsed;
+} secrets;
+
+static int secrets_table(lua_State *L) {
+  const secrets *x = lua_touserdata(L, 1);
+  lua_createtable(L, 2, 0);
+  int n = 0;
+  if (x->raw) lua_pushstring(L, x->raw), lua_rawseti(L, -2, ++n);
+  if (x->parsed && !(x->raw && strcmp(x->raw, x->parsed) == 0))
+    lua_pushstring(L, x->parsed), lua_rawseti(L, -2, ++n);
+  return 1;
+}
+
+/* core.database_secrets(database) -> array: the password a database string
+ * holds, as written and as decoded (one entry when they are equal; empty
+ * when there is none).  The C strings are copied in a protected call, so a
+ * memory error cannot leak them. */
+static int l_database_secrets(lua_State *L) {
+  const char *database = luaL_checkstring(L, 1);
+  secrets x;
+  store_secrets(database, &x.raw, &x.parsed);
+  lua_pushcfunction(L, secrets_table);
+  lua_pushlightuserdata(L, &x);
+  int st = lua_pcall(L, 1, 1, 0);
+  free(x.raw);
+  free(x.parsed);
   if (st != LUA_OK) return lua_error(L);
   return 1;
 }
@@ -971,12 +1009,14 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
                                              {"getpid", l_process_getpid},
                                              {"monotonic", l_process_monotonic},
                                              {"isatty", l_process_isatty},
+                                             {"hide_arg", l_process_hide_arg},
                                              {NULL, NULL}};
 
 static const luaL_Reg dir_functions[] = {
     {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
 
 static const luaL_Reg cli_functions[] = {{"admin", l_admin_open},
+                                         {"database_secrets", l_database_secrets},
                                          {"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
                                          {NULL, NULL}};

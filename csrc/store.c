@@ -17,6 +17,12 @@ store *store_open(const char *database, buf *err) {
   return store_pg_open(database, err);
 }
 
+void store_secrets(const char *database, char **raw, char **parsed) {
+  *raw = *parsed = NULL;
+  if (strncmp(database, "sqlite:", 7) == 0) return; /* no credentials */
+  store_pg_passwords(database, raw, parsed);
+}
+
 void store_close(store *s) {
   if (!s) return;
   s->ops->destroy(s);

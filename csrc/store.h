@@ -184,6 +184,10 @@ struct store {
  * failure (bad string, out of memory). */
 store *store_open(const char *database, buf *err);
 void store_close(store *s);
+
+/* The secret a database string holds (a PostgreSQL password), if any, as
+ * written (*raw) and as decoded (*parsed); each malloc'd or NULL. */
+void store_secrets(const char *database, char **raw, char **parsed);
 const char *store_error(const store *s);
 
 /* Used by backends: set the error message (printf-style); returns `code`. */

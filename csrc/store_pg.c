@@ -1193,6 +1193,16 @@ static char *url_password(const char *s) {
   return pw;
 }
 
+void store_pg_passwords(const char *conninfo, char **raw, char **parsed) {
+  *raw = url_password(conninfo);
+  *parsed = NULL;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+  if (!opts) return;
+  for (PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) *parsed = strdup(o->val);
+  PQconninfoFree(opts);
+}
+
 store *store_pg_open(const char *conninfo, buf *err) {
   pg_store *p = calloc(1, sizeof *p);
   if (!p) {
@@ -1201,7 +1211,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   }
   p->base.ops = &pg_ops;
   p->conninfo = strdup(conninfo);
-  p->secret = url_password(conninfo);
+  store_pg_passwords(conninfo, &p->secret, &p->secret_parsed);
   char *perr = NULL;
   PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
   if (!opts) {
@@ -1215,8 +1225,6 @@ store *store_pg_open(const char *conninfo, buf *err) {
     pg_destroy(&p->base);
     return NULL;
   }
-  for (PQconninfoOption *o = opts; o->keyword; o++)
-    if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) p->secret_parsed = strdup(o->val);
   PQconninfoFree(opts);
   if (!p->conninfo) {
     buf_adds(err, "not enough memory");

@@ -32,12 +32,14 @@ function db:api()
   return self._api
 end
 
---- Connect now (creating or upgrading the schema), through the API: a
--- failure is a runtime failure.  Reading a job that cannot exist is the
--- cheapest operation that needs the database.
+--- Connect now (creating or upgrading the schema), through the API.
+-- Returns true, or nil and why ("cannot connect to the database: ...").
+-- Reading a job that cannot exist is the cheapest operation that needs the
+-- database.
 function db:ping()
   local _, err = self:api():job(0)
-  if err then errors.failure(errors.strip(err)) end
+  if err then return nil, (tostring(err):gsub("^scheduler: job: ", "")) end
+  return true
 end
 
 --- The admin connection (connects now; a failure is a runtime failure).
