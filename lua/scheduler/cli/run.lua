@@ -71,7 +71,9 @@ function run.make_log(level, format, who)
     else
       line = ("%s %-5s [%s] %s"):format(text.utc_time(now), lvl, tag, tostring(message))
     end
-    io.stderr:write(line, "\n")
+    -- one write(2) per line: the workers share the supervisor's stderr, and
+    -- lines written in pieces interleave (found by make test-faults)
+    io.stderr:write(line .. "\n")
   end
 end
 
