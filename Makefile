@@ -15,6 +15,10 @@
 #   make bench              run the benchmarks (bench/run.lua) against a throwaway
 #                           cluster: table on stdout, figures in bench/results.json
 #   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
+#   make test-faults        the fault suite (faults/run.lua) against its own throwaway
+#                           cluster: kills, restarts, skew, secrets; report table on
+#                           stdout, figures in faults/results.json; exit 1 if a job is lost
+#   make test-faults FAULTS_ARGS="--only load --scale 0.2"
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -28,6 +32,7 @@ BUSTED_ARGS  ?=
 # summary line): PostgreSQL on the throwaway cluster, SQLite on a fresh file.
 BACKENDS     ?= postgresql sqlite
 BENCH_ARGS   ?=
+FAULTS_ARGS  ?=
 LUAROCKS     ?= luarocks
 PKG_CONFIG   ?= pkg-config
 LUA_PC       ?= lua5.4
@@ -133,7 +138,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test example demo rock-check bench clean
+.PHONY: all build deps test test-faults example demo rock-check bench clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -190,6 +195,13 @@ bench: deps
 	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
+
+# The fault suite (issue 5): a test, not a benchmark: exit 1 when a job is
+# lost or a check fails.  Scenarios restart and reconfigure the cluster.
+test-faults: deps
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(CURDIR)/faults/run.lua" $(FAULTS_ARGS)
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another
