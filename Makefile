@@ -19,6 +19,10 @@
 #   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
 #   make fuzz               libFuzzer harnesses of every C parser (fuzz/), FUZZ_SECONDS
 #                           (300) each; `make fuzz-smoke`: FUZZ_SMOKE_SECONDS (6) each (CI)
+#   make test-faults        the fault suite (faults/run.lua) against its own throwaway
+#                           cluster: kills, restarts, skew, secrets; report table on
+#                           stdout, figures in faults/results.json; exit 1 if a job is lost
+#   make test-faults FAULTS_ARGS="--only load --scale 0.2"
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -32,6 +36,7 @@ BUSTED_ARGS  ?=
 # summary line): PostgreSQL on the throwaway cluster, SQLite on a fresh file.
 BACKENDS     ?= postgresql sqlite
 BENCH_ARGS   ?=
+FAULTS_ARGS  ?=
 LUAROCKS     ?= luarocks
 PKG_CONFIG   ?= pkg-config
 LUA_PC       ?= lua5.4
@@ -144,6 +149,7 @@ $(SAN_ENV)
 endef
 
 .PHONY: all build deps test test-memory example demo rock-check bench fuzz fuzz-smoke clean
+.PHONY: all build deps test test-faults example demo rock-check bench clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -219,36 +225,7 @@ bench: deps
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
 
-# Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
-# input, fuzz/<target>.c, compiled by clang together with the csrc/ files it
-# needs, under ASan+UBSan (+LSan).  fuzz/run runs them (seeds in
-# fuzz/corpus/<target>; what a run finds is kept in build/fuzz/corpus).
-FUZZ_CC            ?= clang
-FUZZ_SECONDS       ?= 300
-FUZZ_SMOKE_SECONDS ?= 6
-FUZZ_TARGETS       := json_decode json_encode database_string pg_text
-FUZZ_BINS          := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
-FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-              -fno-omit-frame-pointer $(CSTD) $(WARNFLAGS) $(FEATURES) \
-              $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
-LUA_LIBS = $(shell $(PKG_CONFIG) --libs $(LUA_PC))
-FUZZ_json_decode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
-FUZZ_json_encode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
-FUZZ_database_string = $(SRCDIR)/store.c $(SRCDIR)/store_pg.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
-FUZZ_pg_text         = $(SRCDIR)/store.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c # includes store_pg.c
-FUZZ_LIBS = $(LUA_LIBS) $(PQ_LIBS) $(SQLITE_LIBS) -lpthread -lm
-
-build/fuzz/%: fuzz/%.c fuzz/lua_value.h $(wildcard $(SRCDIR)/*.c $(SRCDIR)/*.h)
-	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*) $(FUZZ_LIBS)
-
-fuzz: deps
-	@$(MAKE) --no-print-directory $(FUZZ_BINS)
-	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
-
-fuzz-smoke: deps
-	@$(MAKE) --no-print-directory $(FUZZ_BINS)
-	@fuzz/run $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+.PHONY: all build deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another

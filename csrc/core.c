@@ -863,6 +863,13 @@ static int l_process_getpid(lua_State *L) {
   return 1;
 }
 
+/* process.hide_arg(secret) -> n: hide `secret` from this process's command
+ * line as `ps` shows it (see process_hide_arg). */
+static int l_process_hide_arg(lua_State *L) {
+  lua_pushinteger(L, process_hide_arg(luaL_checkstring(L, 1)));
+  return 1;
+}
+
 /* process.isatty(fd) -> boolean */
 static int l_process_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -915,6 +922,41 @@ static int l_dir_list(lua_State *L) {
   return 1;
 }
 
+static int secrets_table(lua_State *L) {
+  const buf *x = lua_touserdata(L, 1);
+  lua_createtable(L, 2, 0);
+  int n = 0;
+  for (size_t at = 0; at < x->len; at += strlen(x->data + at) + 1) {
+    int seen = 0;
+    for (int i = 1; i <= n && !seen; i++) {
+      lua_rawgeti(L, -1, i);
+      seen = strcmp(lua_tostring(L, -1), x->data + at) == 0;
+      lua_pop(L, 1);
+    }
+    if (!seen) lua_pushstring(L, x->data + at), lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+/* core.database_secrets(database) -> array: the passwords a database string
+ * holds, as written and as decoded (each once; empty when there is none).
+ * The C strings are copied in a protected call, so a memory error cannot
+ * leak them. */
+static int l_database_secrets(lua_State *L) {
+  const char *database = luaL_checkstring(L, 1);
+  buf x = BUF_INIT;
+  if (store_secrets(database, &x)) {
+    buf_free(&x);
+    return luaL_error(L, "not enough memory");
+  }
+  lua_pushcfunction(L, secrets_table);
+  lua_pushlightuserdata(L, &x);
+  int st = lua_pcall(L, 1, 1, 0);
+  buf_free(&x);
+  if (st != LUA_OK) return lua_error(L);
+  return 1;
+}
+
 /* json_encode's output buffer is freed even when encoding raises: the
  * encoding runs in a protected call. */
 static int encode_protected(lua_State *L) {
@@ -960,12 +1002,14 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
                                              {"getpid", l_process_getpid},
                                              {"monotonic", l_process_monotonic},
                                              {"isatty", l_process_isatty},
+                                             {"hide_arg", l_process_hide_arg},
                                              {NULL, NULL}};
 
 static const luaL_Reg dir_functions[] = {
     {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
 
-static const luaL_Reg cli_functions[] = {{"json_encode", l_json_encode},
+static const luaL_Reg cli_functions[] = {{"database_secrets", l_database_secrets},
+                                         {"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
                                          {NULL, NULL}};
 

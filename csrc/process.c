@@ -3,6 +3,7 @@
  * supervisor of `lua-scheduler run` (see process.h).  Policy (when to
  * restart a worker, what a signal means) is in lua/scheduler/cli/run.lua.
  */
+#define _GNU_SOURCE /* memmem */
 #include "process.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -260,4 +262,65 @@ const char *process_signal_name(int sig) {
   for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
     if (signal_names[i].sig == sig) return signal_names[i].name;
   return NULL;
+}
+
+/* The command-line area [start, end) of this process: fields 48 and 49 of
+ * /proc/self/stat (Linux 3.5 and later).  0, or -1. */
+static int cmdline_area(char **start, char **end) {
+#ifdef __linux__
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  buf b = BUF_INIT;
+  char chunk[512];
+  ssize_t n;
+  while ((n = read(fd, chunk, sizeof chunk)) > 0)
+    if (buf_add(&b, chunk, (size_t)n)) break;
+  close(fd);
+  /* fields after the command name, which is in parentheses and may hold
+   * anything: field 3 follows the last ')' */
+  const char *p = b.data ? strrchr(buf_cstr(&b), ')') : NULL;
+  unsigned long long v[2] = {0, 0};
+  int ok = 0;
+  if (p) {
+    p++;
+    for (int field = 3; field <= 49 && *p; field++) {
+      while (*p == ' ') p++;
+      char *after;
+      unsigned long long x = strtoull(p, &after, 10);
+      if (field >= 48) v[field - 48] = x;
+      ok = field == 49 && after != p;
+      p = after;
+      while (*p && *p != ' ') p++;
+    }
+  }
+  buf_free(&b);
+  if (!ok || v[0] == 0 || v[1] <= v[0]) return -1;
+  *start = (char *)(uintptr_t)v[0];
+  *end = (char *)(uintptr_t)v[1];
+  return 0;
+#else
+  (void)start;
+  (void)end;
+  return -1;
+#endif
+}
+
+int process_hide_arg(const char *secret) {
+  size_t k = secret ? strlen(secret) : 0;
+  char *start, *end;
+  if (k == 0 || cmdline_area(&start, &end) != 0) return 0;
+  size_t stars = k < 3 ? k : 3;
+  char *from = start + strlen(start) + 1; /* after argv[0] */
+  int hidden = 0;
+  while (from + k <= end) {
+    char *at = memmem(from, (size_t)(end - from), secret, k);
+    if (!at) break;
+    memset(at, '*', stars);
+    memmove(at + stars, at + k, (size_t)(end - (at + k)));
+    memset(end - (k - stars), 0, k - stars);
+    end -= k - stars;
+    from = at + stars;
+    hidden++;
+  }
+  return hidden;
 }

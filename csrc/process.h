@@ -47,6 +47,16 @@ int process_reap(pid_t *pid, int *signaled, int *code);
 /* kill(2).  0, or -1 with errno set. */
 int process_kill(pid_t pid, int sig);
 
+/* Hide `secret` in this process's command line as other users see it
+ * (/proc/PID/cmdline, ps): each occurrence in the memory the kernel shows
+ * (the original argv strings) becomes "***", the rest of the command line
+ * moving up, so the length does not show.  argv[0] is left alone; the other
+ * argv pointers of main() are stale afterwards (lua.c no longer reads them
+ * once the script runs, and the Lua `arg` table is a copy).  Linux only
+ * (/proc/self/stat gives the area); elsewhere, and when `secret` does not
+ * occur, nothing changes.  Returns how many occurrences were hidden. */
+int process_hide_arg(const char *secret);
+
 /* A signal's number from its name ("TERM" or "SIGTERM"), or 0 if unknown;
  * and its name ("TERM") from the number, or NULL. */
 int process_signal_number(const char *name);

@@ -17,6 +17,11 @@ store *store_open(const char *database, buf *err) {
   return store_pg_open(database, err);
 }
 
+int store_secrets(const char *database, buf *out) {
+  if (strncmp(database, "sqlite:", 7) == 0) return 0; /* no credentials */
+  return store_pg_secrets(database, out);
+}
+
 void store_close(store *s) {
   if (!s) return;
   s->ops->destroy(s);

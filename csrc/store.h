@@ -248,6 +248,11 @@ struct store {
  * failure (bad string, out of memory). */
 store *store_open(const char *database, buf *err);
 void store_close(store *s);
+
+/* The secrets a database string holds (a PostgreSQL password, as written
+ * and as decoded), each NUL-terminated, added to `out`.  0, or -1 out of
+ * memory. */
+int store_secrets(const char *database, buf *out);
 const char *store_error(const store *s);
 
 /* Used by backends: set the error message (printf-style); returns `code`. */

@@ -156,13 +156,26 @@ static const char *const migrations[] = {
 
 enum {
   Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE,
-  Q_SETTLE, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WAKE, Q_CRON_PUT, Q_CRON_REMOVE,
-  Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_COUNT
+  Q_SETTLE, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
+  Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
+  Q_RETRY_FAILED, Q_COUNT
 };
 
 #define CRON_COLUMNS                                                                         \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
   " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
+
+/* A worker's connection holds the advisory lock (WORKER_LOCK, hashtext(the
+ * worker id)) from its first claim until the connection ends, which the
+ * server sees only after the statement in progress, a claim included, has
+ * committed.  abandon() waits for that lock (at most ABANDON_WAIT), so a
+ * claim sent just before the worker died is released too. */
+#define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
+#define ABANDON_WAIT "5s"
+
+/* A notification that wakes every sleeping worker (no name: see
+ * pg_notifications), carrying the earliest run_at of the rows in scope. */
+#define WAKE_EVERYONE "pg_notify('scheduler', extract(epoch FROM min(run_at))::text || ' ')"
 
 /* Lease renewals commit without waiting for the WAL flush: if the
  * database crashed before the flush, the renewal is simply undone and the
@@ -281,7 +294,7 @@ static const struct {
      * deleted, failed attempts counted and rescheduled or failed; and the
      * claims in $5 turned into leases (settle).  Released claims need no
      * write: the commit that follows unlocks them. */
-    [Q_SETTLE] = {NULL, 7,
+    [Q_SETTLE] = {NULL, 8,
                   "WITH done AS ("
                   "  DELETE FROM scheduler.jobs j WHERE j.id = ANY ($1::bigint[])"
                   "    AND j.state = 'scheduled' RETURNING j.name"
@@ -300,7 +313,11 @@ static const struct {
                   "  WHERE j.id = ANY ($5::bigint[]) AND j.state = 'scheduled'"
                   "  RETURNING 1"
                   ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-                  "  (SELECT count(*) FROM leased)"},
+                  "  (SELECT count(*) FROM leased),"
+                  /* $8: the commit releases claims; they are due: wake the
+                   * sleeping workers (on commit) */
+                  "  (SELECT pg_notify('scheduler', extract(epoch FROM now())::text || ' ')"
+                  "   WHERE $8::boolean)"},
     /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
     [Q_FINISH] = {NULL, 8,
                   "WITH done AS ("
@@ -323,9 +340,11 @@ static const struct {
                   "    locked_by = NULL, locked_until = NULL"
                   "  FROM unnest($7::bigint[], $8::integer[]) AS r(id, attempt)"
                   "  WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running'"
-                  "  RETURNING 1"
+                  "  RETURNING j.run_at"
                   ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-                  "  (SELECT count(*) FROM back)"},
+                  "  (SELECT count(*) FROM back),"
+                  /* jobs handed back are due: wake the sleeping workers */
+                  "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"},
     [Q_HEARTBEAT] = {"scheduler_heartbeat", 3,
                      "UPDATE scheduler.jobs j"
                      " SET locked_until = now() + $3::float8 * interval '1 second'"
@@ -359,6 +378,11 @@ static const struct {
                    "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
                    "  FROM r HAVING count(DISTINCT r.name) > 16"
                    ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"},
+    /* Try only: two instances of one process share a worker id. */
+    [Q_WORKER_LOCK] = {"scheduler_worker_lock", 1,
+                       "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
+    [Q_WORKER_WAIT] = {"scheduler_worker_wait", 1,
+                       "SELECT pg_advisory_xact_lock(" WORKER_LOCK ", hashtext($1))"},
     [Q_WAKE] = {"scheduler_wake", 1,
                 "SELECT extract(epoch FROM clock_timestamp()),"
                 " (SELECT extract(epoch FROM min(w.run_at)) FROM unnest($1::text[]) AS n(name)"
@@ -466,6 +490,7 @@ typedef struct pg_store {
   size_t held;       /* claims held by the open batch transaction (0: none) */
   size_t held_lost;  /* claims of a held batch whose connection was lost */
   unsigned prepared; /* bit per query prepared on this connection */
+  int worker_locked; /* this connection holds its worker's advisory lock */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
@@ -544,6 +569,7 @@ static void pg_disconnect(store *s) {
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
+  p->worker_locked = 0;
 }
 
 /* A result error: STORE_DOWN when the connection is gone (which is then
@@ -1134,7 +1160,7 @@ static int count_lost(pg_store *p, PGresult *r, long long default_max_attempts) 
 static int pg_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   pg_store *p = PG(s);
-  (void)lease, (void)worker; /* held, not leased: settle leases */
+  (void)lease; /* held, not leased: settle leases */
   char lim[32];
   *n = 0;
   *jobs = NULL;
@@ -1147,6 +1173,15 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
    * again (each lost attempt is counted once: the count is committed). */
   for (int round = 0;; round++) {
     rc = pg_connect(s);
+    if (rc == STORE_OK && !p->worker_locked) {
+      const char *who[1] = {worker};
+      rc = run(p, Q_WORKER_LOCK, who, &r);
+      if (rc == STORE_OK) {
+        PQclear(r);
+        r = NULL;
+        p->worker_locked = 1;
+      }
+    }
     if (rc == STORE_OK) rc = prepare(p, Q_CLAIM);
     if (rc == STORE_OK) rc = run_in_transaction(p, Q_CLAIM, values, 0, &r);
     if (rc != STORE_OK) {
@@ -1190,7 +1225,7 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
 
 /* Q_SETTLE with the outcome arrays in p->p and the claims to lease. */
 static int settle_held(pg_store *p, const store_claim *keep, size_t n_keep, double lease,
-                       const char *worker) {
+                       const char *worker, int wake) {
   buf *ids = &p->p[6]; /* released claims need no write: reuse */
   int err = 0;
   buf_reset(ids);
@@ -1199,9 +1234,10 @@ static int settle_held(pg_store *p, const store_claim *keep, size_t n_keep, doub
   err |= buf_addc(ids, '}');
   if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   char leasetext[64];
-  const char *values[7] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[2]), buf_cstr(&p->p[4]),
+  const char *values[8] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[2]), buf_cstr(&p->p[4]),
                            buf_cstr(&p->p[5]), buf_cstr(ids),      worker ? worker : "",
-                           fmt_seconds(lease, leasetext, sizeof leasetext)};
+                           fmt_seconds(lease, leasetext, sizeof leasetext),
+                           wake ? "true" : "false"};
   PGresult *r = NULL;
   size_t n = p->held;
   int rc = run(p, Q_SETTLE, values, &r);
@@ -1222,7 +1258,7 @@ static int pg_settle(store *s, const store_outcome *done, size_t n_done, const s
   if (!p->held && !p->held_lost) return STORE_OK;
   int rc = batch_alive(p);
   if (rc == STORE_OK) rc = outcome_arrays(p, done, n_done);
-  if (rc == STORE_OK) rc = settle_held(p, keep, n_keep, lease, worker);
+  if (rc == STORE_OK) rc = settle_held(p, keep, n_keep, lease, worker, p->held > n_done + n_keep);
   return rc;
 }
 
@@ -1232,8 +1268,10 @@ static int pg_finish(store *s, const store_outcome *o, size_t n) {
     int rc = batch_alive(p);
     if (rc == STORE_OK) rc = outcome_arrays(p, o, n);
     if (rc != STORE_OK) return rc;
-    if (p->p[2].len > 2) return settle_held(p, NULL, 0, 0, NULL); /* some failed */
-    /* all done (or released): the delete and the commit in one round trip */
+    int released = p->p[6].len > 2 || p->held > n;
+    if (p->p[2].len > 2 || released) /* some failed, or go back */
+      return settle_held(p, NULL, 0, 0, NULL, released);
+    /* all done: the delete and the commit in one round trip */
     const char *values[1] = {buf_cstr(&p->p[0])};
     PGresult *r = NULL;
     size_t held = p->held;
@@ -1295,16 +1333,40 @@ static int pg_rescue(store *s, long long default_max_attempts) {
   return STORE_OK;
 }
 
+/* In one transaction: wait until no connection of the worker is left (see
+ * WORKER_LOCK), then release its jobs.  If the wait times out (its
+ * connection lives on: the worker is not dead after all, or the server has
+ * not noticed yet), release what is visible anyway. */
 static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
+  pg_store *p = PG(s);
   char maxa[32];
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
   const char *values[2] = {worker, maxa};
   PGresult *r = NULL;
-  int rc = run(PG(s), Q_ABANDON, values, &r);
+  *n = 0;
+  int rc = pg_connect(s);
+  if (rc == STORE_OK)
+    rc = exec_simple(p, "releasing a worker's jobs",
+                     "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
   if (rc) return rc;
-  *n = (size_t)parse_int(PQgetvalue(r, 0, 0));
+  int in_transaction = 1;
+  rc = run(p, Q_WORKER_WAIT, values, &r);
+  if (rc == STORE_OK) {
+    PQclear(r);
+  } else if (rc == STORE_ERROR) { /* lock_timeout */
+    rollback(p);
+    in_transaction = 0;
+  } else {
+    return rc;
+  }
+  rc = run(p, Q_ABANDON, values, &r);
+  if (rc) {
+    if (in_transaction) rollback(p);
+    return rc;
+  }
+  *n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
   PQclear(r);
-  return STORE_OK;
+  return in_transaction ? exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL) : STORE_OK;
 }
 
 static double seconds_or_inf(PGresult *r, int col) {
@@ -1668,6 +1730,18 @@ static int url_secrets(const char *s, buf *out) {
   return 0;
 }
 
+int store_pg_secrets(const char *conninfo, buf *out) {
+  if (url_secrets(conninfo, out)) return -1;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+  if (!opts) return 0;
+  int rc = 0;
+  for (PQconninfoOption *o = opts; o->keyword; o++)
+    if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+      rc = add_secret(out, o->val, strlen(o->val));
+  PQconninfoFree(opts);
+  return rc;
+}
+
 store *store_pg_open(const char *conninfo, buf *err) {
   pg_store *p = calloc(1, sizeof *p);
   if (!p) {
@@ -1676,7 +1750,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   }
   p->base.ops = &pg_ops;
   p->conninfo = strdup(conninfo);
-  int nomem = url_secrets(conninfo, &p->secrets);
+  int nomem = store_pg_secrets(conninfo, &p->secrets);
   char *perr = NULL;
   PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
   if (!opts) {
@@ -1690,8 +1764,6 @@ store *store_pg_open(const char *conninfo, buf *err) {
     pg_destroy(&p->base);
     return NULL;
   }
-  for (PQconninfoOption *o = opts; o->keyword; o++)
-    if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) p->secret_parsed = strdup(o->val);
   PQconninfoFree(opts);
   if (!p->conninfo || nomem) {
     buf_adds(err, "not enough memory");

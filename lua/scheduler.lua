@@ -112,8 +112,9 @@ local function make_log(log, worker_id)
   end
   return function(level, message)
     if (LEVELS[level] or 4) >= threshold then
-      io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " lua-scheduler[", worker_id, "] ",
-        level, ": ", message, "\n")
+      -- one write(2) per line: lines of processes sharing stderr never mix
+      io.stderr:write(table.concat { os.date("!%Y-%m-%dT%H:%M:%SZ"), " lua-scheduler[", worker_id, "] ",
+        level, ": ", tostring(message), "\n" })
     end
   end
 end

@@ -370,6 +370,42 @@ describe("errors", function()
       assert.is_true(mentioned, "the failure was not logged")
     end)
 
+    -- Found by the fault suite: worker processes share stderr, and a line
+    -- written in pieces (one write(2) each) interleaved with another's.
+    it("the default log writes each line with a single write, so processes sharing stderr never mix lines", function()
+      -- file:write issues one write(2) per argument: a line must come as one
+      local calls = {}
+      local real = io.stderr
+      local function capture()
+        return { write = function(self, ...)
+          calls[#calls + 1] = select("#", ...) == 1 and (...) or ("%d pieces"):format(select("#", ...))
+          return self
+        end }
+      end
+      io.stderr = capture()
+      local ok, err = pcall(function()
+        local s = helper.new{ log = "info", backoff = function() return 60 end }
+        local name = helper.name("one-write")
+        helper.schedule(s, name, nil)
+        s:on(name, function() error("logged in one piece") end)
+        s:run{ drain = true }
+      end)
+      io.stderr = real
+      assert(ok, err)
+      assert.is_true(#calls > 0, "nothing was logged")
+      for _, c in ipairs(calls) do assert.matches("^[^\n]*\n$", c) end
+      local run = require "scheduler.cli.run"
+      for _, format in ipairs { "text", "json" } do
+        calls = {}
+        io.stderr = capture()
+        ok, err = pcall(run.make_log("info", format, { process = "worker", worker = 1, id = "h:1" }), "warn", "hello")
+        io.stderr = real
+        assert(ok, err)
+        assert.equals(1, #calls, format)
+        assert.matches("^[^\n]*hello[^\n]*\n$", calls[1])
+      end
+    end)
+
     it("log = false logs nothing and raises nothing", function()
       local s = helper.new{ log = false, backoff = function() return 60 end }
       local name = helper.name("quiet")

@@ -175,6 +175,31 @@ describe("workers", function()
         assert.is_true(started.time - t < 1.0, ("started %.3f s after abandon()"):format(started.time - t))
       end)
 
+      -- Found by the fault suite (make test-faults, worker_kill): on
+      -- PostgreSQL, jobs put back to run by abandon() or handed back by a
+      -- stopping worker sent no notification, so an idle worker found them
+      -- only at its 15 s fallback check (or their old lease's end).
+      it("wake a sleeping worker for jobs another worker hands back", function()
+        local ids = {}
+        for i = 1, 5 do ids[i] = helper.schedule(s, name, i) end
+        local handed_back
+        s:on(name, function()
+          -- s holds all five; a second worker starts, finds nothing due and
+          -- sleeps; then s stops and hands the other four back
+          start_idle_worker()
+          handed_back = helper.now()
+          s:stop()
+        end)
+        assert.is_true(s:run{ seconds = 20 })
+        assert.is_truthy(handed_back)
+        local started = helper.wait_for(function() return #p:events("start") >= 4 end, 10)
+        assert.is_truthy(started, p:describe())
+        for _, e in ipairs(p:events("start")) do
+          assert.is_true(e.time - handed_back < 3, ("job %d started %.3f s after it was handed back")
+            :format(e.id, e.time - handed_back))
+        end
+      end)
+
       it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
         start_idle_worker()
         local t = helper.now()

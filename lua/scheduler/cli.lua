@@ -75,6 +75,19 @@ local JSON = { "--json", help = "print JSON instead of text" }
 -- helpers for commands
 ---------------------------------------------------------------------------
 
+--- A password given with --database is visible to every user of the
+-- host (ps, /proc/PID/cmdline) and stays in the shell's history.  Hide it
+-- from this process's command line as soon as possible, and say how to
+-- avoid it.  (Workers get the database through the environment.)
+local function hide_password(database)
+  local secrets = core.database_secrets(database)
+  if #secrets == 0 then return end
+  for _, secret in ipairs(secrets) do core.process.hide_arg(secret) end
+  io.stderr:write(PROG, ": warning: the password in --database is visible to other users (ps,",
+    " shell history) until it is hidden at start-up; give it in LUA_SCHEDULER_DATABASE or",
+    " a PGPASSFILE instead\n")
+end
+
 local function database_of(o)
   -- nothing configured: the SQLite file in the working directory, as for a
   -- script (scheduler.DEFAULT_DATABASE)
@@ -728,7 +741,9 @@ function cli.main(argv)
       out(help_text(spec, path))
       return 0
     end
-    return spec.run(parse(spec, argv, first)) or 0
+    local o = parse(spec, argv, first)
+    if o.database then hide_password(o.database) end
+    return spec.run(o) or 0
   end, function(e)
     if errors.of(e) then return e end
     return debug.traceback(tostring(e), 2)

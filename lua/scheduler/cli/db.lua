@@ -27,6 +27,14 @@ function db:api()
   return self._api
 end
 
+--- Connect now (creating or upgrading the schema), through the API.
+-- Returns true, or nil and why ("cannot connect to the database: ...").
+function db:ping()
+  local version, err = self:api():schema_version()
+  if version == nil then return nil, (tostring(err):gsub("^scheduler: [%w_]+: ", "")) end
+  return true
+end
+
 --- v, ...: what an API call returned; a runtime failure (nil, err) ends the
 -- command.
 local function check(v, err, ...)

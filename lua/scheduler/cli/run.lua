@@ -71,7 +71,9 @@ function run.make_log(level, format, who)
     else
       line = ("%s %-5s [%s] %s"):format(text.utc_time(now), lvl, tag, tostring(message))
     end
-    io.stderr:write(line, "\n")
+    -- one write(2) per line: the workers share the supervisor's stderr, and
+    -- lines written in pieces interleave (found by make test-faults)
+    io.stderr:write(line .. "\n")
   end
 end
 
@@ -290,6 +292,45 @@ function Supervisor:restart_due()
   end
 end
 
+-- While the database cannot be reached at start-up, try again this often
+-- (growing from the first value to the second), and repeat the reason in
+-- the log this often.
+local DB_RETRY = { 0.1, 1 }
+local DB_REPEAT_LOG = 30
+
+--- Wait until the database answers (a server that is not up yet, a
+-- database not created yet, a role not granted yet...), logging why it
+-- does not; SIGINT/SIGTERM end the wait.  Returns true when it answered,
+-- false when stopped.
+function Supervisor:wait_for_database()
+  local started = process.monotonic()
+  local delay, last_err, logged_at = DB_RETRY[1], nil, nil
+  while true do
+    local ok, err = self.db:ping()
+    if ok then
+      if last_err then
+        self.log("info", ("the database answered after %.1f s"):format(process.monotonic() - started))
+      end
+      return true
+    end
+    local now = process.monotonic()
+    if err ~= last_err or now - logged_at >= DB_REPEAT_LOG then
+      if last_err then
+        self.log("warn", ("still waiting for the database (%.0f s): %s"):format(now - started, err))
+      else
+        self.log("warn", "waiting for the database: " .. err)
+      end
+      last_err, logged_at = err, now
+    end
+    local sig = process.wait_signal(delay)
+    if sig == "INT" or sig == "TERM" then
+      self.log("info", ("SIG%s: stopped while waiting for the database"):format(sig))
+      return false
+    end
+    delay = math.min(delay * 2, DB_RETRY[2])
+  end
+end
+
 --- Supervisor mode.  `o`: { database, workers, paths, log_level,
 -- log_format, arg, found (the checked listeners) }.  Returns the exit
 -- status.
@@ -302,15 +343,17 @@ function run.supervise(o)
   }, Supervisor)
   for slot = 1, o.workers do self.slots[slot] = { failures = 0 } end
 
-  -- The database first: a wrong URL or an unreachable server is reported
-  -- now (exit 1), and the schema is created or upgraded once, before the
+  if o.arg[0] == nil then errors.failure("cannot start workers: arg[0] (the launcher) is unknown") end
+  assert(process.block_signals())
+  -- The database first: the schema is created or upgraded once, before the
   -- workers start.  The connection stays for abandon().
-  self.db:schema_version()
+  if not self:wait_for_database() then
+    self.db:close()
+    return 0
+  end
   log("info", ("listeners %s; database ready; starting %d worker%s"):format(
     listeners.names(o.found), o.workers, o.workers == 1 and "" or "s"))
 
-  if o.arg[0] == nil then errors.failure("cannot start workers: arg[0] (the launcher) is unknown") end
-  assert(process.block_signals())
   for slot = 1, o.workers do
     if not self:start(slot) then
       -- the interpreter or launcher cannot be executed: no point retrying

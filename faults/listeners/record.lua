@@ -1,0 +1,28 @@
+-- faults/listeners/record.lua: the listener of every fault scenario.  Each
+-- run appends one line to $FAULTS_RECORDS/<pid>.log before doing anything
+-- else (an unbuffered write(2): it survives a kill -9 of the worker):
+--
+--   <job id> <attempt> <worker pid> <start, host clock> <run_at> <seq>
+--
+-- The payload steers it: { seq = n (copied to the line), sleep = seconds
+-- (then return), fail = message (then raise) }.
+local scheduler = require "scheduler"
+local core = require "scheduler.core"
+local system = require "system"
+
+local dir = os.getenv("FAULTS_RECORDS")
+local pid = core.process.getpid()
+local out
+
+scheduler.on("fault", function(p, job)
+  if not out then
+    out = assert(io.open(("%s/%d.log"):format(assert(dir, "FAULTS_RECORDS is not set"), pid), "a"))
+    out:setvbuf("no")
+  end
+  local seq = type(p) == "table" and math.tointeger(p.seq) or -1
+  out:write(("%d %d %d %.6f %.6f %d\n"):format(job.id, job.attempt, pid, scheduler.now(), job.run_at, seq))
+  if type(p) == "table" then
+    if p.sleep then system.sleep(p.sleep) end
+    if p.fail then error(p.fail, 0) end
+  end
+end)

@@ -1,0 +1,195 @@
+--- Scenario 2, worker crashes: kill -9 a random worker of `lua-scheduler
+-- run --workers 4` every 2 s while 20,000 jobs (due over 20 s, 2 ms each)
+-- run.  No job may be lost; a job may run twice only if its first run was
+-- by a worker killed while that run was in flight.  Then, on a quiet
+-- system, how fast a killed worker's job runs again: with the supervisor
+-- (it releases the jobs of a dead worker at once), and with standalone
+-- workers and no supervisor (after the lease, 2 s here).
+local lib = require "faults.lib"
+local core = require "scheduler.core"
+local scheduler = require "scheduler"
+
+local HOST = core.default_worker_id():match("^(.*):%d+$")
+
+--- Ids of the jobs worker `pid` holds (state running), from the database.
+local function held_by(admin, pid)
+  local jobs = assert(admin:list { state = "running", name = lib.JOB, limit = 0 })
+  local ids = {}
+  for _, j in ipairs(jobs) do
+    if j.locked_by == HOST .. ":" .. pid then ids[#ids + 1] = j.id end
+  end
+  return ids
+end
+
+--- Kill -9 `pid` now; returns { pid, t, held }.
+local function kill(admin, pid)
+  local held = held_by(admin, pid)
+  local t = lib.now()
+  assert(core.process.kill(pid, "KILL"))
+  return { pid = pid, t = t, held = held }
+end
+
+--- For each held job of each kill, seconds from the kill to the first run
+-- that started after it (jobs that finished before the kill landed are
+-- skipped: they have no later run).
+local function rerun_delays(rec, kills)
+  local delays = {}
+  for _, k in ipairs(kills) do
+    for _, id in ipairs(k.held) do
+      local first
+      for _, run in ipairs(rec.by_id[id] or {}) do
+        if run.start > k.t and (not first or run.start < first) then first = run.start end
+      end
+      if first then delays[#delays + 1] = first - k.t end
+    end
+  end
+  return delays
+end
+
+local function max_of(list)
+  local m = 0
+  for _, v in ipairs(list) do m = math.max(m, v) end
+  return m
+end
+
+return {
+  title = "worker crashes: kill -9 a random worker every 2 s, 20,000 jobs",
+  recovery = "kill -9 of a worker -> the jobs it held start again (under load: max; idle: with the supervisor; without it: after the lease)",
+  run = function(ctx, r)
+    local n, spread, workers = ctx.size(20000), 20, 4
+    lib.clear_jobs()
+    local admin <close> = assert(core.admin(ctx.database))
+    local records = lib.tmpdir("kill-records")
+    local rec = lib.records(records)
+    local sup = lib.start_run("kill", workers, records)
+    r:check(sup:wait_log("started: listeners", workers, 20), "the 4 workers started", sup)
+
+    -- A: kills under load
+    local s <close> = scheduler.new { log = false }
+    local t0 = lib.now()
+    local ids = {}
+    for from = 1, n, 1000 do
+      local list = {}
+      for i = from, math.min(n, from + 999) do
+        list[#list + 1] = { lib.JOB, { seq = i, sleep = 0.002 }, t0 + 1 + math.random() * spread }
+      end
+      local got = assert(s:schedule_many(list))
+      table.move(got, 1, #got, #ids + 1, ids)
+    end
+    r.scheduled = #ids
+    local kills, killed = {}, {}
+    for k = 1, spread // 2 do
+      lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
+      local live = sup:workers()
+      if #live > 0 then
+        local k = kill(admin, live[math.random(#live)])
+        kills[#kills + 1] = k
+        killed[k.pid] = k.t
+      end
+    end
+    lib.log("worker_kill: %d kills; waiting for the jobs", #kills)
+    rec:wait_all(ids, 90)
+    rec:read()
+    local held = 0
+    for _, k in ipairs(kills) do held = held + #k.held end
+    r:check(#kills >= spread // 2 - 1, ("%d workers killed with kill -9 (%d jobs held at the kill)"):format(
+      #kills, held))
+    local delays = rerun_delays(rec, kills)
+    if #delays > 0 then
+      r:recovered("under load: kill -9 -> its jobs re-run (max)", max_of(delays), "load")
+    end
+    r:check(sup:count_log("released ") > 0, "the supervisor released the jobs of dead workers", sup)
+    local late = {}
+    for _, run in ipairs(rec.runs) do
+      late[#late + 1] = run.start - run.run_at
+      if run.start - run.run_at > 5 then
+        -- a job that waited for a lease: say which kill it followed
+        local near = ""
+        for _, k in ipairs(kills) do
+          if k.t < run.start and k.t > run.run_at - 5 then
+            near = near .. (" kill of %d at %+.3f s;"):format(k.pid, k.t - run.run_at)
+          end
+        end
+        local runs = {}
+        for _, x in ipairs(rec.by_id[run.id]) do
+          runs[#runs + 1] = ("attempt %d by %d at %+.3f s"):format(x.attempt, x.pid, x.start - x.run_at)
+        end
+        r:note(("job %d ran %.1f s late (%s);%s"):format(run.id, run.start - run.run_at, table.concat(runs, ", "), near))
+      end
+    end
+    r.lateness = lib.spread(late)
+    r:check(r.lateness.max < 10000, ("no job waited for a dead worker's lease (30 s): max lateness %.0f ms")
+      :format(r.lateness.max))
+
+    -- B: quiet system, supervisor: the job a killed worker held runs again
+    -- at once (another worker is idle)
+    local slow = assert(s:schedule(lib.JOB, { seq = -2, sleep = 3 }))
+    local first = lib.wait_for(function() rec:read(); return (rec.by_id[slow] or {})[1] end, 10, 0.01)
+    r:check(first, "the slow job started", sup)
+    if first then
+      local others = {}
+      for _, pid in ipairs(sup:workers()) do
+        if pid ~= first.pid then others[pid] = true end
+      end
+      local k = kill(admin, first.pid)
+      killed[k.pid] = k.t
+      local again = lib.wait_for(function()
+        rec:read()
+        for _, run in ipairs(rec.by_id[slow]) do
+          if run.start > k.t then return run end
+        end
+      end, 40, 0.01)
+      r:check(again, "the killed worker's job ran again (supervisor)", sup)
+      if again then
+        r:recovered("idle, supervisor: kill -9 -> its job re-run", again.start - k.t, "idle")
+        r:check(again.start - k.t < 2, "it ran again within 2 s of the kill, not after its lease")
+        if next(others) then
+          r:check(others[again.pid], "an idle worker took it (woken when the supervisor released it)")
+        end
+      end
+    end
+    r:check(sup:stop() == 0, "the supervisor stopped gracefully (exit 0)", sup)
+
+    -- C: standalone workers, no supervisor: after the lease
+    local lease = 2
+    local env = { FAULTS_RECORDS = records }
+    local a = lib.start("standalone-a", { lib.LUA, lib.ROOT .. "/faults/worker.lua", tostring(lease) }, env)
+    local b = lib.start("standalone-b", { lib.LUA, lib.ROOT .. "/faults/worker.lua", tostring(lease) }, env)
+    lib.sleep(0.5) -- both listening
+    local job = assert(s:schedule(lib.JOB, { seq = -3, sleep = 1 }))
+    local run1 = lib.wait_for(function() rec:read(); return (rec.by_id[job] or {})[1] end, 10, 0.01)
+    r:check(run1, "the standalone job started", a)
+    if run1 then
+      local k = kill(admin, run1.pid)
+      killed[k.pid] = k.t
+      local again = lib.wait_for(function()
+        rec:read()
+        for _, run in ipairs(rec.by_id[job]) do
+          if run.start > k.t then return run end
+        end
+      end, 20, 0.01)
+      r:check(again, "the killed standalone worker's job ran again", run1.pid == a.pid and b or a)
+      if again then
+        local d = again.start - k.t
+        r:recovered(("standalone workers, lease %g s: kill -9 -> its job re-run"):format(lease), d,
+          ("no supervisor, lease %g s"):format(lease))
+        r:check(d <= lease + 1, ("it ran again within the lease (+1 s): %.2f s"):format(d))
+      end
+    end
+    a:stop(10)
+    b:stop(10)
+    -- the jobs of phases B and C are part of the count
+    ids[#ids + 1] = slow
+    ids[#ids + 1] = job
+    rec:read()
+    local lost, dups = rec:check(ids)
+    r:count(ids, rec, lost, dups, function(runs)
+      -- every run but the last was in flight in a worker killed after it began
+      for i = 1, #runs - 1 do
+        local t = killed[runs[i].pid]
+        if not (t and runs[i].start < t and runs[i + 1].start > t) then return nil end
+      end
+      return "in flight at a kill"
+    end)
+  end,
+}
