@@ -52,7 +52,7 @@ typedef struct run_state {
   double next_rescue;
   double next_tick;  /* a recurring schedule is due */
   double retry_delay;
-  double held_delay; /* see HELD_MIN */
+  double held_delay; /* see HELD_MIN; 0: claim again at once */
   int trouble;       /* the database is failing; reported once */
   long long count;
 } run_state;
@@ -255,7 +255,7 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   memset(&r, 0, sizeof r);
   r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
   r.retry_delay = RECONNECT_MIN;
-  r.held_delay = HELD_MIN;
+  r.held_delay = 0;
   r.handler = dispatch_handler(L, c);
   double end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
   double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
@@ -293,7 +293,7 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
                                              c->max_attempts, &jobs, &n);
       if (rc == STORE_OK) recovered(&r);
       if (rc == STORE_OK && n > 0) {
-        r.held_delay = HELD_MIN;
+        r.held_delay = 0;
         if (run_batch(&r, jobs, n) == LUA_ERRMEM) {
           buf_reset(&c->msg);
           buf_adds(&c->msg, "not enough memory");
@@ -313,11 +313,15 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
           r.deadline = mid + FALLBACK;
           double due = w.next_due - r.offset;
           if (w.next_due <= w.db_now) {
-            /* due, yet not claimed: held by others */
+            /* due, yet not claimed: it came due since the claim (claim
+             * again at once), or other workers' batches hold it (then
+             * back off) */
             due = clock_mono() + r.held_delay;
-            r.held_delay = r.held_delay * 2 > HELD_MAX ? HELD_MAX : r.held_delay * 2;
+            r.held_delay = r.held_delay == 0 ? HELD_MIN
+                           : r.held_delay * 2 > HELD_MAX ? HELD_MAX
+                                                         : r.held_delay * 2;
           } else {
-            r.held_delay = HELD_MIN;
+            r.held_delay = 0;
           }
           if (due < r.deadline) r.deadline = due;
           r.next_rescue = w.next_expiry - r.offset + 0.001;
