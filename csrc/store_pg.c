@@ -148,6 +148,15 @@ static const char *const migrations[] = {
     "  autovacuum_analyze_scale_factor = 0.02);"
     "ALTER TABLE scheduler.completions SET (autovacuum_vacuum_scale_factor = 0.01,"
     "  autovacuum_vacuum_threshold = 1000);",
+    /* 5: a statement that sends its own wake-up (schedule() of one job,
+     * which notifies as it inserts: cheaper than running the trigger's
+     * function) sets scheduler.notified for its transaction; the trigger
+     * then does not fire.  Any other INSERT fires it as before. */
+    "DROP TRIGGER jobs_notify ON scheduler.jobs;"
+    "CREATE TRIGGER jobs_notify AFTER INSERT ON scheduler.jobs"
+    "  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT"
+    "  WHEN (current_setting('scheduler.notified', true) IS DISTINCT FROM 'on')"
+    "  EXECUTE FUNCTION scheduler.notify_inserted();",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -209,12 +218,16 @@ static const struct {
                     " ELSE now() + coalesce($4::float8, 0) * interval '1 second' END,"
                     " $5, $6::integer, $7::integer)"},
     /* A job without a key: no key to look up, so a plain INSERT (the
-     * function above costs a PL/pgSQL call and an ON CONFLICT check). */
+     * function above costs a PL/pgSQL call and an ON CONFLICT check), which
+     * sends its own wake-up instead of the trigger's (migration 5). */
     [Q_INSERT] = {"scheduler_insert", 6,
-                  "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts)"
-                  " VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
-                  " THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
-                  " interval '1 second' END, $5::integer, $6::integer) RETURNING id"},
+                  "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
+                  " j AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
+                  "  max_attempts) VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
+                  "  THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
+                  "  interval '1 second' END, $5::integer, $6::integer) RETURNING id, name, run_at)"
+                  " SELECT j.id, pg_notify('scheduler', extract(epoch FROM j.run_at)::text || ' ' ||"
+                  "  CASE WHEN octet_length(j.name) <= 1000 THEN j.name ELSE '' END) FROM j, quiet"},
     /* Jobs without a key in one set-based INSERT (their ids come back in
      * insertion order, which is input order); keyed ones through
      * scheduler.schedule() for its key semantics.  ord 0 marks the former. */
