@@ -148,8 +148,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test test-memory example demo rock-check bench fuzz fuzz-smoke clean
-.PHONY: all build deps test test-faults example demo rock-check bench clean
+.PHONY: all build deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -225,7 +224,43 @@ bench: deps
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
 
-.PHONY: all build deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
+# Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
+# input, fuzz/<target>.c, compiled by clang together with the csrc/ files it
+# needs, under ASan+UBSan (+LSan).  fuzz/run runs them (seeds in
+# fuzz/corpus/<target>; what a run finds is kept in build/fuzz/corpus).
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ_TARGETS       := json_decode json_encode database_string pg_text
+FUZZ_BINS          := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer $(CSTD) $(WARNFLAGS) $(FEATURES) \
+              $(LUA_CFLAGS) $(PQ_CFLAGS) $(SQLITE_CFLAGS)
+LUA_LIBS = $(shell $(PKG_CONFIG) --libs $(LUA_PC))
+FUZZ_json_decode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_json_encode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
+FUZZ_database_string = $(SRCDIR)/store.c $(SRCDIR)/store_pg.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
+FUZZ_pg_text         = $(SRCDIR)/store.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c # includes store_pg.c
+FUZZ_LIBS = $(LUA_LIBS) $(PQ_LIBS) $(SQLITE_LIBS) -lpthread -lm
+
+build/fuzz/%: fuzz/%.c fuzz/lua_value.h $(wildcard $(SRCDIR)/*.c $(SRCDIR)/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*) $(FUZZ_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@fuzz/run $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+# The fault suite (issue 5): a test, not a benchmark: exit 1 when a job is
+# lost or a check fails.  Scenarios restart and reconfigure the cluster.
+test-faults: deps
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(CURDIR)/faults/run.lua" $(FAULTS_ARGS)
 
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another

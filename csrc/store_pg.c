@@ -768,8 +768,9 @@ static int run_in_transaction(pg_store *p, int q, const char *const *values, int
   while (!synced) {
     PGresult *r = PQgetResult(conn);
     if (!r) {
-      if (PQstatus(conn) != CONNECTION_OK) break;
-      step++; /* end of one query's results */
+      /* end of one query's results; more ends than queries sent means
+       * the sync will never come (a connection the server dropped) */
+      if (PQstatus(conn) != CONNECTION_OK || ++step > 2) break;
       continue;
     }
     ExecStatusType st = PQresultStatus(r);
@@ -789,9 +790,14 @@ static int run_in_transaction(pg_store *p, int q, const char *const *values, int
   if (failed || !synced || !*out) {
     if (*out) PQclear(*out);
     *out = NULL;
-    if (!synced && !failed) {
+    if (!synced) {
+      /* the connection is in an unknown state: drop it */
+      const char *msg = failed ? PQresultErrorField(failed, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+      int code = fail_msg(p, STORE_DOWN, "database connection lost",
+                          msg ? msg : PQerrorMessage(conn));
+      if (failed) PQclear(failed);
       pg_disconnect(&p->base);
-      return store_fail(&p->base, STORE_DOWN, "database connection lost");
+      return code;
     }
     return fail_result(p, "database error", failed);
   }

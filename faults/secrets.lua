@@ -140,6 +140,10 @@ return {
     r:check(tonumber(mine_n) >= 3 and tonumber(other_n) == 0, ("the supervisor and both workers are"
       .. " connected as %s, over TCP (%s of its connections, %s of others)"):format(ROLE, mine_n, other_n))
     if vrun then
+      -- once its batch is settled (a second) the job is leased: the
+      -- supervisor then releases it (fails it: one attempt) when its worker dies
+      r:check(lib.wait_for(function() local j = s:job(victim); return j and j.state == "running" end, 5),
+        "the slow job is leased", sup)
       core.process.kill(vrun.pid, "KILL")
       r:check(sup:wait_log(" held by worker ", 1, 10), "the killed worker's jobs were released", sup)
     end
