@@ -134,6 +134,23 @@ function lib.clear_jobs()
   lib.psql(("DELETE FROM scheduler.jobs WHERE name = '%s'"):format(lib.JOB))
 end
 
+--- Schedule n jobs with scheduler instance s, in lists of 1,000, due at
+-- random times 1 to 1 + spread seconds from now; job i's payload is
+-- { seq = i, sleep = sleep }.  Returns their ids and the start time.
+function lib.schedule_spread(s, n, spread, sleep)
+  local t0 = lib.now()
+  local ids = {}
+  for from = 1, n, 1000 do
+    local list = {}
+    for i = from, math.min(n, from + 999) do
+      list[#list + 1] = { lib.JOB, { seq = i, sleep = sleep }, t0 + 1 + math.random() * spread }
+    end
+    local got = assert(s:schedule_many(list))
+    table.move(got, 1, #got, #ids + 1, ids)
+  end
+  return ids, t0
+end
+
 ---------------------------------------------------------------------------
 -- background processes
 ---------------------------------------------------------------------------

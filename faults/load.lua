@@ -15,16 +15,7 @@ return {
 
     -- schedule everything up front, in lists of 1,000, due 1-21 s from now
     local s <close> = scheduler.new { log = false }
-    local t0 = lib.now()
-    local ids = {}
-    for from = 1, n, 1000 do
-      local list = {}
-      for i = from, math.min(n, from + 999) do
-        list[#list + 1] = { lib.JOB, { seq = i }, t0 + 1 + math.random() * spread }
-      end
-      local got = assert(s:schedule_many(list))
-      table.move(got, 1, #got, #ids + 1, ids)
-    end
+    local ids, t0 = lib.schedule_spread(s, n, spread)
     r.scheduled = #ids
     lib.log("load: %d jobs scheduled in %.2f s; waiting for them", #ids, lib.now() - t0)
 

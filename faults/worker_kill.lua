@@ -56,6 +56,17 @@ local function wait_leased(s, id)
   return lib.wait_for(function() local j = s:job(id); return j and j.state == "running" end, 5, 0.01)
 end
 
+--- The first run of job `id` that started after time t (waiting up to
+-- `timeout` seconds for it), or nil.
+local function run_after(rec, id, t, timeout)
+  return lib.wait_for(function()
+    rec:read()
+    for _, run in ipairs(rec.by_id[id] or {}) do
+      if run.start > t then return run end
+    end
+  end, timeout, 0.01)
+end
+
 local function max_of(list)
   local m = 0
   for _, v in ipairs(list) do m = math.max(m, v) end
@@ -76,16 +87,7 @@ return {
 
     -- A: kills under load
     local s <close> = scheduler.new { log = false }
-    local t0 = lib.now()
-    local ids = {}
-    for from = 1, n, 1000 do
-      local list = {}
-      for i = from, math.min(n, from + 999) do
-        list[#list + 1] = { lib.JOB, { seq = i, sleep = 0.002 }, t0 + 1 + math.random() * spread }
-      end
-      local got = assert(s:schedule_many(list))
-      table.move(got, 1, #got, #ids + 1, ids)
-    end
+    local ids, t0 = lib.schedule_spread(s, n, spread, 0.002)
     r.scheduled = #ids
     local kills, killed = {}, {}
     for k = 1, spread // 2 do
@@ -146,12 +148,7 @@ return {
       end
       local k = kill(admin, first.pid)
       killed[k.pid] = k.t
-      local again = lib.wait_for(function()
-        rec:read()
-        for _, run in ipairs(rec.by_id[slow]) do
-          if run.start > k.t then return run end
-        end
-      end, 40, 0.01)
+      local again = run_after(rec, slow, k.t, 40)
       r:check(again, "the killed worker's job ran again (supervisor)", sup)
       if again then
         r:recovered("idle, supervisor: kill -9 -> its job re-run", again.start - k.t, "idle")
@@ -176,12 +173,7 @@ return {
     if run1 then
       local k = kill(admin, run1.pid)
       killed[k.pid] = k.t
-      local again = lib.wait_for(function()
-        rec:read()
-        for _, run in ipairs(rec.by_id[job]) do
-          if run.start > k.t then return run end
-        end
-      end, 20, 0.01)
+      local again = run_after(rec, job, k.t, 20)
       r:check(again, "the killed standalone worker's job ran again", run1.pid == a.pid and b or a)
       if again then
         local d = again.start - k.t
