@@ -124,10 +124,11 @@ static void wait_for(heartbeat *hb, double wait) {
   pthread_cond_timedwait(&hb->cv, &hb->mu, &ts);
 }
 
-/* Settle the held batch (hb->mu held): keep_rest 0 keeps only the job in
- * hand (the rest were released by the commit), 1 keeps every unfinished
- * one.  Either way the batch is no longer held: on failure its locks are
- * gone with the transaction, so no later job of it may start. */
+/* Settle the held batch (hb->mu held): only_current 1 leases only the job
+ * in hand (the commit releases the unstarted rest: the batch ran long), 0
+ * leases every unfinished one (a listener is about to use the API).  Either
+ * way the batch is no longer held: on failure its locks are gone with the
+ * transaction, so no later job of it may start. */
 static void settle_locked(heartbeat *hb, int only_current) {
   size_t keep = only_current                        ? 1
                 : hb->released_from > hb->current ? hb->released_from - hb->current
