@@ -371,6 +371,8 @@ typedef struct sq_store {
   sqlite3 *db;
   sqlite3_stmt *stmt[Q_COUNT];
   double busy_since; /* monotonic start of the current wait for a lock */
+  double busy_limit; /* how long the busy handler waits: BUSY_TIMEOUT, or
+                      * less while switching to WAL (see set_wal) */
   int relaxed;       /* synchronous = NORMAL for the current transaction */
   int flagged;       /* holds the "waiting for the write lock" flag */
   int wake_fd;       /* read to ring; -1 when it could not be opened */
@@ -669,7 +671,7 @@ static int on_busy(void *arg, int count) {
     q->busy_since = now;
     raise_flag(q);
   }
-  if (now - q->busy_since >= BUSY_TIMEOUT) return 0;
+  if (now - q->busy_since >= (q->busy_limit > 0 ? q->busy_limit : BUSY_TIMEOUT)) return 0;
   long ns = count < 100 ? 100000L : 500000L;
   struct timespec ts = {0, ns};
   nanosleep(&ts, NULL);
@@ -901,6 +903,28 @@ static int migrate(sq_store *q) {
   return STORE_OK;
 }
 
+/* Switch a new file to WAL mode.  That needs the file's exclusive lock;
+ * processes opening the same new file at once can each hold its shared lock
+ * while waiting for the exclusive one, a deadlock that no busy handler
+ * resolves (each would wait out BUSY_TIMEOUT).  So wait briefly, give up
+ * the attempt (releasing the shared lock), back off a moment that differs
+ * between processes, and try again, for up to BUSY_TIMEOUT in all. */
+static int set_wal(sq_store *q, char *text, size_t size) {
+  double start = clock_mono();
+  unsigned jitter = (unsigned)getpid();
+  int rc;
+  q->busy_limit = 0.05;
+  for (;;) {
+    rc = pragma_text(q, "PRAGMA journal_mode = WAL", text, size);
+    if ((rc & 0xff) != SQLITE_BUSY || clock_mono() - start >= BUSY_TIMEOUT) break;
+    jitter = jitter * 1103515245u + 12345u;
+    struct timespec ts = {0, 1000000L + (long)(jitter % 20000u) * 1000L}; /* 1-21 ms */
+    nanosleep(&ts, NULL);
+  }
+  q->busy_limit = BUSY_TIMEOUT;
+  return rc;
+}
+
 static int sq_connect(store *s) {
   sq_store *q = SQ(s);
   if (q->db) return STORE_OK;
@@ -939,7 +963,7 @@ static int sq_connect(store *s) {
   if (!q->memory) {
     rc = pragma_text(q, "PRAGMA journal_mode", text, sizeof text);
     if (rc == SQLITE_OK && strcmp(text, "wal") != 0)
-      rc = pragma_text(q, "PRAGMA journal_mode = WAL", text, sizeof text);
+      rc = set_wal(q, text, sizeof text);
     if (rc == SQLITE_OK && strcmp(text, "wal") != 0) {
       store_fail(s, STORE_DOWN,
                  "cannot open the database: %s cannot use WAL mode (journal mode \"%s\"); is it on "
