@@ -20,30 +20,7 @@ local scheduler = require "scheduler"
 local now = scheduler.now
 
 local mode = arg[1]
-local opt = {}
-for i = 2, #arg do
-  local k, v = arg[i]:match("^([%w_]+)=(.*)$")
-  if not k then
-    io.stderr:write("producer: bad argument: ", arg[i], "\n")
-    os.exit(2)
-  end
-  opt[k] = v
-end
-local function num(k, default)
-  local v = opt[k]
-  if v == nil then return default end
-  return assert(tonumber(v), "producer: " .. k .. " must be a number")
-end
-
-local function result(t)
-  local parts = { "RESULT" }
-  for k, v in pairs(t) do
-    if math.type(v) == "float" then v = string.format("%.6f", v) end
-    parts[#parts + 1] = k .. "=" .. tostring(v)
-  end
-  io.stdout:write(table.concat(parts, " "), "\n")
-  io.stdout:flush()
-end
+local opt, num, result = dofile((arg[0]:match("^(.*)/") or ".") .. "/child.lua")("producer")
 
 local name = assert(opt.name, "producer: name= is required")
 local count = math.tointeger(num("count"))

@@ -28,21 +28,7 @@ local now = scheduler.now
 local t_loaded = now()
 
 local mode = arg[1]
-local opt = {}
-for i = 2, #arg do
-  local k, v = arg[i]:match("^([%w_]+)=(.*)$")
-  if not k then
-    io.stderr:write("worker: bad argument: ", arg[i], "\n")
-    os.exit(2)
-  end
-  opt[k] = v
-end
-
-local function num(k, default)
-  local v = opt[k]
-  if v == nil then return default end
-  return assert(tonumber(v), "worker: " .. k .. " must be a number")
-end
+local opt, num, result = dofile((arg[0]:match("^(.*)/") or ".") .. "/child.lua")("worker")
 
 local function status_kb(field)
   local f = io.open("/proc/self/status", "r")
@@ -50,20 +36,6 @@ local function status_kb(field)
   local s = f:read("a")
   f:close()
   return tonumber(s:match(field .. ":%s*(%d+)")) or -1
-end
-
-local function result(t)
-  local parts = { "RESULT" }
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local v = t[k]
-    if math.type(v) == "float" then v = string.format("%.6f", v) end
-    parts[#parts + 1] = k .. "=" .. tostring(v)
-  end
-  io.stdout:write(table.concat(parts, " "), "\n")
-  io.stdout:flush()
 end
 
 local function ready()

@@ -557,6 +557,13 @@ function Proc:describe()
     tostring(self._pid), tostring(self:exit_code()), self.dir, self:log())
 end
 
+--- Every process's describe(), for a failing assertion's message.
+function helper.describe_all(procs)
+  local out = {}
+  for _, p in ipairs(procs) do out[#out + 1] = p:describe() end
+  return table.concat(out, "\n---\n")
+end
+
 --- Result records from several workers, together.
 function helper.all_results(procs, event)
   local out = {}

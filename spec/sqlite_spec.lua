@@ -89,11 +89,7 @@ local function assert_exactly_once(ids, records, context)
   assert.is_nil(next(tally), "unexpected jobs ran")
 end
 
-local function describe_all(procs)
-  local out = {}
-  for _, p in ipairs(procs) do out[#out + 1] = p:describe() end
-  return table.concat(out, "\n---\n")
-end
+local describe_all = helper.describe_all
 
 describe("sqlite #sqlite", function()
   after_each(helper.cleanup)

@@ -22,11 +22,7 @@ local function assert_exactly_once(ids, records, context)
   end
 end
 
-local function describe_all(procs)
-  local out = {}
-  for _, p in ipairs(procs) do out[#out + 1] = p:describe() end
-  return table.concat(out, "\n---\n")
-end
+local describe_all = helper.describe_all
 
 describe("workers", function()
   local s
