@@ -581,7 +581,7 @@ static void set_integer(lua_State *L, const char *field, long long v) {
  * when the job sets none), priority, key, last_error, locked_by,
  * locked_until, created_at}. */
 static int l_jobs(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   store_filter f;
   memset(&f, 0, sizeof f);
   f.state = luaL_optstring(L, 2, NULL);
@@ -626,7 +626,7 @@ static int l_jobs(lua_State *L) {
 /* s:stats() -> rows | nil, err.  Each row: {name, due, later, running,
  * failed, late (absent: none due), done_last_minute}. */
 static int l_stats(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   store_stat *rows;
   size_t n;
   if (c->st->ops->stats(c->st, &rows, &n) != STORE_OK) return fail(L, "stats", store_error(c->st));
@@ -648,7 +648,7 @@ static int l_stats(lua_State *L) {
 
 /* s:retry_failed([name]) -> retried, skipped | nil, err */
 static int l_retry_failed(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   size_t len = 0;
   const char *name = luaL_optlstring(L, 2, NULL, &len);
   size_t retried, skipped;
@@ -661,7 +661,7 @@ static int l_retry_failed(lua_State *L) {
 
 /* s:schema_version() -> version | nil, err */
 static int l_schema_version(lua_State *L) {
-  core *c = check_core(L);
+  core *c = check_store(L);
   int version;
   if (c->st->ops->schema_version(c->st, &version) != STORE_OK)
     return fail(L, "schema_version", store_error(c->st));

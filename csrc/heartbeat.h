@@ -5,7 +5,7 @@
  * state; it has its own database connection, opened the first time it has
  * something to write.  All writes are fenced on (id, attempt).
  *
- * A held batch (claims that are row locks of an open transaction, see
+ * A held batch (claims held by an open transaction of the store, see
  * store_ops.settle) needs no renewal; when it runs past release_after the
  * thread settles it through the loop's callback, which turns the job in
  * hand into a lease.

@@ -11,11 +11,15 @@
 static int pipe_fds[2] = {-1, -1};
 static int users;
 static int seen; /* a signal arrived since the first acquire: every run stops */
+/* Set by the handler: the pipe has bytes to read.  signals_take() is called
+ * before every job, so it reads the pipe only then (no system call per job). */
+static volatile sig_atomic_t arrived;
 static struct sigaction previous_int, previous_term;
 
 static void on_signal(int sig) {
   int saved = errno;
   unsigned char byte = (unsigned char)sig;
+  arrived = 1;
   if (pipe_fds[1] >= 0) {
     ssize_t ignored = write(pipe_fds[1], &byte, 1);
     (void)ignored;
@@ -34,6 +38,7 @@ static int set_flags(int fd) {
 int signals_acquire(void) {
   if (users++ > 0) return 0;
   seen = 0;
+  arrived = 0;
   if (pipe(pipe_fds) < 0 || set_flags(pipe_fds[0]) < 0 || set_flags(pipe_fds[1]) < 0) {
     int e = errno;
     users = 0;
@@ -68,6 +73,8 @@ int signals_take(void) {
   int last = 0;
   ssize_t n;
   if (pipe_fds[0] < 0) return 0;
+  if (!arrived) return seen;
+  arrived = 0; /* before reading: a signal from now on sets it again */
   while ((n = read(pipe_fds[0], bytes, sizeof bytes)) > 0) last = bytes[n - 1];
   if (last) seen = last;
   return seen;

@@ -160,18 +160,22 @@ typedef struct store_ops {
    * run is (the stored count plus one).
    *   Backends without `settle` lease the jobs to `worker` for `lease`
    * seconds (one row write per job; the heartbeat renews the lease).
-   *   Backends with `settle` hold the claimed rows locked in an open
-   * transaction instead, writing nothing: the batch ends with finish (its
-   * outcomes and the commit, the one row write per job) or is turned into
-   * leases by settle.  If the worker dies, the database drops the locks at
-   * once; the next claim of such a job counts the lost attempt (failing the
-   * job when its attempts are used up, default_max_attempts for jobs that
-   * set none). */
+   *   Backends with `settle` hold the batch in an open transaction instead:
+   * the claim deletes the jobs in it (their one row write), which nobody
+   * else sees before the commit, and meanwhile their rows are locked.  The
+   * batch ends with finish (the done jobs stay deleted; the others are
+   * written back with their outcome; then the commit) or is turned into
+   * leases by settle.  If the worker dies, its transaction aborts and the
+   * jobs are back at once; the next claim of such a job counts the lost
+   * attempt (failing the job when its attempts are used up,
+   * default_max_attempts for jobs that set none) and does not run it: a
+   * later claim does. */
   int (*claim)(store *s, size_t limit, double lease, const char *worker,
                long long default_max_attempts, store_job **jobs, size_t *n);
   /* Record outcomes (delete done jobs, reschedule/fail/release the others)
-   * in one transaction: for a held batch, under its locks, then commit; for
-   * leased jobs, each fenced on its claim. */
+   * in one transaction: for a held batch, in its transaction, then commit
+   * (jobs of the batch without an outcome go back unattempted); for leased
+   * jobs, each fenced on its claim. */
   int (*finish)(store *s, const store_outcome *outcomes, size_t n);
   /* Optional (NULL: claims are always leased).  End the held batch early:
    * record the outcomes `done`, lease the claims `keep` to `worker` for

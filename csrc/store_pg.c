@@ -164,8 +164,8 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_LOST, Q_DONE,
-  Q_SETTLE, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_COMPLETED,
+  Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
   Q_RETRY_FAILED, Q_COUNT
 };
@@ -193,12 +193,12 @@ enum {
  * implicit transaction, with no extra round trip. */
 #define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 
-/* The CTEs that count the jobs deleted by the CTE `done` (RETURNING their
- * name) as completions, and prune the old counts (migration 3).  Counted
- * here rather than by a trigger on DELETE: cancel() deletes jobs too. */
-#define COUNT_DONE                                                                           \
-  ", counted AS (INSERT INTO scheduler.completions (name, jobs)"                             \
-  "  SELECT name, count(*) FROM done GROUP BY name RETURNING 1),"                            \
+/* The CTEs that add completions (rows (name, jobs) from the SELECT
+ * `counts`) and prune the old ones (migration 3).  Counted by the
+ * statements that end jobs rather than by a trigger on DELETE: cancel()
+ * deletes jobs too, and a held batch deletes its jobs when it claims them. */
+#define COUNT_DONE(counts)                                                                   \
+  ", counted AS (INSERT INTO scheduler.completions (name, jobs) " counts " RETURNING 1),"     \
   " pruned AS (DELETE FROM scheduler.completions WHERE ctid = ANY (ARRAY("                   \
   "  SELECT c.ctid FROM scheduler.completions c WHERE c.at < now() - interval '2 minutes'"  \
   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)))"
@@ -256,16 +256,26 @@ static const struct {
     [Q_GET] = {"scheduler_get", 1,
                "SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
                " key, priority, state, last_error FROM scheduler.jobs WHERE id = $1"},
-    /* Due jobs in (priority, run_at, id) order, locked by the caller's
-     * transaction (BEGIN comes first): no row is written.  The recursive
-     * part walks the distinct priorities through jobs_due, so each priority
-     * is an index range (run_at <= now()) however many future jobs wait.
-     *   Column 8, "lost": the row's xmax before this lock (read below
-     * LockRows) is a transaction that aborted, i.e. the last worker to lock
-     * it died or lost its connection mid-batch, an attempt its own rollback
-     * could not record.  The 32-bit xmax gets its epoch from ours (it cannot
-     * be newer); too old to know (NULL) counts as not lost. */
-    [Q_CLAIM] = {"scheduler_claim", 2,
+    /* Claim and delete, in the caller's transaction (BEGIN comes first),
+     * the due jobs in (priority, run_at, id) order: the delete is each
+     * job's one row write, and nobody else sees it before the commit that
+     * ends the batch (Q_COMPLETED, or Q_PUT_BACK for the jobs that must stay).
+     * Until then the rows are locked: other claims skip them, and if this
+     * worker dies its transaction aborts and they are back at once.  The
+     * recursive part walks the distinct priorities through jobs_due, so
+     * each priority is an index range (run_at <= now()) however many
+     * future jobs wait; rows are found by ctid (TID scans: no index lookups).
+     *   Lost attempts: a row whose xmax before this claim (read below
+     * LockRows) is a transaction that aborted was claimed by a worker that
+     * died or lost its connection mid-batch, an attempt its own rollback
+     * could not record.  Such rows are not run now: their attempt is
+     * counted (failed when used up, $3 for jobs that set no limit) by an
+     * update that commits with this batch (or with the empty claim), and a
+     * later claim runs them.  The 32-bit xmax gets its epoch from ours (it
+     * cannot be newer); too old to know (NULL) counts as not lost.
+     *   Rows come in TID order (the caller sorts them); times as float8:
+     * cheaper to print than numeric, and exact to the microsecond. */
+    [Q_CLAIM] = {"scheduler_claim", 3,
                  "WITH RECURSIVE pr(p) AS ("
                  "  (SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
                  "   ORDER BY priority LIMIT 1)"
@@ -273,64 +283,62 @@ static const struct {
                  "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
-                 "), due AS ("
-                 "  SELECT c.* FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts, j.key,"
-                 "      j.priority, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
+                 "), c AS MATERIALIZED ("
+                 "  SELECT c.t, c.prev FROM pr CROSS JOIN LATERAL ("
+                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
                  "    WHERE j.state = 'scheduled' AND j.priority = pr.p AND j.run_at <= now()"
                  "      AND j.name = ANY ($1::text[])"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
                  "  WHERE pr.p IS NOT NULL LIMIT $2"
-                 ") SELECT d.id, d.name, d.payload, extract(epoch FROM d.run_at), d.attempt + 1,"
-                 "  d.max_attempts, d.key, d.priority,"
-                 "  CASE WHEN d.prev < 3 THEN false ELSE coalesce((SELECT CASE WHEN e.epoch < 0"
-                 "    THEN NULL ELSE pg_xact_status(((e.epoch << 32) | d.prev)::text::xid8)"
-                 "    = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN d.prev >"
-                 "    (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
-                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END"
-                 " FROM due d ORDER BY d.priority, d.run_at, d.id"},
-    /* Count the attempts lost with a dead worker's transaction (see
-     * Q_CLAIM), failing the jobs whose attempts are used up. */
-    [Q_LOST] = {NULL, 2,
-                "UPDATE scheduler.jobs SET attempt = attempt + 1,"
-                " state = CASE WHEN attempt + 1 >= coalesce(max_attempts, $2::integer)"
-                "   THEN 'failed' ELSE 'scheduled' END,"
-                " last_error = 'attempt ' || (attempt + 1) || ' was lost: the worker running it"
-                " died or lost its connection to the database'"
-                " WHERE id = ANY ($1::bigint[]) AND state = 'scheduled'"},
-    /* The common end of a held batch: every job done (or released). */
-    [Q_DONE] = {NULL, 1,
-                "WITH done AS (DELETE FROM scheduler.jobs WHERE id = ANY ($1::bigint[])"
-                "  AND state = 'scheduled' RETURNING name)" COUNT_DONE
-                " SELECT (SELECT count(*) FROM counted)"},
-    /* A held batch's outcomes, under its locks (so unfenced): done jobs
-     * deleted, failed attempts counted and rescheduled or failed; and the
-     * claims in $5 turned into leases (settle).  Released claims need no
-     * write: the commit that follows unlocks them. */
-    [Q_SETTLE] = {NULL, 8,
-                  "WITH done AS ("
-                  "  DELETE FROM scheduler.jobs j WHERE j.id = ANY ($1::bigint[])"
-                  "    AND j.state = 'scheduled' RETURNING j.name"
-                  ")" COUNT_DONE ", again AS ("
-                  "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
-                  "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
-                  "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
-                  "             ELSE now() + f.delay * interval '1 second' END,"
-                  "    last_error = f.error"
-                  "  FROM unnest($2::bigint[], $3::float8[], $4::text[]) AS f(id, delay, error)"
-                  "  WHERE j.id = f.id AND j.state = 'scheduled'"
-                  "  RETURNING 1"
-                  "), leased AS ("
-                  "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
-                  "    locked_by = $6, locked_until = now() + $7::float8 * interval '1 second'"
-                  "  WHERE j.id = ANY ($5::bigint[]) AND j.state = 'scheduled'"
-                  "  RETURNING 1"
-                  ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-                  "  (SELECT count(*) FROM leased),"
-                  /* $8: the commit releases claims; they are due: wake the
-                   * sleeping workers (on commit) */
-                  "  (SELECT pg_notify('scheduler', extract(epoch FROM now())::text || ' ')"
-                  "   WHERE $8::boolean)"},
+                 "), k AS MATERIALIZED ("
+                 "  SELECT c.t, CASE WHEN c.prev < 3 THEN false ELSE coalesce((SELECT CASE"
+                 "    WHEN e.epoch < 0 THEN NULL ELSE pg_xact_status(((e.epoch << 32) | c.prev)"
+                 "    ::text::xid8) = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN"
+                 "    c.prev > (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
+                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost FROM c"
+                 "), x AS ("
+                 "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
+                 "    state = CASE WHEN j.attempt + 1 >= coalesce(j.max_attempts, $3::integer)"
+                 "      THEN 'failed' ELSE 'scheduled' END,"
+                 "    last_error = 'attempt ' || (j.attempt + 1) || ' was lost: the worker"
+                 " running it died or lost its connection to the database'"
+                 "  WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE k.lost))"
+                 ") DELETE FROM scheduler.jobs j"
+                 " WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE NOT k.lost))"
+                 " RETURNING j.id, j.name, j.payload, date_part('epoch', j.run_at), j.attempt + 1,"
+                 "  j.max_attempts, j.key, j.priority, j.last_error, date_part('epoch', j.created_at)"},
+    /* The jobs of a held batch that are done: their delete is the claim's,
+     * so only the completions are left to count (names $1, counts $2). */
+    [Q_COMPLETED] = {"scheduler_completed", 2,
+                     "WITH c AS (SELECT u.name, sum(u.n)::integer AS n"
+                     "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
+                     COUNT_DONE("SELECT c.name, c.n FROM c")
+                     " SELECT (SELECT count(*) FROM counted)"},
+    /* The jobs of a held batch that stay: as claimed (the claim deleted
+     * them), with their new state, attempt, run_at (now() + $5 when not
+     * NULL) and last error; the running ones leased to $13 for $14
+     * seconds.  Due ones wake the sleeping workers (on commit); the insert
+     * trigger's own notifications are not needed. */
+    [Q_PUT_BACK] = {"scheduler_put_back", 14,
+                    "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
+                    " back AS ("
+                    "  INSERT INTO scheduler.jobs (id, name, payload, run_at, priority, attempt,"
+                    "    max_attempts, state, key, locked_by, locked_until, last_error, created_at)"
+                    "  SELECT b.id, b.name, b.payload::jsonb, CASE WHEN b.delay IS NULL"
+                    "    THEN to_timestamp(b.run_at) ELSE now() + b.delay * interval '1 second' END,"
+                    "    b.priority, b.attempt, b.max_attempts, b.state, b.key,"
+                    "    CASE WHEN b.state = 'running' THEN $13 END,"
+                    "    CASE WHEN b.state = 'running' THEN now() + $14::float8 * interval"
+                    "      '1 second' END,"
+                    "    b.error, to_timestamp(b.created_at)"
+                    "  FROM quiet, unnest($1::bigint[], $2::text[], $3::text[], $4::float8[],"
+                    "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
+                    "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
+                    "    delay, priority, attempt, max_attempts, state, key, error, created_at)"
+                    "  RETURNING state, run_at"
+                    ") SELECT (SELECT count(*) FROM back),"
+                    "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
+                    "   HAVING count(*) > 0)"},
     /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
     [Q_FINISH] = {NULL, 8,
                   "WITH done AS ("
@@ -338,7 +346,7 @@ static const struct {
                   "    AS d(id, attempt)"
                   "  WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'"
                   "  RETURNING j.name"
-                  ")" COUNT_DONE ", again AS ("
+                  ")" COUNT_DONE("SELECT name, count(*) FROM done GROUP BY name") ", again AS ("
                   "  UPDATE scheduler.jobs j SET"
                   "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
                   "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
@@ -493,6 +501,8 @@ static const struct {
 
 /* ------------------------------------------------------------------ */
 
+#define NBUFS 14
+
 typedef struct pg_store {
   store base;
   char *conninfo;
@@ -518,8 +528,12 @@ typedef struct pg_store {
   char **names;
   size_t *name_lens;
   size_t n_names;
-  /* scratch parameter buffers for finish/heartbeat */
-  buf p[8];
+  /* scratch parameter buffers (array literals) for finish/heartbeat */
+  buf p[NBUFS];
+  /* per claimed job of the held batch: its row in `claimed`, and what
+   * ends it (see end_held) */
+  int *row;
+  long *fate;
   /* what list and stats return point into */
   PGresult *listed, *counted;
   store_job_row *rows;
@@ -720,7 +734,7 @@ static int prepare(pg_store *p, int q) {
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
-  if (p->held && q != Q_SETTLE && q != Q_DONE)
+  if (p->held)
     /* the caller must settle first: this would join the batch's transaction */
     return store_fail(&p->base, STORE_ERROR, "internal error: statement %d inside a batch", q);
   int rc = pg_connect(&p->base);
@@ -742,54 +756,73 @@ static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
   return STORE_OK;
 }
 
-/* Send BEGIN then q, or q then COMMIT (commit = 1), in one round trip
- * (libpq's pipeline mode); *out = q's result.  q must not be a prepared
- * statement that is not prepared yet. */
-static int run_in_transaction(pg_store *p, int q, const char *const *values, int commit,
-                              PGresult **out) {
+/* One statement of a pipeline: query q with its parameters, or (q < 0)
+ * the parameterless command sql. */
+typedef struct step {
+  int q;
+  const char *sql;
+  const char *const *values;
+} step;
+
+#define STEP_SQL(text) ((step){-1, (text), NULL})
+#define STEP_QUERY(query, vals) ((step){(query), NULL, (vals)})
+
+/* Send the n steps in one round trip (libpq's pipeline mode, one sync)
+ * on the open connection; *out = the result of step `want` (NULL when
+ * want < 0).  The first failure wins, and the server skips the steps after
+ * it.  Queries are prepared first. */
+static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out) {
   PGconn *conn = p->conn;
   *out = NULL;
+  for (int i = 0; i < n; i++)
+    if (steps[i].q >= 0) {
+      int rc = prepare(p, steps[i].q);
+      if (rc) return rc;
+    }
   if (!PQenterPipelineMode(conn)) return fail_result(p, "database error", NULL);
-  int sent = (commit || PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) &&
-             (queries[q].name ? PQsendQueryPrepared(conn, queries[q].name, queries[q].nparams,
-                                                    values, NULL, NULL, 0)
-                              : PQsendQueryParams(conn, queries[q].sql, queries[q].nparams, NULL,
-                                                  values, NULL, NULL, 0)) &&
-             (!commit || PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) &&
-             PQpipelineSync(conn);
-  if (!sent) {
+  int sent = 1;
+  for (int i = 0; i < n && sent; i++) {
+    const step *t = &steps[i];
+    if (t->q < 0)
+      sent = PQsendQueryParams(conn, t->sql, 0, NULL, NULL, NULL, NULL, 0);
+    else if (queries[t->q].name)
+      sent = PQsendQueryPrepared(conn, queries[t->q].name, queries[t->q].nparams, t->values, NULL,
+                                 NULL, 0);
+    else
+      sent = PQsendQueryParams(conn, queries[t->q].sql, queries[t->q].nparams, NULL, t->values,
+                               NULL, NULL, 0);
+  }
+  if (!sent || !PQpipelineSync(conn)) {
     /* not even sent: the connection is broken */
     pg_disconnect(&p->base);
     return store_fail(&p->base, STORE_DOWN, "database connection lost");
   }
   /* Collect every result up to the sync; the first failure wins. */
   PGresult *failed = NULL;
-  int step = 0, synced = 0;
+  int at = 0, synced = 0;
   while (!synced) {
     PGresult *r = PQgetResult(conn);
     if (!r) {
-      /* end of one query's results; more ends than queries sent means
-       * the sync will never come (a connection the server dropped) */
-      if (PQstatus(conn) != CONNECTION_OK || ++step > 2) break;
+      /* end of one step's results; more ends than steps sent means the
+       * sync will never come (a connection the server dropped) */
+      if (PQstatus(conn) != CONNECTION_OK || ++at > n) break;
       continue;
     }
     ExecStatusType st = PQresultStatus(r);
-    int mine = step == (commit ? 0 : 1);
     if (st == PGRES_PIPELINE_SYNC) {
       synced = 1;
       PQclear(r);
     } else if (st == PGRES_FATAL_ERROR && !failed) {
       failed = r;
-    } else if (mine && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !*out) {
+    } else if (at == want && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !*out) {
       *out = r;
     } else {
       PQclear(r);
     }
   }
   if (synced && !PQexitPipelineMode(conn)) synced = 0;
-  if (failed || !synced || !*out) {
-    if (*out) PQclear(*out);
-    *out = NULL;
+  if (failed || !synced || (want >= 0 && !*out)) {
+    clear(out);
     if (!synced) {
       /* the connection is in an unknown state: drop it */
       const char *msg = failed ? PQresultErrorField(failed, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -993,8 +1026,9 @@ static const char *value_or_null(PGresult *r, int row, int col, size_t *len) {
 }
 
 /* Fill j from row `row` of a claim or get result (columns id, name, payload,
- * run_at, attempt, max_attempts, key, priority [, state, last_error]). */
-static void read_job(PGresult *r, int row, store_job *j) {
+ * run_at, attempt, max_attempts, key, priority, then for get (claimed 0)
+ * state, last_error). */
+static void read_job(PGresult *r, int row, store_job *j, int claimed) {
   j->id = parse_int(PQgetvalue(r, row, 0));
   j->name = value_or_null(r, row, 1, &j->name_len);
   j->payload = value_or_null(r, row, 2, &j->payload_len);
@@ -1003,7 +1037,7 @@ static void read_job(PGresult *r, int row, store_job *j) {
   j->max_attempts = PQgetisnull(r, row, 5) ? 0 : parse_int(PQgetvalue(r, row, 5));
   j->key = value_or_null(r, row, 6, &j->key_len);
   j->priority = parse_int(PQgetvalue(r, row, 7));
-  if (PQnfields(r) > 9) {
+  if (!claimed) {
     j->state = PQgetvalue(r, row, 8);
     j->last_error = value_or_null(r, row, 9, &j->last_error_len);
   } else {
@@ -1022,7 +1056,7 @@ static int pg_get(store *s, int64_t id, store_job *out, int *found) {
   int rc = run(p, Q_GET, values, &r);
   if (rc) return rc;
   *found = PQntuples(r) > 0;
-  if (*found) read_job(r, 0, out);
+  if (*found) read_job(r, 0, out, 0);
   clear(&p->got);
   p->got = r;
   return STORE_OK;
@@ -1106,15 +1140,14 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
 }
 
-/* End the held batch's transaction (after a failure: roll back if the
- * connection still works, which unlocks the rows). */
+/* End the held batch's transaction with sql (ROLLBACK, COMMIT). */
 static int end_batch(pg_store *p, const char *sql) {
   p->held = 0;
   return exec_simple(p, "ending a batch", sql, NULL);
 }
 
 /* The held batch is still ours: same connection, transaction still open.
- * Otherwise its locks are gone and its jobs run again. */
+ * Otherwise its transaction is gone, and its jobs run again. */
 static int batch_alive(pg_store *p) {
   if (p->held_lost || (p->held && (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
                                     PQtransactionStatus(p->conn) != PQTRANS_INTRANS))) {
@@ -1130,7 +1163,7 @@ static int batch_alive(pg_store *p) {
 }
 
 /* A held batch could not be committed (rc from the statement that
- * failed): its locks are gone, or go with the rollback, so its jobs run
+ * failed): its claim is undone, or is with the rollback, so its jobs run
  * again.  Say so, once. */
 static int batch_failed(pg_store *p, size_t n, int rc) {
   p->held_lost = 0;
@@ -1153,87 +1186,101 @@ static void rollback(pg_store *p) {
   }
 }
 
-/* Count the attempts lost with dead workers' transactions (the claim's
- * "lost" column) and commit, releasing the batch. */
-static int count_lost(pg_store *p, PGresult *r, long long default_max_attempts) {
-  buf *ids = &p->p[0];
-  int err = 0;
-  buf_reset(ids);
-  err |= buf_addc(ids, '{');
-  for (int i = 0, k = 0; i < PQntuples(r); i++)
-    if (PQgetvalue(r, i, 8)[0] == 't')
-      err |= (k++ ? buf_addc(ids, ',') : 0) | buf_adds(ids, PQgetvalue(r, i, 0));
-  err |= buf_addc(ids, '}');
-  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  char maxa[32];
-  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[2] = {buf_cstr(ids), maxa};
-  PGresult *u = NULL;
-  int rc = run(p, Q_LOST, values, &u);
-  if (rc) return rc;
-  PQclear(u);
-  /* a lost count only means a lost attempt: no need to wait for the flush */
-  return end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT");
+/* A claimed job and its row in the claim's result, sorted into run order. */
+typedef struct claimed {
+  store_job job;
+  int row;
+} claimed;
+
+static int cmp_run_order(const void *a, const void *b) {
+  const store_job *x = &((const claimed *)a)->job, *y = &((const claimed *)b)->job;
+  if (x->priority != y->priority) return x->priority < y->priority ? -1 : 1;
+  if (x->run_at != y->run_at) return x->run_at < y->run_at ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Room for a batch of n jobs (p->jobs, p->row, p->fate): 0 or -1. */
+static int reserve_batch(pg_store *p, size_t n) {
+  if (n <= p->jobs_cap) return 0;
+  store_job *jobs = realloc(p->jobs, n * sizeof *jobs);
+  if (jobs) p->jobs = jobs;
+  int *row = jobs ? realloc(p->row, n * sizeof *row) : NULL;
+  if (row) p->row = row;
+  long *fate = row ? realloc(p->fate, n * sizeof *fate) : NULL;
+  if (fate) p->fate = fate;
+  if (!fate) return -1;
+  p->jobs_cap = n;
+  return 0;
 }
 
 static int pg_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   pg_store *p = PG(s);
   (void)lease; /* held, not leased: settle leases */
-  char lim[32];
+  char lim[32], maxa[32];
   *n = 0;
   *jobs = NULL;
-  if (p->held) rollback(p); /* a batch never finished: its rows run again */
+  if (p->held) rollback(p); /* a batch never finished: its jobs run again */
   snprintf(lim, sizeof lim, "%zu", limit);
-  const char *values[2] = {buf_cstr(&p->names_literal), lim};
+  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
+  const char *values[3] = {buf_cstr(&p->names_literal), lim, maxa};
+  /* The claim's plan does not depend on its parameters: plan it once per
+   * connection rather than on every claim. */
+  const step steps[3] = {STEP_SQL("BEGIN"),
+                         STEP_SQL("SET LOCAL plan_cache_mode = force_generic_plan"),
+                         STEP_QUERY(Q_CLAIM, values)};
   PGresult *r = NULL;
-  int rc;
-  /* Twice at most: a batch with lost attempts is recorded, then claimed
-   * again (each lost attempt is counted once: the count is committed). */
+  size_t rows;
+  /* Twice at most: a claim that found only lost attempts commits their
+   * count, then claims again. */
   for (int round = 0;; round++) {
-    rc = pg_connect(s);
+    int rc = pg_connect(s);
     if (rc == STORE_OK && !p->worker_locked) {
       const char *who[1] = {worker};
       rc = run(p, Q_WORKER_LOCK, who, &r);
       if (rc == STORE_OK) {
-        PQclear(r);
-        r = NULL;
+        clear(&r);
         p->worker_locked = 1;
       }
     }
-    if (rc == STORE_OK) rc = prepare(p, Q_CLAIM);
-    if (rc == STORE_OK) rc = run_in_transaction(p, Q_CLAIM, values, 0, &r);
+    if (rc == STORE_OK) rc = pipeline(p, steps, 3, 2, &r);
     if (rc != STORE_OK) {
       rollback(p);
       return rc;
     }
-    int lost = 0;
-    for (int i = 0; i < PQntuples(r) && !lost; i++) lost = PQgetvalue(r, i, 8)[0] == 't';
-    if (!lost || round == 1) break;
-    rc = count_lost(p, r, default_max_attempts);
-    PQclear(r);
-    r = NULL;
+    rows = (size_t)PQntuples(r);
+    if (rows > 0) break;
+    clear(&r);
+    /* Nothing to run.  A transaction id was assigned only if rows were
+     * locked, which here means lost attempts were counted; a lost count
+     * only means a lost attempt: no need to wait for the flush. */
+    rc = exec_simple(p, "claiming", "SELECT pg_current_xact_id_if_assigned() IS NOT NULL", &r);
+    int lost = rc == STORE_OK && PQgetvalue(r, 0, 0)[0] == 't';
+    clear(&r);
+    if (rc == STORE_OK) rc = end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT");
     if (rc != STORE_OK) {
       rollback(p);
       return rc;
     }
+    if (!lost || round == 1) return STORE_OK;
   }
-  size_t rows = (size_t)PQntuples(r);
-  if (rows == 0) {
+  claimed *sorted = malloc(rows * sizeof *sorted);
+  if (!sorted || reserve_batch(p, rows)) {
+    free(sorted);
     PQclear(r);
-    return end_batch(p, "ROLLBACK"); /* nothing locked */
+    rollback(p); /* undoes the claim: they run again */
+    return store_fail(s, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
   }
-  if (rows > p->jobs_cap) {
-    store_job *grown = realloc(p->jobs, rows * sizeof *grown);
-    if (!grown) {
-      PQclear(r);
-      rollback(p); /* unlocks them: nothing is lost */
-      return store_fail(s, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
-    }
-    p->jobs = grown;
-    p->jobs_cap = rows;
+  for (size_t i = 0; i < rows; i++) {
+    read_job(r, (int)i, &sorted[i].job, 1);
+    sorted[i].row = (int)i;
   }
-  for (size_t i = 0; i < rows; i++) read_job(r, (int)i, &p->jobs[i]);
+  qsort(sorted, rows, sizeof *sorted, cmp_run_order);
+  for (size_t i = 0; i < rows; i++) {
+    p->jobs[i] = sorted[i].job;
+    p->row[i] = sorted[i].row;
+  }
+  free(sorted);
   clear(&p->claimed);
   p->claimed = r;
   p->held = rows;
@@ -1242,68 +1289,153 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   return STORE_OK;
 }
 
-/* Q_SETTLE with the outcome arrays in p->p and the claims to lease. */
-static int settle_held(pg_store *p, const store_claim *keep, size_t n_keep, double lease,
-                       const char *worker, int wake) {
-  buf *ids = &p->p[6]; /* released claims need no write: reuse */
+/* What ends each job of a held batch (p->fate): an outcome (its index),
+ * a lease, or nothing yet (it goes back as it was, to run again). */
+#define FATE_RELEASED (-1L)
+#define FATE_LEASED (-2L)
+
+/* The index in the held batch of the job with this id, looking from `from`
+ * on (outcomes come in batch order); -1 if none. */
+static long held_index(pg_store *p, int64_t id, size_t from) {
+  for (size_t k = 0; k < p->held; k++) {
+    size_t i = (from + k) % p->held;
+    if (p->jobs[i].id == id) return (long)i;
+  }
+  return -1;
+}
+
+/* Append the NULL or quoted element of a text[] literal, after a comma
+ * unless first. */
+static int add_text_or_null(buf *b, int first, const char *s, size_t n) {
+  int err = first ? 0 : buf_addc(b, ',');
+  return err | (s ? add_array_text(b, s, n) : buf_adds(b, "NULL"));
+}
+
+static int add_value_or_null(buf *b, int first, PGresult *r, int row, int col) {
+  int err = first ? 0 : buf_addc(b, ',');
+  return err | buf_adds(b, PQgetisnull(r, row, col) ? "NULL" : PQgetvalue(r, row, col));
+}
+
+/* The completions of the done jobs as Q_COMPLETED's arrays (b[0] names,
+ * b[1] counts; runs of one name counted together); *any = 0 if none. */
+static int completed_arrays(pg_store *p, const store_outcome *o, buf *b, int *any) {
+  int err = buf_addc(&b[0], '{') | buf_addc(&b[1], '{');
+  const store_job *run_of = NULL;
+  long count = 0;
+  *any = 0;
+  for (size_t i = 0; i <= p->held && !err; i++) {
+    const store_job *j = NULL;
+    if (i < p->held && p->fate[i] >= 0 && o[p->fate[i]].kind == OUTCOME_DONE) j = &p->jobs[i];
+    if (run_of && (i == p->held || (j && (j->name_len != run_of->name_len ||
+                                          memcmp(j->name, run_of->name, j->name_len))))) {
+      err |= (*any ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
+             add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count);
+      *any = 1;
+      run_of = NULL;
+    }
+    if (j && !run_of) run_of = j, count = 0;
+    if (j) count++;
+  }
+  return err | buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
+}
+
+/* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs that stay; *n = how many. */
+static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *n) {
+  PGresult *r = p->claimed;
   int err = 0;
-  buf_reset(ids);
-  err |= buf_addc(ids, '{');
-  for (size_t i = 0; i < n_keep; i++) err |= (i ? buf_addc(ids, ',') : 0) | add_int(ids, keep[i].id);
-  err |= buf_addc(ids, '}');
-  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
+  *n = 0;
+  for (size_t i = 0; i < p->held && !err; i++) {
+    long f = p->fate[i];
+    const store_outcome *x = f >= 0 ? &o[f] : NULL;
+    if (x && x->kind == OUTCOME_DONE) continue;
+    int row = p->row[i], first = *n == 0;
+    const store_job *j = &p->jobs[i];
+    int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
+    char num[64];
+    const char *state = f == FATE_LEASED ? "running"
+                        : x && x->kind == OUTCOME_FAILED ? "failed"
+                                                          : "scheduled";
+    /* a failed attempt and a lease keep the attempt as claimed; a job
+     * given back was not attempted */
+    long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
+    err |= add_value_or_null(&b[0], first, r, row, 0) |
+           add_text_or_null(&b[1], first, j->name, j->name_len) |
+           add_text_or_null(&b[2], first, j->payload, j->payload_len) |
+           add_value_or_null(&b[3], first, r, row, 3) | (first ? 0 : buf_addc(&b[4], ',')) |
+           buf_adds(&b[4], x && x->kind == OUTCOME_RETRY
+                               ? fmt_seconds(x->retry_in, num, sizeof num)
+                               : "NULL") |
+           add_value_or_null(&b[5], first, r, row, 7) | (first ? 0 : buf_addc(&b[6], ',')) |
+           add_int(&b[6], attempt) | add_value_or_null(&b[7], first, r, row, 5) |
+           (first ? 0 : buf_addc(&b[8], ',')) | buf_adds(&b[8], state) |
+           add_text_or_null(&b[9], first, j->key, j->key_len);
+    if (failed)
+      err |= add_text_or_null(&b[10], first, buf_cstr(&x->error), x->error.len);
+    else
+      err |= add_value_or_null(&b[10], first, r, row, 8);
+    err |= add_value_or_null(&b[11], first, r, row, 9);
+    (*n)++;
+  }
+  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
+  return err;
+}
+
+/* End the held batch: count the done jobs among the outcomes o, put back
+ * the others (retried, failed, given back), lease the claims `keep` to
+ * `worker` for `lease` seconds, put back every other job of the batch as
+ * it was, and commit: one round trip. */
+static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
+                    size_t n_keep, double lease, const char *worker) {
+  size_t held = p->held;
+  int rc = batch_alive(p);
+  if (rc != STORE_OK) return rc;
+  for (size_t i = 0; i < held; i++) p->fate[i] = FATE_RELEASED;
+  size_t from = 0;
+  for (size_t k = 0; k < n_o; k++) {
+    long i = held_index(p, o[k].claim.id, from);
+    if (i >= 0) p->fate[i] = (long)k, from = (size_t)i + 1;
+  }
+  for (size_t k = 0; k < n_keep; k++) {
+    long i = held_index(p, keep[k].id, from);
+    if (i >= 0) p->fate[i] = FATE_LEASED, from = (size_t)i + 1;
+  }
+  for (int k = 0; k < NBUFS; k++) buf_reset(&p->p[k]);
+  int any_done;
+  size_t n_back;
+  if (completed_arrays(p, o, &p->p[12], &any_done) || put_back_arrays(p, o, p->p, &n_back))
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   char leasetext[64];
-  const char *values[8] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[2]), buf_cstr(&p->p[4]),
-                           buf_cstr(&p->p[5]), buf_cstr(ids),      worker ? worker : "",
-                           fmt_seconds(lease, leasetext, sizeof leasetext),
-                           wake ? "true" : "false"};
+  const char *done_values[2] = {buf_cstr(&p->p[12]), buf_cstr(&p->p[13])};
+  const char *back_values[14];
+  for (int k = 0; k < 12; k++) back_values[k] = buf_cstr(&p->p[k]);
+  back_values[12] = worker ? worker : "";
+  back_values[13] = fmt_seconds(lease, leasetext, sizeof leasetext);
+  step steps[3];
+  int n = 0;
+  if (any_done) steps[n++] = STEP_QUERY(Q_COMPLETED, done_values);
+  if (n_back) steps[n++] = STEP_QUERY(Q_PUT_BACK, back_values);
+  steps[n++] = STEP_SQL("COMMIT");
   PGresult *r = NULL;
-  size_t n = p->held;
-  int rc = run(p, Q_SETTLE, values, &r);
+  rc = pipeline(p, steps, n, -1, &r);
   if (rc == STORE_OK) {
-    PQclear(r);
-    rc = end_batch(p, "COMMIT");
+    p->held = 0;
+    return STORE_OK;
   }
-  if (rc != STORE_OK) {
-    rollback(p);
-    rc = batch_failed(p, n, rc);
-  }
-  return rc;
+  rollback(p);
+  return batch_failed(p, held, rc);
 }
 
 static int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
                      size_t n_keep, double lease, const char *worker) {
   pg_store *p = PG(s);
   if (!p->held && !p->held_lost) return STORE_OK;
-  int rc = batch_alive(p);
-  if (rc == STORE_OK) rc = outcome_arrays(p, done, n_done);
-  if (rc == STORE_OK) rc = settle_held(p, keep, n_keep, lease, worker, p->held > n_done + n_keep);
-  return rc;
+  return end_held(p, done, n_done, keep, n_keep, lease, worker);
 }
 
 static int pg_finish(store *s, const store_outcome *o, size_t n) {
   pg_store *p = PG(s);
-  if (p->held || p->held_lost) {
-    int rc = batch_alive(p);
-    if (rc == STORE_OK) rc = outcome_arrays(p, o, n);
-    if (rc != STORE_OK) return rc;
-    int released = p->p[6].len > 2 || p->held > n;
-    if (p->p[2].len > 2 || released) /* some failed, or go back */
-      return settle_held(p, NULL, 0, 0, NULL, released);
-    /* all done: the delete and the commit in one round trip */
-    const char *values[1] = {buf_cstr(&p->p[0])};
-    PGresult *r = NULL;
-    size_t held = p->held;
-    rc = run_in_transaction(p, Q_DONE, values, 1, &r);
-    if (rc == STORE_OK) {
-      PQclear(r);
-      p->held = 0;
-    } else {
-      rollback(p);
-      rc = batch_failed(p, held, rc);
-    }
-    return rc;
-  }
+  if (p->held || p->held_lost) return end_held(p, o, n, NULL, 0, 0, NULL);
   int rc = outcome_arrays(p, o, n);
   if (rc) return rc;
   const char *values[8];
@@ -1675,7 +1807,9 @@ static void pg_destroy(store *s) {
   free(p->crons);
   free_names(p);
   buf_free(&p->names_literal);
-  for (int i = 0; i < 8; i++) buf_free(&p->p[i]);
+  for (int i = 0; i < NBUFS; i++) buf_free(&p->p[i]);
+  free(p->fate);
+  free(p->row);
   buf_free(&s->err);
   free(p->jobs);
   free(p->conninfo);

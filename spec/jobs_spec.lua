@@ -91,6 +91,69 @@ describe("jobs", function()
         assert.is_nil(s:job(id))
       end)
 
+    it("keeps every field of a job given back, retried or leased from a batch", function()
+      -- On PostgreSQL a batch deletes its jobs as it claims them (in its
+      -- open transaction): the jobs that stay are written back whole.
+      local name = helper.name("whole")
+      local payload = { text = 'a "quote", a back\\slash,\na line and ünïcödé 🎉', nested = { list = { 1, 2.5, true } } }
+      local at = helper.now() - 5.25
+      local ids = {}
+      for i = 1, 3 do
+        ids[i] = helper.schedule(s, name, payload, { at = at, key = name .. i, priority = 2, max_attempts = 5 })
+      end
+      local before = {}
+      for i = 1, 3 do before[i] = helper.ok(s:jobs { id = ids[i] })[1] end
+      local observer = helper.new()
+      local r = helper.new{ lease = 0.8, backoff = function() return 3600 end }
+      local seen2, own3
+      r:on(name, function(p, job)
+        assert.same(payload, p)
+        if job.id == ids[1] then
+          -- runs past lease/4: the batch is settled, the other two go back
+          helper.sleep(0.5)
+          seen2 = helper.ok(observer:jobs { id = ids[2] })[1]
+          error("boom 1")
+        elseif job.id == ids[2] then
+          error("boom 2")
+        else
+          -- calls of its own (each admin call too) first turn the batch into leases
+          own3 = helper.ok(r:jobs { id = ids[3] })[1]
+          assert.is_table(helper.ok(r:stats()))
+          assert.equals(0, helper.ok(r:retry_failed { name = helper.name("none") }))
+          assert.is_number(helper.ok(r:schema_version()))
+        end
+      end)
+      assert.equals(3, r:run{ drain = true })
+      local function same_fields(row, i)
+        assert.equals(ids[i], row.id)
+        assert.equals(name, row.name)
+        assert.same(payload, row.payload)
+        assert.equals(name .. i, row.key)
+        assert.equals(2, row.priority)
+        assert.equals(5, row.max_attempts)
+        assert.is_true(math.abs(row.created_at - before[i].created_at) < 1e-5)
+      end
+      same_fields(seen2, 2)
+      assert.equals("scheduled", seen2.state) -- handed back, unstarted
+      assert.equals(0, seen2.attempt)
+      assert.is_true(math.abs(seen2.run_at - before[2].run_at) < 1e-5)
+      same_fields(own3, 3)
+      assert.equals("running", own3.state)
+      assert.equals(1, own3.attempt)
+      assert.is_true(math.abs(own3.run_at - before[3].run_at) < 1e-5)
+      assert.is_truthy(own3.locked_by)
+      for i = 1, 2 do
+        local row = helper.ok(s:jobs { id = ids[i] })[1]
+        same_fields(row, i)
+        assert.equals("scheduled", row.state)
+        assert.equals(1, row.attempt)
+        assert.equals("boom " .. i, row.last_error:match("boom %d"))
+        assert.is_true(row.run_at > helper.now() + 3500)
+        assert.is_nil(row.locked_by)
+      end
+      assert.is_nil(s:job(ids[3]))
+    end)
+
     it("returns nil for a job that finished or never existed", function()
       local name = helper.name("gone")
       local id = helper.schedule(s, name, nil)
