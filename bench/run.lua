@@ -517,12 +517,15 @@ end
 -- in one session, through a prepared statement as the worker runs it, so
 -- the plan cache behaves the same: PostgreSQL plans the first 5 executions
 -- with the actual parameters (custom plans) and may then switch to a generic
--- plan.  Each run is in a transaction that is rolled back; `setup` (SQL,
--- may use psql's \gset) runs first in it.  Returns { custom_ms = median of
--- runs 1-5, steady_ms = median of runs 6-10, seq_scan = the last plan scans
--- scheduler.jobs sequentially, generic = the last plan is generic } or nil
--- (statement not found, or it failed: the reason is logged).
-local function explain(id, nparams, params, setup)
+-- plan (o.generic: the worker forces the generic plan).  Each run is in a
+-- transaction that is rolled back (o.commit: committed); o.pre (SQL) runs
+-- and commits before each run, o.setup (SQL, may use psql's \gset) first in
+-- it.  Returns { custom_ms = median of runs 1-5, steady_ms = median of runs
+-- 6-10, seq_scan = the last plan scans scheduler.jobs sequentially, generic
+-- = the last plan is generic } or nil (statement not found, or it failed:
+-- the reason is logged).
+local function explain(id, nparams, params, o)
+  o = o or {}
   local text, n, prepared = store_query(id)
   if not text or n ~= nparams then
     log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
@@ -532,12 +535,14 @@ local function explain(id, nparams, params, setup)
   -- the worker runs some statements unprepared: planned with their actual
   -- parameters every time
   if not prepared then table.insert(parts, 1, "SET plan_cache_mode = force_custom_plan;") end
+  if o.generic then table.insert(parts, 1, "SET plan_cache_mode = force_generic_plan;") end
   for _ = 1, 10 do
+    if o.pre then parts[#parts + 1] = o.pre end
     parts[#parts + 1] = "BEGIN;"
-    if setup then parts[#parts + 1] = setup end
+    if o.setup then parts[#parts + 1] = o.setup end
     parts[#parts + 1] = "EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, VERBOSE OFF) EXECUTE bench_q("
       .. params .. ");"
-    parts[#parts + 1] = "ROLLBACK;"
+    parts[#parts + 1] = o.commit and "COMMIT;" or "ROLLBACK;"
   end
   local out, ok = sql_try(table.concat(parts, "\n"))
   if not ok then
@@ -561,19 +566,23 @@ local function explain(id, nparams, params, setup)
   }
 end
 
-local function explain_claim(limit)
-  return explain("Q_CLAIM", 2, string.format("'{%s}', %d", NOOP, limit))
+--- The claim (which deletes what it claims) of `limit` jobs, as the worker
+-- runs it: generic plan, committed.  A claim whose transaction rolled back
+-- would leave its rows to count as lost attempts, so each run claims
+-- `limit` fresh jobs, due before every other one (none with `empty`).
+local function explain_claim(limit, empty)
+  local pre = not empty and string.format([[
+    INSERT INTO scheduler.jobs (name, payload, run_at)
+      SELECT '%s', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, %d);]],
+    NOOP, limit) or nil
+  return explain("Q_CLAIM", 3, string.format("'{%s}', %d, 25", NOOP, limit),
+    { generic = true, commit = true, pre = pre })
 end
 
---- Recording the outcomes of a batch of `limit` jobs that succeeded, the
--- common end of a batch: the setup locks them (the claim's row locks), in
--- the rolled-back transaction.
+--- The end of a batch of `limit` jobs that all succeeded: counting them
+-- for stats (the commit follows).
 local function explain_finish(limit)
-  local setup = string.format([[
-    SELECT '{' || string_agg(id::text, ',') || '}' AS bench_ids
-    FROM (SELECT id FROM scheduler.jobs WHERE state = 'scheduled' AND run_at <= now()
-          ORDER BY priority, run_at, id LIMIT %d FOR UPDATE) c \gset]], limit)
-  return explain("Q_DONE", 1, ":'bench_ids'", setup)
+  return explain("Q_COMPLETED", 2, string.format("'{%s}', '{%d}'", NOOP, limit))
 end
 
 local function explain_wake()
@@ -816,9 +825,9 @@ local function section_throughput()
     fmt_ms(diag.gap_p50_ms) .. " / " .. fmt_ms(diag.gap_mean_ms), "",
     string.format("%.0f%% of the drain", diag.db_share * 100))
   row("profile", "Lua+dispatch time per job", string.format("%.2f us", diag.lua_us_per_job), "", "")
-  row("profile", string.format("claim of %d among %s due", cfg.batch, commas(N)),
+  row("profile", string.format("claim (and delete) of %d among %s due", cfg.batch, commas(N)),
     fmt_explain(st.claim), "", "EXPLAIN: runs 1-5 / 6-10")
-  row("profile", string.format("record %d outcomes among %s due", cfg.batch, commas(N)),
+  row("profile", string.format("end of a batch of %d done, among %s due", cfg.batch, commas(N)),
     fmt_explain(st.finish), "", "EXPLAIN: runs 1-5 / 6-10")
   row("profile", "run() start to first listener call", fmt_ms(T.workers_1.first_claim_ms), "", "")
 end
@@ -1039,7 +1048,7 @@ local function section_scale()
       ANALYZE scheduler.jobs;]], NOOP, cfg.batch))
     local st = statement_costs()
     sql("DELETE FROM scheduler.jobs WHERE run_at <= now(); ANALYZE scheduler.jobs;")
-    st.empty_claim, st.wake = explain_claim(cfg.batch), explain_wake()
+    st.empty_claim, st.wake = explain_claim(cfg.batch, true), explain_wake()
     local C = {
       future = F, due = D, rate = median(field(runs, "rate")), runs = field(runs, "rate"),
       gap_p50_ms = median(field(runs, "gap_p50_ms")), avg_batch = median(field(runs, "avg_batch")),
@@ -1058,9 +1067,9 @@ local function section_scale()
       fmt_rate(C.rate), "", k == "big" and (fmt_pct(B.rate / S.rate) .. " of the small case") or "")
     row("scale", string.format("  pause between batches in the worker, %s future", f),
       fmt_ms(C.gap_p50_ms), "", string.format("batches of %.0f", C.avg_batch))
-    row("scale", string.format("  claim of %d, %s future", cfg.batch, f), fmt_explain(st.claim), "",
+    row("scale", string.format("  claim (and delete) of %d, %s future", cfg.batch, f), fmt_explain(st.claim), "",
       "EXPLAIN: runs 1-5 / 6-10")
-    row("scale", string.format("  record %d outcomes, %s future", cfg.batch, f), fmt_explain(st.finish), "",
+    row("scale", string.format("  end of a batch of %d done, %s future", cfg.batch, f), fmt_explain(st.finish), "",
       "EXPLAIN: runs 1-5 / 6-10")
     row("scale", string.format("  empty claim, %s future", f), fmt_explain(st.empty_claim), "", "")
     row("scale", string.format("  wake-up query, %s future", f), fmt_explain(st.wake), "", "")

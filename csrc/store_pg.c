@@ -193,12 +193,13 @@ enum {
  * implicit transaction, with no extra round trip. */
 #define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 
-/* The CTEs that add completions (rows (name, jobs) from the SELECT
- * `counts`) and prune the old ones (migration 3).  Counted by the
- * statements that end jobs rather than by a trigger on DELETE: cancel()
- * deletes jobs too, and a held batch deletes its jobs when it claims them. */
-#define COUNT_DONE(counts)                                                                   \
-  ", counted AS (INSERT INTO scheduler.completions (name, jobs) " counts " RETURNING 1),"     \
+/* The CTEs that add the completions of the CTE done_counts (name, jobs)
+ * and prune the old ones (migration 3).  Counted by the statements that
+ * end jobs rather than by a trigger on DELETE: cancel() deletes jobs too,
+ * and a held batch deletes its jobs when it claims them. */
+#define COUNT_DONE                                                                           \
+  ", counted AS (INSERT INTO scheduler.completions (name, jobs)"                             \
+  "  SELECT name, jobs FROM done_counts RETURNING 1),"                                       \
   " pruned AS (DELETE FROM scheduler.completions WHERE ctid = ANY (ARRAY("                   \
   "  SELECT c.ctid FROM scheduler.completions c WHERE c.at < now() - interval '2 minutes'"  \
   "  LIMIT 1000 FOR UPDATE SKIP LOCKED)))"
@@ -310,9 +311,9 @@ static const struct {
     /* The jobs of a held batch that are done: their delete is the claim's,
      * so only the completions are left to count (names $1, counts $2). */
     [Q_COMPLETED] = {"scheduler_completed", 2,
-                     "WITH c AS (SELECT u.name, sum(u.n)::integer AS n"
+                     "WITH done_counts AS (SELECT u.name, sum(u.n)::integer AS jobs"
                      "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
-                     COUNT_DONE("SELECT c.name, c.n FROM c")
+                     COUNT_DONE
                      " SELECT (SELECT count(*) FROM counted)"},
     /* The jobs of a held batch that stay: as claimed (the claim deleted
      * them), with their new state, attempt, run_at (now() + $5 when not
@@ -346,7 +347,8 @@ static const struct {
                   "    AS d(id, attempt)"
                   "  WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'"
                   "  RETURNING j.name"
-                  ")" COUNT_DONE("SELECT name, count(*) FROM done GROUP BY name") ", again AS ("
+                  "), done_counts AS (SELECT name, count(*) AS jobs FROM done GROUP BY name)"
+                  COUNT_DONE ", again AS ("
                   "  UPDATE scheduler.jobs j SET"
                   "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
                   "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
