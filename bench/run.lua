@@ -517,7 +517,8 @@ end
 -- in one session, through a prepared statement as the worker runs it, so
 -- the plan cache behaves the same: PostgreSQL plans the first 5 executions
 -- with the actual parameters (custom plans) and may then switch to a generic
--- plan (o.generic: the worker forces the generic plan).  Each run is in a
+-- plan (o.generic: as the worker runs its claim, generic plan, no sequential
+-- scans).  Each run is in a
 -- transaction that is rolled back (o.commit: committed); o.pre (SQL) runs
 -- and commits before each run, o.setup (SQL, may use psql's \gset) first in
 -- it.  Returns { custom_ms = median of runs 1-5, steady_ms = median of runs
@@ -535,7 +536,9 @@ local function explain(id, nparams, params, o)
   -- the worker runs some statements unprepared: planned with their actual
   -- parameters every time
   if not prepared then table.insert(parts, 1, "SET plan_cache_mode = force_custom_plan;") end
-  if o.generic then table.insert(parts, 1, "SET plan_cache_mode = force_generic_plan;") end
+  if o.generic then
+    table.insert(parts, 1, "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off;")
+  end
   for _ = 1, 10 do
     if o.pre then parts[#parts + 1] = o.pre end
     parts[#parts + 1] = "BEGIN;"

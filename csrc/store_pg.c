@@ -527,6 +527,7 @@ typedef struct pg_store {
   /* this worker's names: a text[] literal and the raw list for matching
    * notifications */
   buf names_literal;
+  int claim_names_changed; /* the prepared claim has other names */
   char **names;
   size_t *name_lens;
   size_t n_names;
@@ -733,6 +734,46 @@ static int prepare(pg_store *p, int q) {
   return STORE_OK;
 }
 
+/* Prepare the claim for this worker's names.  Its plan is made once (a
+ * generic plan: planning it takes about as long as running it) and kept
+ * until the table's statistics change (autovacuum's ANALYZE makes the
+ * server plan it again); what is right depends on the names, so they are
+ * in its text as a constant instead of its $1 (unused, typed text[]):
+ * a claim for a rare name walks jobs_wake, not every due job ahead of
+ * its own.  The transaction that runs it has sequential scans disabled,
+ * so a plan made while the table was empty still walks the indexes once
+ * it is full. */
+static int prepare_claim(pg_store *p) {
+  if (p->claim_names_changed && (p->prepared & (1u << Q_CLAIM))) {
+    int rc = exec_simple(p, "claiming", "DEALLOCATE scheduler_claim", NULL);
+    if (rc) return rc;
+    p->prepared &= ~(1u << Q_CLAIM);
+  }
+  p->claim_names_changed = 0;
+  if (p->prepared & (1u << Q_CLAIM)) return STORE_OK;
+  const char *sql = queries[Q_CLAIM].sql, *at = strstr(sql, "$1::text[]");
+  char *names = PQescapeLiteral(p->conn, buf_cstr(&p->names_literal), p->names_literal.len);
+  if (!names || !at) {
+    if (names) PQfreemem(names);
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  }
+  buf text = BUF_INIT;
+  int err = buf_add(&text, sql, (size_t)(at - sql)) | buf_adds(&text, names) |
+            buf_adds(&text, at + 2); /* "::text[]..." */
+  PQfreemem(names);
+  if (err) {
+    buf_free(&text);
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  }
+  const Oid types[3] = {1009 /* text[] */, 0, 0};
+  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 3, types);
+  buf_free(&text);
+  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
+  PQclear(r);
+  p->prepared |= 1u << Q_CLAIM;
+  return STORE_OK;
+}
+
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
@@ -778,7 +819,7 @@ static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **
   *out = NULL;
   for (int i = 0; i < n; i++)
     if (steps[i].q >= 0) {
-      int rc = prepare(p, steps[i].q);
+      int rc = steps[i].q == Q_CLAIM ? prepare_claim(p) : prepare(p, steps[i].q);
       if (rc) return rc;
     }
   if (!PQenterPipelineMode(conn)) return fail_result(p, "database error", NULL);
@@ -1092,6 +1133,7 @@ static int pg_set_names(store *s, const char *const *names, const size_t *lens, 
       goto nomem;
   }
   if (buf_addc(&p->names_literal, '}')) goto nomem;
+  p->claim_names_changed = 1;
   return STORE_OK;
 nomem:
   free_names(p);
@@ -1226,11 +1268,10 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   snprintf(lim, sizeof lim, "%zu", limit);
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
   const char *values[3] = {buf_cstr(&p->names_literal), lim, maxa};
-  /* The claim's plan does not depend on its parameters: plan it once per
-   * connection rather than on every claim. */
-  const step steps[3] = {STEP_SQL("BEGIN"),
+  /* see prepare_claim */
+  const step steps[4] = {STEP_SQL("BEGIN"),
                          STEP_SQL("SET LOCAL plan_cache_mode = force_generic_plan"),
-                         STEP_QUERY(Q_CLAIM, values)};
+                         STEP_SQL("SET LOCAL enable_seqscan = off"), STEP_QUERY(Q_CLAIM, values)};
   PGresult *r = NULL;
   size_t rows;
   /* Twice at most: a claim that found only lost attempts commits their
@@ -1245,7 +1286,7 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
         p->worker_locked = 1;
       }
     }
-    if (rc == STORE_OK) rc = pipeline(p, steps, 3, 2, &r);
+    if (rc == STORE_OK) rc = pipeline(p, steps, 4, 3, &r);
     if (rc != STORE_OK) {
       rollback(p);
       return rc;

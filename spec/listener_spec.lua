@@ -112,6 +112,19 @@ describe("listeners", function()
     assert.equals(101, calls)
   end)
 
+  it("registered by a listener take their jobs in the same run()", function()
+    local first, second = helper.name("first"), helper.name("second")
+    local ran = {}
+    s:on(first, function()
+      ran[#ran + 1] = "first"
+      s:on(second, function() ran[#ran + 1] = "second" end)
+    end)
+    helper.schedule(s, second, nil)
+    helper.schedule(s, first, nil)
+    assert.equals(2, s:run{ drain = true })
+    assert.same({ "first", "second" }, ran)
+  end)
+
   it("off() for a name without a listener is harmless", function()
     s:off(helper.name("never-registered"))
     s:off(helper.name("never-registered"))
