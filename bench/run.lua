@@ -582,12 +582,6 @@ local function explain_claim(limit, empty)
     { generic = true, commit = true, pre = pre })
 end
 
---- The end of a batch of `limit` jobs that all succeeded: counting them
--- for stats (the commit follows).
-local function explain_finish(limit)
-  return explain("Q_COMPLETED", 2, string.format("'{%s}', '{%d}'", NOOP, limit))
-end
-
 local function explain_wake()
   return explain("Q_WAKE", 1, string.format("'{%s}'", NOOP))
 end
@@ -602,10 +596,11 @@ local function fmt_explain(e)
     #flags > 0 and (" (" .. table.concat(flags, ", ") .. ")") or "")
 end
 
---- The worker's statements, timed by EXPLAIN ANALYZE on the table as it is
--- (with at least `batch` due jobs): a full claim, recording a full batch.
+--- The worker's statement, timed by EXPLAIN ANALYZE on the table as it is:
+-- a full claim.  (A batch whose jobs all succeeded ends with a bare COMMIT:
+-- the claim deleted them and counted them for stats.)
 local function statement_costs()
-  return { claim = explain_claim(cfg.batch), finish = explain_finish(cfg.batch) }
+  return { claim = explain_claim(cfg.batch) }
 end
 
 local HAVE_PGSTATTUPLE = false
@@ -775,8 +770,7 @@ local function section_throughput()
   -- the worker's two statements on a table of N due jobs
   fill_due("scheduler.jobs", N)
   local st = statement_costs()
-  log("throughput: statements at %s due: claim %s, finish %s", commas(N), fmt_explain(st.claim),
-    fmt_explain(st.finish))
+  log("throughput: at %s due: claim %s", commas(N), fmt_explain(st.claim))
   diag.statements = st
 
   local T = { ceiling = {}, workers_1 = {}, workers_2 = {}, profile = diag }
@@ -824,14 +818,12 @@ local function section_throughput()
   row("profile", "WAL per job", string.format("%.0f B", T.workers_1.wal_bytes_per_job), "", "")
   row("profile", "jobs per batch (average)", string.format("%.0f", diag.avg_batch), "",
     string.format("%d batches", diag.batches))
-  row("profile", "pause between batches (finish+claim), p50 / mean",
+  row("profile", "pause between batches (commit+claim), p50 / mean",
     fmt_ms(diag.gap_p50_ms) .. " / " .. fmt_ms(diag.gap_mean_ms), "",
     string.format("%.0f%% of the drain", diag.db_share * 100))
   row("profile", "Lua+dispatch time per job", string.format("%.2f us", diag.lua_us_per_job), "", "")
   row("profile", string.format("claim (and delete) of %d among %s due", cfg.batch, commas(N)),
     fmt_explain(st.claim), "", "EXPLAIN: runs 1-5 / 6-10")
-  row("profile", string.format("end of a batch of %d done, among %s due", cfg.batch, commas(N)),
-    fmt_explain(st.finish), "", "EXPLAIN: runs 1-5 / 6-10")
   row("profile", "run() start to first listener call", fmt_ms(T.workers_1.first_claim_ms), "", "")
 end
 
@@ -1058,8 +1050,8 @@ local function section_scale()
       statements = st,
     }
     results.scale[case.key] = C
-    log("scale: %s future: claim %s, finish %s, empty claim %s, wake %s", commas(F),
-      fmt_explain(st.claim), fmt_explain(st.finish), fmt_explain(st.empty_claim), fmt_explain(st.wake))
+    log("scale: %s future: claim %s, empty claim %s, wake %s", commas(F),
+      fmt_explain(st.claim), fmt_explain(st.empty_claim), fmt_explain(st.wake))
   end
   local S, B = results.scale.small, results.scale.big
   for _, k in ipairs { "small", "big" } do
@@ -1071,8 +1063,6 @@ local function section_scale()
     row("scale", string.format("  pause between batches in the worker, %s future", f),
       fmt_ms(C.gap_p50_ms), "", string.format("batches of %.0f", C.avg_batch))
     row("scale", string.format("  claim (and delete) of %d, %s future", cfg.batch, f), fmt_explain(st.claim), "",
-      "EXPLAIN: runs 1-5 / 6-10")
-    row("scale", string.format("  end of a batch of %d done, %s future", cfg.batch, f), fmt_explain(st.finish), "",
       "EXPLAIN: runs 1-5 / 6-10")
     row("scale", string.format("  empty claim, %s future", f), fmt_explain(st.empty_claim), "", "")
     row("scale", string.format("  wake-up query, %s future", f), fmt_explain(st.wake), "", "")

@@ -164,8 +164,8 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_COMPLETED,
-  Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_PUT_BACK,
+  Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
   Q_RETRY_FAILED, Q_COUNT
 };
@@ -260,7 +260,10 @@ static const struct {
     /* Claim and delete, in the caller's transaction (BEGIN comes first),
      * the due jobs in (priority, run_at, id) order: the delete is each
      * job's one row write, and nobody else sees it before the commit that
-     * ends the batch (Q_COMPLETED, or Q_PUT_BACK for the jobs that must stay).
+     * ends the batch (after Q_PUT_BACK for the jobs that must stay).  It
+     * also counts every job it claims as completed (for stats; the count
+     * commits with the batch); Q_PUT_BACK takes back the count of each job
+     * it writes back.
      * Until then the rows are locked: other claims skip them, and if this
      * worker dies its transaction aborts and they are back at once.  The
      * recursive part walks the distinct priorities through jobs_due, so
@@ -285,8 +288,8 @@ static const struct {
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
                  "), c AS MATERIALIZED ("
-                 "  SELECT c.t, c.prev FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
+                 "  SELECT c.t, c.prev, c.name FROM pr CROSS JOIN LATERAL ("
+                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev, j.name FROM scheduler.jobs j"
                  "    WHERE j.state = 'scheduled' AND j.priority = pr.p AND j.run_at <= now()"
                  "      AND j.name = ANY ($1::text[])"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
@@ -296,8 +299,11 @@ static const struct {
                  "    WHEN e.epoch < 0 THEN NULL ELSE pg_xact_status(((e.epoch << 32) | c.prev)"
                  "    ::text::xid8) = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN"
                  "    c.prev > (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
-                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost FROM c"
-                 "), x AS ("
+                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost,"
+                 "  c.name FROM c"
+                 "), done_counts AS ("
+                 "  SELECT k.name, count(*) AS jobs FROM k WHERE NOT k.lost GROUP BY k.name"
+                 ")" COUNT_DONE ", x AS ("
                  "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
                  "    state = CASE WHEN j.attempt + 1 >= coalesce(j.max_attempts, $3::integer)"
                  "      THEN 'failed' ELSE 'scheduled' END,"
@@ -308,13 +314,6 @@ static const struct {
                  " WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE NOT k.lost))"
                  " RETURNING j.id, j.name, j.payload, date_part('epoch', j.run_at), j.attempt + 1,"
                  "  j.max_attempts, j.key, j.priority, j.last_error, date_part('epoch', j.created_at)"},
-    /* The jobs of a held batch that are done: their delete is the claim's,
-     * so only the completions are left to count (names $1, counts $2). */
-    [Q_COMPLETED] = {"scheduler_completed", 2,
-                     "WITH done_counts AS (SELECT u.name, sum(u.n)::integer AS jobs"
-                     "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
-                     COUNT_DONE
-                     " SELECT (SELECT count(*) FROM counted)"},
     /* The jobs of a held batch that stay: as claimed (the claim deleted
      * them), with their new state, attempt, run_at (now() + $5 when not
      * NULL) and last error; the running ones leased to $13 for $14
@@ -336,8 +335,11 @@ static const struct {
                     "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
                     "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
                     "    delay, priority, attempt, max_attempts, state, key, error, created_at)"
-                    "  RETURNING state, run_at"
-                    ") SELECT (SELECT count(*) FROM back),"
+                    "  RETURNING name, state, run_at"
+                    "), done_counts AS ("
+                    "  SELECT name, -count(*) AS jobs FROM back GROUP BY name"
+                    ")" COUNT_DONE
+                    " SELECT (SELECT count(*) FROM back),"
                     "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
                     "   HAVING count(*) > 0)"},
     /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
@@ -503,7 +505,7 @@ static const struct {
 
 /* ------------------------------------------------------------------ */
 
-#define NBUFS 14
+#define NBUFS 12
 
 typedef struct pg_store {
   store base;
@@ -1359,29 +1361,6 @@ static int add_value_or_null(buf *b, int first, PGresult *r, int row, int col) {
   return err | buf_adds(b, PQgetisnull(r, row, col) ? "NULL" : PQgetvalue(r, row, col));
 }
 
-/* The completions of the done jobs as Q_COMPLETED's arrays (b[0] names,
- * b[1] counts; runs of one name counted together); *any = 0 if none. */
-static int completed_arrays(pg_store *p, const store_outcome *o, buf *b, int *any) {
-  int err = buf_addc(&b[0], '{') | buf_addc(&b[1], '{');
-  const store_job *run_of = NULL;
-  long count = 0;
-  *any = 0;
-  for (size_t i = 0; i <= p->held && !err; i++) {
-    const store_job *j = NULL;
-    if (i < p->held && p->fate[i] >= 0 && o[p->fate[i]].kind == OUTCOME_DONE) j = &p->jobs[i];
-    if (run_of && (i == p->held || (j && (j->name_len != run_of->name_len ||
-                                          memcmp(j->name, run_of->name, j->name_len))))) {
-      err |= (*any ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
-             add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count);
-      *any = 1;
-      run_of = NULL;
-    }
-    if (j && !run_of) run_of = j, count = 0;
-    if (j) count++;
-  }
-  return err | buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
-}
-
 /* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs that stay; *n = how many. */
 static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *n) {
   PGresult *r = p->claimed;
@@ -1424,10 +1403,11 @@ static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *
   return err;
 }
 
-/* End the held batch: count the done jobs among the outcomes o, put back
- * the others (retried, failed, given back), lease the claims `keep` to
- * `worker` for `lease` seconds, put back every other job of the batch as
- * it was, and commit: one round trip. */
+/* End the held batch: of the jobs with an outcome in o, the done ones stay
+ * deleted (and counted: the claim did both); put back the others
+ * (retried, failed, given back), the claims `keep` leased to `worker` for
+ * `lease` seconds, and every other job of the batch as it was; and
+ * commit: one round trip. */
 static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
                     size_t n_keep, double lease, const char *worker) {
   size_t held = p->held;
@@ -1444,19 +1424,16 @@ static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store
     if (i >= 0) p->fate[i] = FATE_LEASED, from = (size_t)i + 1;
   }
   for (int k = 0; k < NBUFS; k++) buf_reset(&p->p[k]);
-  int any_done;
   size_t n_back;
-  if (completed_arrays(p, o, &p->p[12], &any_done) || put_back_arrays(p, o, p->p, &n_back))
+  if (put_back_arrays(p, o, p->p, &n_back))
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   char leasetext[64];
-  const char *done_values[2] = {buf_cstr(&p->p[12]), buf_cstr(&p->p[13])};
   const char *back_values[14];
   for (int k = 0; k < 12; k++) back_values[k] = buf_cstr(&p->p[k]);
   back_values[12] = worker ? worker : "";
   back_values[13] = fmt_seconds(lease, leasetext, sizeof leasetext);
-  step steps[3];
+  step steps[2];
   int n = 0;
-  if (any_done) steps[n++] = STEP_QUERY(Q_COMPLETED, done_values);
   if (n_back) steps[n++] = STEP_QUERY(Q_PUT_BACK, back_values);
   steps[n++] = STEP_SQL("COMMIT");
   PGresult *r = NULL;
