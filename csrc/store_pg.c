@@ -182,6 +182,18 @@ enum {
 #define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
 #define ABANDON_WAIT "5s"
 
+/* Wake-ups only for sleepers.  A worker about to sleep takes this advisory
+ * lock, shared, in a statement of its own before its last look at the jobs
+ * (next_wake), and gives it back when it claims again.  schedule() tries to
+ * take it exclusively until its commit: when that works, no worker is
+ * asleep nor about to be (one that comes to take it waits for the commit,
+ * then sees the job), so there is nobody to wake and no NOTIFY is sent:
+ * workers that are busy find the job at their next claim.  Only statements
+ * that commit at once may try it (a long transaction holding it would
+ * hold up every worker going to sleep): scheduler.schedule() in SQL and the
+ * insert trigger always notify. */
+#define SLEEP_LOCK "1935895653, 0"
+
 /* A notification that wakes every sleeping worker (no name: see
  * pg_notifications), carrying the earliest run_at of the rows in scope. */
 #define WAKE_EVERYONE "pg_notify('scheduler', extract(epoch FROM min(run_at))::text || ' ')"
@@ -220,15 +232,18 @@ static const struct {
                     " $5, $6::integer, $7::integer)"},
     /* A job without a key: no key to look up, so a plain INSERT (the
      * function above costs a PL/pgSQL call and an ON CONFLICT check), which
-     * sends its own wake-up instead of the trigger's (migration 5). */
+     * sends its own wake-up instead of the trigger's (migration 5), and
+     * only when a worker sleeps (SLEEP_LOCK). */
     [Q_INSERT] = {"scheduler_insert", 6,
-                  "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
-                  " j AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
-                  "  max_attempts) VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
+                  "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts)"
+                  " VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
                   "  THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
-                  "  interval '1 second' END, $5::integer, $6::integer) RETURNING id, name, run_at)"
-                  " SELECT j.id, pg_notify('scheduler', extract(epoch FROM j.run_at)::text || ' ' ||"
-                  "  CASE WHEN octet_length(j.name) <= 1000 THEN j.name ELSE '' END) FROM j, quiet"},
+                  "  interval '1 second' END, $5::integer, $6::integer)"
+                  /* evaluated as the row is inserted: before the trigger */
+                  " RETURNING id, set_config('scheduler.notified', 'on', true),"
+                  "  CASE WHEN NOT pg_try_advisory_xact_lock(" SLEEP_LOCK ") THEN"
+                  "  pg_notify('scheduler', extract(epoch FROM run_at)::text || ' ' ||"
+                  "  CASE WHEN octet_length(name) <= 1000 THEN name ELSE '' END) END"},
     /* Jobs without a key in one set-based INSERT (their ids come back in
      * insertion order, which is input order); keyed ones through
      * scheduler.schedule() for its key semantics.  ord 0 marks the former. */
@@ -518,6 +533,7 @@ typedef struct pg_store {
   size_t held_lost;  /* claims of a held batch whose connection was lost */
   unsigned prepared; /* bit per query prepared on this connection */
   int worker_locked; /* this connection holds its worker's advisory lock */
+  int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
@@ -602,6 +618,7 @@ static void pg_disconnect(store *s) {
   p->conn = NULL;
   p->prepared = 0;
   p->worker_locked = 0;
+  p->sleep_locked = 0;
 }
 
 /* A result error: STORE_DOWN when the connection is gone (which is then
@@ -717,7 +734,12 @@ static int pg_listen(store *s, int on) {
   p->listening = on;
   if (!p->conn) return on ? pg_connect(s) : STORE_OK;
   int rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
-                       on ? "LISTEN scheduler" : "UNLISTEN *", NULL);
+                       on ? "LISTEN scheduler"
+                       : p->sleep_locked
+                           ? "UNLISTEN *; SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"
+                           : "UNLISTEN *",
+                       NULL);
+  if (rc == STORE_OK && !on) p->sleep_locked = 0;
   if (rc == STORE_OK && !on) {
     /* drop what arrived before UNLISTEN took effect */
     PGnotify *n;
@@ -1271,7 +1293,8 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
   const char *values[3] = {buf_cstr(&p->names_literal), lim, maxa};
   /* see prepare_claim */
-  const step steps[4] = {STEP_SQL("BEGIN"),
+  const step steps[5] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
+                         STEP_SQL("BEGIN"),
                          STEP_SQL("SET LOCAL plan_cache_mode = force_generic_plan"),
                          STEP_SQL("SET LOCAL enable_seqscan = off"), STEP_QUERY(Q_CLAIM, values)};
   PGresult *r = NULL;
@@ -1288,7 +1311,12 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
         p->worker_locked = 1;
       }
     }
-    if (rc == STORE_OK) rc = pipeline(p, steps, 4, 3, &r);
+    if (rc == STORE_OK) {
+      /* awake: give SLEEP_LOCK back (see there) */
+      int from = p->sleep_locked ? 0 : 1;
+      rc = pipeline(p, steps + from, 5 - from, 4 - from, &r);
+      if (rc == STORE_OK) p->sleep_locked = 0;
+    }
     if (rc != STORE_OK) {
       rollback(p);
       return rc;
@@ -1548,7 +1576,17 @@ static int pg_next_wake(store *s, store_wake *w) {
   pg_store *p = PG(s);
   const char *values[1] = {buf_cstr(&p->names_literal)};
   PGresult *r = NULL;
-  int rc = run(p, Q_WAKE, values, &r);
+  int rc;
+  if (p->listening && !p->sleep_locked && !p->held) {
+    /* about to sleep: SLEEP_LOCK first, then the look (see there) */
+    const step steps[2] = {STEP_SQL("SELECT pg_advisory_lock_shared(" SLEEP_LOCK ")"),
+                           STEP_QUERY(Q_WAKE, values)};
+    rc = pg_connect(s);
+    if (rc == STORE_OK) rc = pipeline(p, steps, 2, 1, &r);
+    if (rc == STORE_OK) p->sleep_locked = 1;
+  } else {
+    rc = run(p, Q_WAKE, values, &r);
+  }
   if (rc) return rc;
   w->db_now = parse_seconds(PQgetvalue(r, 0, 0));
   w->next_due = seconds_or_inf(r, 1);

@@ -196,6 +196,32 @@ describe("workers", function()
         end
       end)
 
+      it("are sent by schedule() only while a worker sleeps #postgresql", function()
+        -- the wake-ups naming `name` that a LISTEN session receives while fn runs
+        local function wakeups_during(fn)
+          local listener = io.popen("psql -XAtq -c 'LISTEN scheduler' -c 'SELECT pg_sleep(1.5)' 2>&1")
+          helper.sleep(0.5) -- connected and listening
+          fn()
+          local text = listener:read("a")
+          listener:close()
+          local n = 0
+          for line in text:gmatch("[^\n]+") do
+            if line:find("notification", 1, true) and line:find(name, 1, true) then n = n + 1 end
+          end
+          return n
+        end
+        -- nobody sleeps: busy workers find jobs at their next claim
+        assert.equals(0, wakeups_during(function()
+          for i = 1, 3 do helper.schedule(s, name, i) end
+        end))
+        start_idle_worker()
+        assert.is_truthy(helper.wait_for(function() return #p:events("start") == 3 end, 5), p:describe())
+        helper.sleep(0.3) -- asleep again
+        local id
+        assert.equals(1, wakeups_during(function() id = helper.schedule(s, name, "wake") end))
+        assert.is_truthy(wait_start(id), p:describe())
+      end)
+
       it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
         start_idle_worker()
         local t = helper.now()
