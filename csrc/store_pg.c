@@ -1315,7 +1315,9 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
       /* awake: give SLEEP_LOCK back (see there) */
       int from = p->sleep_locked ? 0 : 1;
       rc = pipeline(p, steps + from, 5 - from, 4 - from, &r);
-      if (rc == STORE_OK) p->sleep_locked = 0;
+      /* given back even if the claim failed (the unlock comes first), or
+       * gone with the connection */
+      p->sleep_locked = 0;
     }
     if (rc != STORE_OK) {
       rollback(p);
@@ -1582,8 +1584,15 @@ static int pg_next_wake(store *s, store_wake *w) {
     const step steps[2] = {STEP_SQL("SELECT pg_advisory_lock_shared(" SLEEP_LOCK ")"),
                            STEP_QUERY(Q_WAKE, values)};
     rc = pg_connect(s);
-    if (rc == STORE_OK) rc = pipeline(p, steps, 2, 1, &r);
-    if (rc == STORE_OK) p->sleep_locked = 1;
+    if (rc == STORE_OK) {
+      rc = pipeline(p, steps, 2, 1, &r);
+      if (rc == STORE_OK)
+        p->sleep_locked = 1;
+      else if (p->conn) { /* the look failed, perhaps not the lock: give it back */
+        PGresult *u = PQexec(p->conn, "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")");
+        if (u) PQclear(u);
+      }
+    }
   } else {
     rc = run(p, Q_WAKE, values, &r);
   }
