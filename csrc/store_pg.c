@@ -246,22 +246,34 @@ static const struct {
                   "  CASE WHEN octet_length(name) <= 1000 THEN name ELSE '' END) END"},
     /* Jobs without a key in one set-based INSERT (their ids come back in
      * insertion order, which is input order); keyed ones through
-     * scheduler.schedule() for its key semantics.  ord 0 marks the former. */
+     * scheduler.schedule() for its key semantics.  ord 0 marks the former.
+     * One wake-up per name (for more than 16 names one for everyone),
+     * only while a worker sleeps (SLEEP_LOCK), instead of the trigger's
+     * (the row of ord -1 counts them). */
     [Q_SCHEDULE_MANY] = {"scheduler_schedule_many", 7,
-                         "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::float8[],"
-                         "  $4::float8[], $5::text[], $6::integer[], $7::integer[])"
+                         "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
+                         " input AS (SELECT t.*, CASE WHEN t.at IS NOT NULL THEN to_timestamp(t.at)"
+                         "  ELSE now() + coalesce(t.delay, 0) * interval '1 second' END AS run_at"
+                         "  FROM quiet, unnest($1::text[], $2::text[], $3::float8[], $4::float8[],"
+                         "  $5::text[], $6::integer[], $7::integer[])"
                          "  WITH ORDINALITY AS t(name, payload, at, delay, key, priority,"
                          "  max_attempts, ord)),"
                          " plain AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
-                         "  max_attempts) SELECT name, payload::jsonb, CASE WHEN at IS NOT NULL"
-                         "  THEN to_timestamp(at) ELSE now() + coalesce(delay, 0) *"
-                         "  interval '1 second' END, priority, max_attempts FROM input"
-                         "  WHERE key IS NULL ORDER BY ord RETURNING id)"
+                         "  max_attempts) SELECT name, payload::jsonb, run_at, priority, max_attempts"
+                         "  FROM input WHERE key IS NULL ORDER BY ord RETURNING id),"
+                         " woken AS (SELECT CASE WHEN pg_try_advisory_xact_lock(" SLEEP_LOCK ")"
+                         "  THEN 0 ELSE (SELECT count(*) FROM ("
+                         "   SELECT pg_notify('scheduler', extract(epoch FROM min(i.run_at))::text"
+                         "    || ' ' || CASE WHEN octet_length(i.name) <= 1000 THEN i.name ELSE ''"
+                         "    END) FROM input i GROUP BY i.name"
+                         "   HAVING (SELECT count(DISTINCT name) FROM input) <= 16"
+                         "   UNION ALL SELECT pg_notify('scheduler', extract(epoch FROM"
+                         "    min(i.run_at))::text || ' ') FROM input i"
+                         "   HAVING count(DISTINCT i.name) > 16) w) END AS n)"
                          " SELECT 0::bigint, id FROM plain UNION ALL"
-                         " SELECT ord, scheduler.schedule(name, payload::jsonb, CASE WHEN at IS NOT"
-                         "  NULL THEN to_timestamp(at) ELSE now() + coalesce(delay, 0) *"
-                         "  interval '1 second' END, key, priority, max_attempts)"
-                         " FROM input WHERE key IS NOT NULL"},
+                         " SELECT ord, scheduler.schedule(name, payload::jsonb, run_at, key, priority,"
+                         "  max_attempts) FROM input WHERE key IS NOT NULL"
+                         " UNION ALL SELECT -1, n FROM woken"},
     [Q_CANCEL] = {"scheduler_cancel", 1,
                   "DELETE FROM scheduler.jobs WHERE id = $1 AND state = 'scheduled'"},
     [Q_RETRY] = {"scheduler_retry", 1,
@@ -937,7 +949,19 @@ static double parse_seconds(const char *s) {
 
 static long long parse_int(const char *s) { return strtoll(s, NULL, 10); }
 
-static int add_int(buf *b, long long v) { return buf_printf(b, "%lld", v); }
+/* Append v in decimal (without printf: arrays of many numbers are built
+ * per batch). */
+static int add_int(buf *b, long long v) {
+  char digits[24];
+  size_t n = 0;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  do digits[n++] = (char)('0' + u % 10); while ((u /= 10) > 0);
+  if (v < 0) digits[n++] = '-';
+  if (buf_reserve(b, n)) return -1;
+  while (n) b->data[b->len++] = digits[--n];
+  b->data[b->len] = '\0';
+  return 0;
+}
 
 /* Append a quoted element of a text[] literal. */
 static int add_array_text(buf *b, const char *s, size_t n) {

@@ -365,17 +365,24 @@ end
 function Scheduler:schedule_many(list)
   local c = check_self(self, "schedule_many")
   if type(list) ~= "table" then raise(2, "schedule_many: expects an array of {name, payload, when}") end
-  local items = {}
+  -- the core reads each item's name and payload itself; `whens` holds the
+  -- parsed `when` of the items that have one
+  local whens = {}
+  local checked = whens -- no name is this table
   for i = 1, #list do
     local e = list[i]
     if type(e) ~= "table" then raise(2, "schedule_many: item %d is not a table", i) end
-    local fname = "schedule_many: item " .. i
-    check_name(fname, e[1], 2)
-    local at, delay, key, priority, max_attempts = parse_when(fname, e[3], 2)
-    items[i] = { name = e[1], payload = e[2], at = at, delay = delay, key = key,
-      priority = priority, max_attempts = max_attempts }
+    local name = e[1]
+    if name ~= checked then -- lists often repeat one name: check each once
+      check_name("schedule_many: item " .. i, name, 2)
+      checked = name
+    end
+    if e[3] ~= nil then
+      local at, delay, key, priority, max_attempts = parse_when("schedule_many: item " .. i, e[3], 2)
+      whens[i] = { at = at, delay = delay, key = key, priority = priority, max_attempts = max_attempts }
+    end
   end
-  return c:schedule_many(items)
+  return c:schedule_many(list, whens)
 end
 
 --- Remove a waiting job: true if one was removed.

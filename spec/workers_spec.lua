@@ -196,30 +196,46 @@ describe("workers", function()
         end
       end)
 
-      it("are sent by schedule() only while a worker sleeps #postgresql", function()
-        -- the wake-ups naming `name` that a LISTEN session receives while fn runs
+      it("are sent by schedule() and schedule_many() only while a worker sleeps #postgresql", function()
+        -- the wake-ups a LISTEN session receives while fn runs: those naming
+        -- `name`, and those for everyone (no name)
         local function wakeups_during(fn)
           local listener = io.popen("psql -XAtq -c 'LISTEN scheduler' -c 'SELECT pg_sleep(1.5)' 2>&1")
           helper.sleep(0.5) -- connected and listening
           fn()
           local text = listener:read("a")
           listener:close()
-          local n = 0
-          for line in text:gmatch("[^\n]+") do
-            if line:find("notification", 1, true) and line:find(name, 1, true) then n = n + 1 end
+          local named, everyone = 0, 0
+          for payload in text:gmatch('notification "scheduler" with payload "([^"]*)"') do
+            if payload:find(name, 1, true) then named = named + 1 end
+            if payload:match("^[%d.]+ $") then everyone = everyone + 1 end
           end
-          return n
+          return named, everyone
         end
+        local many = {}
+        for i = 1, 17 do many[i] = { name .. "-" .. i, i } end
         -- nobody sleeps: busy workers find jobs at their next claim
-        assert.equals(0, wakeups_during(function()
+        assert.same({ 0, 0 }, { wakeups_during(function()
           for i = 1, 3 do helper.schedule(s, name, i) end
-        end))
+          helper.ok(s:schedule_many { { name, 4 }, { name, 5 } })
+          helper.ok(s:schedule_many(many))
+        end) })
         start_idle_worker()
-        assert.is_truthy(helper.wait_for(function() return #p:events("start") == 3 end, 5), p:describe())
+        assert.is_truthy(helper.wait_for(function() return #p:events("start") == 5 end, 5), p:describe())
         helper.sleep(0.3) -- asleep again
-        local id
-        assert.equals(1, wakeups_during(function() id = helper.schedule(s, name, "wake") end))
-        assert.is_truthy(wait_start(id), p:describe())
+        local ids = {}
+        assert.same({ 1, 0 }, { wakeups_during(function() ids[1] = helper.schedule(s, name, "wake") end) })
+        assert.is_truthy(wait_start(ids[1]), p:describe())
+        helper.sleep(0.3)
+        -- schedule_many: one wake-up per name; for more than 16 names, one for everyone
+        assert.same({ 1, 0 }, { wakeups_during(function()
+          ids = helper.ok(s:schedule_many { { name, "a" }, { name, "b" } })
+        end) })
+        for _, id in ipairs(ids) do assert.is_truthy(wait_start(id), p:describe()) end
+        helper.sleep(0.3)
+        many[17] = { name, "last" }
+        assert.same({ 0, 1 }, { wakeups_during(function() ids = helper.ok(s:schedule_many(many)) end) })
+        assert.is_truthy(wait_start(ids[17]), p:describe())
       end)
 
       it("wake a sleeping worker for a job inserted with the SQL function #postgresql", function()
