@@ -164,8 +164,8 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_PUT_BACK,
-  Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_COMPLETED,
+  Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
   Q_RETRY_FAILED, Q_COUNT
 };
@@ -287,26 +287,23 @@ static const struct {
     /* Claim and delete, in the caller's transaction (BEGIN comes first),
      * the due jobs in (priority, run_at, id) order: the delete is each
      * job's one row write, and nobody else sees it before the commit that
-     * ends the batch (after Q_PUT_BACK for the jobs that must stay).  It
-     * also counts every job it claims as completed (for stats; the count
-     * commits with the batch); Q_PUT_BACK takes back the count of each job
-     * it writes back.
-     * Until then the rows are locked: other claims skip them, and if this
-     * worker dies its transaction aborts and they are back at once.  The
-     * recursive part walks the distinct priorities through jobs_due, so
+     * ends the batch (after Q_COMPLETED and Q_PUT_BACK for the jobs that
+     * stay).  Until then the rows are locked: other claims skip them, and
+     * if this worker dies its transaction aborts and they are back at once.
+     * The recursive part walks the distinct priorities through jobs_due, so
      * each priority is an index range (run_at <= now()) however many
-     * future jobs wait; rows are found by ctid (TID scans: no index lookups).
-     *   Lost attempts: a row whose xmax before this claim (read below
-     * LockRows) is a transaction that aborted was claimed by a worker that
-     * died or lost its connection mid-batch, an attempt its own rollback
-     * could not record.  Such rows are not run now: their attempt is
-     * counted (failed when used up, $3 for jobs that set no limit) by an
-     * update that commits with this batch (or with the empty claim), and a
+     * future jobs wait; rows are found by ctid (TID scans: no index
+     * lookups).
+     *   Column 10, "lost": the row's xmax before this claim (read below
+     * LockRows) is a transaction that aborted, i.e. the last worker to
+     * claim it died or lost its connection mid-batch, an attempt its own
+     * rollback could not record.  Such jobs are not run now: the batch puts
+     * them back with that attempt counted (failed when used up), and a
      * later claim runs them.  The 32-bit xmax gets its epoch from ours (it
      * cannot be newer); too old to know (NULL) counts as not lost.
      *   Rows come in TID order (the caller sorts them); times as float8:
      * cheaper to print than numeric, and exact to the microsecond. */
-    [Q_CLAIM] = {"scheduler_claim", 3,
+    [Q_CLAIM] = {"scheduler_claim", 2,
                  "WITH RECURSIVE pr(p) AS ("
                  "  (SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
                  "   ORDER BY priority LIMIT 1)"
@@ -315,8 +312,8 @@ static const struct {
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
                  "), c AS MATERIALIZED ("
-                 "  SELECT c.t, c.prev, c.name FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev, j.name FROM scheduler.jobs j"
+                 "  SELECT c.t, c.prev FROM pr CROSS JOIN LATERAL ("
+                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
                  "    WHERE j.state = 'scheduled' AND j.priority = pr.p AND j.run_at <= now()"
                  "      AND j.name = ANY ($1::text[])"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
@@ -326,21 +323,19 @@ static const struct {
                  "    WHEN e.epoch < 0 THEN NULL ELSE pg_xact_status(((e.epoch << 32) | c.prev)"
                  "    ::text::xid8) = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN"
                  "    c.prev > (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
-                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost,"
-                 "  c.name FROM c"
-                 "), done_counts AS ("
-                 "  SELECT k.name, count(*) AS jobs FROM k WHERE NOT k.lost GROUP BY k.name"
-                 ")" COUNT_DONE ", x AS ("
-                 "  UPDATE scheduler.jobs j SET attempt = j.attempt + 1,"
-                 "    state = CASE WHEN j.attempt + 1 >= coalesce(j.max_attempts, $3::integer)"
-                 "      THEN 'failed' ELSE 'scheduled' END,"
-                 "    last_error = 'attempt ' || (j.attempt + 1) || ' was lost: the worker"
-                 " running it died or lost its connection to the database'"
-                 "  WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE k.lost))"
-                 ") DELETE FROM scheduler.jobs j"
-                 " WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE NOT k.lost))"
+                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost FROM c"
+                 ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k))"
                  " RETURNING j.id, j.name, j.payload, date_part('epoch', j.run_at), j.attempt + 1,"
-                 "  j.max_attempts, j.key, j.priority, j.last_error, date_part('epoch', j.created_at)"},
+                 "  j.max_attempts, j.key, j.priority, j.last_error,"
+                 "  date_part('epoch', j.created_at),"
+                 "  j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE k.lost))"},
+    /* The jobs of a held batch that are done: their delete is the claim's,
+     * so only the completions are left to count (names $1, counts $2). */
+    [Q_COMPLETED] = {"scheduler_completed", 2,
+                     "WITH done_counts AS (SELECT u.name, sum(u.n)::integer AS jobs"
+                     "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
+                     COUNT_DONE
+                     " SELECT (SELECT count(*) FROM counted)"},
     /* The jobs of a held batch that stay: as claimed (the claim deleted
      * them), with their new state, attempt, run_at (now() + $5 when not
      * NULL) and last error; the running ones leased to $13 for $14
@@ -362,11 +357,8 @@ static const struct {
                     "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
                     "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
                     "    delay, priority, attempt, max_attempts, state, key, error, created_at)"
-                    "  RETURNING name, state, run_at"
-                    "), done_counts AS ("
-                    "  SELECT name, -count(*) AS jobs FROM back GROUP BY name"
-                    ")" COUNT_DONE
-                    " SELECT (SELECT count(*) FROM back),"
+                    "  RETURNING state, run_at"
+                    ") SELECT (SELECT count(*) FROM back),"
                     "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
                     "   HAVING count(*) > 0)"},
     /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
@@ -532,7 +524,7 @@ static const struct {
 
 /* ------------------------------------------------------------------ */
 
-#define NBUFS 12
+#define NBUFS 14
 
 typedef struct pg_store {
   store base;
@@ -542,6 +534,8 @@ typedef struct pg_store {
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
   size_t held;       /* claims held by the open batch transaction (0: none) */
+  size_t runnable;   /* the first ones, to run; the others' last attempt was lost */
+  long long default_max_attempts; /* for the lost ones */
   size_t held_lost;  /* claims of a held batch whose connection was lost */
   unsigned prepared; /* bit per query prepared on this connection */
   int worker_locked; /* this connection holds its worker's advisory lock */
@@ -770,6 +764,14 @@ static int prepare(pg_store *p, int q) {
   return STORE_OK;
 }
 
+/* The settings of a claim's transaction (see prepare_claim).  Without JIT:
+ * the generic plan does not know the LIMIT, so its estimated cost is
+ * high enough for PostgreSQL to compile it at every run, ten times as long
+ * as running it. */
+#define CLAIM_SETTINGS                                                                       \
+  "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"                        \
+  " set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)"
+
 /* Prepare the claim for this worker's names.  Its plan is made once (a
  * generic plan: planning it takes about as long as running it) and kept
  * until the table's statistics change (autovacuum's ANALYZE makes the
@@ -801,8 +803,8 @@ static int prepare_claim(pg_store *p) {
     buf_free(&text);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   }
-  const Oid types[3] = {1009 /* text[] */, 0, 0};
-  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 3, types);
+  const Oid types[2] = {1009 /* text[] */, 0};
+  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 2, types);
   buf_free(&text);
   if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
   PQclear(r);
@@ -1278,14 +1280,17 @@ static void rollback(pg_store *p) {
   }
 }
 
-/* A claimed job and its row in the claim's result, sorted into run order. */
+/* A claimed job and its row in the claim's result, sorted into run order
+ * (jobs whose last attempt was lost last: they do not run). */
 typedef struct claimed {
   store_job job;
-  int row;
+  int row, lost;
 } claimed;
 
 static int cmp_run_order(const void *a, const void *b) {
-  const store_job *x = &((const claimed *)a)->job, *y = &((const claimed *)b)->job;
+  const claimed *u = a, *v = b;
+  const store_job *x = &u->job, *y = &v->job;
+  if (u->lost != v->lost) return u->lost - v->lost;
   if (x->priority != y->priority) return x->priority < y->priority ? -1 : 1;
   if (x->run_at != y->run_at) return x->run_at < y->run_at ? -1 : 1;
   return x->id < y->id ? -1 : x->id > y->id;
@@ -1305,27 +1310,57 @@ static int reserve_batch(pg_store *p, size_t n) {
   return 0;
 }
 
+/* Take the claim's result r (rows > 0) as the held batch: its jobs in run
+ * order, those to run first.  STORE_OK, or STORE_NOMEM (r cleared). */
+static int hold_batch(pg_store *p, PGresult *r, long long default_max_attempts) {
+  size_t rows = (size_t)PQntuples(r);
+  claimed *sorted = malloc(rows * sizeof *sorted);
+  if (!sorted || reserve_batch(p, rows)) {
+    free(sorted);
+    PQclear(r);
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
+  }
+  size_t lost = 0;
+  for (size_t i = 0; i < rows; i++) {
+    read_job(r, (int)i, &sorted[i].job, 1);
+    sorted[i].row = (int)i;
+    sorted[i].lost = PQgetvalue(r, (int)i, 10)[0] == 't';
+    lost += (size_t)sorted[i].lost;
+  }
+  qsort(sorted, rows, sizeof *sorted, cmp_run_order);
+  for (size_t i = 0; i < rows; i++) {
+    p->jobs[i] = sorted[i].job;
+    p->row[i] = sorted[i].row;
+  }
+  free(sorted);
+  clear(&p->claimed);
+  p->claimed = r;
+  p->held = rows;
+  p->runnable = rows - lost;
+  p->default_max_attempts = default_max_attempts;
+  return STORE_OK;
+}
+
+static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
+                    size_t n_keep, double lease, const char *worker);
+
 static int pg_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   pg_store *p = PG(s);
   (void)lease; /* held, not leased: settle leases */
-  char lim[32], maxa[32];
+  char lim[32];
   *n = 0;
   *jobs = NULL;
   if (p->held) rollback(p); /* a batch never finished: its jobs run again */
   snprintf(lim, sizeof lim, "%zu", limit);
-  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[3] = {buf_cstr(&p->names_literal), lim, maxa};
+  const char *values[2] = {buf_cstr(&p->names_literal), lim};
   /* see prepare_claim */
-  const step steps[5] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
-                         STEP_SQL("BEGIN"),
-                         STEP_SQL("SET LOCAL plan_cache_mode = force_generic_plan"),
-                         STEP_SQL("SET LOCAL enable_seqscan = off"), STEP_QUERY(Q_CLAIM, values)};
-  PGresult *r = NULL;
-  size_t rows;
-  /* Twice at most: a claim that found only lost attempts commits their
-   * count, then claims again. */
+  const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
+                         STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS), STEP_QUERY(Q_CLAIM, values)};
+  /* Twice at most: a claim that found only lost attempts puts them back
+   * counted, then claims again. */
   for (int round = 0;; round++) {
+    PGresult *r = NULL;
     int rc = pg_connect(s);
     if (rc == STORE_OK && !p->worker_locked) {
       const char *who[1] = {worker};
@@ -1338,60 +1373,35 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
     if (rc == STORE_OK) {
       /* awake: give SLEEP_LOCK back (see there) */
       int from = p->sleep_locked ? 0 : 1;
-      rc = pipeline(p, steps + from, 5 - from, 4 - from, &r);
+      rc = pipeline(p, steps + from, 4 - from, 3 - from, &r);
       /* given back even if the claim failed (the unlock comes first), or
        * gone with the connection */
       p->sleep_locked = 0;
     }
+    if (rc == STORE_OK && PQntuples(r) == 0) {
+      clear(&r);
+      return end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT"); /* nothing due */
+    }
+    if (rc == STORE_OK) rc = hold_batch(p, r, default_max_attempts);
     if (rc != STORE_OK) {
-      rollback(p);
+      rollback(p); /* undoes the claim: they run again */
       return rc;
     }
-    rows = (size_t)PQntuples(r);
-    if (rows > 0) break;
-    clear(&r);
-    /* Nothing to run.  A transaction id was assigned only if rows were
-     * locked, which here means lost attempts were counted; a lost count
-     * only means a lost attempt: no need to wait for the flush. */
-    rc = exec_simple(p, "claiming", "SELECT pg_current_xact_id_if_assigned() IS NOT NULL", &r);
-    int lost = rc == STORE_OK && PQgetvalue(r, 0, 0)[0] == 't';
-    clear(&r);
-    if (rc == STORE_OK) rc = end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT");
-    if (rc != STORE_OK) {
-      rollback(p);
-      return rc;
-    }
-    if (!lost || round == 1) return STORE_OK;
+    if (p->runnable > 0) break;
+    rc = end_held(p, NULL, 0, NULL, 0, 0, NULL);
+    if (rc != STORE_OK || round == 1) return rc;
   }
-  claimed *sorted = malloc(rows * sizeof *sorted);
-  if (!sorted || reserve_batch(p, rows)) {
-    free(sorted);
-    PQclear(r);
-    rollback(p); /* undoes the claim: they run again */
-    return store_fail(s, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
-  }
-  for (size_t i = 0; i < rows; i++) {
-    read_job(r, (int)i, &sorted[i].job, 1);
-    sorted[i].row = (int)i;
-  }
-  qsort(sorted, rows, sizeof *sorted, cmp_run_order);
-  for (size_t i = 0; i < rows; i++) {
-    p->jobs[i] = sorted[i].job;
-    p->row[i] = sorted[i].row;
-  }
-  free(sorted);
-  clear(&p->claimed);
-  p->claimed = r;
-  p->held = rows;
   *jobs = p->jobs;
-  *n = rows;
+  *n = p->runnable;
   return STORE_OK;
 }
 
 /* What ends each job of a held batch (p->fate): an outcome (its index),
- * a lease, or nothing yet (it goes back as it was, to run again). */
+ * a lease, nothing yet (it goes back as it was, to run again), or its last
+ * attempt was lost (it goes back with that attempt counted). */
 #define FATE_RELEASED (-1L)
 #define FATE_LEASED (-2L)
+#define FATE_LOST (-3L)
 
 /* The index in the held batch of the job with this id, looking from `from`
  * on (outcomes come in batch order); -1 if none. */
@@ -1415,10 +1425,34 @@ static int add_value_or_null(buf *b, int first, PGresult *r, int row, int col) {
   return err | buf_adds(b, PQgetisnull(r, row, col) ? "NULL" : PQgetvalue(r, row, col));
 }
 
+/* The completions of the done jobs as Q_COMPLETED's arrays (b[0] names,
+ * b[1] counts; runs of one name counted together); *any = 0 if none. */
+static int completed_arrays(pg_store *p, const store_outcome *o, buf *b, int *any) {
+  int err = buf_addc(&b[0], '{') | buf_addc(&b[1], '{');
+  const store_job *run_of = NULL;
+  long long count = 0;
+  *any = 0;
+  for (size_t i = 0; i <= p->held && !err; i++) {
+    const store_job *j = NULL;
+    if (i < p->held && p->fate[i] >= 0 && o[p->fate[i]].kind == OUTCOME_DONE) j = &p->jobs[i];
+    if (run_of && (i == p->held || (j && (j->name_len != run_of->name_len ||
+                                          memcmp(j->name, run_of->name, j->name_len))))) {
+      err |= (*any ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
+             add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count);
+      *any = 1;
+      run_of = NULL;
+    }
+    if (j && !run_of) run_of = j, count = 0;
+    if (j) count++;
+  }
+  return err | buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
+}
+
 /* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs that stay; *n = how many. */
 static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *n) {
   PGresult *r = p->claimed;
   int err = 0;
+  buf lost = BUF_INIT;
   for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
   *n = 0;
   for (size_t i = 0; i < p->held && !err; i++) {
@@ -1429,12 +1463,21 @@ static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *
     const store_job *j = &p->jobs[i];
     int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
     char num[64];
-    const char *state = f == FATE_LEASED ? "running"
-                        : x && x->kind == OUTCOME_FAILED ? "failed"
-                                                          : "scheduled";
-    /* a failed attempt and a lease keep the attempt as claimed; a job
-     * given back was not attempted */
-    long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
+    long long max = j->max_attempts > 0 ? j->max_attempts : p->default_max_attempts;
+    const char *state = f == FATE_LEASED                                 ? "running"
+                        : (x && x->kind == OUTCOME_FAILED) ||
+                                  (f == FATE_LOST && j->attempt >= max) ? "failed"
+                                                                         : "scheduled";
+    /* a failed attempt, a lost one and a lease keep the attempt as claimed;
+     * a job given back was not attempted */
+    long long attempt = failed || f == FATE_LEASED || f == FATE_LOST ? j->attempt : j->attempt - 1;
+    if (f == FATE_LOST) {
+      buf_reset(&lost);
+      err |= buf_printf(&lost,
+                        "attempt %lld was lost: the worker running it died or lost its "
+                        "connection to the database",
+                        j->attempt);
+    }
     err |= add_value_or_null(&b[0], first, r, row, 0) |
            add_text_or_null(&b[1], first, j->name, j->name_len) |
            add_text_or_null(&b[2], first, j->payload, j->payload_len) |
@@ -1448,26 +1491,30 @@ static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *
            add_text_or_null(&b[9], first, j->key, j->key_len);
     if (failed)
       err |= add_text_or_null(&b[10], first, buf_cstr(&x->error), x->error.len);
+    else if (f == FATE_LOST)
+      err |= add_text_or_null(&b[10], first, lost.data, lost.len);
     else
       err |= add_value_or_null(&b[10], first, r, row, 8);
     err |= add_value_or_null(&b[11], first, r, row, 9);
     (*n)++;
   }
   for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
+  buf_free(&lost);
   return err;
 }
 
 /* End the held batch: of the jobs with an outcome in o, the done ones stay
- * deleted (and counted: the claim did both); put back the others
+ * deleted (the claim's delete) and are counted; put back the others
  * (retried, failed, given back), the claims `keep` leased to `worker` for
- * `lease` seconds, and every other job of the batch as it was; and
- * commit: one round trip. */
+ * `lease` seconds, the jobs whose last attempt was lost with it counted,
+ * and every other job of the batch as it was; and commit: one round
+ * trip. */
 static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
                     size_t n_keep, double lease, const char *worker) {
   size_t held = p->held;
   int rc = batch_alive(p);
   if (rc != STORE_OK) return rc;
-  for (size_t i = 0; i < held; i++) p->fate[i] = FATE_RELEASED;
+  for (size_t i = 0; i < held; i++) p->fate[i] = i < p->runnable ? FATE_RELEASED : FATE_LOST;
   size_t from = 0;
   for (size_t k = 0; k < n_o; k++) {
     long i = held_index(p, o[k].claim.id, from);
@@ -1478,16 +1525,19 @@ static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store
     if (i >= 0) p->fate[i] = FATE_LEASED, from = (size_t)i + 1;
   }
   for (int k = 0; k < NBUFS; k++) buf_reset(&p->p[k]);
+  int any_done;
   size_t n_back;
-  if (put_back_arrays(p, o, p->p, &n_back))
+  if (completed_arrays(p, o, &p->p[12], &any_done) || put_back_arrays(p, o, p->p, &n_back))
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   char leasetext[64];
+  const char *done_values[2] = {buf_cstr(&p->p[12]), buf_cstr(&p->p[13])};
   const char *back_values[14];
   for (int k = 0; k < 12; k++) back_values[k] = buf_cstr(&p->p[k]);
   back_values[12] = worker ? worker : "";
   back_values[13] = fmt_seconds(lease, leasetext, sizeof leasetext);
-  step steps[2];
+  step steps[3];
   int n = 0;
+  if (any_done) steps[n++] = STEP_QUERY(Q_COMPLETED, done_values);
   if (n_back) steps[n++] = STEP_QUERY(Q_PUT_BACK, back_values);
   steps[n++] = STEP_SQL("COMMIT");
   PGresult *r = NULL;
