@@ -56,7 +56,7 @@ local cfg = {
   insert_seconds = 3,       -- pgbench single-row INSERT run
   bulk = 100000, bulk_chunk = 1000,
   scale_small = 10000, scale_big = 1000000, scale_due = 20000,
-  bloat = 1000000, bloat_rounds = 2,
+  bloat = 1000000, bloat_rounds = 3,
   vacuum_wait = 90,         -- bloat: seconds to wait for autovacuum between rounds
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
@@ -1092,12 +1092,19 @@ local function section_bloat()
     -- Before the next round, give autovacuum (the table's own settings,
     -- the cluster's default naptime of 1 min) the time it takes in
     -- production to make the space of the drained rows reusable.
+    -- A vacuum that started during the drain does not count: it leaves
+    -- the dead rows of the drain's end (and their index entries) behind;
+    -- wait for one that ended after it and left few dead rows.
     local vacuumed_after
     if i < cfg.bloat_rounds and cfg.vacuum_wait > 0 then
       local t1 = now()
       while now() - t1 < cfg.vacuum_wait do
         sleep(1)
-        if sizes().vacuums > drained.vacuums then
+        local since = sql_row(string.format([[
+          SELECT greatest(last_autovacuum, last_vacuum) > to_timestamp(%.6f)
+            AND n_dead_tup < 10000
+          FROM pg_stat_user_tables WHERE relid = 'scheduler.jobs'::regclass]], t1))
+        if since[1] == "t" then
           vacuumed_after = now() - t1
           break
         end
@@ -1123,10 +1130,17 @@ local function section_bloat()
           or string.format("not within %d s", cfg.vacuum_wait), "", "")
     end
   end
+  -- A btree page emptied by a vacuum is reused only after the next one, so
+  -- the indexes can reach twice the size of one round's; bounded means
+  -- the last round no larger than the one before it.
   if #rounds >= 2 then
-    local g = rounds[#rounds].drained.total / rounds[1].drained.total
-    row("bloat", string.format("size after round %d vs round 1", #rounds), fmt_x(g), "~1.0x (bounded)",
-      "", met(g <= 1.2))
+    row("bloat", string.format("size after round %d vs round 1", #rounds),
+      fmt_x(rounds[#rounds].drained.total / rounds[1].drained.total), "", "")
+  end
+  if #rounds >= 3 then
+    local g = rounds[#rounds].drained.total / rounds[#rounds - 1].drained.total
+    row("bloat", string.format("size after round %d vs round %d", #rounds, #rounds - 1), fmt_x(g),
+      "~1.0x (bounded)", "", met(g <= 1.1))
   end
   row("bloat", "after a plain VACUUM: heap / indexes",
     fmt_mb(vacuumed.heap) .. " / " .. fmt_mb(vacuumed.indexes), "", "")
