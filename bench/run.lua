@@ -518,8 +518,9 @@ end
 -- the plan cache behaves the same: PostgreSQL plans the first 5 executions
 -- with the actual parameters (custom plans) and may then switch to a generic
 -- plan (o.generic: as the worker runs its claim: generic plan, no sequential
--- scans, no JIT).  Each run is in a
--- transaction that is rolled back (o.commit: committed); o.pre (SQL) runs
+-- scans, no JIT; o.names: the names a constant of its text, as the worker
+-- prepares it).  Each run is in a transaction that is rolled back
+-- (o.commit: committed); o.pre (SQL) runs
 -- and commits before each run, o.setup (SQL, may use psql's \gset) first in
 -- it.  Returns { custom_ms = median of runs 1-5, steady_ms = median of runs
 -- 6-10, seq_scan = the last plan scans scheduler.jobs sequentially, generic
@@ -532,7 +533,14 @@ local function explain(id, nparams, params, o)
     log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
     return nil
   end
-  local parts = { "PREPARE bench_q AS " .. text .. ";" }
+  if o.names then
+    -- as csrc/store_pg.c's prepare_claim: the names a constant, $1 unused
+    text = text:gsub("%$1::text%[%]", function() return o.names .. "::text[]" end)
+    text = "(text[], integer) AS " .. text
+  else
+    text = "AS " .. text
+  end
+  local parts = { "PREPARE bench_q " .. text .. ";" }
   -- the worker runs some statements unprepared: planned with their actual
   -- parameters every time
   if not prepared then table.insert(parts, 1, "SET plan_cache_mode = force_custom_plan;") end
@@ -579,7 +587,7 @@ local function explain_claim(limit, empty)
       SELECT '%s', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, %d);]],
     NOOP, limit) or nil
   return explain("Q_CLAIM", 2, string.format("'{%s}', %d", NOOP, limit),
-    { generic = true, commit = true, pre = pre })
+    { generic = true, commit = true, pre = pre, names = string.format("'{%s}'", NOOP) })
 end
 
 local function explain_wake()
