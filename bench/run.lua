@@ -496,7 +496,7 @@ end
 -- statements, for EXPLAIN ANALYZE), its parameter count and whether the
 -- worker prepares it; nil when the
 -- source no longer has that shape.
-local function store_query(id)
+local function store_source()
   local src = read_file(ROOT .. "/csrc/store_pg.c")
   if not src then return nil end
   local macros = {}
@@ -504,6 +504,18 @@ local function store_query(id)
     local v = c_literals(src, at, "\n", macros)
     if v and #v == 1 and type(v[1]) == "string" then macros[name] = v[1] end
   end
+  return src, macros
+end
+
+--- The SQL text of a string macro of csrc/store_pg.c, or nil.
+local function store_macro(name)
+  local _, macros = store_source()
+  return macros and macros[name]
+end
+
+local function store_query(id)
+  local src, macros = store_source()
+  if not src then return nil end
   local at = src:find("[" .. id .. "] = {", 1, true)
   if not at then return nil end
   local items = c_literals(src, at + #id + 5, "}", macros)
@@ -517,8 +529,9 @@ end
 -- in one session, through a prepared statement as the worker runs it, so
 -- the plan cache behaves the same: PostgreSQL plans the first 5 executions
 -- with the actual parameters (custom plans) and may then switch to a generic
--- plan (o.generic: as the worker runs its claim: generic plan, no sequential
--- scans, no JIT; o.names: the names a constant of its text, as the worker
+-- plan (o.generic: as the worker runs its claim, in a transaction with its
+-- CLAIM_SETTINGS: generic plan, no sequential scan, no sort, no JIT;
+-- o.name: the worker's one name, a constant of its text, as the worker
 -- prepares it).  Each run is in a transaction that is rolled back
 -- (o.commit: committed); o.pre (SQL) runs
 -- and commits before each run, o.setup (SQL, may use psql's \gset) first in
@@ -533,9 +546,19 @@ local function explain(id, nparams, params, o)
     log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
     return nil
   end
-  if o.names then
-    -- as csrc/store_pg.c's prepare_claim: the names a constant, $1 unused
-    text = text:gsub("%$1::text%[%]", function() return o.names .. "::text[]" end)
+  local settings = o.generic and store_macro("CLAIM_SETTINGS")
+  if o.generic and not settings then
+    log("note: cannot EXPLAIN %s: CLAIM_SETTINGS not found in csrc/store_pg.c", id)
+    return nil
+  end
+  if o.name then
+    -- as csrc/store_pg.c's prepare_claim: one name, an equality; $1 unused
+    local n
+    text, n = text:gsub("= ANY %(%$1::text%[%]%)", function() return "= '" .. o.name .. "'::text" end)
+    if n ~= 1 then
+      log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
+      return nil
+    end
     text = "(text[], integer) AS " .. text
   else
     text = "AS " .. text
@@ -544,12 +567,10 @@ local function explain(id, nparams, params, o)
   -- the worker runs some statements unprepared: planned with their actual
   -- parameters every time
   if not prepared then table.insert(parts, 1, "SET plan_cache_mode = force_custom_plan;") end
-  if o.generic then
-    table.insert(parts, 1, "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; SET jit = off;")
-  end
   for _ = 1, 10 do
     if o.pre then parts[#parts + 1] = o.pre end
     parts[#parts + 1] = "BEGIN;"
+    if settings then parts[#parts + 1] = settings .. " \\g /dev/null" end
     if o.setup then parts[#parts + 1] = o.setup end
     parts[#parts + 1] = "EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, VERBOSE OFF) EXECUTE bench_q("
       .. params .. ");"
@@ -587,7 +608,7 @@ local function explain_claim(limit, empty)
       SELECT '%s', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, %d);]],
     NOOP, limit) or nil
   return explain("Q_CLAIM", 2, string.format("'{%s}', %d", NOOP, limit),
-    { generic = true, commit = true, pre = pre, names = string.format("'{%s}'", NOOP) })
+    { generic = true, commit = true, pre = pre, name = NOOP })
 end
 
 local function explain_wake()

@@ -157,6 +157,11 @@ static const char *const migrations[] = {
     "  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT"
     "  WHEN (current_setting('scheduler.notified', true) IS DISTINCT FROM 'on')"
     "  EXECUTE FUNCTION scheduler.notify_inserted();",
+    /* 6: jobs_wake in claim order within a name, so that the claim of a
+     * worker with one name can walk it (no sort) when that name is rare. */
+    "DROP INDEX scheduler.jobs_wake;"
+    "CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at, id)"
+    "  WHERE state = 'scheduled';",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -770,17 +775,22 @@ static int prepare(pg_store *p, int q) {
  * as running it. */
 #define CLAIM_SETTINGS                                                                       \
   "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"                        \
-  " set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)"
+  " set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true),"       \
+  " set_config('enable_incremental_sort', 'off', true), set_config('jit', 'off', true)"
 
 /* Prepare the claim for this worker's names.  Its plan is made once (a
  * generic plan: planning it takes about as long as running it) and kept
  * until the table's statistics change (autovacuum's ANALYZE makes the
- * server plan it again); what is right depends on the names, so they are
- * in its text as a constant instead of its $1 (unused, typed text[]):
- * a claim for a rare name walks jobs_wake, not every due job ahead of
- * its own.  The transaction that runs it has sequential scans disabled,
- * so a plan made while the table was empty still walks the indexes once
- * it is full. */
+ * server plan it again), so it must stay good at both ends of a queue
+ * that swings between empty and huge.  The transaction that runs it
+ * allows no sequential scan and no sort: every plan walks an index in
+ * claim order, and reads about as many entries as it claims, whatever the
+ * statistics said when it was made (a sort would read every due job of
+ * the names at every claim).  The names are in its text as a constant
+ * instead of its $1 (unused, typed text[]); one name is an equality, so
+ * that jobs_wake (name, run_at, id) is in claim order too, and a worker
+ * whose name is rare among the due jobs walks its own jobs, not every due
+ * job ahead of them.  Several names walk jobs_due. */
 static int prepare_claim(pg_store *p) {
   if (p->claim_names_changed && (p->prepared & (1u << Q_CLAIM))) {
     int rc = exec_simple(p, "claiming", "DEALLOCATE scheduler_claim", NULL);
@@ -789,15 +799,19 @@ static int prepare_claim(pg_store *p) {
   }
   p->claim_names_changed = 0;
   if (p->prepared & (1u << Q_CLAIM)) return STORE_OK;
-  const char *sql = queries[Q_CLAIM].sql, *at = strstr(sql, "$1::text[]");
-  char *names = PQescapeLiteral(p->conn, buf_cstr(&p->names_literal), p->names_literal.len);
+  static const char slot[] = "= ANY ($1::text[])";
+  const char *sql = queries[Q_CLAIM].sql, *at = strstr(sql, slot);
+  int one = p->n_names == 1;
+  char *names = one ? PQescapeLiteral(p->conn, p->names[0], p->name_lens[0])
+                    : PQescapeLiteral(p->conn, buf_cstr(&p->names_literal), p->names_literal.len);
   if (!names || !at) {
     if (names) PQfreemem(names);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   }
   buf text = BUF_INIT;
-  int err = buf_add(&text, sql, (size_t)(at - sql)) | buf_adds(&text, names) |
-            buf_adds(&text, at + 2); /* "::text[]..." */
+  int err = buf_add(&text, sql, (size_t)(at - sql)) | buf_adds(&text, one ? "= " : "= ANY (") |
+            buf_adds(&text, names) | buf_adds(&text, one ? "::text" : "::text[])") |
+            buf_adds(&text, at + sizeof slot - 1);
   PQfreemem(names);
   if (err) {
     buf_free(&text);

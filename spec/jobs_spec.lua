@@ -444,6 +444,58 @@ describe("jobs", function()
     end)
   end)
 
+  describe("the claim #postgresql", function()
+    -- index entries read from the jobs table's indexes, as counted so far
+    local function index_reads()
+      return helper.psql_int("SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes"
+        .. " WHERE schemaname = 'scheduler' AND relname = 'jobs'")
+    end
+    -- the count once the sessions that ended have reported theirs
+    local function settled_index_reads()
+      local last, now = -1, index_reads()
+      while now ~= last do
+        helper.sleep(0.3)
+        last, now = now, index_reads()
+      end
+      return now
+    end
+
+    it("reads a few index entries per job, with a plan made when the worker's name was rare", function()
+      -- The claim is planned once, when the statistics say the worker's
+      -- name is rare among the due jobs; then a backlog of it comes.  A
+      -- plan that sorts the due jobs of the name would read all of them
+      -- at every claim of the drain (quadratic).
+      local name, other = helper.name("plan"), helper.name("plan-other")
+      local n = 20000
+      local runner = helper.new()
+      local ran = 0
+      runner:on(name, function() ran = ran + 1 end)
+      helper.ok(runner:schema_version()) -- the schema exists
+      local function insert(who)
+        helper.psql(("INSERT INTO scheduler.jobs (name, payload, run_at)"
+          .. " SELECT %s, to_jsonb(i), now() - interval '1 minute' FROM generate_series(1, %d) AS i")
+          :format(helper.literal(who), n))
+      end
+      insert(other)
+      helper.psql("ANALYZE scheduler.jobs")
+      assert.equals(0, runner:run{ drain = true }) -- plans the claim
+      helper.psql(("DELETE FROM scheduler.jobs WHERE name = %s"):format(helper.literal(other)))
+      insert(name)
+      local before = settled_index_reads()
+      assert.equals(n, runner:run{ drain = true })
+      assert.equals(n, ran)
+      runner:close() -- its server process reports its counters as it ends
+      local read
+      assert.is_truthy(helper.wait_for(function()
+        read = index_reads() - before
+        return read >= n
+      end, 10), "index reads not reported")
+      -- a few entries per job: its own, and those of the batch before (the
+      -- first scan that meets them after their commit marks them dead)
+      assert.is_true(read < 6 * n, ("%d index entries read for %d jobs"):format(read, n))
+    end)
+  end)
+
   describe("order", function()
     it("runs due jobs by priority, then run_at, then id", function()
       local a, b = helper.name("order-a"), helper.name("order-b")
