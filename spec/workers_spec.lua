@@ -318,6 +318,31 @@ describe("workers", function()
       assert.is_nil(s:job(id))
     end)
 
+    it("runs the fresh jobs of a batch that also holds lost attempts, then the lost ones, counted #postgresql", function()
+      local name = helper.name("killmixed")
+      local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_SLEEP = 60 }
+      assert(a:wait_file("ready", 10), a:describe())
+      local t = helper.now()
+      -- one statement: the worker claims the three in one batch
+      local victims = helper.ok(s:schedule_many {
+        { name, "v1", { at = t - 3 } }, { name, "v2", { at = t - 2 } }, { name, "v3", { at = t - 1 } },
+      })
+      assert.is_truthy(helper.wait_for(function() return a:events("start", victims[1])[1] end, 10), a:describe())
+      assert.is_true(a:kill("KILL"))
+      assert.equals(137, a:wait(5), a:describe())
+      -- due after the victims: the next claim takes all five in one batch
+      local fresh = { helper.schedule(s, name, "f1", { at = t }), helper.schedule(s, name, "f2", { at = t }) }
+      local b = helper.new()
+      local ran = {}
+      b:on(name, function(payload, job) ran[#ran + 1] = payload .. "@" .. job.attempt end)
+      assert.equals(5, b:run{ drain = true })
+      -- the lost attempts do not run in the batch that found them: they go
+      -- back counted, and the next claim runs them
+      assert.same({ "f1@1", "f2@1", "v1@2", "v2@2", "v3@2" }, ran)
+      for _, id in ipairs(victims) do assert.is_nil(s:job(id)) end
+      for _, id in ipairs(fresh) do assert.is_nil(s:job(id)) end
+    end)
+
     it("fails a job that kills its worker every time once its attempts are used up #postgresql", function()
       local name = helper.name("poison")
       local id = helper.schedule(s, name, "poison", { max_attempts = 2 })
