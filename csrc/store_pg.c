@@ -566,6 +566,7 @@ typedef struct pg_store {
    * ends it (see end_held) */
   int *row;
   long *fate;
+  struct claimed *sorted; /* hold_batch's scratch */
   /* what list and stats return point into */
   PGresult *listed, *counted;
   store_job_row *rows;
@@ -1310,7 +1311,8 @@ static int cmp_run_order(const void *a, const void *b) {
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Room for a batch of n jobs (p->jobs, p->row, p->fate): 0 or -1. */
+/* Room for a batch of n jobs (p->jobs, p->row, p->fate, p->sorted): 0 or
+ * -1. */
 static int reserve_batch(pg_store *p, size_t n) {
   if (n <= p->jobs_cap) return 0;
   store_job *jobs = realloc(p->jobs, n * sizeof *jobs);
@@ -1319,7 +1321,9 @@ static int reserve_batch(pg_store *p, size_t n) {
   if (row) p->row = row;
   long *fate = row ? realloc(p->fate, n * sizeof *fate) : NULL;
   if (fate) p->fate = fate;
-  if (!fate) return -1;
+  claimed *sorted = fate ? realloc(p->sorted, n * sizeof *sorted) : NULL;
+  if (sorted) p->sorted = sorted;
+  if (!sorted) return -1;
   p->jobs_cap = n;
   return 0;
 }
@@ -1328,13 +1332,12 @@ static int reserve_batch(pg_store *p, size_t n) {
  * order, those to run first.  STORE_OK, or STORE_NOMEM (r cleared). */
 static int hold_batch(pg_store *p, PGresult *r, long long default_max_attempts) {
   size_t rows = (size_t)PQntuples(r);
-  claimed *sorted = malloc(rows * sizeof *sorted);
-  if (!sorted || reserve_batch(p, rows)) {
-    free(sorted);
+  if (reserve_batch(p, rows)) {
     PQclear(r);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
   }
   size_t lost = 0;
+  claimed *sorted = p->sorted;
   for (size_t i = 0; i < rows; i++) {
     read_job(r, (int)i, &sorted[i].job, 1);
     sorted[i].row = (int)i;
@@ -1346,7 +1349,6 @@ static int hold_batch(pg_store *p, PGresult *r, long long default_max_attempts) 
     p->jobs[i] = sorted[i].job;
     p->row[i] = sorted[i].row;
   }
-  free(sorted);
   clear(&p->claimed);
   p->claimed = r;
   p->held = rows;
@@ -1964,6 +1966,7 @@ static void pg_destroy(store *s) {
   buf_free(&p->names_literal);
   for (int i = 0; i < NBUFS; i++) buf_free(&p->p[i]);
   free(p->fate);
+  free(p->sorted);
   free(p->row);
   buf_free(&s->err);
   free(p->jobs);
