@@ -559,7 +559,7 @@ local function explain(id, nparams, params, o)
       log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
       return nil
     end
-    text = "(text[], integer) AS " .. text
+    text = "(text[], integer, integer, float8, bigint) AS " .. text
   else
     text = "AS " .. text
   end
@@ -607,7 +607,7 @@ local function explain_claim(limit, empty)
     INSERT INTO scheduler.jobs (name, payload, run_at)
       SELECT '%s', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, %d);]],
     NOOP, limit) or nil
-  return explain("Q_CLAIM", 2, string.format("'{%s}', %d", NOOP, limit),
+  return explain("Q_CLAIM", 5, string.format("'{%s}', %d, NULL, NULL, NULL", NOOP, limit),
     { generic = true, commit = true, pre = pre, name = NOOP })
 end
 

@@ -355,12 +355,18 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
     }
   }
 
-  /* Record what is in hand (once more if the database was away). */
-  if (c->n_outcomes && flush(&r) != STORE_OK)
-    log_msg(&r, "error",
-            "could not record the outcomes of %zu jobs: %s; they will run again when their "
-            "lease expires",
-            c->n_outcomes, store_error(c->st));
+  /* Record what is in hand (once more if the database was away); with
+   * nothing in hand, finish still ends a claim transaction the store kept
+   * open (store.h). */
+  if (c->st->ops->finish(c->st, c->outcomes, c->n_outcomes) != STORE_OK) {
+    if (c->n_outcomes)
+      log_msg(&r, "error",
+              "could not record the outcomes of %zu jobs: %s; they will run again when their "
+              "lease expires",
+              c->n_outcomes, store_error(c->st));
+    else
+      log_msg(&r, "error", "%s", store_error(c->st));
+  }
   c->n_outcomes = 0;
   c->st->ops->listen(c->st, 0); /* failure means no connection: nothing to stop */
   c->hb = NULL;

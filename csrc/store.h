@@ -169,13 +169,21 @@ typedef struct store_ops {
    * jobs are back at once; the next claim of such a job counts the lost
    * attempt (failing the job when its attempts are used up,
    * default_max_attempts for jobs that set none) and does not run it: a
-   * later claim does. */
+   * later claim does.
+   *   Such a backend may also claim the next batch ahead, in the same
+   * transaction, while this one runs (PostgreSQL: see CLAIM AHEAD in
+   * store_pg.c): finish then writes the outcomes without committing, and
+   * the next claim returns that batch at once.  Any other operation first
+   * ends the transaction (the batch claimed ahead goes back unattempted,
+   * the rest commits); so does finish with n = 0. */
   int (*claim)(store *s, size_t limit, double lease, const char *worker,
                long long default_max_attempts, store_job **jobs, size_t *n);
   /* Record outcomes (delete done jobs, reschedule/fail/release the others)
    * in one transaction: for a held batch, in its transaction, then commit
-   * (jobs of the batch without an outcome go back unattempted); for leased
-   * jobs, each fenced on its claim. */
+   * (jobs of the batch without an outcome go back unattempted; see claim
+   * for a batch claimed ahead); for leased jobs, each fenced on its claim.
+   * With n = 0: nothing to record, but a claim transaction left open ends
+   * (see claim). */
   int (*finish)(store *s, const store_outcome *outcomes, size_t n);
   /* Optional (NULL: claims are always leased).  End the held batch early:
    * record the outcomes `done`, lease the claims `keep` to `worker` for

@@ -17,6 +17,8 @@
  */
 #include "store_pg.h"
 
+#include "clock.h"
+
 #include <libpq-fe.h>
 #include <math.h>
 #include <stdio.h>
@@ -306,12 +308,14 @@ static const struct {
      * them back with that attempt counted (failed when used up), and a
      * later claim runs them.  The 32-bit xmax gets its epoch from ours (it
      * cannot be newer); too old to know (NULL) counts as not lost.
-     *   Rows come in TID order (the caller sorts them); times as float8:
-     * cheaper to print than numeric, and exact to the microsecond. */
-    [Q_CLAIM] = {"scheduler_claim", 2,
+     *   Rows come in TID order (the caller sorts them), in binary (see
+     * read_claimed): printing them as text cost the server about a third
+     * of the claim's time. */
+    [Q_CLAIM] = {"scheduler_claim", 5,
                  "WITH RECURSIVE pr(p) AS ("
-                 "  (SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
-                 "   ORDER BY priority LIMIT 1)"
+                 "  SELECT least((SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
+                 "    AND priority <= coalesce($3::integer - 1, 2147483647)"
+                 "    ORDER BY priority LIMIT 1), $3::integer)"
                  "  UNION ALL"
                  "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
@@ -319,8 +323,12 @@ static const struct {
                  "), c AS MATERIALIZED ("
                  "  SELECT c.t, c.prev FROM pr CROSS JOIN LATERAL ("
                  "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
-                 "    WHERE j.state = 'scheduled' AND j.priority = pr.p AND j.run_at <= now()"
-                 "      AND j.name = ANY ($1::text[])"
+                 "    WHERE j.state = 'scheduled' AND j.priority = pr.p"
+                 "      AND j.run_at <= statement_timestamp() AND j.name = ANY ($1::text[])"
+                 "      AND (j.run_at, j.id) > (CASE WHEN pr.p = $3::integer"
+                 "        THEN to_timestamp($4::float8) ELSE '-infinity' END,"
+                 "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
+                 "        ELSE '-9223372036854775808'::bigint END)"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
                  "  WHERE pr.p IS NOT NULL LIMIT $2"
                  "), k AS MATERIALIZED ("
@@ -330,20 +338,21 @@ static const struct {
                  "    c.prev > (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
                  "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost FROM c"
                  ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k))"
-                 " RETURNING j.id, j.name, j.payload, date_part('epoch', j.run_at), j.attempt + 1,"
-                 "  j.max_attempts, j.key, j.priority, j.last_error,"
-                 "  date_part('epoch', j.created_at),"
+                 " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
+                 "  j.key, j.priority, j.last_error, j.created_at,"
                  "  j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE k.lost))"},
-    /* The jobs of a held batch that are done: their delete is the claim's,
-     * so only the completions are left to count (names $1, counts $2). */
+    /* The jobs of a claim transaction that are done: their delete is the
+     * claim's, so only the completions are left to count (names $1, counts
+     * $2), with its commit. */
     [Q_COMPLETED] = {"scheduler_completed", 2,
                      "WITH done_counts AS (SELECT u.name, sum(u.n)::integer AS jobs"
                      "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
                      COUNT_DONE
                      " SELECT (SELECT count(*) FROM counted)"},
     /* The jobs of a held batch that stay: as claimed (the claim deleted
-     * them), with their new state, attempt, run_at (now() + $5 when not
-     * NULL) and last error; the running ones leased to $13 for $14
+     * them), with their new state, attempt, run_at (now + $5 when not
+     * NULL: the statement's time, the transaction may be older) and last
+     * error; the running ones leased to $13 for $14
      * seconds.  Due ones wake the sleeping workers (on commit); the insert
      * trigger's own notifications are not needed. */
     [Q_PUT_BACK] = {"scheduler_put_back", 14,
@@ -352,11 +361,12 @@ static const struct {
                     "  INSERT INTO scheduler.jobs (id, name, payload, run_at, priority, attempt,"
                     "    max_attempts, state, key, locked_by, locked_until, last_error, created_at)"
                     "  SELECT b.id, b.name, b.payload::jsonb, CASE WHEN b.delay IS NULL"
-                    "    THEN to_timestamp(b.run_at) ELSE now() + b.delay * interval '1 second' END,"
+                    "    THEN to_timestamp(b.run_at) ELSE statement_timestamp() + b.delay * interval"
+                    "    '1 second' END,"
                     "    b.priority, b.attempt, b.max_attempts, b.state, b.key,"
                     "    CASE WHEN b.state = 'running' THEN $13 END,"
-                    "    CASE WHEN b.state = 'running' THEN now() + $14::float8 * interval"
-                    "      '1 second' END,"
+                    "    CASE WHEN b.state = 'running' THEN statement_timestamp() + $14::float8"
+                    "      * interval '1 second' END,"
                     "    b.error, to_timestamp(b.created_at)"
                     "  FROM quiet, unnest($1::bigint[], $2::text[], $3::text[], $4::float8[],"
                     "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
@@ -529,7 +539,30 @@ static const struct {
 
 /* ------------------------------------------------------------------ */
 
-#define NBUFS 14
+#define NBUFS 24
+
+/* A claimed job and its row in the claim's result, sorted into run order
+ * (jobs whose last attempt was lost last: they do not run). */
+typedef struct claimed {
+  store_job job;
+  int row, lost;
+} claimed;
+
+/* A claimed batch: the claim's result, which its jobs point into, and its
+ * jobs in run order. */
+typedef struct batch {
+  PGresult *res;
+  store_job *jobs;
+  int *row;        /* each job's row in res */
+  long *fate;      /* what ends each job (see end_tx) */
+  claimed *sorted; /* hold_batch's scratch */
+  size_t cap;      /* room in the arrays */
+  size_t n;        /* jobs (0: none) */
+  size_t runnable; /* the first ones, to run; the others' last attempt was lost */
+  /* the last job in claim order, (priority, run_at, id) as text: the
+   * lower bound of the claim ahead (see CLAIM AHEAD) */
+  char bound[3][32];
+} batch;
 
 typedef struct pg_store {
   store base;
@@ -538,21 +571,29 @@ typedef struct pg_store {
   char *secret_parsed; /* the password as libpq decoded it */
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
-  size_t held;       /* claims held by the open batch transaction (0: none) */
-  size_t runnable;   /* the first ones, to run; the others' last attempt was lost */
+  /* The claim transaction (see pg_claim and CLAIM AHEAD). */
+  size_t held;       /* claims of `cur` held by it, being dispatched (0: none) */
+  batch cur;         /* the batch being dispatched */
+  batch next;        /* claimed ahead in it, collected (next.n 0: none) */
+  int ahead;         /* the claim of `next` is sent, its result not read yet */
+  int open;          /* it is open between two batches (next holds its claim) */
+  size_t tx_jobs;    /* jobs claimed in it so far (for messages) */
+  size_t tx_batches; /* batches claimed in it so far */
+  double tx_start;   /* when it began (monotonic) */
+  char limit[32];    /* its claims' limit */
+  int quiet;         /* batches to claim without claiming ahead (after a settle) */
+  int syncs;         /* pipeline syncs sent and not read yet */
   long long default_max_attempts; /* for the lost ones */
-  size_t held_lost;  /* claims of a held batch whose connection was lost */
+  size_t held_lost;  /* jobs of a claim transaction whose connection was lost */
   unsigned prepared; /* bit per query prepared on this connection */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
-  PGresult *claimed, *got, *cron_rows;
+  PGresult *got, *cron_rows;
   store_cron *crons;
   size_t crons_cap;
-  store_job *jobs;
-  size_t jobs_cap;
   /* this worker's names: a text[] literal and the raw list for matching
    * notifications */
   buf names_literal;
@@ -560,13 +601,9 @@ typedef struct pg_store {
   char **names;
   size_t *name_lens;
   size_t n_names;
-  /* scratch parameter buffers (array literals) for finish/heartbeat */
+  /* scratch parameter buffers (array literals) */
   buf p[NBUFS];
-  /* per claimed job of the held batch: its row in `claimed`, and what
-   * ends it (see end_held) */
-  int *row;
-  long *fate;
-  struct claimed *sorted; /* hold_batch's scratch */
+  buf done[2]; /* the completions of the claim transaction (count_done) */
   /* what list and stats return point into */
   PGresult *listed, *counted;
   store_job_row *rows;
@@ -622,10 +659,16 @@ static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
 
 static void pg_disconnect(store *s) {
   pg_store *p = PG(s);
-  /* the batch transaction dies with the connection: the database unlocks
+  /* the claim transaction dies with the connection: the database unlocks
    * its rows; the next claim of each counts the lost attempt */
-  if (p->held) p->held_lost = p->held;
+  if (p->held) p->held_lost = p->tx_jobs;
   p->held = 0;
+  p->open = p->ahead = 0;
+  p->next.n = p->next.runnable = 0;
+  p->tx_jobs = 0;
+  p->syncs = 0;
+  buf_reset(&p->done[0]);
+  buf_reset(&p->done[1]);
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
@@ -644,6 +687,8 @@ static int fail_result(pg_store *p, const char *what, PGresult *r) {
   if (down) pg_disconnect(&p->base);
   return code;
 }
+
+static int idle(pg_store *p);
 
 static void ignore_notice(void *arg, const char *message) {
   (void)arg;
@@ -743,9 +788,11 @@ static int pg_connect(store *s) {
 static int pg_listen(store *s, int on) {
   pg_store *p = PG(s);
   if (p->listening == on) return STORE_OK;
+  int rc = idle(p);
+  if (rc) return rc;
   p->listening = on;
   if (!p->conn) return on ? pg_connect(s) : STORE_OK;
-  int rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
+  rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
                        on ? "LISTEN scheduler"
                        : p->sleep_locked
                            ? "UNLISTEN *; SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"
@@ -818,8 +865,8 @@ static int prepare_claim(pg_store *p) {
     buf_free(&text);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   }
-  const Oid types[2] = {1009 /* text[] */, 0};
-  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 2, types);
+  const Oid types[5] = {1009 /* text[] */, 0, 0, 0, 0};
+  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 5, types);
   buf_free(&text);
   if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
   PQclear(r);
@@ -830,10 +877,8 @@ static int prepare_claim(pg_store *p) {
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
-  if (p->held)
-    /* the caller must settle first: this would join the batch's transaction */
-    return store_fail(&p->base, STORE_ERROR, "internal error: statement %d inside a batch", q);
-  int rc = pg_connect(&p->base);
+  int rc = idle(p);
+  if (rc == STORE_OK) rc = pg_connect(&p->base);
   if (rc) return rc;
   if (!queries[q].name) {
     PGresult *r = PQexecParams(p->conn, queries[q].sql, queries[q].nparams, NULL, values, NULL,
@@ -863,18 +908,41 @@ typedef struct step {
 #define STEP_SQL(text) ((step){-1, (text), NULL})
 #define STEP_QUERY(query, vals) ((step){(query), NULL, (vals)})
 
-/* Send the n steps in one round trip (libpq's pipeline mode, one sync)
- * on the open connection; *out = the result of step `want` (NULL when
- * want < 0).  The first failure wins, and the server skips the steps after
- * it.  Queries are prepared first. */
-static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out) {
-  PGconn *conn = p->conn;
-  *out = NULL;
-  for (int i = 0; i < n; i++)
-    if (steps[i].q >= 0) {
-      int rc = steps[i].q == Q_CLAIM ? prepare_claim(p) : prepare(p, steps[i].q);
-      if (rc) return rc;
+/* Read and drop what the pipeline still owes (every segment up to its
+ * sync) and leave pipeline mode; a connection that cannot be brought back
+ * to that state is dropped. */
+static void discard_pipeline(pg_store *p) {
+  int nulls = 0;
+  while (p->conn && p->syncs > 0 && PQstatus(p->conn) == CONNECTION_OK) {
+    PGresult *r = PQgetResult(p->conn);
+    if (!r) {
+      if (++nulls > 1) break; /* nothing more is coming */
+      continue;
     }
+    nulls = 0;
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) p->syncs--;
+    PQclear(r);
+  }
+  if (!p->conn) return;
+  if (p->syncs > 0 || !PQexitPipelineMode(p->conn)) pg_disconnect(&p->base);
+  p->syncs = 0;
+}
+
+/* Send the n steps as one segment of a pipeline (libpq's pipeline mode,
+ * one sync), after any segment still unread; its results are read by
+ * read_segment, in order.  Queries are prepared first, which needs the
+ * connection out of pipeline mode: a segment sent behind another may only
+ * use queries prepared already. */
+static int send_segment(pg_store *p, const step *steps, int n) {
+  PGconn *conn = p->conn;
+  for (int i = 0; i < n; i++) {
+    int q = steps[i].q;
+    int stale = q == Q_CLAIM && p->claim_names_changed; /* see prepare_claim */
+    if (q < 0 || !queries[q].name || ((p->prepared & (1u << q)) && !stale)) continue;
+    if (p->syncs > 0) return store_fail(&p->base, STORE_ERROR, "internal error: %d unprepared", q);
+    int rc = q == Q_CLAIM ? prepare_claim(p) : prepare(p, q);
+    if (rc) return rc;
+  }
   if (!PQenterPipelineMode(conn)) return fail_result(p, "database error", NULL);
   int sent = 1;
   for (int i = 0; i < n && sent; i++) {
@@ -883,7 +951,7 @@ static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **
       sent = PQsendQueryParams(conn, t->sql, 0, NULL, NULL, NULL, NULL, 0);
     else if (queries[t->q].name)
       sent = PQsendQueryPrepared(conn, queries[t->q].name, queries[t->q].nparams, t->values, NULL,
-                                 NULL, 0);
+                                 NULL, t->q == Q_CLAIM /* binary: see read_claimed */);
     else
       sent = PQsendQueryParams(conn, queries[t->q].sql, queries[t->q].nparams, NULL, t->values,
                                NULL, NULL, 0);
@@ -893,7 +961,17 @@ static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **
     pg_disconnect(&p->base);
     return store_fail(&p->base, STORE_DOWN, "database connection lost");
   }
-  /* Collect every result up to the sync; the first failure wins. */
+  p->syncs++;
+  return STORE_OK;
+}
+
+/* Read the results of the oldest unread segment, of n steps; *out = the
+ * result of step `want` (NULL when want < 0).  The first failure wins (the
+ * server skips the steps after it), and then the segments sent after it
+ * are dropped too.  Leaves pipeline mode when nothing is left unread. */
+static int read_segment(pg_store *p, int n, int want, PGresult **out) {
+  PGconn *conn = p->conn;
+  *out = NULL;
   PGresult *failed = NULL;
   int at = 0, synced = 0;
   while (!synced) {
@@ -907,6 +985,7 @@ static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_PIPELINE_SYNC) {
       synced = 1;
+      p->syncs--;
       PQclear(r);
     } else if (st == PGRES_FATAL_ERROR && !failed) {
       failed = r;
@@ -916,21 +995,28 @@ static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **
       PQclear(r);
     }
   }
-  if (synced && !PQexitPipelineMode(conn)) synced = 0;
-  if (failed || !synced || (want >= 0 && !*out)) {
-    clear(out);
-    if (!synced) {
-      /* the connection is in an unknown state: drop it */
-      const char *msg = failed ? PQresultErrorField(failed, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-      int code = fail_msg(p, STORE_DOWN, "database connection lost",
-                          msg ? msg : PQerrorMessage(conn));
-      if (failed) PQclear(failed);
-      pg_disconnect(&p->base);
-      return code;
-    }
-    return fail_result(p, "database error", failed);
+  if (synced && p->syncs == 0 && !PQexitPipelineMode(conn)) synced = 0;
+  if (!failed && synced && (want < 0 || *out)) return STORE_OK;
+  clear(out);
+  if (synced) discard_pipeline(p);
+  if (!synced || !p->conn) {
+    /* the connection is in an unknown state: drop it */
+    const char *msg = failed ? PQresultErrorField(failed, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    int code = fail_msg(p, STORE_DOWN, "database connection lost",
+                        msg ? msg : p->conn ? PQerrorMessage(p->conn) : "");
+    if (failed) PQclear(failed);
+    if (p->conn) pg_disconnect(&p->base);
+    return code;
   }
-  return STORE_OK;
+  return fail_result(p, "database error", failed);
+}
+
+/* Send the n steps in one round trip and read their results (see
+ * send_segment and read_segment). */
+static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out) {
+  *out = NULL;
+  int rc = send_segment(p, steps, n);
+  return rc ? rc : read_segment(p, n, want, out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1096,7 +1182,8 @@ static int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64
                         i + 1);
   }
   if (n <= MANY_CHUNK) return n ? many_chunk(p, jobs, n, ids) : STORE_OK;
-  int rc = pg_connect(s);
+  int rc = idle(p);
+  if (rc == STORE_OK) rc = pg_connect(s);
   if (rc == STORE_OK) rc = exec_simple(p, "schedule_many", "BEGIN", NULL);
   for (size_t at = 0; rc == STORE_OK && at < n; at += MANY_CHUNK)
     rc = many_chunk(p, jobs + at, n - at < MANY_CHUNK ? n - at : MANY_CHUNK, ids + at);
@@ -1133,10 +1220,9 @@ static const char *value_or_null(PGresult *r, int row, int col, size_t *len) {
   return PQgetvalue(r, row, col);
 }
 
-/* Fill j from row `row` of a claim or get result (columns id, name, payload,
- * run_at, attempt, max_attempts, key, priority, then for get (claimed 0)
- * state, last_error). */
-static void read_job(PGresult *r, int row, store_job *j, int claimed) {
+/* Fill j from row `row` of a get result (columns id, name, payload,
+ * run_at, attempt, max_attempts, key, priority, state, last_error). */
+static void read_job(PGresult *r, int row, store_job *j) {
   j->id = parse_int(PQgetvalue(r, row, 0));
   j->name = value_or_null(r, row, 1, &j->name_len);
   j->payload = value_or_null(r, row, 2, &j->payload_len);
@@ -1145,14 +1231,56 @@ static void read_job(PGresult *r, int row, store_job *j, int claimed) {
   j->max_attempts = PQgetisnull(r, row, 5) ? 0 : parse_int(PQgetvalue(r, row, 5));
   j->key = value_or_null(r, row, 6, &j->key_len);
   j->priority = parse_int(PQgetvalue(r, row, 7));
-  if (!claimed) {
-    j->state = PQgetvalue(r, row, 8);
-    j->last_error = value_or_null(r, row, 9, &j->last_error_len);
-  } else {
-    j->state = "running";
-    j->last_error = NULL;
-    j->last_error_len = 0;
-  }
+  j->state = PQgetvalue(r, row, 8);
+  j->last_error = value_or_null(r, row, 9, &j->last_error_len);
+}
+
+/* A claim's result is binary (Q_CLAIM): big-endian integers; timestamps
+ * are microseconds since 2000-01-01 UTC, +-infinity the extreme int64s;
+ * jsonb is a version byte (1), then the JSON text. */
+#define PG_EPOCH_MICROS 946684800000000LL
+
+static int64_t bin_int(PGresult *r, int row, int col) {
+  const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
+  int n = PQgetlength(r, row, col);
+  uint64_t x = n > 0 && (v[0] & 0x80) ? UINT64_MAX : 0; /* sign-extended */
+  for (int i = 0; i < n; i++) x = x << 8 | v[i];
+  return (int64_t)x;
+}
+
+/* Unix seconds of a binary timestamp (one rounding: exact microseconds
+ * fit a double's integers). */
+static double bin_time(PGresult *r, int row, int col) {
+  int64_t us = bin_int(r, row, col);
+  if (us == INT64_MAX) return INFINITY;
+  if (us == INT64_MIN) return -INFINITY;
+  return (double)(us + PG_EPOCH_MICROS) / 1e6;
+}
+
+/* The same timestamp as exact Unix seconds text, for to_timestamp(). */
+static const char *bin_time_text(PGresult *r, int row, int col, char *out, size_t size) {
+  int64_t us = bin_int(r, row, col);
+  if (us == INT64_MAX || us == INT64_MIN) return us > 0 ? "Infinity" : "-Infinity";
+  int64_t u = us + PG_EPOCH_MICROS;
+  unsigned long long a = u < 0 ? 0ULL - (unsigned long long)u : (unsigned long long)u;
+  snprintf(out, size, "%s%llu.%06llu", u < 0 ? "-" : "", a / 1000000, a % 1000000);
+  return out;
+}
+
+/* Fill j from row `row` of a claim's result: the run this claim starts. */
+static void read_claimed(PGresult *r, int row, store_job *j) {
+  j->id = bin_int(r, row, 0);
+  j->name = value_or_null(r, row, 1, &j->name_len);
+  j->payload = value_or_null(r, row, 2, &j->payload_len);
+  if (j->payload && j->payload_len > 0) j->payload++, j->payload_len--; /* jsonb version */
+  j->run_at = bin_time(r, row, 3);
+  j->attempt = bin_int(r, row, 4);
+  j->max_attempts = PQgetisnull(r, row, 5) ? 0 : bin_int(r, row, 5);
+  j->key = value_or_null(r, row, 6, &j->key_len);
+  j->priority = bin_int(r, row, 7);
+  j->state = "running";
+  j->last_error = NULL;
+  j->last_error_len = 0;
 }
 
 static int pg_get(store *s, int64_t id, store_job *out, int *found) {
@@ -1164,7 +1292,7 @@ static int pg_get(store *s, int64_t id, store_job *out, int *found) {
   int rc = run(p, Q_GET, values, &r);
   if (rc) return rc;
   *found = PQntuples(r) > 0;
-  if (*found) read_job(r, 0, out, 0);
+  if (*found) read_job(r, 0, out);
   clear(&p->got);
   p->got = r;
   return STORE_OK;
@@ -1249,58 +1377,81 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
 }
 
-/* End the held batch's transaction with sql (ROLLBACK, COMMIT). */
-static int end_batch(pg_store *p, const char *sql) {
-  p->held = 0;
-  return exec_simple(p, "ending a batch", sql, NULL);
-}
+/* ------------------------------------------------------------------ */
+/* The claim transaction                                               */
 
-/* The held batch is still ours: same connection, transaction still open.
- * Otherwise its transaction is gone, and its jobs run again. */
+/* CLAIM AHEAD.  A batch is claimed in a transaction (pg_claim): the claim
+ * deletes its jobs, and the commit after their listeners makes that stick.
+ * While the listeners of a full batch run, the next batch is claimed in
+ * the same transaction: sent at the start of the batch, its result read at
+ * its end (pg_finish), so the server runs that claim while the worker runs
+ * Lua, on one connection.  The transaction commits at the end of a batch
+ * that claimed nothing ahead: one that was not full (the next claim would
+ * find few jobs, if any), or once the transaction is TX_MAX_AGE seconds
+ * old or holds TX_MAX_BATCHES batches.  Until then the outcomes of its
+ * earlier batches are written in it but not committed: a worker that dies
+ * runs them again (at-least-once), as it does the batch in hand.
+ *   The claim ahead cannot see the rows its transaction deleted, but an
+ * index scan would still walk their entries (they die at the commit), so
+ * it starts past the last job claimed, in claim order, for that job's
+ * priority.  Jobs that come due meanwhile before that point (an earlier
+ * run_at, or given back by another worker) wait for the commit.
+ *   Any other use of the connection ends the transaction first (idle): the
+ * batch claimed ahead goes back as it was (no attempt counted) and the rest
+ * commits.  A settle does the same, and after one the next QUIET_AFTER_SETTLE
+ * transactions claim nothing ahead: listeners that call the API would
+ * waste every claim ahead. */
+#define TX_MAX_AGE 0.05
+#define TX_MAX_BATCHES 32
+#define QUIET_AFTER_SETTLE 8
+
+/* The claim transaction is still ours: same connection, still open.
+ * Otherwise it is gone, and its jobs run again. */
 static int batch_alive(pg_store *p) {
-  if (p->held_lost || (p->held && (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
-                                    PQtransactionStatus(p->conn) != PQTRANS_INTRANS))) {
-    size_t n = p->held_lost ? p->held_lost : p->held;
-    if (p->conn && PQstatus(p->conn) != CONNECTION_OK) pg_disconnect(&p->base);
-    p->held = p->held_lost = 0;
-    return store_fail(&p->base, STORE_DOWN,
-                      "the database connection was lost while a batch of %zu jobs ran; they "
-                      "will run again",
-                      n);
-  }
-  return STORE_OK;
+  int gone = p->held_lost ||
+             ((p->held || p->open || p->ahead) &&
+              (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
+               (p->syncs == 0 && PQtransactionStatus(p->conn) != PQTRANS_INTRANS)));
+  if (!gone) return STORE_OK;
+  if (p->conn && PQstatus(p->conn) != CONNECTION_OK) pg_disconnect(&p->base);
+  size_t n = p->held_lost ? p->held_lost : p->tx_jobs;
+  p->held_lost = 0;
+  return store_fail(&p->base, STORE_DOWN,
+                    "the database connection was lost with %zu jobs claimed and not "
+                    "committed; they will run again",
+                    n);
 }
 
-/* A held batch could not be committed (rc from the statement that
- * failed): its claim is undone, or is with the rollback, so its jobs run
- * again.  Say so, once. */
+/* A claim transaction could not be committed (rc from the statement that
+ * failed): its claims are undone, or are with the rollback, so its n jobs
+ * run again.  Say so, once. */
 static int batch_failed(pg_store *p, size_t n, int rc) {
   p->held_lost = 0;
   if (rc == STORE_NOMEM) return rc;
   buf why = BUF_INIT;
   buf_add(&why, p->base.err.data ? p->base.err.data : "", p->base.err.len);
   store_fail(&p->base, rc,
-             "the outcomes of a batch of %zu jobs were not committed (%s); they will run again", n,
+             "the outcomes of %zu claimed jobs were not committed (%s); they will run again", n,
              buf_cstr(&why));
   buf_free(&why);
   return rc;
 }
 
+/* Forget the claim transaction and roll it back: its jobs run again. */
 static void rollback(pg_store *p) {
   p->held = 0;
+  buf_reset(&p->done[0]);
+  buf_reset(&p->done[1]);
+  p->open = p->ahead = 0;
+  p->next.n = p->next.runnable = 0;
+  p->tx_jobs = 0;
+  discard_pipeline(p);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK &&
       PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
     PGresult *r = PQexec(p->conn, "ROLLBACK");
     if (r) PQclear(r);
   }
 }
-
-/* A claimed job and its row in the claim's result, sorted into run order
- * (jobs whose last attempt was lost last: they do not run). */
-typedef struct claimed {
-  store_job job;
-  int row, lost;
-} claimed;
 
 static int cmp_run_order(const void *a, const void *b) {
   const claimed *u = a, *v = b;
@@ -1311,65 +1462,339 @@ static int cmp_run_order(const void *a, const void *b) {
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Room for a batch of n jobs (p->jobs, p->row, p->fate, p->sorted): 0 or
- * -1. */
-static int reserve_batch(pg_store *p, size_t n) {
-  if (n <= p->jobs_cap) return 0;
-  store_job *jobs = realloc(p->jobs, n * sizeof *jobs);
-  if (jobs) p->jobs = jobs;
-  int *row = jobs ? realloc(p->row, n * sizeof *row) : NULL;
-  if (row) p->row = row;
-  long *fate = row ? realloc(p->fate, n * sizeof *fate) : NULL;
-  if (fate) p->fate = fate;
-  claimed *sorted = fate ? realloc(p->sorted, n * sizeof *sorted) : NULL;
-  if (sorted) p->sorted = sorted;
+/* Claim order, lost or not. */
+static int claim_order(const store_job *x, const store_job *y) {
+  claimed u = {*x, 0, 0}, v = {*y, 0, 0};
+  return cmp_run_order(&u, &v);
+}
+
+/* Room for a batch of n jobs in b: 0 or -1. */
+static int reserve_batch(batch *b, size_t n) {
+  if (n <= b->cap) return 0;
+  store_job *jobs = realloc(b->jobs, n * sizeof *jobs);
+  if (jobs) b->jobs = jobs;
+  int *row = jobs ? realloc(b->row, n * sizeof *row) : NULL;
+  if (row) b->row = row;
+  long *fate = row ? realloc(b->fate, n * sizeof *fate) : NULL;
+  if (fate) b->fate = fate;
+  claimed *sorted = fate ? realloc(b->sorted, n * sizeof *sorted) : NULL;
+  if (sorted) b->sorted = sorted;
   if (!sorted) return -1;
-  p->jobs_cap = n;
+  b->cap = n;
   return 0;
 }
 
-/* Take the claim's result r (rows > 0) as the held batch: its jobs in run
- * order, those to run first.  STORE_OK, or STORE_NOMEM (r cleared). */
-static int hold_batch(pg_store *p, PGresult *r, long long default_max_attempts) {
+static void free_batch(batch *b) {
+  clear(&b->res);
+  free(b->jobs);
+  free(b->row);
+  free(b->fate);
+  free(b->sorted);
+}
+
+/* Take the claim's result r (rows > 0) as batch b: its jobs in run order,
+ * those to run first.  STORE_OK, or STORE_NOMEM (r cleared). */
+static int hold_batch(pg_store *p, batch *b, PGresult *r) {
   size_t rows = (size_t)PQntuples(r);
-  if (reserve_batch(p, rows)) {
+  if (reserve_batch(b, rows)) {
     PQclear(r);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
   }
-  size_t lost = 0;
-  claimed *sorted = p->sorted;
+  size_t lost = 0, last = 0;
+  claimed *sorted = b->sorted;
   for (size_t i = 0; i < rows; i++) {
-    read_job(r, (int)i, &sorted[i].job, 1);
+    read_claimed(r, (int)i, &sorted[i].job);
     sorted[i].row = (int)i;
-    sorted[i].lost = PQgetvalue(r, (int)i, 10)[0] == 't';
+    sorted[i].lost = PQgetvalue(r, (int)i, 10)[0] != 0;
     lost += (size_t)sorted[i].lost;
+    if (claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
   }
+  snprintf(b->bound[0], sizeof b->bound[0], "%lld", sorted[last].job.priority);
+  bin_time_text(r, (int)last, 3, b->bound[1], sizeof b->bound[1]);
+  snprintf(b->bound[2], sizeof b->bound[2], "%lld", (long long)sorted[last].job.id);
   qsort(sorted, rows, sizeof *sorted, cmp_run_order);
   for (size_t i = 0; i < rows; i++) {
-    p->jobs[i] = sorted[i].job;
-    p->row[i] = sorted[i].row;
+    b->jobs[i] = sorted[i].job;
+    b->row[i] = sorted[i].row;
   }
-  clear(&p->claimed);
-  p->claimed = r;
-  p->held = rows;
-  p->runnable = rows - lost;
-  p->default_max_attempts = default_max_attempts;
+  clear(&b->res);
+  b->res = r;
+  b->n = rows;
+  b->runnable = rows - lost;
   return STORE_OK;
 }
 
-static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
-                    size_t n_keep, double lease, const char *worker);
+/* What ends each job of a batch (its fate): an outcome (its index), a
+ * lease, nothing yet (it goes back as it was, to run again), or its last
+ * attempt was lost (it goes back with that attempt counted). */
+#define FATE_RELEASED (-1L)
+#define FATE_LEASED (-2L)
+#define FATE_LOST (-3L)
+
+/* The index in batch b of the job with this id, looking from `from` on
+ * (outcomes come in batch order); -1 if none. */
+static long batch_index(const batch *b, int64_t id, size_t from) {
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = (from + k) % b->n;
+    if (b->jobs[i].id == id) return (long)i;
+  }
+  return -1;
+}
+
+/* The fates of b's jobs: outcome o[k] for its job, a lease for the claims
+ * `keep`, the others go back (lost attempts counted). */
+static void set_fates(batch *b, const store_outcome *o, size_t n_o, const store_claim *keep,
+                      size_t n_keep) {
+  for (size_t i = 0; i < b->n; i++) b->fate[i] = i < b->runnable ? FATE_RELEASED : FATE_LOST;
+  size_t from = 0;
+  for (size_t k = 0; k < n_o; k++) {
+    long i = batch_index(b, o[k].claim.id, from);
+    if (i >= 0) b->fate[i] = (long)k, from = (size_t)i + 1;
+  }
+  for (size_t k = 0; k < n_keep; k++) {
+    long i = batch_index(b, keep[k].id, from);
+    if (i >= 0) b->fate[i] = FATE_LEASED, from = (size_t)i + 1;
+  }
+}
+
+/* Append the NULL or quoted element of a text[] literal. */
+static int add_text_or_null(buf *b, const char *s, size_t n) {
+  return s ? add_array_text(b, s, n) : buf_adds(b, "NULL");
+}
+
+/* Add the completions of the done jobs of batch t to the claim
+ * transaction's: p->done, Q_COMPLETED's arrays (names, counts; runs of one
+ * name counted together), written with its commit.  0 or -1. */
+static int count_done(pg_store *p, const batch *t, const store_outcome *o) {
+  buf *b = p->done;
+  int err = 0;
+  const store_job *run_of = NULL;
+  long long count = 0;
+  for (size_t i = 0; i <= t->n && !err; i++) {
+    const store_job *j = NULL;
+    if (i < t->n && t->fate[i] >= 0 && o[t->fate[i]].kind == OUTCOME_DONE) j = &t->jobs[i];
+    if (run_of && (i == t->n || (j && (j->name_len != run_of->name_len ||
+                                       memcmp(j->name, run_of->name, j->name_len))))) {
+      for (int k = 0; k < 2; k++) {
+        if (b[k].len)
+          b[k].data[b[k].len - 1] = ','; /* "{...}" reopened */
+        else
+          err |= buf_addc(&b[k], '{');
+      }
+      err |= add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count) |
+             buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
+      run_of = NULL;
+    }
+    if (j && !run_of) run_of = j, count = 0;
+    if (j) count++;
+  }
+  return err;
+}
+
+/* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs of batch t that stay;
+ * *n = how many. */
+static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, buf *b,
+                           size_t *n) {
+  PGresult *r = t->res;
+  int err = 0;
+  buf lost = BUF_INIT;
+  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
+  *n = 0;
+  for (size_t i = 0; i < t->n && !err; i++) {
+    long f = t->fate[i];
+    const store_outcome *x = f >= 0 ? &o[f] : NULL;
+    if (x && x->kind == OUTCOME_DONE) continue;
+    int row = t->row[i], first = *n == 0;
+    const store_job *j = &t->jobs[i];
+    int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
+    char num[64];
+    long long max = j->max_attempts > 0 ? j->max_attempts : p->default_max_attempts;
+    const char *state = f == FATE_LEASED                                 ? "running"
+                        : (x && x->kind == OUTCOME_FAILED) ||
+                                  (f == FATE_LOST && j->attempt >= max) ? "failed"
+                                                                         : "scheduled";
+    /* a failed attempt, a lost one and a lease keep the attempt as claimed;
+     * a job given back was not attempted */
+    long long attempt = failed || f == FATE_LEASED || f == FATE_LOST ? j->attempt : j->attempt - 1;
+    if (f == FATE_LOST) {
+      buf_reset(&lost);
+      err |= buf_printf(&lost,
+                        "attempt %lld was lost: the worker running it died or lost its "
+                        "connection to the database",
+                        j->attempt);
+    }
+    if (!first)
+      for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], ',');
+    err |= add_int(&b[0], j->id) | add_text_or_null(&b[1], j->name, j->name_len) |
+           add_text_or_null(&b[2], j->payload, j->payload_len) |
+           buf_adds(&b[3], bin_time_text(r, row, 3, num, sizeof num)) |
+           buf_adds(&b[4], x && x->kind == OUTCOME_RETRY
+                               ? fmt_seconds(x->retry_in, num, sizeof num)
+                               : "NULL") |
+           add_int(&b[5], j->priority) | add_int(&b[6], attempt) |
+           (j->max_attempts > 0 ? add_int(&b[7], j->max_attempts) : buf_adds(&b[7], "NULL")) |
+           buf_adds(&b[8], state) | add_text_or_null(&b[9], j->key, j->key_len) |
+           buf_adds(&b[11], bin_time_text(r, row, 9, num, sizeof num));
+    if (failed) {
+      err |= add_text_or_null(&b[10], buf_cstr(&x->error), x->error.len);
+    } else if (f == FATE_LOST) {
+      err |= add_text_or_null(&b[10], lost.data, lost.len);
+    } else {
+      size_t len;
+      const char *e = value_or_null(r, row, 8, &len);
+      err |= add_text_or_null(&b[10], e, len);
+    }
+    (*n)++;
+  }
+  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
+  buf_free(&lost);
+  return err;
+}
+
+/* The end of batch t (fates set) in its transaction: its done jobs are
+ * counted (count_done), and a step (Q_PUT_BACK, added to steps[*n]) puts
+ * back those that stay, the claims to keep leased to `worker` for `lease`
+ * seconds.  Array literals in b[0]-b[11]; the parameter list in v (14
+ * entries).  STORE_OK or STORE_NOMEM. */
+static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double lease,
+                     const char *worker, buf *b, const char **v, char *leasetext, step *steps,
+                     int *n) {
+  size_t n_back;
+  for (int k = 0; k < 12; k++) buf_reset(&b[k]);
+  if ((o && count_done(p, t, o)) || put_back_arrays(p, t, o, b, &n_back))
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  for (int k = 0; k < 12; k++) v[k] = buf_cstr(&b[k]);
+  v[12] = worker ? worker : "";
+  v[13] = fmt_seconds(lease, leasetext, 64);
+  if (n_back) steps[(*n)++] = STEP_QUERY(Q_PUT_BACK, v);
+  return STORE_OK;
+}
+
+/* Read the claim ahead's result into `next`.  On failure the transaction
+ * is rolled back and its jobs run again. */
+static int collect_ahead(pg_store *p) {
+  if (!p->ahead) return STORE_OK;
+  p->ahead = 0;
+  PGresult *r = NULL;
+  int rc = read_segment(p, 1, 0, &r);
+  p->next.n = p->next.runnable = 0;
+  if (rc == STORE_OK && PQntuples(r) == 0)
+    PQclear(r);
+  else if (rc == STORE_OK)
+    rc = hold_batch(p, &p->next, r);
+  if (rc == STORE_OK) {
+    p->tx_jobs += p->next.n;
+    return STORE_OK;
+  }
+  size_t n = p->tx_jobs;
+  rollback(p);
+  return batch_failed(p, n, rc);
+}
+
+/* End the claim transaction: of the batch in hand (if held), the jobs with
+ * an outcome in o are written (the done ones stay deleted and are
+ * counted), the claims `keep` leased to `worker` for `lease` seconds, and
+ * every other one goes back as it was; so does the batch claimed ahead;
+ * jobs whose last attempt was lost go back with it counted.  Then commit:
+ * one round trip. */
+static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
+                  size_t n_keep, double lease, const char *worker) {
+  int rc = batch_alive(p);
+  if (rc == STORE_OK) rc = collect_ahead(p);
+  if (rc != STORE_OK) return rc;
+  size_t jobs = p->tx_jobs;
+  step steps[4];
+  int n = 0;
+  const char *v[2][14];
+  char leasetext[2][64];
+  if (p->held) {
+    set_fates(&p->cur, o, n_o, keep, n_keep);
+    rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], leasetext[0], steps, &n);
+  }
+  if (rc == STORE_OK && p->next.n) {
+    set_fates(&p->next, NULL, 0, NULL, 0);
+    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 12, v[1], leasetext[1], steps, &n);
+  }
+  const char *done[2] = {buf_cstr(&p->done[0]), buf_cstr(&p->done[1])};
+  if (p->done[0].len) steps[n++] = STEP_QUERY(Q_COMPLETED, done);
+  PGresult *r = NULL;
+  steps[n++] = STEP_SQL("COMMIT");
+  if (rc == STORE_OK) rc = pipeline(p, steps, n, -1, &r);
+  if (rc == STORE_OK) {
+    p->held = 0;
+    p->open = 0;
+    p->next.n = p->next.runnable = 0;
+    p->tx_jobs = 0;
+    buf_reset(&p->done[0]);
+    buf_reset(&p->done[1]);
+    return STORE_OK;
+  }
+  rollback(p);
+  return batch_failed(p, jobs, rc);
+}
+
+/* End the claim transaction if it is open between batches. */
+static int close_tx(pg_store *p) {
+  return p->open || p->ahead ? end_tx(p, NULL, 0, NULL, 0, 0, NULL) : STORE_OK;
+}
+
+/* Make the connection free for a statement of its own (see CLAIM AHEAD). */
+static int idle(pg_store *p) {
+  if (p->held)
+    /* the caller must settle first: this would join the batch's transaction */
+    return store_fail(&p->base, STORE_ERROR, "internal error: a statement inside a batch");
+  return close_tx(p);
+}
+
+/* Claim the next batch ahead, in this transaction, when the batch in hand
+ * was full and the transaction may grow (see CLAIM AHEAD).  A failure to
+ * send loses the connection, and the batch in hand with it (finish says
+ * so). */
+static void claim_ahead(pg_store *p, size_t limit) {
+  if (p->cur.n < limit || p->quiet || p->tx_batches >= TX_MAX_BATCHES ||
+      clock_mono() - p->tx_start >= TX_MAX_AGE)
+    return;
+  /* the end of the batch in hand is sent behind it: prepared first */
+  if (prepare(p, Q_PUT_BACK)) return;
+  const char *values[5] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
+                           p->cur.bound[1], p->cur.bound[2]};
+  step claim = STEP_QUERY(Q_CLAIM, values);
+  if (send_segment(p, &claim, 1) != STORE_OK) return;
+  p->ahead = 1;
+  p->tx_batches++;
+}
 
 static int pg_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   pg_store *p = PG(s);
   (void)lease; /* held, not leased: settle leases */
-  char lim[32];
   *n = 0;
   *jobs = NULL;
-  if (p->held) rollback(p); /* a batch never finished: its jobs run again */
-  snprintf(lim, sizeof lim, "%zu", limit);
-  const char *values[2] = {buf_cstr(&p->names_literal), lim};
+  if (p->held) rollback(p); /* a batch never finished: the jobs of its transaction run again */
+  p->default_max_attempts = default_max_attempts;
+  if (p->open || p->ahead) {
+    int rc = collect_ahead(p);
+    if (rc) return rc;
+    if (p->next.runnable > 0) {
+      /* claimed ahead: in hand at once */
+      batch t = p->cur;
+      p->cur = p->next;
+      p->next = t;
+      p->next.n = p->next.runnable = 0;
+      p->open = 0;
+      p->held = p->cur.n;
+      claim_ahead(p, limit);
+      *jobs = p->cur.jobs;
+      *n = p->cur.runnable;
+      return STORE_OK;
+    }
+    /* nothing more past the bound (or only lost attempts): commit, then
+     * claim afresh */
+    rc = close_tx(p);
+    if (rc) return rc;
+  }
+  snprintf(p->limit, sizeof p->limit, "%zu", limit);
+  const char *values[5] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL};
   /* see prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS), STEP_QUERY(Q_CLAIM, values)};
@@ -1395,187 +1820,71 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
       p->sleep_locked = 0;
     }
     if (rc == STORE_OK && PQntuples(r) == 0) {
-      clear(&r);
-      return end_batch(p, "SET LOCAL synchronous_commit = off; COMMIT"); /* nothing due */
+      clear(&r); /* nothing due */
+      return exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
     }
-    if (rc == STORE_OK) rc = hold_batch(p, r, default_max_attempts);
+    if (rc == STORE_OK) rc = hold_batch(p, &p->cur, r);
     if (rc != STORE_OK) {
       rollback(p); /* undoes the claim: they run again */
       return rc;
     }
-    if (p->runnable > 0) break;
-    rc = end_held(p, NULL, 0, NULL, 0, 0, NULL);
+    p->held = p->cur.n;
+    p->tx_jobs = p->cur.n;
+    p->tx_batches = 1;
+    p->tx_start = clock_mono();
+    if (p->cur.runnable > 0) break;
+    rc = end_tx(p, NULL, 0, NULL, 0, 0, NULL);
     if (rc != STORE_OK || round == 1) return rc;
   }
-  *jobs = p->jobs;
-  *n = p->runnable;
+  if (p->quiet) p->quiet--;
+  claim_ahead(p, limit);
+  *jobs = p->cur.jobs;
+  *n = p->cur.runnable;
   return STORE_OK;
 }
 
-/* What ends each job of a held batch (p->fate): an outcome (its index),
- * a lease, nothing yet (it goes back as it was, to run again), or its last
- * attempt was lost (it goes back with that attempt counted). */
-#define FATE_RELEASED (-1L)
-#define FATE_LEASED (-2L)
-#define FATE_LOST (-3L)
-
-/* The index in the held batch of the job with this id, looking from `from`
- * on (outcomes come in batch order); -1 if none. */
-static long held_index(pg_store *p, int64_t id, size_t from) {
-  for (size_t k = 0; k < p->held; k++) {
-    size_t i = (from + k) % p->held;
-    if (p->jobs[i].id == id) return (long)i;
-  }
-  return -1;
-}
-
-/* Append the NULL or quoted element of a text[] literal, after a comma
- * unless first. */
-static int add_text_or_null(buf *b, int first, const char *s, size_t n) {
-  int err = first ? 0 : buf_addc(b, ',');
-  return err | (s ? add_array_text(b, s, n) : buf_adds(b, "NULL"));
-}
-
-static int add_value_or_null(buf *b, int first, PGresult *r, int row, int col) {
-  int err = first ? 0 : buf_addc(b, ',');
-  return err | buf_adds(b, PQgetisnull(r, row, col) ? "NULL" : PQgetvalue(r, row, col));
-}
-
-/* The completions of the done jobs as Q_COMPLETED's arrays (b[0] names,
- * b[1] counts; runs of one name counted together); *any = 0 if none. */
-static int completed_arrays(pg_store *p, const store_outcome *o, buf *b, int *any) {
-  int err = buf_addc(&b[0], '{') | buf_addc(&b[1], '{');
-  const store_job *run_of = NULL;
-  long long count = 0;
-  *any = 0;
-  for (size_t i = 0; i <= p->held && !err; i++) {
-    const store_job *j = NULL;
-    if (i < p->held && p->fate[i] >= 0 && o[p->fate[i]].kind == OUTCOME_DONE) j = &p->jobs[i];
-    if (run_of && (i == p->held || (j && (j->name_len != run_of->name_len ||
-                                          memcmp(j->name, run_of->name, j->name_len))))) {
-      err |= (*any ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
-             add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count);
-      *any = 1;
-      run_of = NULL;
-    }
-    if (j && !run_of) run_of = j, count = 0;
-    if (j) count++;
-  }
-  return err | buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
-}
-
-/* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs that stay; *n = how many. */
-static int put_back_arrays(pg_store *p, const store_outcome *o, buf *b, size_t *n) {
-  PGresult *r = p->claimed;
-  int err = 0;
-  buf lost = BUF_INIT;
-  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
-  *n = 0;
-  for (size_t i = 0; i < p->held && !err; i++) {
-    long f = p->fate[i];
-    const store_outcome *x = f >= 0 ? &o[f] : NULL;
-    if (x && x->kind == OUTCOME_DONE) continue;
-    int row = p->row[i], first = *n == 0;
-    const store_job *j = &p->jobs[i];
-    int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
-    char num[64];
-    long long max = j->max_attempts > 0 ? j->max_attempts : p->default_max_attempts;
-    const char *state = f == FATE_LEASED                                 ? "running"
-                        : (x && x->kind == OUTCOME_FAILED) ||
-                                  (f == FATE_LOST && j->attempt >= max) ? "failed"
-                                                                         : "scheduled";
-    /* a failed attempt, a lost one and a lease keep the attempt as claimed;
-     * a job given back was not attempted */
-    long long attempt = failed || f == FATE_LEASED || f == FATE_LOST ? j->attempt : j->attempt - 1;
-    if (f == FATE_LOST) {
-      buf_reset(&lost);
-      err |= buf_printf(&lost,
-                        "attempt %lld was lost: the worker running it died or lost its "
-                        "connection to the database",
-                        j->attempt);
-    }
-    err |= add_value_or_null(&b[0], first, r, row, 0) |
-           add_text_or_null(&b[1], first, j->name, j->name_len) |
-           add_text_or_null(&b[2], first, j->payload, j->payload_len) |
-           add_value_or_null(&b[3], first, r, row, 3) | (first ? 0 : buf_addc(&b[4], ',')) |
-           buf_adds(&b[4], x && x->kind == OUTCOME_RETRY
-                               ? fmt_seconds(x->retry_in, num, sizeof num)
-                               : "NULL") |
-           add_value_or_null(&b[5], first, r, row, 7) | (first ? 0 : buf_addc(&b[6], ',')) |
-           add_int(&b[6], attempt) | add_value_or_null(&b[7], first, r, row, 5) |
-           (first ? 0 : buf_addc(&b[8], ',')) | buf_adds(&b[8], state) |
-           add_text_or_null(&b[9], first, j->key, j->key_len);
-    if (failed)
-      err |= add_text_or_null(&b[10], first, buf_cstr(&x->error), x->error.len);
-    else if (f == FATE_LOST)
-      err |= add_text_or_null(&b[10], first, lost.data, lost.len);
-    else
-      err |= add_value_or_null(&b[10], first, r, row, 8);
-    err |= add_value_or_null(&b[11], first, r, row, 9);
-    (*n)++;
-  }
-  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
-  buf_free(&lost);
-  return err;
-}
-
-/* End the held batch: of the jobs with an outcome in o, the done ones stay
- * deleted (the claim's delete) and are counted; put back the others
- * (retried, failed, given back), the claims `keep` leased to `worker` for
- * `lease` seconds, the jobs whose last attempt was lost with it counted,
- * and every other job of the batch as it was; and commit: one round
- * trip. */
-static int end_held(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
-                    size_t n_keep, double lease, const char *worker) {
-  size_t held = p->held;
+/* The end of the batch in hand, whose successor was claimed ahead: its
+ * outcomes are written in the transaction, which stays open; the claim
+ * ahead's result is read. */
+static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
   int rc = batch_alive(p);
-  if (rc != STORE_OK) return rc;
-  for (size_t i = 0; i < held; i++) p->fate[i] = i < p->runnable ? FATE_RELEASED : FATE_LOST;
-  size_t from = 0;
-  for (size_t k = 0; k < n_o; k++) {
-    long i = held_index(p, o[k].claim.id, from);
-    if (i >= 0) p->fate[i] = (long)k, from = (size_t)i + 1;
-  }
-  for (size_t k = 0; k < n_keep; k++) {
-    long i = held_index(p, keep[k].id, from);
-    if (i >= 0) p->fate[i] = FATE_LEASED, from = (size_t)i + 1;
-  }
-  for (int k = 0; k < NBUFS; k++) buf_reset(&p->p[k]);
-  int any_done;
-  size_t n_back;
-  if (completed_arrays(p, o, &p->p[12], &any_done) || put_back_arrays(p, o, p->p, &n_back))
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  char leasetext[64];
-  const char *done_values[2] = {buf_cstr(&p->p[12]), buf_cstr(&p->p[13])};
-  const char *back_values[14];
-  for (int k = 0; k < 12; k++) back_values[k] = buf_cstr(&p->p[k]);
-  back_values[12] = worker ? worker : "";
-  back_values[13] = fmt_seconds(lease, leasetext, sizeof leasetext);
-  step steps[3];
+  if (rc) return rc;
+  step steps[1];
   int n = 0;
-  if (any_done) steps[n++] = STEP_QUERY(Q_COMPLETED, done_values);
-  if (n_back) steps[n++] = STEP_QUERY(Q_PUT_BACK, back_values);
-  steps[n++] = STEP_SQL("COMMIT");
-  PGresult *r = NULL;
-  rc = pipeline(p, steps, n, -1, &r);
+  const char *v[14];
+  char leasetext[64];
+  set_fates(&p->cur, o, n_o, NULL, 0);
+  rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, leasetext, steps, &n);
+  if (rc == STORE_OK && n) rc = send_segment(p, steps, n);
   if (rc == STORE_OK) {
-    p->held = 0;
-    return STORE_OK;
+    rc = collect_ahead(p); /* rolls back on failure */
+    if (rc != STORE_OK) return rc;
   }
-  rollback(p);
-  return batch_failed(p, held, rc);
+  PGresult *r = NULL;
+  if (rc == STORE_OK && n) rc = read_segment(p, n, -1, &r);
+  if (rc != STORE_OK) {
+    size_t jobs = p->tx_jobs;
+    rollback(p);
+    return batch_failed(p, jobs, rc);
+  }
+  p->held = 0;
+  p->open = 1;
+  return STORE_OK;
 }
 
 static int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
                      size_t n_keep, double lease, const char *worker) {
   pg_store *p = PG(s);
   if (!p->held && !p->held_lost) return STORE_OK;
-  return end_held(p, done, n_done, keep, n_keep, lease, worker);
+  p->quiet = QUIET_AFTER_SETTLE;
+  return end_tx(p, done, n_done, keep, n_keep, lease, worker);
 }
 
 static int pg_finish(store *s, const store_outcome *o, size_t n) {
   pg_store *p = PG(s);
-  if (p->held || p->held_lost) return end_held(p, o, n, NULL, 0, 0, NULL);
+  if (p->held && p->ahead) return finish_ahead(p, o, n);
+  if (p->held || p->held_lost) return end_tx(p, o, n, NULL, 0, 0, NULL);
+  if (n == 0) return close_tx(p);
   int rc = outcome_arrays(p, o, n);
   if (rc) return rc;
   const char *values[8];
@@ -1635,7 +1944,8 @@ static int pg_abandon(store *s, const char *worker, long long default_max_attemp
   const char *values[2] = {worker, maxa};
   PGresult *r = NULL;
   *n = 0;
-  int rc = pg_connect(s);
+  int rc = idle(p);
+  if (rc == STORE_OK) rc = pg_connect(s);
   if (rc == STORE_OK)
     rc = exec_simple(p, "releasing a worker's jobs",
                      "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
@@ -1668,8 +1978,9 @@ static int pg_next_wake(store *s, store_wake *w) {
   pg_store *p = PG(s);
   const char *values[1] = {buf_cstr(&p->names_literal)};
   PGresult *r = NULL;
-  int rc;
-  if (p->listening && !p->sleep_locked && !p->held) {
+  int rc = idle(p);
+  if (rc) return rc;
+  if (p->listening && !p->sleep_locked) {
     /* about to sleep: SLEEP_LOCK first, then the look (see there) */
     const step steps[2] = {STEP_SQL("SELECT pg_advisory_lock_shared(" SLEEP_LOCK ")"),
                            STEP_QUERY(Q_WAKE, values)};
@@ -1905,7 +2216,8 @@ static int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *
 }
 
 static int pg_schema_version(store *s, int *version) {
-  int rc = pg_connect(s);
+  int rc = idle(PG(s));
+  if (rc == STORE_OK) rc = pg_connect(s);
   return rc ? rc : schema_version(PG(s), version);
 }
 
@@ -1953,8 +2265,10 @@ static int pg_notifications(store *s, double *earliest) {
 
 static void pg_destroy(store *s) {
   pg_store *p = PG(s);
+  if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
   pg_disconnect(s);
-  clear(&p->claimed);
+  free_batch(&p->cur);
+  free_batch(&p->next);
   clear(&p->got);
   clear(&p->cron_rows);
   clear(&p->listed);
@@ -1965,11 +2279,9 @@ static void pg_destroy(store *s) {
   free_names(p);
   buf_free(&p->names_literal);
   for (int i = 0; i < NBUFS; i++) buf_free(&p->p[i]);
-  free(p->fate);
-  free(p->sorted);
-  free(p->row);
+  buf_free(&p->done[0]);
+  buf_free(&p->done[1]);
   buf_free(&s->err);
-  free(p->jobs);
   free(p->conninfo);
   buf_free(&p->secrets);
   free(p->secret_parsed);

@@ -119,9 +119,12 @@ local function make_log(log, worker_id)
   end
 end
 
+-- The most jobs one claim takes (core.c checks the same bound).
+local MAX_BATCH = 100000
+
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
-  backoff = true, log = true, timeout = true,
+  backoff = true, log = true, timeout = true, batch_max = true,
 }
 
 -- Recurring schedules ------------------------------------------------------
@@ -253,6 +256,13 @@ local function build(opts, listeners, limits, timeouts, level)
     raise(level + 1, "configure: log must be false, a function or a level name")
   end
   local timeout = check_timeout("configure", opts.timeout, level + 1)
+  local batch_max = opts.batch_max
+  if batch_max ~= nil then
+    batch_max = check_int("configure", "batch_max", batch_max, 1, level + 1)
+    if batch_max > MAX_BATCH then
+      raise(level + 1, "configure: batch_max must be between 1 and %d, got %d", MAX_BATCH, batch_max)
+    end
+  end
 
   local worker_id = opts.worker_id or core.default_worker_id()
   local log = make_log(opts.log, worker_id)
@@ -272,7 +282,8 @@ local function build(opts, listeners, limits, timeouts, level)
   end
   local c, err = core.new {
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
-    timeout = timeout, listeners = listeners, limits = limits, timeouts = timeouts,
+    timeout = timeout, batch_max = batch_max, listeners = listeners, limits = limits,
+    timeouts = timeouts,
     backoff = backoff, log = log, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end

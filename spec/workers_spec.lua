@@ -73,6 +73,105 @@ describe("workers", function()
     end)
   end)
 
+  -- PostgreSQL claims the next batch in the same transaction while a full
+  -- batch runs (store_pg.c, CLAIM AHEAD); batches of 5 make every batch
+  -- of these tests full.
+  describe("the batch claimed ahead #postgresql", function()
+    local function ahead_worker() return helper.new{ batch_max = 5 } end
+
+    it("runs every job once, whether the claim ahead finds a full batch, a short one or none", function()
+      for _, total in ipairs{ 10, 12, 23 } do
+        local name = helper.name("ahead-" .. total)
+        local ids = {}
+        for i = 1, total do ids[i] = helper.schedule(s, name, i) end
+        local w = ahead_worker()
+        local records = {}
+        w:on(name, function(_, job) records[#records + 1] = { id = job.id, attempt = job.attempt } end)
+        assert.equals(total, w:run{ drain = true })
+        assert_exactly_once(ids, records)
+        for _, r in ipairs(records) do assert.equals(1, r.attempt) end
+        assert.equals(0, helper.count_jobs(name))
+      end
+    end)
+
+    it("goes back unattempted when run() stops, and keeps the last errors of its jobs intact", function()
+      local name = helper.name("ahead-stop")
+      local ids = {}
+      for i = 1, 20 do ids[i] = helper.schedule(s, name, i) end
+      -- failed before, with an error that is hard to quote: job 4 goes back
+      -- from the batch that stops, job 8 from the batch claimed ahead
+      local msg = 'boom, "quoted" \\ back {braces} NULL'
+      for _, i in ipairs{ 4, 8 } do
+        helper.psql(("UPDATE scheduler.jobs SET attempt = 1, last_error = %s WHERE id = %d")
+          :format(helper.literal(msg), ids[i]))
+      end
+      local w = ahead_worker()
+      local ran = {}
+      w:on(name, function(_, job)
+        ran[#ran + 1] = job.id
+        if #ran == 2 then w:stop() end
+      end)
+      assert.is_true(w:run{ seconds = 10 })
+      assert.same({ ids[1], ids[2] }, ran)
+      for i = 3, 20 do
+        local j = assert(s:job(ids[i]), "job " .. i .. " is gone")
+        assert.equals("scheduled", j.state)
+        assert.equals((i == 4 or i == 8) and 1 or 0, j.attempt, "job " .. i)
+        assert.equals((i == 4 or i == 8) and msg or nil, j.last_error, "job " .. i)
+      end
+      local again = {}
+      local w2 = helper.new()
+      w2:on(name, function(_, job) again[#again + 1] = { id = job.id } end)
+      assert.equals(18, w2:run{ drain = true })
+      assert_exactly_once(table.move(ids, 3, 20, 1, {}), again)
+    end)
+
+    it("comes back with the batch in hand and the uncommitted ones when the worker is killed", function()
+      local name = helper.name("ahead-kill")
+      local ids = {}
+      for i = 1, 30 do ids[i] = helper.schedule(s, name, i == 13 and { sleep = 60 } or i) end
+      local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_BATCH_MAX = 5 }
+      assert.is_truthy(helper.wait_for(function() return a:events("start", ids[13])[1] end, 10),
+        a:describe())
+      assert.is_true(a:kill("KILL")) -- before the heartbeat settles the batch (a second)
+      assert.equals(137, a:wait(5), a:describe())
+      local b = helper.new()
+      local again = {}
+      b:on(name, function(_, job) again[#again + 1] = { id = job.id, attempt = job.attempt } end)
+      b:run{ drain = true }
+      -- at least once: every job ran to its end in a or runs in b, exactly
+      -- once in b; the batch in hand (11-15) was in a's open transaction,
+      -- so it comes back with a's attempt counted
+      local by_id = {}
+      for _, r in ipairs(again) do
+        assert.is_nil(by_id[r.id], "ran twice in b: " .. r.id)
+        by_id[r.id] = r.attempt
+      end
+      for i, id in ipairs(ids) do
+        local finished = #a:events("done", id) == 1
+        assert.is_true(finished or by_id[id] ~= nil, "job " .. i .. " lost\n" .. a:describe())
+        if i >= 11 and i <= 15 then assert.equals(2, by_id[id], "job " .. i) end
+      end
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("goes back when a listener calls the API mid-batch, and every job runs once", function()
+      local name, other = helper.name("ahead-api"), helper.name("ahead-api-other")
+      local ids = {}
+      for i = 1, 20 do ids[i] = helper.schedule(s, name, i) end
+      local w = ahead_worker()
+      local records = {}
+      w:on(name, function(_, job)
+        records[#records + 1] = { id = job.id, attempt = job.attempt }
+        if job.id == ids[3] then helper.schedule(w, other, "from a listener") end
+      end)
+      assert.equals(20, w:run{ drain = true })
+      assert_exactly_once(ids, records)
+      for _, r in ipairs(records) do assert.equals(1, r.attempt) end
+      assert.equals(1, helper.count_jobs(other))
+    end)
+  end)
+
   describe("processes #slow", function()
     it("three workers draining 500 jobs run each exactly once", function()
       local name = helper.name("drain500")
@@ -81,6 +180,25 @@ describe("workers", function()
       local procs = {}
       for i = 1, 3 do
         procs[i] = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain" }
+      end
+      local drained = 0
+      for _, p in ipairs(procs) do
+        assert.equals(0, p:wait(60), p:describe())
+        drained = drained + assert(tonumber(p:file("drained")), p:describe())
+      end
+      assert_exactly_once(ids, helper.all_results(procs, "start"), describe_all(procs))
+      assert_exactly_once(ids, helper.all_results(procs, "done"))
+      assert.equals(500, drained)
+      assert.equals(0, helper.count_jobs(name))
+    end)
+
+    it("three workers claiming ahead in batches of 5 run each of 500 jobs exactly once #postgresql", function()
+      local name = helper.name("drain500-ahead")
+      local ids = {}
+      for i = 1, 500 do ids[i] = helper.schedule(s, name, i) end
+      local procs = {}
+      for i = 1, 3 do
+        procs[i] = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_BATCH_MAX = 5 }
       end
       local drained = 0
       for _, p in ipairs(procs) do

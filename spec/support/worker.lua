@@ -20,6 +20,7 @@
 --   WORKER_SLEEP       seconds every listener call blocks (default 0); a table
 --                      payload's `sleep` field overrides it per job
 --   WORKER_LEASE       the `lease` option
+--   WORKER_BATCH_MAX   the `batch_max` option
 --   WORKER_TIMEOUT     the listeners' `timeout` option (on())
 --   WORKER_DATABASE    the `database` option (default: LUA_SCHEDULER_DATABASE)
 --   WORKER_STOP_AFTER  call scheduler.stop() from the listener after this many jobs
@@ -108,6 +109,7 @@ local stop_after = tonumber(os.getenv("WORKER_STOP_AFTER") or "")
 
 local opts = { worker_id = ("spec-worker:%d"):format(pid) }
 if os.getenv("WORKER_LEASE") then opts.lease = tonumber(os.getenv("WORKER_LEASE")) end
+if os.getenv("WORKER_BATCH_MAX") then opts.batch_max = tonumber(os.getenv("WORKER_BATCH_MAX")) end
 if os.getenv("WORKER_DATABASE") then opts.database = os.getenv("WORKER_DATABASE") end
 if os.getenv("WORKER_LOG") == "false" then
   opts.log = false
