@@ -847,7 +847,7 @@ local function section_throughput()
   row("profile", "WAL per job", string.format("%.0f B", T.workers_1.wal_bytes_per_job), "", "")
   row("profile", "jobs per batch (average)", string.format("%.0f", diag.avg_batch), "",
     string.format("%d batches", diag.batches))
-  row("profile", "pause between batches (commit+claim), p50 / mean",
+  row("profile", "pause between batches (waiting for the database), p50 / mean",
     fmt_ms(diag.gap_p50_ms) .. " / " .. fmt_ms(diag.gap_mean_ms), "",
     string.format("%.0f%% of the drain", diag.db_share * 100))
   row("profile", "Lua+dispatch time per job", string.format("%.2f us", diag.lua_us_per_job), "", "")
