@@ -72,6 +72,10 @@ describe("errors", function()
         { log = 42 },
         { log = true },
         { worker_id = 42 },
+        { batch_max = 0 },
+        { batch_max = 2.5 },
+        { batch_max = "500" },
+        { batch_max = 100001 },
       }
       for _, opts in ipairs(bad) do
         if opts.database == nil then opts.database = db end
@@ -96,6 +100,7 @@ describe("errors", function()
         backoff = function(attempt) return attempt end,
         log = log,
         timeout = 5,
+        batch_max = 50,
       }
       helper.schedule(s, helper.name("all-options"), nil, { delay = 60 })
       local s2 = helper.new{ log = false }
