@@ -1682,6 +1682,7 @@ static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double
  * is rolled back and its jobs run again. */
 static int collect_ahead(pg_store *p) {
   if (!p->ahead) return STORE_OK;
+  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   p->ahead = 0;
   PGresult *r = NULL;
   int rc = read_segment(p, 1, 0, &r);
@@ -1694,9 +1695,8 @@ static int collect_ahead(pg_store *p) {
     p->tx_jobs += p->next.n;
     return STORE_OK;
   }
-  size_t n = p->tx_jobs;
   rollback(p);
-  return batch_failed(p, n, rc);
+  return batch_failed(p, jobs, rc);
 }
 
 /* End the claim transaction: of the batch in hand (if held), the jobs with
@@ -1710,7 +1710,7 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   int rc = batch_alive(p);
   if (rc == STORE_OK) rc = collect_ahead(p);
   if (rc != STORE_OK) return rc;
-  size_t jobs = p->tx_jobs;
+  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   step steps[4];
   int n = 0;
   const char *v[2][14];
@@ -1863,15 +1863,16 @@ static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
   char leasetext[64];
   set_fates(&p->cur, o, n_o, NULL, 0);
   rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, leasetext, steps, &n);
+  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   if (rc == STORE_OK && n) rc = send_segment(p, steps, n);
   if (rc == STORE_OK) {
     rc = collect_ahead(p); /* rolls back on failure */
     if (rc != STORE_OK) return rc;
+    jobs = p->tx_jobs;
   }
   PGresult *r = NULL;
   if (rc == STORE_OK && n) rc = read_segment(p, n, -1, &r);
   if (rc != STORE_OK) {
-    size_t jobs = p->tx_jobs;
     rollback(p);
     return batch_failed(p, jobs, rc);
   }

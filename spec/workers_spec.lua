@@ -155,6 +155,59 @@ describe("workers", function()
       assert.equals(0, helper.count_jobs(name))
     end)
 
+    it("loses nothing when the connection drops with a batch claimed ahead", function()
+      local name = helper.name("ahead-lost")
+      local ids = {}
+      for i = 1, 20 do ids[i] = helper.schedule(s, name, i) end
+      local warnings = {}
+      local w = helper.new{ batch_max = 5, log = function(level, message)
+        if level == "warn" then warnings[#warnings + 1] = message end
+      end }
+      local ran, runs = {}, 0
+      w:on(name, function(_, job)
+        runs = runs + 1
+        ran[job.id] = (ran[job.id] or 0) + 1
+        if runs == 3 then
+          -- the worker's connection (and every other of lua-scheduler's)
+          -- ends while its second batch is claimed ahead
+          helper.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            .. " WHERE application_name = 'lua-scheduler'")
+        end
+      end)
+      for _ = 1, 20 do
+        assert.is_true(w:run{ seconds = 0.5 })
+        if helper.count_jobs(name) == 0 then break end
+      end
+      assert.equals(0, helper.count_jobs(name))
+      for i, id in ipairs(ids) do assert.is_truthy(ran[id], "job " .. i .. " never ran") end
+      -- the first batches' transaction was lost with the connection: its
+      -- jobs ran again, as the worker said
+      assert.is_true(runs > 20)
+      local said = table.concat(warnings, "\n")
+      -- (the loss shows when the claim ahead is read, or, if libpq saw it
+      -- first, when the batch ends)
+      assert.is_truthy(said:find("the outcomes of 10 claimed jobs were not committed", 1, true)
+        or said:find("lost with 10 jobs claimed and not committed", 1, true), said)
+      assert.matches("they will run again", said)
+    end)
+
+    it("goes back when a batch runs long, and every job runs once", function()
+      local name = helper.name("ahead-long")
+      local ids = {}
+      for i = 1, 10 do ids[i] = helper.schedule(s, name, i) end
+      -- lease 2 s: the heartbeat settles a batch after 0.5 s, leasing the
+      -- job in hand and giving back the rest and the batch claimed ahead
+      local w = helper.new{ batch_max = 5, lease = 2 }
+      local records = {}
+      w:on(name, function(_, job)
+        records[#records + 1] = { id = job.id, attempt = job.attempt }
+        if job.id == ids[2] then helper.sleep(0.8) end
+      end)
+      assert.equals(10, w:run{ drain = true })
+      assert_exactly_once(ids, records)
+      for _, r in ipairs(records) do assert.equals(1, r.attempt) end
+    end)
+
     it("goes back when a listener calls the API mid-batch, and every job runs once", function()
       local name, other = helper.name("ahead-api"), helper.name("ahead-api-other")
       local ids = {}
