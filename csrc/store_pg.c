@@ -588,7 +588,7 @@ typedef struct pg_store {
   size_t tx_batches; /* batches claimed in it so far */
   double tx_start;   /* when it began (monotonic) */
   char limit[32];    /* its claims' limit */
-  int quiet;         /* batches to claim without claiming ahead (after a settle) */
+  int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int syncs;         /* pipeline syncs sent and not read yet */
   long long default_max_attempts; /* for the lost ones */
   size_t held_lost;  /* jobs of a claim transaction whose connection was lost */

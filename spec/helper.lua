@@ -279,6 +279,23 @@ function helper.database_for(dbname)
   return db .. " dbname=" .. dbname
 end
 
+--- A new, empty database of the test cluster, dropped when the running test
+--- ends (with helper.cleanup first: instances hold connections to it);
+--- `finally` is busted's, of the calling test file.  Returns its name and
+--- the database string that reaches it.
+function helper.new_database(prefix, finally)
+  local dbname = helper.name(prefix):gsub("%W", "_")
+  helper.psql("CREATE DATABASE " .. dbname)
+  finally(function()
+    helper.cleanup()
+    -- best effort: DROP DATABASE waits for every backend of the cluster
+    -- to absorb a barrier, which a backend blocked writing to an idle
+    -- client never does; the cluster is throwaway anyway
+    pcall(helper.psql, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)", { timeout = 5 })
+  end)
+  return dbname, helper.database_for(dbname)
+end
+
 --- A postgresql:// URL (with the given scheme) reaching the test database as
 --- the superuser over the Unix socket, built from PGHOST etc.
 function helper.socket_url(scheme)
