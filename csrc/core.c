@@ -330,9 +330,6 @@ static int l_schedule(lua_State *L) {
   return 1;
 }
 
-/* s:schedule_many(items) -> array of ids | nil, err.  items: an array of
- * tables {name=, payload=, at=, delay=, key=, priority=, max_attempts=}
- * (checked by the Lua side); all are stored in one transaction or none. */
 /* "items[i].payload" in out (at least 48 bytes), for json_encode's
  * messages: cheaper than snprintf, which would run for every item. */
 static const char *item_payload(char *out, size_t i) {
@@ -346,6 +343,10 @@ static const char *item_payload(char *out, size_t i) {
   return out;
 }
 
+/* s:schedule_many(list, whens) -> array of ids | nil, err.  list: the
+ * user's array of {name, payload [, when]} (checked by the Lua side);
+ * whens[i]: item i's `when`, parsed into {at=, delay=, key=, priority=,
+ * max_attempts=}, or nil.  All are stored in one transaction or none. */
 static int l_schedule_many(lua_State *L) {
   core *c = check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);

@@ -587,7 +587,7 @@ typedef struct pg_store {
   size_t tx_jobs;    /* jobs claimed in it so far (for messages) */
   size_t tx_batches; /* batches claimed in it so far */
   double tx_start;   /* when it began (monotonic) */
-  char limit[32];    /* its claims' limit */
+  char limit[32];    /* the limit of the current claim, as text */
   int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int syncs;         /* pipeline syncs sent and not read yet */
   long long default_max_attempts; /* for the lost ones */
@@ -1461,19 +1461,18 @@ static void rollback(pg_store *p) {
   }
 }
 
-static int cmp_run_order(const void *a, const void *b) {
-  const claimed *u = a, *v = b;
-  const store_job *x = &u->job, *y = &v->job;
-  if (u->lost != v->lost) return u->lost - v->lost;
+/* Claim order: (priority, run_at, id). */
+static int cmp_claim_order(const store_job *x, const store_job *y) {
   if (x->priority != y->priority) return x->priority < y->priority ? -1 : 1;
   if (x->run_at != y->run_at) return x->run_at < y->run_at ? -1 : 1;
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Claim order, lost or not. */
-static int claim_order(const store_job *x, const store_job *y) {
-  claimed u = {*x, 0, 0}, v = {*y, 0, 0};
-  return cmp_run_order(&u, &v);
+/* Run order: claim order, jobs whose last attempt was lost last. */
+static int cmp_run_order(const void *a, const void *b) {
+  const claimed *u = a, *v = b;
+  if (u->lost != v->lost) return u->lost - v->lost;
+  return cmp_claim_order(&u->job, &v->job);
 }
 
 /* Room for a batch of n jobs in b: 0 or -1. */
@@ -1515,7 +1514,7 @@ static int hold_batch(pg_store *p, batch *b, PGresult *r) {
     sorted[i].row = (int)i;
     sorted[i].lost = PQgetvalue(r, (int)i, 10)[0] != 0;
     lost += (size_t)sorted[i].lost;
-    if (claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
+    if (cmp_claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
   }
   snprintf(b->bound[0], sizeof b->bound[0], "%lld", sorted[last].job.priority);
   bin_time_text(r, (int)last, 3, b->bound[1], sizeof b->bound[1]);
@@ -1780,6 +1779,7 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   *jobs = NULL;
   if (p->held) rollback(p); /* a batch never finished: the jobs of its transaction run again */
   p->default_max_attempts = default_max_attempts;
+  snprintf(p->limit, sizeof p->limit, "%zu", limit);
   if (p->open || p->ahead) {
     int rc = collect_ahead(p);
     if (rc) return rc;
@@ -1801,7 +1801,6 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
     rc = close_tx(p);
     if (rc) return rc;
   }
-  snprintf(p->limit, sizeof p->limit, "%zu", limit);
   const char *values[5] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL};
   /* see prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),

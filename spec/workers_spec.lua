@@ -198,12 +198,16 @@ describe("workers", function()
       -- lease 2 s: the heartbeat settles a batch after 0.5 s, leasing the
       -- job in hand and giving back the rest and the batch claimed ahead
       local w = helper.new{ batch_max = 5, lease = 2 }
-      local records = {}
+      local records, state = {}, nil
       w:on(name, function(_, job)
         records[#records + 1] = { id = job.id, attempt = job.attempt }
-        if job.id == ids[2] then helper.sleep(0.8) end
+        if job.id == ids[2] then
+          helper.sleep(0.8)
+          state = s:job(job.id).state -- seen from another connection
+        end
       end)
       assert.equals(10, w:run{ drain = true })
+      assert.equals("running", state, "the long batch was not settled into a lease")
       assert_exactly_once(ids, records)
       for _, r in ipairs(records) do assert.equals(1, r.attempt) end
     end)
