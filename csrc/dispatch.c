@@ -245,7 +245,7 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
   int top = lua_gettop(L), status = LUA_OK;
   luaL_checkstack(L, 8, "dispatching a job");
   out->claim.id = j->id;
-  out->claim.attempt = j->attempt;
+  out->claim.token = j->token;
   out->retry_in = 0;
   buf_reset(&out->error);
 

@@ -156,10 +156,11 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
   }
   for (size_t i = 0; i < n; i++) {
     r->claims[i].id = jobs[i].id;
-    r->claims[i].attempt = jobs[i].attempt;
+    r->claims[i].token = jobs[i].token;
   }
   r->settled = 0;
-  if (heartbeat_batch(r->hb, r->claims, n, c->outcomes, c->st->ops->settle != NULL))
+  if (heartbeat_batch(r->hb, r->claims, n, c->outcomes,
+                      c->st->ops->held && c->st->ops->held(c->st)))
     return LUA_ERRMEM;
   int status = LUA_OK;
   size_t done = 0;

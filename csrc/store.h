@@ -58,13 +58,17 @@ typedef struct store_job {
   long long attempt;
   long long max_attempts; /* 0: not set on the job */
   long long priority;
+  int64_t token; /* as claimed: the claim's token (see store_claim); 0 otherwise */
 } store_job;
 
-/* A job the worker holds: identified by id and the attempt it claimed, which
- * fences every later write (a job re-claimed elsewhere has another attempt). */
+/* A job the worker holds: its id and the token of the claim that gave it to
+ * the worker.  Every claim of a job gets a token that is never used again
+ * for that job (releases, retries and quarantine included), and every later
+ * write about the claim is fenced on (id, token): a worker whose claim was
+ * taken back cannot touch the job's newer claim. */
 typedef struct store_claim {
   int64_t id;
-  long long attempt;
+  int64_t token;
 } store_claim;
 
 /* What happened to a claimed job, reported in batches by store_finish. */
@@ -157,19 +161,26 @@ typedef struct store_ops {
   int (*set_names)(store *s, const char *const *names, const size_t *lens, size_t n);
   /* Claim up to `limit` due jobs in run order.  *jobs points into store
    * memory valid until the next claim.  Each job's attempt is the one this
-   * run is (the stored count plus one).
-   *   Backends without `settle` lease the jobs to `worker` for `lease`
-   * seconds (one row write per job; the heartbeat renews the lease).
-   *   Backends with `settle` hold the batch in an open transaction instead:
-   * the claim deletes the jobs in it (their one row write), which nobody
-   * else sees before the commit, and meanwhile their rows are locked.  The
-   * batch ends with finish (the done jobs stay deleted; the others are
+   * run is (the stored count plus one), and its token names this claim.
+   *   CRASHES (README "Guarantees"): a worker that dies charges an attempt
+   * only to a job it was known to be running.  A claim of one job alone
+   * knows it; a batch does not (outcomes are recorded per batch), so the
+   * jobs of a batch whose worker died come back with their attempt
+   * unchanged, in QUARANTINE: claimed one at a time, alone (never batched),
+   * until each has finished or crashed on its own.  A claim returns either
+   * one quarantined job alone, or a batch of jobs that are not quarantined.
+   *   Leased claims (every claim without `held`): the jobs are leased to
+   * `worker` for `lease` seconds (the heartbeat renews the lease).  An
+   * expired lease, or abandon, gives them back by that rule.
+   *   Held claims (`held` says 1): the batch is held by an open
+   * transaction: the claim deletes the jobs in it (their one row write),
+   * which nobody else sees before the commit, and meanwhile their rows are
+   * locked.  Before the first job runs, the store records the batch apart
+   * (committed); if the worker dies, the transaction aborts, its jobs are
+   * back at once as they were, and that record sends them to quarantine.
+   * The batch ends with finish (the done jobs stay deleted; the others are
    * written back with their outcome; then the commit) or is turned into
-   * leases by settle.  If the worker dies, its transaction aborts and the
-   * jobs are back at once; the next claim of such a job counts the lost
-   * attempt (failing the job when its attempts are used up,
-   * default_max_attempts for jobs that set none) and does not run it: a
-   * later claim does.
+   * leases by settle.
    *   Such a backend may also claim the next batch ahead, in the same
    * transaction, while this one runs (PostgreSQL: see CLAIM AHEAD in
    * store_pg.c): finish then writes the outcomes without committing, and
@@ -194,14 +205,21 @@ typedef struct store_ops {
    * use the connection (which must not join the batch's transaction). */
   int (*settle)(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
                 size_t n_keep, double lease, const char *worker);
+  /* Optional (NULL: never).  1 when the jobs of the last claim are held by
+   * an open transaction (settle applies, nothing to renew), 0 when they are
+   * leased. */
+  int (*held)(store *s);
   /* Extend the leases of held jobs. */
   int (*heartbeat)(store *s, const store_claim *claims, size_t n, double lease);
-  /* Put jobs whose lease expired back to run (or fail them when their
-   * attempts are used up; default_max_attempts for jobs that set none). */
+  /* Put jobs whose lease expired back to run by the crash rule of claim
+   * (one job alone: its attempt counted, failed when its attempts are used
+   * up, default_max_attempts for jobs that set none; several of one claim:
+   * not counted, quarantined).  Held batches whose worker died are sent to
+   * quarantine the same way. */
   int (*rescue)(store *s, long long default_max_attempts);
   /* A worker is known dead (its supervisor saw it exit): put the jobs it
-   * held back at once, as an expired lease would (attempt counted; failed
-   * when used up).  *n = how many. */
+   * held back at once, as an expired lease would (see rescue).  *n = how
+   * many. */
   int (*abandon)(store *s, const char *worker, long long default_max_attempts, size_t *n);
   int (*next_wake)(store *s, store_wake *out);
   /* Insert or update a recurring schedule.  An existing one keeps its

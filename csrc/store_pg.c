@@ -164,6 +164,29 @@ static const char *const migrations[] = {
     "DROP INDEX scheduler.jobs_wake;"
     "CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at, id)"
     "  WHERE state = 'scheduled';",
+    /* 7: crashes recorded, not inferred (see CRASHES).  claim: the token of
+     * the claim that leases a job (fencing); quarantined: the job came back
+     * from a batch whose worker died, and runs alone until it has finished
+     * or crashed on its own.  batches: what a worker's open claim
+     * transaction holds, committed apart before its first job runs
+     * (unlogged: a server crash aborts those transactions and empties it,
+     * which is right).  Tokens come from a sequence that every role that
+     * may use the tables can use (README's least-privilege role). */
+    "ALTER TABLE scheduler.jobs ADD COLUMN claim bigint,"
+    "  ADD COLUMN quarantined boolean NOT NULL DEFAULT false;"
+    "CREATE SEQUENCE scheduler.claim_tokens;"
+    "GRANT USAGE ON SEQUENCE scheduler.claim_tokens TO PUBLIC;"
+    "UPDATE scheduler.jobs SET claim = nextval('scheduler.claim_tokens')"
+    "  WHERE state = 'running';"
+    "CREATE INDEX jobs_quarantine ON scheduler.jobs (priority, run_at, id)"
+    "  WHERE quarantined AND state = 'scheduled';"
+    "CREATE UNLOGGED TABLE scheduler.batches ("
+    "  token bigint PRIMARY KEY,"
+    "  worker text NOT NULL,"
+    "  ids bigint[] NOT NULL,"
+    "  ran boolean NOT NULL DEFAULT false,"
+    "  at timestamptz NOT NULL DEFAULT now()"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -171,8 +194,9 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_COMPLETED,
-  Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ABANDON, Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
+  Q_RECORD, Q_UNRECORD, Q_COMPLETED, Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ORPHANS,
+  Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
   Q_RETRY_FAILED, Q_COUNT
 };
@@ -307,13 +331,11 @@ static const struct {
      * the priorities (unless a lower one has due jobs) and that priority's
      * index range start there, past the entries of the rows the
      * transaction deleted (see CLAIM AHEAD).
-     *   Column 10, "lost": the row's xmax before this claim (read below
-     * LockRows) is a transaction that aborted, i.e. the last worker to
-     * claim it died or lost its connection mid-batch, an attempt its own
-     * rollback could not record.  Such jobs are not run now: the batch puts
-     * them back with that attempt counted (failed when used up), and a
-     * later claim runs them.  The 32-bit xmax gets its epoch from ours (it
-     * cannot be newer); too old to know (NULL) counts as not lost.
+     *   Quarantined jobs are not batched (see CRASHES): they are claimed
+     * alone (Q_CLAIM_ONE), and while one of this worker's names has any due,
+     * this claim takes nothing, so that the next claim takes them first.
+     *   Column 10 is the claim's token, one per batch: its sequence is read
+     * only when a job is returned.
      *   Rows come in TID order (the caller sorts them), in binary (see
      * read_claimed): as text, printing the numbers and times of 500 rows
      * took the server about 0.5 ms of a 3 ms claim transaction (pgbench,
@@ -323,31 +345,56 @@ static const struct {
                  "  SELECT least((SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
                  "    AND priority <= coalesce($3::integer - 1, 2147483647)"
                  "    ORDER BY priority LIMIT 1), $3::integer)"
+                 "  WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
+                 "    AND q.state = 'scheduled' AND q.run_at <= statement_timestamp()"
+                 "    AND q.name = ANY ($1))" /* not the slot prepare_claim fills */
                  "  UNION ALL"
                  "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
                  "), c AS MATERIALIZED ("
-                 "  SELECT c.t, c.prev FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.ctid AS t, j.xmax::text::bigint AS prev FROM scheduler.jobs j"
+                 "  SELECT c.t FROM pr CROSS JOIN LATERAL ("
+                 "    SELECT j.ctid AS t FROM scheduler.jobs j"
                  "    WHERE j.state = 'scheduled' AND j.priority = pr.p"
                  "      AND j.run_at <= statement_timestamp() AND j.name = ANY ($1::text[])"
                  "      AND (j.run_at, j.id) > (CASE WHEN pr.p = $3::integer"
                  "        THEN to_timestamp($4::float8) ELSE '-infinity' END,"
                  "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
                  "        ELSE '-9223372036854775808'::bigint END)"
+                 "      AND NOT j.quarantined"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
                  "  WHERE pr.p IS NOT NULL LIMIT $2"
-                 "), k AS MATERIALIZED ("
-                 "  SELECT c.t, CASE WHEN c.prev < 3 THEN false ELSE coalesce((SELECT CASE"
-                 "    WHEN e.epoch < 0 THEN NULL ELSE pg_xact_status(((e.epoch << 32) | c.prev)"
-                 "    ::text::xid8) = 'aborted' END FROM (SELECT (x.cur >> 32) - CASE WHEN"
-                 "    c.prev > (x.cur & 4294967295) THEN 1 ELSE 0 END AS epoch FROM (SELECT"
-                 "    pg_current_xact_id()::text::bigint AS cur) x) e), false) END AS lost FROM c"
-                 ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT k.t FROM k))"
+                 "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+                 ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT c.t FROM c))"
                  " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
-                 "  j.key, j.priority, j.last_error, j.created_at,"
-                 "  j.ctid = ANY (ARRAY(SELECT k.t FROM k WHERE k.lost))"},
+                 "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok)"},
+    /* A quarantined job, alone, leased to $2 for $3 seconds with its attempt
+     * counted (committed before it runs: if it crashes its worker, it was
+     * the one).  The same columns as Q_CLAIM's, in binary. */
+    [Q_CLAIM_ONE] = {"scheduler_claim_one", 3,
+                     "UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+                     "  claim = nextval('scheduler.claim_tokens'), locked_by = $2,"
+                     "  locked_until = now() + $3::float8 * interval '1 second'"
+                     " FROM (SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
+                     "   AND q.state = 'scheduled' AND q.run_at <= now()"
+                     "   AND q.name = ANY ($1::text[])"
+                     "   ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) q"
+                     " WHERE j.id = q.id"
+                     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
+                     "  j.key, j.priority, j.last_error, j.created_at, j.claim"},
+    /* On the record connection (see CRASHES): batch $1 of worker $2 holds
+     * the jobs $3 and is about to run; batch $4 (NULL: none), the one
+     * before it in the same claim transaction, has run. */
+    [Q_RECORD] = {"scheduler_record", 4,
+                  "WITH ran AS (UPDATE scheduler.batches SET ran = true"
+                  "  WHERE token = $4::bigint RETURNING 1)"
+                  " INSERT INTO scheduler.batches (token, worker, ids)"
+                  " VALUES ($1::bigint, $2, $3::bigint[])"},
+    /* The records of batches $1: in the claim transaction that held them,
+     * before its commit; on the record connection when that transaction is
+     * lost while the worker lives (nothing crashed: no quarantine). */
+    [Q_UNRECORD] = {"scheduler_unrecord", 1,
+                    "DELETE FROM scheduler.batches WHERE token = ANY ($1::bigint[])"},
     /* The jobs of a claim transaction that are done: their delete is the
      * claim's, so only the completions are left to count (names $1, counts
      * $2), with its commit. */
@@ -359,14 +406,15 @@ static const struct {
     /* The jobs of a held batch that stay: as claimed (the claim deleted
      * them), with their new state, attempt, run_at (now + $5 when not
      * NULL: the statement's time, the transaction may be older) and last
-     * error; the running ones leased to $13 for $14
-     * seconds.  Due ones wake the sleeping workers (on commit); the insert
+     * error; the running ones leased to $13 for $14 seconds, on the claim
+     * $15.  Due ones wake the sleeping workers (on commit); the insert
      * trigger's own notifications are not needed. */
-    [Q_PUT_BACK] = {"scheduler_put_back", 14,
+    [Q_PUT_BACK] = {"scheduler_put_back", 15,
                     "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
                     " back AS ("
                     "  INSERT INTO scheduler.jobs (id, name, payload, run_at, priority, attempt,"
-                    "    max_attempts, state, key, locked_by, locked_until, last_error, created_at)"
+                    "    max_attempts, state, key, locked_by, locked_until, last_error, created_at,"
+                    "    claim)"
                     "  SELECT b.id, b.name, b.payload::jsonb, CASE WHEN b.delay IS NULL"
                     "    THEN to_timestamp(b.run_at) ELSE statement_timestamp() + b.delay * interval"
                     "    '1 second' END,"
@@ -374,7 +422,8 @@ static const struct {
                     "    CASE WHEN b.state = 'running' THEN $13 END,"
                     "    CASE WHEN b.state = 'running' THEN statement_timestamp() + $14::float8"
                     "      * interval '1 second' END,"
-                    "    b.error, to_timestamp(b.created_at)"
+                    "    b.error, to_timestamp(b.created_at),"
+                    "    CASE WHEN b.state = 'running' THEN $15::bigint END"
                     "  FROM quiet, unnest($1::bigint[], $2::text[], $3::text[], $4::float8[],"
                     "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
                     "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
@@ -383,12 +432,15 @@ static const struct {
                     ") SELECT (SELECT count(*) FROM back),"
                     "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
                     "   HAVING count(*) > 0)"},
-    /* Outcomes of leased jobs (a settled batch), each fenced on its claim. */
+    /* Outcomes of leased jobs (a settled batch, a quarantined job), each
+     * fenced on its claim (id, token).  A job that finished on its own
+     * (done, or its listener failed) leaves quarantine; one given back
+     * (not attempted) keeps it. */
     [Q_FINISH] = {NULL, 8,
                   "WITH done AS ("
-                  "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::integer[])"
-                  "    AS d(id, attempt)"
-                  "  WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'"
+                  "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::bigint[])"
+                  "    AS d(id, token)"
+                  "  WHERE j.id = d.id AND j.claim = d.token AND j.state = 'running'"
                   "  RETURNING j.name"
                   "), done_counts AS (SELECT name, count(*) AS jobs FROM done GROUP BY name)"
                   COUNT_DONE ", again AS ("
@@ -396,16 +448,17 @@ static const struct {
                   "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
                   "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
                   "             ELSE now() + f.delay * interval '1 second' END,"
-                  "    last_error = f.error, locked_by = NULL, locked_until = NULL"
-                  "  FROM unnest($3::bigint[], $4::integer[], $5::float8[], $6::text[])"
-                  "    AS f(id, attempt, delay, error)"
-                  "  WHERE j.id = f.id AND j.attempt = f.attempt AND j.state = 'running'"
+                  "    last_error = f.error, locked_by = NULL, locked_until = NULL, claim = NULL,"
+                  "    quarantined = false"
+                  "  FROM unnest($3::bigint[], $4::bigint[], $5::float8[], $6::text[])"
+                  "    AS f(id, token, delay, error)"
+                  "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
                   "  RETURNING 1"
                   "), back AS ("
                   "  UPDATE scheduler.jobs j SET state = 'scheduled', attempt = j.attempt - 1,"
-                  "    locked_by = NULL, locked_until = NULL"
-                  "  FROM unnest($7::bigint[], $8::integer[]) AS r(id, attempt)"
-                  "  WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running'"
+                  "    locked_by = NULL, locked_until = NULL, claim = NULL"
+                  "  FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
+                  "  WHERE j.id = r.id AND j.claim = r.token AND j.state = 'running'"
                   "  RETURNING j.run_at"
                   ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
                   "  (SELECT count(*) FROM back),"
@@ -414,36 +467,95 @@ static const struct {
     [Q_HEARTBEAT] = {"scheduler_heartbeat", 3,
                      "UPDATE scheduler.jobs j"
                      " SET locked_until = now() + $3::float8 * interval '1 second'"
-                     " FROM unnest($1::bigint[], $2::integer[]) AS h(id, attempt), " ASYNC_COMMIT
-                     " WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = 'running'"},
-    [Q_RESCUE] = {"scheduler_rescue", 1,
-                  "UPDATE scheduler.jobs SET"
-                  " state = CASE WHEN attempt >= coalesce(max_attempts, $1::integer)"
-                  "   THEN 'failed' ELSE 'scheduled' END,"
-                  " last_error = 'lease expired: worker ' || coalesce(locked_by, '?') ||"
-                  "   ' stopped renewing it (it died, hung or lost its connection)',"
-                  " locked_by = NULL, locked_until = NULL"
-                  " WHERE state = 'running' AND locked_until < now()"},
-    /* Returns (jobs handed back, notifications): the jobs that can run
-     * again wake the sleeping workers at once, one notification per name as
-     * for new jobs (a single "wake everyone" beyond 16 names). */
-    [Q_ABANDON] = {"scheduler_abandon", 2,
-                   "WITH a AS ("
-                   "  UPDATE scheduler.jobs SET"
-                   "  state = CASE WHEN attempt >= coalesce(max_attempts, $2::integer)"
-                   "    THEN 'failed' ELSE 'scheduled' END,"
-                   "  last_error = 'worker ' || locked_by || ' died while holding it',"
-                   "  locked_by = NULL, locked_until = NULL"
-                   "  WHERE state = 'running' AND locked_by = $1 RETURNING name, state, run_at"
-                   "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
-                   "), w AS ("
-                   "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ' ||"
-                   "    CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END)"
-                   "  FROM r WHERE (SELECT count(DISTINCT name) FROM r) <= 16 GROUP BY r.name"
-                   "  UNION ALL"
-                   "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
-                   "  FROM r HAVING count(DISTINCT r.name) > 16"
-                   ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"},
+                     " FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token), " ASYNC_COMMIT
+                     " WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running'"},
+    /* Leases given back by the crash rule (see CRASHES): those of worker $1
+     * (abandon), or every expired one ($1 NULL); $2 the default
+     * max_attempts.  A claim that leased one job alone (a quarantined one,
+     * or the job in hand when a batch was settled) counts the attempt and
+     * fails the job when its attempts are used up; the jobs of a claim
+     * that leased several are not charged and go to quarantine.  Returns
+     * (jobs given back, notifications): one per name as for new jobs (a
+     * single "wake everyone" beyond 16 names).  Planned per execution: the
+     * two cases walk different indexes. */
+    [Q_RESCUE] = {NULL, 2,
+                  "WITH x AS ("
+                  "  SELECT j.id, j.claim FROM scheduler.jobs j WHERE j.state = 'running'"
+                  "    AND CASE WHEN $1::text IS NULL THEN j.locked_until < now()"
+                  "    ELSE j.locked_by = $1 END FOR UPDATE SKIP LOCKED"
+                  "), g AS ("
+                  "  SELECT j.claim, count(*) AS n FROM scheduler.jobs j"
+                  "  WHERE j.state = 'running' AND j.claim IN (SELECT x.claim FROM x)"
+                  "  GROUP BY j.claim"
+                  "), a AS ("
+                  "  UPDATE scheduler.jobs j SET"
+                  "  attempt = CASE WHEN coalesce(g.n, 1) > 1 THEN j.attempt - 1 ELSE j.attempt END,"
+                  "  quarantined = j.quarantined OR coalesce(g.n, 1) > 1,"
+                  "  state = CASE WHEN coalesce(g.n, 1) = 1"
+                  "    AND j.attempt >= coalesce(j.max_attempts, $2::integer)"
+                  "    THEN 'failed' ELSE 'scheduled' END,"
+                  "  last_error = CASE WHEN coalesce(g.n, 1) > 1 THEN j.last_error"
+                  "    WHEN $1::text IS NULL THEN 'lease expired: worker ' ||"
+                  "      coalesce(j.locked_by, '?') || ' stopped renewing it (it died, hung or lost"
+                  " its connection)'"
+                  "    ELSE 'worker ' || j.locked_by || ' died while holding it' END,"
+                  "  locked_by = NULL, locked_until = NULL, claim = NULL"
+                  "  FROM x LEFT JOIN g ON g.claim = x.claim"
+                  "  WHERE j.id = x.id RETURNING j.name, j.state, j.run_at"
+                  "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
+                  "), w AS ("
+                  "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ' ||"
+                  "    CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END)"
+                  "  FROM r WHERE (SELECT count(DISTINCT name) FROM r) <= 16 GROUP BY r.name"
+                  "  UNION ALL"
+                  "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
+                  "  FROM r HAVING count(DISTINCT r.name) > 16"
+                  ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"},
+    /* The held batches of dead workers (see CRASHES): the records of worker
+     * $1 (abandon: its death is known), or of every worker whose
+     * connection, and with it its advisory lock (WORKER_LOCK), is gone ($1
+     * NULL).  Their transactions aborted, so their jobs are back as they
+     * were.  A batch that had run (the next one had started) is simply
+     * forgotten; of one that had not, a job alone was the one running: its
+     * attempt is counted (failed when used up, $2 the default
+     * max_attempts); several go to quarantine, not charged.  A job locked
+     * meanwhile (claimed again, or by another client) is skipped, and its
+     * record kept for the next look.  Returns (jobs put back, records
+     * dropped, a notification or NULL). */
+    [Q_ORPHANS] = {NULL, 2,
+                   "WITH o AS ("
+                   "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
+                   "  WHERE ($1::text IS NULL OR b.worker = $1)"
+                   "    AND pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(b.worker))"
+                   "  FOR UPDATE SKIP LOCKED"
+                   "), m AS ("
+                   "  SELECT o.token, o.worker, o.ran, cardinality(o.ids) AS n, u.id"
+                   "  FROM o CROSS JOIN LATERAL unnest(o.ids) AS u(id)"
+                   "), free AS ("
+                   "  SELECT j.id FROM scheduler.jobs j WHERE j.id IN (SELECT m.id FROM m)"
+                   "    AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED"
+                   "), busy AS ("
+                   "  SELECT DISTINCT m.token FROM m JOIN scheduler.jobs j ON j.id = m.id"
+                   "  WHERE NOT m.ran AND j.state = 'scheduled'"
+                   "    AND j.id NOT IN (SELECT free.id FROM free)"
+                   "), q AS ("
+                   "  UPDATE scheduler.jobs j SET"
+                   "  quarantined = j.quarantined OR m.n > 1,"
+                   "  attempt = CASE WHEN m.n = 1 THEN j.attempt + 1 ELSE j.attempt END,"
+                   "  state = CASE WHEN m.n = 1 AND j.attempt + 1 >="
+                   "    coalesce(j.max_attempts, $2::integer) THEN 'failed' ELSE 'scheduled' END,"
+                   "  last_error = CASE WHEN m.n = 1 THEN 'attempt ' || (j.attempt + 1) ||"
+                   "    ' was lost: worker ' || m.worker || ' died while running it'"
+                   "    ELSE j.last_error END"
+                   "  FROM m WHERE j.id = m.id AND NOT m.ran"
+                   "    AND j.id IN (SELECT free.id FROM free)"
+                   "  RETURNING j.state, j.run_at"
+                   "), d AS ("
+                   "  DELETE FROM scheduler.batches b WHERE b.token IN (SELECT o.token FROM o)"
+                   "    AND b.token NOT IN (SELECT busy.token FROM busy) RETURNING 1"
+                   ") SELECT (SELECT count(*) FROM q), (SELECT count(*) FROM d),"
+                   "  (SELECT " WAKE_EVERYONE " FROM q WHERE state = 'scheduled'"
+                   "   HAVING count(*) > 0)"},
     /* Try only: two instances of one process share a worker id. */
     [Q_WORKER_LOCK] = {"scheduler_worker_lock", 1,
                        "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
@@ -548,11 +660,10 @@ static const struct {
 
 #define NBUFS 24
 
-/* A claimed job and its row in the claim's result, sorted into run order
- * (jobs whose last attempt was lost last: they do not run). */
+/* A claimed job and its row in the claim's result, sorted into run order. */
 typedef struct claimed {
   store_job job;
-  int row, lost;
+  int row;
 } claimed;
 
 /* A claimed batch: the claim's result, which its jobs point into, and its
@@ -565,7 +676,7 @@ typedef struct batch {
   claimed *sorted; /* hold_batch's scratch */
   size_t cap;      /* room in the arrays */
   size_t n;        /* jobs (0: none) */
-  size_t runnable; /* the first ones, to run; the others' last attempt was lost */
+  int64_t token;   /* the claim's (every job's) */
   /* the last job in claim order, (priority, run_at, id) as text: the
    * lower bound of the claim ahead (see CLAIM AHEAD) */
   char bound[3][32];
@@ -590,8 +701,16 @@ typedef struct pg_store {
   char limit[32];    /* the limit of the current claim, as text */
   int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int syncs;         /* pipeline syncs sent and not read yet */
-  long long default_max_attempts; /* for the lost ones */
   size_t held_lost;  /* jobs of a claim transaction whose connection was lost */
+  int leased;        /* the jobs in hand are a lease (a quarantined job), not held */
+  char *worker;      /* the worker id of the last claim */
+  /* The record connection (see CRASHES): commits the records of the
+   * batches the claim transaction holds; tx_tokens, those batches' tokens
+   * (a bigint[] literal), dropped with its commit. */
+  PGconn *rec;
+  int rec_prepared;
+  buf tx_tokens;
+  int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
   unsigned prepared; /* bit per query prepared on this connection */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
@@ -664,14 +783,16 @@ static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
   return code;
 }
 
+static void unrecord(pg_store *p);
+
 static void pg_disconnect(store *s) {
   pg_store *p = PG(s);
   /* the claim transaction dies with the connection: the database unlocks
-   * its rows; the next claim of each counts the lost attempt */
+   * its rows, and they run again (nothing crashed: see CRASHES) */
   if (p->held) p->held_lost = p->tx_jobs;
   p->held = 0;
   p->open = p->ahead = 0;
-  p->next.n = p->next.runnable = 0;
+  p->next.n = 0;
   p->tx_jobs = 0;
   p->syncs = 0;
   buf_reset(&p->done[0]);
@@ -679,6 +800,7 @@ static void pg_disconnect(store *s) {
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
+  unrecord(p);
   p->worker_locked = 0;
   p->sleep_locked = 0;
 }
@@ -958,7 +1080,7 @@ static int send_segment(pg_store *p, const step *steps, int n) {
       sent = PQsendQueryParams(conn, t->sql, 0, NULL, NULL, NULL, NULL, 0);
     else if (queries[t->q].name)
       sent = PQsendQueryPrepared(conn, queries[t->q].name, queries[t->q].nparams, t->values, NULL,
-                                 NULL, t->q == Q_CLAIM /* binary: see read_claimed */);
+                                 NULL, t->q == Q_CLAIM || t->q == Q_CLAIM_ONE /* binary: see read_claimed */);
     else
       sent = PQsendQueryParams(conn, queries[t->q].sql, queries[t->q].nparams, NULL, t->values,
                                NULL, NULL, 0);
@@ -1288,6 +1410,7 @@ static void read_claimed(PGresult *r, int row, store_job *j) {
   j->state = "running";
   j->last_error = NULL;
   j->last_error_len = 0;
+  j->token = bin_int(r, row, 10);
 }
 
 static int pg_get(store *s, int64_t id, store_job *out, int *found) {
@@ -1342,8 +1465,8 @@ nomem:
 }
 
 /* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
- * their attempts; [2]-[5] id, attempt, retry delay (NULL: failed), error
- * of failed attempts; [6], [7] ids and attempts of released claims. */
+ * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
+ * of failed attempts; [6], [7] ids and tokens of released claims. */
 static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   buf *b = p->p;
   int err = 0;
@@ -1358,7 +1481,7 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
     switch (x->kind) {
     case OUTCOME_DONE:
       err |= (nd ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
-             add_int(&b[0], x->claim.id) | add_int(&b[1], x->claim.attempt);
+             add_int(&b[0], x->claim.id) | add_int(&b[1], x->claim.token);
       nd++;
       break;
     case OUTCOME_RETRY:
@@ -1366,7 +1489,7 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
       if (nf) {
         for (int k = 2; k < 6; k++) err |= buf_addc(&b[k], ',');
       }
-      err |= add_int(&b[2], x->claim.id) | add_int(&b[3], x->claim.attempt) |
+      err |= add_int(&b[2], x->claim.id) | add_int(&b[3], x->claim.token) |
              buf_adds(&b[4], x->kind == OUTCOME_RETRY
                                  ? fmt_seconds(x->retry_in, num, sizeof num)
                                  : "NULL") |
@@ -1375,7 +1498,7 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
       break;
     case OUTCOME_RELEASE:
       err |= (nr ? buf_addc(&b[6], ',') | buf_addc(&b[7], ',') : 0) |
-             add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.attempt);
+             add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.token);
       nr++;
       break;
     }
@@ -1406,12 +1529,116 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
  *   The completions of its batches (for stats) are counted once, with
  * its commit.  Any other use of the connection ends the transaction first
  * (idle): the batch claimed ahead goes back as it was (no attempt counted)
- * and the rest commits.  A settle does the same, and after one the next QUIET_AFTER_SETTLE
- * transactions claim nothing ahead: listeners that call the API would
- * waste every claim ahead. */
+ * and the rest commits.  A settle does the same, and after one the next
+ * QUIET_AFTER_SETTLE transactions claim nothing ahead: listeners that call
+ * the API would waste every claim ahead.
+ *
+ * CRASHES.  What a dead worker's claim transaction held is recorded, never
+ * inferred: an aborted transaction leaves nothing of its own behind (a
+ * row's xmax also names the transaction of any client that merely locked
+ * it).  Before the first job of a batch runs, the batch's token, worker
+ * and job ids are committed to scheduler.batches on a second connection
+ * of the worker's (the record connection: the claim transaction cannot
+ * commit anything of its own before it ends), marking the batch before it
+ * in the same transaction as run; the commit that ends the transaction
+ * drops its records.  If the worker dies, the records stay.  Every
+ * worker's rescue (Q_ORPHANS) looks for records whose worker's connection
+ * is gone (its session advisory lock, WORKER_LOCK, goes with it): of a
+ * batch that had not run, a job alone was the one running and is charged
+ * its attempt; several are not charged and go to QUARANTINE, where each
+ * is claimed alone, as a lease whose attempt is committed before it runs
+ * (Q_CLAIM_ONE), until it has finished or crashed on its own.  A lost
+ * connection, a failed commit and other rollbacks of a living worker drop
+ * their records themselves: nothing crashed, the jobs simply run again. */
 #define TX_MAX_AGE 0.05
 #define TX_MAX_BATCHES 32
 #define QUIET_AFTER_SETTLE 8
+
+/* The record connection, connected (with its session settings) unless it
+ * is.  Records commit without waiting for the WAL flush: a server crash
+ * aborts the transactions they describe and empties the (unlogged) table. */
+static int rec_connect(pg_store *p) {
+  if (p->rec && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
+  if (p->rec) PQfinish(p->rec);
+  p->rec_prepared = 0;
+  const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
+                              "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "dbname", "client_encoding", "options", NULL};
+  const char *const vals[] = {"lua-scheduler", "10", "1", "10", "5", "3", p->conninfo, "UTF8",
+                              "-c synchronous_commit=off", NULL};
+  p->rec = PQconnectdbParams(keys, vals, 1);
+  if (!p->rec) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
+  if (PQstatus(p->rec) != CONNECTION_OK) {
+    int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(p->rec));
+    PQfinish(p->rec);
+    p->rec = NULL;
+    return rc;
+  }
+  PQsetNoticeProcessor(p->rec, ignore_notice, NULL);
+  return STORE_OK;
+}
+
+/* Run query q (Q_RECORD or Q_UNRECORD) on the record connection. */
+static int rec_run(pg_store *p, int q, const char *const *values) {
+  int rc = rec_connect(p);
+  if (rc) return rc;
+  int bit = q == Q_RECORD ? 1 : 2;
+  if (!(p->rec_prepared & bit)) {
+    PGresult *r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+      rc = fail_msg(p, PQstatus(p->rec) == CONNECTION_OK ? STORE_ERROR : STORE_DOWN,
+                    "recording a batch", r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
+      if (r) PQclear(r);
+      return rc;
+    }
+    PQclear(r);
+    p->rec_prepared |= bit;
+  }
+  PGresult *r = PQexecPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
+  if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+    PQclear(r);
+    return STORE_OK;
+  }
+  rc = fail_msg(p, PQstatus(p->rec) == CONNECTION_OK ? STORE_ERROR : STORE_DOWN,
+                "recording a batch", r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
+  if (r) PQclear(r);
+  return rc;
+}
+
+/* Record batch b, about to run in the claim transaction (see CRASHES). */
+static int record_batch(pg_store *p, const batch *b) {
+  buf *ids = &p->p[NBUFS - 1];
+  char token[32], prev[32];
+  int err = 0;
+  buf_reset(ids);
+  err |= buf_addc(ids, '{');
+  for (size_t i = 0; i < b->n; i++) err |= (i ? buf_addc(ids, ',') : 0) | add_int(ids, b->jobs[i].id);
+  err |= buf_addc(ids, '}');
+  /* its token joins the transaction's, dropped with its commit */
+  if (p->tx_tokens.len) p->tx_tokens.data[p->tx_tokens.len - 1] = ','; /* "{...}" reopened */
+  else err |= buf_addc(&p->tx_tokens, '{');
+  err |= add_int(&p->tx_tokens, b->token) | buf_addc(&p->tx_tokens, '}');
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  snprintf(token, sizeof token, "%lld", (long long)b->token);
+  snprintf(prev, sizeof prev, "%lld", (long long)p->recorded);
+  const char *values[4] = {token, p->worker, buf_cstr(ids), p->recorded ? prev : NULL};
+  int rc = rec_run(p, Q_RECORD, values);
+  if (rc == STORE_OK) p->recorded = b->token;
+  return rc;
+}
+
+/* The claim transaction is gone while this worker lives: drop the records
+ * of its batches (nothing crashed; their jobs simply run again).  If that
+ * fails too, another worker's rescue will quarantine them, which is safe. */
+static void unrecord(pg_store *p) {
+  if (p->tx_tokens.len) {
+    const char *values[1] = {buf_cstr(&p->tx_tokens)};
+    rec_run(p, Q_UNRECORD, values);
+  }
+  buf_reset(&p->tx_tokens);
+  p->recorded = 0;
+}
 
 /* The claim transaction is still ours: same connection, still open.
  * Otherwise it is gone, and its jobs run again. */
@@ -1451,7 +1678,7 @@ static void rollback(pg_store *p) {
   buf_reset(&p->done[0]);
   buf_reset(&p->done[1]);
   p->open = p->ahead = 0;
-  p->next.n = p->next.runnable = 0;
+  p->next.n = 0;
   p->tx_jobs = 0;
   discard_pipeline(p);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK &&
@@ -1459,6 +1686,7 @@ static void rollback(pg_store *p) {
     PGresult *r = PQexec(p->conn, "ROLLBACK");
     if (r) PQclear(r);
   }
+  unrecord(p);
 }
 
 /* Claim order: (priority, run_at, id). */
@@ -1468,11 +1696,8 @@ static int cmp_claim_order(const store_job *x, const store_job *y) {
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Run order: claim order, jobs whose last attempt was lost last. */
 static int cmp_run_order(const void *a, const void *b) {
-  const claimed *u = a, *v = b;
-  if (u->lost != v->lost) return u->lost - v->lost;
-  return cmp_claim_order(&u->job, &v->job);
+  return cmp_claim_order(&((const claimed *)a)->job, &((const claimed *)b)->job);
 }
 
 /* Room for a batch of n jobs in b: 0 or -1. */
@@ -1499,21 +1724,19 @@ static void free_batch(batch *b) {
   free(b->sorted);
 }
 
-/* Take the claim's result r (rows > 0) as batch b: its jobs in run order,
- * those to run first.  STORE_OK, or STORE_NOMEM (r cleared). */
+/* Take the claim's result r (rows > 0) as batch b: its jobs in run order.
+ * STORE_OK, or STORE_NOMEM (r cleared). */
 static int hold_batch(pg_store *p, batch *b, PGresult *r) {
   size_t rows = (size_t)PQntuples(r);
   if (reserve_batch(b, rows)) {
     PQclear(r);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
   }
-  size_t lost = 0, last = 0;
+  size_t last = 0;
   claimed *sorted = b->sorted;
   for (size_t i = 0; i < rows; i++) {
     read_claimed(r, (int)i, &sorted[i].job);
     sorted[i].row = (int)i;
-    sorted[i].lost = PQgetvalue(r, (int)i, 10)[0] != 0;
-    lost += (size_t)sorted[i].lost;
     if (cmp_claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
   }
   snprintf(b->bound[0], sizeof b->bound[0], "%lld", sorted[last].job.priority);
@@ -1527,16 +1750,14 @@ static int hold_batch(pg_store *p, batch *b, PGresult *r) {
   clear(&b->res);
   b->res = r;
   b->n = rows;
-  b->runnable = rows - lost;
+  b->token = rows ? b->jobs[0].token : 0;
   return STORE_OK;
 }
 
 /* What ends each job of a batch (its fate): an outcome (its index), a
- * lease, nothing yet (it goes back as it was, to run again), or its last
- * attempt was lost (it goes back with that attempt counted). */
+ * lease, or nothing yet (it goes back as it was, to run again). */
 #define FATE_RELEASED (-1L)
 #define FATE_LEASED (-2L)
-#define FATE_LOST (-3L)
 
 /* The index in batch b of the job with this id, looking from `from` on
  * (outcomes come in batch order); -1 if none. */
@@ -1549,17 +1770,18 @@ static long batch_index(const batch *b, int64_t id, size_t from) {
 }
 
 /* The fates of b's jobs: outcome o[k] for its job, a lease for the claims
- * `keep`, the others go back (lost attempts counted). */
+ * `keep`, the others go back.  Outcomes and leases of another claim (a
+ * stale token) are not this batch's. */
 static void set_fates(batch *b, const store_outcome *o, size_t n_o, const store_claim *keep,
                       size_t n_keep) {
-  for (size_t i = 0; i < b->n; i++) b->fate[i] = i < b->runnable ? FATE_RELEASED : FATE_LOST;
+  for (size_t i = 0; i < b->n; i++) b->fate[i] = FATE_RELEASED;
   size_t from = 0;
   for (size_t k = 0; k < n_o; k++) {
-    long i = batch_index(b, o[k].claim.id, from);
+    long i = o[k].claim.token == b->token ? batch_index(b, o[k].claim.id, from) : -1;
     if (i >= 0) b->fate[i] = (long)k, from = (size_t)i + 1;
   }
   for (size_t k = 0; k < n_keep; k++) {
-    long i = batch_index(b, keep[k].id, from);
+    long i = keep[k].token == b->token ? batch_index(b, keep[k].id, from) : -1;
     if (i >= 0) b->fate[i] = FATE_LEASED, from = (size_t)i + 1;
   }
 }
@@ -1600,11 +1822,9 @@ static int count_done(pg_store *p, const batch *t, const store_outcome *o) {
 
 /* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs of batch t that stay;
  * *n = how many. */
-static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, buf *b,
-                           size_t *n) {
+static int put_back_arrays(const batch *t, const store_outcome *o, buf *b, size_t *n) {
   PGresult *r = t->res;
   int err = 0;
-  buf lost = BUF_INIT;
   for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
   *n = 0;
   for (size_t i = 0; i < t->n && !err; i++) {
@@ -1615,21 +1835,12 @@ static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, 
     const store_job *j = &t->jobs[i];
     int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
     char num[64];
-    long long max = j->max_attempts > 0 ? j->max_attempts : p->default_max_attempts;
-    const char *state = f == FATE_LEASED                                 ? "running"
-                        : (x && x->kind == OUTCOME_FAILED) ||
-                                  (f == FATE_LOST && j->attempt >= max) ? "failed"
-                                                                         : "scheduled";
-    /* a failed attempt, a lost one and a lease keep the attempt as claimed;
-     * a job given back was not attempted */
-    long long attempt = failed || f == FATE_LEASED || f == FATE_LOST ? j->attempt : j->attempt - 1;
-    if (f == FATE_LOST) {
-      buf_reset(&lost);
-      err |= buf_printf(&lost,
-                        "attempt %lld was lost: the worker running it died or lost its "
-                        "connection to the database",
-                        j->attempt);
-    }
+    const char *state = f == FATE_LEASED                        ? "running"
+                        : x && x->kind == OUTCOME_FAILED ? "failed"
+                                                         : "scheduled";
+    /* a failed attempt and a lease keep the attempt as claimed; a job
+     * given back was not attempted */
+    long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
     if (!first)
       for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], ',');
     err |= add_int(&b[0], j->id) | add_text_or_null(&b[1], j->name, j->name_len) |
@@ -1644,8 +1855,6 @@ static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, 
            buf_adds(&b[11], bin_time_text(r, row, 9, num, sizeof num));
     if (failed) {
       err |= add_text_or_null(&b[10], buf_cstr(&x->error), x->error.len);
-    } else if (f == FATE_LOST) {
-      err |= add_text_or_null(&b[10], lost.data, lost.len);
     } else {
       size_t len;
       const char *e = value_or_null(r, row, 8, &len);
@@ -1654,25 +1863,27 @@ static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, 
     (*n)++;
   }
   for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
-  buf_free(&lost);
   return err;
 }
 
 /* The end of batch t (fates set) in its transaction: its done jobs are
  * counted (count_done), and a step (Q_PUT_BACK, added to steps[*n]) puts
  * back those that stay, the claims to keep leased to `worker` for `lease`
- * seconds.  Array literals in b[0]-b[11]; the parameter list in v (14
- * entries).  STORE_OK or STORE_NOMEM. */
+ * seconds on the batch's claim.  Array literals in b[0]-b[11]; the
+ * parameter list in v (15 entries; text in `text`, 96 bytes).  STORE_OK or
+ * STORE_NOMEM. */
 static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double lease,
-                     const char *worker, buf *b, const char **v, char *leasetext, step *steps,
+                     const char *worker, buf *b, const char **v, char *text, step *steps,
                      int *n) {
   size_t n_back;
   for (int k = 0; k < 12; k++) buf_reset(&b[k]);
-  if ((o && count_done(p, t, o)) || put_back_arrays(p, t, o, b, &n_back))
+  if ((o && count_done(p, t, o)) || put_back_arrays(t, o, b, &n_back))
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   for (int k = 0; k < 12; k++) v[k] = buf_cstr(&b[k]);
   v[12] = worker ? worker : "";
-  v[13] = fmt_seconds(lease, leasetext, 64);
+  v[13] = fmt_seconds(lease, text, 64);
+  snprintf(text + 64, 32, "%lld", (long long)t->token);
+  v[14] = text + 64;
   if (n_back) steps[(*n)++] = STEP_QUERY(Q_PUT_BACK, v);
   return STORE_OK;
 }
@@ -1685,7 +1896,7 @@ static int collect_ahead(pg_store *p) {
   p->ahead = 0;
   PGresult *r = NULL;
   int rc = read_segment(p, 1, 0, &r);
-  p->next.n = p->next.runnable = 0;
+  p->next.n = 0;
   if (rc == STORE_OK && PQntuples(r) == 0)
     PQclear(r);
   else if (rc == STORE_OK)
@@ -1701,39 +1912,43 @@ static int collect_ahead(pg_store *p) {
 /* End the claim transaction: of the batch in hand (if held), the jobs with
  * an outcome in o are written (the done ones stay deleted and are
  * counted), the claims `keep` leased to `worker` for `lease` seconds, and
- * every other one goes back as it was; so does the batch claimed ahead;
- * jobs whose last attempt was lost go back with it counted.  Then commit:
- * one round trip. */
+ * every other one goes back as it was; so does the batch claimed ahead.
+ * The transaction's records go with its commit (see CRASHES): one round
+ * trip. */
 static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
                   size_t n_keep, double lease, const char *worker) {
   int rc = batch_alive(p);
   if (rc == STORE_OK) rc = collect_ahead(p);
   if (rc != STORE_OK) return rc;
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
-  step steps[4];
+  step steps[5];
   int n = 0;
-  const char *v[2][14];
-  char leasetext[2][64];
+  const char *v[2][15];
+  char text[2][96];
   if (p->held) {
     set_fates(&p->cur, o, n_o, keep, n_keep);
-    rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], leasetext[0], steps, &n);
+    rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], text[0], steps, &n);
   }
   if (rc == STORE_OK && p->next.n) {
     set_fates(&p->next, NULL, 0, NULL, 0);
-    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 12, v[1], leasetext[1], steps, &n);
+    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 12, v[1], text[1], steps, &n);
   }
   const char *done[2] = {buf_cstr(&p->done[0]), buf_cstr(&p->done[1])};
   if (p->done[0].len) steps[n++] = STEP_QUERY(Q_COMPLETED, done);
+  const char *tokens[1] = {buf_cstr(&p->tx_tokens)};
+  if (p->tx_tokens.len) steps[n++] = STEP_QUERY(Q_UNRECORD, tokens); /* see CRASHES */
   PGresult *r = NULL;
   steps[n++] = STEP_SQL("COMMIT");
   if (rc == STORE_OK) rc = pipeline(p, steps, n, -1, &r);
   if (rc == STORE_OK) {
     p->held = 0;
     p->open = 0;
-    p->next.n = p->next.runnable = 0;
+    p->next.n = 0;
     p->tx_jobs = 0;
     buf_reset(&p->done[0]);
     buf_reset(&p->done[1]);
+    buf_reset(&p->tx_tokens);
+    p->recorded = 0;
     return STORE_OK;
   }
   rollback(p);
@@ -1762,7 +1977,7 @@ static void claim_ahead(pg_store *p, size_t limit) {
       clock_mono() - p->tx_start >= TX_MAX_AGE)
     return;
   /* the end of the batch in hand is sent behind it: prepared first */
-  if (prepare(p, Q_PUT_BACK)) return;
+  if (prepare(p, Q_PUT_BACK) || prepare(p, Q_UNRECORD)) return;
   const char *values[5] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
                            p->cur.bound[1], p->cur.bound[2]};
   step claim = STEP_QUERY(Q_CLAIM, values);
@@ -1771,84 +1986,122 @@ static void claim_ahead(pg_store *p, size_t limit) {
   p->tx_batches++;
 }
 
+/* Claim one quarantined job alone as a lease if any is due (see CRASHES),
+ * else a batch in a claim transaction, recorded before it is handed out.
+ * Both claims go in one round trip; a batch claimed beside a quarantined
+ * job goes back untouched (its claim transaction rolls back). */
 static int pg_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   pg_store *p = PG(s);
-  (void)lease; /* held, not leased: settle leases */
+  (void)default_max_attempts; /* crashes are charged by rescue */
   *n = 0;
   *jobs = NULL;
+  p->leased = 0;
   if (p->held) rollback(p); /* a batch never finished: the jobs of its transaction run again */
-  p->default_max_attempts = default_max_attempts;
+  if (!p->worker || strcmp(p->worker, worker) != 0) {
+    char *w = strdup(worker);
+    if (!w) return store_fail(s, STORE_NOMEM, "not enough memory");
+    free(p->worker);
+    p->worker = w;
+  }
   snprintf(p->limit, sizeof p->limit, "%zu", limit);
   if (p->open || p->ahead) {
     int rc = collect_ahead(p);
     if (rc) return rc;
-    if (p->next.runnable > 0) {
-      /* claimed ahead: in hand at once */
+    if (p->next.n > 0) {
+      /* claimed ahead: in hand once recorded */
+      size_t jobs_in_tx = p->tx_jobs;
       batch t = p->cur;
       p->cur = p->next;
       p->next = t;
-      p->next.n = p->next.runnable = 0;
+      p->next.n = 0;
       p->open = 0;
       p->held = p->cur.n;
+      rc = record_batch(p, &p->cur);
+      if (rc) {
+        rollback(p);
+        return batch_failed(p, jobs_in_tx, rc);
+      }
       claim_ahead(p, limit);
       *jobs = p->cur.jobs;
-      *n = p->cur.runnable;
+      *n = p->cur.n;
       return STORE_OK;
     }
-    /* nothing more past the bound (or only lost attempts): commit, then
-     * claim afresh */
+    /* nothing more past the bound: commit, then claim afresh */
     rc = close_tx(p);
     if (rc) return rc;
   }
+  char leasetext[64];
+  const char *one[3] = {buf_cstr(&p->names_literal), p->worker,
+                        fmt_seconds(lease, leasetext, sizeof leasetext)};
   const char *values[5] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL};
+  const step quarantined = STEP_QUERY(Q_CLAIM_ONE, one);
   /* see prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS), STEP_QUERY(Q_CLAIM, values)};
-  /* Twice at most: a claim that found only lost attempts puts them back
-   * counted, then claims again. */
-  for (int round = 0;; round++) {
-    PGresult *r = NULL;
-    int rc = pg_connect(s);
-    if (rc == STORE_OK && !p->worker_locked) {
-      const char *who[1] = {worker};
-      rc = run(p, Q_WORKER_LOCK, who, &r);
-      if (rc == STORE_OK) {
-        clear(&r);
-        p->worker_locked = 1;
-      }
-    }
+  PGresult *r = NULL, *alone = NULL;
+  int rc = pg_connect(s);
+  if (rc == STORE_OK && !p->worker_locked) {
+    const char *who[1] = {worker};
+    rc = run(p, Q_WORKER_LOCK, who, &r);
     if (rc == STORE_OK) {
-      /* awake: give SLEEP_LOCK back (see there) */
-      int from = p->sleep_locked ? 0 : 1;
-      rc = pipeline(p, steps + from, 4 - from, 3 - from, &r);
-      /* given back even if the claim failed (the unlock comes first), or
-       * gone with the connection */
-      p->sleep_locked = 0;
+      clear(&r);
+      p->worker_locked = 1;
     }
-    if (rc == STORE_OK && PQntuples(r) == 0) {
-      clear(&r); /* nothing due */
-      return exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
-    }
-    if (rc == STORE_OK) rc = hold_batch(p, &p->cur, r);
-    if (rc != STORE_OK) {
-      rollback(p); /* undoes the claim: they run again */
-      return rc;
-    }
-    p->held = p->cur.n;
-    p->tx_jobs = p->cur.n;
-    p->tx_batches = 1;
-    p->tx_start = clock_mono();
-    if (p->cur.runnable > 0) break;
-    rc = end_tx(p, NULL, 0, NULL, 0, 0, NULL);
-    if (rc != STORE_OK || round == 1) return rc;
   }
+  if (rc == STORE_OK) rc = prepare(p, Q_CLAIM_ONE);
+  if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
+    rc = prepare_claim(p);
+  if (rc == STORE_OK) {
+    /* awake: give SLEEP_LOCK back (see there) */
+    int from = p->sleep_locked ? 0 : 1;
+    rc = send_segment(p, &quarantined, 1);
+    if (rc == STORE_OK) rc = send_segment(p, steps + from, 4 - from);
+    if (rc == STORE_OK) rc = read_segment(p, 1, 0, &alone);
+    if (rc == STORE_OK) rc = read_segment(p, 4 - from, 3 - from, &r);
+    /* given back even if the claim failed (the unlock comes first), or
+     * gone with the connection */
+    p->sleep_locked = 0;
+  }
+  if (rc != STORE_OK) {
+    clear(&alone);
+    rollback(p);
+    return rc;
+  }
+  if (PQntuples(alone) > 0) {
+    /* a quarantined job, leased: alone, so the batch goes back untouched */
+    clear(&r);
+    rollback(p);
+    rc = hold_batch(p, &p->cur, alone);
+    if (rc) return rc;
+    p->leased = 1;
+    *jobs = p->cur.jobs;
+    *n = p->cur.n;
+    return STORE_OK;
+  }
+  clear(&alone);
+  if (PQntuples(r) == 0) {
+    clear(&r); /* nothing due */
+    return exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
+  }
+  rc = hold_batch(p, &p->cur, r);
+  if (rc == STORE_OK) rc = record_batch(p, &p->cur);
+  if (rc != STORE_OK) {
+    rollback(p); /* undoes the claim: they run again */
+    return rc;
+  }
+  p->held = p->cur.n;
+  p->tx_jobs = p->cur.n;
+  p->tx_batches = 1;
+  p->tx_start = clock_mono();
   if (p->quiet) p->quiet--;
   claim_ahead(p, limit);
   *jobs = p->cur.jobs;
-  *n = p->cur.runnable;
+  *n = p->cur.n;
   return STORE_OK;
 }
+
+static int pg_held(store *s) { return PG(s)->held > 0; }
 
 /* The end of the batch in hand, whose successor was claimed ahead: its
  * outcomes are written in the transaction, which stays open; the claim
@@ -1858,10 +2111,10 @@ static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
   if (rc) return rc;
   step steps[1];
   int n = 0;
-  const char *v[14];
-  char leasetext[64];
+  const char *v[15];
+  char text[96];
   set_fates(&p->cur, o, n_o, NULL, 0);
-  rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, leasetext, steps, &n);
+  rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, text, steps, &n);
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   if (rc == STORE_OK && n) rc = send_segment(p, steps, n);
   if (rc == STORE_OK) {
@@ -1904,16 +2157,16 @@ static int pg_finish(store *s, const store_outcome *o, size_t n) {
   return STORE_OK;
 }
 
-static int claims_literal(buf *ids, buf *attempts, const store_claim *c, size_t n) {
+static int claims_literal(buf *ids, buf *tokens, const store_claim *c, size_t n) {
   int err = 0;
   buf_reset(ids);
-  buf_reset(attempts);
-  err |= buf_addc(ids, '{') | buf_addc(attempts, '{');
+  buf_reset(tokens);
+  err |= buf_addc(ids, '{') | buf_addc(tokens, '{');
   for (size_t i = 0; i < n; i++) {
-    if (i) err |= buf_addc(ids, ',') | buf_addc(attempts, ',');
-    err |= add_int(ids, c[i].id) | add_int(attempts, c[i].attempt);
+    if (i) err |= buf_addc(ids, ',') | buf_addc(tokens, ',');
+    err |= add_int(ids, c[i].id) | add_int(tokens, c[i].token);
   }
-  return err | buf_addc(ids, '}') | buf_addc(attempts, '}');
+  return err | buf_addc(ids, '}') | buf_addc(tokens, '}');
 }
 
 static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
@@ -1930,15 +2183,28 @@ static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
   return STORE_OK;
 }
 
-static int pg_rescue(store *s, long long default_max_attempts) {
+/* Give back by the crash rule (see CRASHES) the expired leases and the
+ * batches of dead workers ($1 NULL), or those of `worker`; *n (if not
+ * NULL) = how many jobs. */
+static int give_back(pg_store *p, const char *worker, long long default_max_attempts,
+                     size_t *n) {
   char maxa[32];
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[1] = {maxa};
+  const char *values[2] = {worker, maxa};
   PGresult *r = NULL;
-  int rc = run(PG(s), Q_RESCUE, values, &r);
+  int rc = run(p, Q_RESCUE, values, &r);
   if (rc) return rc;
+  size_t leased = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  rc = run(p, Q_ORPHANS, values, &r);
+  if (rc) return rc;
+  if (n) *n = leased + (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
   PQclear(r);
   return STORE_OK;
+}
+
+static int pg_rescue(store *s, long long default_max_attempts) {
+  return give_back(PG(s), NULL, default_max_attempts, NULL);
 }
 
 /* In one transaction: wait until no connection of the worker is left (see
@@ -1947,9 +2213,7 @@ static int pg_rescue(store *s, long long default_max_attempts) {
  * not noticed yet), release what is visible anyway. */
 static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
   pg_store *p = PG(s);
-  char maxa[32];
-  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[2] = {worker, maxa};
+  const char *values[1] = {worker};
   PGresult *r = NULL;
   *n = 0;
   int rc = idle(p);
@@ -1968,13 +2232,11 @@ static int pg_abandon(store *s, const char *worker, long long default_max_attemp
   } else {
     return rc;
   }
-  rc = run(p, Q_ABANDON, values, &r);
+  rc = give_back(p, worker, default_max_attempts, n);
   if (rc) {
     if (in_transaction) rollback(p);
     return rc;
   }
-  *n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-  PQclear(r);
   return in_transaction ? exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL) : STORE_OK;
 }
 
@@ -2275,6 +2537,9 @@ static void pg_destroy(store *s) {
   pg_store *p = PG(s);
   if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
   pg_disconnect(s);
+  if (p->rec) PQfinish(p->rec);
+  free(p->worker);
+  buf_free(&p->tx_tokens);
   free_batch(&p->cur);
   free_batch(&p->next);
   clear(&p->got);
@@ -2310,6 +2575,7 @@ static const store_ops pg_ops = {
     .claim = pg_claim,
     .finish = pg_finish,
     .settle = pg_settle,
+    .held = pg_held,
     .heartbeat = pg_heartbeat,
     .rescue = pg_rescue,
     .abandon = pg_abandon,

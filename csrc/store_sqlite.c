@@ -13,8 +13,9 @@
  *   is "the database clock" of a one-host database; C reads the clock and
  *   binds it, SQL never calls julianday() (milliseconds only).
  * - a job is 'scheduled', 'running' (leased until locked_until) or 'failed';
- *   a claim increments `attempt` and every later write about that run is
- *   fenced on (id, attempt), exactly as on PostgreSQL.
+ *   a claim increments `attempt` and gets a token (claim) that every later
+ *   write about that run is fenced on, as on PostgreSQL; crashes are
+ *   charged by the rule of store.h (claim).
  * - durability: WAL journal with synchronous=FULL: a transaction is on disk
  *   (fsync of the WAL) when COMMIT returns, so schedule() returns an id only
  *   for a job that survives a crash of the process, of the OS or power loss.
@@ -142,6 +143,18 @@ static const char *const migrations[] = {
     "CREATE TRIGGER scheduler_completions_prune AFTER INSERT ON scheduler_completions BEGIN"
     "  DELETE FROM scheduler_completions WHERE second < NEW.second - 120;"
     "END;",
+    /* 4: crashes recorded, not inferred (store.h, claim).  claim: the token
+     * of the claim that leases a job, from the one-row counter
+     * scheduler_claim_tokens (leases taken before this migration get the
+     * negative of their id, which the counter never gives); quarantined:
+     * the job came back from a batch whose worker died, and runs alone. */
+    "ALTER TABLE scheduler_jobs ADD COLUMN claim INTEGER;"
+    "ALTER TABLE scheduler_jobs ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE scheduler_jobs SET claim = -id WHERE state = 'running';"
+    "CREATE TABLE scheduler_claim_tokens (last INTEGER NOT NULL);"
+    "INSERT INTO scheduler_claim_tokens (last) VALUES (0);"
+    "CREATE INDEX scheduler_jobs_quarantine ON scheduler_jobs (priority, run_at, id)"
+    "  WHERE quarantined AND state = 'scheduled';",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -151,7 +164,7 @@ static const char *const migrations[] = {
 enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_DATA_VERSION, Q_SYNC_NORMAL, Q_SYNC_FULL,
   Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_RETRY, Q_GET,
-  Q_NEXT_PRIORITY, Q_DUE, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
+  Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_COUNT
@@ -185,12 +198,20 @@ static const char *const queries[Q_COUNT] = {
                         " WHERE state = 'scheduled' AND priority > ?1",
     [Q_DUE] = "SELECT " JOB_COLUMNS " FROM scheduler_jobs INDEXED BY scheduler_jobs_due"
               " WHERE state = 'scheduled' AND priority = ?1 AND run_at <= ?2"
-              " ORDER BY run_at, id",
+              "  AND NOT quarantined ORDER BY run_at, id",
+    /* quarantined jobs are claimed alone, first (store.h, claim) */
+    [Q_QUARANTINED] = "SELECT " JOB_COLUMNS " FROM scheduler_jobs"
+                      " INDEXED BY scheduler_jobs_quarantine"
+                      " WHERE quarantined AND state = 'scheduled' AND run_at <= ?1"
+                      " ORDER BY priority, run_at, id",
+    [Q_TOKEN] = "UPDATE scheduler_claim_tokens SET last = last + 1 RETURNING last",
     [Q_TAKE] = "UPDATE scheduler_jobs SET state = 'running', attempt = attempt + 1,"
-               " locked_by = ?2, locked_until = ?3 WHERE id = ?1 AND state = 'scheduled'",
+               " locked_by = ?2, locked_until = ?3, claim = ?4"
+               " WHERE id = ?1 AND state = 'scheduled'",
+    /* every write about a claim is fenced on (id, token) */
     [Q_DONE_NAME] = "SELECT name FROM scheduler_jobs"
-                    " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
-    [Q_DONE] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+                    " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+    [Q_DONE] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     /* ?1 second, ?2 name, ?3 jobs completed */
     [Q_COMPLETED] = "INSERT INTO scheduler_completions (second, name, jobs) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT (second, name) DO UPDATE SET jobs = jobs + excluded.jobs",
@@ -198,28 +219,36 @@ static const char *const queries[Q_COUNT] = {
     [Q_AGAIN] = "UPDATE scheduler_jobs SET"
                 " state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'scheduled' END,"
                 " run_at = coalesce(?3, run_at), last_error = ?4,"
-                " locked_by = NULL, locked_until = NULL"
-                " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+                " locked_by = NULL, locked_until = NULL, claim = NULL, quarantined = 0"
+                " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     [Q_BACK] = "UPDATE scheduler_jobs SET state = 'scheduled', attempt = attempt - 1,"
-               " locked_by = NULL, locked_until = NULL"
-               " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+               " locked_by = NULL, locked_until = NULL, claim = NULL"
+               " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     [Q_HEARTBEAT] = "UPDATE scheduler_jobs SET locked_until = ?3"
-                    " WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+                    " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     [Q_ANY_EXPIRED] = "SELECT 1 FROM scheduler_jobs"
                       " WHERE state = 'running' AND locked_until < ?1 LIMIT 1",
-    [Q_RESCUE] = "UPDATE scheduler_jobs SET"
-                 " state = CASE WHEN attempt >= coalesce(max_attempts, ?2)"
-                 "   THEN 'failed' ELSE 'scheduled' END,"
-                 " last_error = 'lease expired: worker ' || coalesce(locked_by, '?') ||"
-                 "   ' stopped renewing it (it died, hung or lost its connection)',"
-                 " locked_by = NULL, locked_until = NULL"
-                 " WHERE state = 'running' AND locked_until < ?1",
-    [Q_ABANDON] = "UPDATE scheduler_jobs SET"
-                  " state = CASE WHEN attempt >= coalesce(max_attempts, ?2)"
-                  "   THEN 'failed' ELSE 'scheduled' END,"
-                  " last_error = 'worker ' || locked_by || ' died while holding it',"
-                  " locked_by = NULL, locked_until = NULL"
-                  " WHERE state = 'running' AND locked_by = ?1",
+    /* The crash rule (store.h, claim): a claim that leased one job alone
+     * counts its attempt (failed when used up); the jobs of a claim that
+     * leased several are not charged and go to quarantine.  Q_RESCUE: the
+     * expired leases (?1 now); Q_ABANDON: those of worker ?1.  ?2 the
+     * default max_attempts. */
+#define SHARED_CLAIM                                                                         \
+  " claim IN (SELECT g.claim FROM scheduler_jobs g WHERE g.state = 'running'"                \
+  "   GROUP BY g.claim HAVING count(*) > 1)" /* evaluated once, before any row changes */
+#define GIVE_BACK(where, why)                                                                \
+  "UPDATE scheduler_jobs SET"                                                                \
+  " quarantined = quarantined OR" SHARED_CLAIM ","                                           \
+  " attempt = CASE WHEN" SHARED_CLAIM " THEN attempt - 1 ELSE attempt END,"                 \
+  " state = CASE WHEN NOT" SHARED_CLAIM " AND attempt >= coalesce(max_attempts, ?2)"         \
+  "   THEN 'failed' ELSE 'scheduled' END,"                                                   \
+  " last_error = CASE WHEN" SHARED_CLAIM " THEN last_error ELSE " why " END,"               \
+  " locked_by = NULL, locked_until = NULL, claim = NULL"                                     \
+  " WHERE state = 'running' AND " where
+    [Q_RESCUE] = GIVE_BACK("locked_until < ?1",
+                           "'lease expired: worker ' || coalesce(locked_by, '?') ||"
+                           " ' stopped renewing it (it died, hung or lost its connection)'"),
+    [Q_ABANDON] = GIVE_BACK("locked_by = ?1", "'worker ' || locked_by || ' died while holding it'"),
     [Q_WAKE_DUE] = "SELECT min(run_at) FROM scheduler_jobs"
                    " WHERE state = 'scheduled' AND name = ?1",
     [Q_WAKE_LEASE] = "SELECT min(locked_until) FROM scheduler_jobs"
@@ -1211,9 +1240,11 @@ static int grow_jobs(sq_store *q, size_t n) {
   return 0;
 }
 
-/* One IMMEDIATE transaction: collect up to `limit` due jobs of this
- * worker's names in (priority, run_at, id) order, then mark them running
- * with the next attempt and a lease.  Nobody else can claim in between. */
+/* One IMMEDIATE transaction: collect a quarantined due job of this
+ * worker's names alone if there is one, else up to `limit` due jobs of
+ * them in (priority, run_at, id) order; then mark them running with the
+ * next attempt, a lease and a new token.  Nobody else can claim in
+ * between. */
 static int sq_claim(store *s, size_t limit, double lease, const char *worker,
                     long long default_max_attempts, store_job **jobs, size_t *n) {
   (void)default_max_attempts; /* leases: an expired one is counted by rescue */
@@ -1228,7 +1259,22 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   int oom = 0;
   q->n_jobs = 0;
   arena_reset(&q->claimed);
-  sqlite3_stmt *prio = stmt(q, Q_NEXT_PRIORITY, &rc);
+  sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
+  if (alone) {
+    sqlite3_bind_double(alone, 1, now);
+    while ((rc = sqlite3_step(alone)) == SQLITE_ROW) {
+      const unsigned char *name = sqlite3_column_text(alone, 1);
+      if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(alone, 1))) continue;
+      if (grow_jobs(q, 1) || read_job(alone, &q->jobs[0], &q->claimed))
+        oom = 1;
+      else
+        q->jobs[got++].attempt++;
+      break;
+    }
+    finish_stmt(alone);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  }
+  sqlite3_stmt *prio = got || rc ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
   long long p = -1;
   while (due && got < limit && !oom) {
@@ -1246,7 +1292,6 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
         break;
       }
       q->jobs[got].attempt++;
-      q->jobs[got].state = "running";
       got++;
     }
     finish_stmt(due);
@@ -1258,11 +1303,20 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
     return STORE_NOMEM;
   }
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
-  sqlite3_stmt *take = stmt(q, Q_TAKE, &rc);
+  double token = 0;
+  sqlite3_stmt *take = NULL;
+  if (got) {
+    sqlite3_stmt *st = stmt(q, Q_TOKEN, &rc);
+    if (st) rc = query_double(q, st, &token);
+    if (rc == SQLITE_OK) take = stmt(q, Q_TAKE, &rc);
+  }
   for (size_t i = 0; take && i < got; i++) {
+    q->jobs[i].state = "running";
+    q->jobs[i].token = (int64_t)token;
     sqlite3_bind_int64(take, 1, q->jobs[i].id);
     sqlite3_bind_text(take, 2, worker, -1, SQLITE_STATIC);
     sqlite3_bind_double(take, 3, now + lease);
+    sqlite3_bind_int64(take, 4, (sqlite3_int64)token);
     if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
   }
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
@@ -1289,23 +1343,23 @@ static int count_done(sq_store *q, const char *s, size_t n) {
   return SQLITE_OK;
 }
 
-/* The job (id, attempt) of the last claim's batch, or NULL.  Outcomes are
+/* The job (id, token) of the last claim's batch, or NULL.  Outcomes are
  * reported in the batch's order, so the one at `hint` usually is it. */
-static const store_job *claimed_job(const sq_store *q, size_t hint, int64_t id, long long attempt) {
-  if (hint < q->n_jobs && q->jobs[hint].id == id && q->jobs[hint].attempt == attempt)
+static const store_job *claimed_job(const sq_store *q, size_t hint, int64_t id, int64_t token) {
+  if (hint < q->n_jobs && q->jobs[hint].id == id && q->jobs[hint].token == token)
     return &q->jobs[hint];
   for (size_t i = 0; i < q->n_jobs; i++)
-    if (q->jobs[i].id == id && q->jobs[i].attempt == attempt) return &q->jobs[i];
+    if (q->jobs[i].id == id && q->jobs[i].token == token) return &q->jobs[i];
   return NULL;
 }
 
-/* Delete a completed job (Q_DONE, bound to id and attempt) and count it
+/* Delete a completed job (Q_DONE, bound to id and token) and count it
  * under its name: known from the claim (no statement: a SELECT per job
  * would cost a tenth of a drain's speed, DELETE ... RETURNING a quarter),
  * else read first, with the same fence, in the same write transaction. */
 static int delete_done(sq_store *q, sqlite3_stmt *done, size_t hint, int64_t id,
-                       long long attempt) {
-  const store_job *j = claimed_job(q, hint, id, attempt);
+                       int64_t token) {
+  const store_job *j = claimed_job(q, hint, id, token);
   int rc, changed = 0;
   if (j) {
     rc = run_write(q, done, &changed);
@@ -1314,7 +1368,7 @@ static int delete_done(sq_store *q, sqlite3_stmt *done, size_t hint, int64_t id,
   sqlite3_stmt *st = stmt(q, Q_DONE_NAME, &rc);
   if (!st) return rc;
   sqlite3_bind_int64(st, 1, id);
-  sqlite3_bind_int64(st, 2, attempt);
+  sqlite3_bind_int64(st, 2, token);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW)
     rc = count_done(q, (const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
@@ -1354,13 +1408,13 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
     sqlite3_stmt *st = stmt(q, which, &rc);
     if (!st) break;
     sqlite3_bind_int64(st, 1, x->claim.id);
-    sqlite3_bind_int64(st, 2, x->claim.attempt);
+    sqlite3_bind_int64(st, 2, x->claim.token);
     if (which == Q_AGAIN) {
       bind_double_or_null(st, 3, now + x->retry_in, x->kind == OUTCOME_RETRY);
       bind_text(st, 4, buf_cstr(&x->error), x->error.len);
     }
     if (which == Q_DONE) {
-      rc = delete_done(q, st, i, x->claim.id, x->claim.attempt);
+      rc = delete_done(q, st, i, x->claim.id, x->claim.token);
       continue;
     }
     int changed = 0;
@@ -1381,7 +1435,7 @@ static int sq_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
   sqlite3_stmt *st = stmt(q, Q_HEARTBEAT, &rc);
   for (size_t i = 0; st && i < n && rc == SQLITE_OK; i++) {
     sqlite3_bind_int64(st, 1, c[i].id);
-    sqlite3_bind_int64(st, 2, c[i].attempt);
+    sqlite3_bind_int64(st, 2, c[i].token);
     sqlite3_bind_double(st, 3, until);
     rc = run_write(q, st, NULL);
   }

@@ -234,6 +234,18 @@ function helper.sql_int(sql, opts)
   return n
 end
 
+--- PostgreSQL: wait until no worker's connection is left (each holds its
+--- advisory lock, WORKER_LOCK in csrc/store_pg.c, until its backend is
+--- gone), so that a killed worker's transaction has surely been aborted and
+--- its batches can be seen as a dead worker's.  Nothing to wait for on SQLite.
+function helper.wait_workers_gone(timeout)
+  if not helper.POSTGRESQL then return true end
+  return helper.wait_for(function()
+    return helper.psql_int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+      .. " AND classid = 1935895652 AND objsubid = 2") == 0
+  end, timeout or 10)
+end
+
 --- How many rows scheduler.jobs holds for `name`.
 function helper.count_jobs(name)
   return helper.sql_int("SELECT count(*) FROM scheduler.jobs WHERE name = " .. helper.literal(name))

@@ -39,7 +39,8 @@
 --   drained   (drain mode) what run{drain=true} returned
 --   returned  what run returned: "<value> <err>"
 -- A table payload with a `fail` field makes the listener raise that message
--- (after the start line).  One with a `fifo` field (a path) makes it block in
+-- (after the start line); one with `exit` makes it end the process with
+-- os.exit(that code) (after the start line: a job that crashes its worker).  One with a `fifo` field (a path) makes it block in
 -- C, opening that FIFO for reading until a writer opens it.
 --
 -- Exit status: 0 when run returned true (drain: a number), 1 otherwise,
@@ -137,6 +138,7 @@ local function listener(payload, job)
     local f = io.open(payload.fifo, "r") -- blocks in open(2) until a writer comes
     if f then f:close() end
   end
+  if type(payload) == "table" and payload.exit then os.exit(payload.exit) end
   if type(payload) == "table" and payload.fail then
     record(job.id, "fail", job.attempt)
     error(tostring(payload.fail))

@@ -1,0 +1,129 @@
+-- Crashes are charged to the job that caused them, never to its neighbours
+-- or to other clients' locks (issue 14, items 1-3).  Worker processes are
+-- spec/support/worker.lua (helper.spawn); what ran is counted by their
+-- results files, an independent record, never by the scheduler's tables.
+local helper = require "spec.helper"
+
+describe("crashes", function()
+  local s
+  before_each(function() s = helper.new() end)
+  after_each(helper.cleanup)
+
+  it("a job that ends its worker is charged alone; its batch loses nothing and runs in quarantine", function()
+    local name = helper.name("poison")
+    local lease = 1
+    local t = helper.now()
+    -- one statement: the first worker claims them all in one batch.  The
+    -- innocents may not lose a single attempt: one charged would fail it.
+    local list = {}
+    for i = 1, 30 do
+      local poison = i == 10
+      list[i] = { name, poison and { exit = 3 } or { n = i },
+        { at = t - 60 + i, max_attempts = poison and 3 or 1 } }
+    end
+    local ids = helper.ok(s:schedule_many(list))
+    local poison = ids[10]
+    local procs = {}
+    for round = 1, 8 do
+      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = lease }
+      procs[#procs + 1] = p
+      local code = p:wait(30)
+      assert.is_truthy(code, p:describe())
+      if code == 0 and helper.count_jobs(name) <= 1 then break end
+      assert.equals(3, code, p:describe()) -- the poison ended it
+      assert.is_truthy(helper.wait_workers_gone())
+      -- a crashed lease comes back when it expires (no supervisor here)
+      helper.sleep(lease + 0.3)
+    end
+    local runs = helper.all_results(procs, "start")
+    local starts, attempts = {}, {}
+    for _, r in ipairs(runs) do
+      starts[r.id] = (starts[r.id] or 0) + 1
+      attempts[r.id] = attempts[r.id] or {}
+      table.insert(attempts[r.id], r.attempt)
+    end
+    local done = helper.tally(helper.all_results(procs, "done"), "id")
+    for i, id in ipairs(ids) do
+      if id ~= poison then
+        assert.is_nil(s:job(id), "innocent job " .. i .. " is left over")
+        assert.is_true((done[id] or 0) >= 1, "innocent job " .. i .. " never finished")
+        for _, a in ipairs(attempts[id]) do
+          assert.equals(1, a, "innocent job " .. i .. " was charged an attempt")
+        end
+      end
+    end
+    local job = helper.ok(s:job(poison))
+    assert.equals("failed", job.state)
+    assert.equals(3, job.attempt)
+    -- three crashes charged in quarantine, after the one in the batch that
+    -- could not know which of its jobs crashed it
+    assert.equals(4, starts[poison], helper.describe_all(procs))
+    assert.same({ 1, 1, 2, 3 }, attempts[poison])
+    assert.equals(1, helper.sql_int("SELECT count(*) FROM scheduler.jobs WHERE state = 'failed' AND name = "
+      .. helper.literal(name)))
+  end)
+
+  it("a job alone that ends its worker is charged each time until it fails", function()
+    local name = helper.name("alone")
+    local id = helper.schedule(s, name, { exit = 3 }, { max_attempts = 2 })
+    local procs = {}
+    for _ = 1, 4 do
+      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = 1 }
+      procs[#procs + 1] = p
+      local code = p:wait(30)
+      if code == 0 then break end
+      assert.equals(3, code, p:describe())
+      assert.is_truthy(helper.wait_workers_gone())
+      helper.sleep(1.3)
+    end
+    local attempts = {}
+    for _, r in ipairs(helper.all_results(procs, "start")) do attempts[#attempts + 1] = r.attempt end
+    assert.same({ 1, 2 }, attempts)
+    local job = helper.ok(s:job(id))
+    assert.equals("failed", job.state)
+    assert.equals(2, job.attempt)
+    assert.matches("died", job.last_error, 1, true)
+  end)
+
+  describe("outside transactions #postgresql", function()
+    -- Another client locks the rows, or changes them and rolls back, while
+    -- a worker looks for due jobs.  With max_attempts = 1 a single attempt
+    -- counted would fail a job that never ran.
+    local cases = {
+      { "SELECT ... FOR UPDATE", "SELECT id FROM scheduler.jobs WHERE name = %s FOR UPDATE" },
+      { "SELECT ... FOR SHARE", "SELECT id FROM scheduler.jobs WHERE name = %s FOR SHARE" },
+      { "an UPDATE that rolls back", "UPDATE scheduler.jobs SET priority = priority WHERE name = %s" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1] .. " never counts an attempt and delays no longer than the lock", function()
+        local name = helper.name("outside")
+        local ids = {}
+        for i = 1, 5 do ids[i] = helper.schedule(s, name, i, { max_attempts = 1 }) end
+        local hold = 1.5
+        local sql = ("BEGIN; %s; SELECT pg_sleep(%s); ROLLBACK;"):format(case[2]:format(helper.literal(name)), hold)
+        local sqlfile = os.tmpname()
+        helper.write_file(sqlfile, sql)
+        local t0 = helper.now()
+        helper.sh("psql -XAtq -v ON_ERROR_STOP=1 -f " .. helper.shquote(sqlfile) .. " >/dev/null 2>&1 &")
+        -- the locker holds the rows before the worker looks
+        assert.is_truthy(helper.wait_for(function()
+          return helper.psql_int("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%'"
+            .. " AND pid <> pg_backend_pid()") > 0
+        end, 5))
+        local ran = {}
+        s:on(name, function(payload, job) ran[#ran + 1] = { payload = payload, attempt = job.attempt, t = helper.now() } end)
+        -- a worker that looks again and again while the lock is held, then after
+        while #ran < 5 and helper.now() - t0 < hold + 5 do
+          assert.is_true(s:run{ seconds = 0.2 })
+        end
+        os.remove(sqlfile)
+        assert.equals(5, #ran)
+        for _, r in ipairs(ran) do
+          assert.equals(1, r.attempt)
+          assert.is_true(r.t - t0 < hold + 2, ("started %.2f s after the lock was taken"):format(r.t - t0))
+        end
+        for _, id in ipairs(ids) do assert.is_nil(s:job(id)) end
+      end)
+    end
+  end)
+end)
