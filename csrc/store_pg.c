@@ -1578,32 +1578,42 @@ static int rec_connect(pg_store *p) {
   return STORE_OK;
 }
 
-/* Run query q (Q_RECORD or Q_UNRECORD) on the record connection. */
-static int rec_run(pg_store *p, int q, const char *const *values) {
+/* Run query q (Q_RECORD or Q_UNRECORD) on the record connection, which is
+ * connected first if needed.  *stale = 1 when it failed on a connection
+ * that turned out to be broken (a server restart kills it unseen). */
+static int rec_exec(pg_store *p, int q, const char *const *values, int *stale) {
+  int fresh = !p->rec || PQstatus(p->rec) != CONNECTION_OK;
+  *stale = 0;
   int rc = rec_connect(p);
   if (rc) return rc;
   int bit = q == Q_RECORD ? 1 : 2;
+  PGresult *r = NULL;
   if (!(p->rec_prepared & bit)) {
-    PGresult *r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
-    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) {
-      rc = fail_msg(p, PQstatus(p->rec) == CONNECTION_OK ? STORE_ERROR : STORE_DOWN,
-                    "recording a batch", r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
-      if (r) PQclear(r);
-      return rc;
+    r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+      PQclear(r);
+      r = NULL;
+      p->rec_prepared |= bit;
     }
-    PQclear(r);
-    p->rec_prepared |= bit;
   }
-  PGresult *r = PQexecPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
+  if (p->rec_prepared & bit)
+    r = PQexecPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
   if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
     PQclear(r);
     return STORE_OK;
   }
-  rc = fail_msg(p, PQstatus(p->rec) == CONNECTION_OK ? STORE_ERROR : STORE_DOWN,
-                "recording a batch", r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
+  int down = PQstatus(p->rec) != CONNECTION_OK;
+  *stale = down && !fresh;
+  rc = fail_msg(p, down ? STORE_DOWN : STORE_ERROR, "recording a batch",
+                r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
   if (r) PQclear(r);
   return rc;
+}
+
+/* rec_exec, once more on a new connection if the old one was broken. */
+static int rec_run(pg_store *p, int q, const char *const *values) {
+  int stale, rc = rec_exec(p, q, values, &stale);
+  return stale ? rec_exec(p, q, values, &stale) : rc;
 }
 
 /* Record batch b, about to run in the claim transaction (see CRASHES). */
