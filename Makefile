@@ -17,6 +17,7 @@
 #   make bench              run the benchmarks (bench/run.lua) against a throwaway
 #                           cluster: table on stdout, figures in bench/results.json
 #   make bench BENCH_ARGS=--smoke     tiny sizes, seconds (what CI runs)
+#   make bench BASELINE=88be5e1       also drain with that revision's build, same run
 #   make fuzz               libFuzzer harnesses of every C parser (fuzz/), FUZZ_SECONDS
 #                           (300) each; `make fuzz-smoke`: FUZZ_SMOKE_SECONDS (6) each (CI)
 #   make test-faults        the fault suite (faults/run.lua) against its own throwaway
@@ -219,10 +220,21 @@ demo: deps
 	case "$(EXAMPLE)" in *.lua) "$(LUA)" "$(EXAMPLE)" ;; *) LUA="$(LUA)" "$(EXAMPLE)" ;; esac
 
 # Benchmarks (issue 3): not a test; prints a table, writes bench/results.json.
+# BASELINE=REV: also drain with a build of git revision REV in the same run
+# (bench/run.lua --baseline), exported and built under build/baseline/REV.
+BASELINE ?=
+BASELINE_DIR = $(CURDIR)/build/baseline/$(BASELINE)
 bench: deps
 	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@if [ -n "$(BASELINE)" ]; then \
+	  rm -rf "$(BASELINE_DIR)" && mkdir -p "$(BASELINE_DIR)" && \
+	  git -C "$(CURDIR)" archive "$(BASELINE)" | tar -x -C "$(BASELINE_DIR)" && \
+	  git -C "$(CURDIR)" rev-parse --short "$(BASELINE)" > "$(BASELINE_DIR)/.rev" && \
+	  $(MAKE) --no-print-directory -C "$(BASELINE_DIR)" build >/dev/null || exit 1; \
+	fi
 	@$(WITH_CLUSTER) \
-	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" $(BENCH_ARGS)
+	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" \
+	  $(if $(BASELINE),--baseline "$(BASELINE_DIR)") $(BENCH_ARGS)
 
 # Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
 # input, fuzz/<target>.c, compiled by clang together with the csrc/ files it

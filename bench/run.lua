@@ -43,6 +43,9 @@ usage: lua5.4 bench/run.lua [options]
   --json FILE      where to write the results (default bench/results.json)
   --note TEXT      a note stored with the results (e.g. "shared machine")
   --lua PATH       the Lua interpreter for worker processes (default lua5.4)
+  --baseline DIR   also drain with one worker of the built checkout in DIR (its lua/,
+                   build/ and bench/worker.lua), interleaved rep by rep with this one,
+                   in a database of its own on the same server (`make bench BASELINE=REV`)
   --help]]
 
 local cfg = {
@@ -98,6 +101,7 @@ do
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
     elseif a == "--lua" then explicit.lua = value(a)
+    elseif a == "--baseline" then explicit.baseline = value(a)
     elseif a == "--only" then
       only = {}
       for s in value(a):gmatch("[^,%s]+") do
@@ -188,12 +192,14 @@ local function read_file(path)
   return s
 end
 
---- Run SQL through psql (one session, autocommit, stop on the first error);
--- returns the output: unaligned, tab-separated, tuples only.
-local function sql(text)
+--- Run SQL through psql (one session, autocommit, stop on the first error)
+-- in the benchmark's database, or in `db`; returns the output: unaligned,
+-- tab-separated, tuples only.
+local function sql(text, db)
   local file = TMP .. "/q.sql"
   write_file(file, text)
-  local out, ok = capture(q(PSQL) .. " -X -q -A -t -F '\t' -v ON_ERROR_STOP=1 -f " .. q(file))
+  local out, ok = capture((db and "PGDATABASE=" .. q(db) .. " " or "") .. q(PSQL)
+    .. " -X -q -A -t -F '\t' -v ON_ERROR_STOP=1 -f " .. q(file))
   if not ok then die("psql failed:\n%s\n-- SQL:\n%s", out, text) end
   return out
 end
@@ -205,20 +211,28 @@ local function sql_try(text)
   return capture(q(PSQL) .. " -X -q -A -t -F '\t' -v ON_ERROR_STOP=1 -f " .. q(file))
 end
 
-local function sql_row(text)
-  local line = sql(text):match("[^\n]*")
+local function sql_row(text, db)
+  local line = sql(text, db):match("[^\n]*")
   local row = {}
   for field in (line .. "\t"):gmatch("([^\t]*)\t") do row[#row + 1] = tonumber(field) or field end
   return row
 end
 
-local function sql_value(text) return sql_row(text)[1] end
+local function sql_value(text, db) return sql_row(text, db)[1] end
 
 local function sleep(s) if s > 0 then sys.sleep(s) end end
 
---- Start `lua5.4 bench/<script> args...`, reading its stdout.
-local function spawn(script, args)
+-- The baseline's database, the environment of its worker processes and its
+-- revision (see --baseline), set by setup().
+local BASELINE_DB, BASELINE_ENV, BASELINE_REV
+
+--- Start `lua5.4 bench/<script> args...`, reading its stdout; with
+-- `baseline`, the baseline checkout's script, module and database.
+local function spawn(script, args, baseline)
   local parts = { "exec", q(cfg.lua), q(BENCH .. "/" .. script) }
+  if baseline then
+    parts = { "exec env", BASELINE_ENV, q(cfg.lua), q(cfg.baseline .. "/bench/" .. script) }
+  end
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
   local p = assert(io.popen(table.concat(parts, " "), "r"))
   return { p = p, what = script .. " " .. table.concat(args, " ") }
@@ -411,17 +425,17 @@ end
 --- TRUNCATE `tbl`, fill it with `n` no-op jobs due now, ANALYZE, CHECKPOINT
 -- (each measurement starts from the same state: fresh rows, honest
 -- statistics, no checkpoint pending).
-local function fill_due(tbl, n, name)
+local function fill_due(tbl, n, name, db)
   sql(string.format([[
     TRUNCATE %s;
     INSERT INTO %s (name, payload, run_at)
       SELECT %s, '{}'::jsonb, now() - interval '1 second' FROM generate_series(1, %d);
     ANALYZE %s;
-    CHECKPOINT;]], tbl, tbl, "'" .. (name or NOOP) .. "'", n, tbl))
+    CHECKPOINT;]], tbl, tbl, "'" .. (name or NOOP) .. "'", n, tbl), db)
 end
 
-local function count_jobs(where)
-  return sql_value("SELECT count(*) FROM scheduler.jobs WHERE " .. where)
+local function count_jobs(where, db)
+  return sql_value("SELECT count(*) FROM scheduler.jobs WHERE " .. where, db)
 end
 
 --- Parse the C string literals (adjacent ones concatenate; identifiers are
@@ -679,7 +693,7 @@ local function drain(nworkers, total, o)
   for i = 1, nworkers do
     local args = { "drain", "name=" .. name, "go=" .. go }
     if o.gaps then args[#args + 1] = "gaps=1" end
-    procs[i] = spawn("worker.lua", args)
+    procs[i] = spawn("worker.lua", args, o.baseline)
   end
   for i = 1, nworkers do expect(procs[i], "READY") end
   write_file(go, "go\n")
@@ -696,7 +710,7 @@ local function drain(nworkers, total, o)
     rss = math.max(rss, r.rss_kb)
     if r.first > 0 then first = math.min(first, r.first) end
   end
-  local left = count_jobs("name = '" .. name .. "' AND run_at <= now()")
+  local left = count_jobs("name = '" .. name .. "' AND run_at <= now()", o.baseline and BASELINE_DB)
   if ran ~= total or calls ~= total or left ~= 0 then
     die("drain with %d worker(s): %d jobs, %d listener calls, %d counted by run(), %d left: "
       .. "every job must run exactly once", nworkers, total, calls, ran, left)
@@ -773,7 +787,7 @@ local function section_throughput()
     { key = "own_c1", n = cfg.batch, c = 1 },
     { key = "own_c2", n = cfg.batch, c = 2 },
   }
-  local ceil_runs, w_runs = {}, { {}, {} }
+  local ceil_runs, w_runs, base_runs = {}, { {}, {} }, {}
   for _, c in ipairs(CEIL) do ceil_runs[c.key] = {} end
   for rep = 1, R do
     for _, c in ipairs(CEIL) do
@@ -787,6 +801,12 @@ local function section_throughput()
       local r = drain(w, N, { counters = true })
       table.insert(w_runs[w], r)
       log("throughput %d/%d: %d worker(s): %s", rep, R, w, fmt_rate(r.rate))
+      if w == 1 and cfg.baseline then
+        fill_due("scheduler.jobs", N, nil, BASELINE_DB)
+        local b = drain(1, N, { baseline = true })
+        table.insert(base_runs, b)
+        log("throughput %d/%d: 1 worker of the baseline: %s", rep, R, fmt_rate(b.rate))
+      end
     end
   end
   -- One more 1-worker drain that notes the pauses between batches: where
@@ -820,6 +840,11 @@ local function section_throughput()
       wal_bytes_per_job = median(field(runs, "wal_bytes_per_job")),
     }
   end
+  if cfg.baseline then
+    T.baseline_1 = { dir = cfg.baseline, rate = median(field(base_runs, "rate")),
+      runs = field(base_runs, "rate"), ratios = {} }
+    for k, b in ipairs(base_runs) do T.baseline_1.ratios[k] = w_runs[1][k].rate / b.rate end
+  end
   results.throughput = T
   local GRAPHILE = 68000
   local w1, w2 = T.workers_1.rate, T.workers_2.rate
@@ -828,6 +853,13 @@ local function section_throughput()
     fmt_x(w1 / GRAPHILE) .. " graphile", met(w1 >= 100000))
   row("throughput", string.format("2 workers, %s jobs", commas(N)), fmt_rate(w2), ">= 100,000",
     fmt_x(w2 / GRAPHILE) .. " graphile", met(w2 >= 100000))
+  if T.baseline_1 then
+    -- each rep's ratio is of two drains run back to back: the median ratio
+    -- is what the machine's changing load disturbs least
+    local ratio = median(T.baseline_1.ratios)
+    row("throughput", string.format("1 worker of the baseline (%s), same run", BASELINE_REV),
+      fmt_rate(T.baseline_1.rate), "this >= 90%", "1 worker = " .. fmt_pct(ratio), met(ratio >= 0.9))
+  end
   local function ceil_label(x)
     return string.format("raw claim+delete n=%d, %d client%s (IN %.0fk, ANY %.0fk)", x.n, x.clients,
       x.clients > 1 and "s" or "", x.rate_in / 1000, x.rate_any / 1000)
@@ -1218,6 +1250,24 @@ local function meta()
 end
 
 local function setup()
+  if cfg.baseline then
+    -- its own database, whose schema its module creates
+    BASELINE_DB = "bench_baseline"
+    sql("DROP DATABASE IF EXISTS bench_baseline")
+    sql("CREATE DATABASE bench_baseline")
+    local dsn = need_env("LUA_SCHEDULER_DATABASE")
+    local base_dsn = dsn:gsub("dbname=%S+", "dbname=" .. BASELINE_DB)
+    if base_dsn == dsn then die("--baseline: cannot find dbname= in LUA_SCHEDULER_DATABASE") end
+    BASELINE_ENV = table.concat({
+      q("LUA_PATH=" .. cfg.baseline .. "/lua/?.lua;" .. cfg.baseline .. "/lua/?/init.lua;;"),
+      q("LUA_CPATH=" .. cfg.baseline .. "/build/?.so;;"),
+      q("LUA_SCHEDULER_DATABASE=" .. base_dsn), q("PGDATABASE=" .. BASELINE_DB) }, " ")
+    local out, ok = capture("env " .. BASELINE_ENV .. " " .. q(cfg.lua)
+      .. " -e 'assert(require(\"scheduler\").new{ log = \"warn\" }:job(0) == nil)'")
+    if not ok then die("--baseline: its module could not create its schema:\n%s", out) end
+    -- `make bench BASELINE=REV` notes the revision it exported there
+    BASELINE_REV = (read_file(cfg.baseline .. "/.rev") or cfg.baseline):gsub("%s+$", "")
+  end
   -- the scheduler's schema (created on first use), then a copy of its
   -- table for pgbench
   local s <close> = scheduler.new { log = "warn" }

@@ -708,7 +708,7 @@ typedef struct pg_store {
    * batches the claim transaction holds; tx_tokens, those batches' tokens
    * (a bigint[] literal), dropped with its commit. */
   PGconn *rec;
-  int rec_prepared;
+  int rec_pending;   /* a statement was sent on it, its reply not read yet */
   buf tx_tokens;
   int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
   unsigned prepared; /* bit per query prepared on this connection */
@@ -784,6 +784,13 @@ static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
 }
 
 static void unrecord(pg_store *p);
+
+/* Close the record connection (see CRASHES). */
+static void rec_drop(pg_store *p) {
+  if (p->rec) PQfinish(p->rec);
+  p->rec = NULL;
+  p->rec_pending = 0;
+}
 
 static void pg_disconnect(store *s) {
   pg_store *p = PG(s);
@@ -1554,69 +1561,81 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
 #define TX_MAX_BATCHES 32
 #define QUIET_AFTER_SETTLE 8
 
-/* The record connection, connected (with its session settings) unless it
- * is.  Records commit without waiting for the WAL flush: a server crash
- * aborts the transactions they describe and empties the (unlogged) table. */
+/* The record connection, connected (with its session settings and its two
+ * statements prepared) unless it is.  Records commit without waiting for
+ * the WAL flush: a server crash aborts the transactions they describe and
+ * empties the (unlogged) table. */
 static int rec_connect(pg_store *p) {
   if (p->rec && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
-  if (p->rec) PQfinish(p->rec);
-  p->rec_prepared = 0;
+  rec_drop(p);
   const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
                               "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "dbname", "client_encoding", "options", NULL};
+                              "dbname", "client_encoding", NULL};
   const char *const vals[] = {"lua-scheduler", "10", "1", "10", "5", "3", p->conninfo, "UTF8",
-                              "-c synchronous_commit=off", NULL};
+                              NULL};
   p->rec = PQconnectdbParams(keys, vals, 1);
   if (!p->rec) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
-  if (PQstatus(p->rec) != CONNECTION_OK) {
-    int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(p->rec));
-    PQfinish(p->rec);
-    p->rec = NULL;
-    return rc;
-  }
-  PQsetNoticeProcessor(p->rec, ignore_notice, NULL);
-  return STORE_OK;
-}
-
-/* Run query q (Q_RECORD or Q_UNRECORD) on the record connection, which is
- * connected first if needed.  *stale = 1 when it failed on a connection
- * that turned out to be broken (a server restart kills it unseen). */
-static int rec_exec(pg_store *p, int q, const char *const *values, int *stale) {
-  int fresh = !p->rec || PQstatus(p->rec) != CONNECTION_OK;
-  *stale = 0;
-  int rc = rec_connect(p);
-  if (rc) return rc;
-  int bit = q == Q_RECORD ? 1 : 2;
   PGresult *r = NULL;
-  if (!(p->rec_prepared & bit)) {
-    r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+  if (PQstatus(p->rec) == CONNECTION_OK) {
+    PQsetNoticeProcessor(p->rec, ignore_notice, NULL);
+    r = PQexec(p->rec, "SET synchronous_commit = off");
+    for (int q = Q_RECORD; q <= Q_UNRECORD && r && PQresultStatus(r) == PGRES_COMMAND_OK; q++) {
+      PQclear(r);
+      r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+    }
     if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
       PQclear(r);
-      r = NULL;
-      p->rec_prepared |= bit;
+      return STORE_OK;
     }
   }
-  if (p->rec_prepared & bit)
-    r = PQexecPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
-  if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
-    PQclear(r);
-    return STORE_OK;
-  }
-  int down = PQstatus(p->rec) != CONNECTION_OK;
-  *stale = down && !fresh;
-  rc = fail_msg(p, down ? STORE_DOWN : STORE_ERROR, "recording a batch",
-                r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
+  int rc = fail_msg(p, STORE_DOWN, "connecting the record connection",
+                    r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
   if (r) PQclear(r);
+  rec_drop(p);
   return rc;
 }
 
-/* rec_exec, once more on a new connection if the old one was broken. */
-static int rec_run(pg_store *p, int q, const char *const *values) {
-  int stale, rc = rec_exec(p, q, values, &stale);
-  return stale ? rec_exec(p, q, values, &stale) : rc;
+/* Read the reply to the record sent last (rec_pending), waiting for it if
+ * it has not come yet (it has had a batch's time).  A failure drops the
+ * connection: the next record opens a new one. */
+static int rec_wait(pg_store *p) {
+  if (!p->rec_pending) return STORE_OK;
+  p->rec_pending = 0;
+  int rc = STORE_OK;
+  PGresult *r;
+  while ((r = PQgetResult(p->rec)) != NULL) {
+    if (rc == STORE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+      rc = fail_msg(p, STORE_DOWN, "recording a batch", PQresultErrorMessage(r));
+    PQclear(r);
+  }
+  if (rc == STORE_OK && PQstatus(p->rec) != CONNECTION_OK)
+    rc = fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
+  if (rc) rec_drop(p);
+  return rc;
 }
 
-/* Record batch b, about to run in the claim transaction (see CRASHES). */
+/* Send query q (Q_RECORD or Q_UNRECORD) on the record connection; its
+ * reply is read by rec_wait.  Once the statement is sent (blocking mode:
+ * flushed to the kernel), the server runs it even if this process dies
+ * right after.  A connection that turns out broken (a server restart kills
+ * it unseen) is replaced once. */
+static int rec_send(pg_store *p, int q, const char *const *values) {
+  rec_wait(p); /* the last record failed: its batch has run, a new connection serves */
+  for (int attempt = 0;; attempt++) {
+    int rc = rec_connect(p);
+    if (rc) return rc;
+    if (PQsendQueryPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0)) {
+      p->rec_pending = 1;
+      return STORE_OK;
+    }
+    rc = fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
+    rec_drop(p);
+    if (attempt == 1) return rc;
+  }
+}
+
+/* Record batch b, about to run in the claim transaction (see CRASHES):
+ * sent, not waited for. */
 static int record_batch(pg_store *p, const batch *b) {
   buf *ids = &p->p[NBUFS - 1];
   char token[32], prev[32];
@@ -1633,7 +1652,7 @@ static int record_batch(pg_store *p, const batch *b) {
   snprintf(token, sizeof token, "%lld", (long long)b->token);
   snprintf(prev, sizeof prev, "%lld", (long long)p->recorded);
   const char *values[4] = {token, p->worker, buf_cstr(ids), p->recorded ? prev : NULL};
-  int rc = rec_run(p, Q_RECORD, values);
+  int rc = rec_send(p, Q_RECORD, values);
   if (rc == STORE_OK) p->recorded = b->token;
   return rc;
 }
@@ -1644,7 +1663,7 @@ static int record_batch(pg_store *p, const batch *b) {
 static void unrecord(pg_store *p) {
   if (p->tx_tokens.len) {
     const char *values[1] = {buf_cstr(&p->tx_tokens)};
-    rec_run(p, Q_UNRECORD, values);
+    if (rec_send(p, Q_UNRECORD, values) == STORE_OK) rec_wait(p);
   }
   buf_reset(&p->tx_tokens);
   p->recorded = 0;
@@ -1931,6 +1950,7 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   if (rc == STORE_OK) rc = collect_ahead(p);
   if (rc != STORE_OK) return rc;
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
+  rec_wait(p); /* its record must be in before the commit drops it */
   step steps[5];
   int n = 0;
   const char *v[2][15];
@@ -2547,7 +2567,7 @@ static void pg_destroy(store *s) {
   pg_store *p = PG(s);
   if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
   pg_disconnect(s);
-  if (p->rec) PQfinish(p->rec);
+  rec_drop(p);
   free(p->worker);
   buf_free(&p->tx_tokens);
   free_batch(&p->cur);

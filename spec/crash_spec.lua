@@ -31,7 +31,7 @@ describe("crashes", function()
       assert.is_truthy(code, p:describe())
       if code == 0 and helper.count_jobs(name) <= 1 then break end
       assert.equals(3, code, p:describe()) -- the poison ended it
-      assert.is_truthy(helper.wait_workers_gone())
+      assert.is_truthy(helper.wait_worker_gone(p))
       -- a crashed lease comes back when it expires (no supervisor here)
       helper.sleep(lease + 0.3)
     end
@@ -73,7 +73,7 @@ describe("crashes", function()
       local code = p:wait(30)
       if code == 0 then break end
       assert.equals(3, code, p:describe())
-      assert.is_truthy(helper.wait_workers_gone())
+      assert.is_truthy(helper.wait_worker_gone(p))
       helper.sleep(1.3)
     end
     local attempts = {}

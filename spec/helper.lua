@@ -234,15 +234,19 @@ function helper.sql_int(sql, opts)
   return n
 end
 
---- PostgreSQL: wait until no worker's connection is left (each holds its
---- advisory lock, WORKER_LOCK in csrc/store_pg.c, until its backend is
---- gone), so that a killed worker's transaction has surely been aborted and
---- its batches can be seen as a dead worker's.  Nothing to wait for on SQLite.
-function helper.wait_workers_gone(timeout)
+--- PostgreSQL: wait until the connections of the worker process `proc`
+--- (spec/support/worker.lua, worker id "spec-worker:<pid>") are gone: each
+--- holds its worker's advisory lock (WORKER_LOCK in csrc/store_pg.c) until
+--- its backend exits, so that a killed worker's transaction has surely been
+--- aborted and its batches are seen as a dead worker's.  Nothing to wait
+--- for on SQLite.
+function helper.wait_worker_gone(proc, timeout)
   if not helper.POSTGRESQL then return true end
+  local id = helper.literal(("spec-worker:%d"):format(proc:pid()))
   return helper.wait_for(function()
     return helper.psql_int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-      .. " AND classid = 1935895652 AND objsubid = 2") == 0
+      .. " AND classid = 1935895652 AND objsubid = 2"
+      .. " AND objid::bigint = (hashtext(" .. id .. ")::bigint & 4294967295)") == 0
   end, timeout or 10)
 end
 

@@ -135,7 +135,7 @@ describe("workers", function()
         a:describe())
       assert.is_true(a:kill("KILL")) -- before the heartbeat settles the batch (a second)
       assert.equals(137, a:wait(5), a:describe())
-      assert.is_truthy(helper.wait_workers_gone())
+      assert.is_truthy(helper.wait_worker_gone(a))
       local b = helper.new()
       local again = {}
       b:on(name, function(_, job) again[#again + 1] = { id = job.id, attempt = job.attempt } end)
@@ -475,7 +475,7 @@ describe("workers", function()
       assert.is_truthy(first, a:describe())
       assert.is_true(a:kill("KILL")) -- well within the default lease's first second
       assert.equals(137, a:wait(5), a:describe())
-      assert.is_truthy(helper.wait_workers_gone())
+      assert.is_truthy(helper.wait_worker_gone(a))
       local b = helper.new()
       local rerun
       b:on(name, function(payload, job) rerun = { payload = payload, attempt = job.attempt } end)
@@ -499,7 +499,7 @@ describe("workers", function()
       assert.is_truthy(helper.wait_for(function() return a:events("start", victims[1])[1] end, 10), a:describe())
       assert.is_true(a:kill("KILL"))
       assert.equals(137, a:wait(5), a:describe())
-      assert.is_truthy(helper.wait_workers_gone())
+      assert.is_truthy(helper.wait_worker_gone(a))
       -- due after the victims
       local fresh = { helper.schedule(s, name, "f1", { at = t }), helper.schedule(s, name, "f2", { at = t }) }
       local b = helper.new()
@@ -523,7 +523,7 @@ describe("workers", function()
         assert.equals(attempt, started.attempt)
         assert.is_true(a:kill("KILL"))
         assert.equals(137, a:wait(5), a:describe())
-        assert.is_truthy(helper.wait_workers_gone())
+        assert.is_truthy(helper.wait_worker_gone(a))
       end
       local b = helper.new()
       local ran = false
