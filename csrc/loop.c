@@ -177,6 +177,13 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     }
     double limit = dispatch_timeout(r->L, c, r->env, &jobs[done]);
     if (!heartbeat_begin(r->hb, done, limit)) break; /* the thread gave the rest back */
+    if (c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, done)) {
+      /* cancel() asked before it started: it never runs */
+      c->outcomes[done].claim = r->claims[done];
+      c->outcomes[done].kind = OUTCOME_CANCELLED;
+      buf_reset(&c->outcomes[done].error);
+      continue;
+    }
     double t0 = clock_mono();
     status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], limit, &c->outcomes[done]);
     double took = clock_mono() - t0;

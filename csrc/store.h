@@ -72,7 +72,11 @@ typedef struct store_claim {
 } store_claim;
 
 /* What happened to a claimed job, reported in batches by store_finish. */
-typedef enum { OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_FAILED, OUTCOME_RELEASE } outcome_kind;
+/* OUTCOME_CANCELLED: a job whose cancel() arrived before it started (see
+ * store_ops.cancels): it is removed, and was never run. */
+typedef enum {
+  OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_FAILED, OUTCOME_RELEASE, OUTCOME_CANCELLED
+} outcome_kind;
 
 typedef struct store_outcome {
   store_claim claim;
@@ -152,7 +156,14 @@ typedef struct store_ops {
   int (*schedule)(store *s, const store_new_job *job, int64_t *id);
   /* Insert n jobs in one transaction (all or none); ids[i] for jobs[i]. */
   int (*schedule_many)(store *s, const store_new_job *jobs, size_t n, int64_t *ids);
-  /* *done = 1 when a waiting job was removed / a failed job was re-queued. */
+  /* *done = 1 when a waiting job was removed / a failed job was re-queued.
+   *   cancel is linearizable with claims: a job that no listener has
+   * started is removed (*done = 1) and never runs, also while a worker
+   * holds it in a batch, held or leased.  It then asks that worker (a
+   * cancel request, see `cancels`) and waits for its answer: the job is
+   * dropped unstarted, or had started (*done = 0).  Leased jobs handed
+   * back, and expired leases, honour a pending request.  STORE_ERROR when
+   * another client kept the job locked for the whole wait. */
   int (*cancel)(store *s, int64_t id, int *done);
   int (*retry)(store *s, int64_t id, int *done);
   /* *found = 0 when no such job; else *out points into store memory. */
@@ -205,6 +216,12 @@ typedef struct store_ops {
    * use the connection (which must not join the batch's transaction). */
   int (*settle)(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
                 size_t n_keep, double lease, const char *worker);
+  /* Optional (NULL: no cancel requests).  Called before job `next` of the
+   * batch in hand starts: 1 when a cancel request for it has arrived (it
+   * must not start: its outcome is OUTCOME_CANCELLED), else 0.  Requests
+   * for jobs [0, next) of the batch are answered "started".  Cheap: it
+   * looks for new requests at most every few hundred microseconds. */
+  int (*cancels)(store *s, const store_claim *batch, size_t n, size_t next);
   /* Optional (NULL: never).  1 when the jobs of the last claim are held by
    * an open transaction (settle applies, nothing to renew), 0 when they are
    * leased. */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
@@ -186,6 +187,13 @@ static const char *const migrations[] = {
     "  ids bigint[] NOT NULL,"
     "  ran boolean NOT NULL DEFAULT false,"
     "  at timestamptz NOT NULL DEFAULT now()"
+    ");"
+    /* cancel() of a job a worker holds: its request, and the worker's
+     * answer (see CANCELS) */
+    "CREATE UNLOGGED TABLE scheduler.cancels ("
+    "  job_id bigint PRIMARY KEY,"
+    "  verdict text CHECK (verdict IN ('cancelled', 'started')),"
+    "  at timestamptz NOT NULL DEFAULT now()"
     ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -194,7 +202,7 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_CANCEL_ASK, Q_CANCEL_END, Q_VERDICT, Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
   Q_RECORD, Q_UNRECORD, Q_COMPLETED, Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ORPHANS,
   Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
@@ -305,8 +313,32 @@ static const struct {
                          " SELECT ord, scheduler.schedule(name, payload::jsonb, run_at, key, priority,"
                          "  max_attempts) FROM input WHERE key IS NOT NULL"
                          " UNION ALL SELECT -1, n FROM woken"},
+    /* cancel(): the job if it waits and nobody holds it (deleted: column
+     * 1); else its state as last committed (a row locked by a claim
+     * transaction reads 'scheduled'), the answer of the worker that holds
+     * it, and whether the worker that leases it lives (its WORKER_LOCK). */
     [Q_CANCEL] = {"scheduler_cancel", 1,
-                  "DELETE FROM scheduler.jobs WHERE id = $1 AND state = 'scheduled'"},
+                  "WITH f AS (SELECT j.ctid FROM scheduler.jobs j"
+                  "  WHERE j.id = $1 AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED),"
+                  " d AS (DELETE FROM scheduler.jobs j WHERE j.ctid IN (SELECT f.ctid FROM f)"
+                  "  RETURNING 1)"
+                  " SELECT (SELECT count(*) FROM d),"
+                  "  (SELECT j.state FROM scheduler.jobs j WHERE j.id = $1),"
+                  "  (SELECT c.verdict FROM scheduler.cancels c WHERE c.job_id = $1),"
+                  "  (SELECT NOT pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(j.locked_by))"
+                  "   FROM scheduler.jobs j WHERE j.id = $1 AND j.state = 'running')"},
+    /* cancel()'s request to the worker that holds the job (see CANCELS) */
+    [Q_CANCEL_ASK] = {"scheduler_cancel_ask", 1,
+                      "WITH a AS (INSERT INTO scheduler.cancels (job_id) VALUES ($1)"
+                      "  ON CONFLICT (job_id) DO NOTHING RETURNING 1)"
+                      " SELECT pg_notify('scheduler_cancel', $1::bigint::text)"},
+    [Q_CANCEL_END] = {"scheduler_cancel_end", 1,
+                      "DELETE FROM scheduler.cancels WHERE job_id = $1"},
+    /* A holder's answer $2 ('cancelled' or 'started') to the requests for
+     * the jobs $1 (in the claim transaction, or on the record connection) */
+    [Q_VERDICT] = {"scheduler_verdict", 2,
+                   "UPDATE scheduler.cancels SET verdict = $2"
+                   " WHERE job_id = ANY ($1::bigint[]) AND verdict IS NULL"},
     [Q_RETRY] = {"scheduler_retry", 1,
                  "WITH r AS (UPDATE scheduler.jobs SET state = 'scheduled', run_at = now(),"
                  " attempt = 0 WHERE id = $1 AND state = 'failed' RETURNING name, run_at)"
@@ -407,10 +439,15 @@ static const struct {
      * them), with their new state, attempt, run_at (now + $5 when not
      * NULL: the statement's time, the transaction may be older) and last
      * error; the running ones leased to $13 for $14 seconds, on the claim
-     * $15.  Due ones wake the sleeping workers (on commit); the insert
+     * $15; $16 marks those given back unattempted, which a cancel request
+     * drops.  Due ones wake the sleeping workers (on commit); the insert
      * trigger's own notifications are not needed. */
-    [Q_PUT_BACK] = {"scheduler_put_back", 15,
+    [Q_PUT_BACK] = {"scheduler_put_back", 16,
                     "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
+                    /* given back unattempted ($16) with a cancel request: dropped */
+                    " gone AS (UPDATE scheduler.cancels c SET verdict = 'cancelled'"
+                    "  FROM unnest($1::bigint[], $16::boolean[]) AS g(id, back)"
+                    "  WHERE c.job_id = g.id AND g.back AND c.verdict IS NULL RETURNING c.job_id),"
                     " back AS ("
                     "  INSERT INTO scheduler.jobs (id, name, payload, run_at, priority, attempt,"
                     "    max_attempts, state, key, locked_by, locked_until, last_error, created_at,"
@@ -428,6 +465,7 @@ static const struct {
                     "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
                     "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
                     "    delay, priority, attempt, max_attempts, state, key, error, created_at)"
+                    "  WHERE b.id NOT IN (SELECT gone.job_id FROM gone)"
                     "  RETURNING state, run_at"
                     ") SELECT (SELECT count(*) FROM back),"
                     "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
@@ -435,8 +473,8 @@ static const struct {
     /* Outcomes of leased jobs (a settled batch, a quarantined job), each
      * fenced on its claim (id, token).  A job that finished on its own
      * (done, or its listener failed) leaves quarantine; one given back
-     * (not attempted) keeps it. */
-    [Q_FINISH] = {NULL, 8,
+     * (not attempted) keeps it, unless a cancel request drops it. */
+    [Q_FINISH] = {NULL, 10,
                   "WITH done AS ("
                   "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::bigint[])"
                   "    AS d(id, token)"
@@ -454,11 +492,25 @@ static const struct {
                   "    AS f(id, token, delay, error)"
                   "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
                   "  RETURNING 1"
+                  "), dropped AS ("
+                  /* cancelled before they started ($9, $10), or given back
+                   * with a cancel request */
+                  "  DELETE FROM scheduler.jobs j"
+                  "  USING (SELECT * FROM unnest($9::bigint[], $10::bigint[]) UNION ALL"
+                  "    SELECT * FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
+                  "    WHERE EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
+                  "      AND c.verdict IS NULL)) AS x(id, token)"
+                  "  WHERE j.id = x.id AND j.claim = x.token AND j.state = 'running'"
+                  "  RETURNING j.id"
+                  "), verdicts AS (UPDATE scheduler.cancels SET verdict = 'cancelled'"
+                  "  WHERE job_id IN (SELECT dropped.id FROM dropped) RETURNING 1"
                   "), back AS ("
                   "  UPDATE scheduler.jobs j SET state = 'scheduled', attempt = j.attempt - 1,"
                   "    locked_by = NULL, locked_until = NULL, claim = NULL"
                   "  FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
                   "  WHERE j.id = r.id AND j.claim = r.token AND j.state = 'running'"
+                  "    AND NOT EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
+                  "      AND c.verdict IS NULL)"
                   "  RETURNING j.run_at"
                   ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
                   "  (SELECT count(*) FROM back),"
@@ -658,7 +710,7 @@ static const struct {
 
 /* ------------------------------------------------------------------ */
 
-#define NBUFS 24
+#define NBUFS 28
 
 /* A claimed job and its row in the claim's result, sorted into run order. */
 typedef struct claimed {
@@ -709,6 +761,13 @@ typedef struct pg_store {
    * (a bigint[] literal), dropped with its commit. */
   PGconn *rec;
   int rec_pending;   /* a statement was sent on it, its reply not read yet */
+  /* Cancel requests (see CANCELS): the ids asked for, not yet answered;
+   * the jobs of the claim transaction cancelled before they started (a
+   * bigint[] literal, answered with its commit). */
+  int64_t *asked;
+  size_t n_asked, asked_cap;
+  double asked_at; /* when the record connection was last read for them */
+  buf verdicts;
   buf tx_tokens;
   int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
   unsigned prepared; /* bit per query prepared on this connection */
@@ -739,6 +798,16 @@ typedef struct pg_store {
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
+
+/* Make room for n items of `size` bytes in *items (capacity *cap). */
+static int reserve(void **items, size_t *cap, size_t n, size_t size) {
+  if (n <= *cap) return 0;
+  void *grown = realloc(*items, n * size);
+  if (!grown) return -1;
+  *items = grown;
+  *cap = n;
+  return 0;
+}
 
 static void clear(PGresult **r) {
   if (*r) PQclear(*r);
@@ -800,6 +869,7 @@ static void pg_disconnect(store *s) {
   p->held = 0;
   p->open = p->ahead = 0;
   p->next.n = 0;
+  buf_reset(&p->verdicts);
   p->tx_jobs = 0;
   p->syncs = 0;
   buf_reset(&p->done[0]);
@@ -1343,8 +1413,6 @@ static int exec_id(pg_store *p, int q, int64_t id, int *done) {
   return STORE_OK;
 }
 
-static int pg_cancel(store *s, int64_t id, int *done) { return exec_id(PG(s), Q_CANCEL, id, done); }
-
 static int pg_retry(store *s, int64_t id, int *done) { return exec_id(PG(s), Q_RETRY, id, done); }
 
 static const char *value_or_null(PGresult *r, int row, int col, size_t *len) {
@@ -1473,15 +1541,16 @@ nomem:
 
 /* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
  * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
- * of failed attempts; [6], [7] ids and tokens of released claims. */
+ * of failed attempts; [6], [7] ids and tokens of released claims; [8], [9]
+ * those of cancelled ones. */
 static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   buf *b = p->p;
   int err = 0;
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < 10; i++) {
     buf_reset(&b[i]);
     err |= buf_addc(&b[i], '{');
   }
-  size_t nd = 0, nf = 0, nr = 0;
+  size_t nd = 0, nf = 0, nr = 0, nc = 0;
   for (size_t i = 0; i < n && !err; i++) {
     const store_outcome *x = &o[i];
     char num[64];
@@ -1508,9 +1577,14 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
              add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.token);
       nr++;
       break;
+    case OUTCOME_CANCELLED:
+      err |= (nc ? buf_addc(&b[8], ',') | buf_addc(&b[9], ',') : 0) |
+             add_int(&b[8], x->claim.id) | add_int(&b[9], x->claim.token);
+      nc++;
+      break;
     }
   }
-  for (int i = 0; i < 8; i++) err |= buf_addc(&b[i], '}');
+  for (int i = 0; i < 10; i++) err |= buf_addc(&b[i], '}');
   return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
 }
 
@@ -1578,7 +1652,7 @@ static int rec_connect(pg_store *p) {
   PGresult *r = NULL;
   if (PQstatus(p->rec) == CONNECTION_OK) {
     PQsetNoticeProcessor(p->rec, ignore_notice, NULL);
-    r = PQexec(p->rec, "SET synchronous_commit = off");
+    r = PQexec(p->rec, "SET synchronous_commit = off; LISTEN scheduler_cancel");
     for (int q = Q_RECORD; q <= Q_UNRECORD && r && PQresultStatus(r) == PGRES_COMMAND_OK; q++) {
       PQclear(r);
       r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
@@ -1704,6 +1778,7 @@ static int batch_failed(pg_store *p, size_t n, int rc) {
 /* Forget the claim transaction and roll it back: its jobs run again. */
 static void rollback(pg_store *p) {
   p->held = 0;
+  buf_reset(&p->verdicts); /* their jobs are back: the requests wait on */
   buf_reset(&p->done[0]);
   buf_reset(&p->done[1]);
   p->open = p->ahead = 0;
@@ -1849,17 +1924,27 @@ static int count_done(pg_store *p, const batch *t, const store_outcome *o) {
   return err;
 }
 
-/* Q_PUT_BACK's arrays (b[0]-b[11]) for the jobs of batch t that stay;
- * *n = how many. */
-static int put_back_arrays(const batch *t, const store_outcome *o, buf *b, size_t *n) {
+/* Append id to the bigint[] literal b ("{...}", reopened). */
+static int add_to_array(buf *b, int64_t id) {
+  if (b->len) b->data[b->len - 1] = ',';
+  else if (buf_addc(b, '{')) return -1;
+  return add_int(b, id) | buf_addc(b, '}');
+}
+
+/* Q_PUT_BACK's arrays (b[0]-b[12]) for the jobs of batch t that stay;
+ * *n = how many.  The cancelled ones stay deleted: their ids join
+ * p->verdicts (answered with the commit). */
+static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, buf *b,
+                           size_t *n) {
   PGresult *r = t->res;
   int err = 0;
-  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '{');
+  for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], '{');
   *n = 0;
   for (size_t i = 0; i < t->n && !err; i++) {
     long f = t->fate[i];
     const store_outcome *x = f >= 0 ? &o[f] : NULL;
-    if (x && x->kind == OUTCOME_DONE) continue;
+    if (x && x->kind == OUTCOME_CANCELLED) err |= add_to_array(&p->verdicts, t->jobs[i].id);
+    if (x && (x->kind == OUTCOME_DONE || x->kind == OUTCOME_CANCELLED)) continue;
     int row = t->row[i], first = *n == 0;
     const store_job *j = &t->jobs[i];
     int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
@@ -1871,7 +1956,8 @@ static int put_back_arrays(const batch *t, const store_outcome *o, buf *b, size_
      * given back was not attempted */
     long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
     if (!first)
-      for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], ',');
+      for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], ',');
+    err |= buf_adds(&b[12], !failed && f != FATE_LEASED ? "t" : "f"); /* given back */
     err |= add_int(&b[0], j->id) | add_text_or_null(&b[1], j->name, j->name_len) |
            add_text_or_null(&b[2], j->payload, j->payload_len) |
            buf_adds(&b[3], bin_time_text(r, row, 3, num, sizeof num)) |
@@ -1891,28 +1977,29 @@ static int put_back_arrays(const batch *t, const store_outcome *o, buf *b, size_
     }
     (*n)++;
   }
-  for (int k = 0; k < 12; k++) err |= buf_addc(&b[k], '}');
+  for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], '}');
   return err;
 }
 
 /* The end of batch t (fates set) in its transaction: its done jobs are
  * counted (count_done), and a step (Q_PUT_BACK, added to steps[*n]) puts
  * back those that stay, the claims to keep leased to `worker` for `lease`
- * seconds on the batch's claim.  Array literals in b[0]-b[11]; the
- * parameter list in v (15 entries; text in `text`, 96 bytes).  STORE_OK or
+ * seconds on the batch's claim.  Array literals in b[0]-b[12]; the
+ * parameter list in v (16 entries; text in `text`, 96 bytes).  STORE_OK or
  * STORE_NOMEM. */
 static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double lease,
                      const char *worker, buf *b, const char **v, char *text, step *steps,
                      int *n) {
   size_t n_back;
-  for (int k = 0; k < 12; k++) buf_reset(&b[k]);
-  if ((o && count_done(p, t, o)) || put_back_arrays(t, o, b, &n_back))
+  for (int k = 0; k < 13; k++) buf_reset(&b[k]);
+  if ((o && count_done(p, t, o)) || put_back_arrays(p, t, o, b, &n_back))
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   for (int k = 0; k < 12; k++) v[k] = buf_cstr(&b[k]);
   v[12] = worker ? worker : "";
   v[13] = fmt_seconds(lease, text, 64);
   snprintf(text + 64, 32, "%lld", (long long)t->token);
   v[14] = text + 64;
+  v[15] = buf_cstr(&b[12]);
   if (n_back) steps[(*n)++] = STEP_QUERY(Q_PUT_BACK, v);
   return STORE_OK;
 }
@@ -1951,9 +2038,9 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   if (rc != STORE_OK) return rc;
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   rec_wait(p); /* its record must be in before the commit drops it */
-  step steps[5];
+  step steps[6];
   int n = 0;
-  const char *v[2][15];
+  const char *v[2][16];
   char text[2][96];
   if (p->held) {
     set_fates(&p->cur, o, n_o, keep, n_keep);
@@ -1961,12 +2048,14 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   }
   if (rc == STORE_OK && p->next.n) {
     set_fates(&p->next, NULL, 0, NULL, 0);
-    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 12, v[1], text[1], steps, &n);
+    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 13, v[1], text[1], steps, &n);
   }
   const char *done[2] = {buf_cstr(&p->done[0]), buf_cstr(&p->done[1])};
   if (p->done[0].len) steps[n++] = STEP_QUERY(Q_COMPLETED, done);
   const char *tokens[1] = {buf_cstr(&p->tx_tokens)};
   if (p->tx_tokens.len) steps[n++] = STEP_QUERY(Q_UNRECORD, tokens); /* see CRASHES */
+  const char *verdict[2] = {buf_cstr(&p->verdicts), "cancelled"};
+  if (p->verdicts.len) steps[n++] = STEP_QUERY(Q_VERDICT, verdict); /* see CANCELS */
   PGresult *r = NULL;
   steps[n++] = STEP_SQL("COMMIT");
   if (rc == STORE_OK) rc = pipeline(p, steps, n, -1, &r);
@@ -1978,6 +2067,7 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
     buf_reset(&p->done[0]);
     buf_reset(&p->done[1]);
     buf_reset(&p->tx_tokens);
+    buf_reset(&p->verdicts);
     p->recorded = 0;
     return STORE_OK;
   }
@@ -2141,7 +2231,7 @@ static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
   if (rc) return rc;
   step steps[1];
   int n = 0;
-  const char *v[15];
+  const char *v[16];
   char text[96];
   set_fates(&p->cur, o, n_o, NULL, 0);
   rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, text, steps, &n);
@@ -2178,8 +2268,8 @@ static int pg_finish(store *s, const store_outcome *o, size_t n) {
   if (n == 0) return close_tx(p);
   int rc = outcome_arrays(p, o, n);
   if (rc) return rc;
-  const char *values[8];
-  for (int i = 0; i < 8; i++) values[i] = buf_cstr(&p->p[i]);
+  const char *values[10];
+  for (int i = 0; i < 10; i++) values[i] = buf_cstr(&p->p[i]);
   PGresult *r = NULL;
   rc = run(p, Q_FINISH, values, &r);
   if (rc) return rc;
@@ -2211,6 +2301,133 @@ static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
   if (rc) return rc;
   PQclear(r);
   return STORE_OK;
+}
+
+/* CANCELS.  cancel() removes a waiting job that nobody holds at once.  One
+ * that a worker holds (locked by its claim transaction, or leased and not
+ * started) it asks for: a row in scheduler.cancels, and a notification on
+ * the channel scheduler_cancel, which the worker's record connection
+ * listens to (it is never inside a transaction, so notifications reach
+ * it).  Before each job starts, the worker looks for new requests (at most
+ * every CANCEL_LOOK seconds: a read of that connection's socket, usually
+ * empty) and does not start a job asked for: it stays deleted by its claim
+ * (held) or is deleted on its claim (leased), and the answer "cancelled"
+ * is written with that.  Jobs given back unattempted honour a pending
+ * request the same way.  A request for a job the worker already started is
+ * answered "started".  cancel() waits for the answer, or for the claim
+ * transaction to end, and decides on what it then finds: the job deleted
+ * with "cancelled" (1), deleted without (it ran: 0), waiting (it deletes
+ * it: 1), failed or leased and started (0).  A living worker hands back
+ * the unstarted jobs of a batch stuck behind a slow one within a second
+ * (heartbeat.h), so a lease that its living worker has not answered for
+ * CANCEL_LEASED_WAIT seconds is a job that started. */
+#define CANCEL_LOOK 0.0003
+#define CANCEL_LEASED_WAIT 2.0
+#define CANCEL_LOCKED_WAIT 30.0
+#define CANCEL_ASKED_MAX 4096
+
+/* store_ops.cancels (see CANCELS). */
+static int pg_cancels(store *s, const store_claim *b, size_t n, size_t next) {
+  pg_store *p = PG(s);
+  if (!p->rec) return 0; /* nothing recorded: a job alone, started at once */
+  double now = clock_mono();
+  if (now - p->asked_at >= CANCEL_LOOK) {
+    p->asked_at = now;
+    PGnotify *nf;
+    /* libpq parses nothing behind a reply not yet read: read the record's
+     * (come in, so this does not wait) */
+    if (PQconsumeInput(p->rec) && p->rec_pending && !PQisBusy(p->rec)) rec_wait(p);
+    if (p->rec)
+      while ((nf = PQnotifies(p->rec)) != NULL) {
+        int64_t id = parse_int(nf->extra);
+        PQfreemem(nf);
+        if (p->n_asked == CANCEL_ASKED_MAX) { /* requests for other workers' jobs: forget the oldest */
+          memmove(p->asked, p->asked + 1, (p->n_asked - 1) * sizeof *p->asked);
+          p->n_asked--;
+        }
+        if (!reserve((void **)&p->asked, &p->asked_cap, p->n_asked + 1, sizeof *p->asked))
+          p->asked[p->n_asked++] = id;
+      }
+  }
+  int cancel = 0;
+  buf *started = &p->p[NBUFS - 2];
+  buf_reset(started);
+  for (size_t k = p->n_asked; k-- > 0;) {
+    size_t i = 0;
+    while (i < n && b[i].id != p->asked[k]) i++;
+    if (i > next || i == n) continue; /* not reached yet, or not ours */
+    if (i == next) cancel = 1;
+    else if (add_to_array(started, b[i].id)) continue;
+    p->asked[k] = p->asked[--p->n_asked];
+  }
+  if (started->len) {
+    const char *values[2] = {buf_cstr(started), "started"};
+    rec_send(p, Q_VERDICT, values); /* read later; if it fails, cancel() decides alone */
+  }
+  return cancel;
+}
+
+static void sleep_seconds(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
+/* store_ops.cancel (see CANCELS). */
+static int pg_cancel(store *s, int64_t id, int *done) {
+  pg_store *p = PG(s);
+  char idtext[32], wait[160];
+  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+  snprintf(wait, sizeof wait,
+           "BEGIN; SET LOCAL lock_timeout = '100ms';"
+           " SELECT 1 FROM scheduler.jobs WHERE id = %lld FOR UPDATE",
+           (long long)id);
+  const char *values[1] = {idtext};
+  double start = clock_mono(), pause = 0.002;
+  int asked = 0, rc;
+  *done = 0;
+  for (;;) {
+    PGresult *r = NULL;
+    rc = run(p, Q_CANCEL, values, &r);
+    if (rc) break;
+    int deleted = parse_int(PQgetvalue(r, 0, 0)) > 0;
+    char state = PQgetisnull(r, 0, 1) ? 0 : PQgetvalue(r, 0, 1)[0]; /* scheduled, running, failed */
+    char verdict = PQgetisnull(r, 0, 2) ? 0 : PQgetvalue(r, 0, 2)[0]; /* cancelled, started */
+    int holder_lives = !PQgetisnull(r, 0, 3) && PQgetvalue(r, 0, 3)[0] == 't';
+    PQclear(r);
+    if (deleted || verdict == 'c') {
+      *done = 1;
+      break;
+    }
+    if (verdict == 's' || state == 0 || state == 'f') break; /* started, gone (ran) or failed */
+    double waited = clock_mono() - start;
+    if (state == 'r' && holder_lives && waited >= CANCEL_LEASED_WAIT) break; /* it started */
+    if (waited >= CANCEL_LOCKED_WAIT) {
+      rc = store_fail(s, STORE_ERROR,
+                      "job %lld stayed held (another transaction, or a dead worker's lease) for %.0f s: not cancelled",
+                      (long long)id, waited);
+      break;
+    }
+    if (!asked) {
+      rc = run(p, Q_CANCEL_ASK, values, &r);
+      if (rc) break;
+      PQclear(r);
+      asked = 1;
+    }
+    if (state == 's') {
+      /* held by a claim transaction or another client: wait for its end */
+      if (exec_simple(p, "cancelling", wait, NULL) == STORE_DOWN) break;
+      PGresult *end = p->conn ? PQexec(p->conn, "ROLLBACK") : NULL;
+      if (end) PQclear(end);
+    } else {
+      sleep_seconds(pause);
+      pause = pause * 2 > 0.05 ? 0.05 : pause * 2;
+    }
+  }
+  if (asked && p->conn) {
+    PGresult *r = NULL;
+    if (run(p, Q_CANCEL_END, values, &r) == STORE_OK) PQclear(r);
+  }
+  return rc;
 }
 
 /* Give back by the crash rule (see CRASHES) the expired leases and the
@@ -2409,15 +2626,6 @@ static int pg_cron_fire(store *s, const char *id, size_t id_len, double expected
 /* ------------------------------------------------------------------ */
 /* Operators' operations: listing, statistics, bulk retry, version     */
 
-/* Make room for n items of `size` bytes in *items (capacity *cap). */
-static int reserve(void **items, size_t *cap, size_t n, size_t size) {
-  if (n <= *cap) return 0;
-  void *grown = realloc(*items, n * size);
-  if (!grown) return -1;
-  *items = grown;
-  *cap = n;
-  return 0;
-}
 
 /* NAN for NULL. */
 static double seconds_or_nan(PGresult *r, int row, int col) {
@@ -2568,6 +2776,8 @@ static void pg_destroy(store *s) {
   if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
   pg_disconnect(s);
   rec_drop(p);
+  free(p->asked);
+  buf_free(&p->verdicts);
   free(p->worker);
   buf_free(&p->tx_tokens);
   free_batch(&p->cur);
@@ -2606,6 +2816,7 @@ static const store_ops pg_ops = {
     .finish = pg_finish,
     .settle = pg_settle,
     .held = pg_held,
+    .cancels = pg_cancels,
     .heartbeat = pg_heartbeat,
     .rescue = pg_rescue,
     .abandon = pg_abandon,

@@ -154,7 +154,14 @@ static const char *const migrations[] = {
     "CREATE TABLE scheduler_claim_tokens (last INTEGER NOT NULL);"
     "INSERT INTO scheduler_claim_tokens (last) VALUES (0);"
     "CREATE INDEX scheduler_jobs_quarantine ON scheduler_jobs (priority, run_at, id)"
-    "  WHERE quarantined AND state = 'scheduled';",
+    "  WHERE quarantined AND state = 'scheduled';"
+    /* cancel() of a job a worker leases and has not started: its request,
+     * and the worker's answer (see sq_cancel) */
+    "CREATE TABLE scheduler_cancels ("
+    "  job_id INTEGER PRIMARY KEY,"
+    "  verdict TEXT CHECK (verdict IN ('cancelled', 'started')),"
+    "  at REAL NOT NULL"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -163,7 +170,8 @@ static const char *const migrations[] = {
 
 enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_DATA_VERSION, Q_SYNC_NORMAL, Q_SYNC_FULL,
-  Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_RETRY, Q_GET,
+  Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_CANCEL_LOOK, Q_CANCEL_ASK, Q_CANCEL_END, Q_ASKED,
+  Q_IS_ASKED, Q_VERDICT, Q_DROP_ASKED, Q_RETRY, Q_GET,
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
@@ -188,6 +196,22 @@ static const char *const queries[Q_COUNT] = {
                  " (name, payload, run_at, key, priority, max_attempts, created_at)"
                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_CANCEL] = "DELETE FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
+    /* cancel() of a leased job: its state and the worker's answer */
+    [Q_CANCEL_LOOK] = "SELECT j.state, c.verdict FROM (SELECT ?1 AS id) AS x"
+                      " LEFT JOIN scheduler_jobs j ON j.id = x.id"
+                      " LEFT JOIN scheduler_cancels c ON c.job_id = x.id",
+    [Q_CANCEL_ASK] = "INSERT INTO scheduler_cancels (job_id, at) VALUES (?1, ?2)"
+                     " ON CONFLICT (job_id) DO NOTHING",
+    [Q_CANCEL_END] = "DELETE FROM scheduler_cancels WHERE job_id = ?1",
+    [Q_ASKED] = "SELECT job_id FROM scheduler_cancels WHERE verdict IS NULL",
+    [Q_IS_ASKED] = "SELECT 1 FROM scheduler_cancels WHERE job_id = ?1 AND verdict IS NULL",
+    [Q_VERDICT] = "UPDATE scheduler_cancels SET verdict = ?2 WHERE job_id = ?1 AND verdict IS NULL",
+    /* leases that rescue (?1 now) or abandon (?1 worker) give back: the
+     * asked-for ones are dropped instead (see sq_cancel) */
+    [Q_DROP_ASKED] = "DELETE FROM scheduler_jobs WHERE state = 'running'"
+                     " AND ((?1 IS NOT NULL AND locked_until < ?1) OR locked_by = ?2)"
+                     " AND id IN (SELECT job_id FROM scheduler_cancels WHERE verdict IS NULL)"
+                     " RETURNING id",
     [Q_RETRY] = "UPDATE scheduler_jobs SET state = 'scheduled', run_at = ?2, attempt = 0"
                 " WHERE id = ?1 AND state = 'failed'",
     [Q_GET] = "SELECT " JOB_COLUMNS ", state, last_error FROM scheduler_jobs WHERE id = ?1",
@@ -400,6 +424,11 @@ typedef struct sq_store {
   sqlite3 *db;
   sqlite3_stmt *stmt[Q_COUNT];
   double busy_since; /* monotonic start of the current wait for a lock */
+  /* cancel requests (see sq_cancels): when they were last looked for, the
+   * data_version then, and scratch ids */
+  double asked_at, asked_version;
+  int64_t *asked;
+  size_t asked_cap;
   double busy_limit; /* how long the busy handler waits: BUSY_TIMEOUT, or
                       * less while switching to WAL (see set_wal) */
   int relaxed;       /* synchronous = NORMAL for the current transaction */
@@ -1162,7 +1191,114 @@ static int write_id(sq_store *q, int which, int64_t id, int *done) {
   return commit(q, "database error", which == Q_RETRY && *done);
 }
 
-static int sq_cancel(store *s, int64_t id, int *done) { return write_id(SQ(s), Q_CANCEL, id, done); }
+/* A leased job that its worker has not answered for about is one that
+ * started: a living worker answers between two jobs, and hands back the
+ * unstarted jobs of a batch stuck behind a slow one within a second
+ * (heartbeat.h). */
+#define CANCEL_LEASED_WAIT 2.0
+#define CANCEL_LOOK 0.001
+
+static void sleep_seconds(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
+/* store_ops.cancel.  A waiting job is deleted at once.  One that a worker
+ * leases is asked for (a row in scheduler_cancels) and the worker answers
+ * (sq_cancels): it does not start it and deletes it ("cancelled"), or it
+ * had started it ("started").  Jobs handed back and expired leases honour
+ * a pending request. */
+static int sq_cancel(store *s, int64_t id, int *done) {
+  sq_store *q = SQ(s);
+  double start = clock_mono(), pause = 0.002;
+  int asked = 0, rc;
+  for (;;) {
+    rc = write_id(q, Q_CANCEL, id, done);
+    if (rc || *done) break;
+    sqlite3_stmt *st = stmt(q, Q_CANCEL_LOOK, &rc);
+    if (!st) {
+      rc = fail(q, rc, "database error");
+      break;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    char state = 0, verdict = 0;
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const unsigned char *a = sqlite3_column_text(st, 0), *b = sqlite3_column_text(st, 1);
+      state = a ? (char)a[0] : 0, verdict = b ? (char)b[0] : 0;
+      rc = SQLITE_OK;
+    }
+    finish_stmt(st);
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) {
+      rc = fail(q, rc, "database error");
+      break;
+    }
+    rc = STORE_OK;
+    if (verdict == 'c') *done = 1;
+    if (verdict || state != 'r' || clock_mono() - start >= CANCEL_LEASED_WAIT) break;
+    if (!asked) {
+      if ((rc = begin(q, "database error"))) break;
+      if ((st = stmt(q, Q_CANCEL_ASK, &rc))) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_double(st, 2, clock_wall());
+        rc = run_write(q, st, NULL);
+      }
+      if (rc != SQLITE_OK) {
+        rc = fail(q, rc, "database error");
+        break;
+      }
+      if ((rc = commit(q, "database error", 0))) break;
+      asked = 1;
+    }
+    sleep_seconds(pause);
+    pause = pause * 2 > 0.05 ? 0.05 : pause * 2;
+  }
+  if (asked) {
+    int ignored;
+    write_id(q, Q_CANCEL_END, id, &ignored);
+  }
+  return rc;
+}
+
+/* store_ops.cancels: the requests of sq_cancel, looked for at most every
+ * CANCEL_LOOK seconds and only when another connection wrote since. */
+static int sq_cancels(store *s, const store_claim *b, size_t n, size_t next) {
+  sq_store *q = SQ(s);
+  double now = clock_mono(), version = 0;
+  if (now - q->asked_at < CANCEL_LOOK) return 0;
+  q->asked_at = now;
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_DATA_VERSION, &rc);
+  if (!st || query_double(q, st, &version) != SQLITE_OK || version == q->asked_version) return 0;
+  q->asked_version = version;
+  if (!(st = stmt(q, Q_ASKED, &rc))) return 0;
+  int cancel = 0;
+  size_t started = 0;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    int64_t id = sqlite3_column_int64(st, 0);
+    for (size_t i = 0; i < n && i <= next; i++) {
+      if (b[i].id != id) continue;
+      if (i == next)
+        cancel = 1;
+      else if (!reserve((void **)&q->asked, &q->asked_cap, started + 1, sizeof *q->asked))
+        q->asked[started++] = id; /* it has started */
+    }
+  }
+  finish_stmt(st);
+  if (started && begin_unsynced(q, "answering a cancel") == STORE_OK) {
+    rc = SQLITE_OK;
+    for (size_t k = 0; k < started && rc == SQLITE_OK; k++)
+      if ((st = stmt(q, Q_VERDICT, &rc))) {
+        sqlite3_bind_int64(st, 1, q->asked[k]);
+        sqlite3_bind_text(st, 2, "started", -1, SQLITE_STATIC);
+        rc = run_write(q, st, NULL);
+      }
+    if (rc == SQLITE_OK)
+      commit(q, "answering a cancel", 0);
+    else
+      fail(q, rc, "answering a cancel");
+  }
+  return cancel;
+}
 
 static int sq_retry(store *s, int64_t id, int *done) { return write_id(SQ(s), Q_RETRY, id, done); }
 
@@ -1391,6 +1527,33 @@ static int record_completions(sq_store *q, double now) {
   return rc;
 }
 
+/* 1 when a cancel request waits for job `id` (see sq_cancel), else 0;
+ * *rc the SQLite result code. */
+static int is_asked(sq_store *q, int64_t id, int *rc) {
+  sqlite3_stmt *st = stmt(q, Q_IS_ASKED, rc);
+  if (!st) return 0;
+  sqlite3_bind_int64(st, 1, id);
+  int step = sqlite3_step(st);
+  finish_stmt(st);
+  *rc = step == SQLITE_ROW || step == SQLITE_DONE ? SQLITE_OK : step;
+  return step == SQLITE_ROW;
+}
+
+/* Delete the leased job (id, token) that cancel() asked for, answering
+ * "cancelled" (see sq_cancel).  SQLite result code. */
+static int drop_cancelled(sq_store *q, int64_t id, int64_t token) {
+  int rc, changed = 0;
+  sqlite3_stmt *st = stmt(q, Q_DONE, &rc);
+  if (!st) return rc;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, token);
+  if ((rc = run_write(q, st, &changed)) != SQLITE_OK || !changed) return rc;
+  if (!(st = stmt(q, Q_VERDICT, &rc))) return rc;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_text(st, 2, "cancelled", -1, SQLITE_STATIC);
+  return run_write(q, st, NULL);
+}
+
 static int sq_finish(store *s, const store_outcome *o, size_t n) {
   sq_store *q = SQ(s);
   if (n == 0) return STORE_OK;
@@ -1402,6 +1565,13 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
   buf_reset(&q->done_names);
   for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
     const store_outcome *x = &o[i];
+    /* cancelled, or given back while a cancel request waits: dropped */
+    if (x->kind == OUTCOME_CANCELLED ||
+        (x->kind == OUTCOME_RELEASE && is_asked(q, x->claim.id, &rc))) {
+      rc = drop_cancelled(q, x->claim.id, x->claim.token);
+      continue;
+    }
+    if (rc != SQLITE_OK) break;
     int which = x->kind == OUTCOME_DONE      ? Q_DONE
                 : x->kind == OUTCOME_RELEASE ? Q_BACK
                                              : Q_AGAIN;
@@ -1443,6 +1613,30 @@ static int sq_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
   return commit(q, "renewing leases", 0);
 }
 
+/* In a write transaction: drop the leases given back (expired at `now`, or
+ * of `worker`) that cancel() asked for, answering "cancelled". */
+static int drop_asked(sq_store *q, double now, const char *worker) {
+  int rc;
+  size_t k = 0;
+  sqlite3_stmt *st = stmt(q, Q_DROP_ASKED, &rc);
+  if (!st) return rc;
+  bind_double_or_null(st, 1, now, worker == NULL);
+  if (worker) sqlite3_bind_text(st, 2, worker, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    if (!reserve((void **)&q->asked, &q->asked_cap, k + 1, sizeof *q->asked))
+      q->asked[k++] = sqlite3_column_int64(st, 0);
+  finish_stmt(st);
+  if (rc != SQLITE_DONE) return rc;
+  rc = SQLITE_OK;
+  for (size_t i = 0; i < k && rc == SQLITE_OK; i++)
+    if ((st = stmt(q, Q_VERDICT, &rc))) {
+      sqlite3_bind_int64(st, 1, q->asked[i]);
+      sqlite3_bind_text(st, 2, "cancelled", -1, SQLITE_STATIC);
+      rc = run_write(q, st, NULL);
+    }
+  return rc;
+}
+
 static int sq_rescue(store *s, long long default_max_attempts) {
   sq_store *q = SQ(s);
   int rc = sq_connect(s);
@@ -1458,8 +1652,10 @@ static int sq_rescue(store *s, long long default_max_attempts) {
   if (isnan(any)) return STORE_OK;
   if ((rc = begin(q, "rescuing expired leases"))) return rc;
   int changed = 0;
-  if ((st = stmt(q, Q_RESCUE, &rc))) {
-    sqlite3_bind_double(st, 1, clock_wall());
+  double now = clock_wall();
+  rc = drop_asked(q, now, NULL);
+  if (rc == SQLITE_OK && (st = stmt(q, Q_RESCUE, &rc))) {
+    sqlite3_bind_double(st, 1, now);
     sqlite3_bind_int64(st, 2, default_max_attempts);
     rc = run_write(q, st, &changed);
   }
@@ -1473,7 +1669,8 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
   int rc = begin(q, "database error");
   if (rc) return rc;
   int changed = 0;
-  sqlite3_stmt *st = stmt(q, Q_ABANDON, &rc);
+  rc = drop_asked(q, 0, worker);
+  sqlite3_stmt *st = rc == SQLITE_OK ? stmt(q, Q_ABANDON, &rc) : NULL;
   if (st) {
     sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, default_max_attempts);
@@ -1736,6 +1933,7 @@ static void sq_destroy(store *s) {
   sq_store *q = SQ(s);
   sq_disconnect_now(q);
   free_names(q);
+  free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
   arena_free(&q->cron_mem);
@@ -1905,6 +2103,7 @@ static const store_ops sqlite_ops = {
     .claim = sq_claim,
     .finish = sq_finish,
     .heartbeat = sq_heartbeat,
+    .cancels = sq_cancels,
     .rescue = sq_rescue,
     .abandon = sq_abandon,
     .next_wake = sq_next_wake,

@@ -127,3 +127,44 @@ describe("crashes", function()
     end
   end)
 end)
+
+describe("cancel against a worker that holds the job", function()
+  local s
+  before_each(function() s = helper.new() end)
+  -- cancel()'s answer, which must not be an error
+  local function cancel(id)
+    local ok, err = s:cancel(id)
+    assert(err == nil, err)
+    return ok
+  end
+  after_each(helper.cleanup)
+
+  it("returns true for a job not started yet, which then never runs; false for one that started", function()
+    local name = helper.name("cancelrace")
+    local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" }
+    assert(a:wait_file("ready", 10), a:describe())
+    for round = 1, 3 do
+      local t = helper.now()
+      -- one statement: the worker claims the three in one batch, and the
+      -- first keeps it busy while the others wait in it
+      local ids = helper.ok(s:schedule_many {
+        { name, { sleep = 0.6, round = round }, { at = t - 3 } },
+        { name, { round = round, n = 2 }, { at = t - 2 } },
+        { name, { round = round, n = 3 }, { at = t - 1 } },
+      })
+      assert.is_truthy(helper.wait_for(function() return a:events("start", ids[1])[1] end, 10), a:describe())
+      -- the next one waits in the worker's batch: cancelled, never runs
+      local t0 = helper.now()
+      assert.is_true(cancel(ids[2]))
+      assert.is_true(helper.now() - t0 < 5)
+      -- the job in hand has started: not cancelled
+      assert.is_false(cancel(ids[1]))
+      assert.is_truthy(helper.wait_for(function() return a:events("done", ids[3])[1] end, 10), a:describe())
+      assert.equals(0, #a:events("start", ids[2]), "round " .. round .. ": the cancelled job ran")
+      assert.equals(1, #a:events("done", ids[1]))
+      assert.is_nil(s:job(ids[2]))
+      assert.is_false(cancel(ids[3])) -- ran: gone
+    end
+    assert.equals(0, helper.sql_int("SELECT count(*) FROM scheduler.cancels"))
+  end)
+end)

@@ -4,8 +4,9 @@
 --
 --   <job id> <attempt> <worker pid> <start, host clock> <run_at> <seq>
 --
--- The payload steers it: { seq = n (copied to the line), sleep = seconds
--- (then return), fail = message (then raise) }.
+-- The payload steers it: { seq = n (copied to the line), exit = status
+-- (then end the worker process: a job that crashes its worker), sleep =
+-- seconds (then return), fail = message (then raise) }.
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
@@ -22,6 +23,7 @@ scheduler.on("fault", function(p, job)
   local seq = type(p) == "table" and math.tointeger(p.seq) or -1
   out:write(("%d %d %d %.6f %.6f %d\n"):format(job.id, job.attempt, pid, scheduler.now(), job.run_at, seq))
   if type(p) == "table" then
+    if p.exit then os.exit(p.exit) end
     if p.sleep then system.sleep(p.sleep) end
     if p.fail then error(p.fail, 0) end
   end
