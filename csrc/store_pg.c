@@ -766,17 +766,67 @@ static int migrate(pg_store *p) {
   return rc;
 }
 
+/* PARTITIONS.  A host cut off from the database without a FIN or RST (a
+ * network partition, a NAT that forgot the connection, a pulled cable)
+ * leaves both ends of each connection waiting; by default the kernel gives
+ * up on a silent peer after 2 hours of keepalive (idle) or about 15 minutes
+ * of retransmissions (data sent), and meanwhile the server keeps the
+ * session's transaction: the row locks of a held batch (faults/partition.lua
+ * measured them held for the whole cut and beyond).  So every session sets,
+ * on the server:
+ * - idle_in_transaction_session_timeout: what frees a held batch, whether
+ *   its worker is cut off alive or died during the cut (the server cannot
+ *   tell).  A claim transaction is legitimately idle while its listeners
+ *   run, but at most min(lease / 4, 1 s) before it is settled, so 10 s is
+ *   ten times that; its jobs then run elsewhere within the 10 s plus the
+ *   other workers' second look at held jobs (HELD_MAX in loop.c, 1 s), well
+ *   inside the promise of lease + 15 s whatever the lease.  (Leased jobs
+ *   need none of this: their lease ends on its own.)
+ * - tcp_keepalives_* and tcp_user_timeout: drop a dead client's idle
+ *   session (its advisory locks, its connection slot) after 10 + 5 s, and
+ *   10 s after the first data it stops acknowledging (a notification, or a
+ *   claim's result sent just as the cut came: that transaction is busy,
+ *   not idle, so only this ends it).
+ * and on the client (libpq), the same keepalives and tcp_user_timeout: a
+ * worker blocked in a read (a settle or a lease renewal sent into the cut)
+ * gets an error after 10 s, one asleep on its socket within 25 s (its
+ * keepalives, or its next look at the jobs, at most 15 s away, plus 10 s),
+ * instead of after 15 minutes of retransmissions; it reconnects (loop.c's
+ * backoff), so it notices the cut and comes back when the network heals.
+ * A live peer answers keepalives at once and acknowledges data within
+ * milliseconds, so none of this ends a healthy connection, however long
+ * its statements or idle periods.
+ * The server-side values override the server's own defaults and
+ * postgresql.conf, not settings made for the role, the database or the
+ * connection (ALTER ROLE ... SET, options=-c ...): that is how to change
+ * them.  The client-side ones are overridden by the connection string. */
+#define SESSION_SETTINGS                                                                     \
+  "SELECT set_config(name, value, false) FROM (VALUES"                                      \
+  " ('idle_in_transaction_session_timeout', '10s'), ('tcp_keepalives_idle', '10'),"         \
+  " ('tcp_keepalives_interval', '5'), ('tcp_keepalives_count', '3'),"                       \
+  " ('tcp_user_timeout', '10000')) AS d (name, value) JOIN pg_settings USING (name)"         \
+  " WHERE source IN ('default', 'environment variable', 'configuration file',"              \
+  " 'command line', 'global')"
+#define CLIENT_KEEPALIVES_IDLE "10"
+#define CLIENT_KEEPALIVES_INTERVAL "5"
+#define CLIENT_KEEPALIVES_COUNT "3"
+#define CLIENT_TCP_USER_TIMEOUT "10000" /* ms */
+
 static int pg_connect(store *s) {
   pg_store *p = PG(s);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) return STORE_OK;
   pg_disconnect(s);
   /* Defaults first so the user's string overrides them; the encoding last
-   * because payloads are JSON text in UTF-8. */
+   * because payloads are JSON text in UTF-8.  tcp_user_timeout is known to
+   * libpq 12 and later only (an unknown keyword fails the connection): with
+   * an older one its value is NULL, which libpq skips. */
   const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
                               "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "dbname", "client_encoding", NULL};
-  const char *const vals[] = {"lua-scheduler", "10", "1", "10", "5", "3", p->conninfo, "UTF8",
-                              NULL};
+                              "tcp_user_timeout", "dbname", "client_encoding", NULL};
+  const char *const vals[] = {"lua-scheduler", "10", "1", CLIENT_KEEPALIVES_IDLE,
+                              CLIENT_KEEPALIVES_INTERVAL, CLIENT_KEEPALIVES_COUNT,
+                              PQlibVersion() >= 120000 ? CLIENT_TCP_USER_TIMEOUT : NULL,
+                              p->conninfo, "UTF8", NULL};
   p->conn = PQconnectdbParams(keys, vals, 1);
   if (!p->conn) return store_fail(s, STORE_NOMEM, "connecting: not enough memory");
   if (PQstatus(p->conn) != CONNECTION_OK) {
@@ -785,7 +835,8 @@ static int pg_connect(store *s) {
     return rc;
   }
   PQsetNoticeProcessor(p->conn, ignore_notice, NULL);
-  int rc = migrate(p);
+  int rc = exec_simple(p, "configuring the session", SESSION_SETTINGS, NULL);
+  if (rc == STORE_OK) rc = migrate(p);
   if (rc == STORE_OK && p->listening)
     rc = exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
   if (rc != STORE_OK) pg_disconnect(s);
