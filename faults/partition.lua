@@ -9,17 +9,19 @@
 --   db namespace       10.213.0.1  the cluster (scripts/pgtmp --listen), and
 --                                  `lua-scheduler run --workers 1` (the other
 --                                  worker, which stays connected)
---   worker namespace   10.213.0.2  `lua-scheduler run --workers 3`, cut off
+--   worker namespace   10.213.0.2  `lua-scheduler run --workers 3`, cut off, and
+--                                  an idle `lua-scheduler run --workers 1` (I:
+--                                  a listener for a name no job has)
 --   switch namespace               the bridge; its port to the worker host
 --                                  is disabled for the cut
 --
 -- When the cut begins, the cut-off host holds: a long job on a lease
 -- (worker A), a batch held by its claim transaction (worker X, which stays
 -- alive) and another (worker Y, killed 2 s into the cut: a worker that dies
--- during the partition).  The cut lasts 90 s (--scale shortens it, to
+-- during the partition), while I sleeps on its socket.  The cut lasts 90 s (--scale shortens it, to
 -- 50 s at least: the lease, 30 s, must end during it).  Every job must run
--- elsewhere within lease + 15 s of the cut, X must notice the cut and
--- reconnect after it, and A's late outcome for the long job (it finishes
+-- elsewhere within lease + 15 s of the cut, X and I must notice the cut
+-- (log it) before the heal and reconnect after it, and A's late outcome for the long job (it finishes
 -- after the network heals) must not touch the newer claim of the other
 -- worker, which still runs it.  The server's row locks and sessions are
 -- watched throughout (pgrowlocks, pg_stat_activity) and the server log says
@@ -267,12 +269,14 @@ return {
       return
     end
 
+    --- The earliest run of job `id` (for which pred(run) holds, if given).
     local function first_run(id, pred)
       rec:read()
+      local first
       for _, run in ipairs(rec.by_id[id] or {}) do
-        if not pred or pred(run) then return run end
+        if (not pred or pred(run)) and (not first or run.start < first.start) then first = run end
       end
-      return nil
+      return first
     end
 
     -- A: the long job, on a lease.  It waits for <hold>/<pid>.
