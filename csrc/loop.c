@@ -192,6 +192,10 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     log_outcome(r, &jobs[done], &c->outcomes[done]);
   }
   heartbeat_end(r->hb); /* from here on the thread settles nothing */
+  /* Say now why the batch ended early (a settle that failed: the network
+   * is cut, say), before the flush below, which may spend connect_timeout
+   * reconnecting. */
+  if (heartbeat_error(r->hb, &c->msg)) dispatch_log(r->L, r->env, "warn", buf_cstr(&c->msg));
   c->n_outcomes = done;
   if (r->settled) {
     /* recorded already: rotate them out (each outcome owns its error buffer) */

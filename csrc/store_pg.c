@@ -202,12 +202,14 @@ static const char *const migrations[] = {
 /* Statements                                                          */
 
 enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_CANCEL_ASK, Q_CANCEL_END, Q_VERDICT, Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
+  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_CANCEL_ASK, Q_CANCEL_END, Q_VERDICT,
+  Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
   Q_RECORD, Q_UNRECORD, Q_COMPLETED, Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ORPHANS,
   Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
   Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
   Q_RETRY_FAILED, Q_COUNT
 };
+_Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
 
 #define CRON_COLUMNS                                                                         \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
@@ -770,7 +772,7 @@ typedef struct pg_store {
   buf verdicts;
   buf tx_tokens;
   int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
-  unsigned prepared; /* bit per query prepared on this connection */
+  unsigned prepared; /* bit per query prepared on this connection (see Q_COUNT) */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
   /* results that store_job pointers point into; they outlive the
@@ -965,26 +967,101 @@ static int migrate(pg_store *p) {
   return rc;
 }
 
+/* PARTITIONS.  A host cut off from the database without a FIN or RST (a
+ * network partition, a NAT that forgot the connection, a pulled cable)
+ * leaves both ends of each connection waiting; by default the kernel gives
+ * up on a silent peer after 2 hours of keepalive (idle) or about 15 minutes
+ * of retransmissions (data sent), and meanwhile the server keeps the
+ * session's transaction: the row locks of a held batch (faults/partition.lua
+ * measured them held for the whole cut and beyond).  So every session sets,
+ * on the server:
+ * - idle_in_transaction_session_timeout: what frees a held batch, whether
+ *   its worker is cut off alive or died during the cut (the server cannot
+ *   tell).  A claim transaction is legitimately idle while its listeners
+ *   run, but at most min(lease / 4, 1 s) before it is settled, so 10 s is
+ *   ten times that; its jobs then run elsewhere within the 10 s plus the
+ *   other workers' second look at held jobs (HELD_MAX in loop.c, 1 s), well
+ *   inside the promise of lease + 15 s whatever the lease.  (Leased jobs
+ *   need none of this: their lease ends on its own.)
+ * - tcp_keepalives_* and tcp_user_timeout: drop a dead client's idle
+ *   session (its advisory locks, its connection slot) after 10 + 5 s, and
+ *   10 s after the first data it stops acknowledging (a notification, or a
+ *   claim's result sent just as the cut came: that transaction is busy,
+ *   not idle, so only this ends it).
+ * and on the client (libpq), the same keepalives and tcp_user_timeout: a
+ * worker blocked in a read (a settle or a lease renewal sent into the cut)
+ * gets an error after 10 s, one asleep on its socket within 25 s (its
+ * keepalives, or its next look at the jobs, at most 15 s away, plus 10 s),
+ * instead of after 15 minutes of retransmissions; it reconnects (loop.c's
+ * backoff), so it notices the cut and comes back when the network heals.
+ * A live peer answers keepalives at once and acknowledges data within
+ * milliseconds, so none of this ends a healthy connection, however long
+ * its statements or idle periods.
+ * The server-side values override the server's own defaults and
+ * postgresql.conf, not settings made for the role, the database or the
+ * connection (ALTER ROLE ... SET, options=-c ...): that is how to change
+ * them.  The client-side ones are overridden by the connection string. */
+#define SESSION_SETTINGS                                                                     \
+  "SELECT set_config(name, value, false) FROM (VALUES"                                      \
+  " ('idle_in_transaction_session_timeout', '10s'), ('tcp_keepalives_idle', '10'),"         \
+  " ('tcp_keepalives_interval', '5'), ('tcp_keepalives_count', '3'),"                       \
+  " ('tcp_user_timeout', '10000')) AS d (name, value) JOIN pg_settings USING (name)"         \
+  " WHERE source IN ('default', 'environment variable', 'configuration file',"              \
+  " 'command line', 'global')"
+#define CLIENT_KEEPALIVES_IDLE "10"
+#define CLIENT_KEEPALIVES_INTERVAL "5"
+#define CLIENT_KEEPALIVES_COUNT "3"
+#define CLIENT_TCP_USER_TIMEOUT "10000" /* ms */
+
+/* A new connection to the database, with the session settings above and
+ * then `sql` (NULL: none) run on it: *out, or NULL with the error set. */
+static int open_conn(pg_store *p, PGconn **out, const char *sql) {
+  /* Defaults first so the user's string overrides them; the encoding last
+   * because payloads are JSON text in UTF-8.  tcp_user_timeout is known to
+   * libpq 12 and later only (an unknown keyword fails the connection): with
+   * an older one its value is NULL, which libpq skips. */
+  const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
+                              "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "tcp_user_timeout", "dbname", "client_encoding", NULL};
+  const char *const vals[] = {"lua-scheduler", "10", "1", CLIENT_KEEPALIVES_IDLE,
+                              CLIENT_KEEPALIVES_INTERVAL, CLIENT_KEEPALIVES_COUNT,
+                              PQlibVersion() >= 120000 ? CLIENT_TCP_USER_TIMEOUT : NULL,
+                              p->conninfo, "UTF8", NULL};
+  PGconn *c = *out = PQconnectdbParams(keys, vals, 1);
+  if (!c) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
+  if (PQstatus(c) != CONNECTION_OK) {
+    int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(c));
+    PQfinish(c);
+    *out = NULL;
+    return rc;
+  }
+  PQsetNoticeProcessor(c, ignore_notice, NULL);
+  for (int k = 0; k < 2; k++) {
+    const char *text = k == 0 ? SESSION_SETTINGS : sql;
+    if (!text) continue;
+    PGresult *r = PQexec(c, text);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      int down = PQstatus(c) != CONNECTION_OK;
+      int rc = fail_msg(p, down ? STORE_DOWN : STORE_ERROR, "configuring the session",
+                        r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+      if (r) PQclear(r);
+      PQfinish(c);
+      *out = NULL;
+      return rc;
+    }
+    PQclear(r);
+  }
+  return STORE_OK;
+}
+
 static int pg_connect(store *s) {
   pg_store *p = PG(s);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) return STORE_OK;
   pg_disconnect(s);
-  /* Defaults first so the user's string overrides them; the encoding last
-   * because payloads are JSON text in UTF-8. */
-  const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
-                              "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "dbname", "client_encoding", NULL};
-  const char *const vals[] = {"lua-scheduler", "10", "1", "10", "5", "3", p->conninfo, "UTF8",
-                              NULL};
-  p->conn = PQconnectdbParams(keys, vals, 1);
-  if (!p->conn) return store_fail(s, STORE_NOMEM, "connecting: not enough memory");
-  if (PQstatus(p->conn) != CONNECTION_OK) {
-    int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(p->conn));
-    pg_disconnect(s);
-    return rc;
-  }
-  PQsetNoticeProcessor(p->conn, ignore_notice, NULL);
-  int rc = migrate(p);
+  int rc = open_conn(p, &p->conn, NULL);
+  if (rc) return rc;
+  rc = migrate(p);
   if (rc == STORE_OK && p->listening)
     rc = exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
   if (rc != STORE_OK) pg_disconnect(s);
@@ -1642,30 +1719,18 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
 static int rec_connect(pg_store *p) {
   if (p->rec && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
   rec_drop(p);
-  const char *const keys[] = {"fallback_application_name", "connect_timeout", "keepalives",
-                              "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "dbname", "client_encoding", NULL};
-  const char *const vals[] = {"lua-scheduler", "10", "1", "10", "5", "3", p->conninfo, "UTF8",
-                              NULL};
-  p->rec = PQconnectdbParams(keys, vals, 1);
-  if (!p->rec) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
-  PGresult *r = NULL;
-  if (PQstatus(p->rec) == CONNECTION_OK) {
-    PQsetNoticeProcessor(p->rec, ignore_notice, NULL);
-    r = PQexec(p->rec, "SET synchronous_commit = off; LISTEN scheduler_cancel");
-    for (int q = Q_RECORD; q <= Q_UNRECORD && r && PQresultStatus(r) == PGRES_COMMAND_OK; q++) {
-      PQclear(r);
-      r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
-    }
-    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
-      PQclear(r);
-      return STORE_OK;
-    }
-  }
-  int rc = fail_msg(p, STORE_DOWN, "connecting the record connection",
+  int rc = open_conn(p, &p->rec, "SET synchronous_commit = off; LISTEN scheduler_cancel");
+  static const int statements[] = {Q_RECORD, Q_UNRECORD, Q_VERDICT};
+  for (size_t k = 0; rc == STORE_OK && k < sizeof statements / sizeof *statements; k++) {
+    int q = statements[k];
+    PGresult *r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+      rc = fail_msg(p, STORE_DOWN, "preparing the record connection",
                     r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
-  if (r) PQclear(r);
-  rec_drop(p);
+      rec_drop(p);
+    }
+    if (r) PQclear(r);
+  }
   return rc;
 }
 

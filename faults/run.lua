@@ -28,11 +28,12 @@ local SCENARIOS = {
   { "clock_skew", "faults.clock_skew" },
   { "secrets", "faults.secrets" },
   { "poison", "faults.poison" },
+  { "partition", "faults.partition" },
 }
 
 local USAGE = [[
 usage: lua5.4 faults/run.lua [--only LIST] [--scale F] [--json FILE]
-  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,secrets,poison
+  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,secrets,poison,partition
   --scale F     multiply the job counts by F (default 1: the issue's sizes)
   --json FILE   where to write the results (default faults/results.json)]]
 
@@ -242,7 +243,8 @@ local rows = { { "scenario", "scheduled", "executed", "lost", "duplicates (why)"
   "lateness p50/p99/max", "result" } }
 for _, r in ipairs(results) do
   rows[#rows + 1] = { r.name, lib.commas(r.scheduled), lib.commas(r.executed), tostring(r.lost),
-    dup_text(r), recovery_text(r), lib.fmt_spread(r.lateness), r:passed() and "ok" or "FAILED" }
+    dup_text(r), recovery_text(r), lib.fmt_spread(r.lateness),
+    r:passed() and (r.skipped and "skipped" or "ok") or "FAILED" }
 end
 
 local widths = {}
@@ -310,7 +312,7 @@ local out = { scale = cfg.scale, seconds = lib.now() - started, date = os.date("
   scenarios = {} }
 for _, r in ipairs(results) do
   out.scenarios[#out.scenarios + 1] = {
-    name = r.name, title = r.title, passed = r:passed(), seconds = r.seconds,
+    name = r.name, title = r.title, passed = r:passed(), skipped = r.skipped, seconds = r.seconds,
     scheduled = r.scheduled, executed = r.executed, runs = r.runs, lost = r.lost,
     duplicates = r.duplicates, duplicate_reasons = r.reasons, unexplained_duplicates = r.unexplained,
     recovery = r.recovery, lateness_ms = r.lateness, checks = r.checks, notes = r.notes, error = r.error,

@@ -6,7 +6,9 @@
 --
 -- The payload steers it: { seq = n (copied to the line), exit = status
 -- (then end the worker process: a job that crashes its worker), sleep =
--- seconds (then return), fail = message (then raise) }.
+-- seconds (then return), fail = message (then raise), wait = a directory
+-- (then return once the file <wait>/<pid> exists, or `sleep` seconds
+-- passed: the scenario decides which worker's run ends when) }.
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
@@ -24,7 +26,20 @@ scheduler.on("fault", function(p, job)
   out:write(("%d %d %d %.6f %.6f %d\n"):format(job.id, job.attempt, pid, scheduler.now(), job.run_at, seq))
   if type(p) == "table" then
     if p.exit then os.exit(p.exit) end
-    if p.sleep then system.sleep(p.sleep) end
+    if type(p.wait) == "string" then
+      local deadline = scheduler.now() + (tonumber(p.sleep) or math.huge)
+      local release = ("%s/%d"):format(p.wait, pid)
+      while scheduler.now() < deadline do
+        local f = io.open(release, "rb")
+        if f then
+          f:close()
+          break
+        end
+        system.sleep(0.05)
+      end
+    elseif p.sleep then
+      system.sleep(p.sleep)
+    end
     if p.fail then error(p.fail, 0) end
   end
 end)
