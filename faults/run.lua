@@ -28,12 +28,15 @@ local SCENARIOS = {
   { "clock_skew", "faults.clock_skew" },
   { "secrets", "faults.secrets" },
   { "poison", "faults.poison" },
+  { "outside_locks", "faults.outside_locks" },
+  { "cancel_race", "faults.cancel_race" },
   { "partition", "faults.partition" },
 }
 
 local USAGE = [[
 usage: lua5.4 faults/run.lua [--only LIST] [--scale F] [--json FILE]
-  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,secrets,poison,partition
+  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,
+                secrets,poison,outside_locks,cancel_race,partition
   --scale F     multiply the job counts by F (default 1: the issue's sizes)
   --json FILE   where to write the results (default faults/results.json)]]
 
