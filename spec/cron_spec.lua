@@ -481,6 +481,13 @@ describe("cron", function()
         if f then f:close(); lib = lib or p end
       end
       assert.is_string(lib, "libfaketime is not installed (scripts/install-deps installs it)")
+      if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+        -- `make test-memory`: a process with both the ASan runtime and
+        -- libfaketime preloaded hangs at start-up (libfaketime 0.9.10, GCC
+        -- 12); `make test` and the dst_fallback fault scenario run this
+        pending("libfaketime hangs under the ASan runtime")
+        return
+      end
       local function cli(...)
         local args = {}
         for i, a in ipairs { ... } do args[i] = "'" .. a .. "'" end
