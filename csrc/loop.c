@@ -287,6 +287,8 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   for (;;) {
     if (stop_requested(&r) || clock_mono() >= end) break;
     if (heartbeat_error(r.hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
+    const char *warning = c->st->ops->warning ? c->st->ops->warning(c->st) : NULL;
+    if (warning) log_msg(&r, "warn", "%s", warning);
     int rc = flush(&r);
     if (rc == STORE_OK && !o->drain) rc = c->st->ops->listen(c->st, 1);
     if (rc == STORE_OK && clock_mono() >= r.next_tick) {

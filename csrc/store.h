@@ -282,6 +282,10 @@ typedef struct store_ops {
    * database's generated name); the heartbeat thread opens its store with
    * it.  Owned by the store. */
   const char *(*database)(store *s);
+  /* Optional (NULL: none).  A warning the store has for the log (a problem
+   * it works around, e.g. an unusable SQLite wake file), returned once and
+   * then forgotten; NULL when there is none new.  Owned by the store. */
+  const char *(*warning)(store *s);
 } store_ops;
 
 struct store {

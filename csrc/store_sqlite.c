@@ -37,6 +37,9 @@
  *   another connection changed anything, and if so one indexed query per
  *   listener name gives the earliest run_at.  Programs that write the file
  *   without this library are seen at the loop's fallback check (15 s).
+ *   Others may be able to create files in the database's directory, so the
+ *   wake file is checked before it is used, and is never a way to make a
+ *   worker write or chown a file that is not the wake file (see open_wake).
  * - sqlite::memory: uses SQLite's memdb VFS with a name shared by the
  *   store's connections (the heartbeat thread opens its own), so an
  *   in-memory database works across the two threads; it lives as long as a
@@ -434,6 +437,9 @@ typedef struct sq_store {
   int relaxed;       /* synchronous = NORMAL for the current transaction */
   int flagged;       /* holds the "waiting for the write lock" flag */
   int wake_fd;       /* read to ring; -1 when it could not be opened */
+  double wake_tried; /* monotonic time of the last attempt to open it */
+  buf warning;       /* why the wake file is not used (see open_wake) */
+  int warn_pending;  /* `warning` is news: store_ops.warning returns it */
   int listening;     /* run() is active: watch the wake file */
   int watch_fd;      /* inotify descriptor (socket()), or -1 */
   long long data_version;
@@ -748,29 +754,137 @@ static void ring(sq_store *q) {
   (void)n;
 }
 
-/* Open (creating it, with the database file's mode and owner) the wake
- * file.  Best effort: without it wake-ups fall back to the loop's periodic
- * check. */
+/* The wake file is a file the worker opens, writes (one byte, when empty)
+ * and, running as root, chowns, next to a database whose directory others
+ * may be able to write to.  So that it is no way in:
+ * - the last component is never followed if it is a symbolic link
+ *   (O_NOFOLLOW, and O_EXCL when creating); the directories above it are
+ *   followed like SQLite follows them for the database and its -wal and
+ *   -shm files: whoever can change them can swap the database itself;
+ * - an existing file is used only if it is a regular file with one link,
+ *   owned by the database file's owner (or, for a worker not running as
+ *   root, by the worker's own user, who created it without being able to
+ *   chown it).  lstat() before the open keeps a FIFO or device from being
+ *   opened at all; fstat() after it checks what was actually opened;
+ * - it is chowned only by the worker that just created it (O_CREAT|O_EXCL),
+ *   through the descriptor, never by path.
+ * A file that fails these checks is left untouched (not opened for
+ * writing, not chowned, not removed) and the worker does without wake-ups:
+ * it logs a warning and finds new jobs at its periodic check (15 s), and
+ * looks at the path again every WAKE_RETRY seconds.  Wake-ups carry no
+ * data (the jobs are in the database), so no job is lost either way;
+ * refusing to start instead would let anyone who can create a file in the
+ * database's directory stop every worker and producer. */
+#define WAKE_RETRY 15.0
+
+/* Note a warning for the loop to log (store_ops.warning); the same one is
+ * not repeated while the cause persists.  `refused`: something is there
+ * that is not a wake file (removing it is the fix). */
+static void wake_warn(sq_store *q, const char *why, const char *detail, int refused) {
+  buf msg = BUF_INIT;
+  if (buf_printf(&msg,
+                 "not using the wake-up file %s: %s%s; workers on this database find new jobs "
+                 "within 15 s instead of at once%s",
+                 q->wake_path, why, detail ? detail : "",
+                 refused ? " (remove it: lua-scheduler creates the file again)" : "") != 0) {
+    buf_free(&msg);
+    return;
+  }
+  if (strcmp(buf_cstr(&msg), buf_cstr(&q->warning)) != 0) {
+    buf_reset(&q->warning);
+    if (buf_add(&q->warning, msg.data, msg.len) == 0) q->warn_pending = 1;
+  }
+  buf_free(&msg);
+}
+
+/* Why `ws` (the wake file as opened or lstat'ed) is not acceptable for a
+ * database owned by `owner`, or NULL when it is. */
+static const char *wake_unfit(const struct stat *ws, uid_t owner, char *detail, size_t size) {
+  detail[0] = '\0';
+  if (S_ISLNK(ws->st_mode)) return "it is a symbolic link";
+  if (S_ISFIFO(ws->st_mode)) return "it is a FIFO";
+  if (S_ISDIR(ws->st_mode)) return "it is a directory";
+  if (!S_ISREG(ws->st_mode)) return "it is not a regular file";
+  if (ws->st_uid != owner && (geteuid() == 0 || ws->st_uid != geteuid())) {
+    snprintf(detail, size, " %u, the database's is %u", (unsigned)ws->st_uid, (unsigned)owner);
+    return "it is owned by uid";
+  }
+  if (ws->st_nlink != 1) {
+    snprintf(detail, size, " (%lu)", (unsigned long)ws->st_nlink);
+    return "it has other hard links";
+  }
+  return NULL;
+}
+
+/* Open the wake file, creating it (with the database file's mode and
+ * owner) if it does not exist.  Best effort: without it wake-ups fall back
+ * to the loop's periodic check. */
 static void open_wake(sq_store *q) {
   if (q->memory || q->wake_fd >= 0) return;
-  struct stat st;
-  mode_t mode = 0644;
-  int have = stat(q->path, &st) == 0;
-  if (have) mode = st.st_mode & 0777;
-  int fd = open(q->wake_path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
-  if (fd < 0) fd = open(q->wake_path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  struct stat ws;
-  if (fstat(fd, &ws) == 0 && ws.st_size == 0) {
-    /* reads of an empty file are not reported: give it one byte */
+  q->wake_tried = clock_mono();
+  struct stat st, ws, ls;
+  /* the database itself is trusted: stat() follows a link to it, as
+   * SQLite does */
+  if (stat(q->path, &st) != 0) return;
+  mode_t mode = st.st_mode & 0777;
+  /* a number, not user data */
+  char detail[64];
+  int fd = open(q->wake_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, mode);
+  if (fd >= 0) {
+    /* ours: reads of an empty file are not reported, so give it a byte */
     ssize_t n = pwrite(fd, "\n", 1, 0);
     (void)n;
-    if (have && geteuid() == 0 && (ws.st_uid != st.st_uid || ws.st_gid != st.st_gid)) {
+    if (geteuid() == 0 && fstat(fd, &ws) == 0 && (ws.st_uid != st.st_uid || ws.st_gid != st.st_gid)) {
       /* as SQLite does for -wal and -shm: owned like the database */
       int r = fchown(fd, st.st_uid, st.st_gid);
       (void)r;
     }
+    q->wake_fd = fd;
+    return;
   }
+  if (errno != EEXIST) {
+    wake_warn(q, "cannot create it: ", strerror(errno), 0);
+    return;
+  }
+  if (lstat(q->wake_path, &ls) != 0) {
+    /* removed meanwhile: the next attempt creates it */
+    return;
+  }
+  const char *why = wake_unfit(&ls, st.st_uid, detail, sizeof detail);
+  if (why) {
+    wake_warn(q, why, detail, 1);
+    return;
+  }
+  /* O_NONBLOCK: should a FIFO have replaced the file since lstat(), the
+   * open does not wait for a writer (and fstat() below refuses it) */
+  int flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+  fd = open(q->wake_path, O_RDWR | flags);
+  if (fd < 0 && (errno == EACCES || errno == EROFS)) fd = open(q->wake_path, O_RDONLY | flags);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      wake_warn(q, "it is a symbolic link", NULL, 1);
+    else if (errno != ENOENT)
+      wake_warn(q, "cannot open it: ", strerror(errno), 0);
+    return;
+  }
+  if (fstat(fd, &ws) != 0) {
+    close(fd);
+    return;
+  }
+  why = wake_unfit(&ws, st.st_uid, detail, sizeof detail);
+  if (!why && (ws.st_dev != ls.st_dev || ws.st_ino != ls.st_ino)) why = "it was replaced while opening it";
+  if (why) {
+    close(fd);
+    wake_warn(q, why, detail, 1);
+    return;
+  }
+  if (ws.st_size == 0) {
+    /* a wake file, by all the checks above, left empty by a creator that
+     * died before writing its byte */
+    ssize_t n = pwrite(fd, "\n", 1, 0);
+    (void)n;
+  }
+  buf_reset(&q->warning); /* a later refusal is news again */
   q->wake_fd = fd;
 }
 
@@ -784,12 +898,23 @@ static void watch(sq_store *q) {
 #ifdef __linux__
   if (q->memory || q->watch_fd >= 0) return;
   open_wake(q);
+  if (q->wake_fd < 0) return;
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) return;
-  if (inotify_add_watch(fd, q->wake_path,
-                        IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
-    close(fd);
-    return;
+  /* Watch the file that was opened and checked, not whatever the path names
+   * now: /proc/self/fd/N leads to the open file itself.  Without /proc, the
+   * path, not followed if it became a link, and compared with the open
+   * file afterwards. */
+  uint32_t mask = IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+  char self[64]; /* a number, not user data */
+  snprintf(self, sizeof self, "/proc/self/fd/%d", q->wake_fd);
+  if (inotify_add_watch(fd, self, mask) < 0) {
+    struct stat a, b;
+    if (inotify_add_watch(fd, q->wake_path, mask | IN_DONT_FOLLOW) < 0 || fstat(q->wake_fd, &a) != 0 ||
+        lstat(q->wake_path, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+      close(fd);
+      return;
+    }
   }
   q->watch_fd = fd;
 #else
@@ -811,6 +936,10 @@ static int drain_watch(sq_store *q) {
     for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
       const struct inotify_event *e = (const struct inotify_event *)(events + off);
       if (e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) gone = 1;
+      /* removed or replaced while open: the kernel reports only its link
+       * count (IN_ATTRIB), and other processes ring the new file */
+      struct stat ws;
+      if ((e->mask & IN_ATTRIB) && fstat(q->wake_fd, &ws) == 0 && ws.st_nlink == 0) gone = 1;
       off += (ssize_t)sizeof *e + e->len;
     }
   }
@@ -1915,6 +2044,10 @@ static int sq_notifications(store *s, double *earliest) {
     if (q->wake_fd >= 0) close(q->wake_fd);
     q->wake_fd = -1;
     watch(q);
+  } else if (q->listening && q->watch_fd < 0 && !q->memory &&
+             clock_mono() - q->wake_tried >= WAKE_RETRY) {
+    /* no usable wake file (see open_wake): has it been fixed? */
+    watch(q);
   }
   double dv;
   sqlite3_stmt *st = stmt(q, Q_DATA_VERSION, &rc);
@@ -1928,6 +2061,13 @@ static int sq_notifications(store *s, double *earliest) {
 }
 
 static const char *sq_database(store *s) { return SQ(s)->canonical; }
+
+static const char *sq_warning(store *s) {
+  sq_store *q = SQ(s);
+  if (!q->warn_pending) return NULL;
+  q->warn_pending = 0;
+  return buf_cstr(&q->warning);
+}
 
 static void sq_destroy(store *s) {
   sq_store *q = SQ(s);
@@ -1946,6 +2086,7 @@ static void sq_destroy(store *s) {
   free(q->path);
   free(q->canonical);
   free(q->wake_path);
+  buf_free(&q->warning);
   buf_free(&s->err);
   free(q);
 }
@@ -2119,6 +2260,7 @@ static const store_ops sqlite_ops = {
     .retry_failed = sq_retry_failed,
     .schema_version = sq_schema_version,
     .database = sq_database,
+    .warning = sq_warning,
 };
 
 /* The working directory (malloc'd), or NULL. */

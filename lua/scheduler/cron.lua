@@ -5,12 +5,24 @@
 -- @monthly, @weekly, @daily/@midnight, @hourly and @every <duration>.
 --
 -- Fire times are computed in local wall-clock arithmetic for a time zone
--- (scheduler.tz) and converted to UTC:
---   * a wall time skipped by a spring-forward gap fires once, at the
---     transition instant (the first valid instant after the gap); several
---     slots in the same gap share that instant and it fires once;
---   * a wall time repeated by a fall-back fires once, at its first occurrence;
---     the second pass of the repeated period fires nothing.
+-- (scheduler.tz) and converted to UTC.  Where the zone's clock jumps, the
+-- rule is Vixie cron's (cron.c, find_jobs: "wildcard" and "fixed-time"
+-- jobs), which tells schedules apart by their time-of-day fields:
+--   * an interval schedule, with a wildcard or a step in its second,
+--     minute or hour field ("0 * * * *", "*/15 * * * *", "0 */2 * * *",
+--     "*/10 30 1 * * *"), follows real time: it fires at every instant
+--     whose wall time matches.  A fall-back's repeated hour runs in both
+--     passes ("0 * * * *" in America/New_York fires at 01:00 EDT and 01:00
+--     EST, one real hour apart; "*/15" keeps 15 real minutes), and wall
+--     times a spring-forward skips do not exist, so they do not fire;
+--   * a fixed-time schedule (only single values, lists and ranges in those
+--     fields: "30 1 * * *", "0 9 * * mon-fri", "0 0,12 * * *") fires once
+--     per wall time: a repeated wall time at its first occurrence only, a
+--     skipped one at the transition instant (the first instant after the
+--     gap; several such slots share it and it fires once).
+-- Vixie cron looks at the minute and hour fields only; the seconds field is
+-- a time-of-day field like them, so a wildcard or step there counts too.
+-- The seconds field a 5-field expression lacks is 0, a fixed value.
 -- "@every D" fires at the multiples of D seconds since the Unix epoch
 -- (1970-01-01T00:00:00Z), independent of the time zone, so all workers agree
 -- on the slots without shared state.  E.g. "@every 1h30m" fires at 00:00,
@@ -84,11 +96,14 @@ local function value(spec, text)
   return nil, "invalid value " .. quote(text)
 end
 
--- parse_field(spec, text) -> set (table value -> true), star, or nil, reason.
--- star is true when the field is "*" or "?" (with no step, or step 1).
+-- parse_field(spec, text) -> set (table value -> true), star, interval, or
+-- nil, reason.  star is true when the field is "*" or "?" (with no step, or
+-- step 1); interval when any element of it is a wildcard or has a step
+-- ("*", "*/15", "5/15", "0-30/10"): it repeats on the clock rather than
+-- naming fixed times (see Schedule:next).
 local function parse_field(spec, text)
   local set = {}
-  local star = false
+  local star, interval = false, false
   local span = spec.span or (spec.max - spec.min + 1)
   local n_items = 0
   for item in (text .. ","):gmatch("([^,]*),") do
@@ -105,6 +120,7 @@ local function parse_field(spec, text)
       if step < 1 then return nil, "step must be at least 1" end
       if step > span then return nil, "step must be at most " .. span end
     end
+    if step_text or base == "*" or base == "?" then interval = true end
     local lo, hi
     if base == "*" or base == "?" then
       if base == "?" and not spec.question then
@@ -135,7 +151,7 @@ local function parse_field(spec, text)
       set[v] = true
     end
   end
-  return set, star
+  return set, star, interval
 end
 
 -- build_next(set, min, max) -> table mapping v (min..max) to the smallest
@@ -244,16 +260,20 @@ function cron.parse(expr)
   end
   local specs = #parts == 6 and { SECOND, MINUTE, HOUR, DOM, MONTH, DOW }
                 or { MINUTE, HOUR, DOM, MONTH, DOW }
-  local sets, stars = {}, {}
+  local sets, stars, intervals = {}, {}, {}
   for i, spec in ipairs(specs) do
-    local set, star = parse_field(spec, parts[i])
+    local set, star, interval = parse_field(spec, parts[i])
     if not set then fail(expr, "field " .. i .. " (" .. spec.name .. "): " .. star) end
-    sets[spec], stars[spec] = set, star
+    sets[spec], stars[spec], intervals[spec] = set, star, interval
   end
   sets[SECOND] = sets[SECOND] or { [0] = true }
 
   self.kind = "cron"
   self.has_seconds = #parts == 6
+  -- Vixie cron's rule for clock changes (see Schedule:next): a wildcard or
+  -- a step in a time-of-day field makes an interval schedule, which follows
+  -- real time; otherwise the schedule names fixed times of day
+  self.interval = intervals[SECOND] or intervals[MINUTE] or intervals[HOUR] or false
   self.second_next = build_next(sets[SECOND], 0, 59)
   self.minute_next = build_next(sets[MINUTE], 0, 59)
   self.hour_next = build_next(sets[HOUR], 0, 23)
@@ -352,6 +372,34 @@ local function resolve_zone(zone, who)
   error("scheduler: " .. who .. ": time zone must be a name or a zone object, got " .. type(zone), 0)
 end
 
+-- next_real(s, a, zone, max_year) -> the first instant after the integer
+-- instant a whose wall time in `zone` matches interval schedule s, or nil.
+-- Real time is cut into spans of constant offset at the zone's
+-- transitions; within a span the wall time grows with real time, so the
+-- first matching wall time at or after the span's start is the answer if
+-- it falls before the span's end; otherwise the next span is searched.  A
+-- fall-back starts a span whose wall times repeat the previous span's, so
+-- they match again; the wall times a spring-forward skips belong to no
+-- span.
+local function next_real(s, a, zone, max_year)
+  local start = a + 1
+  if zone.fixed then
+    local w = next_wall(s, start + zone.fixed, max_year)
+    return w and w - zone.fixed
+  end
+  -- each pass moves to the next transition (two a year): bound it anyway
+  for _ = 1, 4 * (cron.HORIZON_YEARS + 1) + 100 do
+    local o = zone:offset_at(start)
+    local w = next_wall(s, start + o, max_year)
+    if not w then return nil end
+    local x = w - o
+    local tr = zone:next_transition(start)
+    if not tr or x < tr then return x end
+    start = tr
+  end
+  return nil
+end
+
 -- schedule:next(after [, zone]) -> the first fire time (integer Unix seconds)
 -- strictly after `after` (a number, may be fractional), with wall-clock
 -- fields read in `zone` (tz object or name; default UTC), or nil if there is
@@ -365,6 +413,8 @@ function Schedule:next(after, zone)
   end
   local l = zone:wall_at(a) + 1
   local max_year = civil_from_days(l // 86400) + cron.HORIZON_YEARS
+  if self.interval then return next_real(self, a, zone, max_year) end
+  -- a fixed-time schedule:
   -- Walk candidate wall times in order; their instants (first occurrence, or
   -- the transition instant for a gap) never decrease, so the first one that
   -- is > after is the answer.  Each pass moves l forward; bound it anyway.

@@ -385,6 +385,48 @@ function Zone:next_transition_in(a, b)
   return hi
 end
 
+-- zone:next_transition(t) -> the first instant after t whose offset differs
+-- from the offset at t, or nil if the offset never changes after t.  Unlike
+-- next_transition_in it needs no bound and sees every change, also a DST
+-- period shorter than the distance to a far-off slot.
+function Zone:next_transition(t)
+  t = to_int(t, "next_transition: time")
+  if self.fixed then return nil end
+  local o = offset_of(self, t)
+  local tr = self.trans
+  local n = #tr
+  if n > 0 and t < tr[n] then
+    -- the first table entry after t (binary search), then the first of
+    -- those that changes the offset (consecutive entries may keep it: only
+    -- the abbreviation or the DST flag changed)
+    local lo, hi = 1, n
+    while lo < hi do
+      local mid = (lo + hi) // 2
+      if tr[mid] > t then hi = mid else lo = mid + 1 end
+    end
+    for i = lo, n do
+      if offset_of(self, tr[i]) ~= o then return tr[i] end
+    end
+  end
+  local rule = self.rule
+  if not rule or not rule.dst_abbr then return nil end
+  -- the rule's transitions, from the end of the table on: a rule repeats
+  -- every year, so if none of three years' changes the offset none will
+  local from = n > 0 and tr[n] > t and tr[n] or t
+  local y = civil_from_days(from // 86400)
+  local cands = {}
+  for yy = y - 1, y + 2 do
+    local s, e = rule_year(rule, yy)
+    cands[#cands + 1] = s
+    cands[#cands + 1] = e
+  end
+  table_sort(cands)
+  for _, x in ipairs(cands) do
+    if x > t and (n == 0 or x >= tr[n]) and offset_of(self, x) ~= o then return x end
+  end
+  return nil
+end
+
 ---------------------------------------------------------------------------
 -- TZif reading (RFC 8536)
 ---------------------------------------------------------------------------
