@@ -702,6 +702,7 @@ static int l_run(lua_State *L) {
   int rc = loop_run(L, c, 1, env, &o, &count);
   c->running = 0;
   c->stopping = 0;
+  if (rc == -2) return lua_error(L); /* the loop cleaned up: raise it again */
   if (rc != 0) return fail(L, "run", buf_cstr(&c->msg));
   if (o.drain)
     lua_pushinteger(L, (lua_Integer)count);
