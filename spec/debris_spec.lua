@@ -94,4 +94,73 @@ describe("debris", function()
       assert.equals(signals_before, catches_int_term())
     end)
   end)
+
+  describe("worker ids", function()
+    it("end with a random suffix: two instances of one process never share one", function()
+      local a, b = core.default_worker_id(), core.default_worker_id()
+      assert.matches("^.+:%d+:%x%x%x%x%x%x%x%x$", a)
+      assert.not_equals(a, b)
+      assert.equals(a:match("^(.+):%x+$"), b:match("^(.+):%x+$")) -- same host and pid
+      local seen = {}
+      for _ = 1, 10000 do
+        local id = core.default_worker_id()
+        assert.is_nil(seen[id], id)
+        seen[id] = true
+      end
+      assert.matches("^.+:%d+:x$", core.default_worker_id("x")) -- the supervisor's own suffix
+      helper.raises(function() core.default_worker_id("a:b") end, "letters and digits")
+    end)
+
+    -- Two "containers" with one hostname, each with its own pid namespace,
+    -- so that both workers are pid 1 on host "twin": before the suffix both
+    -- were "twin:1", and releasing the dead one's jobs released the live
+    -- one's too.
+    local function namespaces()
+      local _, ok = helper.sh("unshare --pid --fork --uts true >/dev/null 2>&1")
+      return ok
+    end
+
+    it("keep apart two hosts with the same hostname and pid: abandon releases the dead one's job only", function()
+      if not namespaces() then
+        pending("needs unshare with pid and uts namespaces (root)")
+        return
+      end
+      local name = helper.name("twins")
+      local s = helper.new()
+      local jobs = { helper.schedule(s, name, { sleep = 60 }), helper.schedule(s, name, { sleep = 60 }) }
+      local wrap = { "unshare", "--pid", "--fork", "--uts", "sh", "-c", 'hostname twin && exec "$@"', "sh" }
+      local env = { WORKER_NAMES = name, WORKER_ID = "default", WORKER_BATCH_MAX = 1 }
+      local a, b = helper.spawn(env, wrap), helper.spawn(env, wrap)
+      local id_a, id_b = a:wait_file("id", 10), b:wait_file("id", 10)
+      assert.is_truthy(id_a and id_b, helper.describe_all { a, b })
+      assert.matches("^twin:1:%x+$", id_a)
+      assert.matches("^twin:1:%x+$", id_b)
+      assert.not_equals(id_a, id_b)
+      -- each holds one job, leased (a held batch is settled within a second)
+      local holder = helper.wait_for(function()
+        local rows = helper.ok(s:jobs { name = name, state = "running" })
+        if #rows < 2 then return nil end
+        local by = {}
+        for _, j in ipairs(rows) do by[j.locked_by] = j.id end
+        return by[id_a] and by[id_b] and by
+      end, 10)
+      assert.is_truthy(holder, helper.describe_all { a, b })
+      assert.is_true(a:kill("KILL"))
+      -- (unshare reports the kill as exit status 1)
+      assert.is_truthy(helper.wait_for(function() return not helper.alive(a:pid()) end, 5), a:describe())
+      -- (the server may take a moment to end the dead worker's session)
+      local n, err = helper.wait_for(function()
+        local v, e = s:abandon(id_a)
+        if v == false then return nil end
+        return v or error(e)
+      end, 5)
+      assert.equals(1, n, tostring(err))
+      local mine, theirs = helper.ok(s:job(holder[id_a])), helper.ok(s:job(holder[id_b]))
+      assert.equals("scheduled", mine.state)
+      assert.equals("running", theirs.state)
+      assert.equals(id_b, helper.ok(s:jobs { id = holder[id_b] })[1].locked_by)
+      assert.is_true(b:alive(), b:describe())
+      assert.equals(1, #b:events("start"))
+    end)
+  end)
 end)

@@ -208,16 +208,21 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
 -- Worker mode, started by `run` (not for people: undocumented).
 COMMANDS.__worker = {
   hidden = true,
-  synopsis = { "__worker --slot N [--log-level L] [--log-format F] PATH..." },
+  synopsis = { "__worker --slot N [--id-suffix S] [--log-level L] [--log-format F] PATH..." },
   options = {
     { "--slot", value = "N", parse = integer_between(1, 1024) },
+    -- the random end of the worker's id, chosen by the supervisor (run.lua)
+    { "--id-suffix", value = "S", parse = function(v)
+      if #v <= 64 and v:match("^%w+$") then return v end
+      return nil, "expected 1 to 64 letters and digits"
+    end },
     { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error") },
     { "--log-format", value = "F", parse = one_of("text", "json") },
   },
   args = { { "PATH", many = true } },
   run = function(o)
     return require("scheduler.cli.run").worker {
-      slot = o.slot or 1, paths = o.PATH, log_level = o.log_level or "info",
+      slot = o.slot or 1, id_suffix = o.id_suffix, paths = o.PATH, log_level = o.log_level or "info",
       log_format = o.log_format or "text",
     }
   end,
