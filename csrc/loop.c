@@ -20,6 +20,15 @@
 /* Without notifications the loop still looks every FALLBACK seconds, in
  * case one was lost. */
 #define FALLBACK 15.0
+/* Expired leases (store rescue).  An idle worker looks when next_wake says
+ * the first lease among its names expires, and looks again (next_wake)
+ * within its own `lease` seconds: a lease taken since, by a worker with the
+ * same lease, cannot expire before.  A busy worker reads no next_wake
+ * between the batches of a backlog, so it runs the rescue, one indexed
+ * statement, every RESCUE_EVERY seconds while it is busy (none in a busy
+ * spell shorter than that): an expired lease comes back within a second
+ * whatever the workers are doing between batches. */
+#define RESCUE_EVERY 1.0
 /* A batch should take about this long (seconds), so that a crash repeats
  * little and a slow job holds few others back. */
 #define BATCH_TARGET 0.05
@@ -287,8 +296,11 @@ static int loop_body(lua_State *L) {
       r->deadline = 0;
     }
     if (rc == STORE_OK && clock_mono() >= r->deadline) {
-      if (clock_mono() >= r->next_rescue) rc = c->st->ops->rescue(c->st, c->max_attempts);
-      if (rc == STORE_OK) r->next_rescue = INFINITY;
+      double now = clock_mono();
+      if (now >= r->next_rescue) {
+        rc = c->st->ops->rescue(c->st, c->max_attempts);
+        if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
+      }
       store_job *jobs = NULL;
       size_t n = 0;
       if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
@@ -296,6 +308,7 @@ static int loop_body(lua_State *L) {
       if (rc == STORE_OK) recovered(r);
       if (rc == STORE_OK && n > 0) {
         r->held_delay = 0;
+        if (r->next_rescue > now + RESCUE_EVERY) r->next_rescue = now + RESCUE_EVERY; /* busy */
         if (run_batch(r, jobs, n) == LUA_ERRMEM) {
           buf_reset(&c->msg);
           buf_adds(&c->msg, "not enough memory");
@@ -312,7 +325,7 @@ static int loop_body(lua_State *L) {
         if (rc == STORE_OK) {
           double mid = (t0 + clock_mono()) / 2;
           r->offset = w.db_now - mid;
-          r->deadline = mid + FALLBACK;
+          r->deadline = mid + (c->lease < FALLBACK ? c->lease : FALLBACK); /* see RESCUE_EVERY */
           double due = w.next_due - r->offset;
           if (w.next_due <= w.db_now) {
             /* due, yet not claimed: it came due since the claim (claim
