@@ -5,7 +5,8 @@
 --   <job id> <attempt> <worker pid> <start, host clock> <run_at> <seq>
 --
 -- The payload steers it: { seq = n (copied to the line), sleep = seconds
--- (then return), fail = message (then raise) }.
+-- (then return), sleep_first = seconds (the same, on attempt 1 only),
+-- fail = message (then raise) }.
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
@@ -23,6 +24,7 @@ scheduler.on("fault", function(p, job)
   out:write(("%d %d %d %.6f %.6f %d\n"):format(job.id, job.attempt, pid, scheduler.now(), job.run_at, seq))
   if type(p) == "table" then
     if p.sleep then system.sleep(p.sleep) end
+    if p.sleep_first and job.attempt == 1 then system.sleep(p.sleep_first) end
     if p.fail then error(p.fail, 0) end
   end
 end)
