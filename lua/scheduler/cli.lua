@@ -176,8 +176,10 @@ checked before the database is touched; a name registered by two files is
 an error.
 
 The supervisor starts N worker processes, each loading the files itself with
-its own connection, restarts a worker that dies (with a growing delay when it
-keeps dying) and puts the jobs a dead worker held back to run at once.
+its own connection, restarts a worker that dies (at once when killed from
+outside; with a growing delay when it keeps dying on its own right after
+starting) and puts the jobs a dead worker held back to run at once (trying
+again until that works).
 SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one
 stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
   options = {
