@@ -119,7 +119,7 @@ static void random_bytes(unsigned char *out, size_t n) {
   }
 }
 
-#define SUFFIX_BYTES 4 /* 8 hex digits */
+#define SUFFIX_BYTES 6 /* 12 hex digits: 48 bits */
 
 /* A fresh random worker id suffix: 2 * SUFFIX_BYTES hex digits. */
 static void random_suffix(char out[2 * SUFFIX_BYTES + 1]) {
@@ -143,7 +143,7 @@ static void default_worker_id(char *out, size_t size, const char *suffix) {
 #define WORKER_ID_MAX 400 /* host (255) : pid : suffix (checked <= 64) */
 
 /* core.default_worker_id([suffix]) -> "hostname:pid:suffix"; suffix: up to
- * 64 letters and digits (default: 8 random hex digits). */
+ * 64 letters and digits (default: 12 random hex digits). */
 static int l_default_worker_id(lua_State *L) {
   size_t len = 0;
   const char *suffix = luaL_optlstring(L, 1, NULL, &len);
@@ -160,7 +160,7 @@ static int l_default_worker_id(lua_State *L) {
   return 1;
 }
 
-/* core.random_suffix() -> 8 random hex digits, for default_worker_id (the
+/* core.random_suffix() -> 12 random hex digits, for default_worker_id (the
  * supervisor gives one to each worker it starts, so it knows its id). */
 static int l_random_suffix(lua_State *L) {
   char suffix[2 * SUFFIX_BYTES + 1];
