@@ -89,7 +89,7 @@ describe("leases", function()
       assert.is_true(elapsed < 2, ("abandon() waited %.2f s"):format(elapsed))
       assert.equals("running", helper.ok(s:job(id)).state)
       assert.is_truthy(helper.wait_for(function() return #p:events("done", id) == 1 end, 10), p:describe())
-      assert.is_nil(s:job(id))
+      assert.is_truthy(helper.wait_for(function() return s:job(id) == nil end, 10), p:describe())
       assert.equals(1, #p:events("start", id))
       -- gone: its jobs (none left) can be released
       assert.is_true(p:kill("KILL"))
@@ -152,8 +152,11 @@ describe("leases", function()
           if not helper.tally(old)[p] then pid = p end
         end
       end
+      -- (before: after 0.1, 0.5, 1, 2, 5 and 10 s, a crash loop from round 3;
+      -- the bound is loose because looking for the new process is slow
+      -- under the sanitizers)
       for round, d in ipairs(delays) do
-        assert.is_true(d < 0.5, ("round %d: restarted after %.3f s"):format(round, d))
+        assert.is_true(d < 1.5, ("round %d: restarted after %.3f s"):format(round, d))
       end
       assert.is_falsy(c:err():find("crash-looping", 1, true), c:describe())
       assert.equals(6, select(2, c:err():gsub("restarting worker %d at once %(killed from outside%)", "")))
@@ -167,14 +170,15 @@ describe("leases", function()
 
     it("still slows down and reports a worker that kills itself right after starting", function()
       local marker = dir .. "/broken"
-      -- SIGSEGV from itself: a crash, not a kill from outside
-      local d = listeners_dir { extra = ("if io.open(%q) then os.execute('kill -SEGV ' .. "
+      -- SIGABRT from itself: a crash, not a kill from outside (not SEGV: the
+      -- sanitizers of make test-memory would report it)
+      local d = listeners_dir { extra = ("if io.open(%q) then os.execute('kill -ABRT ' .. "
         .. "io.open('/proc/self/stat'):read('a'):match('^%%d+')) end"):format(marker) }
       local c = start { "run", d }
       helper.write_file(marker, "")
       helper.kill(c:workers()[1], "KILL")
       assert.is_true(c:wait_log("is crash-looping", 1, 10), c:describe())
-      assert.matches("was killed by signal SEGV", c:err())
+      assert.matches("was killed by signal ABRT", c:err())
       local _, starts = c:err():gsub("started worker 1", "")
       helper.sleep(1)
       local _, later = c:err():gsub("started worker 1", "")
