@@ -101,6 +101,9 @@ ALL_LDFLAGS = -shared $(SAN_FLAGS) $(SAN_LDFLAGS) $(LDFLAGS)
 SRCS := $(wildcard $(SRCDIR)/*.c)
 OBJS := $(patsubst $(SRCDIR)/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/scheduler/core.so
+# Test-only C modules (not in the rock): spec.memlimit, an allocator that
+# refuses allocations on request (specs and faults provoke memory errors).
+TEST_SO := $(BUILD)/spec/memlimit.so
 
 # Sanitizers (SANITIZE=1): lua5.4 itself is not instrumented, so the ASan
 # runtime must be the first DSO in the process: LD_PRELOAD=libasan.so
@@ -149,7 +152,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
+.PHONY: all build test-support deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -166,13 +169,20 @@ $(BUILD)/obj/%.o: $(SRCDIR)/%.c
 
 -include $(OBJS:.o=.d)
 
+$(BUILD)/spec/%.so: spec/support/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+
+test-support: $(SO) $(TEST_SO)
+	@:
+
 deps:
 	@"$(INSTALL_DEPS)"
 
 # deps first, then build in a sub-make (so pkg-config and the compiler exist
 # before anything is compiled, even with -j).
 test: deps
-	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory test-support
 	@$(WITH_CLUSTER) \
 	pgdb=$$LUA_SCHEDULER_DATABASE; status=0; \
 	for backend in $(BACKENDS); do \
@@ -270,7 +280,7 @@ fuzz-smoke: deps
 # The fault suite (issue 5): a test, not a benchmark: exit 1 when a job is
 # lost or a check fails.  Scenarios restart and reconfigure the cluster.
 test-faults: deps
-	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory test-support
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/faults/run.lua" $(FAULTS_ARGS)
 

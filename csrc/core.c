@@ -7,6 +7,7 @@
  * (a programmer error raises) and turns runtime failures into
  * `nil, "scheduler: <operation>: <detail>"`.
  */
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <lua.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -88,18 +90,82 @@ static void core_release(core *c) {
   c->database = c->worker_id = NULL;
 }
 
-/* "hostname:pid", the default worker id. */
-static void default_worker_id(char *out, size_t size) {
-  char host[256];
-  if (gethostname(host, sizeof host) != 0) strcpy(host, "localhost");
-  host[sizeof host - 1] = '\0';
-  snprintf(out, size, "%s:%ld", host, (long)getpid());
+/* Random bits for worker ids: getrandom(2), else /dev/urandom (a kernel
+ * without getrandom, or its pool not ready at early boot), else the clocks
+ * and the pid, mixed (unlikely to repeat, even if not unpredictable). */
+static void random_bytes(unsigned char *out, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t k = getrandom(out + got, n - got, GRND_NONBLOCK);
+    if (k <= 0) break;
+    got += (size_t)k;
+  }
+  if (got < n) {
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    while (fd >= 0 && got < n) {
+      ssize_t k = read(fd, out + got, n - got);
+      if (k <= 0 && !(k < 0 && errno == EINTR)) break;
+      if (k > 0) got += (size_t)k;
+    }
+    if (fd >= 0) close(fd);
+  }
+  if (got < n) {
+    uint64_t x = (uint64_t)(clock_wall() * 1e6) ^ ((uint64_t)(clock_mono() * 1e9) << 17) ^
+                 ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)out;
+    for (size_t i = got; i < n; i++) {
+      x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 29; /* a 64-bit mix */
+      out[i] = (unsigned char)x;
+    }
+  }
 }
 
+#define SUFFIX_BYTES 6 /* 12 hex digits: 48 bits */
+
+/* A fresh random worker id suffix: 2 * SUFFIX_BYTES hex digits. */
+static void random_suffix(char out[2 * SUFFIX_BYTES + 1]) {
+  unsigned char b[SUFFIX_BYTES];
+  random_bytes(b, sizeof b);
+  for (size_t i = 0; i < sizeof b; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* "hostname:pid:suffix", the default worker id: the suffix (random when
+ * NULL) keeps two hosts apart that share a hostname and a pid (two
+ * containers started from one image, each with its own pid namespace), so
+ * that nobody releases the jobs of a live worker of another host. */
+static void default_worker_id(char *out, size_t size, const char *suffix) {
+  char host[256], own[2 * SUFFIX_BYTES + 1];
+  if (gethostname(host, sizeof host) != 0) strcpy(host, "localhost");
+  host[sizeof host - 1] = '\0';
+  if (!suffix) random_suffix(own), suffix = own;
+  snprintf(out, size, "%s:%ld:%s", host, (long)getpid(), suffix);
+}
+
+#define WORKER_ID_MAX 400 /* host (255) : pid : suffix (checked <= 64) */
+
+/* core.default_worker_id([suffix]) -> "hostname:pid:suffix"; suffix: up to
+ * 64 letters and digits (default: 12 random hex digits). */
 static int l_default_worker_id(lua_State *L) {
-  char id[300];
-  default_worker_id(id, sizeof id);
+  size_t len = 0;
+  const char *suffix = luaL_optlstring(L, 1, NULL, &len);
+  if (suffix) {
+    int ok = len > 0 && len <= 64;
+    for (size_t i = 0; ok && i < len; i++)
+      ok = (suffix[i] >= '0' && suffix[i] <= '9') || (suffix[i] >= 'a' && suffix[i] <= 'z') ||
+           (suffix[i] >= 'A' && suffix[i] <= 'Z');
+    luaL_argcheck(L, ok, 1, "a suffix is 1 to 64 letters and digits");
+  }
+  char id[WORKER_ID_MAX];
+  default_worker_id(id, sizeof id, suffix);
   lua_pushstring(L, id);
+  return 1;
+}
+
+/* core.random_suffix() -> 12 random hex digits, for default_worker_id (the
+ * supervisor gives one to each worker it starts, so it knows its id). */
+static int l_random_suffix(lua_State *L) {
+  char suffix[2 * SUFFIX_BYTES + 1];
+  random_suffix(suffix);
+  lua_pushstring(L, suffix);
   return 1;
 }
 
@@ -152,9 +218,9 @@ static int l_new(lua_State *L) {
   }
   lua_setiuservalue(L, ud, 1);
 
-  char id[300];
+  char id[WORKER_ID_MAX];
   if (!worker) {
-    default_worker_id(id, sizeof id);
+    default_worker_id(id, sizeof id, NULL);
     worker = id;
   }
   c->closed = 0;
@@ -464,14 +530,20 @@ static int l_job(lua_State *L) {
   return 1;
 }
 
-/* s:abandon(worker_id) -> n | nil, err: the jobs a dead worker held go back
- * now (its supervisor saw it exit), instead of when their lease expires. */
+/* s:abandon(worker_id) -> n | false, err | nil, err: the jobs a dead worker
+ * held go back now (its supervisor saw it exit), instead of when their
+ * lease expires.  false: it is still connected, nothing was released. */
 static int l_abandon(lua_State *L) {
   core *c = check_store(L);
   const char *worker = luaL_checkstring(L, 2);
   size_t n = 0;
-  if (c->st->ops->abandon(c->st, worker, c->max_attempts, &n) != STORE_OK)
-    return fail(L, "abandon", store_error(c->st));
+  int rc = c->st->ops->abandon(c->st, worker, c->max_attempts, &n);
+  if (rc == STORE_LIVE) {
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "scheduler: abandon: %s", store_error(c->st));
+    return 2;
+  }
+  if (rc != STORE_OK) return fail(L, "abandon", store_error(c->st));
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
@@ -702,6 +774,7 @@ static int l_run(lua_State *L) {
   int rc = loop_run(L, c, 1, env, &o, &count);
   c->running = 0;
   c->stopping = 0;
+  if (rc == -2) return lua_error(L); /* the loop cleaned up: raise it again */
   if (rc != 0) return fail(L, "run", buf_cstr(&c->msg));
   if (o.drain)
     lua_pushinteger(L, (lua_Integer)count);
@@ -742,7 +815,8 @@ static const luaL_Reg core_meta[] = {
     {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {"__index", NULL}, {NULL, NULL}};
 
 static const luaL_Reg module_functions[] = {
-    {"new", l_new}, {"now", l_now}, {"default_worker_id", l_default_worker_id}, {NULL, NULL}};
+    {"new", l_new},         {"now", l_now}, {"default_worker_id", l_default_worker_id},
+    {"random_suffix", l_random_suffix}, {NULL, NULL}};
 
 /* ------------------------------------------------------------------ */
 /* For the lua-scheduler command (lua/scheduler/cli*.lua):             */

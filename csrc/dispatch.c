@@ -194,14 +194,28 @@ static double backoff(lua_State *L, int env, long long attempt) {
   return d;
 }
 
+/* dispatch_log's protected part: (log function, level, message as light
+ * userdata).  Building the strings may raise a memory error too. */
+static int call_log(lua_State *L) {
+  const char *level = lua_touserdata(L, 2), *message = lua_touserdata(L, 3);
+  lua_settop(L, 1);
+  lua_pushstring(L, level);
+  lua_pushstring(L, message);
+  lua_call(L, 2, 0); /* protected by dispatch_log's lua_pcall */
+  return 0;
+}
+
 void dispatch_log(lua_State *L, int env, const char *level, const char *message) {
   if (lua_getfield(L, env, "log") != LUA_TFUNCTION) {
     lua_pop(L, 1);
     return;
   }
-  lua_pushstring(L, level);
-  lua_pushstring(L, message);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  /* never raises: the loop logs while it cleans up after an error too */
+  lua_pushcfunction(L, call_log);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, (void *)level);
+  lua_pushlightuserdata(L, (void *)message);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
 int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within) {

@@ -34,7 +34,7 @@ long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, lo
  * when it raised (the error is logged). */
 int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within);
 /* Send a message to env.log(level, message), if there is one; a failing log
- * function is ignored. */
+ * function is ignored.  Never raises (not even out of memory). */
 void dispatch_log(lua_State *L, int env, const char *level, const char *message);
 
 #endif

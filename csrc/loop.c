@@ -20,6 +20,15 @@
 /* Without notifications the loop still looks every FALLBACK seconds, in
  * case one was lost. */
 #define FALLBACK 15.0
+/* Expired leases (store rescue).  An idle worker looks when next_wake says
+ * the first lease among its names expires, and looks again (next_wake)
+ * within its own `lease` seconds: a lease taken since, by a worker with the
+ * same lease, cannot expire before.  A busy worker reads no next_wake
+ * between the batches of a backlog, so it runs the rescue, one indexed
+ * statement, every RESCUE_EVERY seconds while it is busy (none in a busy
+ * spell shorter than that): an expired lease comes back within a second
+ * whatever the workers are doing between batches. */
+#define RESCUE_EVERY 1.0
 /* A batch should take about this long (seconds), so that a crash repeats
  * little and a slow job holds few others back. */
 #define BATCH_TARGET 0.05
@@ -47,9 +56,15 @@ typedef struct run_state {
   store_claim *claims;
   size_t claims_cap;
   size_t settled;    /* outcomes of the batch already recorded by a settle */
+  /* The batch run_batch is dispatching (batch_n 0: none), kept here so
+   * that a Lua error escaping mid-batch can still end it (loop_run). */
+  size_t batch_n;
+  size_t batch_next; /* jobs [0, batch_next) have their final outcome */
   double offset;     /* database clock minus monotonic clock */
   double deadline;   /* monotonic time of the next claim */
   double next_rescue;
+  double end;        /* monotonic time the run returns (INFINITY: none) */
+  int result;        /* loop_run's: 0, or -1 with the reason in c->msg */
   double next_tick;  /* a recurring schedule is due */
   double retry_delay;
   double held_delay; /* see HELD_MIN; 0: claim again at once */
@@ -147,6 +162,40 @@ static void log_outcome(run_state *r, const store_job *j, const store_outcome *o
             first_line(e), e);
 }
 
+/* End the batch in hand: the jobs from batch_next on go back unattempted
+ * (those the heartbeat thread did not hand back already), then the
+ * outcomes are recorded.  Also how loop_run ends a batch that a Lua error
+ * left mid-way: no Lua code runs here. */
+static void end_batch(run_state *r) {
+  core *c = r->c;
+  size_t done = r->batch_next;
+  size_t upto = heartbeat_cut(r->hb, done);
+  for (size_t k = done; k < upto; k++) {
+    c->outcomes[k].claim = r->claims[k];
+    c->outcomes[k].kind = OUTCOME_RELEASE;
+  }
+  heartbeat_end(r->hb); /* from here on the thread settles nothing */
+  /* Say now why the batch ended early (a settle that failed: the network
+   * is cut, say), before the flush below, which may spend connect_timeout
+   * reconnecting. */
+  if (heartbeat_error(r->hb, &c->msg)) dispatch_log(r->L, r->env, "warn", buf_cstr(&c->msg));
+  r->batch_n = 0;
+  c->n_outcomes = upto;
+  if (r->settled) {
+    /* recorded already: rotate them out (each outcome owns its error buffer) */
+    for (size_t i = 0; i + r->settled < upto; i++) {
+      store_outcome t = c->outcomes[i];
+      c->outcomes[i] = c->outcomes[i + r->settled];
+      c->outcomes[i + r->settled] = t;
+    }
+    c->n_outcomes -= r->settled;
+  }
+  int rc = flush(r);
+  if (rc != STORE_OK)
+    log_msg(r, "warn", "could not record the outcomes of %zu jobs yet: %s", c->n_outcomes,
+            store_error(c->st));
+}
+
 /* Dispatch a claimed batch.  Returns LUA_OK or LUA_ERRMEM. */
 static int run_batch(run_state *r, store_job *jobs, size_t n) {
   core *c = r->c;
@@ -162,54 +211,31 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
   if (heartbeat_batch(r->hb, r->claims, n, c->outcomes,
                       c->st->ops->held && c->st->ops->held(c->st)))
     return LUA_ERRMEM;
+  r->batch_n = n;
+  r->batch_next = 0;
   int status = LUA_OK;
-  size_t done = 0;
-  for (; done < n; done++) {
-    if (stop_requested(r) || status != LUA_OK) {
-      /* stop(): unstarted jobs go back at once */
-      size_t upto = heartbeat_cut(r->hb, done);
-      for (size_t k = done; k < upto; k++) {
-        c->outcomes[k].claim = r->claims[k];
-        c->outcomes[k].kind = OUTCOME_RELEASE;
-      }
-      done = upto;
-      break;
-    }
-    double limit = dispatch_timeout(r->L, c, r->env, &jobs[done]);
-    if (!heartbeat_begin(r->hb, done, limit)) break; /* the thread gave the rest back */
-    if (c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, done)) {
+  /* stop(): the unstarted jobs go back at once (end_batch) */
+  while (r->batch_next < n && status == LUA_OK && !stop_requested(r)) {
+    size_t i = r->batch_next;
+    double limit = dispatch_timeout(r->L, c, r->env, &jobs[i]);
+    if (!heartbeat_begin(r->hb, i, limit)) break; /* the thread gave the rest back */
+    if (c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, i)) {
       /* cancel() asked before it started: it never runs */
-      c->outcomes[done].claim = r->claims[done];
-      c->outcomes[done].kind = OUTCOME_CANCELLED;
-      buf_reset(&c->outcomes[done].error);
+      c->outcomes[i].claim = r->claims[i];
+      c->outcomes[i].kind = OUTCOME_CANCELLED;
+      buf_reset(&c->outcomes[i].error);
+      r->batch_next = i + 1;
       continue;
     }
     double t0 = clock_mono();
-    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[done], limit, &c->outcomes[done]);
+    status = dispatch_job(r->L, c, r->env, r->handler, &jobs[i], limit, &c->outcomes[i]);
+    r->batch_next = i + 1;
     double took = clock_mono() - t0;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
-    if (c->outcomes[done].kind != OUTCOME_RELEASE) r->count++;
-    log_outcome(r, &jobs[done], &c->outcomes[done]);
+    if (c->outcomes[i].kind != OUTCOME_RELEASE) r->count++;
+    log_outcome(r, &jobs[i], &c->outcomes[i]);
   }
-  heartbeat_end(r->hb); /* from here on the thread settles nothing */
-  /* Say now why the batch ended early (a settle that failed: the network
-   * is cut, say), before the flush below, which may spend connect_timeout
-   * reconnecting. */
-  if (heartbeat_error(r->hb, &c->msg)) dispatch_log(r->L, r->env, "warn", buf_cstr(&c->msg));
-  c->n_outcomes = done;
-  if (r->settled) {
-    /* recorded already: rotate them out (each outcome owns its error buffer) */
-    for (size_t i = 0; i + r->settled < done; i++) {
-      store_outcome t = c->outcomes[i];
-      c->outcomes[i] = c->outcomes[i + r->settled];
-      c->outcomes[i + r->settled] = t;
-    }
-    c->n_outcomes -= r->settled;
-  }
-  int rc = flush(r);
-  if (rc != STORE_OK)
-    log_msg(r, "warn", "could not record the outcomes of %zu jobs yet: %s", c->n_outcomes,
-            store_error(c->st));
+  end_batch(r);
   return status;
 }
 
@@ -262,56 +288,46 @@ static void recovered(run_state *r) {
   r->retry_delay = RECONNECT_MIN;
 }
 
-int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long long *count) {
-  run_state r;
-  memset(&r, 0, sizeof r);
-  r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
-  r.retry_delay = RECONNECT_MIN;
-  r.held_delay = 0;
-  r.handler = dispatch_handler(L, c);
-  double end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
-  double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
-  int result = 0;
-
-  buf_reset(&c->msg);
-  r.hb = heartbeat_start(c->database, c->lease, release_after, settle_batch, &r, &c->msg);
-  if (!r.hb) return -1;
-  c->hb = r.hb;
-  if (signals_acquire() != 0) {
-    heartbeat_stop(r.hb);
-    buf_reset(&c->msg);
-    buf_printf(&c->msg, "cannot install signal handlers: %s", strerror(errno));
-    return -1;
-  }
-
+/* The loop itself, called in protected mode by loop_run: (run_state
+ * light userdata, the core userdata, its env table). */
+static int loop_body(lua_State *L) {
+  run_state *r = lua_touserdata(L, 1);
+  core *c = r->c;
+  const loop_opts *o = r->o;
+  int self = r->self = 2, env = r->env = 3;
+  r->handler = dispatch_handler(L, c);
   for (;;) {
-    if (stop_requested(&r) || clock_mono() >= end) break;
-    if (heartbeat_error(r.hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
+    if (stop_requested(r) || clock_mono() >= r->end) break;
+    if (heartbeat_error(r->hb, &c->msg)) dispatch_log(L, env, "warn", buf_cstr(&c->msg));
     const char *warning = c->st->ops->warning ? c->st->ops->warning(c->st) : NULL;
-    if (warning) log_msg(&r, "warn", "%s", warning);
-    int rc = flush(&r);
+    if (warning) log_msg(r, "warn", "%s", warning);
+    int rc = flush(r);
     if (rc == STORE_OK && !o->drain) rc = c->st->ops->listen(c->st, 1);
-    if (rc == STORE_OK && clock_mono() >= r.next_tick) {
+    if (rc == STORE_OK && clock_mono() >= r->next_tick) {
       /* due recurring schedules become jobs (policy in Lua) */
-      r.next_tick = dispatch_tick(L, env, r.handler, self, TICK_AHEAD) == 0
-                        ? INFINITY
-                        : clock_mono() + TICK_RETRY;
-      r.deadline = 0;
+      r->next_tick = dispatch_tick(L, env, r->handler, self, TICK_AHEAD) == 0
+                         ? INFINITY
+                         : clock_mono() + TICK_RETRY;
+      r->deadline = 0;
     }
-    if (rc == STORE_OK && clock_mono() >= r.deadline) {
-      if (clock_mono() >= r.next_rescue) rc = c->st->ops->rescue(c->st, c->max_attempts);
-      if (rc == STORE_OK) r.next_rescue = INFINITY;
+    if (rc == STORE_OK && clock_mono() >= r->deadline) {
+      double now = clock_mono();
+      if (now >= r->next_rescue) {
+        rc = c->st->ops->rescue(c->st, c->max_attempts);
+        if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
+      }
       store_job *jobs = NULL;
       size_t n = 0;
       if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
-                                             c->max_attempts, &jobs, &n);
-      if (rc == STORE_OK) recovered(&r);
+                                                 c->max_attempts, &jobs, &n);
+      if (rc == STORE_OK) recovered(r);
       if (rc == STORE_OK && n > 0) {
-        r.held_delay = 0;
-        if (run_batch(&r, jobs, n) == LUA_ERRMEM) {
+        r->held_delay = 0;
+        if (r->next_rescue > now + RESCUE_EVERY) r->next_rescue = now + RESCUE_EVERY; /* busy */
+        if (run_batch(r, jobs, n) == LUA_ERRMEM) {
           buf_reset(&c->msg);
           buf_adds(&c->msg, "not enough memory");
-          result = -1;
+          r->result = -1;
           break;
         }
         continue; /* more may be due: claim again right away */
@@ -323,31 +339,31 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
         rc = c->st->ops->next_wake(c->st, &w);
         if (rc == STORE_OK) {
           double mid = (t0 + clock_mono()) / 2;
-          r.offset = w.db_now - mid;
-          r.deadline = mid + FALLBACK;
-          double due = w.next_due - r.offset;
+          r->offset = w.db_now - mid;
+          r->deadline = mid + (c->lease < FALLBACK ? c->lease : FALLBACK); /* see RESCUE_EVERY */
+          double due = w.next_due - r->offset;
           if (w.next_due <= w.db_now) {
             /* due, yet not claimed: it came due since the claim (claim
              * again at once), or other workers' batches hold it (then
              * back off) */
-            due = clock_mono() + r.held_delay;
-            r.held_delay = r.held_delay == 0 ? HELD_MIN
-                           : r.held_delay * 2 > HELD_MAX ? HELD_MAX
-                                                         : r.held_delay * 2;
+            due = clock_mono() + r->held_delay;
+            r->held_delay = r->held_delay == 0            ? HELD_MIN
+                            : r->held_delay * 2 > HELD_MAX ? HELD_MAX
+                                                           : r->held_delay * 2;
           } else {
-            r.held_delay = 0;
+            r->held_delay = 0;
           }
-          if (due < r.deadline) r.deadline = due;
-          r.next_rescue = w.next_expiry - r.offset + 0.001;
-          if (r.next_rescue < r.deadline) r.deadline = r.next_rescue;
-          if (r.next_tick == INFINITY) r.next_tick = w.next_cron - r.offset - TICK_AHEAD;
-          if (r.next_tick < r.deadline) r.deadline = r.next_tick;
+          if (due < r->deadline) r->deadline = due;
+          r->next_rescue = w.next_expiry - r->offset + 0.001;
+          if (r->next_rescue < r->deadline) r->deadline = r->next_rescue;
+          if (r->next_tick == INFINITY) r->next_tick = w.next_cron - r->offset - TICK_AHEAD;
+          if (r->next_tick < r->deadline) r->deadline = r->next_tick;
         }
       }
     }
     if (rc != STORE_OK) {
-      if (trouble(&r, rc, end) < 0) {
-        result = -1;
+      if (trouble(r, rc, r->end) < 0) {
+        r->result = -1;
         break;
       }
       continue;
@@ -357,17 +373,56 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
       double earliest;
       rc = c->st->ops->notifications(c->st, &earliest);
       if (rc != STORE_OK) break;
-      if (earliest - r.offset < r.deadline) r.deadline = earliest - r.offset;
-      double until = r.deadline < end ? r.deadline : end;
-      if (clock_mono() >= until || stop_requested(&r)) break;
+      if (earliest - r->offset < r->deadline) r->deadline = earliest - r->offset;
+      double until = r->deadline < r->end ? r->deadline : r->end;
+      if (clock_mono() >= until || stop_requested(r)) break;
       int ready = wait_until(until, c->st->ops->socket(c->st), signals_fd());
       if (!(ready & 1)) break;
     }
-    if (rc != STORE_OK && trouble(&r, rc, end) < 0) {
-      result = -1;
+    if (rc != STORE_OK && trouble(r, rc, r->end) < 0) {
+      r->result = -1;
       break;
     }
   }
+  return 0;
+}
+
+int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long long *count) {
+  run_state r;
+  memset(&r, 0, sizeof r);
+  r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
+  r.retry_delay = RECONNECT_MIN;
+  r.held_delay = 0;
+  r.end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
+  double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
+
+  buf_reset(&c->msg);
+  if (!lua_checkstack(L, 8)) {
+    buf_adds(&c->msg, "not enough memory");
+    return -1;
+  }
+  r.hb = heartbeat_start(c->database, c->lease, release_after, settle_batch, &r, &c->msg);
+  if (!r.hb) return -1;
+  c->hb = r.hb;
+  if (signals_acquire() != 0) {
+    heartbeat_stop(r.hb);
+    c->hb = NULL;
+    buf_reset(&c->msg);
+    buf_printf(&c->msg, "cannot install signal handlers: %s", strerror(errno));
+    return -1;
+  }
+
+  /* From here on everything run() set up must be undone, whatever happens:
+   * the loop runs in protected mode, so that a Lua error raised in our own
+   * C code (a memory error while building a listener's arguments, say)
+   * comes back here instead of unwinding past the cleanup below. */
+  lua_pushcfunction(L, loop_body);
+  lua_pushlightuserdata(L, &r);
+  lua_pushvalue(L, self);
+  lua_pushvalue(L, env);
+  int status = lua_pcall(L, 3, 0, 0);
+  r.self = self, r.env = env; /* the body's indexes were its own */
+  if (status != LUA_OK && r.batch_n) end_batch(&r); /* the error came mid-batch */
 
   /* Record what is in hand (once more if the database was away); with
    * nothing in hand, finish still ends a claim transaction the store kept
@@ -387,7 +442,12 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   heartbeat_stop(r.hb);
   signals_release();
   free(r.claims);
-  lua_settop(L, r.handler - 1);
   *count = r.count;
-  return result;
+  if (status == LUA_ERRMEM) {
+    lua_pop(L, 1);
+    buf_reset(&c->msg);
+    buf_adds(&c->msg, "not enough memory");
+    return -1;
+  }
+  return status == LUA_OK ? r.result : -2;
 }

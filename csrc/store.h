@@ -21,7 +21,8 @@ enum {
   STORE_OK = 0,
   STORE_ERROR = -1, /* the statement failed (constraint, permission, ...) */
   STORE_DOWN = -2,  /* no connection: unreachable, lost, or shut down */
-  STORE_NOMEM = -3
+  STORE_NOMEM = -3,
+  STORE_LIVE = -4 /* abandon: the worker is still connected, nothing released */
 };
 
 /* A job to insert.  at/delay: at most one is used (has_at / has_delay). */
@@ -236,7 +237,9 @@ typedef struct store_ops {
   int (*rescue)(store *s, long long default_max_attempts);
   /* A worker is known dead (its supervisor saw it exit): put the jobs it
    * held back at once, as an expired lease would (see rescue).  *n = how
-   * many. */
+   * many.  STORE_LIVE, releasing nothing, when the backend can tell that
+   * the worker is still connected (PostgreSQL: its session's lock; the
+   * caller tries again later). */
   int (*abandon)(store *s, const char *worker, long long default_max_attempts, size_t *n);
   int (*next_wake)(store *s, store_wake *out);
   /* Insert or update a recurring schedule.  An existing one keeps its

@@ -219,9 +219,14 @@ _Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
  * worker id)) from its first claim until the connection ends, which the
  * server sees only after the statement in progress, a claim included, has
  * committed.  abandon() waits for that lock (at most ABANDON_WAIT), so a
- * claim sent just before the worker died is released too. */
+ * claim sent just before the worker died is released too; if the lock is
+ * still held then, the worker's connection lives on and abandon() releases
+ * nothing (the supervisor tries again later).  Short: the supervisor waits
+ * meanwhile, and the server ends a dead client's session within
+ * milliseconds of the statement in progress. */
 #define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
-#define ABANDON_WAIT "5s"
+#define ABANDON_WAIT "100ms"
+#define SQLSTATE_LOCK_NOT_AVAILABLE "55P03" /* lock_timeout */
 
 /* Wake-ups only for sleepers.  A worker about to sleep takes this advisory
  * lock, shared, in a statement of its own before its last look at the jobs
@@ -2520,9 +2525,10 @@ static int pg_rescue(store *s, long long default_max_attempts) {
 }
 
 /* In one transaction: wait until no connection of the worker is left (see
- * WORKER_LOCK), then release its jobs.  If the wait times out (its
- * connection lives on: the worker is not dead after all, or the server has
- * not noticed yet), release what is visible anyway. */
+ * WORKER_LOCK), then release its jobs.  If the wait times out, its
+ * connection lives on (the worker is not dead after all, another process
+ * uses its id, or the server has not yet seen it die): nothing is
+ * released, STORE_LIVE. */
 static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
   pg_store *p = PG(s);
   const char *values[1] = {worker};
@@ -2534,22 +2540,27 @@ static int pg_abandon(store *s, const char *worker, long long default_max_attemp
     rc = exec_simple(p, "releasing a worker's jobs",
                      "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
   if (rc) return rc;
-  int in_transaction = 1;
-  rc = run(p, Q_WORKER_WAIT, values, &r);
-  if (rc == STORE_OK) {
-    PQclear(r);
-  } else if (rc == STORE_ERROR) { /* lock_timeout */
+  /* unprepared: its error's SQLSTATE tells a timeout from a failure */
+  r = PQexecParams(p->conn, queries[Q_WORKER_WAIT].sql, 1, NULL, values, NULL, NULL, 0);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE) == 0) {
+      PQclear(r);
+      rollback(p);
+      return store_fail(s, STORE_LIVE,
+                        "worker %s is still connected to the database: nothing released", worker);
+    }
+    rc = fail_result(p, "releasing a worker's jobs", r);
     rollback(p);
-    in_transaction = 0;
-  } else {
     return rc;
   }
+  PQclear(r);
   rc = give_back(p, worker, default_max_attempts, n);
   if (rc) {
-    if (in_transaction) rollback(p);
+    rollback(p);
     return rc;
   }
-  return in_transaction ? exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL) : STORE_OK;
+  return exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL);
 }
 
 static double seconds_or_inf(PGresult *r, int col) {

@@ -9,7 +9,7 @@ local lib = require "faults.lib"
 local core = require "scheduler.core"
 local scheduler = require "scheduler"
 
-local HOST = core.default_worker_id():match("^(.*):%d+$")
+local HOST = core.default_worker_id():match("^(.*):%d+:%w+$")
 
 -- Seconds a worker may go on running after kill -9 returned (the signal
 -- lands when the process next enters the kernel).
@@ -21,7 +21,8 @@ local function held_by(s, pid)
   local jobs = assert(s:jobs { state = "running", name = lib.JOB })
   local ids = {}
   for _, j in ipairs(jobs) do
-    if j.locked_by == HOST .. ":" .. pid then ids[#ids + 1] = j.id end
+    -- "host:pid:suffix" (the supervisor picked the suffix)
+    if (j.locked_by or ""):match("^(.*):%w+$") == HOST .. ":" .. pid then ids[#ids + 1] = j.id end
   end
   return ids
 end

@@ -413,7 +413,9 @@ end
 
 --- The jobs held by worker `worker_id`, known to be dead (e.g. its
 -- supervisor saw it exit), go back to run now instead of when their lease
--- expires.  Returns how many, or nil, err.
+-- expires.  Returns how many; false, err when the worker is still
+-- connected to the database (PostgreSQL: nothing is released, try again
+-- later); or nil, err.
 function Scheduler:abandon(worker_id)
   local c = check_self(self, "abandon")
   if type(worker_id) ~= "string" or worker_id == "" then

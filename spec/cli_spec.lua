@@ -577,7 +577,7 @@ describe("lua-scheduler", function()
         assert.is_string(entry.time)
         assert.is_string(entry.message)
         assert.is_truthy(({ debug = 1, info = 1, warn = 1, error = 1 })[entry.level])
-        assert.matches("^.+:%d+$", entry.worker_id)
+        assert.matches("^.+:%d+:%x+$", entry.worker_id)
         if entry.process == "worker" then
           worker_lines = worker_lines + 1
           assert.equals(1, entry.worker)

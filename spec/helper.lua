@@ -500,8 +500,9 @@ helper.procs = {}
 --- Start `lua5.4 spec/support/worker.lua` in the background.  `env` holds the
 --- WORKER_* settings (see spec/support/worker.lua); WORKER_DIR is created
 --- here.  The worker runs under a small sh wrapper that records its exit
---- status in DIR/exit.  Returns a Proc.
-function helper.spawn(env)
+--- status in DIR/exit.  `wrap`: words put before `lua5.4` (a command that
+--- runs the rest, e.g. unshare).  Returns a Proc.
+function helper.spawn(env, wrap)
   local dir = helper.tmpdir()
   local vars = {
     WORKER_DIR = dir,
@@ -513,8 +514,10 @@ function helper.spawn(env)
   for k, v in pairs(env or {}) do vars[k] = tostring(v) end
   local assigns = {}
   for k, v in pairs(vars) do assigns[#assigns + 1] = shquote(k .. "=" .. v) end
-  local inner = ("%s %s; echo $? > %s && mv %s %s"):format(
-    helper.LUA, shquote(helper.WORKER),
+  local prefix = {}
+  for _, w in ipairs(wrap or {}) do prefix[#prefix + 1] = shquote(w) .. " " end
+  local inner = ("%s%s %s; echo $? > %s && mv %s %s"):format(
+    table.concat(prefix), helper.LUA, shquote(helper.WORKER),
     shquote(dir .. "/exit.tmp"), shquote(dir .. "/exit.tmp"), shquote(dir .. "/exit"))
   local cmd = ("env %s sh -c %s </dev/null >%s 2>&1 & echo $!"):format(
     table.concat(assigns, " "), shquote(inner), shquote(dir .. "/log"))

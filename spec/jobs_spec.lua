@@ -65,7 +65,7 @@ describe("jobs", function()
       assert.equals(1, other.attempt)
       assert.equals("running", listed.state)
       assert.equals(1, listed.attempt)
-      assert.matches(":%d+$", listed.locked_by)
+      assert.matches(":%d+:%x+$", listed.locked_by) -- host:pid:suffix
       assert.is_true(listed.locked_until > t and listed.locked_until < t + 60, tostring(listed.locked_until))
     end)
 

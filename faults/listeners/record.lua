@@ -6,9 +6,10 @@
 --
 -- The payload steers it: { seq = n (copied to the line), exit = status
 -- (then end the worker process: a job that crashes its worker), sleep =
--- seconds (then return), fail = message (then raise), wait = a directory
--- (then return once the file <wait>/<pid> exists, or `sleep` seconds
--- passed: the scenario decides which worker's run ends when) }.
+-- seconds (then return), sleep_first = seconds (the same, on attempt 1
+-- only), fail = message (then raise), wait = a directory (then return once
+-- the file <wait>/<pid> exists, or `sleep` seconds passed: the scenario
+-- decides which worker's run ends when) }.
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
@@ -40,6 +41,7 @@ scheduler.on("fault", function(p, job)
     elseif p.sleep then
       system.sleep(p.sleep)
     end
+    if p.sleep_first and job.attempt == 1 then system.sleep(p.sleep_first) end
     if p.fail then error(p.fail, 0) end
   end
 end)

@@ -176,8 +176,10 @@ checked before the database is touched; a name registered by two files is
 an error.
 
 The supervisor starts N worker processes, each loading the files itself with
-its own connection, restarts a worker that dies (with a growing delay when it
-keeps dying) and puts the jobs a dead worker held back to run at once.
+its own connection, restarts a worker that dies (at once when killed from
+outside; with a growing delay when it keeps dying on its own right after
+starting) and puts the jobs a dead worker held back to run at once (trying
+again until that works).
 SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one
 stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
   options = {
@@ -208,16 +210,21 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
 -- Worker mode, started by `run` (not for people: undocumented).
 COMMANDS.__worker = {
   hidden = true,
-  synopsis = { "__worker --slot N [--log-level L] [--log-format F] PATH..." },
+  synopsis = { "__worker --slot N [--id-suffix S] [--log-level L] [--log-format F] PATH..." },
   options = {
     { "--slot", value = "N", parse = integer_between(1, 1024) },
+    -- the random end of the worker's id, chosen by the supervisor (run.lua)
+    { "--id-suffix", value = "S", parse = function(v)
+      if #v <= 64 and v:match("^%w+$") then return v end
+      return nil, "expected 1 to 64 letters and digits"
+    end },
     { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error") },
     { "--log-format", value = "F", parse = one_of("text", "json") },
   },
   args = { { "PATH", many = true } },
   run = function(o)
     return require("scheduler.cli.run").worker {
-      slot = o.slot or 1, paths = o.PATH, log_level = o.log_level or "info",
+      slot = o.slot or 1, id_suffix = o.id_suffix, paths = o.PATH, log_level = o.log_level or "info",
       log_format = o.log_format or "text",
     }
   end,

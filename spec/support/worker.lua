@@ -29,9 +29,12 @@
 --   WORKER_LOG         "stderr" (default): log to stderr; "false": no logging
 --   WORKER_CRON        "<id> <expr...>": declare that recurring schedule for
 --                      the first name before running (as every worker would)
+--   WORKER_ID          "default": the library's default worker id (written
+--                      to DIR/id) instead of "spec-worker:<pid>"
 --
 -- Files in WORKER_DIR:
 --   pid       this process's pid, written first thing
+--   id        its worker id (WORKER_ID=default)
 --   ready     written just before entering run
 --   results   "<jobid> <pid> <time> <event> <attempt>" lines, event "start"
 --             when the listener is entered and "done" just before it returns;
@@ -109,6 +112,10 @@ local default_sleep = tonumber(os.getenv("WORKER_SLEEP") or "") or 0
 local stop_after = tonumber(os.getenv("WORKER_STOP_AFTER") or "")
 
 local opts = { worker_id = ("spec-worker:%d"):format(pid) }
+if os.getenv("WORKER_ID") == "default" then
+  opts.worker_id = require("scheduler.core").default_worker_id()
+  write_file("id", opts.worker_id)
+end
 if os.getenv("WORKER_LEASE") then opts.lease = tonumber(os.getenv("WORKER_LEASE")) end
 if os.getenv("WORKER_BATCH_MAX") then opts.batch_max = tonumber(os.getenv("WORKER_BATCH_MAX")) end
 if os.getenv("WORKER_DATABASE") then opts.database = os.getenv("WORKER_DATABASE") end

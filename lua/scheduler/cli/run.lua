@@ -9,11 +9,15 @@
 --
 -- Signals.  The supervisor blocks SIGCHLD, SIGHUP, SIGINT and SIGTERM and
 -- takes them one at a time (scheduler.core.process.wait_signal):
---   SIGCHLD       reap; a worker that died is restarted (at once if it had
---                 run a while, else after a growing delay: a crash loop is
---                 reported and slowed down, never spun), and the jobs it held
---                 go back to run at once (abandon(worker id)) instead of when
---                 their lease expires.
+--   SIGCHLD       reap; a worker that died is restarted: at once if it was
+--                 killed from outside (kill -9, the OOM killer) or had run a
+--                 while; after a growing delay if it died on its own right
+--                 after starting (a crash loop is reported and slowed down,
+--                 never spun).  The jobs it held go back to run at once
+--                 (abandon(worker id)) instead of when their lease expires;
+--                 a release that fails (the database restarting) or finds
+--                 the worker still connected is tried again, with backoff,
+--                 until it works, after the restarts.
 --   SIGINT/TERM   graceful stop: SIGTERM to every worker, which stops
 --                 claiming, finishes the job in hand and hands back the rest
 --                 (scheduler.run's own stop); exit 0 once all have exited.  A
@@ -24,8 +28,11 @@
 --                 error is logged and the running workers stay.
 -- Workers ignore SIGHUP and, on Linux, get SIGTERM if the supervisor dies.
 --
--- A worker's id is "<host>:<pid>" (the library's default), so the supervisor
--- knows it from the pid.  Log lines (stderr) carry it, and the worker number.
+-- A worker's id is "<host>:<pid>:<suffix>" (the library's default), with a
+-- random suffix that the supervisor picks and hands to the worker
+-- (--id-suffix), so the supervisor knows it from the pid, and two hosts that
+-- share a hostname and pids (containers) never share an id.  Log lines
+-- (stderr) carry it, and the worker number.
 
 local core = require "scheduler.core"
 local scheduler = require "scheduler"
@@ -48,14 +55,30 @@ local STABLE_SECONDS = 10
 -- crash loop.
 local RESTART_DELAYS = { 0.1, 0.5, 1, 2, 5, 10, 30, 60 }
 local CRASH_LOOP = 3
+-- Signals that come from outside the process (an operator's kill, the OOM
+-- killer, a container runtime): a worker killed by one did not fail, so it
+-- is restarted at once and its death is no step of a crash loop.  An exit
+-- status, or a signal a process raises on itself (SEGV, ABRT, BUS, FPE,
+-- ILL, SYS, TRAP...), is a death of its own.
+local OUTSIDE = { KILL = true, TERM = true, INT = true, HUP = true, QUIT = true, USR1 = true,
+  USR2 = true, ALRM = true }
+-- ...unless it is killed so again and again right after starting (the OOM
+-- killer at start-up): from the QUICK_KILLS-th time in a row within
+-- QUICK_KILL seconds of its start, the crash loop's delays apply.
+local QUICK_KILL, QUICK_KILLS = 1, 5
+-- A release (abandon) that failed, or found the worker still connected, is
+-- tried again after the first delay, doubling up to the second.  When the
+-- supervisor exits, pending releases get RELEASE_AT_EXIT seconds more.
+local RELEASE_RETRY = { 0.1, 5 }
+local RELEASE_AT_EXIT = 5
 
 local function host_of(worker_id)
-  return worker_id:match("^(.*):%d+$") or worker_id
+  return worker_id:match("^(.*):%d+:%w+$") or worker_id:match("^(.*):%d+$") or worker_id
 end
 
 --- A log function(level, message) writing one line per message to stderr,
 -- as text or JSON.  `who`: { process = "supervisor" | "worker", worker = n,
--- id = "host:pid" }.
+-- id = "host:pid:suffix" }.
 function run.make_log(level, format, who)
   local threshold = LEVELS[level]
   local tag = who.process == "worker" and ("worker %d %s"):format(who.worker, who.id)
@@ -85,7 +108,7 @@ end
 -- status: 0 stopped, 1 run() failed, 2 the files did not load.
 function run.worker(o)
   io.stdout:setvbuf("line") -- listeners' print()s appear as they happen
-  local id = core.default_worker_id()
+  local id = core.default_worker_id(o.id_suffix)
   local log = run.make_log(o.log_level, o.log_format, { process = "worker", worker = o.slot, id = id })
   local database = os.getenv("LUA_SCHEDULER_DATABASE")
   if not database or database == "" then
@@ -126,13 +149,13 @@ Supervisor.__index = Supervisor
 -- arg[0], e.g. "lua5.4", "bin/lua-scheduler") in worker mode.  The
 -- database goes through the environment, not argv, so `ps` cannot show a
 -- password.
-local function worker_argv(o, slot)
+local function worker_argv(o, slot, suffix)
   local argv = {}
   local lowest = 0
   while o.arg[lowest - 1] ~= nil do lowest = lowest - 1 end
   for i = lowest, 0 do argv[#argv + 1] = o.arg[i] end
-  for _, a in ipairs { "__worker", "--slot", tostring(slot), "--log-level", o.log_level,
-                       "--log-format", o.log_format, "--" } do
+  for _, a in ipairs { "__worker", "--slot", tostring(slot), "--id-suffix", suffix,
+                       "--log-level", o.log_level, "--log-format", o.log_format, "--" } do
     argv[#argv + 1] = a
   end
   for _, p in ipairs(o.paths) do argv[#argv + 1] = p end
@@ -142,25 +165,38 @@ end
 --- Start the worker of `slot`; false if it could not be started (its
 -- restart is then scheduled).
 function Supervisor:start(slot)
-  local pid, err = process.spawn(worker_argv(self.o, slot), { LUA_SCHEDULER_DATABASE = self.o.database })
+  local suffix = core.random_suffix()
+  local pid, err = process.spawn(worker_argv(self.o, slot, suffix),
+    { LUA_SCHEDULER_DATABASE = self.o.database })
   local state = self.slots[slot]
   if not pid then
     self.log("error", ("cannot start worker %d: %s"):format(slot, errors.strip(err)))
     self:died(slot, 0, "could not be started")
     return false
   end
-  local w = { slot = slot, pid = pid, id = self.host .. ":" .. pid, started = process.monotonic() }
+  local w = { slot = slot, pid = pid, id = ("%s:%d:%s"):format(self.host, pid, suffix),
+    started = process.monotonic() }
   state.worker, state.restart_at = w, nil
   self.by_pid[pid] = w
   self.log("info", ("started worker %d (pid %d)"):format(slot, pid))
   return true
 end
 
---- A current worker (or its start) failed after `lived` seconds: schedule
--- its restart.
-function Supervisor:died(slot, lived, how)
+--- A current worker (or its start) ended after `lived` seconds: schedule
+-- its restart.  `outside`: it was killed from outside (see OUTSIDE).
+function Supervisor:died(slot, lived, how, outside)
   local state = self.slots[slot]
   state.worker = nil
+  if outside then
+    state.quick_kills = lived < QUICK_KILL and (state.quick_kills or 0) + 1 or 0
+    if state.quick_kills < QUICK_KILLS then
+      state.restart_at = process.monotonic()
+      self.log("info", ("restarting worker %d at once (killed from outside)"):format(slot))
+      return
+    end
+  else
+    state.quick_kills = 0
+  end
   if lived >= STABLE_SECONDS then state.failures = 0 end
   state.failures = state.failures + 1
   local delay = RESTART_DELAYS[math.min(state.failures, #RESTART_DELAYS)]
@@ -174,16 +210,62 @@ function Supervisor:died(slot, lived, how)
   end
 end
 
---- Put back the jobs a worker that exited still held.
+--- Put back the jobs a worker that exited still held: queued, and tried by
+-- release_due (after the restarts).
 function Supervisor:release(w)
-  local n, err = self.db:api():abandon(w.id)
-  if n == nil then
-    self.log("warn", ("could not release the jobs of worker %d (%s): %s; they run again when"
-      .. " their lease expires"):format(w.slot, w.id, tostring(err)))
-  elseif n > 0 then
-    self.log("info", ("released %d job%s held by worker %d (%s)"):format(n, n == 1 and "" or "s",
-      w.slot, w.id))
+  self.releases[#self.releases + 1] = { w = w, at = process.monotonic(), delay = RELEASE_RETRY[1],
+    tries = 0 }
+end
+
+--- Try the releases that are due.  One that fails (nil, err: the database
+-- is restarting) or finds the worker still connected (false, err: its
+-- session lives on, nothing released) is tried again later, with backoff,
+-- until it works: its jobs would otherwise wait for their lease.
+function Supervisor:release_due()
+  local keep = {}
+  for _, r in ipairs(self.releases) do
+    if r.at > process.monotonic() then
+      keep[#keep + 1] = r
+    else
+      local w = r.w
+      r.tries = r.tries + 1
+      local n, err = self.db:api():abandon(w.id)
+      if n then
+        if n > 0 or r.tries > 1 then
+          self.log("info", ("released %d job%s held by worker %d (%s)%s"):format(n,
+            n == 1 and "" or "s", w.slot, w.id, r.tries > 1 and (" at try %d"):format(r.tries) or ""))
+        end
+      else
+        err = errors.strip(tostring(err))
+        if err ~= r.err then -- once per cause, not at every try
+          self.log(n == false and "info" or "warn", ("could not release the jobs of worker %d (%s)"
+            .. " yet: %s; trying again until it works"):format(w.slot, w.id, err))
+        end
+        r.err = err
+        r.at = process.monotonic() + r.delay
+        r.delay = math.min(r.delay * 2, RELEASE_RETRY[2])
+        keep[#keep + 1] = r
+      end
+    end
   end
+  self.releases = keep
+end
+
+--- Exiting: the releases still pending get RELEASE_AT_EXIT seconds more (a
+-- signal ends that); what is left then waits for its lease.
+function Supervisor:finish_releases()
+  local deadline = process.monotonic() + RELEASE_AT_EXIT
+  while #self.releases > 0 and process.monotonic() < deadline do
+    local sig = process.wait_signal(math.min(self:next_timer() or 0, deadline - process.monotonic()))
+    if sig == "INT" or sig == "TERM" then break end
+    self:reap() -- orphans, as PID 1
+    self:release_due()
+  end
+  for _, r in ipairs(self.releases) do
+    self.log("warn", ("could not release the jobs of worker %d (%s): %s; they run again when their"
+      .. " lease expires"):format(r.w.slot, r.w.id, r.err or "not tried"))
+  end
+  self.releases = {}
 end
 
 local function describe_exit(how, code)
@@ -200,6 +282,7 @@ function Supervisor:reap()
       self.by_pid[pid] = nil
       self:release(w)
       local what = describe_exit(how, code)
+      local outside = how == "signal" and OUTSIDE[code] == true
       if w.retiring then
         self.retiring = self.retiring - 1
         self.log("info", ("old worker %d (pid %d) %s"):format(w.slot, pid, what))
@@ -210,7 +293,7 @@ function Supervisor:reap()
           ("worker %d (pid %d) %s"):format(w.slot, pid, what))
       else
         self.log("warn", ("worker %d (pid %d) %s"):format(w.slot, pid, what))
-        self:died(w.slot, process.monotonic() - w.started, what)
+        self:died(w.slot, process.monotonic() - w.started, what, outside)
       end
     end
     -- else: not ours (as PID 1 in a container we also reap orphans)
@@ -262,7 +345,7 @@ function Supervisor:reload()
       process.kill(state.worker.pid, "TERM")
       old = old + 1
     end
-    state.worker, state.restart_at, state.failures = nil, nil, 0
+    state.worker, state.restart_at, state.failures, state.quick_kills = nil, nil, 0, 0
   end
   self.retiring = self.retiring + old
   self.log("info", ("reload: listeners %s; starting %d new worker%s, stopping %d old one%s"
@@ -272,13 +355,16 @@ function Supervisor:reload()
   if self.retiring == 0 then self.log("info", "reload complete") end
 end
 
---- Seconds until the next pending restart, or nil.
+--- Seconds until the next pending restart or release, or nil.
 function Supervisor:next_timer()
   local soonest
   for _, state in ipairs(self.slots) do
     if state.restart_at and (not soonest or state.restart_at < soonest) then
       soonest = state.restart_at
     end
+  end
+  for _, r in ipairs(self.releases) do
+    if not soonest or r.at < soonest then soonest = r.at end
   end
   return soonest and math.max(0, soonest - process.monotonic())
 end
@@ -338,10 +424,10 @@ function run.supervise(o)
   local id = core.default_worker_id()
   local log = run.make_log(o.log_level, o.log_format, { process = "supervisor", id = id })
   local self = setmetatable({
-    o = o, log = log, host = host_of(id), slots = {}, by_pid = {}, retiring = 0,
+    o = o, log = log, host = host_of(id), slots = {}, by_pid = {}, retiring = 0, releases = {},
     db = db_access.new(o.database, log),
   }, Supervisor)
-  for slot = 1, o.workers do self.slots[slot] = { failures = 0 } end
+  for slot = 1, o.workers do self.slots[slot] = { failures = 0, quick_kills = 0 } end
 
   if o.arg[0] == nil then errors.failure("cannot start workers: arg[0] (the launcher) is unknown") end
   assert(process.block_signals())
@@ -371,8 +457,10 @@ function run.supervise(o)
     elseif sig == "HUP" and not self.stopping then
       self:reload()
     end
-    self:restart_due()
+    self:restart_due() -- first: a release may wait for the database
+    self:release_due()
   end
+  self:finish_releases()
   self.db:close()
   -- the signals stay blocked: one more SIGTERM now must not kill the exit
   log("info", self.forced and "stopped at once" or "stopped")
