@@ -492,18 +492,34 @@ static const struct {
                 "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
                 " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
                 "  WHERE c.name = ANY ($1::text[]))"},
+    /* Declare or change a schedule.  When its next slot is new (a new
+     * schedule, another expression or zone) or it moved to another name,
+     * the sleeping workers of that name are told on commit, as for a job,
+     * with the time at which they are to turn that slot into a job: 1 s
+     * (TICK_AHEAD in loop.c) before it.  A declaration that changes
+     * neither (every process declares its schedules as it starts) wakes
+     * nobody.  `old` is read first (the insert's one row waits for its
+     * count) and locked: it is the row that the update then changes. */
     [Q_CRON_PUT] = {"scheduler_cron_put", 10,
-                    "INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload, priority,"
-                    "  max_attempts, catch_up, backfill, next_at)"
-                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
-                    "  $9::float8, to_timestamp($10::float8))"
-                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                    "WITH old AS (SELECT o.next_at, o.name FROM scheduler.crons o WHERE o.id = $1"
+                    "  FOR UPDATE),"
+                    " put AS (INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload,"
+                    "  priority, max_attempts, catch_up, backfill, next_at)"
+                    "  SELECT $1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
+                    "  $9::float8, to_timestamp($10::float8) FROM (SELECT count(*) FROM old) AS l"
+                    "  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
                     "  payload = EXCLUDED.payload, priority = EXCLUDED.priority,"
                     "  max_attempts = EXCLUDED.max_attempts, catch_up = EXCLUDED.catch_up,"
                     "  backfill = EXCLUDED.backfill, updated_at = now(),"
                     "  next_at = CASE WHEN c.expr = EXCLUDED.expr AND c.tz = EXCLUDED.tz"
                     "    THEN c.next_at ELSE EXCLUDED.next_at END,"
-                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"},
+                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"
+                    "  RETURNING c.next_at, c.name)"
+                    " SELECT count(pg_notify('scheduler', extract(epoch FROM p.next_at"
+                    "  - interval '1 second')::text || ' ' ||"
+                    "  CASE WHEN octet_length(p.name) <= 1000 THEN p.name ELSE '' END))"
+                    " FROM put p WHERE p.next_at < 'infinity' AND NOT EXISTS (SELECT FROM old o"
+                    "  WHERE o.next_at = p.next_at AND o.name = p.name)"},
     [Q_CRON_REMOVE] = {"scheduler_cron_remove", 1, "DELETE FROM scheduler.crons WHERE id = $1"},
     [Q_CRON_LIST] = {"scheduler_cron_list", 0,
                      "SELECT " CRON_COLUMNS " FROM scheduler.crons ORDER BY id"},
