@@ -27,11 +27,13 @@ local SCENARIOS = {
   { "db_absent", "faults.db_absent" },
   { "clock_skew", "faults.clock_skew" },
   { "secrets", "faults.secrets" },
+  { "bulk_insert", "faults.bulk_insert" },
 }
 
 local USAGE = [[
 usage: lua5.4 faults/run.lua [--only LIST] [--scale F] [--json FILE]
-  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,secrets
+  --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,secrets,
+                bulk_insert
   --scale F     multiply the job counts by F (default 1: the issue's sizes)
   --json FILE   where to write the results (default faults/results.json)]]
 
