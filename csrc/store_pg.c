@@ -31,8 +31,12 @@
 /* Schema                                                              */
 
 /* Key of the transaction-level advisory lock that serializes migrations
- * when several workers start at once. */
+ * when several workers start at once.  Waited for MIGRATION_WAIT at most
+ * (any session may hold it, and a migration may wait for an application's
+ * table lock): then the connection fails, and a worker tries again with
+ * its usual backoff, answering signals meanwhile. */
 #define MIGRATION_LOCK "7361726961626c65"
+#define MIGRATION_WAIT "10s"
 
 static const char *const migrations[] = {
     /* 1: jobs table, indexes, scheduling function, wake-up trigger */
@@ -794,7 +798,9 @@ static int migrate(pg_store *p) {
                       "the database schema is version %d, newer than this lua-scheduler (%d)",
                       version, SCHEMA_VERSION);
   rc = exec_simple(p, "migrating the schema",
-                   "BEGIN; SELECT pg_advisory_xact_lock(x'" MIGRATION_LOCK "'::bigint);"
+                   "BEGIN; SET LOCAL lock_timeout = '" MIGRATION_WAIT "';"
+                   "SELECT pg_advisory_xact_lock(x'" MIGRATION_LOCK "'::bigint);"
+                   "SET LOCAL lock_timeout = DEFAULT;"
                    "CREATE SCHEMA IF NOT EXISTS scheduler;"
                    "CREATE TABLE IF NOT EXISTS scheduler.migrations ("
                    " version integer PRIMARY KEY,"

@@ -93,6 +93,34 @@ describe("a sleeping worker", function()
     assert.are.equal(1, #p:events("start"))
   end)
 
+  it("is not held up for long by a session holding the migration lock #postgresql", function()
+    -- before, connecting to a database to migrate waited for that lock as
+    -- long as its holder liked, deaf to signals
+    local dbname, db = helper.new_database("miglock", finally)
+    local app = helper.name("holder")
+    finally(function()
+      pcall(helper.psql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+        .. helper.literal(app))
+    end)
+    helper.sh(("PGAPPNAME=%s psql -XAtq -d %s -c %s >/dev/null 2>&1 &"):format(helper.shquote(app),
+      helper.shquote(dbname), helper.shquote("BEGIN; SELECT pg_advisory_xact_lock(x'7361726961626c65'::bigint);"
+        .. " SELECT pg_sleep(60); COMMIT;")))
+    assert.is_truthy(helper.wait_for(function()
+      return helper.psql_int("SELECT count(*) FROM pg_stat_activity WHERE application_name = " .. helper.literal(app)
+        .. " AND wait_event = 'PgSleep'") == 1
+    end, 5))
+    local m = helper.new { database = db }
+    local t = helper.now()
+    local id, err = m:schedule(name)
+    local took = helper.now() - t
+    helper.runtime_error(id, err)
+    assert.is_truthy(err:find("lock timeout", 1, true), err)
+    assert.is_true(took >= 5 and took < 20, ("gave up after %.1f s"):format(took))
+    helper.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+      .. helper.literal(app))
+    helper.ok(m:schedule(name))
+  end)
+
   describe("is not held up by a session holding the lock schedule() tries #postgresql", function()
     -- psql in the background: take SLEEP_LOCK exclusively in a transaction
     -- (as our own INSERT does, inside an application's transaction), do
