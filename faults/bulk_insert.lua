@@ -153,12 +153,12 @@ return {
         .. " INSERT INTO scheduler.jobs (name, payload) VALUES ('fault', '{\"seq\": -11}');"
         .. " SELECT pg_advisory_xact_lock(" .. SLEEP_LOCK .. ");"
         .. " SELECT pg_sleep(3);"
-        .. " COMMIT;"
-        .. " SELECT 'committed ' || extract(epoch FROM clock_timestamp());" },
+        .. " SELECT 'committing ' || extract(epoch FROM clock_timestamp());"
+        .. " COMMIT;" },
       { PGHOST = ctx.pgdir, PGPORT = os.getenv("PGTMP_PORT"), PGDATABASE = os.getenv("PGDATABASE") or "scheduler_test",
         PGUSER = os.getenv("PGUSER") or "postgres" })
     r:check(tx:wait(30) == 0, "the application transaction committed", tx)
-    local tx_t1 = tonumber(tx:out():match("committed (%S+)")) or lib.now()
+    local tx_t1 = tonumber(tx:out():match("committing (%S+)")) or lib.now()
     lib.sleep(1)
     lib.write_file(stop, "")
     r:check(probe:wait(20) == 0, "the probe producer finished", probe)
@@ -217,7 +217,7 @@ return {
     for _, seq in ipairs { -10, -11 } do
       local run = run_of_seq(rec, seq)
       if r:check(run, ("the transaction's job seq %d ran"):format(seq)) then
-        r:note(("the transaction's job seq %d started %s"):format(seq, after(run.start - tx_t1, "its commit")))
+        r:note(("the transaction's job seq %d started %s"):format(seq, after(run.start - tx_t1, "its COMMIT was sent")))
       end
     end
     r:check(sup:stop() == 0, "the supervisor stopped gracefully (exit 0)", sup)
