@@ -213,12 +213,13 @@ enum {
  * INSERT in a transaction of its own, or locks the key).  If it did not
  * get it, a write may be committing unannounced, so it looks without the
  * lock and looks again soon, until it gets the lock: after a quarter of the
- * time it has been missing it, from SLEEP_RETRY_MIN to SLEEP_RETRY_MAX.  A
- * job that such a holder commits waits that long at most; every other
- * schedule() meanwhile fails to take the lock (it is held) and notifies. */
+ * time it has missed it in a row, from SLEEP_RETRY_MIN to SLEEP_RETRY_MAX.
+ * Nothing is lost: a job that such a holder commits unannounced waits that
+ * long at most, and every other schedule() meanwhile fails to take the lock
+ * (it is held) and notifies. */
 #define SLEEP_LOCK "1935895653, 0"
 #define SLEEP_WAIT "5ms"
-#define SLEEP_RETRY_MIN 0.005
+#define SLEEP_RETRY_MIN 0.001
 #define SLEEP_RETRY_MAX 0.1
 
 /* How far ahead next_wake looks for the next due job (see Q_WAKE). */
@@ -649,7 +650,9 @@ typedef struct pg_store {
   unsigned prepared; /* bit per query prepared on this connection */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
-  double sleep_missed; /* SLEEP_LOCK not had since then (database clock; 0: it was) */
+  /* SLEEP_LOCK not had since sleep_missed, last at sleep_missed_last
+   * (database clock; 0: it was) */
+  double sleep_missed, sleep_missed_last;
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
@@ -2082,7 +2085,9 @@ static int pg_next_wake(store *s, store_wake *w) {
   PQclear(r);
   if (unsure) {
     /* a write may commit unannounced: look again soon (see SLEEP_LOCK) */
-    if (p->sleep_missed <= 0) p->sleep_missed = w->db_now;
+    if (p->sleep_missed <= 0 || w->db_now - p->sleep_missed_last > 2 * SLEEP_RETRY_MAX)
+      p->sleep_missed = w->db_now; /* missed anew, not in a row */
+    p->sleep_missed_last = w->db_now;
     double soon = (w->db_now - p->sleep_missed) / 4;
     soon = soon < SLEEP_RETRY_MIN ? SLEEP_RETRY_MIN : soon > SLEEP_RETRY_MAX ? SLEEP_RETRY_MAX : soon;
     if (w->db_now + soon < w->next_due) w->next_due = w->db_now + soon;

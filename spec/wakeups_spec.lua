@@ -81,6 +81,7 @@ describe("a sleeping worker", function()
   end)
 
   it("wakes for the due job of a schedule_many larger than one statement", function()
+    finally(function() helper.sql("DELETE FROM scheduler.jobs WHERE name = " .. helper.literal(name)) end)
     start_idle_worker()
     local list, later = {}, helper.now() + 3600
     for i = 1, 10001 do list[i] = { name, { n = i }, later } end
