@@ -300,7 +300,8 @@ static const struct {
                          "  max_attempts) SELECT name, payload::jsonb, run_at, priority, max_attempts"
                          "  FROM input WHERE key IS NULL ORDER BY ord RETURNING id),"
                          " woken AS (SELECT CASE WHEN CASE WHEN $8::boolean"
-                         "  THEN pg_try_advisory_xact_lock(" SLEEP_LOCK ") END THEN 0 ELSE (SELECT count(*) FROM ("
+                         "  THEN pg_try_advisory_xact_lock(" SLEEP_LOCK ") END"
+                         "  THEN 0 ELSE (SELECT count(*) FROM ("
                          "   SELECT pg_notify('scheduler', extract(epoch FROM min(i.run_at))::text"
                          "    || ' ' || CASE WHEN octet_length(i.name) <= 1000 THEN i.name ELSE ''"
                          "    END) FROM input i GROUP BY i.name"
@@ -2089,7 +2090,9 @@ static int pg_next_wake(store *s, store_wake *w) {
       p->sleep_missed = w->db_now; /* missed anew, not in a row */
     p->sleep_missed_last = w->db_now;
     double soon = (w->db_now - p->sleep_missed) / 4;
-    soon = soon < SLEEP_RETRY_MIN ? SLEEP_RETRY_MIN : soon > SLEEP_RETRY_MAX ? SLEEP_RETRY_MAX : soon;
+    soon = soon < SLEEP_RETRY_MIN   ? SLEEP_RETRY_MIN
+           : soon > SLEEP_RETRY_MAX ? SLEEP_RETRY_MAX
+                                    : soon;
     if (w->db_now + soon < w->next_due) w->next_due = w->db_now + soon;
   }
   return STORE_OK;
