@@ -66,6 +66,7 @@ typedef struct run_state {
   double end;        /* monotonic time the run returns (INFINITY: none) */
   int result;        /* loop_run's: 0, or -1 with the reason in c->msg */
   double next_tick;  /* a recurring schedule is due */
+  int tick_failed;   /* the last tick failed: next_tick is its retry */
   double retry_delay;
   double held_delay; /* see HELD_MIN; 0: claim again at once */
   int trouble;       /* the database is failing; reported once */
@@ -305,9 +306,8 @@ static int loop_body(lua_State *L) {
     if (rc == STORE_OK && !o->drain) rc = c->st->ops->listen(c->st, 1);
     if (rc == STORE_OK && clock_mono() >= r->next_tick) {
       /* due recurring schedules become jobs (policy in Lua) */
-      r->next_tick = dispatch_tick(L, env, r->handler, self, TICK_AHEAD) == 0
-                         ? INFINITY
-                         : clock_mono() + TICK_RETRY;
+      r->tick_failed = dispatch_tick(L, env, r->handler, self, TICK_AHEAD) != 0;
+      r->next_tick = r->tick_failed ? clock_mono() + TICK_RETRY : INFINITY;
       r->deadline = 0;
     }
     if (rc == STORE_OK && clock_mono() >= r->deadline) {
@@ -356,7 +356,10 @@ static int loop_body(lua_State *L) {
           if (due < r->deadline) r->deadline = due;
           r->next_rescue = w.next_expiry - r->offset + 0.001;
           if (r->next_rescue < r->deadline) r->deadline = r->next_rescue;
-          if (r->next_tick == INFINITY) r->next_tick = w.next_cron - r->offset - TICK_AHEAD;
+          /* the earliest schedule, also one declared or moved by another
+           * process since the last tick (its notification woke us) */
+          double tick = w.next_cron - r->offset - TICK_AHEAD;
+          if (!r->tick_failed && tick < r->next_tick) r->next_tick = tick;
           if (r->next_tick < r->deadline) r->deadline = r->next_tick;
         }
       }

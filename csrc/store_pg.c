@@ -32,8 +32,12 @@
 /* Schema                                                              */
 
 /* Key of the transaction-level advisory lock that serializes migrations
- * when several workers start at once. */
+ * when several workers start at once.  Waited for MIGRATION_WAIT at most
+ * (any session may hold it, and a migration may wait for an application's
+ * table lock): then the connection fails, and a worker tries again with
+ * its usual backoff, answering signals meanwhile. */
 #define MIGRATION_LOCK "7361726961626c65"
+#define MIGRATION_WAIT "10s"
 
 static const char *const migrations[] = {
     /* 1: jobs table, indexes, scheduling function, wake-up trigger */
@@ -228,17 +232,42 @@ _Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
 #define ABANDON_WAIT "100ms"
 #define SQLSTATE_LOCK_NOT_AVAILABLE "55P03" /* lock_timeout */
 
-/* Wake-ups only for sleepers.  A worker about to sleep takes this advisory
- * lock, shared, in a statement of its own before its last look at the jobs
- * (next_wake), and gives it back when it claims again.  schedule() tries to
- * take it exclusively until its commit: when that works, no worker is
- * asleep nor about to be (one that comes to take it waits for the commit,
- * then sees the job), so there is nobody to wake and no NOTIFY is sent:
- * workers that are busy find the job at their next claim.  Only statements
- * that commit at once may try it (a long transaction holding it would
- * hold up every worker going to sleep): scheduler.schedule() in SQL and the
- * insert trigger always notify. */
+/* Wake-ups only for sleepers, and never a lost one.  A worker about to
+ * sleep takes this advisory lock, shared, in a statement of its own before
+ * its last look at the jobs (next_wake), and gives it back when it claims
+ * again.  schedule() tries to take it exclusively until its commit: when
+ * that works, no worker is asleep nor about to be (one that comes to take
+ * it waits for the commit, then sees the job), so there is nobody to wake
+ * and no NOTIFY is sent: workers that are busy find the job at their next
+ * claim.  When it fails, a worker sleeps (or is waiting to): NOTIFY.
+ *   Only a statement that commits at once may try it, and only once its
+ * rows are written, so that it holds the lock for its commit alone:
+ * schedule() of one job, and schedule_many of up to MANY_CHUNK jobs (one
+ * statement).  The longer transaction of a larger schedule_many always
+ * notifies (one notification per name and statement), as do the insert
+ * trigger and scheduler.schedule() in SQL: they may stay open for as long
+ * as their caller likes, and must not hold up a worker going to sleep.
+ *   A worker waits SLEEP_WAIT at most for the lock, which any session may
+ * hold (a commit slowed by a busy disk, an application that runs our
+ * INSERT in a transaction of its own, or locks the key).  If it did not
+ * get it, a write may be committing unannounced, so it looks without the
+ * lock and looks again soon, until it gets the lock: after a quarter of the
+ * time it has missed it in a row, from SLEEP_RETRY_MIN to SLEEP_RETRY_MAX.
+ * Nothing is lost: a job that such a holder commits unannounced waits that
+ * long at most, and every other schedule() meanwhile fails to take the lock
+ * (it is held) and notifies. */
 #define SLEEP_LOCK "1935895653, 0"
+#define SLEEP_WAIT "5ms"
+#define SLEEP_RETRY_MIN 0.001
+#define SLEEP_RETRY_MAX 0.1
+
+/* How far ahead next_wake looks for the next due job (see Q_WAKE). */
+#define WAKE_HORIZON "15 seconds"
+/* The settings of next_wake's look (Q_WAKE), for its transaction: an
+ * index scan whatever the statistics say.  After the table was emptied
+ * they say it is empty, and the plan read every row of the table (a
+ * transaction inserting 1,000,000 jobs: 200 ms), at every look. */
+#define WAKE_SETTINGS "SELECT set_config('enable_seqscan', 'off', true)"
 
 /* A notification that wakes every sleeping worker (no name: see
  * pg_notifications), carrying the earliest run_at of the rows in scope. */
@@ -294,9 +323,11 @@ static const struct {
      * insertion order, which is input order); keyed ones through
      * scheduler.schedule() for its key semantics.  ord 0 marks the former.
      * One wake-up per name (for more than 16 names one for everyone),
-     * only while a worker sleeps (SLEEP_LOCK), instead of the trigger's
-     * (the row of ord -1 counts them). */
-    [Q_SCHEDULE_MANY] = {"scheduler_schedule_many", 7,
+     * instead of the trigger's (the row of ord -1 counts them): with $8
+     * (a statement that commits at once) only while a worker sleeps,
+     * otherwise always (see SLEEP_LOCK).  The lock is tried last, once
+     * the rows are written: the woken row comes last in the UNION ALL. */
+    [Q_SCHEDULE_MANY] = {"scheduler_schedule_many", 8,
                          "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
                          " input AS (SELECT t.*, CASE WHEN t.at IS NOT NULL THEN to_timestamp(t.at)"
                          "  ELSE now() + coalesce(t.delay, 0) * interval '1 second' END AS run_at"
@@ -307,7 +338,8 @@ static const struct {
                          " plain AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
                          "  max_attempts) SELECT name, payload::jsonb, run_at, priority, max_attempts"
                          "  FROM input WHERE key IS NULL ORDER BY ord RETURNING id),"
-                         " woken AS (SELECT CASE WHEN pg_try_advisory_xact_lock(" SLEEP_LOCK ")"
+                         " woken AS (SELECT CASE WHEN CASE WHEN $8::boolean"
+                         "  THEN pg_try_advisory_xact_lock(" SLEEP_LOCK ") END"
                          "  THEN 0 ELSE (SELECT count(*) FROM ("
                          "   SELECT pg_notify('scheduler', extract(epoch FROM min(i.run_at))::text"
                          "    || ' ' || CASE WHEN octet_length(i.name) <= 1000 THEN i.name ELSE ''"
@@ -620,27 +652,51 @@ static const struct {
                        "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
     [Q_WORKER_WAIT] = {"scheduler_worker_wait", 1,
                        "SELECT pg_advisory_xact_lock(" WORKER_LOCK ", hashtext($1))"},
+    /* The next due job is looked for WAKE_HORIZON ahead at most: the
+     * index scan stops there, so it never walks the entries of a
+     * transaction still inserting jobs due later (invisible to it, but
+     * each read all the same: 100 ms per 500,000).  With none that soon,
+     * the worker looks again then. */
     [Q_WAKE] = {"scheduler_wake", 1,
                 "SELECT extract(epoch FROM clock_timestamp()),"
-                " (SELECT extract(epoch FROM min(w.run_at)) FROM unnest($1::text[]) AS n(name)"
+                " (SELECT extract(epoch FROM coalesce(min(w.run_at), now() + interval '"
+                WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
                 "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
-                "   WHERE j.state = 'scheduled' AND j.name = n.name ORDER BY j.run_at LIMIT 1) w),"
+                "   WHERE j.state = 'scheduled' AND j.name = n.name"
+                "    AND j.run_at <= now() + interval '" WAKE_HORIZON "'"
+                "   ORDER BY j.run_at LIMIT 1) w),"
                 " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
                 "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
                 " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
                 "  WHERE c.name = ANY ($1::text[]))"},
+    /* Declare or change a schedule.  When its next slot is new (a new
+     * schedule, another expression or zone) or it moved to another name,
+     * the sleeping workers of that name are told on commit, as for a job,
+     * with the time at which they are to turn that slot into a job: 1 s
+     * (TICK_AHEAD in loop.c) before it.  A declaration that changes
+     * neither (every process declares its schedules as it starts) wakes
+     * nobody.  `old` is read first (the insert's one row waits for its
+     * count) and locked: it is the row that the update then changes. */
     [Q_CRON_PUT] = {"scheduler_cron_put", 10,
-                    "INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload, priority,"
-                    "  max_attempts, catch_up, backfill, next_at)"
-                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
-                    "  $9::float8, to_timestamp($10::float8))"
-                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                    "WITH old AS (SELECT o.next_at, o.name FROM scheduler.crons o WHERE o.id = $1"
+                    "  FOR UPDATE),"
+                    " put AS (INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload,"
+                    "  priority, max_attempts, catch_up, backfill, next_at)"
+                    "  SELECT $1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
+                    "  $9::float8, to_timestamp($10::float8) FROM (SELECT count(*) FROM old) AS l"
+                    "  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
                     "  payload = EXCLUDED.payload, priority = EXCLUDED.priority,"
                     "  max_attempts = EXCLUDED.max_attempts, catch_up = EXCLUDED.catch_up,"
                     "  backfill = EXCLUDED.backfill, updated_at = now(),"
                     "  next_at = CASE WHEN c.expr = EXCLUDED.expr AND c.tz = EXCLUDED.tz"
                     "    THEN c.next_at ELSE EXCLUDED.next_at END,"
-                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"},
+                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"
+                    "  RETURNING c.next_at, c.name)"
+                    " SELECT count(pg_notify('scheduler', extract(epoch FROM p.next_at"
+                    "  - interval '1 second')::text || ' ' ||"
+                    "  CASE WHEN octet_length(p.name) <= 1000 THEN p.name ELSE '' END))"
+                    " FROM put p WHERE p.next_at < 'infinity' AND NOT EXISTS (SELECT FROM old o"
+                    "  WHERE o.next_at = p.next_at AND o.name = p.name)"},
     [Q_CRON_REMOVE] = {"scheduler_cron_remove", 1, "DELETE FROM scheduler.crons WHERE id = $1"},
     [Q_CRON_LIST] = {"scheduler_cron_list", 0,
                      "SELECT " CRON_COLUMNS " FROM scheduler.crons ORDER BY id"},
@@ -780,6 +836,9 @@ typedef struct pg_store {
   unsigned prepared; /* bit per query prepared on this connection (see Q_COUNT) */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
+  /* SLEEP_LOCK not had since sleep_missed, last at sleep_missed_last
+   * (database clock; 0: it was) */
+  double sleep_missed, sleep_missed_last;
   /* results that store_job pointers point into; they outlive the
    * connection, so a listener's own calls (even a reconnect) leave the
    * batch being dispatched intact */
@@ -949,7 +1008,9 @@ static int migrate(pg_store *p) {
                       "the database schema is version %d, newer than this lua-scheduler (%d)",
                       version, SCHEMA_VERSION);
   rc = exec_simple(p, "migrating the schema",
-                   "BEGIN; SELECT pg_advisory_xact_lock(x'" MIGRATION_LOCK "'::bigint);"
+                   "BEGIN; SET LOCAL lock_timeout = '" MIGRATION_WAIT "';"
+                   "SELECT pg_advisory_xact_lock(x'" MIGRATION_LOCK "'::bigint);"
+                   "SET LOCAL lock_timeout = DEFAULT;"
                    "CREATE SCHEMA IF NOT EXISTS scheduler;"
                    "CREATE TABLE IF NOT EXISTS scheduler.migrations ("
                    " version integer PRIMARY KEY,"
@@ -1404,8 +1465,9 @@ static int cmp_id(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* One chunk: jobs[0, n) -> ids. */
-static int many_chunk(pg_store *p, const store_new_job *jobs, size_t n, int64_t *ids) {
+/* One chunk: jobs[0, n) -> ids; `alone`: its statement commits at once
+ * (see SLEEP_LOCK). */
+static int many_chunk(pg_store *p, const store_new_job *jobs, size_t n, int64_t *ids, int alone) {
   buf *b = p->p;
   int err = 0;
   char num[64];
@@ -1429,8 +1491,9 @@ static int many_chunk(pg_store *p, const store_new_job *jobs, size_t n, int64_t 
   }
   for (int i = 0; i < 7; i++) err |= buf_addc(&b[i], '}');
   if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  const char *values[7];
+  const char *values[8];
   for (int i = 0; i < 7; i++) values[i] = buf_cstr(&b[i]);
+  values[7] = alone ? "true" : "false";
   PGresult *r = NULL;
   int rc = run(p, Q_SCHEDULE_MANY, values, &r);
   if (rc) return rc;
@@ -1469,12 +1532,13 @@ static int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64
                         "cannot store",
                         i + 1);
   }
-  if (n <= MANY_CHUNK) return n ? many_chunk(p, jobs, n, ids) : STORE_OK;
+  if (n <= MANY_CHUNK) return n ? many_chunk(p, jobs, n, ids, 1) : STORE_OK;
+  /* one transaction: every statement notifies (see SLEEP_LOCK) */
   int rc = idle(p);
   if (rc == STORE_OK) rc = pg_connect(s);
   if (rc == STORE_OK) rc = exec_simple(p, "schedule_many", "BEGIN", NULL);
   for (size_t at = 0; rc == STORE_OK && at < n; at += MANY_CHUNK)
-    rc = many_chunk(p, jobs + at, n - at < MANY_CHUNK ? n - at : MANY_CHUNK, ids + at);
+    rc = many_chunk(p, jobs + at, n - at < MANY_CHUNK ? n - at : MANY_CHUNK, ids + at, 0);
   if (rc == STORE_OK) return exec_simple(p, "schedule_many", "COMMIT", NULL);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
     PGresult *r = PQexec(p->conn, "ROLLBACK");
@@ -2573,22 +2637,31 @@ static int pg_next_wake(store *s, store_wake *w) {
   PGresult *r = NULL;
   int rc = idle(p);
   if (rc) return rc;
+  int unsure = 0; /* looked without SLEEP_LOCK */
+  const step look[2] = {STEP_SQL(WAKE_SETTINGS), STEP_QUERY(Q_WAKE, values)};
   if (p->listening && !p->sleep_locked) {
-    /* about to sleep: SLEEP_LOCK first, then the look (see there) */
-    const step steps[2] = {STEP_SQL("SELECT pg_advisory_lock_shared(" SLEEP_LOCK ")"),
+    /* about to sleep: SLEEP_LOCK first, waiting SLEEP_WAIT at most (the
+     * setting lasts for the statement's transaction), then the look (see
+     * SLEEP_LOCK) */
+    const step steps[2] = {STEP_SQL(WAKE_SETTINGS ", set_config('lock_timeout', '" SLEEP_WAIT
+                                    "', true), pg_advisory_lock_shared(" SLEEP_LOCK ")"),
                            STEP_QUERY(Q_WAKE, values)};
     rc = pg_connect(s);
+    if (rc == STORE_OK) rc = pipeline(p, steps, 2, 1, &r);
     if (rc == STORE_OK) {
-      rc = pipeline(p, steps, 2, 1, &r);
-      if (rc == STORE_OK)
-        p->sleep_locked = 1;
-      else if (p->conn) { /* the look failed, perhaps not the lock: give it back */
-        PGresult *u = PQexec(p->conn, "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")");
-        if (u) PQclear(u);
-      }
+      p->sleep_locked = 1;
+      p->sleep_missed = 0;
+    } else if (rc == STORE_ERROR && p->conn) {
+      /* not had in time (or had, and the look failed: give it back, a
+       * no-op otherwise); look without it */
+      PGresult *u = PQexec(p->conn, "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")");
+      if (u) PQclear(u);
+      unsure = 1;
+      rc = pipeline(p, look, 2, 1, &r);
     }
   } else {
-    rc = run(p, Q_WAKE, values, &r);
+    rc = pg_connect(s);
+    if (rc == STORE_OK) rc = pipeline(p, look, 2, 1, &r);
   }
   if (rc) return rc;
   w->db_now = parse_seconds(PQgetvalue(r, 0, 0));
@@ -2596,6 +2669,17 @@ static int pg_next_wake(store *s, store_wake *w) {
   w->next_expiry = seconds_or_inf(r, 2);
   w->next_cron = seconds_or_inf(r, 3);
   PQclear(r);
+  if (unsure) {
+    /* a write may commit unannounced: look again soon (see SLEEP_LOCK) */
+    if (p->sleep_missed <= 0 || w->db_now - p->sleep_missed_last > 2 * SLEEP_RETRY_MAX)
+      p->sleep_missed = w->db_now; /* missed anew, not in a row */
+    p->sleep_missed_last = w->db_now;
+    double soon = (w->db_now - p->sleep_missed) / 4;
+    soon = soon < SLEEP_RETRY_MIN   ? SLEEP_RETRY_MIN
+           : soon > SLEEP_RETRY_MAX ? SLEEP_RETRY_MAX
+                                    : soon;
+    if (w->db_now + soon < w->next_due) w->next_due = w->db_now + soon;
+  }
   return STORE_OK;
 }
 

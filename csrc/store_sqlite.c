@@ -30,12 +30,13 @@
  *   never starves a worker's claim.
  * - wake-ups: there is no LISTEN/NOTIFY.  Writes that make a job runnable
  *   (schedule, retry, a retried or handed-back job, a rescued lease, a cron
- *   slot) "ring" the side file <db>-wake after COMMIT by reading one byte of
- *   it; run() watches that file with inotify (IN_ACCESS), so an idle worker
- *   sleeps in poll() and wakes within a millisecond of a commit by another
- *   process, with no polling.  `PRAGMA data_version` then tells whether
- *   another connection changed anything, and if so one indexed query per
- *   listener name gives the earliest run_at.  Programs that write the file
+ *   slot, a recurring schedule declared or moved) "ring" the side file
+ *   <db>-wake after COMMIT by reading one byte of it; run() watches that
+ *   file with inotify (IN_ACCESS), so an idle worker sleeps in poll() and
+ *   wakes within a millisecond of a commit by another process, with no
+ *   polling.  `PRAGMA data_version` then tells whether another connection
+ *   changed anything, and if so indexed queries per listener name give the
+ *   earliest run_at and next slot.  Programs that write the file
  *   without this library are seen at the loop's fallback check (15 s).
  *   Others may be able to create files in the database's directory, so the
  *   wake file is checked before it is used, and is never a way to make a
@@ -281,7 +282,7 @@ static const char *const queries[Q_COUNT] = {
     [Q_WAKE_LEASE] = "SELECT min(locked_until) FROM scheduler_jobs"
                      " WHERE state = 'running' AND name = ?1",
     [Q_WAKE_CRON] = "SELECT min(next_at) FROM scheduler_crons WHERE name = ?1",
-    [Q_CRON_GET] = "SELECT expr = ?2 AND tz = ?3 FROM scheduler_crons WHERE id = ?1",
+    [Q_CRON_GET] = "SELECT expr = ?2 AND tz = ?3, name = ?4 FROM scheduler_crons WHERE id = ?1",
     [Q_CRON_INSERT] = "INSERT INTO scheduler_crons (id, expr, tz, name, payload, priority,"
                       " max_attempts, catch_up, backfill, next_at, updated_at)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -1848,13 +1849,15 @@ static int sq_cron_put(store *s, const store_cron *c) {
   int rc = begin(q, "database error");
   if (rc) return rc;
   sqlite3_stmt *get = stmt(q, Q_CRON_GET, &rc);
-  int exists = 0, same = 0;
+  int exists = 0, same = 0, same_name = 0;
   if (get) {
     bind_text(get, 1, c->id, c->id_len);
     bind_text(get, 2, c->expr, c->expr_len);
     bind_text(get, 3, c->tz, c->tz_len);
+    bind_text(get, 4, c->name, c->name_len);
     rc = sqlite3_step(get);
-    if (rc == SQLITE_ROW) exists = 1, same = sqlite3_column_int(get, 0);
+    if (rc == SQLITE_ROW)
+      exists = 1, same = sqlite3_column_int(get, 0), same_name = sqlite3_column_int(get, 1);
     finish_stmt(get);
     rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
   }
@@ -1878,7 +1881,10 @@ static int sq_cron_put(store *s, const store_cron *c) {
     rc = run_write(q, st, NULL);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
-  return commit(q, "database error", 0);
+  /* a new next slot, or the schedule moved to another name: wake the
+   * sleeping workers (sq_notifications sees the schedule); nobody when a
+   * process declares again what exists (as every process does at start) */
+  return commit(q, "database error", (!same || !same_name) && isfinite(c->next_at));
 }
 
 static int sq_cron_remove(store *s, const char *id, size_t id_len, int *done) {
@@ -2032,7 +2038,8 @@ static int sq_socket(store *s) { return SQ(s)->watch_fd; }
 
 /* Something may have changed: if another connection committed since the
  * last look, *earliest = the earliest run_at among this worker's waiting
- * jobs. */
+ * jobs, or the time to turn the next slot of its recurring schedules into
+ * a job, whichever comes first. */
 static int sq_notifications(store *s, double *earliest) {
   sq_store *q = SQ(s);
   *earliest = INFINITY;
@@ -2055,8 +2062,13 @@ static int sq_notifications(store *s, double *earliest) {
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   if ((long long)dv == q->data_version) return STORE_OK;
   q->data_version = (long long)dv;
+  double cron = INFINITY;
   rc = min_over_names(q, Q_WAKE_DUE, earliest);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
+  /* a recurring schedule (perhaps declared or moved by another process):
+   * the loop turns its slot into a job TICK_AHEAD (1 s, loop.c) before it */
+  if (cron - 1.0 < *earliest) *earliest = cron - 1.0;
   return STORE_OK;
 }
 
