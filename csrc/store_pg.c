@@ -1764,11 +1764,13 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
  * inferred: an aborted transaction leaves nothing of its own behind (a
  * row's xmax also names the transaction of any client that merely locked
  * it).  Before the first job of a batch runs, the batch's token, worker
- * and job ids are committed to scheduler.batches on a second connection
- * of the worker's (the record connection: the claim transaction cannot
- * commit anything of its own before it ends), marking the batch before it
- * in the same transaction as run; the commit that ends the transaction
- * drops its records.  If the worker dies, the records stay.  Every
+ * and job ids are sent to scheduler.batches on a second connection of the
+ * worker's (the record connection: the claim transaction cannot commit
+ * anything of its own before it ends), marking the batch before it in the
+ * same transaction as run.  The statement is flushed to the kernel before
+ * the job starts, so the server runs and commits it even if the worker
+ * dies right after; its reply is read later (rec_wait), off the claim's
+ * path.  The commit that ends the claim transaction drops its records.  If the worker dies, the records stay.  Every
  * worker's rescue (Q_ORPHANS) looks for records whose worker's connection
  * is gone (its session advisory lock, WORKER_LOCK, goes with it): of a
  * batch that had not run, a job alone was the one running and is charged
@@ -1781,8 +1783,8 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
 #define TX_MAX_BATCHES 32
 #define QUIET_AFTER_SETTLE 8
 
-/* The record connection, connected (with its session settings and its two
- * statements prepared) unless it is.  Records commit without waiting for
+/* The record connection, connected (with its session settings, LISTEN for
+ * cancel requests, and its statements prepared) unless it is.  Records commit without waiting for
  * the WAL flush: a server crash aborts the transactions they describe and
  * empties the (unlogged) table. */
 static int rec_connect(pg_store *p) {
@@ -2454,7 +2456,9 @@ static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
  * it: 1), failed or leased and started (0).  A living worker hands back
  * the unstarted jobs of a batch stuck behind a slow one within a second
  * (heartbeat.h), so a lease that its living worker has not answered for
- * CANCEL_LEASED_WAIT seconds is a job that started. */
+ * CANCEL_LEASED_WAIT seconds is a job that started; so is one whose worker
+ * is gone (its session lock with it): it may have started, and comes back
+ * when its lease ends or the supervisor releases it. */
 #define CANCEL_LOOK 0.0003
 #define CANCEL_LEASED_WAIT 2.0
 #define CANCEL_LOCKED_WAIT 30.0
@@ -2534,7 +2538,8 @@ static int pg_cancel(store *s, int64_t id, int *done) {
     }
     if (verdict == 's' || state == 0 || state == 'f') break; /* started, gone (ran) or failed */
     double waited = clock_mono() - start;
-    if (state == 'r' && holder_lives && waited >= CANCEL_LEASED_WAIT) break; /* it started */
+    /* leased: started, unless its living worker answers otherwise soon */
+    if (state == 'r' && (!holder_lives || waited >= CANCEL_LEASED_WAIT)) break;
     if (waited >= CANCEL_LOCKED_WAIT) {
       rc = store_fail(s, STORE_ERROR,
                       "job %lld stayed held (another transaction, or a dead worker's lease) for %.0f s: not cancelled",

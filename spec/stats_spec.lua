@@ -124,6 +124,7 @@ describe("schema_version()", function()
       ALTER TABLE scheduler.jobs DROP COLUMN claim, DROP COLUMN quarantined;
       DROP SEQUENCE scheduler.claim_tokens;
       DROP TABLE scheduler.batches;
+      DROP TABLE scheduler.cancels;
       DELETE FROM scheduler.migrations WHERE version IN (6, 7);
       SELECT scheduler.schedule('v5', to_jsonb(i)) FROM generate_series(1, 300) AS i;]],
       { dbname = dbname })
