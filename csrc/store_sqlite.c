@@ -1321,6 +1321,21 @@ static int write_id(sq_store *q, int which, int64_t id, int *done) {
   return commit(q, "database error", which == Q_RETRY && *done);
 }
 
+/* Answer the cancel requests for the jobs ids[0, k) with `verdict`
+ * ("cancelled" or "started"), in the write transaction in progress.
+ * SQLite result code. */
+static int answer(sq_store *q, const int64_t *ids, size_t k, const char *verdict) {
+  int rc = SQLITE_OK;
+  for (size_t i = 0; i < k && rc == SQLITE_OK; i++) {
+    sqlite3_stmt *st = stmt(q, Q_VERDICT, &rc);
+    if (!st) break;
+    sqlite3_bind_int64(st, 1, ids[i]);
+    sqlite3_bind_text(st, 2, verdict, -1, SQLITE_STATIC);
+    rc = run_write(q, st, NULL);
+  }
+  return rc;
+}
+
 /* A leased job that its worker has not answered for about is one that
  * started: a living worker answers between two jobs, and hands back the
  * unstarted jobs of a batch stuck behind a slow one within a second
@@ -1415,13 +1430,7 @@ static int sq_cancels(store *s, const store_claim *b, size_t n, size_t next) {
   }
   finish_stmt(st);
   if (started && begin_unsynced(q, "answering a cancel") == STORE_OK) {
-    rc = SQLITE_OK;
-    for (size_t k = 0; k < started && rc == SQLITE_OK; k++)
-      if ((st = stmt(q, Q_VERDICT, &rc))) {
-        sqlite3_bind_int64(st, 1, q->asked[k]);
-        sqlite3_bind_text(st, 2, "started", -1, SQLITE_STATIC);
-        rc = run_write(q, st, NULL);
-      }
+    rc = answer(q, q->asked, started, "started");
     if (rc == SQLITE_OK)
       commit(q, "answering a cancel", 0);
     else
@@ -1678,10 +1687,7 @@ static int drop_cancelled(sq_store *q, int64_t id, int64_t token) {
   sqlite3_bind_int64(st, 1, id);
   sqlite3_bind_int64(st, 2, token);
   if ((rc = run_write(q, st, &changed)) != SQLITE_OK || !changed) return rc;
-  if (!(st = stmt(q, Q_VERDICT, &rc))) return rc;
-  sqlite3_bind_int64(st, 1, id);
-  sqlite3_bind_text(st, 2, "cancelled", -1, SQLITE_STATIC);
-  return run_write(q, st, NULL);
+  return answer(q, &id, 1, "cancelled");
 }
 
 static int sq_finish(store *s, const store_outcome *o, size_t n) {
@@ -1756,15 +1762,7 @@ static int drop_asked(sq_store *q, double now, const char *worker) {
     if (!reserve((void **)&q->asked, &q->asked_cap, k + 1, sizeof *q->asked))
       q->asked[k++] = sqlite3_column_int64(st, 0);
   finish_stmt(st);
-  if (rc != SQLITE_DONE) return rc;
-  rc = SQLITE_OK;
-  for (size_t i = 0; i < k && rc == SQLITE_OK; i++)
-    if ((st = stmt(q, Q_VERDICT, &rc))) {
-      sqlite3_bind_int64(st, 1, q->asked[i]);
-      sqlite3_bind_text(st, 2, "cancelled", -1, SQLITE_STATIC);
-      rc = run_write(q, st, NULL);
-    }
-  return rc;
+  return rc == SQLITE_DONE ? answer(q, q->asked, k, "cancelled") : rc;
 }
 
 static int sq_rescue(store *s, long long default_max_attempts) {

@@ -4,12 +4,11 @@
 --
 --   lua5.4 faults/worker.lua LEASE
 --
--- It runs the listeners of faults/listeners (as `lua-scheduler run` loads
--- them) on LUA_SCHEDULER_DATABASE until SIGTERM.
+-- It runs faults/listeners/record.lua's listeners (as `lua-scheduler run` does)
+-- on LUA_SCHEDULER_DATABASE until SIGTERM.
 local scheduler = require "scheduler"
 local lease = assert(tonumber(arg[1]), "usage: worker.lua LEASE")
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 scheduler.configure { lease = lease }
 dofile(here .. "/listeners/record.lua")
-dofile(here .. "/listeners/stale.lua")
 assert(scheduler.run())

@@ -9,7 +9,8 @@
 -- seconds (then return), sleep_first = seconds (the same, on attempt 1
 -- only), fail = message (then raise), wait = a directory (then return once
 -- the file <wait>/<pid> exists, or `sleep` seconds passed: the scenario
--- decides which worker's run ends when) }.
+-- decides which worker's run ends when) }.  It also has the listener of
+-- scenario stale_write (below).
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
@@ -18,13 +19,18 @@ local dir = os.getenv("FAULTS_RECORDS")
 local pid = core.process.getpid()
 local out
 
-scheduler.on("fault", function(p, job)
+--- The record of a run, before anything else.
+local function record(p, job)
   if not out then
     out = assert(io.open(("%s/%d.log"):format(assert(dir, "FAULTS_RECORDS is not set"), pid), "a"))
     out:setvbuf("no")
   end
   local seq = type(p) == "table" and math.tointeger(p.seq) or -1
   out:write(("%d %d %d %.6f %.6f %d\n"):format(job.id, job.attempt, pid, scheduler.now(), job.run_at, seq))
+end
+
+scheduler.on("fault", function(p, job)
+  record(p, job)
   if type(p) == "table" then
     if p.exit then os.exit(p.exit) end
     if type(p.wait) == "string" then
@@ -45,3 +51,12 @@ scheduler.on("fault", function(p, job)
     if p.fail then error(p.fail, 0) end
   end
 end)
+
+-- Scenario stale_write: jobs named "fault_stale" block in C (sleep) past
+-- their time limit, for `sleep` seconds on attempt 1 and `again` seconds
+-- after, so that the worker stops renewing the lease (heartbeat.h) and the
+-- job is claimed again elsewhere while the first run goes on.
+scheduler.on("fault_stale", function(p, job)
+  record(p, job)
+  system.sleep(job.attempt == 1 and p.sleep or p.again)
+end, { timeout = 0.3 })
