@@ -39,13 +39,16 @@
 #define TICK_RETRY 5.0
 #define RECONNECT_MIN 0.1
 #define RECONNECT_MAX 5.0
-/* Due jobs that the claim skipped are held by other workers' batches (row
- * locks): look again after this long, doubling up to HELD_MAX (by then
- * such a batch has finished or turned them into leases, which next_wake
- * does not count as due).  A worker that dies mid-batch unlocks its jobs
- * without any notification; this is how the others see them. */
+/* Due jobs that the claim skipped are held by other workers' batches, or
+ * locked by another client (row locks): look again after this long,
+ * doubling up to HELD_MAX (a batch ends within a second, finished or turned
+ * into leases, which next_wake does not count as due).  A worker that dies
+ * mid-batch, and a client that ends its transaction, unlock the rows
+ * without any notification: this is how the others see them, so HELD_MAX
+ * is how much longer than the lock such a job may wait (a claim every
+ * HELD_MAX seconds meanwhile). */
 #define HELD_MIN 0.005
-#define HELD_MAX 1.0
+#define HELD_MAX 0.25
 
 typedef struct run_state {
   lua_State *L;
