@@ -21,6 +21,7 @@
 
 #include <libpq-fe.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -823,6 +824,7 @@ typedef struct pg_store {
    * batches the claim transaction holds; tx_tokens, those batches' tokens
    * (a bigint[] literal), dropped with its commit. */
   PGconn *rec;
+  int rec_ready;     /* connected and set up (else being connected, see pg_claim) */
   int rec_pending;   /* a statement was sent on it, its reply not read yet */
   /* Cancel requests (see CANCELS): the ids asked for, not yet answered;
    * the jobs of the claim transaction cancelled before they started (a
@@ -924,6 +926,7 @@ static void unrecord(pg_store *p);
 static void rec_drop(pg_store *p) {
   if (p->rec) PQfinish(p->rec);
   p->rec = NULL;
+  p->rec_ready = 0;
   p->rec_pending = 0;
 }
 
@@ -1079,9 +1082,11 @@ static int migrate(pg_store *p) {
 #define CLIENT_KEEPALIVES_COUNT "3"
 #define CLIENT_TCP_USER_TIMEOUT "10000" /* ms */
 
-/* A new connection to the database, with the session settings above and
- * then `sql` (NULL: none) run on it: *out, or NULL with the error set. */
-static int open_conn(pg_store *p, PGconn **out, const char *sql) {
+#define CONNECT_TIMEOUT 10.0 /* seconds, as libpq's connect_timeout below */
+
+/* Start a new connection to the database in *out without waiting for it
+ * (finish_conn completes it).  STORE_OK, or an error with *out NULL. */
+static int start_conn(pg_store *p, PGconn **out) {
   /* Defaults first so the user's string overrides them; the encoding last
    * because payloads are JSON text in UTF-8.  tcp_user_timeout is known to
    * libpq 12 and later only (an unknown keyword fails the connection): with
@@ -1093,39 +1098,65 @@ static int open_conn(pg_store *p, PGconn **out, const char *sql) {
                               CLIENT_KEEPALIVES_INTERVAL, CLIENT_KEEPALIVES_COUNT,
                               PQlibVersion() >= 120000 ? CLIENT_TCP_USER_TIMEOUT : NULL,
                               p->conninfo, "UTF8", NULL};
-  PGconn *c = *out = PQconnectdbParams(keys, vals, 1);
+  PGconn *c = *out = PQconnectStartParams(keys, vals, 1);
   if (!c) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
-  if (PQstatus(c) != CONNECTION_OK) {
+  if (PQstatus(c) == CONNECTION_BAD) {
     int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(c));
     PQfinish(c);
     *out = NULL;
     return rc;
   }
-  PQsetNoticeProcessor(c, ignore_notice, NULL);
-  for (int k = 0; k < 2; k++) {
-    const char *text = k == 0 ? SESSION_SETTINGS : sql;
-    if (!text) continue;
-    PGresult *r = PQexec(c, text);
-    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      int down = PQstatus(c) != CONNECTION_OK;
-      int rc = fail_msg(p, down ? STORE_DOWN : STORE_ERROR, "configuring the session",
-                        r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-      if (r) PQclear(r);
-      PQfinish(c);
-      *out = NULL;
-      return rc;
-    }
-    PQclear(r);
-  }
+  PQconnectPoll(c); /* a step further now (the startup packet, once connected) */
   return STORE_OK;
+}
+
+/* Complete the connection start_conn began in *out (waiting for it, at
+ * most CONNECT_TIMEOUT seconds), then run the session settings above and
+ * `sql` (NULL: none) in one round trip.  STORE_OK, or an error with *out
+ * closed and NULL. */
+static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
+  PGconn *c = *out;
+  double deadline = clock_mono() + CONNECT_TIMEOUT;
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+    double left = deadline - clock_mono();
+    struct pollfd fd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+    if (left <= 0 || fd.fd < 0) break;
+    if (poll(&fd, 1, (int)(left * 1000) + 1) < 0) continue; /* EINTR: a signal */
+    st = PQconnectPoll(c);
+  }
+  int rc = STORE_OK;
+  buf text = BUF_INIT;
+  if (st != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK) {
+    rc = fail_msg(p, STORE_DOWN, "cannot connect to the database",
+                  st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED ? PQerrorMessage(c)
+                                                                      : "timeout expired");
+  } else if (buf_adds(&text, SESSION_SETTINGS) || (sql && (buf_addc(&text, ';') ||
+                                                           buf_adds(&text, sql)))) {
+    rc = store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
+  } else {
+    PQsetNoticeProcessor(c, ignore_notice, NULL);
+    PGresult *r = PQexec(c, buf_cstr(&text));
+    ExecStatusType rs = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
+      rc = fail_msg(p, PQstatus(c) != CONNECTION_OK ? STORE_DOWN : STORE_ERROR,
+                    "configuring the session", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    if (r) PQclear(r);
+  }
+  buf_free(&text);
+  if (rc) {
+    PQfinish(c);
+    *out = NULL;
+  }
+  return rc;
 }
 
 static int pg_connect(store *s) {
   pg_store *p = PG(s);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) return STORE_OK;
   pg_disconnect(s);
-  int rc = open_conn(p, &p->conn, NULL);
+  int rc = start_conn(p, &p->conn);
+  if (rc == STORE_OK) rc = finish_conn(p, &p->conn, NULL);
   if (rc) return rc;
   rc = migrate(p);
   if (rc == STORE_OK && p->listening)
@@ -1788,20 +1819,21 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
  * the WAL flush: a server crash aborts the transactions they describe and
  * empties the (unlogged) table. */
 static int rec_connect(pg_store *p) {
-  if (p->rec && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
-  rec_drop(p);
-  int rc = open_conn(p, &p->rec, "SET synchronous_commit = off; LISTEN scheduler_cancel");
+  if (p->rec && p->rec_ready && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
+  if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD)) rec_drop(p);
+  int rc = p->rec ? STORE_OK : start_conn(p, &p->rec);
+  /* its statements prepared in the same round trip as its settings */
   static const int statements[] = {Q_RECORD, Q_UNRECORD, Q_VERDICT};
-  for (size_t k = 0; rc == STORE_OK && k < sizeof statements / sizeof *statements; k++) {
-    int q = statements[k];
-    PGresult *r = PQprepare(p->rec, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
-    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-      rc = fail_msg(p, STORE_DOWN, "preparing the record connection",
-                    r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
-      rec_drop(p);
-    }
-    if (r) PQclear(r);
-  }
+  buf sql = BUF_INIT;
+  int err = buf_adds(&sql, "SET synchronous_commit = off; LISTEN scheduler_cancel");
+  for (size_t k = 0; k < sizeof statements / sizeof *statements; k++)
+    err |= buf_printf(&sql, "; PREPARE %s AS %s", queries[statements[k]].name,
+                      queries[statements[k]].sql);
+  if (rc == STORE_OK && err) rc = store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  if (rc == STORE_OK) rc = finish_conn(p, &p->rec, buf_cstr(&sql));
+  buf_free(&sql);
+  if (rc == STORE_OK) p->rec_ready = 1;
+  else rec_drop(p);
   return rc;
 }
 
@@ -2305,6 +2337,8 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
       p->worker_locked = 1;
     }
   }
+  /* the record connection (see CRASHES) gets ready while this one claims */
+  if (rc == STORE_OK && !p->rec) start_conn(p, &p->rec);
   if (rc == STORE_OK) rc = prepare(p, Q_CLAIM_ONE);
   if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
     rc = prepare_claim(p);
@@ -2467,7 +2501,7 @@ static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) 
 /* store_ops.cancels (see CANCELS). */
 static int pg_cancels(store *s, const store_claim *b, size_t n, size_t next) {
   pg_store *p = PG(s);
-  if (!p->rec) return 0; /* nothing recorded: a job alone, started at once */
+  if (!p->rec_ready) return 0; /* nothing recorded: a job alone, started at once */
   double now = clock_mono();
   if (now - p->asked_at >= CANCEL_LOOK) {
     p->asked_at = now;
