@@ -188,8 +188,10 @@ typedef struct store_ops {
    * transaction: the claim deletes the jobs in it (their one row write),
    * which nobody else sees before the commit, and meanwhile their rows are
    * locked.  Before the first job runs, the store records the batch apart
-   * (committed); if the worker dies, the transaction aborts, its jobs are
-   * back at once as they were, and that record sends them to quarantine.
+   * (a statement on another connection, which the server commits even if
+   * the worker dies right after); if the worker dies, the transaction
+   * aborts, its jobs are back at once as they were, and that record sends
+   * them to quarantine.
    * The batch ends with finish (the done jobs stay deleted; the others are
    * written back with their outcome; then the commit) or is turned into
    * leases by settle.
