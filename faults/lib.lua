@@ -332,6 +332,17 @@ function Records:read()
   return self
 end
 
+--- The first run of job `id` that started after time t, waiting up to
+-- `timeout` seconds for it; nil if none.
+function Records:run_after(id, t, timeout)
+  return lib.wait_for(function()
+    self:read()
+    for _, run in ipairs(self.by_id[id] or {}) do
+      if run.start > t then return run end
+    end
+  end, timeout, 0.01)
+end
+
 --- Wait until every id in `ids` ran at least once (or `timeout` s).
 function Records:wait_all(ids, timeout)
   return lib.wait_for(function()

@@ -17,17 +17,6 @@ local scheduler = require "scheduler"
 local KILL_LAG = 0.01
 local WORKER_LOCK = 1935895652 -- store_pg.c
 
---- The first run of job `id` that started after time t (waiting up to
--- `timeout` seconds for it), or nil.
-local function run_after(rec, id, t, timeout)
-  return lib.wait_for(function()
-    rec:read()
-    for _, run in ipairs(rec.by_id[id] or {}) do
-      if run.start > t then return run end
-    end
-  end, timeout, 0.01)
-end
-
 return {
   title = "supervisor: kill -9 of a random worker every 2 s; a database restart during a release",
   recovery = "kill -9 -> a new worker in its place (max of the kills); restart during a release -> the dead worker's job runs again",
@@ -103,13 +92,13 @@ return {
       killed[first.pid] = t_kill
       r:check(sup:wait_log("is still connected to the database: nothing released", 1, 5),
         "the release found the worker still connected and released nothing", sup)
-      local early = run_after(rec, slow, t_kill, 0.5)
+      local early = rec:run_after(slow, t_kill, 0.5)
       r:check(not early, "the job did not run again while the lock was held")
       local t_begin = lib.now()
       lib.pg_restart(ctx.pgdir, "fast")
       local t_ready = lib.now()
       lib.log("supervisor_kill: restart took %.2f s", t_ready - t_begin)
-      local again = run_after(rec, slow, t_kill, 20)
+      local again = rec:run_after(slow, t_kill, 20)
       r:check(again, "the dead worker's job ran again", sup)
       if again then
         r:recovered("database restart during a release: ready -> the job runs again", again.start - t_ready,

@@ -61,17 +61,6 @@ local function wait_leased(s, id)
   return lib.wait_for(function() local j = s:job(id); return j and j.state == "running" end, 5, 0.01)
 end
 
---- The first run of job `id` that started after time t (waiting up to
--- `timeout` seconds for it), or nil.
-local function run_after(rec, id, t, timeout)
-  return lib.wait_for(function()
-    rec:read()
-    for _, run in ipairs(rec.by_id[id] or {}) do
-      if run.start > t then return run end
-    end
-  end, timeout, 0.01)
-end
-
 local function max_of(list)
   local m = 0
   for _, v in ipairs(list) do m = math.max(m, v) end
@@ -180,7 +169,7 @@ return {
       end
       local k = kill(admin, first.pid)
       killed[k.pid] = k.t
-      local again = run_after(rec, slow, k.t, 40)
+      local again = rec:run_after(slow, k.t, 40)
       r:check(again, "the killed worker's job ran again (supervisor)", sup)
       if again then
         r:recovered("idle, supervisor: kill -9 -> its job re-run", again.start - k.t, "idle")
@@ -205,7 +194,7 @@ return {
     if run1 then
       local k = kill(admin, run1.pid)
       killed[k.pid] = k.t
-      local again = run_after(rec, job, k.t, 20)
+      local again = rec:run_after(job, k.t, 20)
       r:check(again, "the killed standalone worker's job ran again", run1.pid == a.pid and b or a)
       if again then
         local d = again.start - k.t
