@@ -176,27 +176,28 @@ describe("a stale write", function()
 
   it("of a worker frozen past its leases leaves the claim that took its job alone", function()
     local name = helper.name("frozen")
-    local fifo = helper.tmpdir() .. "/gate"
-    assert(os.execute("mkfifo " .. helper.shquote(fifo)))
+    -- each worker blocks on a FIFO of its own, opened by this test with a
+    -- bound (helper.open_fifo): a worker that never comes fails the test
+    local gate_a, gate_b = helper.tmpdir() .. "/gate-a", helper.tmpdir() .. "/gate-b"
+    assert(os.execute("mkfifo " .. helper.shquote(gate_a) .. " " .. helper.shquote(gate_b)))
     local t = helper.now()
     -- one batch: the first blocks in C (opening the FIFO), the others wait
     local ids = helper.ok(s:schedule_many {
-      { name, { fifo = fifo }, { at = t - 3 } }, { name, 2, { at = t - 2 } }, { name, 3, { at = t - 1 } },
+      { name, { fifo = true }, { at = t - 3 } }, { name, 2, { at = t - 2 } }, { name, 3, { at = t - 1 } },
     })
-    local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 1 }
+    local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 1, WORKER_FIFO = gate_a }
     assert.is_truthy(helper.wait_for(function() return a:events("start", ids[1])[1] end, 10), a:describe())
     helper.sleep(0.5) -- on PostgreSQL the batch is settled into leases after a quarter of the lease
     assert.is_true(a:kill("STOP")) -- a pause (GC, VM, debugger): its leases end unrenewed
     -- B takes the job once the lease is over (SQLite: the batch's leases
-    -- come back uncharged, so B's claim has the attempt A's had), and runs
-    -- it for 3 s before it too opens the FIFO
-    local b = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 30, WORKER_SLEEP = 3 }
+    -- come back uncharged, so B's claim has the attempt A's had), and
+    -- blocks on its own FIFO
+    local b = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_LEASE = 30, WORKER_FIFO = gate_b }
     local rerun = helper.wait_for(function() return b:events("start", ids[1])[1] end, 10)
     assert.is_truthy(rerun, b:describe())
     assert.is_true(a:kill("CONT"))
-    -- A's listener returns (a writer opens the FIFO) and A writes its outcome
-    local w = assert(io.open(fifo, "w"))
-    w:close()
+    -- A's listener returns and A writes its outcome
+    assert.is_true(helper.open_fifo(gate_a), a:describe())
     assert.is_truthy(helper.wait_for(function() return a:events("done", ids[1])[1] end, 10), a:describe())
     -- (on PostgreSQL B holds it in its claim transaction for its first
     -- second, then leased: look once it is leased)
@@ -207,11 +208,8 @@ describe("a stale write", function()
     assert.equals(1, #rows)
     assert.matches(":" .. b:pid(), rows[1].locked_by, 1, true)
     -- B's own outcome ends it
-    assert.is_truthy(helper.wait_for(function()
-      local f = io.open(fifo, "w") -- blocks until B opens it for reading
-      if f then f:close() end
-      return b:events("done", ids[1])[1]
-    end, 15), b:describe())
+    assert.is_true(helper.open_fifo(gate_b), b:describe())
+    assert.is_truthy(helper.wait_for(function() return b:events("done", ids[1])[1] end, 15), b:describe())
     assert.is_truthy(helper.wait_for(function() return s:job(ids[1]) == nil end, 5))
   end)
 end)

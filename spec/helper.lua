@@ -139,6 +139,16 @@ function helper.sh(cmd)
   return out, ok, code
 end
 
+--- Open the FIFO `path` for writing and close it, which lets a reader
+--- blocked in open(2) go on; gives up after `timeout` seconds (default 10)
+--- when no reader comes, so that a test fails rather than hangs.  Returns
+--- true when a reader took it.
+function helper.open_fifo(path, timeout)
+  local _, ok = helper.sh(("timeout %d sh -c %s"):format(math.ceil(timeout or 10),
+    shquote(": > " .. shquote(path))))
+  return ok == true
+end
+
 --- Run SQL with psql on the test database (PGHOST etc. from the
 --- environment) and return its unaligned, tuples-only output without the
 --- final newline.  Raises with psql's stderr on failure.  The SQL goes

@@ -19,6 +19,7 @@
 --   WORKER_SECONDS     seconds for the seconds/restore modes
 --   WORKER_SLEEP       seconds every listener call blocks (default 0); a table
 --                      payload's `sleep` field overrides it per job
+--   WORKER_FIFO        the FIFO a payload `{ fifo = true }` blocks on (below)
 --   WORKER_LEASE       the `lease` option
 --   WORKER_BATCH_MAX   the `batch_max` option
 --   WORKER_TIMEOUT     the listeners' `timeout` option (on())
@@ -43,8 +44,9 @@
 --   returned  what run returned: "<value> <err>"
 -- A table payload with a `fail` field makes the listener raise that message
 -- (after the start line); one with `exit` makes it end the process with
--- os.exit(that code) (after the start line: a job that crashes its worker).  One with a `fifo` field (a path) makes it block in
--- C, opening that FIFO for reading until a writer opens it.
+-- os.exit(that code) (after the start line: a job that crashes its worker).  One with a
+-- `fifo` field (a path, or true for this process's own WORKER_FIFO) makes it
+-- block in C, opening that FIFO for reading until a writer opens it.
 --
 -- Exit status: 0 when run returned true (drain: a number), 1 otherwise,
 -- 2 on bad setup.  The wrapper started by helper.spawn records it in DIR/exit.
@@ -142,7 +144,8 @@ local function listener(payload, job)
   if type(payload) == "table" and type(payload.sleep) == "number" then s = payload.sleep end
   if s > 0 then sleep(s) end
   if type(payload) == "table" and payload.fifo then
-    local f = io.open(payload.fifo, "r") -- blocks in open(2) until a writer comes
+    local path = payload.fifo == true and os.getenv("WORKER_FIFO") or payload.fifo
+    local f = io.open(path, "r") -- blocks in open(2) until a writer comes
     if f then f:close() end
   end
   if type(payload) == "table" and payload.exit then os.exit(payload.exit) end
