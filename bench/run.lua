@@ -621,7 +621,7 @@ local function explain_claim(limit, empty)
     INSERT INTO scheduler.jobs (name, payload, run_at)
       SELECT '%s', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, %d);]],
     NOOP, limit) or nil
-  return explain("Q_CLAIM", 5, string.format("'{%s}', %d, NULL, NULL, NULL", NOOP, limit),
+  return explain("Q_CLAIM", 6, string.format("'{%s}', %d, NULL, NULL, NULL, 'bench'", NOOP, limit),
     { generic = true, commit = true, pre = pre, name = NOOP })
 end
 

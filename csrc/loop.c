@@ -320,8 +320,8 @@ static int loop_body(lua_State *L) {
         if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
       }
       store_job *jobs = NULL;
-      size_t n = 0;
-      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
+      size_t n = 0, limit = batch_size(c);
+      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, limit, c->lease, c->worker_id,
                                                  c->max_attempts, &jobs, &n);
       if (rc == STORE_OK) recovered(r);
       if (rc == STORE_OK && n > 0) {
@@ -333,7 +333,13 @@ static int loop_body(lua_State *L) {
           r->result = -1;
           break;
         }
-        continue; /* more may be due: claim again right away */
+        /* More may be due: claim again right away after a full batch.
+         * After one that was not (the claim took all that was due), look
+         * first, and claim at once if more came due meanwhile: a claim
+         * that finds nothing can cost more than the look (on PostgreSQL it
+         * reads the entries of another client's uncommitted rows ahead of
+         * the first visible job). */
+        if (n >= limit || o->drain) continue;
       }
       if (rc == STORE_OK && o->drain) break;
       if (rc == STORE_OK) {
@@ -345,7 +351,8 @@ static int loop_body(lua_State *L) {
           r->offset = w.db_now - mid;
           r->deadline = mid + (c->lease < FALLBACK ? c->lease : FALLBACK); /* see RESCUE_EVERY */
           double due = w.next_due - r->offset;
-          if (w.next_due <= w.db_now) {
+          int held = w.next_due <= w.db_now;
+          if (held) {
             /* due, yet not claimed: it came due since the claim (claim
              * again at once), or other workers' batches hold it (then
              * back off) */
@@ -358,6 +365,10 @@ static int loop_body(lua_State *L) {
           }
           if (due < r->deadline) r->deadline = due;
           r->next_rescue = w.next_expiry - r->offset + 0.001;
+          /* what is due and not claimed may be the batch of a worker that
+           * died, which claims skip until a rescue has found it (see
+           * store_pg.c's Q_CLAIM): rescue when looking again */
+          if (held && due < r->next_rescue) r->next_rescue = due;
           if (r->next_rescue < r->deadline) r->deadline = r->next_rescue;
           /* the earliest schedule, also one declared or moved by another
            * process since the last tick (its notification woke us) */

@@ -230,6 +230,15 @@ _Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
  * meanwhile, and the server ends a dead client's session within
  * milliseconds of the statement in progress. */
 #define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
+/* SQL: true when no session holds the WORKER_LOCK of worker id `who` (an
+ * SQL expression): tried, and let go at once.  Held for longer (a
+ * transaction-level lock), it would make the dead worker look alive to
+ * the claims meanwhile, which then take its batch's jobs (see Q_CLAIM).
+ * This session's own lock reads as free: callers leave their own worker
+ * out. */
+#define WORKER_GONE(who)                                                                    \
+  "CASE WHEN pg_try_advisory_lock(" WORKER_LOCK ", hashtext(" who "))"                      \
+  " THEN pg_advisory_unlock(" WORKER_LOCK ", hashtext(" who ")) ELSE false END"
 #define ABANDON_WAIT "100ms"
 #define SQLSTATE_LOCK_NOT_AVAILABLE "55P03" /* lock_timeout */
 
@@ -397,33 +406,48 @@ static const struct {
      * through jobs_due, so each priority is an index range (run_at up to
      * the statement's time: the transaction may be older) however many
      * future jobs wait; rows are found by ctid (TID scans: no index
-     * lookups).
+     * lookups).  The walk starts at 0, the default and lowest priority,
+     * without looking: each step past a priority is then an index range
+     * that starts after that priority's entries.  Looking for the lowest
+     * one would read jobs_due from its first entry, and the entries of
+     * another client's uncommitted insert, invisible but read all the
+     * same, come first when no visible job is ahead of them: during a
+     * schedule_many of 1,000,000 jobs due later, a claim that found
+     * nothing read them all (140 ms).  The walk still reads those of a
+     * priority above 0, until it finds a visible job at or past them.
      *   $3-$5: for a claim ahead, the last job the transaction claimed
-     * (priority, run_at, id), NULL for its first claim.  Both the walk of
-     * the priorities (unless a lower one has due jobs) and that priority's
-     * index range start there, past the entries of the rows the
+     * (priority, run_at, id), NULL for its first claim.  That priority's
+     * index range starts there, past the entries of the rows the
      * transaction deleted (see CLAIM AHEAD).
      *   Quarantined jobs are not batched (see CRASHES): they are claimed
      * alone (Q_CLAIM_ONE), and while one of this worker's names has any due,
      * this claim takes nothing, so that the next claim takes them first.
+     *   The jobs of a batch whose worker died are not claimed (d: its
+     * record's, while its worker's WORKER_LOCK is free) until a rescue has
+     * found that batch and put them in quarantine (see CRASHES): its
+     * transaction aborted, so they are free again at once, and a claim in
+     * between would take them in a batch again, the one that killed it
+     * among them.  Reading the records costs the claim a few microseconds
+     * when no worker died (the lock of each other worker's record tried
+     * and, when free, let go at once).
      *   Column 10 is the claim's token, one per batch: its sequence is read
      * only when a job is returned.
      *   Rows come in TID order (the caller sorts them), in binary (see
      * read_claimed): as text, printing the numbers and times of 500 rows
      * took the server about 0.5 ms of a 3 ms claim transaction (pgbench,
      * every column against the id alone). */
-    [Q_CLAIM] = {"scheduler_claim", 5,
+    [Q_CLAIM] = {"scheduler_claim", 6,
                  "WITH RECURSIVE pr(p) AS ("
-                 "  SELECT least((SELECT priority FROM scheduler.jobs WHERE state = 'scheduled'"
-                 "    AND priority <= coalesce($3::integer - 1, 2147483647)"
-                 "    ORDER BY priority LIMIT 1), $3::integer)"
-                 "  WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
+                 "  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
                  "    AND q.state = 'scheduled' AND q.run_at <= statement_timestamp()"
                  "    AND q.name = ANY ($1))" /* not the slot prepare_claim fills */
                  "  UNION ALL"
                  "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
                  "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
                  "  FROM pr WHERE pr.p IS NOT NULL"
+                 "), d AS MATERIALIZED ("
+                 "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $6"
+                 "    AND " WORKER_GONE("b.worker")
                  "), c AS MATERIALIZED ("
                  "  SELECT c.t FROM pr CROSS JOIN LATERAL ("
                  "    SELECT j.ctid AS t FROM scheduler.jobs j"
@@ -433,7 +457,7 @@ static const struct {
                  "        THEN to_timestamp($4::float8) ELSE '-infinity' END,"
                  "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
                  "        ELSE '-9223372036854775808'::bigint END)"
-                 "      AND NOT j.quarantined"
+                 "      AND NOT j.quarantined AND j.id NOT IN (SELECT d.id FROM d)"
                  "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
                  "  WHERE pr.p IS NOT NULL LIMIT $2"
                  "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
@@ -618,7 +642,7 @@ static const struct {
                    "WITH o AS ("
                    "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
                    "  WHERE ($1::text IS NULL OR b.worker = $1)"
-                   "    AND pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(b.worker))"
+                   "    AND " WORKER_GONE("b.worker")
                    "  FOR UPDATE SKIP LOCKED"
                    "), m AS ("
                    "  SELECT o.token, o.worker, o.ran, cardinality(o.ids) AS n, u.id"
@@ -651,8 +675,11 @@ static const struct {
     /* Try only: two instances of one process share a worker id. */
     [Q_WORKER_LOCK] = {"scheduler_worker_lock", 1,
                        "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
+    /* Wait until no session holds the worker's lock, and let it go at once
+     * (see WORKER_GONE) */
     [Q_WORKER_WAIT] = {"scheduler_worker_wait", 1,
-                       "SELECT pg_advisory_xact_lock(" WORKER_LOCK ", hashtext($1))"},
+                       "WITH l AS MATERIALIZED (SELECT pg_advisory_lock(" WORKER_LOCK ", hashtext($1)))"
+                       " SELECT pg_advisory_unlock(" WORKER_LOCK ", hashtext($1)) FROM l"},
     /* The next due job is looked for WAKE_HORIZON ahead at most: the
      * index scan stops there, so it never walks the entries of a
      * transaction still inserting jobs due later (invisible to it, but
@@ -819,12 +846,14 @@ typedef struct pg_store {
   int syncs;         /* pipeline syncs sent and not read yet */
   size_t held_lost;  /* jobs of a claim transaction whose connection was lost */
   int leased;        /* the jobs in hand are a lease (a quarantined job), not held */
+  int quarantine_look; /* the next fresh claim looks for a quarantined job first */
   char *worker;      /* the worker id of the last claim */
   /* The record connection (see CRASHES): commits the records of the
    * batches the claim transaction holds; tx_tokens, those batches' tokens
    * (a bigint[] literal), dropped with its commit. */
   PGconn *rec;
-  int rec_ready;     /* connected and set up (else being connected, see pg_claim) */
+  int rec_ready;     /* connected and set up (else being connected, see rec_start) */
+  double rec_started; /* when its connection was started (monotonic) */
   int rec_pending;   /* a statement was sent on it, its reply not read yet */
   /* Cancel requests (see CANCELS): the ids asked for, not yet answered;
    * the jobs of the claim transaction cancelled before they started (a
@@ -1151,11 +1180,22 @@ static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
   return rc;
 }
 
+/* Start the record connection (see CRASHES) unless it is, without waiting
+ * for it: a worker starts it with its main connection, so that both
+ * connect at once and the first batch does not wait for the second (the
+ * time from a worker's start to its first job: 73 -> ... ms).  rec_connect
+ * completes it.  A failure here is not one: rec_connect tries again. */
+static void rec_start(pg_store *p) {
+  if (p->rec) return;
+  if (start_conn(p, &p->rec) == STORE_OK) p->rec_started = clock_mono();
+}
+
 static int pg_connect(store *s) {
   pg_store *p = PG(s);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) return STORE_OK;
   pg_disconnect(s);
   int rc = start_conn(p, &p->conn);
+  if (rc == STORE_OK && p->listening) rec_start(p); /* run() (see rec_start) */
   if (rc == STORE_OK) rc = finish_conn(p, &p->conn, NULL);
   if (rc) return rc;
   rc = migrate(p);
@@ -1172,6 +1212,7 @@ static int pg_listen(store *s, int on) {
   if (rc) return rc;
   p->listening = on;
   if (!p->conn) return on ? pg_connect(s) : STORE_OK;
+  if (on) rec_start(p);
   rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
                        on ? "LISTEN scheduler"
                        : p->sleep_locked
@@ -1245,8 +1286,8 @@ static int prepare_claim(pg_store *p) {
     buf_free(&text);
     return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   }
-  const Oid types[5] = {1009 /* text[] */, 0, 0, 0, 0};
-  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 5, types);
+  const Oid types[6] = {1009 /* text[] */, 0, 0, 0, 0, 0};
+  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 6, types);
   buf_free(&text);
   if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
   PQclear(r);
@@ -1801,15 +1842,25 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
  * same transaction as run.  The statement is flushed to the kernel before
  * the job starts, so the server runs and commits it even if the worker
  * dies right after; its reply is read later (rec_wait), off the claim's
- * path.  The commit that ends the claim transaction drops its records.  If the worker dies, the records stay.  Every
- * worker's rescue (Q_ORPHANS) looks for records whose worker's connection
- * is gone (its session advisory lock, WORKER_LOCK, goes with it): of a
- * batch that had not run, a job alone was the one running and is charged
- * its attempt; several are not charged and go to QUARANTINE, where each
- * is claimed alone, as a lease whose attempt is committed before it runs
- * (Q_CLAIM_ONE), until it has finished or crashed on its own.  A lost
+ * path.  The commit that ends the claim transaction drops its records.
+ * If the worker dies, the records stay.  Every worker's rescue
+ * (Q_ORPHANS) looks for records whose worker's connection is gone (its
+ * session advisory lock, WORKER_LOCK, goes with it): of a batch that had
+ * not run, a job alone was the one running and is charged its attempt;
+ * several are not charged and go to QUARANTINE, where each is claimed
+ * alone, as a lease whose attempt is committed before it runs
+ * (Q_CLAIM_ONE), until it has finished or crashed on its own.  Until a
+ * rescue has found them, claims skip the jobs of a dead worker's records
+ * (Q_CLAIM), and a worker that finds due jobs it cannot claim rescues
+ * when it looks again (loop.c).  What is left: the record's commit and
+ * the dead transaction's abort race on the server (two backends), so a
+ * claim in the microseconds between the abort and the record's commit
+ * can still take a job of that batch in a batch of its own.  A lost
  * connection, a failed commit and other rollbacks of a living worker drop
  * their records themselves: nothing crashed, the jobs simply run again. */
+/* a record connection started this long ago and not completed is started
+ * afresh (see rec_connect) */
+#define REC_START_STALE 20.0
 #define TX_MAX_AGE 0.05
 #define TX_MAX_BATCHES 32
 #define QUIET_AFTER_SETTLE 8
@@ -1820,7 +1871,11 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
  * empties the (unlogged) table. */
 static int rec_connect(pg_store *p) {
   if (p->rec && p->rec_ready && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
-  if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD)) rec_drop(p);
+  /* started long ago and never completed: the server may have given up on
+   * it (authentication_timeout, 1 minute by default) */
+  if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD ||
+                 clock_mono() - p->rec_started > REC_START_STALE))
+    rec_drop(p);
   int rc = p->rec ? STORE_OK : start_conn(p, &p->rec);
   /* its statements prepared in the same round trip as its settings */
   static const int statements[] = {Q_RECORD, Q_UNRECORD, Q_VERDICT};
@@ -2266,8 +2321,8 @@ static void claim_ahead(pg_store *p, size_t limit) {
     return;
   /* the end of the batch in hand is sent behind it: prepared first */
   if (prepare(p, Q_PUT_BACK) || prepare(p, Q_UNRECORD)) return;
-  const char *values[5] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
-                           p->cur.bound[1], p->cur.bound[2]};
+  const char *values[6] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
+                           p->cur.bound[1], p->cur.bound[2], p->worker};
   step claim = STEP_QUERY(Q_CLAIM, values);
   if (send_segment(p, &claim, 1) != STORE_OK) return;
   p->ahead = 1;
@@ -2294,6 +2349,7 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   }
   snprintf(p->limit, sizeof p->limit, "%zu", limit);
   if (p->open || p->ahead) {
+    int sent = p->ahead;
     int rc = collect_ahead(p);
     if (rc) return rc;
     if (p->next.n > 0) {
@@ -2315,14 +2371,16 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
       *n = p->cur.n;
       return STORE_OK;
     }
-    /* nothing more past the bound: commit, then claim afresh */
+    /* nothing more past the bound (or a quarantined job came due): commit,
+     * then claim afresh */
+    if (sent) p->quarantine_look = 1;
     rc = close_tx(p);
     if (rc) return rc;
   }
   char leasetext[64];
   const char *one[3] = {buf_cstr(&p->names_literal), p->worker,
                         fmt_seconds(lease, leasetext, sizeof leasetext)};
-  const char *values[5] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL};
+  const char *values[6] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL, p->worker};
   const step quarantined = STEP_QUERY(Q_CLAIM_ONE, one);
   /* see prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
@@ -2337,17 +2395,23 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
       p->worker_locked = 1;
     }
   }
-  /* the record connection (see CRASHES) gets ready while this one claims */
-  if (rc == STORE_OK && !p->rec) start_conn(p, &p->rec);
+  /* the record connection (see CRASHES) gets ready while this one claims
+   * (run{drain = true}: run() started it with this one) */
+  if (rc == STORE_OK) rec_start(p);
   if (rc == STORE_OK) rc = prepare(p, Q_CLAIM_ONE);
   if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
     rc = prepare_claim(p);
+  /* Quarantined jobs are looked for (Q_CLAIM_ONE) only while some may wait:
+   * at first, and after a claim that found nothing (Q_CLAIM takes nothing
+   * while one is due, so one found by another worker's rescue blocks the
+   * next claim, and the one after looks). */
+  int look = p->quarantine_look;
   if (rc == STORE_OK) {
     /* awake: give SLEEP_LOCK back (see there) */
     int from = p->sleep_locked ? 0 : 1;
-    rc = send_segment(p, &quarantined, 1);
+    if (look) rc = send_segment(p, &quarantined, 1);
     if (rc == STORE_OK) rc = send_segment(p, steps + from, 4 - from);
-    if (rc == STORE_OK) rc = read_segment(p, 1, 0, &alone);
+    if (rc == STORE_OK && look) rc = read_segment(p, 1, 0, &alone);
     if (rc == STORE_OK) rc = read_segment(p, 4 - from, 3 - from, &r);
     /* given back even if the claim failed (the unlock comes first), or
      * gone with the connection */
@@ -2358,7 +2422,8 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
     rollback(p);
     return rc;
   }
-  if (PQntuples(alone) > 0) {
+  if (look && PQntuples(alone) == 0) p->quarantine_look = 0;
+  if (look && PQntuples(alone) > 0) {
     /* a quarantined job, leased: alone, so the batch goes back untouched */
     clear(&r);
     rollback(p);
@@ -2371,7 +2436,8 @@ static int pg_claim(store *s, size_t limit, double lease, const char *worker,
   }
   clear(&alone);
   if (PQntuples(r) == 0) {
-    clear(&r); /* nothing due */
+    clear(&r); /* nothing due, or a quarantined job is */
+    p->quarantine_look = 1;
     return exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
   }
   rc = hold_batch(p, &p->cur, r);
@@ -2676,6 +2742,10 @@ static int pg_next_wake(store *s, store_wake *w) {
   PGresult *r = NULL;
   int rc = idle(p);
   if (rc) return rc;
+  /* about to sleep: complete the record connection rec_start began, so
+   * that it neither waits for the next batch nor ages unfinished (a
+   * failure is tried again by the next record) */
+  if (p->rec && !p->rec_ready) rec_connect(p);
   int unsure = 0; /* looked without SLEEP_LOCK */
   const step look[2] = {STEP_SQL(WAKE_SETTINGS), STEP_QUERY(Q_WAKE, values)};
   if (p->listening && !p->sleep_locked) {
@@ -3086,6 +3156,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
     return NULL;
   }
   p->base.ops = &pg_ops;
+  p->quarantine_look = 1;
   p->conninfo = strdup(conninfo);
   int nomem = store_pg_secrets(conninfo, &p->secrets);
   char *perr = NULL;
