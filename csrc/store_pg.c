@@ -248,15 +248,8 @@ void pg_disconnect(store *s) {
   pg_store *p = PG(s);
   /* the claim transaction dies with the connection: the database unlocks
    * its rows, and they run again (nothing crashed: see CRASHES) */
-  if (p->held) p->held_lost = p->tx_jobs;
-  p->held = 0;
-  p->open = p->ahead = 0;
-  p->next.n = 0;
-  buf_reset(&p->verdicts);
-  p->tx_jobs = 0;
+  pg_tx_lost(p);
   p->syncs = 0;
-  buf_reset(&p->done[0]);
-  buf_reset(&p->done[1]);
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;

@@ -1,10 +1,12 @@
 /*
  * store_pg_claim.c: the claim transaction, in which a worker claims its
- * jobs by batches and ends them (CLAIM AHEAD).  What a dead worker's transaction leaves is in
+ * jobs by batches and ends them (CLAIM AHEAD), as an explicit state
+ * machine (the table below).  What a dead worker's transaction leaves is in
  * store_pg_crash.c (CRASHES), cancel requests in store_pg_cancel.c.
  */
 #include "store_pg_internal.h"
 
+#include <assert.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <stdint.h>
@@ -40,6 +42,69 @@
 #define TX_MAX_AGE 0.05
 #define TX_MAX_BATCHES 32
 #define QUIET_AFTER_SETTLE 8
+
+/* THE STATES of the claim transaction (pg_store.tx).  Each state is one
+ * situation of the worker's connection between two calls of the store;
+ * tx_to alone changes it, and allows only these moves:
+ *
+ *  state     meaning                     event (function)                next
+ *  --------  --------------------------  ------------------------------  --------
+ *  TX_IDLE   no claim transaction: the   a batch claimed and recorded    TX_HELD
+ *            connection is free          (pg_claim)
+ *  TX_HELD   a batch in hand (cur): its  the next batch's claim sent     TX_AHEAD
+ *            jobs deleted and locked by  (claim_ahead)
+ *            the open transaction;       the batch ended, the claim      TX_OPEN
+ *            nothing claimed ahead, or   ahead collected (finish_ahead)
+ *            its result read into next
+ *  TX_AHEAD  a batch in hand, and the    the claim's result read into    TX_HELD
+ *            next batch's claim sent in  next (collect_ahead)
+ *            the same transaction, its
+ *            result not read yet
+ *  TX_OPEN   between batches: the        the batch claimed ahead handed  TX_HELD
+ *            batch's outcomes written    out (pg_claim)
+ *            in the open transaction,
+ *            the claim ahead's result
+ *            in next (next.n 0: none)
+ *  any                                   committed (end_tx), rolled      TX_IDLE
+ *                                        back (pg_rollback), or the
+ *                                        connection lost (pg_tx_lost)
+ *
+ * A batch is in hand (tx_holds) in TX_HELD and TX_AHEAD: then the
+ * connection belongs to it (pg_idle refuses any other statement) until
+ * finish or settle.  A quarantined job claimed alone is a lease, not held:
+ * its claim commits at once and the transaction stays TX_IDLE.  Data, not
+ * states: the batches (cur, next), what the transaction holds (tx_jobs,
+ * tx_batches, tx_start, tx_tokens, done, verdicts), the pipeline's unread
+ * syncs, the claims to make without claiming ahead (quiet), and held_lost,
+ * the jobs of a transaction whose connection was lost, said at the next
+ * finish or settle (a claim may begin another transaction first).
+ *   A move not in the table is a programming error: an assertion, and in
+ * a build without assertions (NDEBUG) a store error, the state unchanged;
+ * the caller then rolls the transaction back (its jobs run again). */
+static const char *const tx_names[] = {"TX_IDLE", "TX_HELD", "TX_AHEAD", "TX_OPEN"};
+static const unsigned tx_moves[] = {
+    [TX_IDLE] = 1u << TX_IDLE | 1u << TX_HELD,
+    [TX_HELD] = 1u << TX_IDLE | 1u << TX_AHEAD | 1u << TX_OPEN,
+    [TX_AHEAD] = 1u << TX_IDLE | 1u << TX_HELD,
+    [TX_OPEN] = 1u << TX_IDLE | 1u << TX_HELD,
+};
+
+/* Move the claim transaction to state `next` (see THE STATES).  STORE_OK,
+ * or STORE_ERROR for a move not in the table (a move to TX_IDLE never
+ * fails). */
+static int tx_to(pg_store *p, tx_state next) {
+  int allowed = (tx_moves[p->tx] >> next) & 1u;
+  assert(allowed && "a move of the claim transaction not in THE STATES");
+  if (!allowed)
+    return store_fail(&p->base, STORE_ERROR,
+                      "internal error: the claim transaction cannot go from %s to %s",
+                      tx_names[p->tx], tx_names[next]);
+  p->tx = next;
+  return STORE_OK;
+}
+
+/* A batch is in hand: its transaction owns the connection. */
+static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_AHEAD; }
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -265,7 +330,7 @@ static void read_claimed(PGresult *r, int row, store_job *j) {
  * Otherwise it is gone, and its jobs run again. */
 static int batch_alive(pg_store *p) {
   int gone = p->held_lost ||
-             ((p->held || p->open || p->ahead) &&
+             (p->tx != TX_IDLE &&
               (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
                (p->syncs == 0 && PQtransactionStatus(p->conn) != PQTRANS_INTRANS)));
   if (!gone) return STORE_OK;
@@ -295,11 +360,10 @@ static int batch_failed(pg_store *p, size_t n, int rc) {
 
 /* Forget the claim transaction and roll it back: its jobs run again. */
 void pg_rollback(pg_store *p) {
-  p->held = 0;
+  tx_to(p, TX_IDLE);
   buf_reset(&p->verdicts); /* their jobs are back: the requests wait on */
   buf_reset(&p->done[0]);
   buf_reset(&p->done[1]);
-  p->open = p->ahead = 0;
   p->next.n = 0;
   p->tx_jobs = 0;
   pg_discard_pipeline(p);
@@ -309,6 +373,19 @@ void pg_rollback(pg_store *p) {
     if (r) PQclear(r);
   }
   pg_unrecord(p);
+}
+
+/* The connection is gone, and the claim transaction with it: the database
+ * unlocks its rows, and they run again (nothing crashed: see CRASHES).  A
+ * batch in hand is said lost at the next finish or settle. */
+void pg_tx_lost(pg_store *p) {
+  if (tx_holds(p)) p->held_lost = p->tx_jobs;
+  tx_to(p, TX_IDLE);
+  p->next.n = 0;
+  buf_reset(&p->verdicts);
+  p->tx_jobs = 0;
+  buf_reset(&p->done[0]);
+  buf_reset(&p->done[1]);
 }
 
 /* Claim order: (priority, run_at, id). */
@@ -513,11 +590,11 @@ static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double
 /* Read the claim ahead's result into `next`.  On failure the transaction
  * is rolled back and its jobs run again. */
 static int collect_ahead(pg_store *p) {
-  if (!p->ahead) return STORE_OK;
+  if (p->tx != TX_AHEAD) return STORE_OK;
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
-  p->ahead = 0;
   PGresult *r = NULL;
-  int rc = pg_read_segment(p, 1, 0, &r);
+  int rc = tx_to(p, TX_HELD);
+  if (rc == STORE_OK) rc = pg_read_segment(p, 1, 0, &r);
   p->next.n = 0;
   if (rc == STORE_OK && PQntuples(r) == 0)
     PQclear(r);
@@ -548,7 +625,7 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   int n = 0;
   const char *v[2][16];
   char text[2][96];
-  if (p->held) {
+  if (tx_holds(p)) {
     set_fates(&p->cur, o, n_o, keep, n_keep);
     rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], text[0], steps, &n);
   }
@@ -566,8 +643,7 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   steps[n++] = STEP_SQL("COMMIT");
   if (rc == STORE_OK) rc = pg_pipeline(p, steps, n, -1, &r);
   if (rc == STORE_OK) {
-    p->held = 0;
-    p->open = 0;
+    tx_to(p, TX_IDLE);
     p->next.n = 0;
     p->tx_jobs = 0;
     buf_reset(&p->done[0]);
@@ -583,12 +659,12 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
 
 /* End the claim transaction if it is open between batches. */
 static int close_tx(pg_store *p) {
-  return p->open || p->ahead ? end_tx(p, NULL, 0, NULL, 0, 0, NULL) : STORE_OK;
+  return p->tx == TX_OPEN ? end_tx(p, NULL, 0, NULL, 0, 0, NULL) : STORE_OK;
 }
 
 /* Make the connection free for a statement of its own (see CLAIM AHEAD). */
 int pg_idle(pg_store *p) {
-  if (p->held)
+  if (tx_holds(p))
     /* the caller must settle first: this would join the batch's transaction */
     return store_fail(&p->base, STORE_ERROR, "internal error: a statement inside a batch");
   return close_tx(p);
@@ -597,19 +673,21 @@ int pg_idle(pg_store *p) {
 /* Claim the next batch ahead, in this transaction, when the batch in hand
  * was full and the transaction may grow (see CLAIM AHEAD).  A failure to
  * send loses the connection, and the batch in hand with it (finish says
- * so). */
-static void claim_ahead(pg_store *p, size_t limit) {
+ * so): STORE_OK all the same.  An error is a move refused (see THE
+ * STATES). */
+static int claim_ahead(pg_store *p, size_t limit) {
   if (p->cur.n < limit || p->quiet || p->tx_batches >= TX_MAX_BATCHES ||
       clock_mono() - p->tx_start >= TX_MAX_AGE)
-    return;
+    return STORE_OK;
   /* the end of the batch in hand is sent behind it: prepared first */
-  if (pg_prepare(p, &pgq_put_back) || pg_prepare(p, &pgq_unrecord)) return;
+  if (pg_prepare(p, &pgq_put_back) || pg_prepare(p, &pgq_unrecord)) return STORE_OK;
   const char *values[5] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
                            p->cur.bound[1], p->cur.bound[2]};
   step claim = STEP_QUERY(&pgq_claim, values);
-  if (pg_send_segment(p, &claim, 1) != STORE_OK) return;
-  p->ahead = 1;
-  p->tx_batches++;
+  if (pg_send_segment(p, &claim, 1) != STORE_OK) return STORE_OK;
+  int rc = tx_to(p, TX_AHEAD);
+  if (rc == STORE_OK) p->tx_batches++;
+  return rc;
 }
 
 /* Claim one quarantined job alone as a lease if any is due (see CRASHES),
@@ -622,9 +700,8 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   (void)default_max_attempts; /* crashes are charged by rescue */
   *n = 0;
   *jobs = NULL;
-  p->leased = 0;
   /* a batch never finished: the jobs of its transaction run again */
-  if (p->held) pg_rollback(p);
+  if (tx_holds(p)) pg_rollback(p);
   if (!p->worker || strcmp(p->worker, worker) != 0) {
     char *w = strdup(worker);
     if (!w) return store_fail(s, STORE_NOMEM, "not enough memory");
@@ -632,9 +709,8 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
     p->worker = w;
   }
   snprintf(p->limit, sizeof p->limit, "%zu", limit);
-  if (p->open || p->ahead) {
-    int rc = collect_ahead(p);
-    if (rc) return rc;
+  if (p->tx == TX_OPEN) { /* (its claim ahead is read: never TX_AHEAD here) */
+    int rc;
     if (p->next.n > 0) {
       /* claimed ahead: in hand once recorded */
       size_t jobs_in_tx = p->tx_jobs;
@@ -642,14 +718,13 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
       p->cur = p->next;
       p->next = t;
       p->next.n = 0;
-      p->open = 0;
-      p->held = p->cur.n;
-      rc = pg_record_batch(p, &p->cur);
+      rc = tx_to(p, TX_HELD);
+      if (rc == STORE_OK) rc = pg_record_batch(p, &p->cur);
+      if (rc == STORE_OK) rc = claim_ahead(p, limit);
       if (rc) {
         pg_rollback(p);
         return batch_failed(p, jobs_in_tx, rc);
       }
-      claim_ahead(p, limit);
       *jobs = p->cur.jobs;
       *n = p->cur.n;
       return STORE_OK;
@@ -699,12 +774,12 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
     return rc;
   }
   if (PQntuples(alone) > 0) {
-    /* a quarantined job, leased: alone, so the batch goes back untouched */
+    /* a quarantined job, leased (TX_IDLE): alone, so the batch goes back
+     * untouched */
     clear(&r);
     pg_rollback(p);
     rc = hold_batch(p, &p->cur, alone);
     if (rc) return rc;
-    p->leased = 1;
     *jobs = p->cur.jobs;
     *n = p->cur.n;
     return STORE_OK;
@@ -716,22 +791,26 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   }
   rc = hold_batch(p, &p->cur, r);
   if (rc == STORE_OK) rc = pg_record_batch(p, &p->cur);
+  if (rc == STORE_OK) rc = tx_to(p, TX_HELD);
   if (rc != STORE_OK) {
     pg_rollback(p); /* undoes the claim: they run again */
     return rc;
   }
-  p->held = p->cur.n;
   p->tx_jobs = p->cur.n;
   p->tx_batches = 1;
   p->tx_start = clock_mono();
   if (p->quiet) p->quiet--;
-  claim_ahead(p, limit);
+  rc = claim_ahead(p, limit);
+  if (rc != STORE_OK) {
+    pg_rollback(p);
+    return batch_failed(p, p->cur.n, rc);
+  }
   *jobs = p->cur.jobs;
   *n = p->cur.n;
   return STORE_OK;
 }
 
-int pg_held(store *s) { return PG(s)->held > 0; }
+int pg_held(store *s) { return tx_holds(PG(s)); }
 
 /* The end of the batch in hand, whose successor was claimed ahead: its
  * outcomes are written in the transaction, which stays open; the claim
@@ -758,29 +837,32 @@ static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
     pg_rollback(p);
     return batch_failed(p, jobs, rc);
   }
-  p->held = 0;
-  p->open = 1;
+  rc = tx_to(p, TX_OPEN);
+  if (rc != STORE_OK) {
+    pg_rollback(p);
+    return batch_failed(p, jobs, rc);
+  }
   return STORE_OK;
 }
 
 int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
               size_t n_keep, double lease, const char *worker) {
   pg_store *p = PG(s);
-  if (!p->held && !p->held_lost) return STORE_OK;
+  if (!tx_holds(p) && !p->held_lost) return STORE_OK;
   p->quiet = QUIET_AFTER_SETTLE;
   return end_tx(p, done, n_done, keep, n_keep, lease, worker);
 }
 
 int pg_finish(store *s, const store_outcome *o, size_t n) {
   pg_store *p = PG(s);
-  if (p->held && p->ahead) return finish_ahead(p, o, n);
-  if (p->held || p->held_lost) return end_tx(p, o, n, NULL, 0, 0, NULL);
+  if (p->tx == TX_AHEAD) return finish_ahead(p, o, n);
+  if (tx_holds(p) || p->held_lost) return end_tx(p, o, n, NULL, 0, 0, NULL);
   if (n == 0) return close_tx(p);
   return pg_finish_leases(p, o, n); /* not held: leases (see store_pg_crash.c) */
 }
 
 void pg_tx_destroy(pg_store *p) {
-  if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
+  if (!tx_holds(p)) close_tx(p); /* the batch claimed ahead goes back unattempted */
   free_batch(&p->cur);
   free_batch(&p->next);
 }

@@ -6,8 +6,8 @@
  *                        statements (prepared, pipelined), the store_ops
  *                        table, opening and destroying a store
  *   store_pg_enqueue.c   schedule, schedule_many, recurring schedules
- *   store_pg_claim.c     the claim transaction (CLAIM AHEAD): claim,
- *                        finish, settle
+ *   store_pg_claim.c     the claim transaction, a state machine (CLAIM
+ *                        AHEAD): claim, finish, settle
  *   store_pg_crash.c     leases (renewals, outcomes of leased jobs), the
  *                        record connection and batch records (CRASHES),
  *                        rescue, QUARANTINE, abandon (WORKER_LOCK)
@@ -126,6 +126,9 @@ typedef struct batch {
   char bound[3][32];
 } batch;
 
+/* The states of the claim transaction: see the table in store_pg_claim.c. */
+typedef enum tx_state { TX_IDLE, TX_HELD, TX_AHEAD, TX_OPEN } tx_state;
+
 typedef struct pg_store {
   store base;
   char *conninfo;
@@ -133,20 +136,20 @@ typedef struct pg_store {
   char *secret_parsed; /* the password as libpq decoded it */
   PGconn *conn;
   int listening;     /* LISTEN wanted (run() is active) */
-  /* The claim transaction (see pg_claim and CLAIM AHEAD). */
-  size_t held;       /* claims of `cur` held by it, being dispatched (0: none) */
+  /* The claim transaction (see store_pg_claim.c and CLAIM AHEAD). */
+  tx_state tx;       /* where it is: changed by tx_to alone */
   batch cur;         /* the batch being dispatched */
   batch next;        /* claimed ahead in it, collected (next.n 0: none) */
-  int ahead;         /* the claim of `next` is sent, its result not read yet */
-  int open;          /* it is open between two batches (next holds its claim) */
   size_t tx_jobs;    /* jobs claimed in it so far (for messages) */
   size_t tx_batches; /* batches claimed in it so far */
   double tx_start;   /* when it began (monotonic) */
   char limit[32];    /* the limit of the current claim, as text */
   int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int syncs;         /* pipeline syncs sent and not read yet */
-  size_t held_lost;  /* jobs of a claim transaction whose connection was lost */
-  int leased;        /* the jobs in hand are a lease (a quarantined job), not held */
+  /* jobs of a claim transaction whose connection was lost, said at the next
+   * finish or settle (a count to report, not a state of the transaction:
+   * that one is gone, TX_IDLE, and another may begin first) */
+  size_t held_lost;
   char *worker;      /* the worker id of the last claim */
   /* The record connection (see CRASHES): commits the records of the
    * batches the claim transaction holds; tx_tokens, those batches' tokens
@@ -341,6 +344,8 @@ int pg_held(store *s);
 int pg_idle(pg_store *p);
 /* Forget the claim transaction and roll it back: its jobs run again. */
 void pg_rollback(pg_store *p);
+/* The connection is gone: so is the claim transaction (pg_disconnect). */
+void pg_tx_lost(pg_store *p);
 /* Prepare the claim for this worker's names (see there). */
 int pg_prepare_claim(pg_store *p);
 /* Before the store is freed: end a transaction left open between batches,
