@@ -261,8 +261,9 @@ FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=u
 LUA_LIBS = $(shell $(PKG_CONFIG) --libs $(LUA_PC))
 FUZZ_json_decode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
 FUZZ_json_encode     = $(SRCDIR)/json.c $(SRCDIR)/buf.c
-FUZZ_database_string = $(SRCDIR)/store.c $(SRCDIR)/store_pg.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
-FUZZ_pg_text         = $(SRCDIR)/store.c $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c # includes store_pg.c
+FUZZ_STORE_PG        = $(wildcard $(SRCDIR)/store_pg*.c)
+FUZZ_database_string = $(SRCDIR)/store.c $(FUZZ_STORE_PG) $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
+FUZZ_pg_text         = $(SRCDIR)/store.c $(FUZZ_STORE_PG) $(SRCDIR)/store_sqlite.c $(SRCDIR)/buf.c
 FUZZ_LIBS = $(LUA_LIBS) $(PQ_LIBS) $(SQLITE_LIBS) -lpthread -lm
 
 build/fuzz/%: fuzz/%.c fuzz/lua_value.h $(wildcard $(SRCDIR)/*.c $(SRCDIR)/*.h)

@@ -506,13 +506,24 @@ local function c_literals(src, i, stop, macros)
   return items
 end
 
---- The SQL text of queries[id] in csrc/store_pg.c (the worker's own
--- statements, for EXPLAIN ANALYZE), its parameter count and whether the
--- worker prepares it; nil when the
+-- The files of the PostgreSQL backend (csrc/store_pg_internal.h lists
+-- them), the header first: its macros are used by the others.
+local STORE_PG_FILES = { "store_pg_internal.h", "store_pg.c", "store_pg_enqueue.c",
+  "store_pg_claim.c", "store_pg_crash.c", "store_pg_cancel.c", "store_pg_wake.c",
+  "store_pg_operators.c" }
+
+--- The SQL text of statement id (a Q_* of csrc/store_pg_internal.h) in the
+-- backend's files (the worker's own statements, for EXPLAIN ANALYZE), its
+-- parameter count and whether the worker prepares it; nil when the
 -- source no longer has that shape.
 local function store_source()
-  local src = read_file(ROOT .. "/csrc/store_pg.c")
-  if not src then return nil end
+  local parts = {}
+  for _, name in ipairs(STORE_PG_FILES) do
+    local text = read_file(ROOT .. "/csrc/" .. name)
+    if not text then return nil end
+    parts[#parts + 1] = text
+  end
+  local src = table.concat(parts, "\n")
   local macros = {}
   for name, at in src:gmatch("\n#define%s+([%w_]+)[%s\\]+()\"") do
     local v = c_literals(src, at, "\n", macros)
@@ -521,7 +532,7 @@ local function store_source()
   return src, macros
 end
 
---- The SQL text of a string macro of csrc/store_pg.c, or nil.
+--- The SQL text of a string macro of the backend's files, or nil.
 local function store_macro(name)
   local _, macros = store_source()
   return macros and macros[name]
@@ -530,16 +541,17 @@ end
 local function store_query(id)
   local src, macros = store_source()
   if not src then return nil end
-  local at = src:find("[" .. id .. "] = {", 1, true)
+  -- const pg_query pgq_x = {Q_X, "name" or NULL, nparams, "sql"...};
+  local at, past = src:find("= {%s*" .. id .. ",")
   if not at then return nil end
-  local items = c_literals(src, at + #id + 5, "}", macros)
+  local items = c_literals(src, past + 1, "}", macros)
   if not items or #items ~= 3 or type(items[2]) ~= "number" or type(items[3]) ~= "string" then
     return nil
   end
   return items[3], items[2], items[1] ~= false
 end
 
---- EXPLAIN ANALYZE worker statement `id` (from csrc/store_pg.c) 10 times
+--- EXPLAIN ANALYZE worker statement `id` (from csrc/store_pg*.c) 10 times
 -- in one session, through a prepared statement as the worker runs it, so
 -- the plan cache behaves the same: PostgreSQL plans the first 5 executions
 -- with the actual parameters (custom plans) and may then switch to a generic
@@ -557,20 +569,20 @@ local function explain(id, nparams, params, o)
   o = o or {}
   local text, n, prepared = store_query(id)
   if not text or n ~= nparams then
-    log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
+    log("note: cannot EXPLAIN %s: csrc/store_pg*.c changed shape (update bench/run.lua)", id)
     return nil
   end
   local settings = o.generic and store_macro("CLAIM_SETTINGS")
   if o.generic and not settings then
-    log("note: cannot EXPLAIN %s: CLAIM_SETTINGS not found in csrc/store_pg.c", id)
+    log("note: cannot EXPLAIN %s: CLAIM_SETTINGS not found in csrc/store_pg_claim.c", id)
     return nil
   end
   if o.name then
-    -- as csrc/store_pg.c's prepare_claim: one name, an equality; $1 unused
+    -- as csrc/store_pg_claim.c's pg_prepare_claim: one name, an equality; $1 unused
     local n
     text, n = text:gsub("= ANY %(%$1::text%[%]%)", function() return "= '" .. o.name .. "'::text" end)
     if n ~= 1 then
-      log("note: cannot EXPLAIN %s: csrc/store_pg.c changed shape (update bench/run.lua)", id)
+      log("note: cannot EXPLAIN %s: csrc/store_pg*.c changed shape (update bench/run.lua)", id)
       return nil
     end
     text = "(text[], integer, integer, float8, bigint) AS " .. text

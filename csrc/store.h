@@ -197,7 +197,7 @@ typedef struct store_ops {
    * leases by settle.
    *   Such a backend may also claim the next batch ahead, in the same
    * transaction, while this one runs (PostgreSQL: see CLAIM AHEAD in
-   * store_pg.c): finish then writes the outcomes without committing, and
+   * store_pg_claim.c): finish then writes the outcomes without committing, and
    * the next claim returns that batch at once.  Any other operation first
    * ends the transaction (the batch claimed ahead goes back unattempted,
    * the rest commits); so does finish with n = 0. */

@@ -1,7 +1,10 @@
 /*
- * store_pg.c: the PostgreSQL backend.  Every SQL string of the project's
- * PostgreSQL side lives here: the schema migrations, the SQL function that
- * lets any client schedule a job, and the statements of the store interface.
+ * store_pg.c: the PostgreSQL backend, its connections and its schema.
+ * The backend's files (see store_pg_internal.h for the map) hold every SQL
+ * string of the project's PostgreSQL side, each next to the code that runs
+ * it; this one holds the schema migrations, the SQL function that lets any
+ * client schedule a job, connecting (PARTITIONS), errors, running
+ * statements, and the store_ops table.
  *
  * Design (see README "Guarantees"):
  * - jobs live in scheduler.jobs; a job is 'scheduled' (waiting for its time
@@ -15,9 +18,7 @@
  *   text produced and parsed here without the C locale (a host program may
  *   have called setlocale).
  */
-#include "store_pg.h"
-
-#include "clock.h"
+#include "store_pg_internal.h"
 
 #include <libpq-fe.h>
 #include <math.h>
@@ -25,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
@@ -204,712 +204,7 @@ static const char *const migrations[] = {
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 /* ------------------------------------------------------------------ */
-/* Statements                                                          */
-
-enum {
-  Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CANCEL, Q_CANCEL_ASK, Q_CANCEL_END, Q_VERDICT,
-  Q_RETRY, Q_GET, Q_CLAIM, Q_CLAIM_ONE,
-  Q_RECORD, Q_UNRECORD, Q_COMPLETED, Q_PUT_BACK, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ORPHANS,
-  Q_WORKER_LOCK, Q_WORKER_WAIT, Q_WAKE,
-  Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE, Q_CRON_FIRE, Q_LIST, Q_STATS,
-  Q_RETRY_FAILED, Q_COUNT
-};
-_Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
-
-#define CRON_COLUMNS                                                                         \
-  "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
-  " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
-
-/* A worker's connection holds the advisory lock (WORKER_LOCK, hashtext(the
- * worker id)) from its first claim until the connection ends, which the
- * server sees only after the statement in progress, a claim included, has
- * committed.  abandon() waits for that lock (at most ABANDON_WAIT), so a
- * claim sent just before the worker died is released too; if the lock is
- * still held then, the worker's connection lives on and abandon() releases
- * nothing (the supervisor tries again later).  Short: the supervisor waits
- * meanwhile, and the server ends a dead client's session within
- * milliseconds of the statement in progress. */
-#define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
-/* SQL: true when no session holds the WORKER_LOCK of worker id `who` (an
- * SQL expression): tried, and let go at once.  Held for longer (a
- * transaction-level lock), it would make the dead worker look alive to
- * the claims meanwhile, which then take its batch's jobs (see Q_CLAIM).
- * This session's own lock reads as free: callers leave their own worker
- * out. */
-#define WORKER_GONE(who)                                                                    \
-  "CASE WHEN pg_try_advisory_lock(" WORKER_LOCK ", hashtext(" who "))"                      \
-  " THEN pg_advisory_unlock(" WORKER_LOCK ", hashtext(" who ")) ELSE false END"
-#define ABANDON_WAIT "100ms"
-#define SQLSTATE_LOCK_NOT_AVAILABLE "55P03" /* lock_timeout */
-
-/* Wake-ups only for sleepers, and never a lost one.  A worker about to
- * sleep takes this advisory lock, shared, in a statement of its own before
- * its last look at the jobs (next_wake), and gives it back when it claims
- * again.  schedule() tries to take it exclusively until its commit: when
- * that works, no worker is asleep nor about to be (one that comes to take
- * it waits for the commit, then sees the job), so there is nobody to wake
- * and no NOTIFY is sent: workers that are busy find the job at their next
- * claim.  When it fails, a worker sleeps (or is waiting to): NOTIFY.
- *   Only a statement that commits at once may try it, and only once its
- * rows are written, so that it holds the lock for its commit alone:
- * schedule() of one job, and schedule_many of up to MANY_CHUNK jobs (one
- * statement).  The longer transaction of a larger schedule_many always
- * notifies (one notification per name and statement), as do the insert
- * trigger and scheduler.schedule() in SQL: they may stay open for as long
- * as their caller likes, and must not hold up a worker going to sleep.
- *   A worker waits SLEEP_WAIT at most for the lock, which any session may
- * hold (a commit slowed by a busy disk, an application that runs our
- * INSERT in a transaction of its own, or locks the key).  If it did not
- * get it, a write may be committing unannounced, so it looks without the
- * lock and looks again soon, until it gets the lock: after a quarter of the
- * time it has missed it in a row, from SLEEP_RETRY_MIN to SLEEP_RETRY_MAX.
- * Nothing is lost: a job that such a holder commits unannounced waits that
- * long at most, and every other schedule() meanwhile fails to take the lock
- * (it is held) and notifies. */
-#define SLEEP_LOCK "1935895653, 0"
-#define SLEEP_WAIT "5ms"
-#define SLEEP_RETRY_MIN 0.001
-#define SLEEP_RETRY_MAX 0.1
-
-/* How far ahead next_wake looks for the next due job (see Q_WAKE). */
-#define WAKE_HORIZON "15 seconds"
-/* The settings of next_wake's look (Q_WAKE), for its transaction: an
- * index scan whatever the statistics say.  After the table was emptied
- * they say it is empty, and the plan read every row of the table (a
- * transaction inserting 1,000,000 jobs: 200 ms), at every look. */
-#define WAKE_SETTINGS "SELECT set_config('enable_seqscan', 'off', true)"
-
-/* A notification that wakes every sleeping worker (no name: see
- * pg_notifications), carrying the earliest run_at of the rows in scope. */
-#define WAKE_EVERYONE "pg_notify('scheduler', extract(epoch FROM min(run_at))::text || ' ')"
-
-/* Lease renewals commit without waiting for the WAL flush: if the
- * database crashed before the flush, the renewal is simply undone and the
- * lease may expire early, so the job runs again (at-least-once holds).  Setting
- * it inside the statement makes it last exactly for the statement's own
- * implicit transaction, with no extra round trip. */
-#define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-
-/* The CTEs that add the completions of the CTE done_counts (name, jobs)
- * and prune the old ones (migration 3).  Counted by the statements that
- * end jobs rather than by a trigger on DELETE: cancel() deletes jobs too,
- * and a held batch deletes its jobs when it claims them. */
-#define COUNT_DONE                                                                           \
-  ", counted AS (INSERT INTO scheduler.completions (name, jobs)"                             \
-  "  SELECT name, jobs FROM done_counts RETURNING 1),"                                       \
-  " pruned AS (DELETE FROM scheduler.completions WHERE ctid = ANY (ARRAY("                   \
-  "  SELECT c.ctid FROM scheduler.completions c WHERE c.at < now() - interval '2 minutes'"  \
-  "  LIMIT 1000 FOR UPDATE SKIP LOCKED)))"
-
-/* name NULL: not prepared, planned on every execution with its actual
- * parameters.  For statements whose best plan depends on the size of their
- * array parameters, where the generic plan a prepared statement settles on
- * is far slower (Q_FINISH: 31 ms instead of 1 ms per 500 outcomes). */
-static const struct {
-  const char *name;
-  int nparams;
-  const char *sql;
-} queries[Q_COUNT] = {
-    [Q_SCHEDULE] = {"scheduler_schedule", 7,
-                    "SELECT scheduler.schedule($1, $2::jsonb,"
-                    " CASE WHEN $3::float8 IS NOT NULL THEN to_timestamp($3::float8)"
-                    " ELSE now() + coalesce($4::float8, 0) * interval '1 second' END,"
-                    " $5, $6::integer, $7::integer)"},
-    /* A job without a key: no key to look up, so a plain INSERT (the
-     * function above costs a PL/pgSQL call and an ON CONFLICT check), which
-     * sends its own wake-up instead of the trigger's (migration 5), and
-     * only when a worker sleeps (SLEEP_LOCK). */
-    [Q_INSERT] = {"scheduler_insert", 6,
-                  "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts)"
-                  " VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
-                  "  THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
-                  "  interval '1 second' END, $5::integer, $6::integer)"
-                  /* evaluated as the row is inserted: before the trigger */
-                  " RETURNING id, set_config('scheduler.notified', 'on', true),"
-                  "  CASE WHEN NOT pg_try_advisory_xact_lock(" SLEEP_LOCK ") THEN"
-                  "  pg_notify('scheduler', extract(epoch FROM run_at)::text || ' ' ||"
-                  "  CASE WHEN octet_length(name) <= 1000 THEN name ELSE '' END) END"},
-    /* Jobs without a key in one set-based INSERT (their ids come back in
-     * insertion order, which is input order); keyed ones through
-     * scheduler.schedule() for its key semantics.  ord 0 marks the former.
-     * One wake-up per name (for more than 16 names one for everyone),
-     * instead of the trigger's (the row of ord -1 counts them): with $8
-     * (a statement that commits at once) only while a worker sleeps,
-     * otherwise always (see SLEEP_LOCK).  The lock is tried last, once
-     * the rows are written: the woken row comes last in the UNION ALL. */
-    [Q_SCHEDULE_MANY] = {"scheduler_schedule_many", 8,
-                         "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
-                         " input AS (SELECT t.*, CASE WHEN t.at IS NOT NULL THEN to_timestamp(t.at)"
-                         "  ELSE now() + coalesce(t.delay, 0) * interval '1 second' END AS run_at"
-                         "  FROM quiet, unnest($1::text[], $2::text[], $3::float8[], $4::float8[],"
-                         "  $5::text[], $6::integer[], $7::integer[])"
-                         "  WITH ORDINALITY AS t(name, payload, at, delay, key, priority,"
-                         "  max_attempts, ord)),"
-                         " plain AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
-                         "  max_attempts) SELECT name, payload::jsonb, run_at, priority, max_attempts"
-                         "  FROM input WHERE key IS NULL ORDER BY ord RETURNING id),"
-                         " woken AS (SELECT CASE WHEN CASE WHEN $8::boolean"
-                         "  THEN pg_try_advisory_xact_lock(" SLEEP_LOCK ") END"
-                         "  THEN 0 ELSE (SELECT count(*) FROM ("
-                         "   SELECT pg_notify('scheduler', extract(epoch FROM min(i.run_at))::text"
-                         "    || ' ' || CASE WHEN octet_length(i.name) <= 1000 THEN i.name ELSE ''"
-                         "    END) FROM input i GROUP BY i.name"
-                         "   HAVING (SELECT count(DISTINCT name) FROM input) <= 16"
-                         "   UNION ALL SELECT pg_notify('scheduler', extract(epoch FROM"
-                         "    min(i.run_at))::text || ' ') FROM input i"
-                         "   HAVING count(DISTINCT i.name) > 16) w) END AS n)"
-                         " SELECT 0::bigint, id FROM plain UNION ALL"
-                         " SELECT ord, scheduler.schedule(name, payload::jsonb, run_at, key, priority,"
-                         "  max_attempts) FROM input WHERE key IS NOT NULL"
-                         " UNION ALL SELECT -1, n FROM woken"},
-    /* cancel(): the job if it waits and nobody holds it (deleted: column
-     * 1); else its state as last committed (a row locked by a claim
-     * transaction reads 'scheduled'), the answer of the worker that holds
-     * it, and whether the worker that leases it lives (its WORKER_LOCK). */
-    [Q_CANCEL] = {"scheduler_cancel", 1,
-                  "WITH f AS (SELECT j.ctid FROM scheduler.jobs j"
-                  "  WHERE j.id = $1 AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED),"
-                  " d AS (DELETE FROM scheduler.jobs j WHERE j.ctid IN (SELECT f.ctid FROM f)"
-                  "  RETURNING 1)"
-                  " SELECT (SELECT count(*) FROM d),"
-                  "  (SELECT j.state FROM scheduler.jobs j WHERE j.id = $1),"
-                  "  (SELECT c.verdict FROM scheduler.cancels c WHERE c.job_id = $1),"
-                  "  (SELECT NOT pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(j.locked_by))"
-                  "   FROM scheduler.jobs j WHERE j.id = $1 AND j.state = 'running')"},
-    /* cancel()'s request to the worker that holds the job (see CANCELS) */
-    [Q_CANCEL_ASK] = {"scheduler_cancel_ask", 1,
-                      "WITH a AS (INSERT INTO scheduler.cancels (job_id) VALUES ($1)"
-                      "  ON CONFLICT (job_id) DO NOTHING RETURNING 1)"
-                      " SELECT pg_notify('scheduler_cancel', $1::bigint::text)"},
-    [Q_CANCEL_END] = {"scheduler_cancel_end", 1,
-                      "DELETE FROM scheduler.cancels WHERE job_id = $1"},
-    /* A holder's answer $2 ('cancelled' or 'started') to the requests for
-     * the jobs $1 (in the claim transaction, or on the record connection) */
-    [Q_VERDICT] = {"scheduler_verdict", 2,
-                   "UPDATE scheduler.cancels SET verdict = $2"
-                   " WHERE job_id = ANY ($1::bigint[]) AND verdict IS NULL"},
-    [Q_RETRY] = {"scheduler_retry", 1,
-                 "WITH r AS (UPDATE scheduler.jobs SET state = 'scheduled', run_at = now(),"
-                 " attempt = 0 WHERE id = $1 AND state = 'failed' RETURNING name, run_at)"
-                 " SELECT pg_notify('scheduler', extract(epoch FROM r.run_at)::text || ' ' ||"
-                 " CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END) FROM r"},
-    [Q_GET] = {"scheduler_get", 1,
-               "SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
-               " key, priority, state, last_error FROM scheduler.jobs WHERE id = $1"},
-    /* Claim and delete, in the caller's transaction (BEGIN comes first),
-     * the due jobs in (priority, run_at, id) order: the delete is each
-     * job's one row write, and nobody else sees it before the commit that
-     * ends the claim transaction (after Q_PUT_BACK for the jobs that stay
-     * and Q_COMPLETED).  Until then the rows are locked: other claims skip
-     * them, and if this worker dies its transaction aborts and they are
-     * back at once.  The recursive part walks the distinct priorities
-     * through jobs_due, so each priority is an index range (run_at up to
-     * the statement's time: the transaction may be older) however many
-     * future jobs wait; rows are found by ctid (TID scans: no index
-     * lookups).  The walk starts at 0, the default and lowest priority,
-     * without looking: each step past a priority is then an index range
-     * that starts after that priority's entries.  Looking for the lowest
-     * one would read jobs_due from its first entry, and the entries of
-     * another client's uncommitted insert, invisible but read all the
-     * same, come first when no visible job is ahead of them: during a
-     * schedule_many of 1,000,000 jobs due later, a claim that found
-     * nothing read them all (140 ms).  The walk still reads those of a
-     * priority above 0, until it finds a visible job at or past them.
-     *   $3-$5: for a claim ahead, the last job the transaction claimed
-     * (priority, run_at, id), NULL for its first claim.  That priority's
-     * index range starts there, past the entries of the rows the
-     * transaction deleted (see CLAIM AHEAD).
-     *   Quarantined jobs are not batched (see CRASHES): they are claimed
-     * alone (Q_CLAIM_ONE), and while one of this worker's names has any due,
-     * this claim takes nothing, so that the next claim takes them first.
-     *   The jobs of a batch whose worker died are not claimed (d: its
-     * record's, while its worker's WORKER_LOCK is free) until a rescue has
-     * found that batch and put them in quarantine (see CRASHES): its
-     * transaction aborted, so they are free again at once, and a claim in
-     * between would take them in a batch again, the one that killed it
-     * among them.  Reading the records costs the claim a few microseconds
-     * when no worker died (the lock of each other worker's record tried
-     * and, when free, let go at once).
-     *   Column 10 is the claim's token, one per batch: its sequence is read
-     * only when a job is returned.
-     *   Rows come in TID order (the caller sorts them), in binary (see
-     * read_claimed): as text, printing the numbers and times of 500 rows
-     * took the server about 0.5 ms of a 3 ms claim transaction (pgbench,
-     * every column against the id alone). */
-    [Q_CLAIM] = {"scheduler_claim", 6,
-                 "WITH RECURSIVE pr(p) AS ("
-                 "  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
-                 "    AND q.state = 'scheduled' AND q.run_at <= statement_timestamp()"
-                 "    AND q.name = ANY ($1))" /* not the slot prepare_claim fills */
-                 "  UNION ALL"
-                 "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
-                 "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
-                 "  FROM pr WHERE pr.p IS NOT NULL"
-                 "), d AS MATERIALIZED ("
-                 "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $6"
-                 "    AND " WORKER_GONE("b.worker")
-                 "), c AS MATERIALIZED ("
-                 "  SELECT c.t FROM pr CROSS JOIN LATERAL ("
-                 "    SELECT j.ctid AS t FROM scheduler.jobs j"
-                 "    WHERE j.state = 'scheduled' AND j.priority = pr.p"
-                 "      AND j.run_at <= statement_timestamp() AND j.name = ANY ($1::text[])"
-                 "      AND (j.run_at, j.id) > (CASE WHEN pr.p = $3::integer"
-                 "        THEN to_timestamp($4::float8) ELSE '-infinity' END,"
-                 "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
-                 "        ELSE '-9223372036854775808'::bigint END)"
-                 "      AND NOT j.quarantined AND j.id NOT IN (SELECT d.id FROM d)"
-                 "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
-                 "  WHERE pr.p IS NOT NULL LIMIT $2"
-                 "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
-                 ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT c.t FROM c))"
-                 " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
-                 "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok)"},
-    /* A quarantined job, alone, leased to $2 for $3 seconds with its attempt
-     * counted (committed before it runs: if it crashes its worker, it was
-     * the one).  The same columns as Q_CLAIM's, in binary. */
-    [Q_CLAIM_ONE] = {"scheduler_claim_one", 3,
-                     "UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
-                     "  claim = nextval('scheduler.claim_tokens'), locked_by = $2,"
-                     "  locked_until = now() + $3::float8 * interval '1 second'"
-                     " FROM (SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
-                     "   AND q.state = 'scheduled' AND q.run_at <= now()"
-                     "   AND q.name = ANY ($1::text[])"
-                     "   ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) q"
-                     " WHERE j.id = q.id"
-                     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-                     "  j.key, j.priority, j.last_error, j.created_at, j.claim"},
-    /* On the record connection (see CRASHES): batch $1 of worker $2 holds
-     * the jobs $3 and is about to run; batch $4 (NULL: none), the one
-     * before it in the same claim transaction, has run. */
-    [Q_RECORD] = {"scheduler_record", 4,
-                  "WITH ran AS (UPDATE scheduler.batches SET ran = true"
-                  "  WHERE token = $4::bigint RETURNING 1)"
-                  " INSERT INTO scheduler.batches (token, worker, ids)"
-                  " VALUES ($1::bigint, $2, $3::bigint[])"},
-    /* The records of batches $1: in the claim transaction that held them,
-     * before its commit; on the record connection when that transaction is
-     * lost while the worker lives (nothing crashed: no quarantine). */
-    [Q_UNRECORD] = {"scheduler_unrecord", 1,
-                    "DELETE FROM scheduler.batches WHERE token = ANY ($1::bigint[])"},
-    /* The jobs of a claim transaction that are done: their delete is the
-     * claim's, so only the completions are left to count (names $1, counts
-     * $2), with its commit. */
-    [Q_COMPLETED] = {"scheduler_completed", 2,
-                     "WITH done_counts AS (SELECT u.name, sum(u.n)::integer AS jobs"
-                     "  FROM unnest($1::text[], $2::integer[]) AS u(name, n) GROUP BY u.name)"
-                     COUNT_DONE
-                     " SELECT (SELECT count(*) FROM counted)"},
-    /* The jobs of a held batch that stay: as claimed (the claim deleted
-     * them), with their new state, attempt, run_at (now + $5 when not
-     * NULL: the statement's time, the transaction may be older) and last
-     * error; the running ones leased to $13 for $14 seconds, on the claim
-     * $15; $16 marks those given back unattempted, which a cancel request
-     * drops.  Due ones wake the sleeping workers (on commit); the insert
-     * trigger's own notifications are not needed. */
-    [Q_PUT_BACK] = {"scheduler_put_back", 16,
-                    "WITH quiet AS (SELECT set_config('scheduler.notified', 'on', true)),"
-                    /* given back unattempted ($16) with a cancel request: dropped */
-                    " gone AS (UPDATE scheduler.cancels c SET verdict = 'cancelled'"
-                    "  FROM unnest($1::bigint[], $16::boolean[]) AS g(id, back)"
-                    "  WHERE c.job_id = g.id AND g.back AND c.verdict IS NULL RETURNING c.job_id),"
-                    " back AS ("
-                    "  INSERT INTO scheduler.jobs (id, name, payload, run_at, priority, attempt,"
-                    "    max_attempts, state, key, locked_by, locked_until, last_error, created_at,"
-                    "    claim)"
-                    "  SELECT b.id, b.name, b.payload::jsonb, CASE WHEN b.delay IS NULL"
-                    "    THEN to_timestamp(b.run_at) ELSE statement_timestamp() + b.delay * interval"
-                    "    '1 second' END,"
-                    "    b.priority, b.attempt, b.max_attempts, b.state, b.key,"
-                    "    CASE WHEN b.state = 'running' THEN $13 END,"
-                    "    CASE WHEN b.state = 'running' THEN statement_timestamp() + $14::float8"
-                    "      * interval '1 second' END,"
-                    "    b.error, to_timestamp(b.created_at),"
-                    "    CASE WHEN b.state = 'running' THEN $15::bigint END"
-                    "  FROM quiet, unnest($1::bigint[], $2::text[], $3::text[], $4::float8[],"
-                    "    $5::float8[], $6::integer[], $7::integer[], $8::integer[], $9::text[],"
-                    "    $10::text[], $11::text[], $12::float8[]) AS b(id, name, payload, run_at,"
-                    "    delay, priority, attempt, max_attempts, state, key, error, created_at)"
-                    "  WHERE b.id NOT IN (SELECT gone.job_id FROM gone)"
-                    "  RETURNING state, run_at"
-                    ") SELECT (SELECT count(*) FROM back),"
-                    "  (SELECT " WAKE_EVERYONE " FROM back WHERE state = 'scheduled'"
-                    "   HAVING count(*) > 0)"},
-    /* Outcomes of leased jobs (a settled batch, a quarantined job), each
-     * fenced on its claim (id, token).  A job that finished on its own
-     * (done, or its listener failed) leaves quarantine; one given back
-     * (not attempted) keeps it, unless a cancel request drops it. */
-    [Q_FINISH] = {NULL, 10,
-                  "WITH done AS ("
-                  "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::bigint[])"
-                  "    AS d(id, token)"
-                  "  WHERE j.id = d.id AND j.claim = d.token AND j.state = 'running'"
-                  "  RETURNING j.name"
-                  "), done_counts AS (SELECT name, count(*) AS jobs FROM done GROUP BY name)"
-                  COUNT_DONE ", again AS ("
-                  "  UPDATE scheduler.jobs j SET"
-                  "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
-                  "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
-                  "             ELSE now() + f.delay * interval '1 second' END,"
-                  "    last_error = f.error, locked_by = NULL, locked_until = NULL, claim = NULL,"
-                  "    quarantined = false"
-                  "  FROM unnest($3::bigint[], $4::bigint[], $5::float8[], $6::text[])"
-                  "    AS f(id, token, delay, error)"
-                  "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
-                  "  RETURNING 1"
-                  "), dropped AS ("
-                  /* cancelled before they started ($9, $10), or given back
-                   * with a cancel request */
-                  "  DELETE FROM scheduler.jobs j"
-                  "  USING (SELECT * FROM unnest($9::bigint[], $10::bigint[]) UNION ALL"
-                  "    SELECT * FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
-                  "    WHERE EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
-                  "      AND c.verdict IS NULL)) AS x(id, token)"
-                  "  WHERE j.id = x.id AND j.claim = x.token AND j.state = 'running'"
-                  "  RETURNING j.id"
-                  "), verdicts AS (UPDATE scheduler.cancels SET verdict = 'cancelled'"
-                  "  WHERE job_id IN (SELECT dropped.id FROM dropped) RETURNING 1"
-                  "), back AS ("
-                  "  UPDATE scheduler.jobs j SET state = 'scheduled', attempt = j.attempt - 1,"
-                  "    locked_by = NULL, locked_until = NULL, claim = NULL"
-                  "  FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
-                  "  WHERE j.id = r.id AND j.claim = r.token AND j.state = 'running'"
-                  "    AND NOT EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
-                  "      AND c.verdict IS NULL)"
-                  "  RETURNING j.run_at"
-                  ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-                  "  (SELECT count(*) FROM back),"
-                  /* jobs handed back are due: wake the sleeping workers */
-                  "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"},
-    [Q_HEARTBEAT] = {"scheduler_heartbeat", 3,
-                     "UPDATE scheduler.jobs j"
-                     " SET locked_until = now() + $3::float8 * interval '1 second'"
-                     " FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token), " ASYNC_COMMIT
-                     " WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running'"},
-    /* Leases given back by the crash rule (see CRASHES): those of worker $1
-     * (abandon), or every expired one ($1 NULL); $2 the default
-     * max_attempts.  A claim that leased one job alone (a quarantined one,
-     * or the job in hand when a batch was settled) counts the attempt and
-     * fails the job when its attempts are used up; the jobs of a claim
-     * that leased several are not charged and go to quarantine.  Returns
-     * (jobs given back, notifications): one per name as for new jobs (a
-     * single "wake everyone" beyond 16 names).  Planned per execution: the
-     * two cases walk different indexes. */
-    [Q_RESCUE] = {NULL, 2,
-                  "WITH x AS ("
-                  "  SELECT j.id, j.claim FROM scheduler.jobs j WHERE j.state = 'running'"
-                  "    AND CASE WHEN $1::text IS NULL THEN j.locked_until < now()"
-                  "    ELSE j.locked_by = $1 END FOR UPDATE SKIP LOCKED"
-                  "), g AS ("
-                  "  SELECT j.claim, count(*) AS n FROM scheduler.jobs j"
-                  "  WHERE j.state = 'running' AND j.claim IN (SELECT x.claim FROM x)"
-                  "  GROUP BY j.claim"
-                  "), a AS ("
-                  "  UPDATE scheduler.jobs j SET"
-                  "  attempt = CASE WHEN coalesce(g.n, 1) > 1 THEN j.attempt - 1 ELSE j.attempt END,"
-                  "  quarantined = j.quarantined OR coalesce(g.n, 1) > 1,"
-                  "  state = CASE WHEN coalesce(g.n, 1) = 1"
-                  "    AND j.attempt >= coalesce(j.max_attempts, $2::integer)"
-                  "    THEN 'failed' ELSE 'scheduled' END,"
-                  "  last_error = CASE WHEN coalesce(g.n, 1) > 1 THEN j.last_error"
-                  "    WHEN $1::text IS NULL THEN 'lease expired: worker ' ||"
-                  "      coalesce(j.locked_by, '?') || ' stopped renewing it (it died, hung or lost"
-                  " its connection)'"
-                  "    ELSE 'worker ' || j.locked_by || ' died while holding it' END,"
-                  "  locked_by = NULL, locked_until = NULL, claim = NULL"
-                  "  FROM x LEFT JOIN g ON g.claim = x.claim"
-                  "  WHERE j.id = x.id RETURNING j.name, j.state, j.run_at"
-                  "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
-                  "), w AS ("
-                  "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ' ||"
-                  "    CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END)"
-                  "  FROM r WHERE (SELECT count(DISTINCT name) FROM r) <= 16 GROUP BY r.name"
-                  "  UNION ALL"
-                  "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
-                  "  FROM r HAVING count(DISTINCT r.name) > 16"
-                  ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"},
-    /* The held batches of dead workers (see CRASHES): the records of worker
-     * $1 (abandon: its death is known), or of every worker whose
-     * connection, and with it its advisory lock (WORKER_LOCK), is gone ($1
-     * NULL).  Their transactions aborted, so their jobs are back as they
-     * were.  A batch that had run (the next one had started) is simply
-     * forgotten; of one that had not, a job alone was the one running: its
-     * attempt is counted (failed when used up, $2 the default
-     * max_attempts); several go to quarantine, not charged.  A job locked
-     * meanwhile (claimed again, or by another client) is skipped, and its
-     * record kept for the next look.  Returns (jobs put back, records
-     * dropped, a notification or NULL). */
-    [Q_ORPHANS] = {NULL, 2,
-                   "WITH o AS ("
-                   "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
-                   "  WHERE ($1::text IS NULL OR b.worker = $1)"
-                   "    AND " WORKER_GONE("b.worker")
-                   "  FOR UPDATE SKIP LOCKED"
-                   "), m AS ("
-                   "  SELECT o.token, o.worker, o.ran, cardinality(o.ids) AS n, u.id"
-                   "  FROM o CROSS JOIN LATERAL unnest(o.ids) AS u(id)"
-                   "), free AS ("
-                   "  SELECT j.id FROM scheduler.jobs j WHERE j.id IN (SELECT m.id FROM m)"
-                   "    AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED"
-                   "), busy AS ("
-                   "  SELECT DISTINCT m.token FROM m JOIN scheduler.jobs j ON j.id = m.id"
-                   "  WHERE NOT m.ran AND j.state = 'scheduled'"
-                   "    AND j.id NOT IN (SELECT free.id FROM free)"
-                   "), q AS ("
-                   "  UPDATE scheduler.jobs j SET"
-                   "  quarantined = j.quarantined OR m.n > 1,"
-                   "  attempt = CASE WHEN m.n = 1 THEN j.attempt + 1 ELSE j.attempt END,"
-                   "  state = CASE WHEN m.n = 1 AND j.attempt + 1 >="
-                   "    coalesce(j.max_attempts, $2::integer) THEN 'failed' ELSE 'scheduled' END,"
-                   "  last_error = CASE WHEN m.n = 1 THEN 'attempt ' || (j.attempt + 1) ||"
-                   "    ' was lost: worker ' || m.worker || ' died while running it'"
-                   "    ELSE j.last_error END"
-                   "  FROM m WHERE j.id = m.id AND NOT m.ran"
-                   "    AND j.id IN (SELECT free.id FROM free)"
-                   "  RETURNING j.state, j.run_at"
-                   "), d AS ("
-                   "  DELETE FROM scheduler.batches b WHERE b.token IN (SELECT o.token FROM o)"
-                   "    AND b.token NOT IN (SELECT busy.token FROM busy) RETURNING 1"
-                   ") SELECT (SELECT count(*) FROM q), (SELECT count(*) FROM d),"
-                   "  (SELECT " WAKE_EVERYONE " FROM q WHERE state = 'scheduled'"
-                   "   HAVING count(*) > 0)"},
-    /* Try only: two instances of one process share a worker id. */
-    [Q_WORKER_LOCK] = {"scheduler_worker_lock", 1,
-                       "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"},
-    /* Wait until no session holds the worker's lock, and let it go at once
-     * (see WORKER_GONE) */
-    [Q_WORKER_WAIT] = {"scheduler_worker_wait", 1,
-                       "WITH l AS MATERIALIZED (SELECT pg_advisory_lock(" WORKER_LOCK ", hashtext($1)))"
-                       " SELECT pg_advisory_unlock(" WORKER_LOCK ", hashtext($1)) FROM l"},
-    /* The next due job is looked for WAKE_HORIZON ahead at most: the
-     * index scan stops there, so it never walks the entries of a
-     * transaction still inserting jobs due later (invisible to it, but
-     * each read all the same: 100 ms per 500,000).  With none that soon,
-     * the worker looks again then. */
-    [Q_WAKE] = {"scheduler_wake", 1,
-                "SELECT extract(epoch FROM clock_timestamp()),"
-                " (SELECT extract(epoch FROM coalesce(min(w.run_at), now() + interval '"
-                WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
-                "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
-                "   WHERE j.state = 'scheduled' AND j.name = n.name"
-                "    AND j.run_at <= now() + interval '" WAKE_HORIZON "'"
-                "   ORDER BY j.run_at LIMIT 1) w),"
-                " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
-                "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
-                " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
-                "  WHERE c.name = ANY ($1::text[]))"},
-    /* Declare or change a schedule.  When its next slot is new (a new
-     * schedule, another expression or zone) or it moved to another name,
-     * the sleeping workers of that name are told on commit, as for a job,
-     * with the time at which they are to turn that slot into a job: 1 s
-     * (TICK_AHEAD in loop.c) before it.  A declaration that changes
-     * neither (every process declares its schedules as it starts) wakes
-     * nobody.  `old` is read first (the insert's one row waits for its
-     * count) and locked: it is the row that the update then changes. */
-    [Q_CRON_PUT] = {"scheduler_cron_put", 10,
-                    "WITH old AS (SELECT o.next_at, o.name FROM scheduler.crons o WHERE o.id = $1"
-                    "  FOR UPDATE),"
-                    " put AS (INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload,"
-                    "  priority, max_attempts, catch_up, backfill, next_at)"
-                    "  SELECT $1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
-                    "  $9::float8, to_timestamp($10::float8) FROM (SELECT count(*) FROM old) AS l"
-                    "  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
-                    "  payload = EXCLUDED.payload, priority = EXCLUDED.priority,"
-                    "  max_attempts = EXCLUDED.max_attempts, catch_up = EXCLUDED.catch_up,"
-                    "  backfill = EXCLUDED.backfill, updated_at = now(),"
-                    "  next_at = CASE WHEN c.expr = EXCLUDED.expr AND c.tz = EXCLUDED.tz"
-                    "    THEN c.next_at ELSE EXCLUDED.next_at END,"
-                    "  expr = EXCLUDED.expr, tz = EXCLUDED.tz"
-                    "  RETURNING c.next_at, c.name)"
-                    " SELECT count(pg_notify('scheduler', extract(epoch FROM p.next_at"
-                    "  - interval '1 second')::text || ' ' ||"
-                    "  CASE WHEN octet_length(p.name) <= 1000 THEN p.name ELSE '' END))"
-                    " FROM put p WHERE p.next_at < 'infinity' AND NOT EXISTS (SELECT FROM old o"
-                    "  WHERE o.next_at = p.next_at AND o.name = p.name)"},
-    [Q_CRON_REMOVE] = {"scheduler_cron_remove", 1, "DELETE FROM scheduler.crons WHERE id = $1"},
-    [Q_CRON_LIST] = {"scheduler_cron_list", 0,
-                     "SELECT " CRON_COLUMNS " FROM scheduler.crons ORDER BY id"},
-    [Q_CRON_DUE] = {"scheduler_cron_due", 2,
-                    "SELECT " CRON_COLUMNS " FROM scheduler.crons"
-                    " WHERE name = ANY ($1::text[])"
-                    "  AND next_at <= now() + $2::float8 * interval '1 second'"},
-    /* Compare-and-set on next_at, then one job per slot.  Slot jobs carry
-     * the key cron:<id>@<slot>, so a slot's job is also unique while it is
-     * unfinished. */
-    [Q_CRON_FIRE] = {"scheduler_cron_fire", 4,
-                     "WITH c AS (UPDATE scheduler.crons SET next_at = to_timestamp($4::float8),"
-                     "  fired_at = now() WHERE id = $1 AND next_at = to_timestamp($2::float8)"
-                     "  RETURNING *)"
-                     " SELECT (SELECT count(*) FROM c),"
-                     "  (SELECT count(scheduler.schedule(c.name, c.payload, to_timestamp(s.t),"
-                     "    'cron:' || c.id || '@' || s.t::bigint, c.priority, c.max_attempts))"
-                     "   FROM c CROSS JOIN unnest($3::float8[]) AS s(t))"},
-    /* The operators' statements (listing, statistics, bulk retry) are
-     * planned with their actual parameters: each NULL means "any", which a
-     * generic plan could only serve with a scan of every job. */
-    /* $1 state, $2 name, $3 id, $4 limit (NULL: none).  The outer one-row
-     * select makes an empty result still carry the database clock (a row
-     * whose id is NULL). */
-    [Q_LIST] = {NULL, 4,
-                "SELECT extract(epoch FROM n.now), j.id, j.name, j.state,"
-                " extract(epoch FROM j.run_at), j.attempt, j.max_attempts, j.priority, j.key,"
-                " j.locked_by, extract(epoch FROM j.locked_until),"
-                " extract(epoch FROM j.created_at), j.last_error, j.payload"
-                " FROM (SELECT now()) AS n(now) LEFT JOIN LATERAL ("
-                "  SELECT * FROM scheduler.jobs"
-                "  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)"
-                "    AND ($3::bigint IS NULL OR id = $3)"
-                "  ORDER BY run_at, id LIMIT $4::bigint) AS j ON true"},
-    /* Per name: counts by state, how late the oldest due job is, and the
-     * completions of the last 60 seconds (names with none left included). */
-    [Q_STATS] = {"scheduler_stats", 0,
-                 "SELECT coalesce(j.name, d.name), coalesce(j.due, 0), coalesce(j.later, 0),"
-                 " coalesce(j.running, 0), coalesce(j.failed, 0), j.late, coalesce(d.done, 0)"
-                 " FROM (SELECT name,"
-                 "  count(*) FILTER (WHERE state = 'scheduled' AND run_at <= now()) AS due,"
-                 "  count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS later,"
-                 "  count(*) FILTER (WHERE state = 'running') AS running,"
-                 "  count(*) FILTER (WHERE state = 'failed') AS failed,"
-                 "  extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'scheduled'"
-                 "    AND run_at <= now())) AS late"
-                 "  FROM scheduler.jobs GROUP BY name) AS j"
-                 " FULL JOIN (SELECT name, sum(jobs) AS done FROM scheduler.completions"
-                 "  WHERE at > now() - interval '60 seconds' GROUP BY name) AS d ON d.name = j.name"
-                 " ORDER BY 1"},
-    /* $1 name (NULL: all).  As Q_RETRY (attempt 0, run now, a wake-up per
-     * name) for every failed job whose key is free; all parts see one
-     * snapshot, so the last count is the number failed before. */
-    [Q_RETRY_FAILED] = {NULL, 1,
-                        "WITH c AS ("
-                        "  SELECT DISTINCT ON (key, CASE WHEN key IS NULL THEN id END) id"
-                        "  FROM scheduler.jobs j"
-                        "  WHERE state = 'failed' AND ($1::text IS NULL OR name = $1)"
-                        "    AND (key IS NULL OR NOT EXISTS (SELECT 1 FROM scheduler.jobs o"
-                        "         WHERE o.key = j.key AND o.state <> 'failed'))"
-                        "  ORDER BY key, CASE WHEN key IS NULL THEN id END, id DESC"
-                        "), r AS ("
-                        "  UPDATE scheduler.jobs j SET state = 'scheduled', run_at = now(),"
-                        "  attempt = 0 FROM c WHERE j.id = c.id AND j.state = 'failed'"
-                        "  RETURNING j.name, j.run_at"
-                        "), w AS ("
-                        "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text"
-                        "    || ' ' || CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE ''"
-                        "    END) FROM r GROUP BY r.name"
-                        ") SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM w),"
-                        "  (SELECT count(*) FROM scheduler.jobs WHERE state = 'failed'"
-                        "   AND ($1::text IS NULL OR name = $1))"},
-};
-
-/* ------------------------------------------------------------------ */
-
-#define NBUFS 28
-
-/* A claimed job and its row in the claim's result, sorted into run order. */
-typedef struct claimed {
-  store_job job;
-  int row;
-} claimed;
-
-/* A claimed batch: the claim's result, which its jobs point into, and its
- * jobs in run order. */
-typedef struct batch {
-  PGresult *res;
-  store_job *jobs;
-  int *row;        /* each job's row in res */
-  long *fate;      /* what ends each job (see end_tx) */
-  claimed *sorted; /* hold_batch's scratch */
-  size_t cap;      /* room in the arrays */
-  size_t n;        /* jobs (0: none) */
-  int64_t token;   /* the claim's (every job's) */
-  /* the last job in claim order, (priority, run_at, id) as text: the
-   * lower bound of the claim ahead (see CLAIM AHEAD) */
-  char bound[3][32];
-} batch;
-
-typedef struct pg_store {
-  store base;
-  char *conninfo;
-  buf secrets;         /* passwords as written (each NUL-terminated), scrubbed from messages */
-  char *secret_parsed; /* the password as libpq decoded it */
-  PGconn *conn;
-  int listening;     /* LISTEN wanted (run() is active) */
-  /* The claim transaction (see pg_claim and CLAIM AHEAD). */
-  size_t held;       /* claims of `cur` held by it, being dispatched (0: none) */
-  batch cur;         /* the batch being dispatched */
-  batch next;        /* claimed ahead in it, collected (next.n 0: none) */
-  int ahead;         /* the claim of `next` is sent, its result not read yet */
-  int open;          /* it is open between two batches (next holds its claim) */
-  size_t tx_jobs;    /* jobs claimed in it so far (for messages) */
-  size_t tx_batches; /* batches claimed in it so far */
-  double tx_start;   /* when it began (monotonic) */
-  char limit[32];    /* the limit of the current claim, as text */
-  int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
-  int syncs;         /* pipeline syncs sent and not read yet */
-  size_t held_lost;  /* jobs of a claim transaction whose connection was lost */
-  int leased;        /* the jobs in hand are a lease (a quarantined job), not held */
-  int quarantine_look; /* the next fresh claim looks for a quarantined job first */
-  char *worker;      /* the worker id of the last claim */
-  /* The record connection (see CRASHES): commits the records of the
-   * batches the claim transaction holds; tx_tokens, those batches' tokens
-   * (a bigint[] literal), dropped with its commit. */
-  PGconn *rec;
-  int rec_ready;     /* connected and set up (else being connected, see rec_start) */
-  double rec_started; /* when its connection was started (monotonic) */
-  int rec_pending;   /* a statement was sent on it, its reply not read yet */
-  /* Cancel requests (see CANCELS): the ids asked for, not yet answered;
-   * the jobs of the claim transaction cancelled before they started (a
-   * bigint[] literal, answered with its commit). */
-  int64_t *asked;
-  size_t n_asked, asked_cap;
-  double asked_at; /* when the record connection was last read for them */
-  buf verdicts;
-  buf tx_tokens;
-  int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
-  unsigned prepared; /* bit per query prepared on this connection (see Q_COUNT) */
-  int worker_locked; /* this connection holds its worker's advisory lock */
-  int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
-  /* SLEEP_LOCK not had since sleep_missed, last at sleep_missed_last
-   * (database clock; 0: it was) */
-  double sleep_missed, sleep_missed_last;
-  /* results that store_job pointers point into; they outlive the
-   * connection, so a listener's own calls (even a reconnect) leave the
-   * batch being dispatched intact */
-  PGresult *got, *cron_rows;
-  store_cron *crons;
-  size_t crons_cap;
-  /* this worker's names: a text[] literal and the raw list for matching
-   * notifications */
-  buf names_literal;
-  int claim_names_changed; /* the prepared claim has other names */
-  char **names;
-  size_t *name_lens;
-  size_t n_names;
-  /* scratch parameter buffers (array literals) */
-  buf p[NBUFS];
-  buf done[2]; /* the completions of the claim transaction (count_done) */
-  /* what list and stats return point into */
-  PGresult *listed, *counted;
-  store_job_row *rows;
-  size_t rows_cap;
-  store_stat *stats;
-  size_t stats_cap;
-} pg_store;
-
-#define PG(s) ((pg_store *)(s))
-
-/* Make room for n items of `size` bytes in *items (capacity *cap). */
-static int reserve(void **items, size_t *cap, size_t n, size_t size) {
-  if (n <= *cap) return 0;
-  void *grown = realloc(*items, n * size);
-  if (!grown) return -1;
-  *items = grown;
-  *cap = n;
-  return 0;
-}
-
-static void clear(PGresult **r) {
-  if (*r) PQclear(*r);
-  *r = NULL;
-}
+/* Errors, and simple commands                                         */
 
 /* Replace every occurrence of needle in b by "***". */
 static void scrub_one(buf *b, const char *needle) {
@@ -941,7 +236,7 @@ static void scrub(pg_store *p) {
 }
 
 /* Set the error from a libpq message (trailing newline removed). */
-static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
+int pg_fail_msg(pg_store *p, int code, const char *what, const char *msg) {
   size_t n = msg ? strlen(msg) : 0;
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
   store_fail(&p->base, code, "%s: %.*s", what, (int)n, msg ? msg : "");
@@ -949,50 +244,30 @@ static int fail_msg(pg_store *p, int code, const char *what, const char *msg) {
   return code;
 }
 
-static void unrecord(pg_store *p);
-
-/* Close the record connection (see CRASHES). */
-static void rec_drop(pg_store *p) {
-  if (p->rec) PQfinish(p->rec);
-  p->rec = NULL;
-  p->rec_ready = 0;
-  p->rec_pending = 0;
-}
-
-static void pg_disconnect(store *s) {
+void pg_disconnect(store *s) {
   pg_store *p = PG(s);
   /* the claim transaction dies with the connection: the database unlocks
    * its rows, and they run again (nothing crashed: see CRASHES) */
-  if (p->held) p->held_lost = p->tx_jobs;
-  p->held = 0;
-  p->open = p->ahead = 0;
-  p->next.n = 0;
-  buf_reset(&p->verdicts);
-  p->tx_jobs = 0;
+  pg_tx_lost(p);
   p->syncs = 0;
-  buf_reset(&p->done[0]);
-  buf_reset(&p->done[1]);
   if (p->conn) PQfinish(p->conn);
   p->conn = NULL;
   p->prepared = 0;
-  unrecord(p);
+  pg_unrecord(p);
   p->worker_locked = 0;
   p->sleep_locked = 0;
 }
-
 /* A result error: STORE_DOWN when the connection is gone (which is then
  * dropped so the next call reconnects), STORE_ERROR otherwise. */
-static int fail_result(pg_store *p, const char *what, PGresult *r) {
+int pg_fail_result(pg_store *p, const char *what, PGresult *r) {
   int down = PQstatus(p->conn) != CONNECTION_OK;
   const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (!msg) msg = PQerrorMessage(p->conn);
-  int code = fail_msg(p, down ? STORE_DOWN : STORE_ERROR, what, msg);
+  int code = pg_fail_msg(p, down ? STORE_DOWN : STORE_ERROR, what, msg);
   if (r) PQclear(r);
   if (down) pg_disconnect(&p->base);
   return code;
 }
-
-static int idle(pg_store *p);
 
 static void ignore_notice(void *arg, const char *message) {
   (void)arg;
@@ -1000,10 +275,10 @@ static void ignore_notice(void *arg, const char *message) {
 }
 
 /* Run a simple (unprepared, possibly multi-statement) command. */
-static int exec_simple(pg_store *p, const char *what, const char *sql, PGresult **out) {
+int pg_exec_simple(pg_store *p, const char *what, const char *sql, PGresult **out) {
   PGresult *r = PQexec(p->conn, sql);
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return fail_result(p, what, r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return pg_fail_result(p, what, r);
   if (out)
     *out = r;
   else
@@ -1013,14 +288,14 @@ static int exec_simple(pg_store *p, const char *what, const char *sql, PGresult 
 
 static int schema_version(pg_store *p, int *version) {
   PGresult *r = NULL;
-  int rc = exec_simple(p, "reading the schema version",
+  int rc = pg_exec_simple(p, "reading the schema version",
                        "SELECT to_regclass('scheduler.migrations') IS NOT NULL", &r);
   if (rc) return rc;
   int exists = PQgetvalue(r, 0, 0)[0] == 't';
   PQclear(r);
   *version = 0;
   if (!exists) return STORE_OK;
-  rc = exec_simple(p, "reading the schema version",
+  rc = pg_exec_simple(p, "reading the schema version",
                    "SELECT coalesce(max(version), 0) FROM scheduler.migrations", &r);
   if (rc) return rc;
   *version = atoi(PQgetvalue(r, 0, 0));
@@ -1039,7 +314,7 @@ static int migrate(pg_store *p) {
     return store_fail(&p->base, STORE_ERROR,
                       "the database schema is version %d, newer than this lua-scheduler (%d)",
                       version, SCHEMA_VERSION);
-  rc = exec_simple(p, "migrating the schema",
+  rc = pg_exec_simple(p, "migrating the schema",
                    "BEGIN; SET LOCAL lock_timeout = '" MIGRATION_WAIT "';"
                    "SELECT pg_advisory_xact_lock(x'" MIGRATION_LOCK "'::bigint);"
                    "SET LOCAL lock_timeout = DEFAULT;"
@@ -1054,16 +329,19 @@ static int migrate(pg_store *p) {
     char what[64], record[96];
     snprintf(what, sizeof what, "applying schema migration %d", v);
     snprintf(record, sizeof record, "INSERT INTO scheduler.migrations (version) VALUES (%d)", v);
-    rc = exec_simple(p, what, migrations[v - 1], NULL);
-    if (rc == STORE_OK) rc = exec_simple(p, what, record, NULL);
+    rc = pg_exec_simple(p, what, migrations[v - 1], NULL);
+    if (rc == STORE_OK) rc = pg_exec_simple(p, what, record, NULL);
   }
-  if (rc == STORE_OK) return exec_simple(p, "migrating the schema", "COMMIT", NULL);
+  if (rc == STORE_OK) return pg_exec_simple(p, "migrating the schema", "COMMIT", NULL);
   if (p->conn) {
     PGresult *r = PQexec(p->conn, "ROLLBACK");
     if (r) PQclear(r);
   }
   return rc;
 }
+
+/* ------------------------------------------------------------------ */
+/* Connecting                                                          */
 
 /* PARTITIONS.  A host cut off from the database without a FIN or RST (a
  * network partition, a NAT that forgot the connection, a pulled cable)
@@ -1114,8 +392,8 @@ static int migrate(pg_store *p) {
 #define CONNECT_TIMEOUT 10.0 /* seconds, as libpq's connect_timeout below */
 
 /* Start a new connection to the database in *out without waiting for it
- * (finish_conn completes it).  STORE_OK, or an error with *out NULL. */
-static int start_conn(pg_store *p, PGconn **out) {
+ * (pg_finish_conn completes it).  STORE_OK, or an error with *out NULL. */
+int pg_start_conn(pg_store *p, PGconn **out) {
   /* Defaults first so the user's string overrides them; the encoding last
    * because payloads are JSON text in UTF-8.  tcp_user_timeout is known to
    * libpq 12 and later only (an unknown keyword fails the connection): with
@@ -1130,7 +408,7 @@ static int start_conn(pg_store *p, PGconn **out) {
   PGconn *c = *out = PQconnectStartParams(keys, vals, 1);
   if (!c) return store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
   if (PQstatus(c) == CONNECTION_BAD) {
-    int rc = fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(c));
+    int rc = pg_fail_msg(p, STORE_DOWN, "cannot connect to the database", PQerrorMessage(c));
     PQfinish(c);
     *out = NULL;
     return rc;
@@ -1139,11 +417,11 @@ static int start_conn(pg_store *p, PGconn **out) {
   return STORE_OK;
 }
 
-/* Complete the connection start_conn began in *out (waiting for it, at
+/* Complete the connection pg_start_conn began in *out (waiting for it, at
  * most CONNECT_TIMEOUT seconds), then run the session settings above and
  * `sql` (NULL: none) in one round trip.  STORE_OK, or an error with *out
  * closed and NULL. */
-static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
+int pg_finish_conn(pg_store *p, PGconn **out, const char *sql) {
   PGconn *c = *out;
   double deadline = clock_mono() + CONNECT_TIMEOUT;
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
@@ -1157,7 +435,7 @@ static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
   int rc = STORE_OK;
   buf text = BUF_INIT;
   if (st != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK) {
-    rc = fail_msg(p, STORE_DOWN, "cannot connect to the database",
+    rc = pg_fail_msg(p, STORE_DOWN, "cannot connect to the database",
                   st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED ? PQerrorMessage(c)
                                                                       : "timeout expired");
   } else if (buf_adds(&text, SESSION_SETTINGS) || (sql && (buf_addc(&text, ';') ||
@@ -1168,7 +446,7 @@ static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
     PGresult *r = PQexec(c, buf_cstr(&text));
     ExecStatusType rs = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
-      rc = fail_msg(p, PQstatus(c) != CONNECTION_OK ? STORE_DOWN : STORE_ERROR,
+      rc = pg_fail_msg(p, PQstatus(c) != CONNECTION_OK ? STORE_DOWN : STORE_ERROR,
                     "configuring the session", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
     if (r) PQclear(r);
   }
@@ -1180,159 +458,62 @@ static int finish_conn(pg_store *p, PGconn **out, const char *sql) {
   return rc;
 }
 
-/* Start the record connection (see CRASHES) unless it is, without waiting
- * for it: a worker starts it with its main connection, so that both
- * connect at once and the first batch does not wait for the second (the
- * time from a worker's start to its first job: 73 -> ... ms).  rec_connect
- * completes it.  A failure here is not one: rec_connect tries again. */
-static void rec_start(pg_store *p) {
-  if (p->rec) return;
-  if (start_conn(p, &p->rec) == STORE_OK) p->rec_started = clock_mono();
-}
-
-static int pg_connect(store *s) {
+int pg_connect(store *s) {
   pg_store *p = PG(s);
   if (p->conn && PQstatus(p->conn) == CONNECTION_OK) return STORE_OK;
   pg_disconnect(s);
-  int rc = start_conn(p, &p->conn);
-  if (rc == STORE_OK && p->listening) rec_start(p); /* run() (see rec_start) */
-  if (rc == STORE_OK) rc = finish_conn(p, &p->conn, NULL);
+  int rc = pg_start_conn(p, &p->conn);
+  if (rc == STORE_OK && p->listening) pg_rec_start(p); /* run() (see pg_rec_start) */
+  if (rc == STORE_OK) rc = pg_finish_conn(p, &p->conn, NULL);
   if (rc) return rc;
   rc = migrate(p);
   if (rc == STORE_OK && p->listening)
-    rc = exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
+    rc = pg_exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
   if (rc != STORE_OK) pg_disconnect(s);
   return rc;
 }
 
-static int pg_listen(store *s, int on) {
-  pg_store *p = PG(s);
-  if (p->listening == on) return STORE_OK;
-  int rc = idle(p);
-  if (rc) return rc;
-  p->listening = on;
-  if (!p->conn) return on ? pg_connect(s) : STORE_OK;
-  if (on) rec_start(p);
-  rc = exec_simple(p, on ? "listening for new jobs" : "unlistening",
-                       on ? "LISTEN scheduler"
-                       : p->sleep_locked
-                           ? "UNLISTEN *; SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"
-                           : "UNLISTEN *",
-                       NULL);
-  if (rc == STORE_OK && !on) p->sleep_locked = 0;
-  if (rc == STORE_OK && !on) {
-    /* drop what arrived before UNLISTEN took effect */
-    PGnotify *n;
-    while ((n = PQnotifies(p->conn)) != NULL) PQfreemem(n);
-  }
-  return rc;
-}
+/* ------------------------------------------------------------------ */
+/* Statements                                                          */
 
 /* Prepare query q on this connection unless it is already. */
-static int prepare(pg_store *p, int q) {
-  if (!queries[q].name || (p->prepared & (1u << q))) return STORE_OK;
-  PGresult *r = PQprepare(p->conn, queries[q].name, queries[q].sql, queries[q].nparams, NULL);
-  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
+int pg_prepare(pg_store *p, const pg_query *q) {
+  if (!q->name || (p->prepared & (1u << q->bit))) return STORE_OK;
+  PGresult *r = PQprepare(p->conn, q->name, q->sql, q->nparams, NULL);
+  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pg_fail_result(p, "preparing", r);
   PQclear(r);
-  p->prepared |= 1u << q;
-  return STORE_OK;
-}
-
-/* The settings of a claim's transaction (see prepare_claim).  Without JIT:
- * the generic plan does not know the LIMIT, so its estimated cost is
- * high enough for PostgreSQL to compile it at every run, ten times as long
- * as running it. */
-#define CLAIM_SETTINGS                                                                       \
-  "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"                        \
-  " set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true),"       \
-  " set_config('enable_incremental_sort', 'off', true), set_config('jit', 'off', true)"
-
-/* Prepare the claim for this worker's names.  Its plan is made once (a
- * generic plan: planning it takes about as long as running it) and kept
- * until the table's statistics change (autovacuum's ANALYZE makes the
- * server plan it again), so it must stay good at both ends of a queue
- * that swings between empty and huge.  The transaction that runs it
- * allows no sequential scan and no sort: every plan walks an index in
- * claim order, and reads about as many entries as it claims, whatever the
- * statistics said when it was made (a sort would read every due job of
- * the names at every claim).  The names are in its text as a constant
- * instead of its $1 (unused, typed text[]); one name is an equality, so
- * that jobs_wake (name, run_at, id) is in claim order too, and a worker
- * whose name is rare among the due jobs walks its own jobs, not every due
- * job ahead of them.  Several names walk jobs_due. */
-static int prepare_claim(pg_store *p) {
-  if (p->claim_names_changed && (p->prepared & (1u << Q_CLAIM))) {
-    int rc = exec_simple(p, "claiming", "DEALLOCATE scheduler_claim", NULL);
-    if (rc) return rc;
-    p->prepared &= ~(1u << Q_CLAIM);
-  }
-  p->claim_names_changed = 0;
-  if (p->prepared & (1u << Q_CLAIM)) return STORE_OK;
-  static const char slot[] = "= ANY ($1::text[])";
-  const char *sql = queries[Q_CLAIM].sql, *at = strstr(sql, slot);
-  int one = p->n_names == 1;
-  char *names = one ? PQescapeLiteral(p->conn, p->names[0], p->name_lens[0])
-                    : PQescapeLiteral(p->conn, buf_cstr(&p->names_literal), p->names_literal.len);
-  if (!names || !at) {
-    if (names) PQfreemem(names);
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  }
-  buf text = BUF_INIT;
-  int err = buf_add(&text, sql, (size_t)(at - sql)) | buf_adds(&text, one ? "= " : "= ANY (") |
-            buf_adds(&text, names) | buf_adds(&text, one ? "::text" : "::text[])") |
-            buf_adds(&text, at + sizeof slot - 1);
-  PQfreemem(names);
-  if (err) {
-    buf_free(&text);
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  }
-  const Oid types[6] = {1009 /* text[] */, 0, 0, 0, 0, 0};
-  PGresult *r = PQprepare(p->conn, queries[Q_CLAIM].name, buf_cstr(&text), 6, types);
-  buf_free(&text);
-  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return fail_result(p, "preparing", r);
-  PQclear(r);
-  p->prepared |= 1u << Q_CLAIM;
+  p->prepared |= 1u << q->bit;
   return STORE_OK;
 }
 
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
-static int run(pg_store *p, int q, const char *const *values, PGresult **out) {
-  int rc = idle(p);
+int pg_run(pg_store *p, const pg_query *q, const char *const *values, PGresult **out) {
+  int rc = pg_idle(p);
   if (rc == STORE_OK) rc = pg_connect(&p->base);
   if (rc) return rc;
-  if (!queries[q].name) {
-    PGresult *r = PQexecParams(p->conn, queries[q].sql, queries[q].nparams, NULL, values, NULL,
-                               NULL, 0);
+  if (!q->name) {
+    PGresult *r = PQexecParams(p->conn, q->sql, q->nparams, NULL, values, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return fail_result(p, "database error", r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+      return pg_fail_result(p, "database error", r);
     *out = r;
     return STORE_OK;
   }
-  rc = prepare(p, q);
+  rc = pg_prepare(p, q);
   if (rc) return rc;
-  PGresult *r = PQexecPrepared(p->conn, queries[q].name, queries[q].nparams, values, NULL, NULL, 0);
+  PGresult *r = PQexecPrepared(p->conn, q->name, q->nparams, values, NULL, NULL, 0);
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return fail_result(p, "database error", r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+    return pg_fail_result(p, "database error", r);
   *out = r;
   return STORE_OK;
 }
 
-/* One statement of a pipeline: query q with its parameters, or (q < 0)
- * the parameterless command sql. */
-typedef struct step {
-  int q;
-  const char *sql;
-  const char *const *values;
-} step;
-
-#define STEP_SQL(text) ((step){-1, (text), NULL})
-#define STEP_QUERY(query, vals) ((step){(query), NULL, (vals)})
-
 /* Read and drop what the pipeline still owes (every segment up to its
  * sync) and leave pipeline mode; a connection that cannot be brought back
  * to that state is dropped. */
-static void discard_pipeline(pg_store *p) {
+void pg_discard_pipeline(pg_store *p) {
   int nulls = 0;
   while (p->conn && p->syncs > 0 && PQstatus(p->conn) == CONNECTION_OK) {
     PGresult *r = PQgetResult(p->conn);
@@ -1351,31 +532,32 @@ static void discard_pipeline(pg_store *p) {
 
 /* Send the n steps as one segment of a pipeline (libpq's pipeline mode,
  * one sync), after any segment still unread; its results are read by
- * read_segment, in order.  Queries are prepared first, which needs the
+ * pg_read_segment, in order.  Queries are prepared first, which needs the
  * connection out of pipeline mode: a segment sent behind another may only
  * use queries prepared already. */
-static int send_segment(pg_store *p, const step *steps, int n) {
+int pg_send_segment(pg_store *p, const step *steps, int n) {
   PGconn *conn = p->conn;
   for (int i = 0; i < n; i++) {
-    int q = steps[i].q;
-    int stale = q == Q_CLAIM && p->claim_names_changed; /* see prepare_claim */
-    if (q < 0 || !queries[q].name || ((p->prepared & (1u << q)) && !stale)) continue;
-    if (p->syncs > 0) return store_fail(&p->base, STORE_ERROR, "internal error: %d unprepared", q);
-    int rc = q == Q_CLAIM ? prepare_claim(p) : prepare(p, q);
+    const pg_query *q = steps[i].q;
+    int stale = q == &pgq_claim && p->claim_names_changed; /* see pg_prepare_claim */
+    if (!q || !q->name || ((p->prepared & (1u << q->bit)) && !stale)) continue;
+    if (p->syncs > 0)
+      return store_fail(&p->base, STORE_ERROR, "internal error: %s unprepared", q->name);
+    int rc = q == &pgq_claim ? pg_prepare_claim(p) : pg_prepare(p, q);
     if (rc) return rc;
   }
-  if (!PQenterPipelineMode(conn)) return fail_result(p, "database error", NULL);
+  if (!PQenterPipelineMode(conn)) return pg_fail_result(p, "database error", NULL);
   int sent = 1;
   for (int i = 0; i < n && sent; i++) {
     const step *t = &steps[i];
-    if (t->q < 0)
+    if (!t->q)
       sent = PQsendQueryParams(conn, t->sql, 0, NULL, NULL, NULL, NULL, 0);
-    else if (queries[t->q].name)
-      sent = PQsendQueryPrepared(conn, queries[t->q].name, queries[t->q].nparams, t->values, NULL,
-                                 NULL, t->q == Q_CLAIM || t->q == Q_CLAIM_ONE /* binary: see read_claimed */);
+    else if (t->q->name)
+      sent = PQsendQueryPrepared(conn, t->q->name, t->q->nparams, t->values, NULL, NULL,
+                                 /* binary: see read_claimed */
+                                 t->q == &pgq_claim || t->q == &pgq_claim_one);
     else
-      sent = PQsendQueryParams(conn, queries[t->q].sql, queries[t->q].nparams, NULL, t->values,
-                               NULL, NULL, 0);
+      sent = PQsendQueryParams(conn, t->q->sql, t->q->nparams, NULL, t->values, NULL, NULL, 0);
   }
   if (!sent || !PQpipelineSync(conn)) {
     /* not even sent: the connection is broken */
@@ -1390,7 +572,7 @@ static int send_segment(pg_store *p, const step *steps, int n) {
  * result of step `want` (NULL when want < 0).  The first failure wins (the
  * server skips the steps after it), and then the segments sent after it
  * are dropped too.  Leaves pipeline mode when nothing is left unread. */
-static int read_segment(pg_store *p, int n, int want, PGresult **out) {
+int pg_read_segment(pg_store *p, int n, int want, PGresult **out) {
   PGconn *conn = p->conn;
   *out = NULL;
   PGresult *failed = NULL;
@@ -1419,1638 +601,42 @@ static int read_segment(pg_store *p, int n, int want, PGresult **out) {
   if (synced && p->syncs == 0 && !PQexitPipelineMode(conn)) synced = 0;
   if (!failed && synced && (want < 0 || *out)) return STORE_OK;
   clear(out);
-  if (synced) discard_pipeline(p);
+  if (synced) pg_discard_pipeline(p);
   if (!synced || !p->conn) {
     /* the connection is in an unknown state: drop it */
     const char *msg = failed ? PQresultErrorField(failed, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    int code = fail_msg(p, STORE_DOWN, "database connection lost",
+    int code = pg_fail_msg(p, STORE_DOWN, "database connection lost",
                         msg ? msg : p->conn ? PQerrorMessage(p->conn) : "");
     if (failed) PQclear(failed);
     if (p->conn) pg_disconnect(&p->base);
     return code;
   }
-  return fail_result(p, "database error", failed);
+  return pg_fail_result(p, "database error", failed);
 }
 
 /* Send the n steps in one round trip and read their results (see
- * send_segment and read_segment). */
-static int pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out) {
+ * pg_send_segment and pg_read_segment). */
+int pg_pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out) {
   *out = NULL;
-  int rc = send_segment(p, steps, n);
-  return rc ? rc : read_segment(p, n, want, out);
-}
-
-/* ------------------------------------------------------------------ */
-/* Locale-free number text                                             */
-
-/* Format seconds with microsecond precision ("-12.000345"). */
-static const char *fmt_seconds(double v, char *out, size_t size) {
-  if (!isfinite(v)) {
-    snprintf(out, size, "%s", v > 0 ? "Infinity" : v < 0 ? "-Infinity" : "NaN");
-    return out;
-  }
-  double a = fabs(v);
-  if (a >= 9e15) { /* beyond microsecond precision: whole seconds */
-    snprintf(out, size, "%s%.0f", v < 0 ? "-" : "", a);
-    return out;
-  }
-  long long us = llround(a * 1e6);
-  snprintf(out, size, "%s%lld.%06lld", v < 0 ? "-" : "", us / 1000000, us % 1000000);
-  return out;
-}
-
-/* Parse PostgreSQL's numeric text ("1764000000.123456", "-3", "Infinity"). */
-static double parse_seconds(const char *s) {
-  int neg = 0;
-  double v = 0, scale = 1;
-  if (*s == '-') neg = 1, s++;
-  if (*s == 'I') return neg ? -INFINITY : INFINITY;
-  while (*s >= '0' && *s <= '9') v = v * 10 + (*s++ - '0');
-  if (*s == '.')
-    for (s++; *s >= '0' && *s <= '9'; s++) v += (*s - '0') * (scale /= 10);
-  return neg ? -v : v;
-}
-
-static long long parse_int(const char *s) { return strtoll(s, NULL, 10); }
-
-/* Append v in decimal (without printf: arrays of many numbers are built
- * per batch). */
-static int add_int(buf *b, long long v) {
-  char digits[24];
-  size_t n = 0;
-  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  do digits[n++] = (char)('0' + u % 10); while ((u /= 10) > 0);
-  if (v < 0) digits[n++] = '-';
-  if (buf_reserve(b, n)) return -1;
-  while (n) b->data[b->len++] = digits[--n];
-  b->data[b->len] = '\0';
-  return 0;
-}
-
-/* Append a quoted element of a text[] literal. */
-static int add_array_text(buf *b, const char *s, size_t n) {
-  if (buf_reserve(b, n + 2)) return -1;
-  buf_addc(b, '"');
-  for (size_t i = 0; i < n; i++) {
-    if ((s[i] == '"' || s[i] == '\\') && buf_addc(b, '\\')) return -1;
-    if (buf_addc(b, s[i])) return -1;
-  }
-  return buf_addc(b, '"');
-}
-
-/* ------------------------------------------------------------------ */
-/* Operations                                                          */
-
-static int pg_schedule(store *s, const store_new_job *j, int64_t *id) {
-  pg_store *p = PG(s);
-  if (memchr(j->name, 0, j->name_len))
-    return store_fail(s, STORE_ERROR, "the name contains a NUL byte, which PostgreSQL cannot store");
-  if (j->key && memchr(j->key, 0, j->key_len))
-    return store_fail(s, STORE_ERROR, "the key contains a NUL byte, which PostgreSQL cannot store");
-  if (j->payload_has_nul)
-    return store_fail(s, STORE_ERROR,
-                      "the payload contains a NUL byte (\\u0000), which PostgreSQL cannot store");
-  char at[64], delay[64], prio[32], maxa[32];
-  snprintf(prio, sizeof prio, "%lld", j->priority);
-  snprintf(maxa, sizeof maxa, "%lld", j->max_attempts);
-  const char *values[7] = {j->name,
-                           j->payload,
-                           j->has_at ? fmt_seconds(j->at, at, sizeof at) : NULL,
-                           j->has_delay ? fmt_seconds(j->delay, delay, sizeof delay) : NULL,
-                           j->key,
-                           prio,
-                           j->max_attempts > 0 ? maxa : NULL};
-  const char *plain[6] = {values[0], values[1], values[2], values[3], values[5], values[6]};
-  PGresult *r = NULL;
-  int rc = j->key ? run(p, Q_SCHEDULE, values, &r) : run(p, Q_INSERT, plain, &r);
-  if (rc) return rc;
-  *id = parse_int(PQgetvalue(r, 0, 0));
-  PQclear(r);
-  return STORE_OK;
-}
-
-/* Rows per schedule_many statement: bounds the size of one message. */
-#define MANY_CHUNK 10000
-
-static int cmp_id(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* One chunk: jobs[0, n) -> ids; `alone`: its statement commits at once
- * (see SLEEP_LOCK). */
-static int many_chunk(pg_store *p, const store_new_job *jobs, size_t n, int64_t *ids, int alone) {
-  buf *b = p->p;
-  int err = 0;
-  char num[64];
-  for (int i = 0; i < 7; i++) {
-    buf_reset(&b[i]);
-    err |= buf_addc(&b[i], '{');
-  }
-  size_t plain = 0;
-  for (size_t i = 0; i < n && !err; i++) {
-    const store_new_job *j = &jobs[i];
-    if (i)
-      for (int k = 0; k < 7; k++) err |= buf_addc(&b[k], ',');
-    err |= add_array_text(&b[0], j->name, j->name_len);
-    err |= j->payload ? add_array_text(&b[1], j->payload, j->payload_len) : buf_adds(&b[1], "NULL");
-    err |= buf_adds(&b[2], j->has_at ? fmt_seconds(j->at, num, sizeof num) : "NULL");
-    err |= buf_adds(&b[3], j->has_delay ? fmt_seconds(j->delay, num, sizeof num) : "NULL");
-    err |= j->key ? add_array_text(&b[4], j->key, j->key_len) : buf_adds(&b[4], "NULL");
-    err |= add_int(&b[5], j->priority);
-    err |= j->max_attempts > 0 ? add_int(&b[6], j->max_attempts) : buf_adds(&b[6], "NULL");
-    if (!j->key) plain++;
-  }
-  for (int i = 0; i < 7; i++) err |= buf_addc(&b[i], '}');
-  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  const char *values[8];
-  for (int i = 0; i < 7; i++) values[i] = buf_cstr(&b[i]);
-  values[7] = alone ? "true" : "false";
-  PGresult *r = NULL;
-  int rc = run(p, Q_SCHEDULE_MANY, values, &r);
-  if (rc) return rc;
-  /* keyed rows carry their 1-based position; the plain ids, sorted, go to
-   * the keyless jobs in order */
-  int64_t *plain_ids = malloc((plain ? plain : 1) * sizeof *plain_ids);
-  if (!plain_ids) {
-    PQclear(r);
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  }
-  size_t got = 0;
-  for (int row = 0; row < PQntuples(r); row++) {
-    long long ord = parse_int(PQgetvalue(r, row, 0));
-    int64_t id = parse_int(PQgetvalue(r, row, 1));
-    if (ord == 0 && got < plain)
-      plain_ids[got++] = id;
-    else if (ord >= 1 && (size_t)ord <= n)
-      ids[ord - 1] = id;
-  }
-  PQclear(r);
-  qsort(plain_ids, got, sizeof *plain_ids, cmp_id);
-  for (size_t i = 0, k = 0; i < n && k < got; i++)
-    if (!jobs[i].key) ids[i] = plain_ids[k++];
-  free(plain_ids);
-  return got == plain ? STORE_OK : store_fail(&p->base, STORE_ERROR, "schedule_many: ids missing");
-}
-
-static int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids) {
-  pg_store *p = PG(s);
-  for (size_t i = 0; i < n; i++) {
-    const store_new_job *j = &jobs[i];
-    if (memchr(j->name, 0, j->name_len) || (j->key && memchr(j->key, 0, j->key_len)) ||
-        j->payload_has_nul)
-      return store_fail(s, STORE_ERROR,
-                        "job %zu: a NUL byte in its name, key or payload, which PostgreSQL "
-                        "cannot store",
-                        i + 1);
-  }
-  if (n <= MANY_CHUNK) return n ? many_chunk(p, jobs, n, ids, 1) : STORE_OK;
-  /* one transaction: every statement notifies (see SLEEP_LOCK) */
-  int rc = idle(p);
-  if (rc == STORE_OK) rc = pg_connect(s);
-  if (rc == STORE_OK) rc = exec_simple(p, "schedule_many", "BEGIN", NULL);
-  for (size_t at = 0; rc == STORE_OK && at < n; at += MANY_CHUNK)
-    rc = many_chunk(p, jobs + at, n - at < MANY_CHUNK ? n - at : MANY_CHUNK, ids + at, 0);
-  if (rc == STORE_OK) return exec_simple(p, "schedule_many", "COMMIT", NULL);
-  if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
-    PGresult *r = PQexec(p->conn, "ROLLBACK");
-    if (r) PQclear(r);
-  }
-  return rc;
-}
-
-static int exec_id(pg_store *p, int q, int64_t id, int *done) {
-  char idtext[32];
-  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-  const char *values[1] = {idtext};
-  PGresult *r = NULL;
-  int rc = run(p, q, values, &r);
-  if (rc) return rc;
-  *done = atoi(PQcmdTuples(r)) > 0 || PQntuples(r) > 0;
-  PQclear(r);
-  return STORE_OK;
-}
-
-static int pg_retry(store *s, int64_t id, int *done) { return exec_id(PG(s), Q_RETRY, id, done); }
-
-static const char *value_or_null(PGresult *r, int row, int col, size_t *len) {
-  if (PQgetisnull(r, row, col)) {
-    *len = 0;
-    return NULL;
-  }
-  *len = (size_t)PQgetlength(r, row, col);
-  return PQgetvalue(r, row, col);
-}
-
-/* Fill j from row `row` of a get result (columns id, name, payload,
- * run_at, attempt, max_attempts, key, priority, state, last_error). */
-static void read_job(PGresult *r, int row, store_job *j) {
-  j->id = parse_int(PQgetvalue(r, row, 0));
-  j->name = value_or_null(r, row, 1, &j->name_len);
-  j->payload = value_or_null(r, row, 2, &j->payload_len);
-  j->run_at = parse_seconds(PQgetvalue(r, row, 3));
-  j->attempt = parse_int(PQgetvalue(r, row, 4));
-  j->max_attempts = PQgetisnull(r, row, 5) ? 0 : parse_int(PQgetvalue(r, row, 5));
-  j->key = value_or_null(r, row, 6, &j->key_len);
-  j->priority = parse_int(PQgetvalue(r, row, 7));
-  j->state = PQgetvalue(r, row, 8);
-  j->last_error = value_or_null(r, row, 9, &j->last_error_len);
-}
-
-/* A claim's result is binary (Q_CLAIM): big-endian integers; timestamps
- * are microseconds since 2000-01-01 UTC, +-infinity the extreme int64s;
- * jsonb is a version byte (1), then the JSON text. */
-#define PG_EPOCH_MICROS 946684800000000LL
-
-static int64_t bin_int(PGresult *r, int row, int col) {
-  const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
-  int n = PQgetlength(r, row, col);
-  uint64_t x = n > 0 && (v[0] & 0x80) ? UINT64_MAX : 0; /* sign-extended */
-  for (int i = 0; i < n; i++) x = x << 8 | v[i];
-  return (int64_t)x;
-}
-
-/* Unix seconds of a binary timestamp (one rounding: exact microseconds
- * fit a double's integers). */
-static double bin_time(PGresult *r, int row, int col) {
-  int64_t us = bin_int(r, row, col);
-  if (us == INT64_MAX) return INFINITY;
-  if (us == INT64_MIN) return -INFINITY;
-  return (double)(us + PG_EPOCH_MICROS) / 1e6;
-}
-
-/* The same timestamp as exact Unix seconds text, for to_timestamp(). */
-static const char *bin_time_text(PGresult *r, int row, int col, char *out, size_t size) {
-  int64_t us = bin_int(r, row, col);
-  if (us == INT64_MAX || us == INT64_MIN) return us > 0 ? "Infinity" : "-Infinity";
-  int64_t u = us + PG_EPOCH_MICROS;
-  unsigned long long a = u < 0 ? 0ULL - (unsigned long long)u : (unsigned long long)u;
-  snprintf(out, size, "%s%llu.%06llu", u < 0 ? "-" : "", a / 1000000, a % 1000000);
-  return out;
-}
-
-/* Fill j from row `row` of a claim's result: the run this claim starts. */
-static void read_claimed(PGresult *r, int row, store_job *j) {
-  j->id = bin_int(r, row, 0);
-  j->name = value_or_null(r, row, 1, &j->name_len);
-  j->payload = value_or_null(r, row, 2, &j->payload_len);
-  if (j->payload && j->payload_len > 0) j->payload++, j->payload_len--; /* jsonb version */
-  j->run_at = bin_time(r, row, 3);
-  j->attempt = bin_int(r, row, 4);
-  j->max_attempts = PQgetisnull(r, row, 5) ? 0 : bin_int(r, row, 5);
-  j->key = value_or_null(r, row, 6, &j->key_len);
-  j->priority = bin_int(r, row, 7);
-  j->state = "running";
-  j->last_error = NULL;
-  j->last_error_len = 0;
-  j->token = bin_int(r, row, 10);
-}
-
-static int pg_get(store *s, int64_t id, store_job *out, int *found) {
-  pg_store *p = PG(s);
-  char idtext[32];
-  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-  const char *values[1] = {idtext};
-  PGresult *r = NULL;
-  int rc = run(p, Q_GET, values, &r);
-  if (rc) return rc;
-  *found = PQntuples(r) > 0;
-  if (*found) read_job(r, 0, out);
-  clear(&p->got);
-  p->got = r;
-  return STORE_OK;
-}
-
-static void free_names(pg_store *p) {
-  for (size_t i = 0; i < p->n_names; i++) free(p->names[i]);
-  free(p->names);
-  free(p->name_lens);
-  p->names = NULL;
-  p->name_lens = NULL;
-  p->n_names = 0;
-}
-
-static int pg_set_names(store *s, const char *const *names, const size_t *lens, size_t n) {
-  pg_store *p = PG(s);
-  free_names(p);
-  buf_reset(&p->names_literal);
-  p->names = calloc(n ? n : 1, sizeof *p->names);
-  p->name_lens = calloc(n ? n : 1, sizeof *p->name_lens);
-  if (!p->names || !p->name_lens) goto nomem;
-  if (buf_addc(&p->names_literal, '{')) goto nomem;
-  for (size_t i = 0; i < n; i++) {
-    if (!(p->names[i] = malloc(lens[i] + 1))) goto nomem;
-    memcpy(p->names[i], names[i], lens[i]);
-    p->names[i][lens[i]] = '\0';
-    p->name_lens[i] = lens[i];
-    p->n_names = i + 1;
-    if ((i && buf_addc(&p->names_literal, ',')) ||
-        add_array_text(&p->names_literal, names[i], lens[i]))
-      goto nomem;
-  }
-  if (buf_addc(&p->names_literal, '}')) goto nomem;
-  p->claim_names_changed = 1;
-  return STORE_OK;
-nomem:
-  free_names(p);
-  buf_reset(&p->names_literal);
-  return store_fail(s, STORE_NOMEM, "not enough memory");
-}
-
-/* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
- * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
- * of failed attempts; [6], [7] ids and tokens of released claims; [8], [9]
- * those of cancelled ones. */
-static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
-  buf *b = p->p;
-  int err = 0;
-  for (int i = 0; i < 10; i++) {
-    buf_reset(&b[i]);
-    err |= buf_addc(&b[i], '{');
-  }
-  size_t nd = 0, nf = 0, nr = 0, nc = 0;
-  for (size_t i = 0; i < n && !err; i++) {
-    const store_outcome *x = &o[i];
-    char num[64];
-    switch (x->kind) {
-    case OUTCOME_DONE:
-      err |= (nd ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
-             add_int(&b[0], x->claim.id) | add_int(&b[1], x->claim.token);
-      nd++;
-      break;
-    case OUTCOME_RETRY:
-    case OUTCOME_FAILED:
-      if (nf) {
-        for (int k = 2; k < 6; k++) err |= buf_addc(&b[k], ',');
-      }
-      err |= add_int(&b[2], x->claim.id) | add_int(&b[3], x->claim.token) |
-             buf_adds(&b[4], x->kind == OUTCOME_RETRY
-                                 ? fmt_seconds(x->retry_in, num, sizeof num)
-                                 : "NULL") |
-             add_array_text(&b[5], buf_cstr(&x->error), x->error.len);
-      nf++;
-      break;
-    case OUTCOME_RELEASE:
-      err |= (nr ? buf_addc(&b[6], ',') | buf_addc(&b[7], ',') : 0) |
-             add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.token);
-      nr++;
-      break;
-    case OUTCOME_CANCELLED:
-      err |= (nc ? buf_addc(&b[8], ',') | buf_addc(&b[9], ',') : 0) |
-             add_int(&b[8], x->claim.id) | add_int(&b[9], x->claim.token);
-      nc++;
-      break;
-    }
-  }
-  for (int i = 0; i < 10; i++) err |= buf_addc(&b[i], '}');
-  return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
-}
-
-/* ------------------------------------------------------------------ */
-/* The claim transaction                                               */
-
-/* CLAIM AHEAD.  A batch is claimed in a transaction (pg_claim): the claim
- * deletes its jobs, and the commit after their listeners makes that stick.
- * While the listeners of a full batch run, the next batch is claimed in
- * the same transaction: sent at the start of the batch, its result read at
- * its end (pg_finish), so the server runs that claim while the worker runs
- * Lua, on one connection.  The transaction commits at the end of a batch
- * that claimed nothing ahead: one that was not full (the next claim would
- * find few jobs, if any), or once the transaction is TX_MAX_AGE seconds
- * old or holds TX_MAX_BATCHES batches.  Until then the outcomes of its
- * earlier batches are written in it but not committed: a worker that dies
- * runs them again (at-least-once), as it does the batch in hand.
- *   The claim ahead cannot see the rows its transaction deleted, but an
- * index scan would still walk their entries (they die at the commit), so
- * it starts past the last job claimed, in claim order, for that job's
- * priority.  Jobs that come due meanwhile before that point (an earlier
- * run_at, or given back by another worker) wait for the commit.
- *   The completions of its batches (for stats) are counted once, with
- * its commit.  Any other use of the connection ends the transaction first
- * (idle): the batch claimed ahead goes back as it was (no attempt counted)
- * and the rest commits.  A settle does the same, and after one the next
- * QUIET_AFTER_SETTLE transactions claim nothing ahead: listeners that call
- * the API would waste every claim ahead.
- *
- * CRASHES.  What a dead worker's claim transaction held is recorded, never
- * inferred: an aborted transaction leaves nothing of its own behind (a
- * row's xmax also names the transaction of any client that merely locked
- * it).  Before the first job of a batch runs, the batch's token, worker
- * and job ids are sent to scheduler.batches on a second connection of the
- * worker's (the record connection: the claim transaction cannot commit
- * anything of its own before it ends), marking the batch before it in the
- * same transaction as run.  The statement is flushed to the kernel before
- * the job starts, so the server runs and commits it even if the worker
- * dies right after; its reply is read later (rec_wait), off the claim's
- * path.  The commit that ends the claim transaction drops its records.
- * If the worker dies, the records stay.  Every worker's rescue
- * (Q_ORPHANS) looks for records whose worker's connection is gone (its
- * session advisory lock, WORKER_LOCK, goes with it): of a batch that had
- * not run, a job alone was the one running and is charged its attempt;
- * several are not charged and go to QUARANTINE, where each is claimed
- * alone, as a lease whose attempt is committed before it runs
- * (Q_CLAIM_ONE), until it has finished or crashed on its own.  Until a
- * rescue has found them, claims skip the jobs of a dead worker's records
- * (Q_CLAIM), and a worker that finds due jobs it cannot claim rescues
- * when it looks again (loop.c).  What is left: the record's commit and
- * the dead transaction's abort race on the server (two backends), so a
- * claim in the microseconds between the abort and the record's commit
- * can still take a job of that batch in a batch of its own.  A lost
- * connection, a failed commit and other rollbacks of a living worker drop
- * their records themselves: nothing crashed, the jobs simply run again. */
-/* a record connection started this long ago and not completed is started
- * afresh (see rec_connect) */
-#define REC_START_STALE 20.0
-#define TX_MAX_AGE 0.05
-#define TX_MAX_BATCHES 32
-#define QUIET_AFTER_SETTLE 8
-
-/* The record connection, connected (with its session settings, LISTEN for
- * cancel requests, and its statements prepared) unless it is.  Records commit without waiting for
- * the WAL flush: a server crash aborts the transactions they describe and
- * empties the (unlogged) table. */
-static int rec_connect(pg_store *p) {
-  if (p->rec && p->rec_ready && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
-  /* started long ago and never completed: the server may have given up on
-   * it (authentication_timeout, 1 minute by default) */
-  if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD ||
-                 clock_mono() - p->rec_started > REC_START_STALE))
-    rec_drop(p);
-  int rc = p->rec ? STORE_OK : start_conn(p, &p->rec);
-  /* its statements prepared in the same round trip as its settings */
-  static const int statements[] = {Q_RECORD, Q_UNRECORD, Q_VERDICT};
-  buf sql = BUF_INIT;
-  int err = buf_adds(&sql, "SET synchronous_commit = off; LISTEN scheduler_cancel");
-  for (size_t k = 0; k < sizeof statements / sizeof *statements; k++)
-    err |= buf_printf(&sql, "; PREPARE %s AS %s", queries[statements[k]].name,
-                      queries[statements[k]].sql);
-  if (rc == STORE_OK && err) rc = store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  if (rc == STORE_OK) rc = finish_conn(p, &p->rec, buf_cstr(&sql));
-  buf_free(&sql);
-  if (rc == STORE_OK) p->rec_ready = 1;
-  else rec_drop(p);
-  return rc;
-}
-
-/* Read the reply to the record sent last (rec_pending), waiting for it if
- * it has not come yet (it has had a batch's time).  A failure drops the
- * connection: the next record opens a new one. */
-static int rec_wait(pg_store *p) {
-  if (!p->rec_pending) return STORE_OK;
-  p->rec_pending = 0;
-  int rc = STORE_OK;
-  PGresult *r;
-  while ((r = PQgetResult(p->rec)) != NULL) {
-    if (rc == STORE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-      rc = fail_msg(p, STORE_DOWN, "recording a batch", PQresultErrorMessage(r));
-    PQclear(r);
-  }
-  if (rc == STORE_OK && PQstatus(p->rec) != CONNECTION_OK)
-    rc = fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
-  if (rc) rec_drop(p);
-  return rc;
-}
-
-/* Send query q (Q_RECORD or Q_UNRECORD) on the record connection; its
- * reply is read by rec_wait.  Once the statement is sent (blocking mode:
- * flushed to the kernel), the server runs it even if this process dies
- * right after.  A connection that turns out broken (a server restart kills
- * it unseen) is replaced once. */
-static int rec_send(pg_store *p, int q, const char *const *values) {
-  rec_wait(p); /* the last record failed: its batch has run, a new connection serves */
-  for (int attempt = 0;; attempt++) {
-    int rc = rec_connect(p);
-    if (rc) return rc;
-    if (PQsendQueryPrepared(p->rec, queries[q].name, queries[q].nparams, values, NULL, NULL, 0)) {
-      p->rec_pending = 1;
-      return STORE_OK;
-    }
-    rc = fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
-    rec_drop(p);
-    if (attempt == 1) return rc;
-  }
-}
-
-/* Record batch b, about to run in the claim transaction (see CRASHES):
- * sent, not waited for. */
-static int record_batch(pg_store *p, const batch *b) {
-  buf *ids = &p->p[NBUFS - 1];
-  char token[32], prev[32];
-  int err = 0;
-  buf_reset(ids);
-  err |= buf_addc(ids, '{');
-  for (size_t i = 0; i < b->n; i++) err |= (i ? buf_addc(ids, ',') : 0) | add_int(ids, b->jobs[i].id);
-  err |= buf_addc(ids, '}');
-  /* its token joins the transaction's, dropped with its commit */
-  if (p->tx_tokens.len) p->tx_tokens.data[p->tx_tokens.len - 1] = ','; /* "{...}" reopened */
-  else err |= buf_addc(&p->tx_tokens, '{');
-  err |= add_int(&p->tx_tokens, b->token) | buf_addc(&p->tx_tokens, '}');
-  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  snprintf(token, sizeof token, "%lld", (long long)b->token);
-  snprintf(prev, sizeof prev, "%lld", (long long)p->recorded);
-  const char *values[4] = {token, p->worker, buf_cstr(ids), p->recorded ? prev : NULL};
-  int rc = rec_send(p, Q_RECORD, values);
-  if (rc == STORE_OK) p->recorded = b->token;
-  return rc;
-}
-
-/* The claim transaction is gone while this worker lives: drop the records
- * of its batches (nothing crashed; their jobs simply run again).  If that
- * fails too, another worker's rescue will quarantine them, which is safe. */
-static void unrecord(pg_store *p) {
-  if (p->tx_tokens.len) {
-    const char *values[1] = {buf_cstr(&p->tx_tokens)};
-    if (rec_send(p, Q_UNRECORD, values) == STORE_OK) rec_wait(p);
-  }
-  buf_reset(&p->tx_tokens);
-  p->recorded = 0;
-}
-
-/* The claim transaction is still ours: same connection, still open.
- * Otherwise it is gone, and its jobs run again. */
-static int batch_alive(pg_store *p) {
-  int gone = p->held_lost ||
-             ((p->held || p->open || p->ahead) &&
-              (!p->conn || PQstatus(p->conn) != CONNECTION_OK ||
-               (p->syncs == 0 && PQtransactionStatus(p->conn) != PQTRANS_INTRANS)));
-  if (!gone) return STORE_OK;
-  if (p->conn && PQstatus(p->conn) != CONNECTION_OK) pg_disconnect(&p->base);
-  size_t n = p->held_lost ? p->held_lost : p->tx_jobs;
-  p->held_lost = 0;
-  return store_fail(&p->base, STORE_DOWN,
-                    "the database connection was lost with %zu jobs claimed and not "
-                    "committed; they will run again",
-                    n);
-}
-
-/* A claim transaction could not be committed (rc from the statement that
- * failed): its claims are undone, or are with the rollback, so its n jobs
- * run again.  Say so, once. */
-static int batch_failed(pg_store *p, size_t n, int rc) {
-  p->held_lost = 0;
-  if (rc == STORE_NOMEM) return rc;
-  buf why = BUF_INIT;
-  buf_add(&why, p->base.err.data ? p->base.err.data : "", p->base.err.len);
-  store_fail(&p->base, rc,
-             "the outcomes of %zu claimed jobs were not committed (%s); they will run again", n,
-             buf_cstr(&why));
-  buf_free(&why);
-  return rc;
-}
-
-/* Forget the claim transaction and roll it back: its jobs run again. */
-static void rollback(pg_store *p) {
-  p->held = 0;
-  buf_reset(&p->verdicts); /* their jobs are back: the requests wait on */
-  buf_reset(&p->done[0]);
-  buf_reset(&p->done[1]);
-  p->open = p->ahead = 0;
-  p->next.n = 0;
-  p->tx_jobs = 0;
-  discard_pipeline(p);
-  if (p->conn && PQstatus(p->conn) == CONNECTION_OK &&
-      PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
-    PGresult *r = PQexec(p->conn, "ROLLBACK");
-    if (r) PQclear(r);
-  }
-  unrecord(p);
-}
-
-/* Claim order: (priority, run_at, id). */
-static int cmp_claim_order(const store_job *x, const store_job *y) {
-  if (x->priority != y->priority) return x->priority < y->priority ? -1 : 1;
-  if (x->run_at != y->run_at) return x->run_at < y->run_at ? -1 : 1;
-  return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static int cmp_run_order(const void *a, const void *b) {
-  return cmp_claim_order(&((const claimed *)a)->job, &((const claimed *)b)->job);
-}
-
-/* Room for a batch of n jobs in b: 0 or -1. */
-static int reserve_batch(batch *b, size_t n) {
-  if (n <= b->cap) return 0;
-  store_job *jobs = realloc(b->jobs, n * sizeof *jobs);
-  if (jobs) b->jobs = jobs;
-  int *row = jobs ? realloc(b->row, n * sizeof *row) : NULL;
-  if (row) b->row = row;
-  long *fate = row ? realloc(b->fate, n * sizeof *fate) : NULL;
-  if (fate) b->fate = fate;
-  claimed *sorted = fate ? realloc(b->sorted, n * sizeof *sorted) : NULL;
-  if (sorted) b->sorted = sorted;
-  if (!sorted) return -1;
-  b->cap = n;
-  return 0;
-}
-
-static void free_batch(batch *b) {
-  clear(&b->res);
-  free(b->jobs);
-  free(b->row);
-  free(b->fate);
-  free(b->sorted);
-}
-
-/* Take the claim's result r (rows > 0) as batch b: its jobs in run order.
- * STORE_OK, or STORE_NOMEM (r cleared). */
-static int hold_batch(pg_store *p, batch *b, PGresult *r) {
-  size_t rows = (size_t)PQntuples(r);
-  if (reserve_batch(b, rows)) {
-    PQclear(r);
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory for a batch of %zu jobs", rows);
-  }
-  size_t last = 0;
-  claimed *sorted = b->sorted;
-  for (size_t i = 0; i < rows; i++) {
-    read_claimed(r, (int)i, &sorted[i].job);
-    sorted[i].row = (int)i;
-    if (cmp_claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
-  }
-  snprintf(b->bound[0], sizeof b->bound[0], "%lld", sorted[last].job.priority);
-  bin_time_text(r, (int)last, 3, b->bound[1], sizeof b->bound[1]);
-  snprintf(b->bound[2], sizeof b->bound[2], "%lld", (long long)sorted[last].job.id);
-  qsort(sorted, rows, sizeof *sorted, cmp_run_order);
-  for (size_t i = 0; i < rows; i++) {
-    b->jobs[i] = sorted[i].job;
-    b->row[i] = sorted[i].row;
-  }
-  clear(&b->res);
-  b->res = r;
-  b->n = rows;
-  b->token = rows ? b->jobs[0].token : 0;
-  return STORE_OK;
-}
-
-/* What ends each job of a batch (its fate): an outcome (its index), a
- * lease, or nothing yet (it goes back as it was, to run again). */
-#define FATE_RELEASED (-1L)
-#define FATE_LEASED (-2L)
-
-/* The index in batch b of the job with this id, looking from `from` on
- * (outcomes come in batch order); -1 if none. */
-static long batch_index(const batch *b, int64_t id, size_t from) {
-  for (size_t k = 0; k < b->n; k++) {
-    size_t i = (from + k) % b->n;
-    if (b->jobs[i].id == id) return (long)i;
-  }
-  return -1;
-}
-
-/* The fates of b's jobs: outcome o[k] for its job, a lease for the claims
- * `keep`, the others go back.  Outcomes and leases of another claim (a
- * stale token) are not this batch's. */
-static void set_fates(batch *b, const store_outcome *o, size_t n_o, const store_claim *keep,
-                      size_t n_keep) {
-  for (size_t i = 0; i < b->n; i++) b->fate[i] = FATE_RELEASED;
-  size_t from = 0;
-  for (size_t k = 0; k < n_o; k++) {
-    long i = o[k].claim.token == b->token ? batch_index(b, o[k].claim.id, from) : -1;
-    if (i >= 0) b->fate[i] = (long)k, from = (size_t)i + 1;
-  }
-  for (size_t k = 0; k < n_keep; k++) {
-    long i = keep[k].token == b->token ? batch_index(b, keep[k].id, from) : -1;
-    if (i >= 0) b->fate[i] = FATE_LEASED, from = (size_t)i + 1;
-  }
-}
-
-/* Append the NULL or quoted element of a text[] literal. */
-static int add_text_or_null(buf *b, const char *s, size_t n) {
-  return s ? add_array_text(b, s, n) : buf_adds(b, "NULL");
-}
-
-/* Add the completions of the done jobs of batch t to the claim
- * transaction's: p->done, Q_COMPLETED's arrays (names, counts; runs of one
- * name counted together), written with its commit.  0 or -1. */
-static int count_done(pg_store *p, const batch *t, const store_outcome *o) {
-  buf *b = p->done;
-  int err = 0;
-  const store_job *run_of = NULL;
-  long long count = 0;
-  for (size_t i = 0; i <= t->n && !err; i++) {
-    const store_job *j = NULL;
-    if (i < t->n && t->fate[i] >= 0 && o[t->fate[i]].kind == OUTCOME_DONE) j = &t->jobs[i];
-    if (run_of && (i == t->n || (j && (j->name_len != run_of->name_len ||
-                                       memcmp(j->name, run_of->name, j->name_len))))) {
-      for (int k = 0; k < 2; k++) {
-        if (b[k].len)
-          b[k].data[b[k].len - 1] = ','; /* "{...}" reopened */
-        else
-          err |= buf_addc(&b[k], '{');
-      }
-      err |= add_array_text(&b[0], run_of->name, run_of->name_len) | add_int(&b[1], count) |
-             buf_addc(&b[0], '}') | buf_addc(&b[1], '}');
-      run_of = NULL;
-    }
-    if (j && !run_of) run_of = j, count = 0;
-    if (j) count++;
-  }
-  return err;
-}
-
-/* Append id to the bigint[] literal b ("{...}", reopened). */
-static int add_to_array(buf *b, int64_t id) {
-  if (b->len) b->data[b->len - 1] = ',';
-  else if (buf_addc(b, '{')) return -1;
-  return add_int(b, id) | buf_addc(b, '}');
-}
-
-/* Q_PUT_BACK's arrays (b[0]-b[12]) for the jobs of batch t that stay;
- * *n = how many.  The cancelled ones stay deleted: their ids join
- * p->verdicts (answered with the commit). */
-static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, buf *b,
-                           size_t *n) {
-  PGresult *r = t->res;
-  int err = 0;
-  for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], '{');
-  *n = 0;
-  for (size_t i = 0; i < t->n && !err; i++) {
-    long f = t->fate[i];
-    const store_outcome *x = f >= 0 ? &o[f] : NULL;
-    if (x && x->kind == OUTCOME_CANCELLED) err |= add_to_array(&p->verdicts, t->jobs[i].id);
-    if (x && (x->kind == OUTCOME_DONE || x->kind == OUTCOME_CANCELLED)) continue;
-    int row = t->row[i], first = *n == 0;
-    const store_job *j = &t->jobs[i];
-    int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
-    char num[64];
-    const char *state = f == FATE_LEASED                        ? "running"
-                        : x && x->kind == OUTCOME_FAILED ? "failed"
-                                                         : "scheduled";
-    /* a failed attempt and a lease keep the attempt as claimed; a job
-     * given back was not attempted */
-    long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
-    if (!first)
-      for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], ',');
-    err |= buf_adds(&b[12], !failed && f != FATE_LEASED ? "t" : "f"); /* given back */
-    err |= add_int(&b[0], j->id) | add_text_or_null(&b[1], j->name, j->name_len) |
-           add_text_or_null(&b[2], j->payload, j->payload_len) |
-           buf_adds(&b[3], bin_time_text(r, row, 3, num, sizeof num)) |
-           buf_adds(&b[4], x && x->kind == OUTCOME_RETRY
-                               ? fmt_seconds(x->retry_in, num, sizeof num)
-                               : "NULL") |
-           add_int(&b[5], j->priority) | add_int(&b[6], attempt) |
-           (j->max_attempts > 0 ? add_int(&b[7], j->max_attempts) : buf_adds(&b[7], "NULL")) |
-           buf_adds(&b[8], state) | add_text_or_null(&b[9], j->key, j->key_len) |
-           buf_adds(&b[11], bin_time_text(r, row, 9, num, sizeof num));
-    if (failed) {
-      err |= add_text_or_null(&b[10], buf_cstr(&x->error), x->error.len);
-    } else {
-      size_t len;
-      const char *e = value_or_null(r, row, 8, &len);
-      err |= add_text_or_null(&b[10], e, len);
-    }
-    (*n)++;
-  }
-  for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], '}');
-  return err;
-}
-
-/* The end of batch t (fates set) in its transaction: its done jobs are
- * counted (count_done), and a step (Q_PUT_BACK, added to steps[*n]) puts
- * back those that stay, the claims to keep leased to `worker` for `lease`
- * seconds on the batch's claim.  Array literals in b[0]-b[12]; the
- * parameter list in v (16 entries; text in `text`, 96 bytes).  STORE_OK or
- * STORE_NOMEM. */
-static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double lease,
-                     const char *worker, buf *b, const char **v, char *text, step *steps,
-                     int *n) {
-  size_t n_back;
-  for (int k = 0; k < 13; k++) buf_reset(&b[k]);
-  if ((o && count_done(p, t, o)) || put_back_arrays(p, t, o, b, &n_back))
-    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  for (int k = 0; k < 12; k++) v[k] = buf_cstr(&b[k]);
-  v[12] = worker ? worker : "";
-  v[13] = fmt_seconds(lease, text, 64);
-  snprintf(text + 64, 32, "%lld", (long long)t->token);
-  v[14] = text + 64;
-  v[15] = buf_cstr(&b[12]);
-  if (n_back) steps[(*n)++] = STEP_QUERY(Q_PUT_BACK, v);
-  return STORE_OK;
-}
-
-/* Read the claim ahead's result into `next`.  On failure the transaction
- * is rolled back and its jobs run again. */
-static int collect_ahead(pg_store *p) {
-  if (!p->ahead) return STORE_OK;
-  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
-  p->ahead = 0;
-  PGresult *r = NULL;
-  int rc = read_segment(p, 1, 0, &r);
-  p->next.n = 0;
-  if (rc == STORE_OK && PQntuples(r) == 0)
-    PQclear(r);
-  else if (rc == STORE_OK)
-    rc = hold_batch(p, &p->next, r);
-  if (rc == STORE_OK) {
-    p->tx_jobs += p->next.n;
-    return STORE_OK;
-  }
-  rollback(p);
-  return batch_failed(p, jobs, rc);
-}
-
-/* End the claim transaction: of the batch in hand (if held), the jobs with
- * an outcome in o are written (the done ones stay deleted and are
- * counted), the claims `keep` leased to `worker` for `lease` seconds, and
- * every other one goes back as it was; so does the batch claimed ahead.
- * The transaction's records go with its commit (see CRASHES): one round
- * trip. */
-static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_claim *keep,
-                  size_t n_keep, double lease, const char *worker) {
-  int rc = batch_alive(p);
-  if (rc == STORE_OK) rc = collect_ahead(p);
-  if (rc != STORE_OK) return rc;
-  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
-  rec_wait(p); /* its record must be in before the commit drops it */
-  step steps[6];
-  int n = 0;
-  const char *v[2][16];
-  char text[2][96];
-  if (p->held) {
-    set_fates(&p->cur, o, n_o, keep, n_keep);
-    rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], text[0], steps, &n);
-  }
-  if (rc == STORE_OK && p->next.n) {
-    set_fates(&p->next, NULL, 0, NULL, 0);
-    rc = end_steps(p, &p->next, NULL, 0, NULL, p->p + 13, v[1], text[1], steps, &n);
-  }
-  const char *done[2] = {buf_cstr(&p->done[0]), buf_cstr(&p->done[1])};
-  if (p->done[0].len) steps[n++] = STEP_QUERY(Q_COMPLETED, done);
-  const char *tokens[1] = {buf_cstr(&p->tx_tokens)};
-  if (p->tx_tokens.len) steps[n++] = STEP_QUERY(Q_UNRECORD, tokens); /* see CRASHES */
-  const char *verdict[2] = {buf_cstr(&p->verdicts), "cancelled"};
-  if (p->verdicts.len) steps[n++] = STEP_QUERY(Q_VERDICT, verdict); /* see CANCELS */
-  PGresult *r = NULL;
-  steps[n++] = STEP_SQL("COMMIT");
-  if (rc == STORE_OK) rc = pipeline(p, steps, n, -1, &r);
-  if (rc == STORE_OK) {
-    p->held = 0;
-    p->open = 0;
-    p->next.n = 0;
-    p->tx_jobs = 0;
-    buf_reset(&p->done[0]);
-    buf_reset(&p->done[1]);
-    buf_reset(&p->tx_tokens);
-    buf_reset(&p->verdicts);
-    p->recorded = 0;
-    return STORE_OK;
-  }
-  rollback(p);
-  return batch_failed(p, jobs, rc);
-}
-
-/* End the claim transaction if it is open between batches. */
-static int close_tx(pg_store *p) {
-  return p->open || p->ahead ? end_tx(p, NULL, 0, NULL, 0, 0, NULL) : STORE_OK;
-}
-
-/* Make the connection free for a statement of its own (see CLAIM AHEAD). */
-static int idle(pg_store *p) {
-  if (p->held)
-    /* the caller must settle first: this would join the batch's transaction */
-    return store_fail(&p->base, STORE_ERROR, "internal error: a statement inside a batch");
-  return close_tx(p);
-}
-
-/* Claim the next batch ahead, in this transaction, when the batch in hand
- * was full and the transaction may grow (see CLAIM AHEAD).  A failure to
- * send loses the connection, and the batch in hand with it (finish says
- * so). */
-static void claim_ahead(pg_store *p, size_t limit) {
-  if (p->cur.n < limit || p->quiet || p->tx_batches >= TX_MAX_BATCHES ||
-      clock_mono() - p->tx_start >= TX_MAX_AGE)
-    return;
-  /* the end of the batch in hand is sent behind it: prepared first */
-  if (prepare(p, Q_PUT_BACK) || prepare(p, Q_UNRECORD)) return;
-  const char *values[6] = {buf_cstr(&p->names_literal), p->limit, p->cur.bound[0],
-                           p->cur.bound[1], p->cur.bound[2], p->worker};
-  step claim = STEP_QUERY(Q_CLAIM, values);
-  if (send_segment(p, &claim, 1) != STORE_OK) return;
-  p->ahead = 1;
-  p->tx_batches++;
-}
-
-/* Claim one quarantined job alone as a lease if any is due (see CRASHES),
- * else a batch in a claim transaction, recorded before it is handed out.
- * Both claims go in one round trip; a batch claimed beside a quarantined
- * job goes back untouched (its claim transaction rolls back). */
-static int pg_claim(store *s, size_t limit, double lease, const char *worker,
-                    long long default_max_attempts, store_job **jobs, size_t *n) {
-  pg_store *p = PG(s);
-  (void)default_max_attempts; /* crashes are charged by rescue */
-  *n = 0;
-  *jobs = NULL;
-  p->leased = 0;
-  if (p->held) rollback(p); /* a batch never finished: the jobs of its transaction run again */
-  if (!p->worker || strcmp(p->worker, worker) != 0) {
-    char *w = strdup(worker);
-    if (!w) return store_fail(s, STORE_NOMEM, "not enough memory");
-    free(p->worker);
-    p->worker = w;
-  }
-  snprintf(p->limit, sizeof p->limit, "%zu", limit);
-  if (p->open || p->ahead) {
-    int sent = p->ahead;
-    int rc = collect_ahead(p);
-    if (rc) return rc;
-    if (p->next.n > 0) {
-      /* claimed ahead: in hand once recorded */
-      size_t jobs_in_tx = p->tx_jobs;
-      batch t = p->cur;
-      p->cur = p->next;
-      p->next = t;
-      p->next.n = 0;
-      p->open = 0;
-      p->held = p->cur.n;
-      rc = record_batch(p, &p->cur);
-      if (rc) {
-        rollback(p);
-        return batch_failed(p, jobs_in_tx, rc);
-      }
-      claim_ahead(p, limit);
-      *jobs = p->cur.jobs;
-      *n = p->cur.n;
-      return STORE_OK;
-    }
-    /* nothing more past the bound (or a quarantined job came due): commit,
-     * then claim afresh */
-    if (sent) p->quarantine_look = 1;
-    rc = close_tx(p);
-    if (rc) return rc;
-  }
-  char leasetext[64];
-  const char *one[3] = {buf_cstr(&p->names_literal), p->worker,
-                        fmt_seconds(lease, leasetext, sizeof leasetext)};
-  const char *values[6] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL, p->worker};
-  const step quarantined = STEP_QUERY(Q_CLAIM_ONE, one);
-  /* see prepare_claim */
-  const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
-                         STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS), STEP_QUERY(Q_CLAIM, values)};
-  PGresult *r = NULL, *alone = NULL;
-  int rc = pg_connect(s);
-  if (rc == STORE_OK && !p->worker_locked) {
-    const char *who[1] = {worker};
-    rc = run(p, Q_WORKER_LOCK, who, &r);
-    if (rc == STORE_OK) {
-      clear(&r);
-      p->worker_locked = 1;
-    }
-  }
-  /* the record connection (see CRASHES) gets ready while this one claims
-   * (run{drain = true}: run() started it with this one) */
-  if (rc == STORE_OK) rec_start(p);
-  if (rc == STORE_OK) rc = prepare(p, Q_CLAIM_ONE);
-  if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
-    rc = prepare_claim(p);
-  /* Quarantined jobs are looked for (Q_CLAIM_ONE) only while some may wait:
-   * at first, and after a claim that found nothing (Q_CLAIM takes nothing
-   * while one is due, so one found by another worker's rescue blocks the
-   * next claim, and the one after looks). */
-  int look = p->quarantine_look;
-  if (rc == STORE_OK) {
-    /* awake: give SLEEP_LOCK back (see there) */
-    int from = p->sleep_locked ? 0 : 1;
-    if (look) rc = send_segment(p, &quarantined, 1);
-    if (rc == STORE_OK) rc = send_segment(p, steps + from, 4 - from);
-    if (rc == STORE_OK && look) rc = read_segment(p, 1, 0, &alone);
-    if (rc == STORE_OK) rc = read_segment(p, 4 - from, 3 - from, &r);
-    /* given back even if the claim failed (the unlock comes first), or
-     * gone with the connection */
-    p->sleep_locked = 0;
-  }
-  if (rc != STORE_OK) {
-    clear(&alone);
-    rollback(p);
-    return rc;
-  }
-  if (look && PQntuples(alone) == 0) p->quarantine_look = 0;
-  if (look && PQntuples(alone) > 0) {
-    /* a quarantined job, leased: alone, so the batch goes back untouched */
-    clear(&r);
-    rollback(p);
-    rc = hold_batch(p, &p->cur, alone);
-    if (rc) return rc;
-    p->leased = 1;
-    *jobs = p->cur.jobs;
-    *n = p->cur.n;
-    return STORE_OK;
-  }
-  clear(&alone);
-  if (PQntuples(r) == 0) {
-    clear(&r); /* nothing due, or a quarantined job is */
-    p->quarantine_look = 1;
-    return exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
-  }
-  rc = hold_batch(p, &p->cur, r);
-  if (rc == STORE_OK) rc = record_batch(p, &p->cur);
-  if (rc != STORE_OK) {
-    rollback(p); /* undoes the claim: they run again */
-    return rc;
-  }
-  p->held = p->cur.n;
-  p->tx_jobs = p->cur.n;
-  p->tx_batches = 1;
-  p->tx_start = clock_mono();
-  if (p->quiet) p->quiet--;
-  claim_ahead(p, limit);
-  *jobs = p->cur.jobs;
-  *n = p->cur.n;
-  return STORE_OK;
-}
-
-static int pg_held(store *s) { return PG(s)->held > 0; }
-
-/* The end of the batch in hand, whose successor was claimed ahead: its
- * outcomes are written in the transaction, which stays open; the claim
- * ahead's result is read. */
-static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
-  int rc = batch_alive(p);
-  if (rc) return rc;
-  step steps[1];
-  int n = 0;
-  const char *v[16];
-  char text[96];
-  set_fates(&p->cur, o, n_o, NULL, 0);
-  rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, text, steps, &n);
-  size_t jobs = p->tx_jobs; /* a lost connection forgets them */
-  if (rc == STORE_OK && n) rc = send_segment(p, steps, n);
-  if (rc == STORE_OK) {
-    rc = collect_ahead(p); /* rolls back on failure */
-    if (rc != STORE_OK) return rc;
-    jobs = p->tx_jobs;
-  }
-  PGresult *r = NULL;
-  if (rc == STORE_OK && n) rc = read_segment(p, n, -1, &r);
-  if (rc != STORE_OK) {
-    rollback(p);
-    return batch_failed(p, jobs, rc);
-  }
-  p->held = 0;
-  p->open = 1;
-  return STORE_OK;
-}
-
-static int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
-                     size_t n_keep, double lease, const char *worker) {
-  pg_store *p = PG(s);
-  if (!p->held && !p->held_lost) return STORE_OK;
-  p->quiet = QUIET_AFTER_SETTLE;
-  return end_tx(p, done, n_done, keep, n_keep, lease, worker);
-}
-
-static int pg_finish(store *s, const store_outcome *o, size_t n) {
-  pg_store *p = PG(s);
-  if (p->held && p->ahead) return finish_ahead(p, o, n);
-  if (p->held || p->held_lost) return end_tx(p, o, n, NULL, 0, 0, NULL);
-  if (n == 0) return close_tx(p);
-  int rc = outcome_arrays(p, o, n);
-  if (rc) return rc;
-  const char *values[10];
-  for (int i = 0; i < 10; i++) values[i] = buf_cstr(&p->p[i]);
-  PGresult *r = NULL;
-  rc = run(p, Q_FINISH, values, &r);
-  if (rc) return rc;
-  PQclear(r);
-  return STORE_OK;
-}
-
-static int claims_literal(buf *ids, buf *tokens, const store_claim *c, size_t n) {
-  int err = 0;
-  buf_reset(ids);
-  buf_reset(tokens);
-  err |= buf_addc(ids, '{') | buf_addc(tokens, '{');
-  for (size_t i = 0; i < n; i++) {
-    if (i) err |= buf_addc(ids, ',') | buf_addc(tokens, ',');
-    err |= add_int(ids, c[i].id) | add_int(tokens, c[i].token);
-  }
-  return err | buf_addc(ids, '}') | buf_addc(tokens, '}');
-}
-
-static int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
-  pg_store *p = PG(s);
-  char leasetext[64];
-  if (claims_literal(&p->p[0], &p->p[1], c, n))
-    return store_fail(s, STORE_NOMEM, "not enough memory");
-  const char *values[3] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[1]),
-                           fmt_seconds(lease, leasetext, sizeof leasetext)};
-  PGresult *r = NULL;
-  int rc = run(p, Q_HEARTBEAT, values, &r);
-  if (rc) return rc;
-  PQclear(r);
-  return STORE_OK;
-}
-
-/* CANCELS.  cancel() removes a waiting job that nobody holds at once.  One
- * that a worker holds (locked by its claim transaction, or leased and not
- * started) it asks for: a row in scheduler.cancels, and a notification on
- * the channel scheduler_cancel, which the worker's record connection
- * listens to (it is never inside a transaction, so notifications reach
- * it).  Before each job starts, the worker looks for new requests (at most
- * every CANCEL_LOOK seconds: a read of that connection's socket, usually
- * empty) and does not start a job asked for: it stays deleted by its claim
- * (held) or is deleted on its claim (leased), and the answer "cancelled"
- * is written with that.  Jobs given back unattempted honour a pending
- * request the same way.  A request for a job the worker already started is
- * answered "started".  cancel() waits for the answer, or for the claim
- * transaction to end, and decides on what it then finds: the job deleted
- * with "cancelled" (1), deleted without (it ran: 0), waiting (it deletes
- * it: 1), failed or leased and started (0).  A living worker hands back
- * the unstarted jobs of a batch stuck behind a slow one within a second
- * (heartbeat.h), so a lease that its living worker has not answered for
- * CANCEL_LEASED_WAIT seconds is a job that started; so is one whose worker
- * is gone (its session lock with it): it may have started, and comes back
- * when its lease ends or the supervisor releases it. */
-#define CANCEL_LOOK 0.0003
-#define CANCEL_LEASED_WAIT 2.0
-#define CANCEL_LOCKED_WAIT 30.0
-#define CANCEL_ASKED_MAX 4096
-
-/* store_ops.cancels (see CANCELS). */
-static int pg_cancels(store *s, const store_claim *b, size_t n, size_t next) {
-  pg_store *p = PG(s);
-  if (!p->rec_ready) return 0; /* nothing recorded: a job alone, started at once */
-  double now = clock_mono();
-  if (now - p->asked_at >= CANCEL_LOOK) {
-    p->asked_at = now;
-    PGnotify *nf;
-    /* libpq parses nothing behind a reply not yet read: read the record's
-     * (come in, so this does not wait) */
-    if (PQconsumeInput(p->rec) && p->rec_pending && !PQisBusy(p->rec)) rec_wait(p);
-    if (p->rec)
-      while ((nf = PQnotifies(p->rec)) != NULL) {
-        int64_t id = parse_int(nf->extra);
-        PQfreemem(nf);
-        if (p->n_asked == CANCEL_ASKED_MAX) { /* requests for other workers' jobs: forget the oldest */
-          memmove(p->asked, p->asked + 1, (p->n_asked - 1) * sizeof *p->asked);
-          p->n_asked--;
-        }
-        if (!reserve((void **)&p->asked, &p->asked_cap, p->n_asked + 1, sizeof *p->asked))
-          p->asked[p->n_asked++] = id;
-      }
-  }
-  int cancel = 0;
-  buf *started = &p->p[NBUFS - 2];
-  buf_reset(started);
-  for (size_t k = p->n_asked; k-- > 0;) {
-    size_t i = 0;
-    while (i < n && b[i].id != p->asked[k]) i++;
-    if (i > next || i == n) continue; /* not reached yet, or not ours */
-    if (i == next) cancel = 1;
-    else if (add_to_array(started, b[i].id)) continue;
-    p->asked[k] = p->asked[--p->n_asked];
-  }
-  if (started->len) {
-    const char *values[2] = {buf_cstr(started), "started"};
-    rec_send(p, Q_VERDICT, values); /* read later; if it fails, cancel() decides alone */
-  }
-  return cancel;
-}
-
-static void sleep_seconds(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  nanosleep(&ts, NULL);
-}
-
-/* store_ops.cancel (see CANCELS). */
-static int pg_cancel(store *s, int64_t id, int *done) {
-  pg_store *p = PG(s);
-  char idtext[32], wait[160];
-  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-  snprintf(wait, sizeof wait,
-           "BEGIN; SET LOCAL lock_timeout = '100ms';"
-           " SELECT 1 FROM scheduler.jobs WHERE id = %lld FOR UPDATE",
-           (long long)id);
-  const char *values[1] = {idtext};
-  double start = clock_mono(), pause = 0.002;
-  int asked = 0, rc;
-  *done = 0;
-  for (;;) {
-    PGresult *r = NULL;
-    rc = run(p, Q_CANCEL, values, &r);
-    if (rc) break;
-    int deleted = parse_int(PQgetvalue(r, 0, 0)) > 0;
-    char state = PQgetisnull(r, 0, 1) ? 0 : PQgetvalue(r, 0, 1)[0]; /* scheduled, running, failed */
-    char verdict = PQgetisnull(r, 0, 2) ? 0 : PQgetvalue(r, 0, 2)[0]; /* cancelled, started */
-    int holder_lives = !PQgetisnull(r, 0, 3) && PQgetvalue(r, 0, 3)[0] == 't';
-    PQclear(r);
-    if (deleted || verdict == 'c') {
-      *done = 1;
-      break;
-    }
-    if (verdict == 's' || state == 0 || state == 'f') break; /* started, gone (ran) or failed */
-    double waited = clock_mono() - start;
-    /* leased: started, unless its living worker answers otherwise soon */
-    if (state == 'r' && (!holder_lives || waited >= CANCEL_LEASED_WAIT)) break;
-    if (waited >= CANCEL_LOCKED_WAIT) {
-      rc = store_fail(s, STORE_ERROR,
-                      "job %lld stayed held (another transaction, or a dead worker's lease) for %.0f s: not cancelled",
-                      (long long)id, waited);
-      break;
-    }
-    if (!asked) {
-      rc = run(p, Q_CANCEL_ASK, values, &r);
-      if (rc) break;
-      PQclear(r);
-      asked = 1;
-    }
-    if (state == 's') {
-      /* held by a claim transaction or another client: wait for its end */
-      if (exec_simple(p, "cancelling", wait, NULL) == STORE_DOWN) break;
-      PGresult *end = p->conn ? PQexec(p->conn, "ROLLBACK") : NULL;
-      if (end) PQclear(end);
-    } else {
-      sleep_seconds(pause);
-      pause = pause * 2 > 0.05 ? 0.05 : pause * 2;
-    }
-  }
-  if (asked && p->conn) {
-    PGresult *r = NULL;
-    if (run(p, Q_CANCEL_END, values, &r) == STORE_OK) PQclear(r);
-  }
-  return rc;
-}
-
-/* Give back by the crash rule (see CRASHES) the expired leases and the
- * batches of dead workers ($1 NULL), or those of `worker`; *n (if not
- * NULL) = how many jobs. */
-static int give_back(pg_store *p, const char *worker, long long default_max_attempts,
-                     size_t *n) {
-  char maxa[32];
-  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[2] = {worker, maxa};
-  PGresult *r = NULL;
-  int rc = run(p, Q_RESCUE, values, &r);
-  if (rc) return rc;
-  size_t leased = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-  PQclear(r);
-  rc = run(p, Q_ORPHANS, values, &r);
-  if (rc) return rc;
-  if (n) *n = leased + (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-  PQclear(r);
-  return STORE_OK;
-}
-
-static int pg_rescue(store *s, long long default_max_attempts) {
-  return give_back(PG(s), NULL, default_max_attempts, NULL);
-}
-
-/* In one transaction: wait until no connection of the worker is left (see
- * WORKER_LOCK), then release its jobs.  If the wait times out, its
- * connection lives on (the worker is not dead after all, another process
- * uses its id, or the server has not yet seen it die): nothing is
- * released, STORE_LIVE. */
-static int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
-  pg_store *p = PG(s);
-  const char *values[1] = {worker};
-  PGresult *r = NULL;
-  *n = 0;
-  int rc = idle(p);
-  if (rc == STORE_OK) rc = pg_connect(s);
-  if (rc == STORE_OK)
-    rc = exec_simple(p, "releasing a worker's jobs",
-                     "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
-  if (rc) return rc;
-  /* unprepared: its error's SQLSTATE tells a timeout from a failure */
-  r = PQexecParams(p->conn, queries[Q_WORKER_WAIT].sql, 1, NULL, values, NULL, NULL, 0);
-  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    if (state && strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE) == 0) {
-      PQclear(r);
-      rollback(p);
-      return store_fail(s, STORE_LIVE,
-                        "worker %s is still connected to the database: nothing released", worker);
-    }
-    rc = fail_result(p, "releasing a worker's jobs", r);
-    rollback(p);
-    return rc;
-  }
-  PQclear(r);
-  rc = give_back(p, worker, default_max_attempts, n);
-  if (rc) {
-    rollback(p);
-    return rc;
-  }
-  return exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL);
-}
-
-static double seconds_or_inf(PGresult *r, int col) {
-  return PQgetisnull(r, 0, col) ? INFINITY : parse_seconds(PQgetvalue(r, 0, col));
-}
-
-static int pg_next_wake(store *s, store_wake *w) {
-  pg_store *p = PG(s);
-  const char *values[1] = {buf_cstr(&p->names_literal)};
-  PGresult *r = NULL;
-  int rc = idle(p);
-  if (rc) return rc;
-  /* about to sleep: complete the record connection rec_start began, so
-   * that it neither waits for the next batch nor ages unfinished (a
-   * failure is tried again by the next record) */
-  if (p->rec && !p->rec_ready) rec_connect(p);
-  int unsure = 0; /* looked without SLEEP_LOCK */
-  const step look[2] = {STEP_SQL(WAKE_SETTINGS), STEP_QUERY(Q_WAKE, values)};
-  if (p->listening && !p->sleep_locked) {
-    /* about to sleep: SLEEP_LOCK first, waiting SLEEP_WAIT at most (the
-     * setting lasts for the statement's transaction), then the look (see
-     * SLEEP_LOCK) */
-    const step steps[2] = {STEP_SQL(WAKE_SETTINGS ", set_config('lock_timeout', '" SLEEP_WAIT
-                                    "', true), pg_advisory_lock_shared(" SLEEP_LOCK ")"),
-                           STEP_QUERY(Q_WAKE, values)};
-    rc = pg_connect(s);
-    if (rc == STORE_OK) rc = pipeline(p, steps, 2, 1, &r);
-    if (rc == STORE_OK) {
-      p->sleep_locked = 1;
-      p->sleep_missed = 0;
-    } else if (rc == STORE_ERROR && p->conn) {
-      /* not had in time (or had, and the look failed: give it back, a
-       * no-op otherwise); look without it */
-      PGresult *u = PQexec(p->conn, "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")");
-      if (u) PQclear(u);
-      unsure = 1;
-      rc = pipeline(p, look, 2, 1, &r);
-    }
-  } else {
-    rc = pg_connect(s);
-    if (rc == STORE_OK) rc = pipeline(p, look, 2, 1, &r);
-  }
-  if (rc) return rc;
-  w->db_now = parse_seconds(PQgetvalue(r, 0, 0));
-  w->next_due = seconds_or_inf(r, 1);
-  w->next_expiry = seconds_or_inf(r, 2);
-  w->next_cron = seconds_or_inf(r, 3);
-  PQclear(r);
-  if (unsure) {
-    /* a write may commit unannounced: look again soon (see SLEEP_LOCK) */
-    if (p->sleep_missed <= 0 || w->db_now - p->sleep_missed_last > 2 * SLEEP_RETRY_MAX)
-      p->sleep_missed = w->db_now; /* missed anew, not in a row */
-    p->sleep_missed_last = w->db_now;
-    double soon = (w->db_now - p->sleep_missed) / 4;
-    soon = soon < SLEEP_RETRY_MIN   ? SLEEP_RETRY_MIN
-           : soon > SLEEP_RETRY_MAX ? SLEEP_RETRY_MAX
-                                    : soon;
-    if (w->db_now + soon < w->next_due) w->next_due = w->db_now + soon;
-  }
-  return STORE_OK;
-}
-
-static int pg_cron_put(store *s, const store_cron *c) {
-  if (memchr(c->id, 0, c->id_len) || memchr(c->name, 0, c->name_len) ||
-      memchr(c->expr, 0, c->expr_len) || memchr(c->tz, 0, c->tz_len) || c->payload_has_nul)
-    return store_fail(s, STORE_ERROR, "a NUL byte, which PostgreSQL cannot store");
-  char prio[32], maxa[32], backfill[64], next[64];
-  snprintf(prio, sizeof prio, "%lld", c->priority);
-  snprintf(maxa, sizeof maxa, "%lld", c->max_attempts);
-  const char *values[10] = {c->id,
-                            c->expr,
-                            c->tz,
-                            c->name,
-                            c->payload,
-                            prio,
-                            c->max_attempts > 0 ? maxa : NULL,
-                            c->catch_up ? "true" : "false",
-                            c->backfill >= 0 ? fmt_seconds(c->backfill, backfill, sizeof backfill)
-                                             : NULL,
-                            fmt_seconds(c->next_at, next, sizeof next)};
-  PGresult *r = NULL;
-  int rc = run(PG(s), Q_CRON_PUT, values, &r);
-  if (rc) return rc;
-  PQclear(r);
-  return STORE_OK;
-}
-
-static int pg_cron_remove(store *s, const char *id, size_t id_len, int *done) {
-  *done = 0;
-  if (memchr(id, 0, id_len)) return STORE_OK;
-  const char *values[1] = {id};
-  PGresult *r = NULL;
-  int rc = run(PG(s), Q_CRON_REMOVE, values, &r);
-  if (rc) return rc;
-  *done = atoi(PQcmdTuples(r)) > 0;
-  PQclear(r);
-  return STORE_OK;
-}
-
-static int pg_cron_list(store *s, double within, store_cron **out, size_t *n, double *db_now) {
-  pg_store *p = PG(s);
-  char w[64];
-  const char *values[2] = {buf_cstr(&p->names_literal), fmt_seconds(within, w, sizeof w)};
-  PGresult *r = NULL;
-  int rc = run(p, within >= 0 ? Q_CRON_DUE : Q_CRON_LIST, values, &r);
-  if (rc) return rc;
-  size_t rows = (size_t)PQntuples(r);
-  if (rows > p->crons_cap) {
-    store_cron *grown = realloc(p->crons, rows * sizeof *grown);
-    if (!grown) {
-      PQclear(r);
-      return store_fail(s, STORE_NOMEM, "not enough memory");
-    }
-    p->crons = grown;
-    p->crons_cap = rows;
-  }
-  *db_now = 0;
-  for (size_t i = 0; i < rows; i++) {
-    store_cron *c = &p->crons[i];
-    int row = (int)i;
-    memset(c, 0, sizeof *c);
-    c->id = value_or_null(r, row, 0, &c->id_len);
-    c->expr = value_or_null(r, row, 1, &c->expr_len);
-    c->tz = value_or_null(r, row, 2, &c->tz_len);
-    c->name = value_or_null(r, row, 3, &c->name_len);
-    c->payload = value_or_null(r, row, 4, &c->payload_len);
-    c->priority = parse_int(PQgetvalue(r, row, 5));
-    c->max_attempts = PQgetisnull(r, row, 6) ? 0 : parse_int(PQgetvalue(r, row, 6));
-    c->catch_up = PQgetvalue(r, row, 7)[0] == 't';
-    c->backfill = PQgetisnull(r, row, 8) ? -1 : parse_seconds(PQgetvalue(r, row, 8));
-    c->next_at = parse_seconds(PQgetvalue(r, row, 9));
-    *db_now = parse_seconds(PQgetvalue(r, row, 10));
-  }
-  clear(&p->cron_rows);
-  p->cron_rows = r;
-  *out = p->crons;
-  *n = rows;
-  return STORE_OK;
-}
-
-static int pg_cron_fire(store *s, const char *id, size_t id_len, double expected,
-                        const double *slots, size_t n, double next, int *won) {
-  pg_store *p = PG(s);
-  char exp[64], nxt[64], num[64];
-  *won = 0;
-  if (memchr(id, 0, id_len)) return STORE_OK;
-  buf *b = &p->p[0];
-  buf_reset(b);
-  int err = buf_addc(b, '{');
-  for (size_t i = 0; i < n; i++)
-    err |= (i ? buf_addc(b, ',') : 0) | buf_adds(b, fmt_seconds(slots[i], num, sizeof num));
-  if (err | buf_addc(b, '}')) return store_fail(s, STORE_NOMEM, "not enough memory");
-  const char *values[4] = {id, fmt_seconds(expected, exp, sizeof exp), buf_cstr(b),
-                           fmt_seconds(next, nxt, sizeof nxt)};
-  PGresult *r = NULL;
-  int rc = run(p, Q_CRON_FIRE, values, &r);
-  if (rc) return rc;
-  *won = atoi(PQgetvalue(r, 0, 0)) > 0;
-  PQclear(r);
-  return STORE_OK;
-}
-
-/* ------------------------------------------------------------------ */
-/* Operators' operations: listing, statistics, bulk retry, version     */
-
-
-/* NAN for NULL. */
-static double seconds_or_nan(PGresult *r, int row, int col) {
-  return PQgetisnull(r, row, col) ? NAN : parse_seconds(PQgetvalue(r, row, col));
-}
-
-static int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
-                   double *db_now) {
-  pg_store *p = PG(s);
-  char id[32], limit[32];
-  *out = NULL;
-  *n = 0;
-  if (f->name && memchr(f->name, 0, f->name_len)) return STORE_OK; /* none can match */
-  snprintf(id, sizeof id, "%lld", (long long)f->id);
-  snprintf(limit, sizeof limit, "%lld", f->limit);
-  const char *values[4] = {f->state, f->name, f->has_id ? id : NULL, f->limit > 0 ? limit : NULL};
-  PGresult *r = NULL;
-  int rc = run(p, Q_LIST, values, &r);
-  if (rc) return rc;
-  size_t rows = (size_t)PQntuples(r);
-  *db_now = parse_seconds(PQgetvalue(r, 0, 0));
-  if (rows == 1 && PQgetisnull(r, 0, 1)) rows = 0; /* no job: just the clock */
-  if (reserve((void **)&p->rows, &p->rows_cap, rows, sizeof *p->rows)) {
-    PQclear(r);
-    return store_fail(s, STORE_NOMEM, "listing jobs: not enough memory");
-  }
-  for (size_t i = 0; i < rows; i++) {
-    store_job_row *x = &p->rows[i];
-    store_job *j = &x->job;
-    int row = (int)i;
-    memset(x, 0, sizeof *x);
-    j->id = parse_int(PQgetvalue(r, row, 1));
-    j->name = value_or_null(r, row, 2, &j->name_len);
-    j->state = PQgetvalue(r, row, 3);
-    j->run_at = parse_seconds(PQgetvalue(r, row, 4));
-    j->attempt = parse_int(PQgetvalue(r, row, 5));
-    j->max_attempts = PQgetisnull(r, row, 6) ? 0 : parse_int(PQgetvalue(r, row, 6));
-    j->priority = parse_int(PQgetvalue(r, row, 7));
-    j->key = value_or_null(r, row, 8, &j->key_len);
-    x->locked_by = value_or_null(r, row, 9, &x->locked_by_len);
-    x->locked_until = seconds_or_nan(r, row, 10);
-    x->created_at = seconds_or_nan(r, row, 11);
-    j->last_error = value_or_null(r, row, 12, &j->last_error_len);
-    j->payload = value_or_null(r, row, 13, &j->payload_len);
-  }
-  clear(&p->listed);
-  p->listed = r;
-  *out = p->rows;
-  *n = rows;
-  return STORE_OK;
-}
-
-static int pg_stats(store *s, store_stat **out, size_t *n) {
-  pg_store *p = PG(s);
-  *out = NULL;
-  *n = 0;
-  PGresult *r = NULL;
-  int rc = run(p, Q_STATS, NULL, &r);
-  if (rc) return rc;
-  size_t rows = (size_t)PQntuples(r);
-  if (reserve((void **)&p->stats, &p->stats_cap, rows, sizeof *p->stats)) {
-    PQclear(r);
-    return store_fail(s, STORE_NOMEM, "reading statistics: not enough memory");
-  }
-  for (size_t i = 0; i < rows; i++) {
-    store_stat *x = &p->stats[i];
-    int row = (int)i;
-    x->name = value_or_null(r, row, 0, &x->name_len);
-    x->due = parse_int(PQgetvalue(r, row, 1));
-    x->later = parse_int(PQgetvalue(r, row, 2));
-    x->running = parse_int(PQgetvalue(r, row, 3));
-    x->failed = parse_int(PQgetvalue(r, row, 4));
-    x->late = seconds_or_nan(r, row, 5);
-    x->done_last_minute = parse_int(PQgetvalue(r, row, 6));
-  }
-  clear(&p->counted);
-  p->counted = r;
-  *out = p->stats;
-  *n = rows;
-  return STORE_OK;
-}
-
-static int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
-                           size_t *skipped) {
-  *retried = *skipped = 0;
-  if (name && memchr(name, 0, name_len)) return STORE_OK; /* no such job */
-  const char *values[1] = {name};
-  PGresult *r = NULL;
-  int rc = run(PG(s), Q_RETRY_FAILED, values, &r);
-  if (rc) return rc;
-  long long done = parse_int(PQgetvalue(r, 0, 0)), before = parse_int(PQgetvalue(r, 0, 2));
-  PQclear(r);
-  *retried = (size_t)done;
-  *skipped = before > done ? (size_t)(before - done) : 0;
-  return STORE_OK;
+  int rc = pg_send_segment(p, steps, n);
+  return rc ? rc : pg_read_segment(p, n, want, out);
 }
 
 static int pg_schema_version(store *s, int *version) {
-  int rc = idle(PG(s));
+  int rc = pg_idle(PG(s));
   if (rc == STORE_OK) rc = pg_connect(s);
   return rc ? rc : schema_version(PG(s), version);
 }
 
-static int pg_socket(store *s) {
-  pg_store *p = PG(s);
-  return p->conn ? PQsocket(p->conn) : -1;
-}
-
-static int wants(pg_store *p, const char *name) {
-  if (!*name) return 1; /* long names and many-name statements wake everyone */
-  size_t n = strlen(name);
-  for (size_t i = 0; i < p->n_names; i++)
-    if (p->name_lens[i] == n && memcmp(p->names[i], name, n) == 0) return 1;
-  return 0;
-}
-
-/* The run_at in a notification's payload, "<epoch seconds> <name>" as the
- * triggers send it, if it is for one of this worker's names: 1, else 0.
- * Any client may NOTIFY anything; another payload at worst wakes the worker
- * for nothing. */
-static int notification_due(pg_store *p, const char *payload, double *t) {
-  const char *space = strchr(payload, ' ');
-  if (!space || !wants(p, space + 1)) return 0;
-  *t = parse_seconds(payload);
-  return 1;
-}
-
-static int pg_notifications(store *s, double *earliest) {
-  pg_store *p = PG(s);
-  *earliest = INFINITY;
-  if (!p->conn) return store_fail(s, STORE_DOWN, "not connected");
-  if (!PQconsumeInput(p->conn) || PQstatus(p->conn) != CONNECTION_OK) {
-    int rc = fail_msg(p, STORE_DOWN, "database connection lost", PQerrorMessage(p->conn));
-    pg_disconnect(s);
-    return rc;
-  }
-  PGnotify *n;
-  while ((n = PQnotifies(p->conn)) != NULL) {
-    double t;
-    if (notification_due(p, n->extra, &t) && t < *earliest) *earliest = t;
-    PQfreemem(n);
-  }
-  return STORE_OK;
-}
-
 static void pg_destroy(store *s) {
   pg_store *p = PG(s);
-  if (!p->held) close_tx(p); /* the batch claimed ahead goes back unattempted */
+  pg_tx_destroy(p); /* the batch claimed ahead goes back unattempted */
   pg_disconnect(s);
-  rec_drop(p);
+  pg_rec_drop(p);
   free(p->asked);
   buf_free(&p->verdicts);
   free(p->worker);
   buf_free(&p->tx_tokens);
-  free_batch(&p->cur);
-  free_batch(&p->next);
   clear(&p->got);
   clear(&p->cron_rows);
   clear(&p->listed);
@@ -3058,7 +644,7 @@ static void pg_destroy(store *s) {
   free(p->rows);
   free(p->stats);
   free(p->crons);
-  free_names(p);
+  pg_free_names(p);
   buf_free(&p->names_literal);
   for (int i = 0; i < NBUFS; i++) buf_free(&p->p[i]);
   buf_free(&p->done[0]);
@@ -3069,7 +655,6 @@ static void pg_destroy(store *s) {
   free(p->secret_parsed);
   free(p);
 }
-
 static const store_ops pg_ops = {
     .backend = "postgresql",
     .connect = pg_connect,

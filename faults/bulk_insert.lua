@@ -13,7 +13,7 @@
 --   3. then, probes still running, an application transaction schedules
 --      jobs with SQL (scheduler.schedule() and a plain INSERT) and holds
 --      the advisory lock that schedule() tries (SLEEP_LOCK in
---      csrc/store_pg.c) for 3 s, as our INSERT would inside a transaction.
+--      csrc/store_pg_wake.c) for 3 s, as our INSERT would inside a transaction.
 -- The lateness column is the probes due while 2 and 3 lasted (start minus
 -- run_at, from the independent record).  A lost probe or job fails it, and
 -- so do the workers waiting for the writes (the old SLEEP_LOCK made every
@@ -24,7 +24,7 @@
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
--- SLEEP_LOCK of csrc/store_pg.c
+-- SLEEP_LOCK of csrc/store_pg_internal.h
 local SLEEP_LOCK = "1935895653, 0"
 
 --- The probe producer's calls (see faults/probe.lua).

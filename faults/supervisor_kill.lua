@@ -15,7 +15,7 @@ local scheduler = require "scheduler"
 
 -- Seconds a worker may go on running after kill -9 returned.
 local KILL_LAG = 0.01
-local WORKER_LOCK = 1935895652 -- store_pg.c
+local WORKER_LOCK = 1935895652 -- store_pg_internal.h
 
 return {
   title = "supervisor: kill -9 of a random worker every 2 s; a database restart during a release",

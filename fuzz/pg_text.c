@@ -3,7 +3,7 @@
  * reads from PostgreSQL without the server: the text[] literal of the
  * worker's listener names (set_names; every claim sends it) and the payload
  * of a wake-up notification ("<epoch> <name>", which any client can send).
- * It includes store_pg.c to reach those static functions.
+ * It reaches those functions through the backend's internal header.
  *
  * Input: names separated by 0xFF bytes (NUL-free, as on() guarantees),
  * then, after a 0xFE byte, a notification payload.  The literal must parse
@@ -11,7 +11,7 @@
  * names; the payload must be read without a crash, and a payload for a
  * registered name whose time is plain digits must give that time.
  */
-#include "../csrc/store_pg.c"
+#include "../csrc/store_pg_internal.h"
 
 #include <stdint.h>
 
@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(payload, sep + 1, len);
     payload[len] = '\0';
     double t = 0;
-    int due = notification_due(st, payload, &t);
+    int due = pg_notification_due(st, payload, &t);
     if (due && isnan(t)) abort();
     const char *space = strchr(payload, ' ');
     if (due && space && space > payload && space - payload < 16 &&

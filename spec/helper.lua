@@ -246,7 +246,7 @@ end
 
 --- PostgreSQL: wait until the connections of the worker process `proc`
 --- (spec/support/worker.lua, worker id "spec-worker:<pid>") are gone: each
---- holds its worker's advisory lock (WORKER_LOCK in csrc/store_pg.c) until
+--- holds its worker's advisory lock (WORKER_LOCK in csrc/store_pg_crash.c) until
 --- its backend exits, so that a killed worker's transaction has surely been
 --- aborted and its batches are seen as a dead worker's.  Nothing to wait
 --- for on SQLite.

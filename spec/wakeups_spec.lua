@@ -1,11 +1,11 @@
 -- Wake-ups of a sleeping worker process (issue 14, item 5): a recurring
 -- schedule declared or changed by another process, a schedule_many larger
 -- than one statement, and (PostgreSQL) a session that holds the advisory
--- lock schedule() tries, SLEEP_LOCK in csrc/store_pg.c.  The worker is
+-- lock schedule() tries, SLEEP_LOCK in csrc/store_pg_wake.c.  The worker is
 -- spec/support/worker.lua; this busted process is the other process.
 local helper = require "spec.helper"
 
--- SLEEP_LOCK of csrc/store_pg.c
+-- SLEEP_LOCK of csrc/store_pg_internal.h
 local SLEEP_LOCK = "1935895653, 0"
 
 describe("a sleeping worker", function()

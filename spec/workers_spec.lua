@@ -74,7 +74,7 @@ describe("workers", function()
   end)
 
   -- PostgreSQL claims the next batch in the same transaction while a full
-  -- batch runs (store_pg.c, CLAIM AHEAD); batches of 5 make every batch
+  -- batch runs (store_pg_claim.c, CLAIM AHEAD); batches of 5 make every batch
   -- of these tests full.
   describe("the batch claimed ahead #postgresql", function()
     local function ahead_worker() return helper.new{ batch_max = 5 } end
@@ -233,7 +233,7 @@ describe("workers", function()
   end)
 
   describe("processes #slow", function()
-    -- the second: PostgreSQL claims ahead (store_pg.c) in every batch
+    -- the second: PostgreSQL claims ahead (store_pg_claim.c) in every batch
     for _, case in ipairs {
       { "three workers draining 500 jobs run each exactly once", {} },
       { "three workers claiming ahead in batches of 5 run each of 500 jobs exactly once #postgresql",

@@ -1,0 +1,519 @@
+/*
+ * store_pg_crash.c: what a worker leaves behind when it dies, and how other
+ * workers give it back.  Leases (jobs leased, not held by a claim
+ * transaction: a quarantined job, the jobs kept by a settle): their
+ * renewals and outcomes, each fenced on its claim token.  The record
+ * connection and the batch records it commits (CRASHES), and the rescue
+ * that reads them: expired leases, the held batches of dead workers,
+ * QUARANTINE; abandon() of a worker the supervisor saw die (WORKER_LOCK).
+ */
+#include "store_pg_internal.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
+/* CRASHES.  What a dead worker's claim transaction held is recorded, never
+ * inferred: an aborted transaction leaves nothing of its own behind (a
+ * row's xmax also names the transaction of any client that merely locked
+ * it).  Before the first job of a batch runs, the batch's token, worker
+ * and job ids are sent to scheduler.batches on a second connection of the
+ * worker's (the record connection: the claim transaction cannot commit
+ * anything of its own before it ends), marking the batch before it in the
+ * same transaction as run.  The statement is flushed to the kernel before
+ * the job starts, so the server runs and commits it even if the worker
+ * dies right after; its reply is read later (pg_rec_wait), off the claim's
+ * path.  The commit that ends the claim transaction drops its records.
+ * If the worker dies, the records stay.  Every worker's rescue
+ * (Q_ORPHANS) looks for records whose worker's connection is gone (its
+ * session advisory lock, WORKER_LOCK, goes with it): of a batch that had
+ * not run, a job alone was the one running and is charged its attempt;
+ * several are not charged and go to QUARANTINE, where each is claimed
+ * alone, as a lease whose attempt is committed before it runs
+ * (Q_CLAIM_ONE), until it has finished or crashed on its own.  Until a
+ * rescue has found them, claims skip the jobs of a dead worker's records
+ * (Q_CLAIM), and a worker that finds due jobs it cannot claim rescues
+ * when it looks again (loop.c).  What is left: the record's commit and
+ * the dead transaction's abort race on the server (two backends), so a
+ * claim in the microseconds between the abort and the record's commit
+ * can still take a job of that batch in a batch of its own.  A lost
+ * connection, a failed commit and other rollbacks of a living worker drop
+ * their records themselves: nothing crashed, the jobs simply run again. */
+
+/* WORKER_LOCK (its key in store_pg_internal.h).  A worker's connection
+ * holds the advisory lock (WORKER_LOCK, hashtext(the worker id)) from its
+ * first claim until the connection ends, which the server sees only after
+ * the statement in progress, a claim included, has committed.  abandon()
+ * waits for that lock (at most ABANDON_WAIT), so a claim sent just before
+ * the worker died is released too; if the lock is still held then, the
+ * worker's connection lives on and abandon() releases nothing (the
+ * supervisor tries again later).  Short: the supervisor waits
+ * meanwhile, and the server ends a dead client's session within
+ * milliseconds of the statement in progress. */
+#define ABANDON_WAIT "100ms"
+/* a record connection started this long ago and not completed is started
+ * afresh (see rec_connect) */
+#define REC_START_STALE 20.0
+#define SQLSTATE_LOCK_NOT_AVAILABLE "55P03" /* lock_timeout */
+
+/* Lease renewals commit without waiting for the WAL flush: if the
+ * database crashed before the flush, the renewal is simply undone and the
+ * lease may expire early, so the job runs again (at-least-once holds).  Setting
+ * it inside the statement makes it last exactly for the statement's own
+ * implicit transaction, with no extra round trip. */
+#define ASYNC_COMMIT "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+
+/* On the record connection (see CRASHES): batch $1 of worker $2 holds
+ * the jobs $3 and is about to run; batch $4 (NULL: none), the one
+ * before it in the same claim transaction, has run. */
+static const pg_query pgq_record = {Q_RECORD, "scheduler_record", 4,
+    "WITH ran AS (UPDATE scheduler.batches SET ran = true"
+    "  WHERE token = $4::bigint RETURNING 1)"
+    " INSERT INTO scheduler.batches (token, worker, ids)"
+    " VALUES ($1::bigint, $2, $3::bigint[])"};
+
+/* The records of batches $1: in the claim transaction that held them,
+ * before its commit; on the record connection when that transaction is
+ * lost while the worker lives (nothing crashed: no quarantine). */
+const pg_query pgq_unrecord = {Q_UNRECORD, "scheduler_unrecord", 1,
+    "DELETE FROM scheduler.batches WHERE token = ANY ($1::bigint[])"};
+
+/* Outcomes of leased jobs (a settled batch, a quarantined job), each
+ * fenced on its claim (id, token).  A job that finished on its own
+ * (done, or its listener failed) leaves quarantine; one given back
+ * (not attempted) keeps it, unless a cancel request drops it. */
+static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
+    "WITH done AS ("
+    "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::bigint[])"
+    "    AS d(id, token)"
+    "  WHERE j.id = d.id AND j.claim = d.token AND j.state = 'running'"
+    "  RETURNING j.name"
+    "), done_counts AS (SELECT name, count(*) AS jobs FROM done GROUP BY name)"
+    COUNT_DONE ", again AS ("
+    "  UPDATE scheduler.jobs j SET"
+    "    state = CASE WHEN f.delay IS NULL THEN 'failed' ELSE 'scheduled' END,"
+    "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
+    "             ELSE now() + f.delay * interval '1 second' END,"
+    "    last_error = f.error, locked_by = NULL, locked_until = NULL, claim = NULL,"
+    "    quarantined = false"
+    "  FROM unnest($3::bigint[], $4::bigint[], $5::float8[], $6::text[])"
+    "    AS f(id, token, delay, error)"
+    "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
+    "  RETURNING 1"
+    "), dropped AS ("
+    /* cancelled before they started ($9, $10), or given back
+     * with a cancel request */
+    "  DELETE FROM scheduler.jobs j"
+    "  USING (SELECT * FROM unnest($9::bigint[], $10::bigint[]) UNION ALL"
+    "    SELECT * FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
+    "    WHERE EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
+    "      AND c.verdict IS NULL)) AS x(id, token)"
+    "  WHERE j.id = x.id AND j.claim = x.token AND j.state = 'running'"
+    "  RETURNING j.id"
+    "), verdicts AS (UPDATE scheduler.cancels SET verdict = 'cancelled'"
+    "  WHERE job_id IN (SELECT dropped.id FROM dropped) RETURNING 1"
+    "), back AS ("
+    "  UPDATE scheduler.jobs j SET state = 'scheduled', attempt = j.attempt - 1,"
+    "    locked_by = NULL, locked_until = NULL, claim = NULL"
+    "  FROM unnest($7::bigint[], $8::bigint[]) AS r(id, token)"
+    "  WHERE j.id = r.id AND j.claim = r.token AND j.state = 'running'"
+    "    AND NOT EXISTS (SELECT 1 FROM scheduler.cancels c WHERE c.job_id = r.id"
+    "      AND c.verdict IS NULL)"
+    "  RETURNING j.run_at"
+    ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
+    "  (SELECT count(*) FROM back),"
+    /* jobs handed back are due: wake the sleeping workers */
+    "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"};
+
+static const pg_query pgq_heartbeat = {Q_HEARTBEAT, "scheduler_heartbeat", 3,
+    "UPDATE scheduler.jobs j"
+    " SET locked_until = now() + $3::float8 * interval '1 second'"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token), " ASYNC_COMMIT
+    " WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running'"};
+
+/* Leases given back by the crash rule (see CRASHES): those of worker $1
+ * (abandon), or every expired one ($1 NULL); $2 the default
+ * max_attempts.  A claim that leased one job alone (a quarantined one,
+ * or the job in hand when a batch was settled) counts the attempt and
+ * fails the job when its attempts are used up; the jobs of a claim
+ * that leased several are not charged and go to quarantine.  Returns
+ * (jobs given back, notifications): one per name as for new jobs (a
+ * single "wake everyone" beyond 16 names).  Planned per execution: the
+ * two cases walk different indexes. */
+static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
+    "WITH x AS ("
+    "  SELECT j.id, j.claim FROM scheduler.jobs j WHERE j.state = 'running'"
+    "    AND CASE WHEN $1::text IS NULL THEN j.locked_until < now()"
+    "    ELSE j.locked_by = $1 END FOR UPDATE SKIP LOCKED"
+    "), g AS ("
+    "  SELECT j.claim, count(*) AS n FROM scheduler.jobs j"
+    "  WHERE j.state = 'running' AND j.claim IN (SELECT x.claim FROM x)"
+    "  GROUP BY j.claim"
+    "), a AS ("
+    "  UPDATE scheduler.jobs j SET"
+    "  attempt = CASE WHEN coalesce(g.n, 1) > 1 THEN j.attempt - 1 ELSE j.attempt END,"
+    "  quarantined = j.quarantined OR coalesce(g.n, 1) > 1,"
+    "  state = CASE WHEN coalesce(g.n, 1) = 1"
+    "    AND j.attempt >= coalesce(j.max_attempts, $2::integer)"
+    "    THEN 'failed' ELSE 'scheduled' END,"
+    "  last_error = CASE WHEN coalesce(g.n, 1) > 1 THEN j.last_error"
+    "    WHEN $1::text IS NULL THEN 'lease expired: worker ' ||"
+    "      coalesce(j.locked_by, '?') || ' stopped renewing it (it died, hung or lost"
+    " its connection)'"
+    "    ELSE 'worker ' || j.locked_by || ' died while holding it' END,"
+    "  locked_by = NULL, locked_until = NULL, claim = NULL"
+    "  FROM x LEFT JOIN g ON g.claim = x.claim"
+    "  WHERE j.id = x.id RETURNING j.name, j.state, j.run_at"
+    "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
+    "), w AS ("
+    "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ' ||"
+    "    CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END)"
+    "  FROM r WHERE (SELECT count(DISTINCT name) FROM r) <= 16 GROUP BY r.name"
+    "  UNION ALL"
+    "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text || ' ')"
+    "  FROM r HAVING count(DISTINCT r.name) > 16"
+    ") SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM w)"};
+
+/* The held batches of dead workers (see CRASHES): the records of worker
+ * $1 (abandon: its death is known), or of every worker whose
+ * connection, and with it its advisory lock (WORKER_LOCK), is gone ($1
+ * NULL).  Their transactions aborted, so their jobs are back as they
+ * were.  A batch that had run (the next one had started) is simply
+ * forgotten; of one that had not, a job alone was the one running: its
+ * attempt is counted (failed when used up, $2 the default
+ * max_attempts); several go to quarantine, not charged.  A job locked
+ * meanwhile (claimed again, or by another client) is skipped, and its
+ * record kept for the next look.  Returns (jobs put back, records
+ * dropped, a notification or NULL). */
+static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 2,
+    "WITH o AS ("
+    "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
+    "  WHERE ($1::text IS NULL OR b.worker = $1)"
+    "    AND " WORKER_GONE("b.worker")
+    "  FOR UPDATE SKIP LOCKED"
+    "), m AS ("
+    "  SELECT o.token, o.worker, o.ran, cardinality(o.ids) AS n, u.id"
+    "  FROM o CROSS JOIN LATERAL unnest(o.ids) AS u(id)"
+    "), free AS ("
+    "  SELECT j.id FROM scheduler.jobs j WHERE j.id IN (SELECT m.id FROM m)"
+    "    AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED"
+    "), busy AS ("
+    "  SELECT DISTINCT m.token FROM m JOIN scheduler.jobs j ON j.id = m.id"
+    "  WHERE NOT m.ran AND j.state = 'scheduled'"
+    "    AND j.id NOT IN (SELECT free.id FROM free)"
+    "), q AS ("
+    "  UPDATE scheduler.jobs j SET"
+    "  quarantined = j.quarantined OR m.n > 1,"
+    "  attempt = CASE WHEN m.n = 1 THEN j.attempt + 1 ELSE j.attempt END,"
+    "  state = CASE WHEN m.n = 1 AND j.attempt + 1 >="
+    "    coalesce(j.max_attempts, $2::integer) THEN 'failed' ELSE 'scheduled' END,"
+    "  last_error = CASE WHEN m.n = 1 THEN 'attempt ' || (j.attempt + 1) ||"
+    "    ' was lost: worker ' || m.worker || ' died while running it'"
+    "    ELSE j.last_error END"
+    "  FROM m WHERE j.id = m.id AND NOT m.ran"
+    "    AND j.id IN (SELECT free.id FROM free)"
+    "  RETURNING j.state, j.run_at"
+    "), d AS ("
+    "  DELETE FROM scheduler.batches b WHERE b.token IN (SELECT o.token FROM o)"
+    "    AND b.token NOT IN (SELECT busy.token FROM busy) RETURNING 1"
+    ") SELECT (SELECT count(*) FROM q), (SELECT count(*) FROM d),"
+    "  (SELECT " WAKE_EVERYONE " FROM q WHERE state = 'scheduled'"
+    "   HAVING count(*) > 0)"};
+
+/* Try only: two instances of one process share a worker id. */
+const pg_query pgq_worker_lock = {Q_WORKER_LOCK, "scheduler_worker_lock", 1,
+    "SELECT pg_try_advisory_lock(" WORKER_LOCK ", hashtext($1))"};
+
+/* Wait until no session holds the worker's lock, and let it go at once
+ * (see WORKER_GONE) */
+static const pg_query pgq_worker_wait = {Q_WORKER_WAIT, "scheduler_worker_wait", 1,
+    "WITH l AS MATERIALIZED (SELECT pg_advisory_lock(" WORKER_LOCK ", hashtext($1)))"
+    " SELECT pg_advisory_unlock(" WORKER_LOCK ", hashtext($1)) FROM l"};
+
+/* ------------------------------------------------------------------ */
+/* The record connection                                               */
+
+/* Close the record connection (see CRASHES). */
+void pg_rec_drop(pg_store *p) {
+  if (p->rec) PQfinish(p->rec);
+  p->rec = NULL;
+  p->rec_ready = 0;
+  p->rec_pending = 0;
+}
+
+/* The record connection, connected (with its session settings, LISTEN for
+ * cancel requests, and its statements prepared) unless it is.  Records commit without waiting for
+ * the WAL flush: a server crash aborts the transactions they describe and
+ * empties the (unlogged) table. */
+static int rec_connect(pg_store *p) {
+  if (p->rec && p->rec_ready && PQstatus(p->rec) == CONNECTION_OK) return STORE_OK;
+  /* started long ago and never completed: the server may have given up on
+   * it (authentication_timeout, 1 minute by default) */
+  if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD ||
+                 clock_mono() - p->rec_started > REC_START_STALE))
+    pg_rec_drop(p);
+  int rc = p->rec ? STORE_OK : pg_start_conn(p, &p->rec);
+  /* its statements prepared in the same round trip as its settings */
+  static const pg_query *const statements[] = {&pgq_record, &pgq_unrecord, &pgq_verdict};
+  buf sql = BUF_INIT;
+  int err = buf_adds(&sql, "SET synchronous_commit = off; LISTEN scheduler_cancel");
+  for (size_t k = 0; k < sizeof statements / sizeof *statements; k++)
+    err |= buf_printf(&sql, "; PREPARE %s AS %s", statements[k]->name, statements[k]->sql);
+  if (rc == STORE_OK && err) rc = store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  if (rc == STORE_OK) rc = pg_finish_conn(p, &p->rec, buf_cstr(&sql));
+  buf_free(&sql);
+  if (rc == STORE_OK) p->rec_ready = 1;
+  else pg_rec_drop(p);
+  return rc;
+}
+
+/* Start the record connection unless it is, without waiting for it: a
+ * worker starts it with its main connection (pg_connect, pg_listen), so
+ * that both connect at once and the first batch does not wait for the
+ * second one (a worker's start to its first job).  rec_connect completes
+ * it.  A failure here is not one: rec_connect tries again. */
+void pg_rec_start(pg_store *p) {
+  if (p->rec) return;
+  if (pg_start_conn(p, &p->rec) == STORE_OK) p->rec_started = clock_mono();
+}
+
+/* Complete the record connection pg_rec_start began, if it did (before a
+ * worker sleeps: so that it neither waits for the next batch nor ages
+ * unfinished).  A failure is tried again by the next record. */
+void pg_rec_complete(pg_store *p) {
+  if (p->rec && !p->rec_ready) rec_connect(p);
+}
+
+/* Read the reply to the record sent last (rec_pending), waiting for it if
+ * it has not come yet (it has had a batch's time).  A failure drops the
+ * connection: the next record opens a new one. */
+int pg_rec_wait(pg_store *p) {
+  if (!p->rec_pending) return STORE_OK;
+  p->rec_pending = 0;
+  int rc = STORE_OK;
+  PGresult *r;
+  while ((r = PQgetResult(p->rec)) != NULL) {
+    if (rc == STORE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+      rc = pg_fail_msg(p, STORE_DOWN, "recording a batch", PQresultErrorMessage(r));
+    PQclear(r);
+  }
+  if (rc == STORE_OK && PQstatus(p->rec) != CONNECTION_OK)
+    rc = pg_fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
+  if (rc) pg_rec_drop(p);
+  return rc;
+}
+
+/* Send query q (Q_RECORD or Q_UNRECORD) on the record connection; its
+ * reply is read by pg_rec_wait.  Once the statement is sent (blocking mode:
+ * flushed to the kernel), the server runs it even if this process dies
+ * right after.  A connection that turns out broken (a server restart kills
+ * it unseen) is replaced once. */
+int pg_rec_send(pg_store *p, const pg_query *q, const char *const *values) {
+  pg_rec_wait(p); /* the last record failed: its batch has run, a new connection serves */
+  for (int attempt = 0;; attempt++) {
+    int rc = rec_connect(p);
+    if (rc) return rc;
+    if (PQsendQueryPrepared(p->rec, q->name, q->nparams, values, NULL, NULL, 0)) {
+      p->rec_pending = 1;
+      return STORE_OK;
+    }
+    rc = pg_fail_msg(p, STORE_DOWN, "recording a batch", PQerrorMessage(p->rec));
+    pg_rec_drop(p);
+    if (attempt == 1) return rc;
+  }
+}
+
+/* Record batch b, about to run in the claim transaction (see CRASHES):
+ * sent, not waited for. */
+int pg_record_batch(pg_store *p, const batch *b) {
+  buf *ids = &p->p[NBUFS - 1];
+  char token[32], prev[32];
+  int err = 0;
+  buf_reset(ids);
+  err |= buf_addc(ids, '{');
+  for (size_t i = 0; i < b->n; i++) err |= (i ? buf_addc(ids, ',') : 0) | add_int(ids, b->jobs[i].id);
+  err |= buf_addc(ids, '}');
+  /* its token joins the transaction's, dropped with its commit */
+  if (p->tx_tokens.len) p->tx_tokens.data[p->tx_tokens.len - 1] = ','; /* "{...}" reopened */
+  else err |= buf_addc(&p->tx_tokens, '{');
+  err |= add_int(&p->tx_tokens, b->token) | buf_addc(&p->tx_tokens, '}');
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  snprintf(token, sizeof token, "%lld", (long long)b->token);
+  snprintf(prev, sizeof prev, "%lld", (long long)p->recorded);
+  const char *values[4] = {token, p->worker, buf_cstr(ids), p->recorded ? prev : NULL};
+  int rc = pg_rec_send(p, &pgq_record, values);
+  if (rc == STORE_OK) p->recorded = b->token;
+  return rc;
+}
+
+/* The claim transaction is gone while this worker lives: drop the records
+ * of its batches (nothing crashed; their jobs simply run again).  If that
+ * fails too, another worker's rescue will quarantine them, which is safe. */
+void pg_unrecord(pg_store *p) {
+  if (p->tx_tokens.len) {
+    const char *values[1] = {buf_cstr(&p->tx_tokens)};
+    if (pg_rec_send(p, &pgq_unrecord, values) == STORE_OK) pg_rec_wait(p);
+  }
+  buf_reset(&p->tx_tokens);
+  p->recorded = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Leases                                                              */
+
+/* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
+ * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
+ * of failed attempts; [6], [7] ids and tokens of released claims; [8], [9]
+ * those of cancelled ones. */
+static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
+  buf *b = p->p;
+  int err = 0;
+  for (int i = 0; i < 10; i++) {
+    buf_reset(&b[i]);
+    err |= buf_addc(&b[i], '{');
+  }
+  size_t nd = 0, nf = 0, nr = 0, nc = 0;
+  for (size_t i = 0; i < n && !err; i++) {
+    const store_outcome *x = &o[i];
+    char num[64];
+    switch (x->kind) {
+    case OUTCOME_DONE:
+      err |= (nd ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
+             add_int(&b[0], x->claim.id) | add_int(&b[1], x->claim.token);
+      nd++;
+      break;
+    case OUTCOME_RETRY:
+    case OUTCOME_FAILED:
+      if (nf) {
+        for (int k = 2; k < 6; k++) err |= buf_addc(&b[k], ',');
+      }
+      err |= add_int(&b[2], x->claim.id) | add_int(&b[3], x->claim.token) |
+             buf_adds(&b[4], x->kind == OUTCOME_RETRY
+                                 ? fmt_seconds(x->retry_in, num, sizeof num)
+                                 : "NULL") |
+             add_array_text(&b[5], buf_cstr(&x->error), x->error.len);
+      nf++;
+      break;
+    case OUTCOME_RELEASE:
+      err |= (nr ? buf_addc(&b[6], ',') | buf_addc(&b[7], ',') : 0) |
+             add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.token);
+      nr++;
+      break;
+    case OUTCOME_CANCELLED:
+      err |= (nc ? buf_addc(&b[8], ',') | buf_addc(&b[9], ',') : 0) |
+             add_int(&b[8], x->claim.id) | add_int(&b[9], x->claim.token);
+      nc++;
+      break;
+    }
+  }
+  for (int i = 0; i < 10; i++) err |= buf_addc(&b[i], '}');
+  return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
+}
+
+/* The outcomes o[0, n) of leased jobs (Q_FINISH): the claims a settle
+ * kept, a quarantined job.  Not in a claim transaction (pg_finish). */
+int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n) {
+  int rc = outcome_arrays(p, o, n);
+  if (rc) return rc;
+  const char *values[10];
+  for (int i = 0; i < 10; i++) values[i] = buf_cstr(&p->p[i]);
+  PGresult *r = NULL;
+  rc = pg_run(p, &pgq_finish, values, &r);
+  if (rc) return rc;
+  PQclear(r);
+  return STORE_OK;
+}
+static int claims_literal(buf *ids, buf *tokens, const store_claim *c, size_t n) {
+  int err = 0;
+  buf_reset(ids);
+  buf_reset(tokens);
+  err |= buf_addc(ids, '{') | buf_addc(tokens, '{');
+  for (size_t i = 0; i < n; i++) {
+    if (i) err |= buf_addc(ids, ',') | buf_addc(tokens, ',');
+    err |= add_int(ids, c[i].id) | add_int(tokens, c[i].token);
+  }
+  return err | buf_addc(ids, '}') | buf_addc(tokens, '}');
+}
+
+int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
+  pg_store *p = PG(s);
+  char leasetext[64];
+  if (claims_literal(&p->p[0], &p->p[1], c, n))
+    return store_fail(s, STORE_NOMEM, "not enough memory");
+  const char *values[3] = {buf_cstr(&p->p[0]), buf_cstr(&p->p[1]),
+                           fmt_seconds(lease, leasetext, sizeof leasetext)};
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_heartbeat, values, &r);
+  if (rc) return rc;
+  PQclear(r);
+  return STORE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rescue                                                              */
+
+/* Give back by the crash rule (see CRASHES) the expired leases and the
+ * batches of dead workers ($1 NULL), or those of `worker`; *n (if not
+ * NULL) = how many jobs. */
+static int give_back(pg_store *p, const char *worker, long long default_max_attempts,
+                     size_t *n) {
+  char maxa[32];
+  snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
+  const char *values[2] = {worker, maxa};
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_rescue, values, &r);
+  if (rc) return rc;
+  size_t leased = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  rc = pg_run(p, &pgq_orphans, values, &r);
+  if (rc) return rc;
+  if (n) *n = leased + (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return STORE_OK;
+}
+
+int pg_rescue(store *s, long long default_max_attempts) {
+  return give_back(PG(s), NULL, default_max_attempts, NULL);
+}
+
+/* In one transaction: wait until no connection of the worker is left (see
+ * WORKER_LOCK), then release its jobs.  If the wait times out, its
+ * connection lives on (the worker is not dead after all, another process
+ * uses its id, or the server has not yet seen it die): nothing is
+ * released, STORE_LIVE. */
+int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n) {
+  pg_store *p = PG(s);
+  const char *values[1] = {worker};
+  PGresult *r = NULL;
+  *n = 0;
+  int rc = pg_idle(p);
+  if (rc == STORE_OK) rc = pg_connect(s);
+  if (rc == STORE_OK)
+    rc = pg_exec_simple(p, "releasing a worker's jobs",
+                     "BEGIN; SET LOCAL lock_timeout = '" ABANDON_WAIT "'", NULL);
+  if (rc) return rc;
+  /* unprepared: its error's SQLSTATE tells a timeout from a failure */
+  r = PQexecParams(p->conn, pgq_worker_wait.sql, 1, NULL, values, NULL, NULL, 0);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE) == 0) {
+      PQclear(r);
+      pg_rollback(p);
+      return store_fail(s, STORE_LIVE,
+                        "worker %s is still connected to the database: nothing released", worker);
+    }
+    rc = pg_fail_result(p, "releasing a worker's jobs", r);
+    pg_rollback(p);
+    return rc;
+  }
+  PQclear(r);
+  rc = give_back(p, worker, default_max_attempts, n);
+  if (rc) {
+    pg_rollback(p);
+    return rc;
+  }
+  return pg_exec_simple(p, "releasing a worker's jobs", "COMMIT", NULL);
+}

@@ -1,0 +1,220 @@
+/*
+ * store_pg_operators.c: the operators' statements: get, retry, list,
+ * stats and retry_failed.  Listing, statistics and bulk retry are planned
+ * with their actual parameters: each NULL means "any", which a generic plan
+ * could only serve with a scan of every job.
+ */
+#include "store_pg_internal.h"
+
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
+static const pg_query pgq_get = {Q_GET, "scheduler_get", 1,
+    "SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
+    " key, priority, state, last_error FROM scheduler.jobs WHERE id = $1"};
+
+static const pg_query pgq_retry = {Q_RETRY, "scheduler_retry", 1,
+    "WITH r AS (UPDATE scheduler.jobs SET state = 'scheduled', run_at = now(),"
+    " attempt = 0 WHERE id = $1 AND state = 'failed' RETURNING name, run_at)"
+    " SELECT pg_notify('scheduler', extract(epoch FROM r.run_at)::text || ' ' ||"
+    " CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE '' END) FROM r"};
+
+/* $1 state, $2 name, $3 id, $4 limit (NULL: none).  The outer one-row
+ * select makes an empty result still carry the database clock (a row
+ * whose id is NULL). */
+static const pg_query pgq_list = {Q_LIST, NULL, 4,
+    "SELECT extract(epoch FROM n.now), j.id, j.name, j.state,"
+    " extract(epoch FROM j.run_at), j.attempt, j.max_attempts, j.priority, j.key,"
+    " j.locked_by, extract(epoch FROM j.locked_until),"
+    " extract(epoch FROM j.created_at), j.last_error, j.payload"
+    " FROM (SELECT now()) AS n(now) LEFT JOIN LATERAL ("
+    "  SELECT * FROM scheduler.jobs"
+    "  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)"
+    "    AND ($3::bigint IS NULL OR id = $3)"
+    "  ORDER BY run_at, id LIMIT $4::bigint) AS j ON true"};
+
+/* Per name: counts by state, how late the oldest due job is, and the
+ * completions of the last 60 seconds (names with none left included). */
+static const pg_query pgq_stats = {Q_STATS, "scheduler_stats", 0,
+    "SELECT coalesce(j.name, d.name), coalesce(j.due, 0), coalesce(j.later, 0),"
+    " coalesce(j.running, 0), coalesce(j.failed, 0), j.late, coalesce(d.done, 0)"
+    " FROM (SELECT name,"
+    "  count(*) FILTER (WHERE state = 'scheduled' AND run_at <= now()) AS due,"
+    "  count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS later,"
+    "  count(*) FILTER (WHERE state = 'running') AS running,"
+    "  count(*) FILTER (WHERE state = 'failed') AS failed,"
+    "  extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'scheduled'"
+    "    AND run_at <= now())) AS late"
+    "  FROM scheduler.jobs GROUP BY name) AS j"
+    " FULL JOIN (SELECT name, sum(jobs) AS done FROM scheduler.completions"
+    "  WHERE at > now() - interval '60 seconds' GROUP BY name) AS d ON d.name = j.name"
+    " ORDER BY 1"};
+
+/* $1 name (NULL: all).  As Q_RETRY (attempt 0, run now, a wake-up per
+ * name) for every failed job whose key is free; all parts see one
+ * snapshot, so the last count is the number failed before. */
+static const pg_query pgq_retry_failed = {Q_RETRY_FAILED, NULL, 1,
+    "WITH c AS ("
+    "  SELECT DISTINCT ON (key, CASE WHEN key IS NULL THEN id END) id"
+    "  FROM scheduler.jobs j"
+    "  WHERE state = 'failed' AND ($1::text IS NULL OR name = $1)"
+    "    AND (key IS NULL OR NOT EXISTS (SELECT 1 FROM scheduler.jobs o"
+    "         WHERE o.key = j.key AND o.state <> 'failed'))"
+    "  ORDER BY key, CASE WHEN key IS NULL THEN id END, id DESC"
+    "), r AS ("
+    "  UPDATE scheduler.jobs j SET state = 'scheduled', run_at = now(),"
+    "  attempt = 0 FROM c WHERE j.id = c.id AND j.state = 'failed'"
+    "  RETURNING j.name, j.run_at"
+    "), w AS ("
+    "  SELECT pg_notify('scheduler', extract(epoch FROM min(r.run_at))::text"
+    "    || ' ' || CASE WHEN octet_length(r.name) <= 1000 THEN r.name ELSE ''"
+    "    END) FROM r GROUP BY r.name"
+    ") SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM w),"
+    "  (SELECT count(*) FROM scheduler.jobs WHERE state = 'failed'"
+    "   AND ($1::text IS NULL OR name = $1))"};
+
+
+/* Fill j from row `row` of a get result (columns id, name, payload,
+ * run_at, attempt, max_attempts, key, priority, state, last_error). */
+static void read_job(PGresult *r, int row, store_job *j) {
+  j->id = parse_int(PQgetvalue(r, row, 0));
+  j->name = value_or_null(r, row, 1, &j->name_len);
+  j->payload = value_or_null(r, row, 2, &j->payload_len);
+  j->run_at = parse_seconds(PQgetvalue(r, row, 3));
+  j->attempt = parse_int(PQgetvalue(r, row, 4));
+  j->max_attempts = PQgetisnull(r, row, 5) ? 0 : parse_int(PQgetvalue(r, row, 5));
+  j->key = value_or_null(r, row, 6, &j->key_len);
+  j->priority = parse_int(PQgetvalue(r, row, 7));
+  j->state = PQgetvalue(r, row, 8);
+  j->last_error = value_or_null(r, row, 9, &j->last_error_len);
+}
+
+int pg_get(store *s, int64_t id, store_job *out, int *found) {
+  pg_store *p = PG(s);
+  char idtext[32];
+  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+  const char *values[1] = {idtext};
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_get, values, &r);
+  if (rc) return rc;
+  *found = PQntuples(r) > 0;
+  if (*found) read_job(r, 0, out);
+  clear(&p->got);
+  p->got = r;
+  return STORE_OK;
+}
+
+static int exec_id(pg_store *p, const pg_query *q, int64_t id, int *done) {
+  char idtext[32];
+  snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+  const char *values[1] = {idtext};
+  PGresult *r = NULL;
+  int rc = pg_run(p, q, values, &r);
+  if (rc) return rc;
+  *done = atoi(PQcmdTuples(r)) > 0 || PQntuples(r) > 0;
+  PQclear(r);
+  return STORE_OK;
+}
+
+int pg_retry(store *s, int64_t id, int *done) { return exec_id(PG(s), &pgq_retry, id, done); }
+
+/* NAN for NULL. */
+static double seconds_or_nan(PGresult *r, int row, int col) {
+  return PQgetisnull(r, row, col) ? NAN : parse_seconds(PQgetvalue(r, row, col));
+}
+
+int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
+                   double *db_now) {
+  pg_store *p = PG(s);
+  char id[32], limit[32];
+  *out = NULL;
+  *n = 0;
+  if (f->name && memchr(f->name, 0, f->name_len)) return STORE_OK; /* none can match */
+  snprintf(id, sizeof id, "%lld", (long long)f->id);
+  snprintf(limit, sizeof limit, "%lld", f->limit);
+  const char *values[4] = {f->state, f->name, f->has_id ? id : NULL, f->limit > 0 ? limit : NULL};
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_list, values, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  *db_now = parse_seconds(PQgetvalue(r, 0, 0));
+  if (rows == 1 && PQgetisnull(r, 0, 1)) rows = 0; /* no job: just the clock */
+  if (reserve((void **)&p->rows, &p->rows_cap, rows, sizeof *p->rows)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "listing jobs: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_job_row *x = &p->rows[i];
+    store_job *j = &x->job;
+    int row = (int)i;
+    memset(x, 0, sizeof *x);
+    j->id = parse_int(PQgetvalue(r, row, 1));
+    j->name = value_or_null(r, row, 2, &j->name_len);
+    j->state = PQgetvalue(r, row, 3);
+    j->run_at = parse_seconds(PQgetvalue(r, row, 4));
+    j->attempt = parse_int(PQgetvalue(r, row, 5));
+    j->max_attempts = PQgetisnull(r, row, 6) ? 0 : parse_int(PQgetvalue(r, row, 6));
+    j->priority = parse_int(PQgetvalue(r, row, 7));
+    j->key = value_or_null(r, row, 8, &j->key_len);
+    x->locked_by = value_or_null(r, row, 9, &x->locked_by_len);
+    x->locked_until = seconds_or_nan(r, row, 10);
+    x->created_at = seconds_or_nan(r, row, 11);
+    j->last_error = value_or_null(r, row, 12, &j->last_error_len);
+    j->payload = value_or_null(r, row, 13, &j->payload_len);
+  }
+  clear(&p->listed);
+  p->listed = r;
+  *out = p->rows;
+  *n = rows;
+  return STORE_OK;
+}
+
+int pg_stats(store *s, store_stat **out, size_t *n) {
+  pg_store *p = PG(s);
+  *out = NULL;
+  *n = 0;
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_stats, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  if (reserve((void **)&p->stats, &p->stats_cap, rows, sizeof *p->stats)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "reading statistics: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_stat *x = &p->stats[i];
+    int row = (int)i;
+    x->name = value_or_null(r, row, 0, &x->name_len);
+    x->due = parse_int(PQgetvalue(r, row, 1));
+    x->later = parse_int(PQgetvalue(r, row, 2));
+    x->running = parse_int(PQgetvalue(r, row, 3));
+    x->failed = parse_int(PQgetvalue(r, row, 4));
+    x->late = seconds_or_nan(r, row, 5);
+    x->done_last_minute = parse_int(PQgetvalue(r, row, 6));
+  }
+  clear(&p->counted);
+  p->counted = r;
+  *out = p->stats;
+  *n = rows;
+  return STORE_OK;
+}
+
+int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
+                           size_t *skipped) {
+  *retried = *skipped = 0;
+  if (name && memchr(name, 0, name_len)) return STORE_OK; /* no such job */
+  const char *values[1] = {name};
+  PGresult *r = NULL;
+  int rc = pg_run(PG(s), &pgq_retry_failed, values, &r);
+  if (rc) return rc;
+  long long done = parse_int(PQgetvalue(r, 0, 0)), before = parse_int(PQgetvalue(r, 0, 2));
+  PQclear(r);
+  *retried = (size_t)done;
+  *skipped = before > done ? (size_t)(before - done) : 0;
+  return STORE_OK;
+}
