@@ -320,8 +320,8 @@ static int loop_body(lua_State *L) {
         if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
       }
       store_job *jobs = NULL;
-      size_t n = 0, limit = batch_size(c);
-      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, limit, c->lease, c->worker_id,
+      size_t n = 0;
+      if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
                                                  c->max_attempts, &jobs, &n);
       if (rc == STORE_OK) recovered(r);
       if (rc == STORE_OK && n > 0) {
@@ -333,13 +333,7 @@ static int loop_body(lua_State *L) {
           r->result = -1;
           break;
         }
-        /* More may be due: claim again right away after a full batch.
-         * After one that was not (the claim took all that was due), look
-         * first, and claim at once if more came due meanwhile: a claim
-         * that finds nothing can cost more than the look (on PostgreSQL it
-         * reads the entries of another client's uncommitted rows ahead of
-         * the first visible job). */
-        if (n >= limit || o->drain) continue;
+        continue; /* more may be due: claim again right away */
       }
       if (rc == STORE_OK && o->drain) break;
       if (rc == STORE_OK) {
@@ -367,7 +361,7 @@ static int loop_body(lua_State *L) {
           r->next_rescue = w.next_expiry - r->offset + 0.001;
           /* what is due and not claimed may be the batch of a worker that
            * died, which claims skip until a rescue has found it (see
-           * store_pg.c's Q_CLAIM): rescue when looking again */
+           * store_pg_claim.c's Q_CLAIM): rescue when looking again */
           if (held && due < r->next_rescue) r->next_rescue = due;
           if (r->next_rescue < r->deadline) r->deadline = r->next_rescue;
           /* the earliest schedule, also one declared or moved by another

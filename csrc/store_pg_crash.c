@@ -192,7 +192,7 @@ static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 2,
     "WITH o AS ("
     "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
     "  WHERE ($1::text IS NULL OR b.worker = $1)"
-    "    AND " WORKER_GONE("b.worker")
+    "    AND " WORKER_GONE
     "  FOR UPDATE SKIP LOCKED"
     "), m AS ("
     "  SELECT o.token, o.worker, o.ran, cardinality(o.ids) AS n, u.id"

@@ -83,15 +83,15 @@ extern const pg_query pgq_verdict; /* store_pg_cancel.c */
 
 /* A worker's connection holds it (see WORKER_LOCK in store_pg_crash.c). */
 #define WORKER_LOCK "1935895652" /* "schd": two-key advisory locks of lua-scheduler */
-/* SQL: true when no session holds the WORKER_LOCK of worker id `who` (an
- * SQL expression): tried, and let go at once.  Held for longer (a
- * transaction-level lock), it would make the dead worker look alive to
- * the claims meanwhile, which then take its batch's jobs (see Q_CLAIM).
- * This session's own lock reads as free: callers leave their own worker
- * out. */
-#define WORKER_GONE(who)                                                                    \
-  "CASE WHEN pg_try_advisory_lock(" WORKER_LOCK ", hashtext(" who "))"                      \
-  " THEN pg_advisory_unlock(" WORKER_LOCK ", hashtext(" who ")) ELSE false END"
+/* SQL: true when no session holds the WORKER_LOCK of b.worker (the worker
+ * of a record b of scheduler.batches): tried, and let go at once.  Held
+ * for longer (a transaction-level lock), it would make the dead worker
+ * look alive to the claims meanwhile, which then take its batch's jobs
+ * (see Q_CLAIM).  This session's own lock reads as free: callers leave
+ * their own worker out. */
+#define WORKER_GONE                                                                         \
+  "CASE WHEN pg_try_advisory_lock(" WORKER_LOCK ", hashtext(b.worker))"                     \
+  " THEN pg_advisory_unlock(" WORKER_LOCK ", hashtext(b.worker)) ELSE false END"
 
 /* A notification that wakes every sleeping worker (no name: see
  * pg_notifications), carrying the earliest run_at of the rows in scope. */

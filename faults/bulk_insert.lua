@@ -18,9 +18,10 @@
 -- run_at, from the independent record).  A lost probe or job fails it, and
 -- so do the workers waiting for the writes (the old SLEEP_LOCK made every
 -- sleeping worker wait for the whole schedule_many: probes up to 12 s
--- late during a 22 s insert), judged generously: a probe later than a
--- quarter of the insert's duration, or than 1 s during the 3 s
--- transaction.
+-- late during a 22 s insert), or reading the insert's uncommitted rows
+-- at every claim (p99 231-294 ms, max 424-482 ms, before the claim's walk
+-- of the priorities started at 0), judged generously for a shared VM: a
+-- probe later than 1 s during either.
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
@@ -202,9 +203,8 @@ return {
     r:note(("probes due before the schedule_many (reference): %d, lateness %s"):format(#before,
       lib.fmt_spread(lib.spread(before))))
     if r:check(sp_during and sp_tx, "probes came due during both") then
-      local limit = (bulk_t1 - bulk_t0) / 4
-      r:check(sp_during.max < limit * 1000, ("no probe waited for the schedule_many (max %s, a quarter of"
-        .. " its duration: %s)"):format(ms(sp_during.max / 1000), ms(limit)))
+      r:check(sp_during.max < 1000, ("no probe waited for the schedule_many (max %s < 1 s, during %s)")
+        :format(ms(sp_during.max / 1000), ms(bulk_t1 - bulk_t0)))
       r:check(sp_tx.max < 1000, ("no probe waited for the transaction (max %s < 1 s)"):format(ms(sp_tx.max / 1000)))
     end
     for _, x in ipairs { { first, "first" }, { last, "last" } } do
