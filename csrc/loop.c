@@ -315,7 +315,7 @@ static int loop_body(lua_State *L) {
     }
     if (rc == STORE_OK && clock_mono() >= r->deadline) {
       double now = clock_mono();
-      if (now >= r->next_rescue) {
+      if (r->next_rescue >= 0 && now >= r->next_rescue) {
         rc = c->st->ops->rescue(c->st, c->max_attempts);
         if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
       }
@@ -324,6 +324,7 @@ static int loop_body(lua_State *L) {
       if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,
                                                  c->max_attempts, &jobs, &n);
       if (rc == STORE_OK) recovered(r);
+      if (r->next_rescue < 0) r->next_rescue = 0; /* the first claim done: rescue next */
       if (rc == STORE_OK && n > 0) {
         r->held_delay = 0;
         if (r->next_rescue > now + RESCUE_EVERY) r->next_rescue = now + RESCUE_EVERY; /* busy */
@@ -345,7 +346,7 @@ static int loop_body(lua_State *L) {
           r->offset = w.db_now - mid;
           r->deadline = mid + (c->lease < FALLBACK ? c->lease : FALLBACK); /* see RESCUE_EVERY */
           double due = w.next_due - r->offset;
-          int held = w.next_due <= w.db_now;
+          int held = w.next_due <= w.db_now, backing_off = held && r->held_delay > 0;
           if (held) {
             /* due, yet not claimed: it came due since the claim (claim
              * again at once), or other workers' batches hold it (then
@@ -359,10 +360,12 @@ static int loop_body(lua_State *L) {
           }
           if (due < r->deadline) r->deadline = due;
           r->next_rescue = w.next_expiry - r->offset + 0.001;
-          /* what is due and not claimed may be the batch of a worker that
-           * died, which claims skip until a rescue has found it (see
-           * store_pg_claim.c's Q_CLAIM): rescue when looking again */
-          if (held && due < r->next_rescue) r->next_rescue = due;
+          /* what is due and not claimed by the claim that just looked
+           * may be the batch of a worker that died, which claims skip until
+           * a rescue has found it (see store_pg_claim.c's Q_CLAIM): rescue
+           * when looking again (not when it came due since: that claim
+           * goes at once, and a rescue before it would make it late) */
+          if (backing_off && due < r->next_rescue) r->next_rescue = due;
           if (r->next_rescue < r->deadline) r->deadline = r->next_rescue;
           /* the earliest schedule, also one declared or moved by another
            * process since the last tick (its notification woke us) */
@@ -404,6 +407,13 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
   r.retry_delay = RECONNECT_MIN;
   r.held_delay = 0;
+  /* The first rescue comes after the first claim (-1), off the way to the
+   * first job: on a new connection its statements take several
+   * milliseconds, and what it would bring back is found then anyway (an
+   * expired lease by next_wake, a dead worker's batch, which claims skip,
+   * as due jobs not claimed).  A drain, which ends when it finds nothing,
+   * rescues first. */
+  r.next_rescue = o->drain ? 0 : -1;
   r.end = o->seconds >= 0 ? clock_mono() + o->seconds : INFINITY;
   double release_after = c->lease / 4 < 1.0 ? c->lease / 4 : 1.0;
 

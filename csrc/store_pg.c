@@ -433,28 +433,48 @@ int pg_finish_conn(pg_store *p, PGconn **out, const char *sql) {
     st = PQconnectPoll(c);
   }
   int rc = STORE_OK;
-  buf text = BUF_INIT;
-  if (st != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK) {
+  if (st != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK)
     rc = pg_fail_msg(p, STORE_DOWN, "cannot connect to the database",
                   st == PGRES_POLLING_OK || st == PGRES_POLLING_FAILED ? PQerrorMessage(c)
                                                                       : "timeout expired");
-  } else if (buf_adds(&text, SESSION_SETTINGS) || (sql && (buf_addc(&text, ';') ||
-                                                           buf_adds(&text, sql)))) {
-    rc = store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
-  } else {
-    PQsetNoticeProcessor(c, ignore_notice, NULL);
-    PGresult *r = PQexec(c, buf_cstr(&text));
-    ExecStatusType rs = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
-      rc = pg_fail_msg(p, PQstatus(c) != CONNECTION_OK ? STORE_DOWN : STORE_ERROR,
-                    "configuring the session", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    if (r) PQclear(r);
-  }
-  buf_free(&text);
+  if (rc == STORE_OK) rc = pg_setup_send(p, c, sql);
+  if (rc == STORE_OK) rc = pg_setup_read(p, c);
   if (rc) {
     PQfinish(c);
     *out = NULL;
   }
+  return rc;
+}
+
+/* Send the set-up of connection c, connected: the session settings above,
+ * then `sql` (NULL: none), in one string; pg_setup_read reads the
+ * replies.  Apart, so that the record connection's set-up runs on the
+ * server while the worker goes on (see pg_rec_advance). */
+int pg_setup_send(pg_store *p, PGconn *c, const char *sql) {
+  buf text = BUF_INIT;
+  int rc = STORE_OK;
+  if (buf_adds(&text, SESSION_SETTINGS) || (sql && (buf_addc(&text, ';') || buf_adds(&text, sql))))
+    rc = store_fail(&p->base, STORE_NOMEM, "connecting: not enough memory");
+  PQsetNoticeProcessor(c, ignore_notice, NULL);
+  if (rc == STORE_OK && !PQsendQuery(c, buf_cstr(&text)))
+    rc = pg_fail_msg(p, STORE_DOWN, "configuring the session", PQerrorMessage(c));
+  buf_free(&text);
+  return rc;
+}
+
+/* Read the replies to pg_setup_send's set-up, waiting for them. */
+int pg_setup_read(pg_store *p, PGconn *c) {
+  int rc = STORE_OK;
+  PGresult *r;
+  while ((r = PQgetResult(c)) != NULL) {
+    ExecStatusType rs = PQresultStatus(r);
+    if (rc == STORE_OK && rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
+      rc = pg_fail_msg(p, PQstatus(c) != CONNECTION_OK ? STORE_DOWN : STORE_ERROR,
+                       "configuring the session", PQresultErrorMessage(r));
+    PQclear(r);
+  }
+  if (rc == STORE_OK && PQstatus(c) != CONNECTION_OK)
+    rc = pg_fail_msg(p, STORE_DOWN, "configuring the session", PQerrorMessage(c));
   return rc;
 }
 
@@ -466,9 +486,11 @@ int pg_connect(store *s) {
   if (rc == STORE_OK && p->listening) pg_rec_start(p); /* run() (see pg_rec_start) */
   if (rc == STORE_OK) rc = pg_finish_conn(p, &p->conn, NULL);
   if (rc) return rc;
+  pg_rec_advance(p);
   rc = migrate(p);
   if (rc == STORE_OK && p->listening)
     rc = pg_exec_simple(p, "listening for new jobs", "LISTEN scheduler", NULL);
+  pg_rec_advance(p);
   if (rc != STORE_OK) pg_disconnect(s);
   return rc;
 }

@@ -773,6 +773,7 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   /* the record connection (see CRASHES) gets ready while this one claims
    * (run{drain = true}; run() started it with this one) */
   if (rc == STORE_OK) pg_rec_start(p);
+  pg_rec_advance(p);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_one);
   if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
     rc = pg_prepare_claim(p);

@@ -10,6 +10,7 @@
 #include "store_pg_internal.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,17 @@ void pg_rec_drop(pg_store *p) {
   p->rec = NULL;
   p->rec_ready = 0;
   p->rec_pending = 0;
+  p->rec_setup = 0;
+}
+
+/* What sets the record connection up after its session settings: its
+ * statements prepared in the same round trip. */
+static int rec_sql(buf *sql) {
+  static const pg_query *const statements[] = {&pgq_record, &pgq_unrecord, &pgq_verdict};
+  int err = buf_adds(sql, "SET synchronous_commit = off; LISTEN scheduler_cancel");
+  for (size_t k = 0; k < sizeof statements / sizeof *statements; k++)
+    err |= buf_printf(sql, "; PREPARE %s AS %s", statements[k]->name, statements[k]->sql);
+  return err;
 }
 
 /* The record connection, connected (with its session settings, LISTEN for
@@ -253,18 +265,20 @@ static int rec_connect(pg_store *p) {
   /* started long ago and never completed: the server may have given up on
    * it (authentication_timeout, 1 minute by default) */
   if (p->rec && (p->rec_ready || PQstatus(p->rec) == CONNECTION_BAD ||
-                 clock_mono() - p->rec_started > REC_START_STALE))
+                 (!p->rec_setup && clock_mono() - p->rec_started > REC_START_STALE)))
     pg_rec_drop(p);
-  int rc = p->rec ? STORE_OK : pg_start_conn(p, &p->rec);
-  /* its statements prepared in the same round trip as its settings */
-  static const pg_query *const statements[] = {&pgq_record, &pgq_unrecord, &pgq_verdict};
-  buf sql = BUF_INIT;
-  int err = buf_adds(&sql, "SET synchronous_commit = off; LISTEN scheduler_cancel");
-  for (size_t k = 0; k < sizeof statements / sizeof *statements; k++)
-    err |= buf_printf(&sql, "; PREPARE %s AS %s", statements[k]->name, statements[k]->sql);
-  if (rc == STORE_OK && err) rc = store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  if (rc == STORE_OK) rc = pg_finish_conn(p, &p->rec, buf_cstr(&sql));
-  buf_free(&sql);
+  int rc;
+  if (p->rec && p->rec_setup) {
+    /* pg_rec_advance sent its set-up: its replies */
+    p->rec_setup = 0;
+    rc = pg_setup_read(p, p->rec);
+  } else {
+    rc = p->rec ? STORE_OK : pg_start_conn(p, &p->rec);
+    buf sql = BUF_INIT;
+    if (rc == STORE_OK && rec_sql(&sql)) rc = store_fail(&p->base, STORE_NOMEM, "not enough memory");
+    if (rc == STORE_OK) rc = pg_finish_conn(p, &p->rec, buf_cstr(&sql));
+    buf_free(&sql);
+  }
   if (rc == STORE_OK) p->rec_ready = 1;
   else pg_rec_drop(p);
   return rc;
@@ -277,7 +291,34 @@ static int rec_connect(pg_store *p) {
  * it.  A failure here is not one: rec_connect tries again. */
 void pg_rec_start(pg_store *p) {
   if (p->rec) return;
-  if (pg_start_conn(p, &p->rec) == STORE_OK) p->rec_started = clock_mono();
+  if (pg_start_conn(p, &p->rec) == STORE_OK) {
+    p->rec_started = clock_mono();
+    p->rec_polling = PGRES_POLLING_WRITING;
+  }
+}
+
+/* Take the record connection pg_rec_start began as far as it goes without
+ * waiting, and once it is connected send its set-up (read by rec_connect):
+ * its first statements cost the new server process several milliseconds
+ * (5-6 ms here), which then pass while the worker claims.  Called on the
+ * way to the first claim; a failure drops it (rec_connect starts anew). */
+void pg_rec_advance(pg_store *p) {
+  if (!p->rec || p->rec_ready || p->rec_setup) return;
+  for (;;) {
+    struct pollfd fd = {PQsocket(p->rec),
+                        p->rec_polling == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+    if (fd.fd < 0 || poll(&fd, 1, 0) <= 0) return; /* not yet */
+    p->rec_polling = PQconnectPoll(p->rec);
+    if (p->rec_polling == PGRES_POLLING_OK) break;
+    if (p->rec_polling == PGRES_POLLING_FAILED) {
+      pg_rec_drop(p);
+      return;
+    }
+  }
+  buf sql = BUF_INIT;
+  if (rec_sql(&sql) || pg_setup_send(p, p->rec, buf_cstr(&sql)) != STORE_OK) pg_rec_drop(p);
+  else p->rec_setup = 1;
+  buf_free(&sql);
 }
 
 /* Complete the record connection pg_rec_start began, if it did (before a
@@ -476,6 +517,7 @@ static int give_back(pg_store *p, const char *worker, long long default_max_atte
 }
 
 int pg_rescue(store *s, long long default_max_attempts) {
+  pg_rec_advance(PG(s));
   return give_back(PG(s), NULL, default_max_attempts, NULL);
 }
 

@@ -167,6 +167,8 @@ typedef struct pg_store {
   PGconn *rec;
   int rec_ready;     /* connected and set up (else being connected, see pg_rec_start) */
   double rec_started; /* when its connection was started (monotonic) */
+  int rec_polling;    /* while it connects: what libpq waits for (PostgresPollingStatusType) */
+  int rec_setup;      /* connected, its set-up sent (pg_rec_advance), the replies not read */
   int rec_pending;   /* a statement was sent on it, its reply not read yet */
   /* Cancel requests (see CANCELS): the ids asked for, not yet answered;
    * the jobs of the claim transaction cancelled before they started (a
@@ -323,6 +325,8 @@ int pg_fail_result(pg_store *p, const char *what, PGresult *r);
 int pg_exec_simple(pg_store *p, const char *what, const char *sql, PGresult **out);
 int pg_start_conn(pg_store *p, PGconn **out);
 int pg_finish_conn(pg_store *p, PGconn **out, const char *sql);
+int pg_setup_send(pg_store *p, PGconn *c, const char *sql);
+int pg_setup_read(pg_store *p, PGconn *c);
 int pg_connect(store *s);
 void pg_disconnect(store *s);
 int pg_prepare(pg_store *p, const pg_query *q);
@@ -370,6 +374,7 @@ int pg_rescue(store *s, long long default_max_attempts);
 int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n);
 void pg_rec_drop(pg_store *p);
 void pg_rec_start(pg_store *p);
+void pg_rec_advance(pg_store *p);
 void pg_rec_complete(pg_store *p);
 int pg_rec_wait(pg_store *p);
 int pg_rec_send(pg_store *p, const pg_query *q, const char *const *values);

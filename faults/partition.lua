@@ -529,6 +529,12 @@ return {
     if first_after < math.huge then
       r:recovered("heal -> the cut-off host runs a job", first_after - t_heal, "healed")
     end
+    -- I retries its connection with a backoff of up to 5 s (+25% jitter,
+    -- RECONNECT_MAX in csrc/loop.c) plus the connect: wait for it that long
+    -- and more, rather than only as long as X and A took
+    lib.wait_for(function()
+      return first_line(worker_lines(idle, 1), t_heal, "database available again")
+    end, 30, 0.1)
     local il = worker_lines(idle, 1)
     local i_notice, i_back = first_line(il, t_cut), first_line(il, t_heal, "database available again")
     if i_notice then
