@@ -15,7 +15,12 @@
 --      the advisory lock that schedule() tries (SLEEP_LOCK in
 --      csrc/store_pg_wake.c) for 3 s, as our INSERT would inside a transaction.
 -- The lateness column is the probes due while 2 and 3 lasted (start minus
--- run_at, from the independent record).  A lost probe or job fails it, and
+-- run_at, from the independent record).  Two controls go with it: before
+-- the insert, the probes while two processes only burn CPU for a few
+-- seconds (the insert keeps both cores of a small machine busy: "N of M
+-- cores busy" from /proc/stat for both), and the time of the probes'
+-- schedule() calls in each phase (a commit waits for the WAL flush of the
+-- insert's rows written before it; so does each worker's).  A lost probe or job fails it, and
 -- so do the workers waiting for the writes (the old SLEEP_LOCK made every
 -- sleeping worker wait for the whole schedule_many: probes up to 12 s
 -- late during a 22 s insert), or reading the insert's uncommitted rows
@@ -67,6 +72,22 @@ s:close()]]):format(id, sec .. " * * * * *", seq)
 end
 
 local function ms(s) return ("%.1f ms"):format(s * 1000) end
+
+--- The machine's CPU counters (/proc/stat: busy and total jiffies, all cores).
+local function cpu_sample()
+  local line = (lib.read_file("/proc/stat") or ""):match("^cpu%s+([^\n]+)")
+  if not line then return nil end
+  local f, total = {}, 0
+  for v in line:gmatch("%d+") do f[#f + 1] = tonumber(v); total = total + f[#f] end
+  local ncpu = select(2, (lib.read_file("/proc/stat") or ""):gsub("\ncpu%d+", ""))
+  return { busy = total - f[4] - (f[5] or 0), total = total, ncpu = ncpu }
+end
+
+--- "N of M cores busy" between two cpu_sample()s.
+local function cores_busy(a, b)
+  if not (a and b) or b.total <= a.total then return "?" end
+  return ("%.2f of %d cores busy"):format((b.busy - a.busy) / (b.total - a.total) * a.ncpu, a.ncpu)
+end
 
 --- "N ms after" or "N ms before" (a start may come before the moment a
 -- client learns that its write committed).
@@ -123,16 +144,33 @@ return {
       "0.004", "0.02" })
     lib.sleep(1) -- probes alone first: the reference
 
+    -- the control: the same probes while two processes only burn CPU for
+    -- as long as a scaled insert takes (the insert keeps both cores of a
+    -- small machine busy: its client and its server backend), no write
+    local burn_s = math.min(5, math.max(1, n / 200000))
+    local burn_t0, burn_cpu0 = lib.now(), cpu_sample()
+    local burners = {}
+    for i = 1, 2 do
+      burners[i] = lib.start("burn" .. i, { lib.LUA, "-e",
+        ("local x = 0; while os.clock() < %g do x = x + 1 end"):format(burn_s) })
+    end
+    for i = 1, 2 do r:check(burners[i]:wait(burn_s + 10) == 0, "the CPU burner finished", burners[i]) end
+    local burn_t1, burn_cpu1 = lib.now(), cpu_sample()
+    lib.sleep(0.5)
+
     -- 2: the bulk insert
     local bulk_out = dir .. "/bulk"
     local bulk = lib.start("bulk", { lib.LUA, lib.ROOT .. "/faults/bulk.lua", bulk_out, tostring(n), "3600" })
     local waiting = 0 -- workers seen waiting for an advisory lock
+    local bulk_cpu0, bulk_cpu1
     lib.wait_for(function()
+      if not bulk_cpu0 and (lib.read_file(bulk_out) or ""):find("start") then bulk_cpu0 = cpu_sample() end
       local w = tonumber(lib.psql_value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
         .. " AND NOT granted")) or 0
       if w > waiting then waiting = w end
       return bulk:exit_code() ~= nil
-    end, 600, 0.2)
+    end, 600, 0.05)
+    bulk_cpu1 = cpu_sample()
     r:check(bulk:wait(5) == 0, "the schedule_many process finished", bulk)
     local text = lib.read_file(bulk_out) or ""
     local bulk_t0 = tonumber(text:match("start (%S+)"))
@@ -142,8 +180,8 @@ return {
         lib.commas(n), text:gsub("\n", " "))) then
       return
     end
-    r:note(("schedule_many of %s jobs took %.2f s; at most %d workers seen waiting for an advisory lock"
-      .. " (sampled every 0.2 s)"):format(lib.commas(n), bulk_t1 - bulk_t0, waiting))
+    r:note(("schedule_many of %s jobs took %.2f s (%s); at most %d workers seen waiting for an advisory lock"
+      .. " (sampled every 0.05 s)"):format(lib.commas(n), bulk_t1 - bulk_t0, cores_busy(bulk_cpu0, bulk_cpu1), waiting))
     lib.sleep(1)
 
     -- 3: a long transaction that schedules jobs and holds schedule()'s lock
@@ -174,12 +212,12 @@ return {
     r:count(ids, rec, lost, dups, function() return nil end) -- no kills: any duplicate is unexplained
 
     -- lateness of the probes due while the writes lasted, and before them
-    local during, now_late, ahead_late, call_time, tx_late, before = {}, {}, {}, {}, {}, {}
+    local during, now_late, ahead_late, call_time, tx_late, before, burn = {}, {}, {}, {}, {}, {}, {}
     -- a job cannot start before its own insert commits, which the insert
     -- makes slow (its schedule() call's time): the part of the lateness
     -- the workers own is the start minus run_at or the call's return,
     -- whichever is later
-    local owned = {}
+    local owned, before_call, burn_call = {}, {}, {}
     for _, c in ipairs(calls) do
       local run = rec.by_id[c.id] and rec.by_id[c.id][1]
       if run then
@@ -192,8 +230,12 @@ return {
           call_time[#call_time + 1] = c.t1 - c.t0
         elseif run.run_at >= tx_t0 and run.run_at <= tx_t1 then
           tx_late[#tx_late + 1] = late
-        elseif run.run_at < bulk_t0 then
+        elseif run.run_at >= burn_t0 and run.run_at <= burn_t1 then
+          burn[#burn + 1] = late
+          burn_call[#burn_call + 1] = c.t1 - c.t0
+        elseif run.run_at < burn_t0 then
           before[#before + 1] = late
+          before_call[#before_call + 1] = c.t1 - c.t0
         end
       end
     end
@@ -208,8 +250,11 @@ return {
     r:note(("  after their schedule() returned (or run_at, if later): %s")
       :format(lib.fmt_spread(lib.spread(owned))))
     r:note(("probes due while the transaction was open: %d, lateness %s"):format(#tx_late, lib.fmt_spread(sp_tx)))
-    r:note(("probes due before the schedule_many (reference): %d, lateness %s"):format(#before,
-      lib.fmt_spread(lib.spread(before))))
+    r:note(("probes due before the schedule_many (reference): %d, lateness %s; their schedule() calls took %s")
+      :format(#before, lib.fmt_spread(lib.spread(before)), lib.fmt_spread(lib.spread(before_call))))
+    r:note(("probes due while two processes only burned CPU (control, %.1f s, %s, no write): %d, lateness %s;"
+      .. " their schedule() calls took %s"):format(burn_t1 - burn_t0, cores_busy(burn_cpu0, burn_cpu1), #burn,
+      lib.fmt_spread(lib.spread(burn)), lib.fmt_spread(lib.spread(burn_call))))
     if r:check(sp_during and sp_tx, "probes came due during both") then
       r:check(sp_during.max < 1000, ("no probe waited for the schedule_many (max %s < 1 s, during %s)")
         :format(ms(sp_during.max / 1000), ms(bulk_t1 - bulk_t0)))
