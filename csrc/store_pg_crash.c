@@ -409,6 +409,14 @@ void pg_unrecord(pg_store *p) {
  * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
  * of failed attempts; [6], [7] ids and tokens of released claims; [8], [9]
  * those of cancelled ones. */
+/* Append claim c to the arrays ids and tokens ("{" already in each),
+ * after a comma unless it is the first (*count 0). */
+static int add_claim_pair(buf *ids, buf *tokens, const store_claim *c, size_t *count) {
+  int err = *count ? buf_addc(ids, ',') | buf_addc(tokens, ',') : 0;
+  (*count)++;
+  return err | add_int(ids, c->id) | add_int(tokens, c->token);
+}
+
 static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   buf *b = p->p;
   int err = 0;
@@ -421,33 +429,18 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
     const store_outcome *x = &o[i];
     char num[64];
     switch (x->kind) {
-    case OUTCOME_DONE:
-      err |= (nd ? buf_addc(&b[0], ',') | buf_addc(&b[1], ',') : 0) |
-             add_int(&b[0], x->claim.id) | add_int(&b[1], x->claim.token);
-      nd++;
-      break;
+    case OUTCOME_DONE: err |= add_claim_pair(&b[0], &b[1], &x->claim, &nd); break;
     case OUTCOME_RETRY:
     case OUTCOME_FAILED:
-      if (nf) {
-        for (int k = 2; k < 6; k++) err |= buf_addc(&b[k], ',');
-      }
-      err |= add_int(&b[2], x->claim.id) | add_int(&b[3], x->claim.token) |
+      if (nf) err |= buf_addc(&b[4], ',') | buf_addc(&b[5], ',');
+      err |= add_claim_pair(&b[2], &b[3], &x->claim, &nf) |
              buf_adds(&b[4], x->kind == OUTCOME_RETRY
                                  ? fmt_seconds(x->retry_in, num, sizeof num)
                                  : "NULL") |
              add_array_text(&b[5], buf_cstr(&x->error), x->error.len);
-      nf++;
       break;
-    case OUTCOME_RELEASE:
-      err |= (nr ? buf_addc(&b[6], ',') | buf_addc(&b[7], ',') : 0) |
-             add_int(&b[6], x->claim.id) | add_int(&b[7], x->claim.token);
-      nr++;
-      break;
-    case OUTCOME_CANCELLED:
-      err |= (nc ? buf_addc(&b[8], ',') | buf_addc(&b[9], ',') : 0) |
-             add_int(&b[8], x->claim.id) | add_int(&b[9], x->claim.token);
-      nc++;
-      break;
+    case OUTCOME_RELEASE: err |= add_claim_pair(&b[6], &b[7], &x->claim, &nr); break;
+    case OUTCOME_CANCELLED: err |= add_claim_pair(&b[8], &b[9], &x->claim, &nc); break;
     }
   }
   for (int i = 0; i < 10; i++) err |= buf_addc(&b[i], '}');
@@ -468,14 +461,11 @@ int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n) {
   return STORE_OK;
 }
 static int claims_literal(buf *ids, buf *tokens, const store_claim *c, size_t n) {
-  int err = 0;
   buf_reset(ids);
   buf_reset(tokens);
-  err |= buf_addc(ids, '{') | buf_addc(tokens, '{');
-  for (size_t i = 0; i < n; i++) {
-    if (i) err |= buf_addc(ids, ',') | buf_addc(tokens, ',');
-    err |= add_int(ids, c[i].id) | add_int(tokens, c[i].token);
-  }
+  int err = buf_addc(ids, '{') | buf_addc(tokens, '{');
+  size_t count = 0;
+  for (size_t i = 0; i < n; i++) err |= add_claim_pair(ids, tokens, &c[i], &count);
   return err | buf_addc(ids, '}') | buf_addc(tokens, '}');
 }
 
