@@ -1,6 +1,7 @@
 /*
- * core.c: the Lua binding, module `scheduler.core`.  The only file with
- * luaL_Reg tables and the only exported symbol (luaopen_scheduler_core).
+ * core.c: the Lua binding, module `scheduler.core`, and its only exported
+ * symbol (luaopen_scheduler_core).  The methods of a concurrent worker are
+ * in concurrent.c; core.c registers them with its own.
  *
  * The pure-Lua module `scheduler` validates options and arguments and holds
  * policy (defaults, backoff, log formatting); this layer checks types again
@@ -19,8 +20,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "concurrent.h"
 #include "core.h"
 #include "dispatch.h"
+#include "fetcher.h"
 #include "heartbeat.h"
 #include "json.h"
 #include "loop.h"
@@ -34,7 +37,6 @@
 /* Only luaopen_scheduler_core is exported (see core.c). */
 #pragma GCC visibility push(hidden)
 
-#define CORE_MT "scheduler.Core"
 #define CORE_VERSION "0.1.0"
 #define DEFAULT_BATCH 500
 
@@ -77,6 +79,8 @@ static int64_t check_id(lua_State *L, int i) {
 static void core_release(core *c) {
   if (c->closed) return;
   c->closed = 1;
+  fetcher_free(c->fetch); /* a concurrent worker left running: its leases cover its jobs */
+  c->fetch = NULL;
   store_close(c->st);
   c->st = NULL;
   for (size_t i = 0; i < c->outcomes_cap; i++) buf_free(&c->outcomes[i].error);
@@ -302,6 +306,9 @@ static int sync_names(lua_State *L, core *c, int env) {
     i++;
   }
   int rc = c->st->ops->set_names(c->st, names, lens, n);
+  /* a concurrent worker's fetcher claims for them too */
+  if (rc == STORE_OK && c->fetch && fetcher_set_names(c->fetch, names, lens, n) != 0)
+    rc = STORE_NOMEM;
   lua_settop(L, t - 1);
   return rc;
 }
@@ -787,6 +794,7 @@ static int l_run(lua_State *L) {
 static int l_stop(lua_State *L) {
   core *c = check_core(L);
   c->stopping = c->running;
+  if (c->fetch) fetcher_stop(c->fetch); /* a concurrent worker: see concurrent.lua */
   return 0;
 }
 
@@ -1119,6 +1127,7 @@ __attribute__((visibility("default"))) int luaopen_scheduler_core(lua_State *L) 
   luaL_newmetatable(L, CORE_MT);
   luaL_setfuncs(L, core_meta, 0);
   luaL_newlib(L, core_methods);
+  luaL_setfuncs(L, concurrent_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, module_functions);

@@ -15,6 +15,9 @@
 #include "buf.h"
 #include "store.h"
 
+/* The metatable of the Core userdata (core.c). */
+#define CORE_MT "scheduler.Core"
+
 typedef struct core {
   store *st;
   char *database;
@@ -30,6 +33,7 @@ typedef struct core {
   buf payload;        /* scratch: encoded payloads */
   buf msg;            /* scratch: messages */
   struct heartbeat *hb; /* while run() is active (see core_store in core.c) */
+  struct fetcher *fetch; /* a concurrent worker's, while it runs (concurrent.c) */
   store_outcome *outcomes; /* outcomes of the batch in hand, not yet recorded */
   size_t n_outcomes, outcomes_cap;
 } core;

@@ -170,6 +170,103 @@ static int call_listener(lua_State *L, int nargs, int handler, double limit) {
   return status;
 }
 
+/* Time limits of listeners that run in coroutines (a concurrent worker,
+ * concurrent.c): the same rule per coroutine.  A count hook on the job's
+ * coroutine looks at the clock every HOOK_EVERY instructions; past the
+ * deadline it raises "timeout: ..." and from then on fires at every
+ * instruction, as long as the listener's frames are on the stack (deeper
+ * than the wrapper that called dispatch_guard): the wrapper's own code
+ * after the call runs on.  A coroutine suspended past its deadline (its
+ * I/O never answered) raises at its first instruction if it is ever
+ * resumed.  Guards live in a weak-keyed registry table, by coroutine. */
+static const char guards_key = 'g';
+
+typedef struct co_guard {
+  double deadline, limit;
+  int depth; /* stack depth at dispatch_guard: deeper is the listener */
+  int expired;
+  lua_Hook prev;
+  int prev_mask, prev_count;
+} co_guard;
+
+static int stack_depth(lua_State *L) {
+  lua_Debug ar;
+  int n = 0;
+  while (lua_getstack(L, n, &ar)) n++;
+  return n;
+}
+
+static void co_timeout_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  co_guard *g = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &guards_key) == LUA_TTABLE) {
+    lua_pushthread(L);
+    lua_rawget(L, -2);
+    g = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!g) {
+    /* a coroutine the listener made inherited the hook: not ours */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (!g->expired) {
+    if (clock_mono() < g->deadline) return;
+    g->expired = 1;
+    lua_sethook(L, co_timeout_hook, LUA_MASKCOUNT, 1);
+  }
+  if (stack_depth(L) < g->depth) return; /* the wrapper, after the call */
+  char secs[32];
+  snprintf(secs, sizeof secs, "%g", g->limit);
+  lua_pushfstring(L, "timeout: listener ran longer than %ss", secs);
+  lua_error(L);
+}
+
+void dispatch_guard(lua_State *L, double limit) {
+  if (!(limit > 0)) return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &guards_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &guards_key);
+  }
+  lua_pushthread(L);
+  co_guard *g = lua_newuserdatauv(L, sizeof *g, 0);
+  g->deadline = clock_mono() + limit;
+  g->limit = limit;
+  g->depth = stack_depth(L);
+  g->expired = 0;
+  g->prev = lua_gethook(L);
+  g->prev_mask = lua_gethookmask(L);
+  g->prev_count = lua_gethookcount(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_sethook(L, co_timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+void dispatch_unguard(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &guards_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushthread(L);
+  lua_rawget(L, -2);
+  co_guard *g = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (g) {
+    lua_sethook(L, g->prev, g->prev_mask, g->prev_count);
+    lua_pushthread(L);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
 long long dispatch_max_attempts(lua_State *L, core *c, int env, int name_idx, long long job_max) {
   if (job_max > 0) return job_max;
   long long v = c->max_attempts;
@@ -232,9 +329,7 @@ int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double withi
   return -1;
 }
 
-/* Build the listener's job table {id, name, attempt, max_attempts, run_at,
- * key, priority}; the name string is at name_idx. */
-static void push_job(lua_State *L, const store_job *j, int name_idx, long long max) {
+void dispatch_push_job(lua_State *L, const store_job *j, int name_idx, long long max) {
   lua_createtable(L, 0, 7);
   lua_pushinteger(L, (lua_Integer)j->id);
   lua_setfield(L, -2, "id");
@@ -280,7 +375,7 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
     status = LUA_ERRRUN;
   } else {
     if (!j->payload) lua_pushnil(L);
-    push_job(L, j, name_idx, max);
+    dispatch_push_job(L, j, name_idx, max);
     status = call_listener(L, 2, handler, timeout);
   }
   if (status == LUA_OK) {
@@ -289,17 +384,22 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
     return LUA_OK;
   }
   size_t len = 0;
-  const char *msg = status == LUA_ERRMEM ? "not enough memory" : lua_tolstring(L, -1, &len);
-  if (!msg) msg = "(error without a message)", len = strlen(msg);
-  if (status == LUA_ERRMEM) len = strlen(msg);
-  if (store_text(&out->error, msg, len)) buf_reset(&out->error);
+  const char *msg = status == LUA_ERRMEM ? NULL : lua_tolstring(L, -1, &len);
+  dispatch_failure(L, env, j->attempt, max, msg, len, status == LUA_ERRMEM, out);
   lua_settop(L, top);
-  if (j->attempt >= max || status == LUA_ERRMEM) {
-    out->kind = status == LUA_ERRMEM ? OUTCOME_RETRY : OUTCOME_FAILED;
+  return status == LUA_ERRMEM ? LUA_ERRMEM : LUA_OK;
+}
+
+void dispatch_failure(lua_State *L, int env, long long attempt, long long max, const char *msg,
+                      size_t len, int nomem, store_outcome *out) {
+  if (nomem) msg = "not enough memory", len = strlen(msg);
+  if (!msg) msg = "(error without a message)", len = strlen(msg);
+  if (store_text(&out->error, msg, len)) buf_reset(&out->error);
+  if (attempt >= max || nomem) {
+    out->kind = nomem ? OUTCOME_RETRY : OUTCOME_FAILED;
     out->retry_in = 0;
   } else {
     out->kind = OUTCOME_RETRY;
-    out->retry_in = backoff(L, env, j->attempt);
+    out->retry_in = backoff(L, env, attempt);
   }
-  return status == LUA_ERRMEM ? LUA_ERRMEM : LUA_OK;
 }

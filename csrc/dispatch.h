@@ -25,6 +25,23 @@ double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j);
  * job). */
 int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
                  double timeout, store_outcome *out);
+/* Push the listener's job table {id, name, attempt, max_attempts, run_at,
+ * key, priority} of claimed job j; its name string is at name_idx, max
+ * its max_attempts (dispatch_max_attempts). */
+void dispatch_push_job(lua_State *L, const store_job *j, int name_idx, long long max);
+/* The outcome of a run of a job at attempt `attempt` of `max` that failed
+ * with message msg[0, len) (NULL: none; nomem: Lua ran out of memory):
+ * retried after env.backoff(attempt), or failed on its last attempt (a
+ * memory error always retries).  Fills out->kind, retry_in and error. */
+void dispatch_failure(lua_State *L, int env, long long attempt, long long max, const char *msg,
+                      size_t len, int nomem, store_outcome *out);
+/* Limit the listener about to be called on coroutine L to `limit`
+ * seconds (0: nothing to do): past it, "timeout: ..." is raised in it
+ * (see dispatch.c).  Called by the wrapper that calls the listener, on
+ * the listener's coroutine; dispatch_unguard, after the call, removes
+ * it. */
+void dispatch_guard(lua_State *L, double limit);
+void dispatch_unguard(lua_State *L);
 /* The max_attempts that applies to a job of the name at name_idx whose own
  * value is job_max (0: unset): the job's, else its listener's, else the
  * instance default. */

@@ -106,7 +106,7 @@ static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
     rc = hb->st->ops->finish(hb->st, o, k);
     free(o);
   } else {
-    rc = hb->st->ops->heartbeat(hb->st, hb->todo, k, lease);
+    rc = hb->st->ops->heartbeat(hb->st, hb->todo, k, lease, NULL);
   }
   if (rc != STORE_OK)
     record_error(hb, release ? "handing back claimed jobs: " : "renewing leases: ",

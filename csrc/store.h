@@ -229,13 +229,34 @@ typedef struct store_ops {
    * an open transaction (settle applies, nothing to renew), 0 when they are
    * leased. */
   int (*held)(store *s);
-  /* Extend the leases of held jobs. */
-  int (*heartbeat)(store *s, const store_claim *claims, size_t n, double lease);
-  /* Put jobs whose lease expired back to run by the crash rule of claim
-   * (one job alone: its attempt counted, failed when its attempts are used
-   * up, default_max_attempts for jobs that set none; several of one claim:
-   * not counted, quarantined).  Held batches whose worker died are sent to
-   * quarantine the same way. */
+  /* Optional (NULL: no concurrent listeners).  The claims of a worker
+   * that runs several listeners at once (see fetcher.h): up to `limit`
+   * due jobs of its names, each leased to `worker` with its attempt
+   * counted and a new token, none held.  Every lease such a worker holds
+   * has one expiry, *until (database clock): the first claim with
+   * nothing in flight passes *until <= 0 and gets now + lease back in
+   * it; later ones pass it on, and heartbeat moves them all together.
+   * So if the worker dies, its leases expire at one instant, and the
+   * crash rule sees several (quarantine, nothing charged) whichever of
+   * its claims they came from.  Quarantined jobs: with `alone` (nothing
+   * in flight), a due one comes first, alone (*n 1, *quarantine 2: run
+   * nothing else until it ends); without it they are skipped, and
+   * *quarantine 1 says one waits (the worker lets its jobs finish, then
+   * claims alone); else 0.  *jobs as for claim. */
+  int (*claim_leased)(store *s, size_t limit, double lease, double *until, const char *worker,
+                      int alone, store_job **jobs, size_t *n, int *quarantine);
+  /* Extend the leases of claims: all to one expiry, now + lease, which
+   * *until receives (database clock). */
+  int (*heartbeat)(store *s, const store_claim *claims, size_t n, double lease, double *until);
+  /* Put jobs whose lease expired back to run by the crash rule of claim.
+   * The leases of one worker that share an expiry are one group: one
+   * alone (a quarantined job, the job in hand when a batch was settled,
+   * a listener blocked past its time limit, whose lease alone was not
+   * renewed) counts its attempt, and the job fails when its attempts are
+   * used up (default_max_attempts for jobs that set none); several (a
+   * settled batch, the jobs in flight of a worker that runs several at
+   * once) are not counted and go to quarantine.  Held batches whose
+   * worker died are sent to quarantine the same way. */
   int (*rescue)(store *s, long long default_max_attempts);
   /* A worker is known dead (its supervisor saw it exit): put the jobs it
    * held back at once, as an expired lease would (see rescue).  *n = how

@@ -508,6 +508,11 @@ int pg_prepare(pg_store *p, const pg_query *q) {
   return STORE_OK;
 }
 
+/* Claims return their rows in binary (see read_claimed). */
+static int binary_result(const pg_query *q) {
+  return q == &pgq_claim || q == &pgq_claim_one || q == &pgq_claim_leased;
+}
+
 /* Execute prepared query q (preparing it on first use on this connection)
  * with text parameters.  On success *out is the result (caller clears). */
 int pg_run(pg_store *p, const pg_query *q, const char *const *values, PGresult **out) {
@@ -524,7 +529,7 @@ int pg_run(pg_store *p, const pg_query *q, const char *const *values, PGresult *
   }
   rc = pg_prepare(p, q);
   if (rc) return rc;
-  PGresult *r = PQexecPrepared(p->conn, q->name, q->nparams, values, NULL, NULL, 0);
+  PGresult *r = PQexecPrepared(p->conn, q->name, q->nparams, values, NULL, NULL, binary_result(q));
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
     return pg_fail_result(p, "database error", r);
@@ -576,8 +581,7 @@ int pg_send_segment(pg_store *p, const step *steps, int n) {
       sent = PQsendQueryParams(conn, t->sql, 0, NULL, NULL, NULL, NULL, 0);
     else if (t->q->name)
       sent = PQsendQueryPrepared(conn, t->q->name, t->q->nparams, t->values, NULL, NULL,
-                                 /* binary: see read_claimed */
-                                 t->q == &pgq_claim || t->q == &pgq_claim_one);
+                                 binary_result(t->q));
     else
       sent = PQsendQueryParams(conn, t->q->sql, t->q->nparams, NULL, t->values, NULL, NULL, 0);
   }
@@ -689,6 +693,7 @@ static const store_ops pg_ops = {
     .get = pg_get,
     .set_names = pg_set_names,
     .claim = pg_claim,
+    .claim_leased = pg_claim_leased,
     .finish = pg_finish,
     .settle = pg_settle,
     .held = pg_held,

@@ -189,7 +189,37 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 3,
     "   ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) q"
     " WHERE j.id = q.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-    "  j.key, j.priority, j.last_error, j.created_at, j.claim"};
+    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
+
+/* The claim of a worker that runs several jobs at once (store.h,
+ * claim_leased): up to $3 due jobs of names $1, not quarantined, leased
+ * to $2 with their attempt counted and one new token, until $4 (Unix
+ * seconds; NULL: now + $5 seconds).  Jobs of a dead worker's held batch
+ * are skipped as in Q_CLAIM.  One row at least: column 12 says whether
+ * a quarantined job of the names is due (then the others are NULL when
+ * nothing was claimed).  Columns 0-10 as Q_CLAIM's, 11 the lease's
+ * expiry; binary. */
+const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
+    "WITH d AS MATERIALIZED ("
+    "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
+    "    AND " WORKER_GONE
+    "), c AS ("
+    "  SELECT j.id FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "    AND j.run_at <= now() AND j.name = ANY ($1::text[]) AND NOT j.quarantined"
+    "    AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
+    "  ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
+    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+    "), u AS ("
+    "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "    claim = (SELECT tok.t FROM tok), locked_by = $2,"
+    "    locked_until = coalesce(to_timestamp($4::float8),"
+    "      now() + $5::float8 * interval '1 second')"
+    "  FROM c WHERE j.id = c.id"
+    "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
+    "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
+    ") SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
+    "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
+    "    AND q.name = ANY ($1::text[])) AS due) q LEFT JOIN u ON true"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts
@@ -838,6 +868,77 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
 }
 
 int pg_held(store *s) { return tx_holds(PG(s)); }
+
+/* Exact Unix seconds text of t, to the microsecond (a lease's expiry
+ * passed back must name the very same instant: see claim_leased). */
+static const char *micros_text(double t, char *out, size_t size) {
+  long long us = llround(t * 1e6);
+  unsigned long long a = us < 0 ? 0ULL - (unsigned long long)us : (unsigned long long)us;
+  snprintf(out, size, "%s%llu.%06llu", us < 0 ? "-" : "", a / 1000000, a % 1000000);
+  return out;
+}
+
+int pg_claim_leased(store *s, size_t limit, double lease, double *until, const char *worker,
+                    int alone, store_job **jobs, size_t *n, int *quarantine) {
+  pg_store *p = PG(s);
+  *jobs = NULL;
+  *n = 0;
+  *quarantine = 0;
+  int rc = pg_idle(p); /* never held here; ends a transaction left open */
+  if (rc == STORE_OK) rc = pg_connect(s);
+  if (rc) return rc;
+  if (p->n_names == 0 || limit == 0) return STORE_OK;
+  PGresult *r = NULL;
+  if (!p->worker_locked) {
+    /* abandon() must see this worker alive (WORKER_LOCK) */
+    const char *who[1] = {worker};
+    rc = pg_run(p, &pgq_worker_lock, who, &r);
+    if (rc) return rc;
+    clear(&r);
+    p->worker_locked = 1;
+  }
+  if (p->sleep_locked) {
+    /* awake: give SLEEP_LOCK back (see there) */
+    rc = pg_exec_simple(p, "claiming", "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")", NULL);
+    if (rc) return rc;
+    p->sleep_locked = 0;
+  }
+  char leasetext[64], untiltext[64], limittext[32];
+  fmt_seconds(lease, leasetext, sizeof leasetext);
+  if (alone) {
+    const char *one[3] = {buf_cstr(&p->names_literal), worker, leasetext};
+    rc = pg_run(p, &pgq_claim_one, one, &r);
+    if (rc) return rc;
+    if (PQntuples(r) > 0) {
+      *until = bin_time(r, 0, 11);
+      *quarantine = 2;
+      rc = hold_batch(p, &p->cur, r);
+      if (rc) return rc;
+      *jobs = p->cur.jobs;
+      *n = p->cur.n;
+      return STORE_OK;
+    }
+    clear(&r);
+  }
+  snprintf(limittext, sizeof limittext, "%zu", limit);
+  const char *values[5] = {buf_cstr(&p->names_literal), worker, limittext,
+                           *until > 0 ? micros_text(*until, untiltext, sizeof untiltext) : NULL,
+                           leasetext};
+  rc = pg_run(p, &pgq_claim_leased, values, &r);
+  if (rc) return rc;
+  int rows = PQntuples(r);
+  if (rows > 0) *quarantine = PQgetlength(r, 0, 12) == 1 && PQgetvalue(r, 0, 12)[0] ? 1 : 0;
+  if (rows == 0 || PQgetisnull(r, 0, 0)) {
+    clear(&r);
+    return STORE_OK;
+  }
+  *until = bin_time(r, 0, 11);
+  rc = hold_batch(p, &p->cur, r);
+  if (rc) return rc;
+  *jobs = p->cur.jobs;
+  *n = p->cur.n;
+  return STORE_OK;
+}
 
 /* The end of the batch in hand, whose successor was claimed ahead: its
  * outcomes are written in the transaction, which stays open; the claim

@@ -129,30 +129,37 @@ static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
     /* jobs handed back are due: wake the sleeping workers */
     "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"};
 
+/* Renewals: every lease $1/$2 to one expiry, now + $3 seconds, which
+ * comes back (see store.h, claim_leased: a worker's leases share it). */
 static const pg_query pgq_heartbeat = {Q_HEARTBEAT, "scheduler_heartbeat", 3,
-    "UPDATE scheduler.jobs j"
-    " SET locked_until = now() + $3::float8 * interval '1 second'"
-    " FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token), " ASYNC_COMMIT
-    " WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running'"};
+    "WITH u AS MATERIALIZED (SELECT now() + $3::float8 * interval '1 second' AS t),"
+    " r AS (UPDATE scheduler.jobs j SET locked_until = (SELECT u.t FROM u)"
+    "  FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token), " ASYNC_COMMIT
+    "  WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running' RETURNING 1)"
+    " SELECT extract(epoch FROM u.t), (SELECT count(*) FROM r) FROM u"};
 
 /* Leases given back by the crash rule (see CRASHES): those of worker $1
  * (abandon), or every expired one ($1 NULL); $2 the default
- * max_attempts.  A claim that leased one job alone (a quarantined one,
- * or the job in hand when a batch was settled) counts the attempt and
- * fails the job when its attempts are used up; the jobs of a claim
- * that leased several are not charged and go to quarantine.  Returns
+ * max_attempts.  A worker's leases of one expiry are a group (store.h,
+ * rescue): a lease alone (a quarantined job, the job in hand when a
+ * batch was settled, a listener blocked past its limit) counts the
+ * attempt and fails the job when its attempts are used up; the jobs of
+ * a group of several (a settled batch, a concurrent worker's jobs in
+ * flight) are not charged and go to quarantine.  Returns
  * (jobs given back, notifications): one per name as for new jobs (a
  * single "wake everyone" beyond 16 names).  Planned per execution: the
  * two cases walk different indexes. */
 static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
     "WITH x AS ("
-    "  SELECT j.id, j.claim FROM scheduler.jobs j WHERE j.state = 'running'"
+    "  SELECT j.id, j.locked_by, j.locked_until FROM scheduler.jobs j"
+    "  WHERE j.state = 'running'"
     "    AND CASE WHEN $1::text IS NULL THEN j.locked_until < now()"
     "    ELSE j.locked_by = $1 END FOR UPDATE SKIP LOCKED"
     "), g AS ("
-    "  SELECT j.claim, count(*) AS n FROM scheduler.jobs j"
-    "  WHERE j.state = 'running' AND j.claim IN (SELECT x.claim FROM x)"
-    "  GROUP BY j.claim"
+    "  SELECT j.locked_by, j.locked_until, count(*) AS n FROM scheduler.jobs j"
+    "  WHERE j.state = 'running'"
+    "    AND j.locked_until IN (SELECT x.locked_until FROM x)"
+    "  GROUP BY j.locked_by, j.locked_until"
     "), a AS ("
     "  UPDATE scheduler.jobs j SET"
     "  attempt = CASE WHEN coalesce(g.n, 1) > 1 THEN j.attempt - 1 ELSE j.attempt END,"
@@ -166,7 +173,7 @@ static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
     " its connection)'"
     "    ELSE 'worker ' || j.locked_by || ' died while holding it' END,"
     "  locked_by = NULL, locked_until = NULL, claim = NULL"
-    "  FROM x LEFT JOIN g ON g.claim = x.claim"
+    "  FROM x LEFT JOIN g ON g.locked_by = x.locked_by AND g.locked_until = x.locked_until"
     "  WHERE j.id = x.id RETURNING j.name, j.state, j.run_at"
     "), r AS (SELECT name, run_at FROM a WHERE state = 'scheduled'"
     "), w AS ("
@@ -469,7 +476,7 @@ static int claims_literal(buf *ids, buf *tokens, const store_claim *c, size_t n)
   return err | buf_addc(ids, '}') | buf_addc(tokens, '}');
 }
 
-int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
+int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease, double *until) {
   pg_store *p = PG(s);
   char leasetext[64];
   if (claims_literal(&p->p[0], &p->p[1], c, n))
@@ -479,6 +486,7 @@ int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
   PGresult *r = NULL;
   int rc = pg_run(p, &pgq_heartbeat, values, &r);
   if (rc) return rc;
+  if (until) *until = parse_seconds(PQgetvalue(r, 0, 0));
   PQclear(r);
   return STORE_OK;
 }

@@ -44,7 +44,7 @@ enum {
   Q_SCHEDULE, Q_INSERT, Q_SCHEDULE_MANY, Q_CRON_PUT, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_FIRE,
   /* store_pg_claim.c */
-  Q_CLAIM, Q_CLAIM_ONE, Q_COMPLETED, Q_PUT_BACK,
+  Q_CLAIM, Q_CLAIM_ONE, Q_CLAIM_LEASED, Q_COMPLETED, Q_PUT_BACK,
   /* store_pg_crash.c */
   Q_RECORD, Q_UNRECORD, Q_FINISH, Q_HEARTBEAT, Q_RESCUE, Q_ORPHANS, Q_WORKER_LOCK, Q_WORKER_WAIT,
   /* store_pg_cancel.c */
@@ -72,7 +72,7 @@ typedef struct pg_query {
 } pg_query;
 
 /* The statements one file runs and another holds. */
-extern const pg_query pgq_claim, pgq_claim_one; /* store_pg_claim.c */
+extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased; /* store_pg_claim.c */
 extern const pg_query pgq_unrecord, pgq_worker_lock; /* store_pg_crash.c */
 extern const pg_query pgq_verdict; /* store_pg_cancel.c */
 
@@ -351,6 +351,8 @@ int pg_cron_fire(store *s, const char *id, size_t id_len, double expected, const
 /* store_pg_claim.c */
 int pg_claim(store *s, size_t limit, double lease, const char *worker,
              long long default_max_attempts, store_job **jobs, size_t *n);
+int pg_claim_leased(store *s, size_t limit, double lease, double *until, const char *worker,
+                    int alone, store_job **jobs, size_t *n, int *quarantine);
 int pg_finish(store *s, const store_outcome *o, size_t n);
 int pg_settle(store *s, const store_outcome *done, size_t n_done, const store_claim *keep,
               size_t n_keep, double lease, const char *worker);
@@ -369,7 +371,7 @@ void pg_tx_destroy(pg_store *p);
 
 /* store_pg_crash.c */
 int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n);
-int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease);
+int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease, double *until);
 int pg_rescue(store *s, long long default_max_attempts);
 int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n);
 void pg_rec_drop(pg_store *p);

@@ -256,14 +256,15 @@ static const char *const queries[Q_COUNT] = {
                     " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     [Q_ANY_EXPIRED] = "SELECT 1 FROM scheduler_jobs"
                       " WHERE state = 'running' AND locked_until < ?1 LIMIT 1",
-    /* The crash rule (store.h, claim): a claim that leased one job alone
-     * counts its attempt (failed when used up); the jobs of a claim that
-     * leased several are not charged and go to quarantine.  Q_RESCUE: the
-     * expired leases (?1 now); Q_ABANDON: those of worker ?1.  ?2 the
-     * default max_attempts. */
+    /* The crash rule (store.h, rescue): a worker's leases of one expiry
+     * are a group; a lease alone counts its attempt (failed when used
+     * up); the jobs of a group of several are not charged and go to
+     * quarantine.  Q_RESCUE: the expired leases (?1 now); Q_ABANDON:
+     * those of worker ?1.  ?2 the default max_attempts. */
 #define SHARED_CLAIM                                                                         \
-  " claim IN (SELECT g.claim FROM scheduler_jobs g WHERE g.state = 'running'"                \
-  "   GROUP BY g.claim HAVING count(*) > 1)" /* evaluated once, before any row changes */
+  " (locked_by, locked_until) IN (SELECT g.locked_by, g.locked_until FROM scheduler_jobs g"  \
+  "   WHERE g.state = 'running' GROUP BY g.locked_by, g.locked_until HAVING count(*) > 1)"  \
+  /* evaluated once, before any row changes */
 #define GIVE_BACK(where, why)                                                                \
   "UPDATE scheduler_jobs SET"                                                                \
   " quarantined = quarantined OR" SHARED_CLAIM ","                                           \
@@ -1516,16 +1517,18 @@ static int grow_jobs(sq_store *q, size_t n) {
 }
 
 /* One IMMEDIATE transaction: collect a quarantined due job of this
- * worker's names alone if there is one, else up to `limit` due jobs of
- * them in (priority, run_at, id) order; then mark them running with the
- * next attempt, a lease and a new token.  Nobody else can claim in
- * between. */
-static int sq_claim(store *s, size_t limit, double lease, const char *worker,
-                    long long default_max_attempts, store_job **jobs, size_t *n) {
-  (void)default_max_attempts; /* leases: an expired one is counted by rescue */
+ * worker's names alone if there is one (with `take_alone`; without it,
+ * *quarantine 1 says one waits), else up to `limit` due jobs of them in
+ * (priority, run_at, id) order; then mark them running with the next
+ * attempt, a lease until *until (<= 0: now + lease, set in it) and a
+ * new token.  *quarantine 2: the job is a quarantined one, alone.
+ * Nobody else can claim in between. */
+static int claim_jobs(store *s, size_t limit, double lease, double *until, const char *worker,
+                      int take_alone, store_job **jobs, size_t *n, int *quarantine) {
   sq_store *q = SQ(s);
   *jobs = NULL;
   *n = 0;
+  *quarantine = 0;
   if (q->n_names == 0 || limit == 0) return sq_connect(s);
   int rc = begin_unsynced(q, "claiming jobs");
   if (rc) return rc;
@@ -1540,6 +1543,9 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
     while ((rc = sqlite3_step(alone)) == SQLITE_ROW) {
       const unsigned char *name = sqlite3_column_text(alone, 1);
       if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(alone, 1))) continue;
+      *quarantine = 1;
+      if (!take_alone) break;
+      *quarantine = 2;
       if (grow_jobs(q, 1) || read_job(alone, &q->jobs[0], &q->claimed))
         oom = 1;
       else
@@ -1549,6 +1555,7 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
     finish_stmt(alone);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
   }
+  if (*until <= 0) *until = now + lease;
   sqlite3_stmt *prio = got || rc ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
   long long p = -1;
@@ -1590,7 +1597,7 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
     q->jobs[i].token = (int64_t)token;
     sqlite3_bind_int64(take, 1, q->jobs[i].id);
     sqlite3_bind_text(take, 2, worker, -1, SQLITE_STATIC);
-    sqlite3_bind_double(take, 3, now + lease);
+    sqlite3_bind_double(take, 3, *until);
     sqlite3_bind_int64(take, 4, (sqlite3_int64)token);
     if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
   }
@@ -1599,6 +1606,20 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   *jobs = q->jobs;
   *n = q->n_jobs = got;
   return STORE_OK;
+}
+
+static int sq_claim(store *s, size_t limit, double lease, const char *worker,
+                    long long default_max_attempts, store_job **jobs, size_t *n) {
+  (void)default_max_attempts; /* leases: an expired one is counted by rescue */
+  double until = 0;
+  int quarantine;
+  return claim_jobs(s, limit, lease, &until, worker, 1, jobs, n, &quarantine);
+}
+
+static int sq_claim_leased(store *s, size_t limit, double lease, double *until,
+                           const char *worker, int alone, store_job **jobs, size_t *n,
+                           int *quarantine) {
+  return claim_jobs(s, limit, lease, until, worker, alone, jobs, n, quarantine);
 }
 
 /* Count one completion of the job name s[0, n). */
@@ -1732,12 +1753,13 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
   return commit(q, "recording outcomes", wake);
 }
 
-static int sq_heartbeat(store *s, const store_claim *c, size_t n, double lease) {
+static int sq_heartbeat(store *s, const store_claim *c, size_t n, double lease, double *out) {
   sq_store *q = SQ(s);
+  double until = clock_wall() + lease;
+  if (out) *out = until;
   if (n == 0) return STORE_OK;
   int rc = begin_unsynced(q, "renewing leases");
   if (rc) return rc;
-  double until = clock_wall() + lease;
   sqlite3_stmt *st = stmt(q, Q_HEARTBEAT, &rc);
   for (size_t i = 0; st && i < n && rc == SQLITE_OK; i++) {
     sqlite3_bind_int64(st, 1, c[i].id);
@@ -2252,6 +2274,7 @@ static const store_ops sqlite_ops = {
     .get = sq_get,
     .set_names = sq_set_names,
     .claim = sq_claim,
+    .claim_leased = sq_claim_leased,
     .finish = sq_finish,
     .heartbeat = sq_heartbeat,
     .cancels = sq_cancels,

@@ -9,6 +9,7 @@
 -- close) raise; runtime failures return nil, "scheduler: <what>: <detail>".
 
 local core = require "scheduler.core"
+local concurrent = require "scheduler.concurrent"
 local cron = require "scheduler.cron"
 local tz = require "scheduler.tz"
 
@@ -124,8 +125,10 @@ local MAX_BATCH = 100000
 
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
-  backoff = true, log = true, timeout = true, batch_max = true,
+  backoff = true, log = true, timeout = true, batch_max = true, concurrency = true,
 }
+-- The most listeners one worker runs at once (core.c checks the same bound).
+local MAX_CONCURRENCY = 100000
 
 -- Recurring schedules ------------------------------------------------------
 
@@ -264,6 +267,10 @@ local function build(opts, listeners, limits, timeouts, level)
     end
   end
 
+  local concurrency = check_int("configure", "concurrency", opts.concurrency or 1, 1, level + 1)
+  if concurrency > MAX_CONCURRENCY then
+    raise(level + 1, "configure: concurrency must be between 1 and %d, got %d", MAX_CONCURRENCY, concurrency)
+  end
   local worker_id = opts.worker_id or core.default_worker_id()
   local log = make_log(opts.log, worker_id)
   local user_backoff = opts.backoff
@@ -287,12 +294,13 @@ local function build(opts, listeners, limits, timeouts, level)
     backoff = backoff, log = log, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
-  return c
+  return c, concurrency, log
 end
 
 local function new_instance(opts, level)
   local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {} }, Scheduler)
-  self._core = build(opts, self._listeners, self._limits, self._timeouts, level + 1)
+  self._core, self._concurrency, self._log = build(opts, self._listeners, self._limits, self._timeouts,
+    level + 1)
   return self
 end
 
@@ -521,7 +529,9 @@ function Scheduler:crons()
 end
 
 --- Run the loop.  opts.seconds: return after that long; opts.drain: run
--- what is due now and return how many ran.
+-- what is due now and return how many ran.  With `concurrency` above 1,
+-- the jobs run in coroutines of a cqueues loop of its own
+-- (scheduler.cqueues), so that listeners may wait on cqueues I/O.
 function Scheduler:run(opts)
   local c = check_self(self, "run")
   opts = check_options("run", opts, { seconds = true, drain = true }, 2)
@@ -529,12 +539,113 @@ function Scheduler:run(opts)
   if seconds ~= nil and (not is_finite(seconds) or seconds < 0) then
     raise(2, "run: seconds must be a finite number >= 0, got %s", tostring(seconds))
   end
-  return c:run(seconds, opts.drain and true or false)
+  if self._concurrency == 1 then return c:run(seconds, opts.drain and true or false) end
+  if opts.drain then raise(2, "run: drain needs concurrency = 1") end
+  local ok, cqueues = pcall(require, "cqueues")
+  if not ok then
+    return nil, "scheduler: run: concurrency > 1 needs an event loop: install lua-cqueues"
+      .. " (Debian: lua-cqueues), or attach the instance to your own loop (scheduler.luv)"
+  end
+  local cq = cqueues.new()
+  require("scheduler.cqueues").attach(self, cq)
+  -- SIGTERM and SIGINT stop it gracefully, as they do run() at concurrency 1
+  local signal = require "cqueues.signal"
+  signal.block(signal.SIGTERM, signal.SIGINT)
+  local listener = signal.listen(signal.SIGTERM, signal.SIGINT)
+  local t_end = seconds and cqueues.monotime() + seconds
+  cq:wrap(function()
+    while self._flight do
+      local left = t_end and t_end - cqueues.monotime()
+      if left and left <= 0 then
+        self:stop()
+        break
+      end
+      if listener:wait(math.min(left or 0.5, 0.5)) then
+        self:stop()
+        break
+      end
+    end
+  end)
+  local done, err = cq:loop()
+  listener:close()
+  signal.unblock(signal.SIGTERM, signal.SIGINT)
+  if not done then
+    -- a listener's coroutine broke the loop: the jobs in flight are left
+    -- to their leases
+    if self._flight then
+      c:fetch_close()
+      self._flight = nil
+    end
+    error(err, 0)
+  end
+  return true
+end
+
+--- Start the worker inside the caller's own event loop, without blocking:
+-- it is then driven by step() (the instance is a pollable: pollfd(),
+-- events(), timeout()).  opts.spawn(fn): how to run a job's function in
+-- that loop (default: a new coroutine, resumed by its listener's own
+-- callbacks); opts.release(fd): called before the descriptor pollfd()
+-- gave closes, when the worker has stopped; opts.call(fn, deadline): calls
+-- a listener (fn) so that it can be abandoned when its time limit passes
+-- while it waits (deadline: monotonic seconds, or nil), returning fn's
+-- results, or nothing when abandoned.  scheduler.cqueues and
+-- scheduler.luv do this for you.
+-- Returns true, or nil and an error message.
+function Scheduler:start(opts)
+  local c = check_self(self, "start")
+  opts = check_options("start", opts, { spawn = true, release = true, call = true }, 2)
+  for _, k in ipairs { "spawn", "release", "call" } do
+    if opts[k] ~= nil and not is_callable(opts[k]) then raise(2, "start: %s must be a function", k) end
+  end
+  if self._flight then return nil, "scheduler: start: already started" end
+  return concurrent.start(self, c, self._concurrency, opts, self._log)
+end
+
+--- Do the worker's ready work (start() first, if it was not called),
+-- waiting up to `timeout` seconds (default 0) for some.  Returns true
+-- while the worker runs, false once stop() has taken effect: every job in
+-- flight ended and every outcome recorded.
+function Scheduler:step(timeout)
+  check_self(self, "step")
+  if timeout ~= nil and (not is_finite(timeout) or timeout < 0) then
+    raise(2, "step: timeout must be a finite number >= 0, got %s", tostring(timeout))
+  end
+  if not self._flight and not self._stepped then
+    self._stepped = true
+    local ok, err = self:start()
+    if not ok then return nil, err end
+  end
+  local running = concurrent.step(self, timeout)
+  if not running then self._stepped = nil end
+  return running
+end
+
+--- The descriptor an event loop watches for step() (cqueues' pollable).
+function Scheduler:pollfd()
+  local c = check_self(self, "pollfd")
+  if not self._flight then raise(2, "pollfd: the worker is not started (start() or step())") end
+  return c:fetch_fd()
+end
+
+--- What the descriptor is watched for: readable.
+function Scheduler:events()
+  return "r"
+end
+
+--- Seconds until step() has work of its own, or nil (cqueues' pollable).
+function Scheduler:timeout()
+  check_self(self, "timeout")
+  return concurrent.timeout(self)
 end
 
 --- Stop run() gracefully (from a listener or a signal handler's caller).
+-- A concurrent worker claims nothing more, hands back what it had not
+-- started, and lets the jobs in flight end.
 function Scheduler:stop()
-  check_self(self, "stop"):stop()
+  local c = check_self(self, "stop")
+  concurrent.stop(self)
+  c:stop()
 end
 
 --- Close the instance: its connection is released; later calls raise.

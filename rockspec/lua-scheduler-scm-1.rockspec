@@ -58,6 +58,8 @@ build = {
         "csrc/loop.c",
         "csrc/dispatch.c",
         "csrc/heartbeat.c",
+        "csrc/fetcher.c",
+        "csrc/concurrent.c",
         "csrc/signals.c",
         "csrc/core.c",
         "csrc/dir.c",
@@ -73,6 +75,9 @@ build = {
     ["scheduler"] = "lua/scheduler.lua",
     ["scheduler.cron"] = "lua/scheduler/cron.lua",
     ["scheduler.tz"] = "lua/scheduler/tz.lua",
+    ["scheduler.concurrent"] = "lua/scheduler/concurrent.lua",
+    ["scheduler.cqueues"] = "lua/scheduler/cqueues.lua",
+    ["scheduler.luv"] = "lua/scheduler/luv.lua",
     -- the lua-scheduler command (bin/lua-scheduler)
     ["scheduler.cli"] = "lua/scheduler/cli.lua",
     ["scheduler.cli.db"] = "lua/scheduler/cli/db.lua",

@@ -554,6 +554,34 @@ describe("lua-scheduler", function()
       assert.same({}, c:workers())
     end)
 
+    it("--concurrency 10 runs up to 10 jobs at once in each worker, each once; SIGTERM waits for them", function()
+      local d = listeners_dir {}
+      local c = start { "run", "--workers", "2", "--concurrency", "10", d }
+      local s = helper.new()
+      local ids = {}
+      for i = 1, 60 do ids[i] = helper.schedule(s, name, { wait = 0.2, n = i }) end
+      assert.is_truthy(helper.wait_for(function() return #cli.events(results, "done") >= 60 end, 30),
+        c:describe())
+      local starts = helper.tally(cli.events(results, "start"), "id")
+      for _, id in ipairs(ids) do assert.equals(1, starts[id], "job " .. id) end
+      -- the most jobs in flight at once in one worker, in the record's order
+      local now, most = {}, 0
+      for _, r in ipairs(cli.results(results)) do
+        now[r.pid] = (now[r.pid] or 0) + (r.event == "start" and 1 or -1)
+        if now[r.pid] > most then most = now[r.pid] end
+      end
+      assert.is_true(most <= 10 and most >= 5, "at most 10 at once per worker, saw " .. most)
+      -- SIGTERM while jobs wait: they end, the rest stays unattempted
+      for i = 1, 40 do ids[i] = helper.schedule(s, name, { wait = 1, n = i }) end
+      assert.is_truthy(helper.wait_for(function() return #cli.events(results, "start") >= 80 end, 10),
+        c:describe())
+      c:kill("TERM")
+      assert.equals(0, c:wait(15), c:describe())
+      local done = #cli.events(results, "done")
+      assert.equals(#cli.events(results, "start"), done, "every job started ran to its end")
+      assert.equals(100 - done, helper.count_jobs(name))
+    end)
+
     it("on SIGTERM lets the job in hand finish, keeps the waiting ones and exits 0; log lines carry the worker (JSON)", function()
       local d = listeners_dir {}
       local c = start { "run", "--log-format", "json", d }

@@ -167,7 +167,8 @@ local COMMANDS = {}
 
 COMMANDS.run = {
   summary = "run listener files with a pool of worker processes",
-  synopsis = { "run [--database URL] [--workers N] [--log-level L] [--log-format text|json] PATH..." },
+  synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--log-level L]"
+    .. " [--log-format text|json] PATH..." },
   description = [[
 PATH is a listener file or a directory of *.lua files (loaded in sorted
 order).  A listener file calls require("scheduler").on(name, fn) or returns
@@ -180,11 +181,16 @@ its own connection, restarts a worker that dies (at once when killed from
 outside; with a growing delay when it keeps dying on its own right after
 starting) and puts the jobs a dead worker held back to run at once (trying
 again until that works).
+With --concurrency C above 1, each worker runs up to C jobs at once, each
+in a coroutine of a cqueues loop, so listeners that wait on cqueues I/O
+(cqueues.sleep, sockets, lua-http) let the others run meanwhile.
 SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one
 stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
   options = {
     DATABASE,
     { "--workers", value = "N", parse = integer_between(1, 1024), help = "worker processes (default 1)" },
+    { "--concurrency", value = "C", parse = integer_between(1, 100000),
+      help = "jobs each worker runs at once, in cqueues coroutines (default 1)" },
     { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error"),
       help = "debug, info (default), warn or error" },
     { "--log-format", value = "F", parse = one_of("text", "json"),
@@ -201,7 +207,7 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
     local checked, cerr = listeners.check(found, database)
     if not checked then usage_error(cerr, false) end
     return require("scheduler.cli.run").supervise {
-      database = database, workers = o.workers or 1, paths = o.PATH, found = found,
+      database = database, workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
       log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
     }
   end,
@@ -220,11 +226,13 @@ COMMANDS.__worker = {
     end },
     { "--log-level", value = "L", parse = one_of("debug", "info", "warn", "error") },
     { "--log-format", value = "F", parse = one_of("text", "json") },
+    { "--concurrency", value = "C", parse = integer_between(1, 100000) },
   },
   args = { { "PATH", many = true } },
   run = function(o)
     return require("scheduler.cli.run").worker {
       slot = o.slot or 1, id_suffix = o.id_suffix, paths = o.PATH, log_level = o.log_level or "info",
+      concurrency = o.concurrency or 1,
       log_format = o.log_format or "text",
     }
   end,

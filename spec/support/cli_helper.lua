@@ -149,7 +149,8 @@ end
 
 -- A listener file for `name` that appends "<id> <pid> <event> <attempt>
 -- <tag>" lines (event start/done) to `results`, unbuffered.  A table payload
--- may hold: sleep (seconds, every attempt), sleep_first (seconds, attempt 1
+-- may hold: sleep (seconds, every attempt), wait (seconds, waited with
+-- cqueues.sleep: under --concurrency), sleep_first (seconds, attempt 1
 -- only), barrier = { dir = D, n = N } (after starting, wait up to 10 s until
 -- N distinct processes have started a job).  spec: { name =, results =,
 -- tag = (default "v1"), form = "on" | "table", extra = Lua code prepended }.
@@ -180,6 +181,7 @@ local function listener(payload, job)
   results:write(("%%d %%d start %%d %%s\n"):format(job.id, PID, job.attempt, %q))
   if type(payload) == "table" then
     if payload.sleep then sleep(payload.sleep) end
+    if payload.wait then require("cqueues").sleep(payload.wait) end
     if payload.sleep_first and job.attempt == 1 then sleep(payload.sleep_first) end
     if payload.barrier then
       local deadline = system.gettime() + 10

@@ -23,6 +23,11 @@
 --   WORKER_LEASE       the `lease` option
 --   WORKER_BATCH_MAX   the `batch_max` option
 --   WORKER_TIMEOUT     the listeners' `timeout` option (on())
+--   WORKER_CONCURRENCY the `concurrency` option: run() then runs the jobs in
+--                      coroutines of a cqueues loop
+--   WORKER_WAIT        seconds every listener call waits without blocking
+--                      (cqueues.sleep; with WORKER_CONCURRENCY); a table
+--                      payload's `wait` field overrides it per job
 --   WORKER_DATABASE    the `database` option (default: LUA_SCHEDULER_DATABASE)
 --   WORKER_STOP_AFTER  call scheduler.stop() from the listener after this many jobs
 --   WORKER_SCHEDULE    schedule this many due-now jobs for the first name
@@ -121,6 +126,8 @@ end
 if os.getenv("WORKER_LEASE") then opts.lease = tonumber(os.getenv("WORKER_LEASE")) end
 if os.getenv("WORKER_BATCH_MAX") then opts.batch_max = tonumber(os.getenv("WORKER_BATCH_MAX")) end
 if os.getenv("WORKER_DATABASE") then opts.database = os.getenv("WORKER_DATABASE") end
+if os.getenv("WORKER_CONCURRENCY") then opts.concurrency = tonumber(os.getenv("WORKER_CONCURRENCY")) end
+local default_wait = tonumber(os.getenv("WORKER_WAIT") or "") or 0
 if os.getenv("WORKER_LOG") == "false" then
   opts.log = false
 else
@@ -143,6 +150,9 @@ local function listener(payload, job)
   local s = default_sleep
   if type(payload) == "table" and type(payload.sleep) == "number" then s = payload.sleep end
   if s > 0 then sleep(s) end
+  local w = default_wait
+  if type(payload) == "table" and type(payload.wait) == "number" then w = payload.wait end
+  if w > 0 then require("cqueues").sleep(w) end
   if type(payload) == "table" and payload.fifo then
     local path = payload.fifo == true and os.getenv("WORKER_FIFO") or payload.fifo
     local f = io.open(path, "r") -- blocks in open(2) until a writer comes

@@ -115,7 +115,8 @@ function run.worker(o)
     log("error", "no database (LUA_SCHEDULER_DATABASE is not set)")
     return 2
   end
-  local ok, err = pcall(scheduler.configure, { database = database, worker_id = id, log = log })
+  local ok, err = pcall(scheduler.configure, { database = database, worker_id = id, log = log,
+    concurrency = o.concurrency })
   if not ok then
     log("error", tostring(err))
     return 2
@@ -155,7 +156,8 @@ local function worker_argv(o, slot, suffix)
   while o.arg[lowest - 1] ~= nil do lowest = lowest - 1 end
   for i = lowest, 0 do argv[#argv + 1] = o.arg[i] end
   for _, a in ipairs { "__worker", "--slot", tostring(slot), "--id-suffix", suffix,
-                       "--log-level", o.log_level, "--log-format", o.log_format, "--" } do
+                       "--log-level", o.log_level, "--log-format", o.log_format,
+                       "--concurrency", tostring(o.concurrency or 1), "--" } do
     argv[#argv + 1] = a
   end
   for _, p in ipairs(o.paths) do argv[#argv + 1] = p end

@@ -1,0 +1,581 @@
+#define _GNU_SOURCE /* eventfd */
+#include "fetcher.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+#pragma GCC visibility push(hidden) /* internal to scheduler.core */
+
+/* While jobs are in flight, expired leases are rescued this often (an
+ * idle fetcher looks when next_wake says the first one expires), as in
+ * loop.c. */
+#define RESCUE_EVERY 1.0
+/* Without notifications it looks every FALLBACK seconds at the latest. */
+#define FALLBACK 15.0
+/* Due jobs that a claim did not get (other workers hold them, or a
+ * quarantined one waits): look again after HELD_MIN, doubling up to
+ * HELD_MAX, as in loop.c. */
+#define HELD_MIN 0.005
+#define HELD_MAX 0.25
+/* The database failing: try again after RETRY_MIN, doubling up to
+ * RETRY_MAX. */
+#define RETRY_MIN 0.1
+#define RETRY_MAX 5.0
+
+/* A job in flight: claimed, until its outcome is handed over. */
+typedef struct flight {
+  store_claim claim;
+  double deadline; /* monotonic: renewed until then (0: always) */
+} flight;
+
+struct fetcher {
+  pthread_t thread;
+  int started;
+  pthread_mutex_t mu; /* guards everything below "shared" */
+  int wake_fd;        /* eventfd: the Lua thread polls it */
+  int kick_fd;        /* eventfd: the fetcher thread polls it */
+  /* the fetcher thread's own */
+  store *st;
+  char *worker;
+  size_t concurrency, batch_max;
+  double lease;
+  long long max_attempts;
+  /* shared */
+  flight *flights;
+  size_t n_flights, flights_cap;
+  fetched_job **ready; /* claimed, not taken yet */
+  size_t n_ready, ready_cap;
+  store_outcome *outs; /* handed over, not written yet */
+  size_t n_outs, outs_cap;
+  int writing;  /* the thread holds outcomes it has not written yet */
+  int alone;    /* a quarantined job is in flight */
+  int stopping; /* fetcher_stop */
+  int quit;     /* fetcher_free */
+  int gave_up;  /* stopping, and a write failed: left to the leases */
+  char **names; /* new names for the thread's store (NULL: no change) */
+  size_t *name_lens, n_names;
+  int names_changed;
+  buf news;
+  const char *news_level; /* NULL: no news */
+  double next_cron;
+};
+
+static void signal_fd(int fd) {
+  uint64_t one = 1;
+  ssize_t w = write(fd, &one, sizeof one);
+  (void)w; /* a full counter is readable anyway */
+}
+
+static void drain_fd(int fd) {
+  uint64_t v;
+  ssize_t r = read(fd, &v, sizeof v);
+  (void)r; /* EAGAIN: nothing to read */
+}
+
+/* Room for n + 1 elements of `size` in *p (capacity *cap); new ones
+ * zeroed.  0 or -1. */
+static int grow(void **p, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return 0;
+  size_t c = *cap ? *cap * 2 : 16;
+  void *q = realloc(*p, c * size);
+  if (!q) return -1;
+  memset((char *)q + *cap * size, 0, (c - *cap) * size);
+  *p = q;
+  *cap = c;
+  return 0;
+}
+
+/* Say something to the Lua thread's log (under mu).  Messages not read
+ * yet are kept, joined. */
+static void say(fetcher *f, const char *level, const char *msg) {
+  if (f->news_level && f->news.len) buf_adds(&f->news, "; ");
+  else buf_reset(&f->news);
+  buf_adds(&f->news, msg);
+  if (!f->news_level || strcmp(level, "error") == 0) f->news_level = level;
+  signal_fd(f->wake_fd);
+}
+
+/* Remove the flight of claim c (under mu).  1 if it was there. */
+static int land(fetcher *f, store_claim c) {
+  for (size_t i = 0; i < f->n_flights; i++) {
+    if (f->flights[i].claim.id == c.id && f->flights[i].claim.token == c.token) {
+      f->flights[i] = f->flights[--f->n_flights];
+      if (f->n_flights == 0) f->alone = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Append outcome o (its error copied) to the outcomes to write (under
+ * mu).  0 or -1. */
+static int add_outcome(fetcher *f, const store_outcome *o) {
+  if (grow((void **)&f->outs, &f->outs_cap, f->n_outs, sizeof *f->outs)) return -1;
+  store_outcome *x = &f->outs[f->n_outs];
+  buf_reset(&x->error);
+  if (o->error.len && buf_add(&x->error, o->error.data, o->error.len)) return -1;
+  x->claim = o->claim;
+  x->kind = o->kind;
+  x->retry_in = o->retry_in;
+  f->n_outs++;
+  return 0;
+}
+
+/* A claimed job as one allocation. */
+static fetched_job *copy_job(const store_job *j, int alone) {
+  size_t size = sizeof(fetched_job) + j->name_len + 1 + (j->payload ? j->payload_len + 1 : 0) +
+                (j->key ? j->key_len + 1 : 0);
+  fetched_job *x = malloc(size);
+  if (!x) return NULL;
+  char *p = (char *)(x + 1);
+  x->job = *j;
+  x->alone = alone;
+  x->job.state = "running";
+  x->job.last_error = NULL;
+  x->job.last_error_len = 0;
+  memcpy(p, j->name, j->name_len);
+  p[j->name_len] = '\0';
+  x->job.name = p;
+  p += j->name_len + 1;
+  if (j->payload) {
+    memcpy(p, j->payload, j->payload_len);
+    p[j->payload_len] = '\0';
+    x->job.payload = p;
+    p += j->payload_len + 1;
+  }
+  if (j->key) {
+    memcpy(p, j->key, j->key_len);
+    p[j->key_len] = '\0';
+    x->job.key = p;
+  }
+  return x;
+}
+
+/* Hand over the n jobs just claimed: in flight from now on.  Jobs that
+ * cannot be copied (out of memory) go back unattempted. */
+static void hand_over(fetcher *f, const store_job *jobs, size_t n, int alone) {
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < n; i++) {
+    store_claim c = {jobs[i].id, jobs[i].token};
+    fetched_job *x = NULL;
+    if (grow((void **)&f->flights, &f->flights_cap, f->n_flights, sizeof *f->flights) == 0 &&
+        grow((void **)&f->ready, &f->ready_cap, f->n_ready, sizeof *f->ready) == 0)
+      x = copy_job(&jobs[i], alone);
+    if (!x) {
+      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT};
+      if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
+      continue;
+    }
+    f->flights[f->n_flights++] = (flight){c, 0};
+    f->ready[f->n_ready++] = x;
+    if (alone) f->alone = 1;
+  }
+  pthread_mutex_unlock(&f->mu);
+  signal_fd(f->wake_fd);
+}
+
+static void free_names(char **names, size_t *lens, size_t n) {
+  for (size_t i = 0; names && i < n; i++) free(names[i]);
+  free(names);
+  free(lens);
+}
+
+int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens, size_t n) {
+  char **copy = calloc(n ? n : 1, sizeof *copy);
+  size_t *clens = calloc(n ? n : 1, sizeof *clens);
+  int oom = !copy || !clens;
+  for (size_t i = 0; !oom && i < n; i++) {
+    if (!(copy[i] = malloc(lens[i] + 1))) {
+      oom = 1;
+      break;
+    }
+    memcpy(copy[i], names[i], lens[i]);
+    copy[i][lens[i]] = '\0';
+    clens[i] = lens[i];
+  }
+  if (oom) {
+    free_names(copy, clens, n);
+    return -1;
+  }
+  pthread_mutex_lock(&f->mu);
+  free_names(f->names, f->name_lens, f->n_names);
+  f->names = copy, f->name_lens = clens, f->n_names = n;
+  f->names_changed = 1;
+  pthread_mutex_unlock(&f->mu);
+  signal_fd(f->kick_fd);
+  return 0;
+}
+
+/* The thread: new names from fetcher_set_names, if any (set_names only
+ * copies them: no I/O under the lock).  STORE_OK or the store's error
+ * (the names then stay pending). */
+static int apply_names(fetcher *f) {
+  pthread_mutex_lock(&f->mu);
+  int rc = STORE_OK;
+  if (f->names_changed) {
+    rc = f->st->ops->set_names(f->st, (const char *const *)f->names, f->name_lens, f->n_names);
+    if (rc == STORE_OK) f->names_changed = 0;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+static double jitter(void) {
+  double x = clock_mono() * 7919.0;
+  return 0.75 + 0.5 * (x - floor(x));
+}
+
+static void *fetch_loop(void *arg) {
+  fetcher *f = arg;
+  store *st = f->st;
+  store_outcome *w = NULL; /* outcomes being written: swapped with f->outs */
+  size_t n_w = 0, w_cap = 0;
+  store_claim *renew = NULL;
+  size_t renew_cap = 0;
+  double until = 0;  /* the one expiry of the leases in flight (database clock) */
+  double offset = 0; /* database clock minus monotonic */
+  double next_renew = INFINITY, next_rescue = 0, claim_at = 0, held_delay = 0;
+  double retry_at = 0, retry_delay = RETRY_MIN;
+  int trouble = 0, quarantine_wait = 0, listening = 0, last_tries = 0;
+  for (;;) {
+    double now = clock_mono();
+    pthread_mutex_lock(&f->mu);
+    if (n_w == 0 && f->n_outs > 0) {
+      store_outcome *t = w;
+      size_t tc = w_cap;
+      w = f->outs, w_cap = f->outs_cap, n_w = f->n_outs;
+      f->outs = t, f->outs_cap = tc, f->n_outs = 0;
+    }
+    f->writing = n_w > 0;
+    int quit = f->quit, stopping = f->stopping;
+    size_t in_flight = f->n_flights;
+    if (in_flight == 0) until = 0, next_renew = INFINITY;
+    int can_claim = !stopping && !quit && !f->alone && in_flight < f->concurrency &&
+                    !(quarantine_wait && in_flight > 0);
+    size_t want = f->concurrency - in_flight;
+    if (want > f->batch_max) want = f->batch_max;
+    size_t k = 0;
+    if (in_flight && now >= next_renew && now >= retry_at && !quit) {
+      if (renew_cap < in_flight) {
+        store_claim *r = realloc(renew, in_flight * sizeof *r);
+        if (r) renew = r, renew_cap = in_flight;
+      }
+      for (size_t i = 0; i < f->n_flights && i < renew_cap; i++) {
+        const flight *x = &f->flights[i];
+        /* past its limit and a second: blocked in C, left to its lease */
+        if (x->deadline == 0 || now <= x->deadline + 1.0) renew[k++] = x->claim;
+      }
+    }
+    pthread_mutex_unlock(&f->mu);
+
+    int rc = STORE_OK, worked = 0;
+    if (quit) {
+      /* one last write of what is left (twice: the first may only
+       * reconnect), then the leases cover the rest */
+      if (n_w && st->ops->finish(st, w, n_w) == STORE_OK) n_w = 0;
+      if (n_w == 0 && ++last_tries < 3) {
+        pthread_mutex_lock(&f->mu);
+        int more = f->n_outs > 0;
+        pthread_mutex_unlock(&f->mu);
+        if (more) continue;
+      }
+      break;
+    }
+    if (n_w && now >= retry_at) {
+      rc = st->ops->finish(st, w, n_w);
+      if (rc == STORE_OK) {
+        for (size_t i = 0; i < n_w; i++) buf_reset(&w[i].error);
+        n_w = 0;
+        worked = 1;
+        pthread_mutex_lock(&f->mu);
+        f->writing = 0;
+        if (f->stopping && f->n_flights == 0 && f->n_outs == 0) signal_fd(f->wake_fd); /* settled */
+        pthread_mutex_unlock(&f->mu);
+      } else if (stopping) {
+        pthread_mutex_lock(&f->mu);
+        f->gave_up = 1;
+        signal_fd(f->wake_fd);
+        pthread_mutex_unlock(&f->mu);
+      }
+    }
+    if (rc == STORE_OK && k) {
+      double u = 0;
+      rc = st->ops->heartbeat(st, renew, k, f->lease, &u);
+      if (rc == STORE_OK) {
+        until = u;
+        next_renew = now + f->lease / 3;
+        worked = 1;
+      }
+    }
+    if (rc == STORE_OK && now >= next_rescue && now >= retry_at && !stopping) {
+      rc = st->ops->rescue(st, f->max_attempts);
+      if (rc == STORE_OK) next_rescue = now + RESCUE_EVERY;
+    }
+    if (rc == STORE_OK) rc = apply_names(f);
+    if (rc == STORE_OK && can_claim && now >= claim_at && now >= retry_at) {
+      store_job *jobs = NULL;
+      size_t n = 0;
+      int q = 0;
+      if (in_flight == 0) until = 0; /* a fresh group of leases */
+      rc = st->ops->claim_leased(st, want, f->lease, &until, f->worker, in_flight == 0, &jobs,
+                                 &n, &q);
+      if (rc == STORE_OK) {
+        quarantine_wait = q == 1;
+        if (n > 0) {
+          hand_over(f, jobs, n, q == 2);
+          if (next_renew == INFINITY) next_renew = now + f->lease / 3;
+          held_delay = 0;
+          worked = 1;
+        } else if (q == 1 && in_flight > 0) {
+          /* a quarantined job waits: let the jobs in flight end first */
+        } else {
+          if (!listening) {
+            rc = st->ops->listen(st, 1);
+            listening = rc == STORE_OK;
+          }
+          store_wake wk;
+          double t0 = clock_mono();
+          if (rc == STORE_OK) rc = st->ops->next_wake(st, &wk);
+          if (rc == STORE_OK) {
+            double mid = (t0 + clock_mono()) / 2;
+            offset = wk.db_now - mid;
+            if (wk.next_due <= wk.db_now || q == 1) {
+              /* due, yet not claimed: held by others; look again soon */
+              held_delay = held_delay == 0 ? HELD_MIN : fmin(held_delay * 2, HELD_MAX);
+              claim_at = clock_mono() + held_delay;
+            } else {
+              held_delay = 0;
+              claim_at = wk.next_due - offset;
+            }
+            if (claim_at > mid + FALLBACK) claim_at = mid + FALLBACK;
+            if (in_flight == 0) next_rescue = wk.next_expiry - offset + 0.001;
+            double cron = wk.next_cron - offset;
+            pthread_mutex_lock(&f->mu);
+            if (cron != f->next_cron) {
+              f->next_cron = cron;
+              signal_fd(f->wake_fd);
+            }
+            pthread_mutex_unlock(&f->mu);
+          }
+        }
+      }
+    }
+    if (rc != STORE_OK) {
+      if (rc == STORE_DOWN) listening = 0; /* LISTEN again on the new connection */
+      pthread_mutex_lock(&f->mu);
+      if (!trouble) {
+        buf m = BUF_INIT;
+        buf_adds(&m, store_error(st));
+        buf_adds(&m, "; retrying until it works");
+        say(f, "warn", buf_cstr(&m));
+        buf_free(&m);
+      }
+      pthread_mutex_unlock(&f->mu);
+      trouble = 1;
+      retry_at = clock_mono() + retry_delay * jitter();
+      retry_delay = fmin(retry_delay * 2, RETRY_MAX);
+    } else {
+      if (trouble) {
+        pthread_mutex_lock(&f->mu);
+        say(f, "info", "database available again");
+        pthread_mutex_unlock(&f->mu);
+      }
+      trouble = 0;
+      retry_delay = RETRY_MIN;
+    }
+    if (worked) continue; /* more may be ready: look again at once */
+
+    /* sleep until something is due, or the Lua thread kicks, or a
+     * notification comes */
+    now = clock_mono();
+    pthread_mutex_lock(&f->mu);
+    int more = f->n_outs > 0 && n_w == 0;
+    int claimable = !f->stopping && !f->quit && !f->alone && f->n_flights < f->concurrency &&
+                    !(quarantine_wait && f->n_flights > 0);
+    int flying = f->n_flights > 0;
+    pthread_mutex_unlock(&f->mu);
+    if (more) continue;
+    double wake = now + FALLBACK;
+    if (claimable && claim_at < wake) wake = claim_at;
+    if (flying && next_renew < wake) wake = next_renew;
+    if (next_rescue < wake) wake = next_rescue;
+    if (trouble && retry_at > wake) wake = retry_at; /* nothing before the retry */
+    if (n_w && retry_at < wake) wake = retry_at;
+    double left = wake - now;
+    if (left <= 0) continue;
+    struct pollfd fds[2] = {{f->kick_fd, POLLIN, 0}, {-1, POLLIN, 0}};
+    nfds_t nfds = 1;
+    int sock = listening ? st->ops->socket(st) : -1;
+    if (sock >= 0) fds[nfds++].fd = sock;
+    int ms = (int)ceil(left * 1000);
+    if (poll(fds, nfds, ms) > 0) {
+      if (fds[0].revents) drain_fd(f->kick_fd);
+      if (nfds > 1 && fds[1].revents) {
+        double earliest;
+        if (st->ops->notifications(st, &earliest) != STORE_OK)
+          listening = 0;
+        else if (isfinite(earliest) && earliest - offset < claim_at)
+          claim_at = earliest - offset;
+      }
+    }
+  }
+  for (size_t i = 0; i < w_cap; i++) buf_free(&w[i].error);
+  free(w);
+  free(renew);
+  return NULL;
+}
+
+fetcher *fetcher_start(const fetcher_opts *o, buf *err) {
+  fetcher *f = calloc(1, sizeof *f);
+  if (!f) {
+    buf_adds(err, "not enough memory");
+    return NULL;
+  }
+  f->wake_fd = f->kick_fd = -1;
+  f->next_cron = INFINITY;
+  f->concurrency = o->concurrency ? o->concurrency : 1;
+  f->batch_max = o->batch_max ? o->batch_max : 1;
+  f->lease = o->lease;
+  f->max_attempts = o->max_attempts;
+  if (pthread_mutex_init(&f->mu, NULL) != 0) {
+    free(f);
+    buf_adds(err, "cannot create a mutex");
+    return NULL;
+  }
+  f->worker = strdup(o->worker);
+  f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  f->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (!f->worker || f->wake_fd < 0 || f->kick_fd < 0) {
+    buf_adds(err, f->worker ? strerror(errno) : "not enough memory");
+    fetcher_free(f);
+    return NULL;
+  }
+  f->st = store_open(o->database, err);
+  if (!f->st) {
+    fetcher_free(f);
+    return NULL;
+  }
+  if (!f->st->ops->claim_leased) {
+    buf_adds(err, "this backend cannot run listeners concurrently");
+    fetcher_free(f);
+    return NULL;
+  }
+  if (f->st->ops->set_names(f->st, o->names, o->name_lens, o->n_names) != STORE_OK) {
+    buf_adds(err, store_error(f->st));
+    fetcher_free(f);
+    return NULL;
+  }
+  if (pthread_create(&f->thread, NULL, fetch_loop, f) != 0) {
+    buf_adds(err, "cannot start a thread");
+    fetcher_free(f);
+    return NULL;
+  }
+  f->started = 1;
+  return f;
+}
+
+int fetcher_fd(fetcher *f) { return f->wake_fd; }
+
+size_t fetcher_take(fetcher *f, fetched_job **out, size_t max) {
+  drain_fd(f->wake_fd);
+  pthread_mutex_lock(&f->mu);
+  size_t n = f->n_ready < max ? f->n_ready : max;
+  memcpy(out, f->ready, n * sizeof *out);
+  memmove(f->ready, f->ready + n, (f->n_ready - n) * sizeof *f->ready);
+  f->n_ready -= n;
+  if (f->n_ready || f->news_level) signal_fd(f->wake_fd); /* still readable */
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+void fetcher_begin(fetcher *f, store_claim claim, double limit) {
+  double deadline = limit > 0 ? clock_mono() + limit : 0;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->n_flights; i++)
+    if (f->flights[i].claim.id == claim.id && f->flights[i].claim.token == claim.token)
+      f->flights[i].deadline = deadline;
+  pthread_mutex_unlock(&f->mu);
+}
+
+int fetcher_done(fetcher *f, const store_outcome *o) {
+  pthread_mutex_lock(&f->mu);
+  int rc = add_outcome(f, o);
+  if (rc == 0) land(f, o->claim);
+  pthread_mutex_unlock(&f->mu);
+  if (rc == 0) signal_fd(f->kick_fd);
+  return rc;
+}
+
+void fetcher_stop(fetcher *f) {
+  pthread_mutex_lock(&f->mu);
+  f->stopping = 1;
+  signal_fd(f->wake_fd); /* the Lua thread's step: see whether it is settled */
+  /* claimed and not taken: back unattempted */
+  size_t kept = 0;
+  for (size_t i = 0; i < f->n_ready; i++) {
+    fetched_job *x = f->ready[i];
+    store_outcome back = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT};
+    if (add_outcome(f, &back) == 0) {
+      land(f, back.claim);
+      free(x);
+    } else {
+      f->ready[kept++] = x; /* out of memory: taken later, or its lease covers it */
+    }
+  }
+  f->n_ready = kept;
+  pthread_mutex_unlock(&f->mu);
+  signal_fd(f->kick_fd);
+}
+
+int fetcher_settled(fetcher *f) {
+  pthread_mutex_lock(&f->mu);
+  int s = f->stopping && f->n_flights == 0 &&
+          ((f->n_outs == 0 && !f->writing) || f->gave_up);
+  pthread_mutex_unlock(&f->mu);
+  return s;
+}
+
+const char *fetcher_news(fetcher *f, buf *out, double *next_cron) {
+  pthread_mutex_lock(&f->mu);
+  const char *level = f->news_level;
+  buf_reset(out);
+  if (level) buf_add(out, f->news.data ? f->news.data : "", f->news.len);
+  f->news_level = NULL;
+  buf_reset(&f->news);
+  *next_cron = f->next_cron;
+  pthread_mutex_unlock(&f->mu);
+  return level;
+}
+
+void fetcher_free(fetcher *f) {
+  if (!f) return;
+  if (f->started) {
+    pthread_mutex_lock(&f->mu);
+    f->quit = 1;
+    pthread_mutex_unlock(&f->mu);
+    signal_fd(f->kick_fd);
+    pthread_join(f->thread, NULL);
+  }
+  if (f->st) store_close(f->st);
+  for (size_t i = 0; i < f->n_ready; i++) free(f->ready[i]);
+  free(f->ready);
+  for (size_t i = 0; i < f->outs_cap; i++) buf_free(&f->outs[i].error);
+  free(f->outs);
+  free(f->flights);
+  buf_free(&f->news);
+  free_names(f->names, f->name_lens, f->n_names);
+  free(f->worker);
+  if (f->wake_fd >= 0) close(f->wake_fd);
+  if (f->kick_fd >= 0) close(f->kick_fd);
+  pthread_mutex_destroy(&f->mu);
+  free(f);
+}

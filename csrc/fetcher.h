@@ -1,0 +1,86 @@
+/*
+ * fetcher: the database side of a worker that runs several listeners at
+ * once (concurrency > 1), inside the host program's event loop.  A thread
+ * with a store (a connection) of its own does every round trip such a
+ * worker needs, so the thread that runs Lua never waits for the database:
+ *   - it claims due jobs for the free slots (store claim_leased: leases,
+ *     their attempt counted, one token per claim), and hands them over;
+ *   - it renews the leases of every job in flight every third of the
+ *     lease, all to one expiry (if the worker dies they expire together,
+ *     and the crash rule quarantines them: no job is charged);
+ *   - it records outcomes in batches (store finish, fenced on the
+ *     claims), retrying those that fail until they are written;
+ *   - with nothing to claim it sleeps on its connection (LISTEN, or the
+ *     SQLite wake file) until the next due job, like run(); it rescues
+ *     expired leases when they come due, and every RESCUE_EVERY seconds
+ *     while busy.
+ * A quarantined job is claimed only with nothing else in flight, and
+ * nothing more is claimed until it ends: it runs alone, as store.h's
+ * crash rule requires.  A job whose listener runs past its time limit
+ * plus a second (blocked in C: the Lua thread cannot stop it) is no
+ * longer renewed: its lease expires alone and counts its attempt.
+ *
+ * The Lua thread talks to it through calls that only take a mutex, and
+ * polls fetcher_fd, readable when claimed jobs (or news: an error, the
+ * next recurring schedule) wait for it.
+ */
+#ifndef SCHEDULER_FETCHER_H
+#define SCHEDULER_FETCHER_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "store.h"
+
+typedef struct fetcher fetcher;
+
+/* A claimed job handed to the Lua thread: its strings point into the same
+ * allocation (free() it). */
+typedef struct fetched_job {
+  store_job job;
+  int alone; /* a quarantined job: nothing else runs until it ends */
+} fetched_job;
+
+typedef struct fetcher_opts {
+  const char *database; /* opened afresh by the thread */
+  const char *worker;
+  const char *const *names; /* the names it claims (copied) */
+  const size_t *name_lens;
+  size_t n_names;
+  size_t concurrency; /* jobs in flight at most */
+  size_t batch_max;   /* jobs one claim takes at most */
+  double lease;
+  long long max_attempts; /* default, for the rescue's crash rule */
+} fetcher_opts;
+
+/* Start the thread.  NULL with a message in err on failure. */
+fetcher *fetcher_start(const fetcher_opts *o, buf *err);
+/* Readable when fetcher_take has jobs or fetcher_news has news.  Reading
+ * is fetcher_take's business. */
+int fetcher_fd(fetcher *f);
+/* Move the claimed jobs waiting (at most `max`) to out[]; returns how
+ * many.  Each is in flight from its claim on, until fetcher_done. */
+size_t fetcher_take(fetcher *f, fetched_job **out, size_t max);
+/* Job (id, token) started, with a time limit of `limit` seconds (0:
+ * none): past it and a second, its lease is no longer renewed. */
+void fetcher_begin(fetcher *f, store_claim claim, double limit);
+/* Job o->claim ended with outcome o (copied): recorded with the next
+ * batch.  0, or -1 out of memory (nothing changed). */
+int fetcher_done(fetcher *f, const store_outcome *o);
+/* The names it claims from now on (copied; on() and off() while it
+ * runs).  0, or -1 out of memory (the old names stay). */
+int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens, size_t n);
+/* Claim nothing more; jobs claimed and not taken go back unattempted. */
+void fetcher_stop(fetcher *f);
+/* 1 when stopped and everything is recorded (or given up: see
+ * fetcher_news): nothing in flight, no outcome left to write. */
+int fetcher_settled(fetcher *f);
+/* News for the Lua thread: a message for the log (returns its level, the
+ * text in out), or NULL.  *next_cron: monotonic time of the earliest
+ * recurring schedule of its names (INFINITY: none known). */
+const char *fetcher_news(fetcher *f, buf *out, double *next_cron);
+/* Stop the thread (one last write of what is left), close its connection
+ * and free everything; jobs still in flight are left to their leases. */
+void fetcher_free(fetcher *f);
+
+#endif

@@ -1,0 +1,152 @@
+--- scheduler.concurrent: the Lua half of a worker that runs several
+-- listeners at once, each job in its own coroutine (the instance's
+-- `concurrency` option).  The database half is a thread of the C core
+-- (csrc/fetcher.h): it claims jobs for the free slots, renews their
+-- leases and records their outcomes, so nothing here waits for the
+-- database.  This module turns the jobs it claimed into listener calls,
+-- started by the host loop's `spawn` function (scheduler.cqueues,
+-- scheduler.luv), and hands their outcomes back.  Used through the
+-- instance: s:step(), s:pollfd(), s:events(), s:timeout().
+
+local core = require "scheduler.core"
+
+local monotonic = core.process.monotonic
+
+local M = {}
+
+--- Recurring schedules become jobs this long before their slot (as in
+-- csrc/loop.c's TICK_AHEAD); they are looked at at most once per TICK_EVERY
+-- seconds while one is due.
+local TICK_AHEAD = 1.0
+local TICK_EVERY = 1.0
+
+--- The default spawn: run fn in a new coroutine until it first yields; a
+-- listener that waits resumes its coroutine from its own callbacks (luv,
+-- or any loop the host drives).
+local function spawn_coroutine(fn)
+  local co = coroutine.create(fn)
+  local ok, err = coroutine.resume(co)
+  if not ok then error(err, 0) end
+end
+
+local function timeout_message(limit)
+  -- the text of the time limit hook in csrc/dispatch.c
+  return ("timeout: listener ran longer than %ss"):format(("%.14g"):format(limit))
+end
+
+--- Job e's listener returned (ok) or raised err: its outcome goes to the
+-- fetcher, unless it was already ended (its time limit passed while it
+-- waited).
+local function land(f, e, ok, err)
+  if e.ended then return end
+  e.ended = true
+  f.inflight[e] = nil
+  f.n = f.n - 1
+  f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
+end
+
+local function job_body(f, e)
+  local c = f.c
+  local function listener()
+    if e.limit > 0 then c:guard(e.limit) end
+    local ok, err = xpcall(e.fn, f.handler, e.payload, e.job)
+    if e.limit > 0 then c:unguard() end
+    return ok, err
+  end
+  if f.call then
+    local r = table.pack(f.call(listener, e.deadline))
+    if r.n == 0 then r = { false, timeout_message(e.limit) } end -- abandoned while it waited
+    land(f, e, r[1], r[2])
+  else
+    land(f, e, listener())
+  end
+end
+
+--- Start the concurrent worker of scheduler instance `s` (its core `c`):
+-- o.spawn(fn) starts a job's function (default: a plain coroutine);
+-- o.release(fd), if given, is called before the worker's descriptor
+-- closes; o.call(fn, deadline), if given, calls a listener so that it can
+-- be abandoned when its deadline (monotonic) passes while it waits
+-- (returning nothing then).  Returns true, or nil and an error message.
+function M.start(s, c, concurrency, o, log)
+  local ok, err = c:fetch_start(concurrency)
+  if not ok then return nil, err end
+  s._flight = {
+    c = c, spawn = o.spawn or spawn_coroutine, release = o.release, call = o.call, log = log,
+    handler = c:handler(),
+    inflight = {}, n = 0, next_tick = nil, last_tick = -math.huge, stopping = false,
+  }
+  return true
+end
+
+--- Seconds until step() has work of its own (a job's time limit, a
+-- recurring schedule), or nil.
+function M.timeout(s)
+  local f = s._flight
+  if not f then return nil end
+  local now, t = monotonic(), nil
+  for e in pairs(f.inflight) do
+    if e.deadline and (not t or e.deadline < t) then t = e.deadline end
+  end
+  if f.next_tick and not f.stopping then
+    local tick = math.max(f.next_tick, f.last_tick + TICK_EVERY)
+    if not t or tick < t then t = tick end
+  end
+  return t and math.max(0, t - now) or nil
+end
+
+--- Do what is ready: log the fetcher's news, turn due recurring schedules
+-- into jobs, start the jobs it claimed, end those past their time limit.
+-- Waits up to `timeout` seconds (default 0) for something to be ready.
+-- Returns true while the worker runs, false once it has stopped and
+-- everything is recorded (the instance can then run again or close).
+function M.step(s, timeout)
+  local f = s._flight
+  if not f then return false end
+  local c = f.c
+  if timeout and timeout > 0 then
+    local t = M.timeout(s)
+    c:fetch_wait(t and math.min(t, timeout) or timeout)
+  end
+  local level, msg, cron_in = c:fetch_news()
+  if level and f.log then f.log(level, msg) end
+  local now = monotonic()
+  f.next_tick = cron_in and now + cron_in - TICK_AHEAD or nil
+  if f.next_tick and not f.stopping and now >= f.next_tick and now >= f.last_tick + TICK_EVERY then
+    f.last_tick = now
+    c:fetch_tick(TICK_AHEAD)
+  end
+  local entries = c:fetch_take()
+  for i = 1, #entries do
+    local e = entries[i]
+    f.inflight[e] = true
+    f.n = f.n + 1
+    if e.limit > 0 then e.deadline = now + e.limit end
+    f.spawn(function() job_body(f, e) end)
+  end
+  now = monotonic()
+  for e in pairs(f.inflight) do
+    -- waiting past its limit (its I/O never answered): it ends now; its
+    -- coroutine, if it is ever resumed, raises at once (csrc/dispatch.c)
+    if e.deadline and now > e.deadline then land(f, e, false, timeout_message(e.limit)) end
+  end
+  if f.stopping and f.n == 0 and c:fetch_settled() then
+    local _, last = c:fetch_news()
+    if last and f.log then f.log("warn", last) end
+    -- the loop lets go of the descriptor before it is closed
+    if f.release then f.release(c:fetch_fd()) end
+    c:fetch_close()
+    s._flight = nil
+    return false
+  end
+  return true
+end
+
+--- Stop gracefully: claim nothing more, hand back what was claimed and
+-- not started, let the jobs in flight end; step() then returns false.
+function M.stop(s)
+  local f = s._flight
+  if f then f.stopping = true end
+end
+
+return M

@@ -1,0 +1,260 @@
+-- Listeners that wait without blocking (issue 18): a worker with
+-- `concurrency` above 1 runs each job in a coroutine of the host's event
+-- loop (real cqueues and luv loops), never more at once than the limit,
+-- loses nothing when killed with its jobs in flight, waits for them when
+-- stopped, retries listeners that fail or time out by the usual policy,
+-- and never holds up the loop's own timers.  Executions are counted by a
+-- record of our own (a file each listener appends to), not by the
+-- scheduler's.
+local helper = require "spec.helper"
+local cqueues = require "cqueues"
+
+--- An append-only record of listener events: "<id> <event> <time>".
+local function new_record()
+  local path = helper.tmpdir() .. "/record"
+  local f = assert(io.open(path, "a"))
+  f:setvbuf("no")
+  local rec = { path = path }
+  function rec.add(id, event) f:write(("%d %s %.6f\n"):format(id, event, helper.now())) end
+  function rec.read()
+    local out = {}
+    for line in (helper.read_file(path) or ""):gmatch("[^\n]+") do
+      local id, event, t = line:match("^(%d+) (%S+) (%S+)$")
+      out[#out + 1] = { id = tonumber(id), event = event, t = tonumber(t) }
+    end
+    return out
+  end
+  return rec
+end
+
+--- Most "start"s without their "end" at any moment, and how many of each
+-- event per id.
+local function overlap(events)
+  local sorted = {}
+  for _, e in ipairs(events) do
+    if e.event == "start" or e.event == "end" then sorted[#sorted + 1] = e end
+  end
+  -- ends before starts at the same instant: a slot freed, then taken
+  table.sort(sorted, function(a, b)
+    if a.t ~= b.t then return a.t < b.t end
+    return a.event == "end" and b.event == "start"
+  end)
+  local now, most = 0, 0
+  for _, e in ipairs(sorted) do
+    now = now + (e.event == "start" and 1 or -1)
+    if now > most then most = now end
+  end
+  return most
+end
+
+local function per_id(events, event)
+  local n = {}
+  for _, e in ipairs(events) do
+    if e.event == event then n[e.id] = (n[e.id] or 0) + 1 end
+  end
+  return n
+end
+
+local function schedule_list(s, name, n, payload)
+  local list = {}
+  for i = 1, n do list[i] = { name, payload or { i = i } } end
+  return helper.ok(s:schedule_many(list))
+end
+
+describe("concurrent listeners", function()
+  after_each(function() helper.cleanup() end)
+
+  it("never run more jobs at once than the limit, in a cqueues loop, each once", function()
+    local name = helper.name("conc")
+    local rec = new_record()
+    local s = helper.new { concurrency = 20 }
+    s:on(name, function(_, job)
+      rec.add(job.id, "start")
+      cqueues.sleep(0.02 + (job.id % 5) * 0.01)
+      rec.add(job.id, "end")
+    end)
+    local ids = schedule_list(s, name, 300)
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    cq:wrap(function()
+      local deadline = cqueues.monotime() + 60
+      while helper.count_jobs(name) > 0 and cqueues.monotime() < deadline do cqueues.sleep(0.05) end
+      s:stop()
+    end)
+    assert(cq:loop())
+    local events = rec.read()
+    local starts, ends = per_id(events, "start"), per_id(events, "end")
+    for _, id in ipairs(ids) do
+      assert.are.equal(1, starts[id], "job " .. id .. " started once")
+      assert.are.equal(1, ends[id], "job " .. id .. " ended once")
+    end
+    local most = overlap(events)
+    assert.is_true(most <= 20, "at most 20 at once, saw " .. most)
+    assert.is_true(most > 10, "they ran concurrently (at most " .. most .. " at once)")
+    assert.are.equal(0, helper.count_jobs(name))
+  end)
+
+  it("run in a luv loop, resumed by the listener's own callbacks", function()
+    local uv = require "luv"
+    local name = helper.name("luv")
+    local rec = new_record()
+    local s = helper.new { concurrency = 10 }
+    s:on(name, function(_, job)
+      rec.add(job.id, "start")
+      local co = coroutine.running()
+      local t = uv.new_timer()
+      t:start(30, 0, function()
+        t:close()
+        assert(coroutine.resume(co))
+      end)
+      coroutine.yield()
+      rec.add(job.id, "end")
+    end)
+    local ids = schedule_list(s, name, 60)
+    require("scheduler.luv").attach(s)
+    local watch = uv.new_timer()
+    local deadline = helper.now() + 60
+    watch:start(50, 50, function()
+      if helper.count_jobs(name) == 0 or helper.now() > deadline then
+        watch:close()
+        s:stop()
+      end
+    end)
+    uv.run()
+    local events = rec.read()
+    local ends = per_id(events, "end")
+    for _, id in ipairs(ids) do assert.are.equal(1, ends[id], "job " .. id .. " ended once") end
+    local most = overlap(events)
+    assert.is_true(most <= 10 and most > 5, "between 6 and 10 at once, saw " .. most)
+  end)
+
+  it("wait for every job in flight when stopped, and hand back the rest unattempted", function()
+    local name = helper.name("stop")
+    local rec = new_record()
+    local s = helper.new { concurrency = 25 }
+    local started = 0
+    s:on(name, function(_, job)
+      rec.add(job.id, "start")
+      started = started + 1
+      cqueues.sleep(0.3)
+      rec.add(job.id, "end")
+    end)
+    schedule_list(s, name, 100)
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    cq:wrap(function()
+      while started < 25 do cqueues.sleep(0.01) end
+      s:stop()
+    end)
+    assert(cq:loop())
+    local events = rec.read()
+    local starts, ends = per_id(events, "start"), per_id(events, "end")
+    local n_start, n_end = 0, 0
+    for id in pairs(starts) do
+      n_start = n_start + 1
+      assert.are.equal(1, ends[id], "job " .. id .. " ran to its end")
+    end
+    for _ in pairs(ends) do n_end = n_end + 1 end
+    assert.are.equal(n_start, n_end)
+    assert.are.equal(25, n_start, "only the first 25 started")
+    -- the rest wait, untouched: no attempt counted
+    local left = s:jobs { name = name }
+    assert.are.equal(75, #left)
+    for _, j in ipairs(left) do
+      assert.are.equal("scheduled", j.state)
+      assert.are.equal(0, j.attempt)
+    end
+  end)
+
+  it("retry a listener that raises or runs past its time limit, by the usual policy", function()
+    local name = helper.name("retry")
+    local rec = new_record()
+    local s = helper.new { concurrency = 5, backoff = function() return 0 end, max_attempts = 2 }
+    s:on(name, function(payload, job)
+      rec.add(job.id, "start")
+      if payload.kind == "raise" then error("boom " .. job.attempt) end
+      if payload.kind == "wait" then cqueues.sleep(30) end -- waits past its limit
+      if payload.kind == "spin" then while true do end end -- never yields
+      rec.add(job.id, "end")
+    end, { timeout = 0.3 })
+    local raise = helper.schedule(s, name, { kind = "raise" })
+    local wait = helper.schedule(s, name, { kind = "wait" })
+    local spin = helper.schedule(s, name, { kind = "spin" })
+    local fine = helper.schedule(s, name, { kind = "fine" })
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    cq:wrap(function()
+      local deadline = cqueues.monotime() + 30
+      while cqueues.monotime() < deadline do
+        local failed = s:jobs { name = name, state = "failed" }
+        if #failed == 3 and helper.count_jobs(name) == 3 then break end
+        cqueues.sleep(0.05)
+      end
+      s:stop()
+    end)
+    assert(cq:loop())
+    local starts = per_id(rec.read(), "start")
+    for _, id in ipairs { raise, wait, spin } do
+      assert.are.equal(2, starts[id], "job " .. id .. " ran twice (max_attempts 2)")
+      local j = s:job(id)
+      assert.are.equal("failed", j.state)
+      assert.are.equal(2, j.attempt)
+    end
+    assert.is_truthy(s:job(raise).last_error:find("boom 2", 1, true))
+    assert.is_truthy(s:job(wait).last_error:find("timeout", 1, true))
+    assert.is_truthy(s:job(spin).last_error:find("timeout", 1, true))
+    assert.are.equal(1, starts[fine])
+    assert.is_nil(s:job(fine))
+  end)
+
+  it("keep the host loop's own timers on time while jobs run", function()
+    local name = helper.name("timers")
+    local s = helper.new { concurrency = 50 }
+    local done = 0
+    s:on(name, function()
+      cqueues.sleep(0.02)
+      done = done + 1
+    end)
+    schedule_list(s, name, 3000)
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    local lates = {}
+    cq:wrap(function()
+      -- the program's own timer, every 5 ms while the jobs run (counted
+      -- in the listener: no blocking call in the loop)
+      local deadline = cqueues.monotime() + 60
+      while done < 3000 and cqueues.monotime() < deadline do
+        local t0 = cqueues.monotime()
+        cqueues.sleep(0.005)
+        lates[#lates + 1] = cqueues.monotime() - t0 - 0.005
+      end
+      s:stop()
+    end)
+    assert(cq:loop())
+    assert.are.equal(3000, done)
+    assert.are.equal(0, helper.count_jobs(name))
+    table.sort(lates)
+    local p99 = lates[math.ceil(#lates * 0.99)]
+    assert.is_true(#lates > 100, "the timer fired while jobs ran (" .. #lates .. " times)")
+    -- issue 18: <= 5 ms at p99; generous here for a loaded CI machine
+    assert.is_true(p99 <= 0.005 * 5, ("timer p99 %.1f ms late"):format(p99 * 1000))
+  end)
+
+  it("lose no job when the worker is killed with 200 in flight", function()
+    local name = helper.name("kill")
+    local s = helper.new()
+    local ids = schedule_list(s, name, 200)
+    local w1 = helper.spawn { WORKER_NAMES = name, WORKER_CONCURRENCY = 200, WORKER_WAIT = 60, WORKER_LEASE = 2 }
+    assert.is_truthy(helper.wait_for(function() return #w1:events("start") >= 200 end, 30), w1:describe())
+    w1:kill("KILL")
+    w1:wait(10)
+    local w2 = helper.spawn { WORKER_NAMES = name, WORKER_CONCURRENCY = 200, WORKER_LEASE = 2 }
+    assert.is_truthy(helper.wait_for(function() return helper.count_jobs(name) == 0 end, 60), w2:describe())
+    local done = helper.tally(w2:events("done"), "id")
+    for _, id in ipairs(ids) do
+      assert.are.equal(1, done[id], "job " .. id .. " ran to its end once after the kill")
+    end
+    -- nothing was charged for the crash: they ran again at attempt 1
+    for _, r in ipairs(w2:events("done")) do assert.are.equal(1, r.attempt) end
+  end)
+end)
