@@ -46,23 +46,8 @@ static int l_fetch_start(lua_State *L) {
     lua_pushliteral(L, "scheduler: run: already running");
     return 2;
   }
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, "listeners");
-  int t = lua_gettop(L);
-  size_t k = 0;
-  lua_pushnil(L);
-  while (lua_next(L, t)) k++, lua_pop(L, 1);
-  const char **names = lua_newuserdatauv(L, (k ? k : 1) * sizeof *names, 0);
-  size_t *lens = lua_newuserdatauv(L, (k ? k : 1) * sizeof *lens, 0);
-  size_t i = 0;
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    lua_pop(L, 1);
-    names[i] = lua_tolstring(L, -1, &lens[i]); /* anchored as a key of t */
-    i++;
-  }
-  fetcher_opts o = {c->database, c->worker_id, names,        lens,          k,
-                    (size_t)n,   c->batch_max, c->lease,     c->max_attempts};
+  fetcher_opts o = {c->database, c->worker_id, (size_t)n, c->batch_max, c->lease,
+                    c->max_attempts};
   buf err = BUF_INIT;
   c->fetch = fetcher_start(&o, &err);
   if (!c->fetch) {
@@ -73,6 +58,8 @@ static int l_fetch_start(lua_State *L) {
   }
   c->running = 1;
   c->stopping = 0;
+  lua_getiuservalue(L, 1, 1);
+  if (core_sync_names(L, c, lua_gettop(L)) != STORE_OK) return luaL_error(L, "not enough memory");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -231,6 +218,41 @@ static int l_fetch_tick(lua_State *L) {
   return 1;
 }
 
+/* c:fetch_schedule(name, payload, at, delay, key, priority, max_attempts)
+ * -> request number: as s:schedule, sent by the fetcher (fetch_answers) */
+static int l_fetch_schedule(lua_State *L) {
+  core *c = check_fetching(L);
+  store_new_job j;
+  core_read_new_job(L, c, &j);
+  unsigned long long seq = fetcher_schedule(c->fetch, &j);
+  if (!seq) return luaL_error(L, "not enough memory");
+  lua_pushinteger(L, (lua_Integer)seq);
+  return 1;
+}
+
+/* c:fetch_answers() -> array of {seq, id} or {seq, nil, err} */
+static int l_fetch_answers(lua_State *L) {
+  core *c = check_fetching(L);
+  lua_newtable(L);
+  fetch_answer a;
+  lua_Integer k = 0;
+  while (fetcher_answers(c->fetch, &a, 1) == 1) {
+    lua_createtable(L, 3, 0);
+    lua_pushinteger(L, (lua_Integer)a.seq);
+    lua_rawseti(L, -2, 1);
+    if (a.id) {
+      lua_pushinteger(L, (lua_Integer)a.id);
+      lua_rawseti(L, -2, 2);
+    } else {
+      lua_pushfstring(L, "scheduler: schedule: %s", a.error ? a.error : "not enough memory");
+      lua_rawseti(L, -2, 3);
+    }
+    free(a.error);
+    lua_rawseti(L, -2, ++k);
+  }
+  return 1;
+}
+
 /* c:fetch_stop(): claim nothing more; jobs not taken go back */
 static int l_fetch_stop(lua_State *L) {
   core *c = check_fetching(L);
@@ -305,5 +327,6 @@ const luaL_Reg concurrent_methods[] = {
     {"fetch_stop", l_fetch_stop},   {"fetch_settled", l_fetch_settled},
     {"fetch_news", l_fetch_news},   {"fetch_close", l_fetch_close},
     {"fetch_wait", l_fetch_wait},   {"fetch_tick", l_fetch_tick},
+    {"fetch_schedule", l_fetch_schedule}, {"fetch_answers", l_fetch_answers},
     {"guard", l_guard},             {"unguard", l_unguard},
     {"handler", l_handler},         {NULL, NULL}};

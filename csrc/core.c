@@ -173,7 +173,6 @@ static int l_random_suffix(lua_State *L) {
   return 1;
 }
 
-static int sync_names(lua_State *L, core *c, int env);
 
 /* core.new{database=, worker_id=, lease=, max_attempts=, timeout=,
  * listeners=, limits=, timeouts=, backoff=, log=, tick=} -> Core | nil, err.
@@ -207,10 +206,12 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, CORE_MT);
   int ud = lua_gettop(L);
 
-  lua_createtable(L, 0, 6); /* env */
-  static const char *const fields[] = {"listeners", "limits", "timeouts", "backoff", "log", "tick"};
-  static const int types[] = {LUA_TTABLE, LUA_TTABLE, LUA_TTABLE, LUA_TFUNCTION, LUA_TNIL, LUA_TNIL};
-  for (int i = 0; i < 6; i++) {
+  lua_createtable(L, 0, 7); /* env */
+  static const char *const fields[] = {"listeners", "limits", "timeouts", "slots",
+                                       "backoff",   "log",    "tick"};
+  static const int types[] = {LUA_TTABLE,    LUA_TTABLE, LUA_TTABLE, LUA_TTABLE,
+                              LUA_TFUNCTION, LUA_TNIL,   LUA_TNIL};
+  for (int i = 0; i < 7; i++) {
     int t = lua_getfield(L, 1, fields[i]);
     if (t == LUA_TNIL && types[i] == LUA_TTABLE) {
       lua_pop(L, 1);
@@ -262,7 +263,7 @@ static int l_new(lua_State *L) {
   lua_settop(L, ud);
   lua_pushvalue(L, ud);
   lua_replace(L, 1); /* push_env and sync_names work on index 1 */
-  if (sync_names(L, c, push_env(L)) != STORE_OK) return luaL_error(L, "not enough memory");
+  if (core_sync_names(L, c, push_env(L)) != STORE_OK) return luaL_error(L, "not enough memory");
   lua_settop(L, 1);
   return 1;
 }
@@ -289,25 +290,31 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
-/* Hand the store the names of the registered listeners. */
-static int sync_names(lua_State *L, core *c, int env) {
+int core_sync_names(lua_State *L, core *c, int env) {
   lua_getfield(L, env, "listeners");
   int t = lua_gettop(L);
+  lua_getfield(L, env, "slots");
+  int slots = lua_gettop(L);
   size_t n = 0;
   lua_pushnil(L);
   while (lua_next(L, t)) n++, lua_pop(L, 1);
   const char **names = lua_newuserdatauv(L, (n ? n : 1) * sizeof *names, 0);
   size_t *lens = lua_newuserdatauv(L, (n ? n : 1) * sizeof *lens, 0);
+  size_t *limits = lua_newuserdatauv(L, (n ? n : 1) * sizeof *limits, 0);
   size_t i = 0;
   lua_pushnil(L);
   while (lua_next(L, t)) {
     lua_pop(L, 1);
     names[i] = lua_tolstring(L, -1, &lens[i]); /* anchored as a key of t */
+    lua_pushvalue(L, -1);
+    lua_Integer k = lua_rawget(L, slots) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    limits[i] = k > 0 ? (size_t)k : 0;
     i++;
   }
   int rc = c->st->ops->set_names(c->st, names, lens, n);
   /* a concurrent worker's fetcher claims for them too */
-  if (rc == STORE_OK && c->fetch && fetcher_set_names(c->fetch, names, lens, n) != 0)
+  if (rc == STORE_OK && c->fetch && fetcher_set_names(c->fetch, names, lens, limits, n) != 0)
     rc = STORE_NOMEM;
   lua_settop(L, t - 1);
   return rc;
@@ -322,14 +329,16 @@ static void set_per_name(lua_State *L, int env, const char *field) {
   lua_pop(L, 1);
 }
 
-/* s:on(name, fn [, max_attempts [, timeout]]) */
+/* s:on(name, fn [, max_attempts [, timeout [, concurrency]]]) */
 static int l_on(lua_State *L) {
   core *c = check_core(L);
   luaL_checkstring(L, 2);
   luaL_checkany(L, 3);
   lua_Integer max = luaL_optinteger(L, 4, 0);
   double timeout = luaL_optnumber(L, 5, 0);
+  lua_Integer slots = luaL_optinteger(L, 6, 0);
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 5, "timeout must be a positive number");
+  luaL_argcheck(L, slots >= 0, 6, "concurrency must be positive");
   int env = push_env(L);
   lua_getfield(L, env, "listeners");
   lua_pushvalue(L, 2);
@@ -345,7 +354,12 @@ static int l_on(lua_State *L) {
   else
     lua_pushnil(L);
   set_per_name(L, env, "timeouts");
-  if (sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
+  if (slots > 0)
+    lua_pushinteger(L, slots);
+  else
+    lua_pushnil(L);
+  set_per_name(L, env, "slots");
+  if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
 
@@ -362,7 +376,9 @@ static int l_off(lua_State *L) {
   set_per_name(L, env, "limits");
   lua_pushnil(L);
   set_per_name(L, env, "timeouts");
-  if (sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
+  lua_pushnil(L);
+  set_per_name(L, env, "slots");
+  if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
 
@@ -384,19 +400,23 @@ static void encode_payload(lua_State *L, core *c, int idx, const char **out, siz
 /* s:schedule(name, payload, at, delay, key, priority, max_attempts)
  * -> id | nil, err.  at/delay/key may be nil; max_attempts 0 or nil: unset.
  * Raises when the payload cannot be encoded (naming the value). */
+void core_read_new_job(lua_State *L, core *c, store_new_job *j) {
+  memset(j, 0, sizeof *j);
+  j->name = luaL_checklstring(L, 2, &j->name_len);
+  j->has_at = !lua_isnoneornil(L, 4);
+  if (j->has_at) j->at = luaL_checknumber(L, 4);
+  j->has_delay = !lua_isnoneornil(L, 5);
+  if (j->has_delay) j->delay = luaL_checknumber(L, 5);
+  j->key = luaL_optlstring(L, 6, NULL, &j->key_len);
+  j->priority = (long long)luaL_optinteger(L, 7, 0);
+  j->max_attempts = (long long)luaL_optinteger(L, 8, 0);
+  encode_payload(L, c, 3, &j->payload, &j->payload_len, &j->payload_has_nul);
+}
+
 static int l_schedule(lua_State *L) {
   core *c = check_store(L);
   store_new_job j;
-  memset(&j, 0, sizeof j);
-  j.name = luaL_checklstring(L, 2, &j.name_len);
-  j.has_at = !lua_isnoneornil(L, 4);
-  if (j.has_at) j.at = luaL_checknumber(L, 4);
-  j.has_delay = !lua_isnoneornil(L, 5);
-  if (j.has_delay) j.delay = luaL_checknumber(L, 5);
-  j.key = luaL_optlstring(L, 6, NULL, &j.key_len);
-  j.priority = (long long)luaL_optinteger(L, 7, 0);
-  j.max_attempts = (long long)luaL_optinteger(L, 8, 0);
-  encode_payload(L, c, 3, &j.payload, &j.payload_len, &j.payload_has_nul);
+  core_read_new_job(L, c, &j);
   int64_t id;
   if (c->st->ops->schedule(c->st, &j, &id) != STORE_OK) return fail(L, "schedule", store_error(c->st));
   lua_pushinteger(L, (lua_Integer)id);

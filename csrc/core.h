@@ -4,12 +4,14 @@
  * is a table, the "env", that keeps the Lua values the loop needs reachable:
  *   env.listeners[name] = callable, env.limits[name] = max_attempts,
  *   env.timeouts[name] = seconds a call of that listener may take,
+ *   env.slots[name] = jobs of that name a concurrent worker runs at once,
  *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg),
  *   env.tick = function(core): turns due recurring schedules into jobs
  */
 #ifndef SCHEDULER_CORE_H
 #define SCHEDULER_CORE_H
 
+#include <lua.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -37,5 +39,14 @@ typedef struct core {
   store_outcome *outcomes; /* outcomes of the batch in hand, not yet recorded */
   size_t n_outcomes, outcomes_cap;
 } core;
+
+/* Hand the store (and a concurrent worker's fetcher) the names of the
+ * registered listeners, with their env.slots.  A STORE_* code. */
+int core_sync_names(lua_State *L, core *c, int env);
+/* The job described by the arguments 2-8 of s:schedule(name, payload, at,
+ * delay, key, priority, max_attempts) (core.c): strings point into the
+ * Lua stack and c->payload, valid until the next encoding.  Raises on a
+ * bad argument or a payload that cannot be encoded. */
+void core_read_new_job(lua_State *L, core *c, store_new_job *j);
 
 #endif

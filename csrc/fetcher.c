@@ -5,6 +5,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,31 @@
 #define RETRY_MIN 0.1
 #define RETRY_MAX 5.0
 
+/* A schedule() request: the job, its strings in the same allocation. */
+typedef struct request {
+  unsigned long long seq;
+  store_new_job job;
+} request;
+
 /* A job in flight: claimed, until its outcome is handed over. */
 typedef struct flight {
   store_claim claim;
   double deadline; /* monotonic: renewed until then (0: always) */
+  int slot;        /* its name's index in the thread's names with a limit, or -1 */
 } flight;
+
+/* The names the thread claims for, its own copy (see fetcher_set_names):
+ * those without a limit of their own are claimed together, each one with
+ * a limit alone, up to its free slots.  set: which of those sets the
+ * store has now (SET_NONE, SET_FREE, or a name's index). */
+enum { SET_NONE = -2, SET_FREE = -1 };
+typedef struct name_table {
+  char **names;
+  size_t *lens, *limits, n;
+  const char **list; /* scratch for set_names */
+  size_t *list_lens;
+  int set;
+} name_table;
 
 struct fetcher {
   pthread_t thread;
@@ -61,9 +82,19 @@ struct fetcher {
   int stopping; /* fetcher_stop */
   int quit;     /* fetcher_free */
   int gave_up;  /* stopping, and a write failed: left to the leases */
-  char **names; /* new names for the thread's store (NULL: no change) */
-  size_t *name_lens, n_names;
+  request **requests; /* schedule() requests not yet sent */
+  size_t n_requests, requests_cap;
+  fetch_answer *answers; /* answered, not yet taken */
+  size_t n_answers, answers_cap;
+  unsigned long long next_seq;
+  char **names; /* the names (fetcher_set_names), copied by the thread */
+  size_t *name_lens, *name_limits, n_names;
   int names_changed;
+  int limited;    /* some name has a limit of its own */
+  size_t *counts; /* jobs in flight per name with a limit (thread's order) */
+  size_t *name_limits_seen; /* their limits, in the same order */
+  size_t counts_cap;
+  int slot_freed; /* a full name got a free slot: claim again */
   buf news;
   const char *news_level; /* NULL: no news */
   double next_cron;
@@ -108,6 +139,11 @@ static void say(fetcher *f, const char *level, const char *msg) {
 static int land(fetcher *f, store_claim c) {
   for (size_t i = 0; i < f->n_flights; i++) {
     if (f->flights[i].claim.id == c.id && f->flights[i].claim.token == c.token) {
+      int slot = f->flights[i].slot;
+      if (slot >= 0 && (size_t)slot < f->counts_cap && f->counts[slot]) {
+        /* its name was full: its due jobs wait for this slot */
+        if (f->counts[slot]-- == f->name_limits_seen[slot]) f->slot_freed = 1;
+      }
       f->flights[i] = f->flights[--f->n_flights];
       if (f->n_flights == 0) f->alone = 0;
       return 1;
@@ -160,9 +196,18 @@ static fetched_job *copy_job(const store_job *j, int alone) {
   return x;
 }
 
+/* The slot of job name (name, len) in t: its index if it has a limit, or
+ * -1. */
+static int slot_of(const name_table *t, const char *name, size_t len) {
+  for (size_t i = 0; i < t->n; i++)
+    if (t->limits[i] && t->lens[i] == len && memcmp(t->names[i], name, len) == 0) return (int)i;
+  return -1;
+}
+
 /* Hand over the n jobs just claimed: in flight from now on.  Jobs that
  * cannot be copied (out of memory) go back unattempted. */
-static void hand_over(fetcher *f, const store_job *jobs, size_t n, int alone) {
+static void hand_over(fetcher *f, const name_table *t, const store_job *jobs, size_t n,
+                      int alone) {
   pthread_mutex_lock(&f->mu);
   for (size_t i = 0; i < n; i++) {
     store_claim c = {jobs[i].id, jobs[i].token};
@@ -175,7 +220,9 @@ static void hand_over(fetcher *f, const store_job *jobs, size_t n, int alone) {
       if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
       continue;
     }
-    f->flights[f->n_flights++] = (flight){c, 0};
+    int slot = f->limited ? slot_of(t, jobs[i].name, jobs[i].name_len) : -1;
+    if (slot >= 0 && (size_t)slot < f->counts_cap) f->counts[slot]++;
+    f->flights[f->n_flights++] = (flight){c, 0, slot};
     f->ready[f->n_ready++] = x;
     if (alone) f->alone = 1;
   }
@@ -183,16 +230,19 @@ static void hand_over(fetcher *f, const store_job *jobs, size_t n, int alone) {
   signal_fd(f->wake_fd);
 }
 
-static void free_names(char **names, size_t *lens, size_t n) {
+static void free_names(char **names, size_t *lens, size_t *limits, size_t n) {
   for (size_t i = 0; names && i < n; i++) free(names[i]);
   free(names);
   free(lens);
+  free(limits);
 }
 
-int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens, size_t n) {
+int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens,
+                      const size_t *limits, size_t n) {
   char **copy = calloc(n ? n : 1, sizeof *copy);
   size_t *clens = calloc(n ? n : 1, sizeof *clens);
-  int oom = !copy || !clens;
+  size_t *climits = calloc(n ? n : 1, sizeof *climits);
+  int oom = !copy || !clens || !climits;
   for (size_t i = 0; !oom && i < n; i++) {
     if (!(copy[i] = malloc(lens[i] + 1))) {
       oom = 1;
@@ -201,32 +251,172 @@ int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens, 
     memcpy(copy[i], names[i], lens[i]);
     copy[i][lens[i]] = '\0';
     clens[i] = lens[i];
+    climits[i] = limits[i];
   }
   if (oom) {
-    free_names(copy, clens, n);
+    free_names(copy, clens, climits, n);
     return -1;
   }
   pthread_mutex_lock(&f->mu);
-  free_names(f->names, f->name_lens, f->n_names);
-  f->names = copy, f->name_lens = clens, f->n_names = n;
+  free_names(f->names, f->name_lens, f->name_limits, f->n_names);
+  f->names = copy, f->name_lens = clens, f->name_limits = climits, f->n_names = n;
   f->names_changed = 1;
   pthread_mutex_unlock(&f->mu);
   signal_fd(f->kick_fd);
   return 0;
 }
 
-/* The thread: new names from fetcher_set_names, if any (set_names only
- * copies them: no I/O under the lock).  STORE_OK or the store's error
- * (the names then stay pending). */
-static int apply_names(fetcher *f) {
+/* The thread, under mu: take new names into t, and recount the jobs in
+ * flight per name with a limit.  0, or -1 out of memory (t unchanged). */
+static int take_names(fetcher *f, name_table *t) {
+  if (!f->names_changed) return 0;
+  size_t n = f->n_names;
+  char **names = calloc(n ? n : 1, sizeof *names);
+  size_t *lens = calloc(n ? n : 1, sizeof *lens), *limits = calloc(n ? n : 1, sizeof *limits);
+  const char **list = calloc(n ? n : 1, sizeof *list);
+  size_t *list_lens = calloc(n ? n : 1, sizeof *list_lens);
+  size_t *counts = calloc(n ? n : 1, sizeof *counts), *seen = calloc(n ? n : 1, sizeof *seen);
+  int oom = !names || !lens || !limits || !list || !list_lens || !counts || !seen;
+  for (size_t i = 0; !oom && i < n; i++) {
+    if (!(names[i] = malloc(f->name_lens[i] + 1))) {
+      oom = 1;
+      break;
+    }
+    memcpy(names[i], f->names[i], f->name_lens[i] + 1);
+    lens[i] = f->name_lens[i];
+    limits[i] = f->name_limits[i];
+  }
+  if (oom) {
+    free_names(names, lens, limits, n);
+    free(list);
+    free(list_lens);
+    free(counts);
+    free(seen);
+    return -1;
+  }
+  free_names(t->names, t->lens, t->limits, t->n);
+  free(t->list);
+  free(t->list_lens);
+  *t = (name_table){names, lens, limits, n, list, list_lens, SET_NONE};
+  f->limited = 0;
+  for (size_t i = 0; i < n; i++) f->limited |= limits[i] > 0;
+  /* the jobs in flight now count against no name's limit: a limit set
+   * while it runs applies to the jobs it claims from then on */
+  memcpy(seen, limits, n * sizeof *seen);
+  free(f->counts);
+  free(f->name_limits_seen);
+  f->counts = counts;
+  f->name_limits_seen = seen;
+  f->counts_cap = n;
+  for (size_t k = 0; k < f->n_flights; k++) f->flights[k].slot = -1;
+  f->names_changed = 0;
+  return 0;
+}
+
+/* Have the store claim for set `set` (SET_FREE: the names without a limit
+ * of their own; i: name i alone; SET_NONE: every name that has room,
+ * for next_wake, given by room[]).  STORE_OK or its error; *empty: no
+ * name in the set. */
+static int use_set(fetcher *f, name_table *t, int set, const int *room, int *empty) {
+  size_t k = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    int in = set == SET_FREE ? t->limits[i] == 0
+             : set == SET_NONE ? (t->limits[i] == 0 || room[i])
+                               : (int)i == set;
+    if (in) t->list[k] = t->names[i], t->list_lens[k++] = t->lens[i];
+  }
+  *empty = k == 0;
+  /* SET_NONE's names change with the room: always set afresh */
+  if (t->set == set && set != SET_NONE) return STORE_OK;
+  int rc = f->st->ops->set_names(f->st, t->list, t->list_lens, k);
+  t->set = rc == STORE_OK ? set : SET_NONE;
+  return rc;
+}
+
+unsigned long long fetcher_schedule(fetcher *f, const store_new_job *j) {
+  size_t size = sizeof(request) + j->name_len + 1 + (j->payload ? j->payload_len + 1 : 0) +
+                (j->key ? j->key_len + 1 : 0);
+  request *r = malloc(size);
+  if (!r) return 0;
+  char *p = (char *)(r + 1);
+  r->job = *j;
+  memcpy(p, j->name, j->name_len);
+  p[j->name_len] = '\0';
+  r->job.name = p;
+  p += j->name_len + 1;
+  if (j->payload) {
+    memcpy(p, j->payload, j->payload_len);
+    p[j->payload_len] = '\0';
+    r->job.payload = p;
+    p += j->payload_len + 1;
+  }
+  if (j->key) {
+    memcpy(p, j->key, j->key_len);
+    p[j->key_len] = '\0';
+    r->job.key = p;
+  }
   pthread_mutex_lock(&f->mu);
-  int rc = STORE_OK;
-  if (f->names_changed) {
-    rc = f->st->ops->set_names(f->st, (const char *const *)f->names, f->name_lens, f->n_names);
-    if (rc == STORE_OK) f->names_changed = 0;
+  unsigned long long seq = 0;
+  if (grow((void **)&f->requests, &f->requests_cap, f->n_requests, sizeof *f->requests) == 0) {
+    r->seq = seq = ++f->next_seq;
+    f->requests[f->n_requests++] = r;
   }
   pthread_mutex_unlock(&f->mu);
-  return rc;
+  if (!seq) {
+    free(r);
+    return 0;
+  }
+  signal_fd(f->kick_fd);
+  return seq;
+}
+
+size_t fetcher_answers(fetcher *f, fetch_answer *out, size_t max) {
+  pthread_mutex_lock(&f->mu);
+  size_t n = f->n_answers < max ? f->n_answers : max;
+  memcpy(out, f->answers, n * sizeof *out);
+  memmove(f->answers, f->answers + n, (f->n_answers - n) * sizeof *f->answers);
+  f->n_answers -= n;
+  if (f->n_answers) signal_fd(f->wake_fd); /* still readable */
+  pthread_mutex_unlock(&f->mu);
+  return n;
+}
+
+/* The thread: send the schedule() requests waiting, one by one, and post
+ * their answers.  STORE_OK, or the first failure's code (that request is
+ * answered with its error: the caller decides, as schedule() does).
+ * *sent: how many jobs were scheduled. */
+static int send_requests(fetcher *f, size_t *sent) {
+  int rc = STORE_OK;
+  *sent = 0;
+  for (;;) {
+    pthread_mutex_lock(&f->mu);
+    request *r = NULL;
+    if (f->n_requests) {
+      r = f->requests[0];
+      memmove(f->requests, f->requests + 1, (f->n_requests - 1) * sizeof *f->requests);
+      f->n_requests--;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (!r) return rc;
+    int64_t id = 0;
+    int src = f->st->ops->schedule(f->st, &r->job, &id);
+    fetch_answer a = {r->seq, src == STORE_OK ? id : 0, NULL};
+    if (src == STORE_OK) (*sent)++;
+    if (src != STORE_OK) {
+      rc = src;
+      const char *e = store_error(f->st);
+      size_t n = strlen(e);
+      if ((a.error = malloc(n + 1))) memcpy(a.error, e, n + 1);
+    }
+    free(r);
+    pthread_mutex_lock(&f->mu);
+    if (grow((void **)&f->answers, &f->answers_cap, f->n_answers, sizeof *f->answers) == 0)
+      f->answers[f->n_answers++] = a;
+    else
+      free(a.error); /* out of memory: the waiting coroutine is told by fetch_answers' caller */
+    pthread_mutex_unlock(&f->mu);
+    signal_fd(f->wake_fd);
+  }
 }
 
 static double jitter(void) {
@@ -241,6 +431,11 @@ static void *fetch_loop(void *arg) {
   size_t n_w = 0, w_cap = 0;
   store_claim *renew = NULL;
   size_t renew_cap = 0;
+  name_table names = {NULL, NULL, NULL, 0, NULL, NULL, SET_NONE};
+  int *room = NULL; /* free slots per name this round (1 for one without a limit) */
+  size_t room_cap = 0;
+  int *sets = NULL; /* the round's claims: name indexes, SET_FREE */
+  size_t sets_cap = 0;
   double until = 0;  /* the one expiry of the leases in flight (database clock) */
   double offset = 0; /* database clock minus monotonic */
   double next_renew = INFINITY, next_rescue = 0, claim_at = 0, held_delay = 0;
@@ -257,6 +452,7 @@ static void *fetch_loop(void *arg) {
     }
     f->writing = n_w > 0;
     int quit = f->quit, stopping = f->stopping;
+    if (f->slot_freed) claim_at = 0, held_delay = 0, f->slot_freed = 0;
     size_t in_flight = f->n_flights;
     if (in_flight == 0) until = 0, next_renew = INFINITY;
     int can_claim = !stopping && !quit && !f->alone && in_flight < f->concurrency &&
@@ -278,6 +474,11 @@ static void *fetch_loop(void *arg) {
     pthread_mutex_unlock(&f->mu);
 
     int rc = STORE_OK, worked = 0;
+    size_t sent = 0;
+    if (!quit) send_requests(f, &sent); /* a failure is the request's answer */
+    /* a job of its own names may be due: its own write wakes no one here
+     * (SLEEP_LOCK is this session's own; SQLite's wake file, its own) */
+    if (sent) claim_at = 0, held_delay = 0;
     if (quit) {
       /* one last write of what is left (twice: the first may only
        * reconnect), then the leases cover the rest */
@@ -320,35 +521,82 @@ static void *fetch_loop(void *arg) {
       rc = st->ops->rescue(st, f->max_attempts);
       if (rc == STORE_OK) next_rescue = now + RESCUE_EVERY;
     }
-    if (rc == STORE_OK) rc = apply_names(f);
     if (rc == STORE_OK && can_claim && now >= claim_at && now >= retry_at) {
-      store_job *jobs = NULL;
-      size_t n = 0;
-      int q = 0;
+      /* the round's sets: the names with room (under mu: counts) */
+      size_t free_slots = want;
+      pthread_mutex_lock(&f->mu);
+      int oom = take_names(f, &names) != 0;
+      if (grow((void **)&room, &room_cap, names.n, sizeof *room)) oom = 1;
+      for (size_t i = 0; !oom && i < names.n; i++) {
+        size_t used = i < f->counts_cap ? f->counts[i] : 0;
+        room[i] = names.limits[i] == 0 ? 1 : used < names.limits[i] ? (int)(names.limits[i] - used) : 0;
+      }
+      int limited = f->limited;
+      pthread_mutex_unlock(&f->mu);
+      if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
+      size_t got = 0;
+      int q_wait = 0, q_alone = 0;
       if (in_flight == 0) until = 0; /* a fresh group of leases */
-      rc = st->ops->claim_leased(st, want, f->lease, &until, f->worker, in_flight == 0, &jobs,
-                                 &n, &q);
+      /* each name with a limit alone, up to its room; then the others
+       * together (sets[]: name indexes, SET_FREE last) */
+      size_t n_sets = 0;
+      if (!oom && grow((void **)&sets, &sets_cap, names.n, sizeof *sets)) rc = store_fail(st, STORE_NOMEM, "not enough memory");
+      int any_free = 0;
+      for (size_t i = 0; rc == STORE_OK && i < names.n; i++) {
+        if (names.limits[i] == 0)
+          any_free = 1;
+        else if (room[i] > 0)
+          sets[n_sets++] = (int)i;
+      }
+      if (any_free) sets[n_sets++] = SET_FREE;
+      for (size_t k = 0; rc == STORE_OK && k < n_sets && free_slots > 0; k++) {
+        int set = sets[k];
+        size_t limit = free_slots;
+        if (set >= 0 && (size_t)room[set] < limit) limit = (size_t)room[set];
+        if (limit > f->batch_max) limit = f->batch_max;
+        int empty = 0;
+        rc = use_set(f, &names, set, room, &empty);
+        if (rc != STORE_OK || empty) continue;
+        store_job *jobs = NULL;
+        size_t n = 0;
+        int q = 0;
+        rc = st->ops->claim_leased(st, limit, f->lease, &until, f->worker,
+                                   in_flight == 0 && got == 0, &jobs, &n, &q);
+        if (rc != STORE_OK) break;
+        if (q == 1) q_wait = 1;
+        if (n == 0) continue;
+        hand_over(f, &names, jobs, n, q == 2);
+        got += n;
+        free_slots -= n < free_slots ? n : free_slots;
+        if (q == 2) {
+          q_alone = 1;
+          break; /* a quarantined job runs alone */
+        }
+      }
       if (rc == STORE_OK) {
-        quarantine_wait = q == 1;
-        if (n > 0) {
-          hand_over(f, jobs, n, q == 2);
+        quarantine_wait = q_wait && !q_alone;
+        if (got > 0) {
           if (next_renew == INFINITY) next_renew = now + f->lease / 3;
           held_delay = 0;
           worked = 1;
-        } else if (q == 1 && in_flight > 0) {
+        } else if (q_wait && in_flight > 0) {
           /* a quarantined job waits: let the jobs in flight end first */
         } else {
+          int empty = 0;
           if (!listening) {
             rc = st->ops->listen(st, 1);
             listening = rc == STORE_OK;
           }
+          /* wake for the names that have room (a full one's jobs wait
+           * for a slot: its end kicks this thread) */
+          if (rc == STORE_OK && limited) rc = use_set(f, &names, SET_NONE, room, &empty);
           store_wake wk;
           double t0 = clock_mono();
           if (rc == STORE_OK) rc = st->ops->next_wake(st, &wk);
           if (rc == STORE_OK) {
             double mid = (t0 + clock_mono()) / 2;
             offset = wk.db_now - mid;
-            if (wk.next_due <= wk.db_now || q == 1) {
+            if (wk.next_due <= wk.db_now || q_wait) {
               /* due, yet not claimed: held by others; look again soon */
               held_delay = held_delay == 0 ? HELD_MIN : fmin(held_delay * 2, HELD_MAX);
               claim_at = clock_mono() + held_delay;
@@ -431,6 +679,11 @@ static void *fetch_loop(void *arg) {
   for (size_t i = 0; i < w_cap; i++) buf_free(&w[i].error);
   free(w);
   free(renew);
+  free(room);
+  free(sets);
+  free_names(names.names, names.lens, names.limits, names.n);
+  free(names.list);
+  free(names.list_lens);
   return NULL;
 }
 
@@ -469,12 +722,14 @@ fetcher *fetcher_start(const fetcher_opts *o, buf *err) {
     fetcher_free(f);
     return NULL;
   }
-  if (f->st->ops->set_names(f->st, o->names, o->name_lens, o->n_names) != STORE_OK) {
-    buf_adds(err, store_error(f->st));
-    fetcher_free(f);
-    return NULL;
-  }
-  if (pthread_create(&f->thread, NULL, fetch_loop, f) != 0) {
+  /* signals are for the program's own thread (its loop stops the worker
+   * gracefully on SIGTERM): the thread starts with every one blocked */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int created = pthread_create(&f->thread, NULL, fetch_loop, f) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!created) {
     buf_adds(err, "cannot start a thread");
     fetcher_free(f);
     return NULL;
@@ -572,7 +827,13 @@ void fetcher_free(fetcher *f) {
   free(f->outs);
   free(f->flights);
   buf_free(&f->news);
-  free_names(f->names, f->name_lens, f->n_names);
+  free_names(f->names, f->name_lens, f->name_limits, f->n_names);
+  free(f->counts);
+  free(f->name_limits_seen);
+  for (size_t i = 0; i < f->n_requests; i++) free(f->requests[i]);
+  free(f->requests);
+  for (size_t i = 0; i < f->n_answers; i++) free(f->answers[i].error);
+  free(f->answers);
   free(f->worker);
   if (f->wake_fd >= 0) close(f->wake_fd);
   if (f->kick_fd >= 0) close(f->kick_fd);

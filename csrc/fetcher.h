@@ -28,6 +28,7 @@
 #define SCHEDULER_FETCHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "store.h"
@@ -44,9 +45,6 @@ typedef struct fetched_job {
 typedef struct fetcher_opts {
   const char *database; /* opened afresh by the thread */
   const char *worker;
-  const char *const *names; /* the names it claims (copied) */
-  const size_t *name_lens;
-  size_t n_names;
   size_t concurrency; /* jobs in flight at most */
   size_t batch_max;   /* jobs one claim takes at most */
   double lease;
@@ -67,9 +65,25 @@ void fetcher_begin(fetcher *f, store_claim claim, double limit);
 /* Job o->claim ended with outcome o (copied): recorded with the next
  * batch.  0, or -1 out of memory (nothing changed). */
 int fetcher_done(fetcher *f, const store_outcome *o);
-/* The names it claims from now on (copied; on() and off() while it
- * runs).  0, or -1 out of memory (the old names stay). */
-int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens, size_t n);
+/* The names it claims from now on (copied; it claims none before the
+ * first call), and how many jobs of each may be in flight at once
+ * (limits[i] 0: only the worker's concurrency).  0, or -1 out of memory
+ * (the old names stay). */
+int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens,
+                      const size_t *limits, size_t n);
+/* Schedule job j (copied) on the fetcher's connection, for a coroutine
+ * that waits for it without blocking the loop.  Returns the request's
+ * number (> 0), or 0 out of memory.  Requests go first, also while
+ * stopping; the answer comes through fetcher_answers. */
+unsigned long long fetcher_schedule(fetcher *f, const store_new_job *j);
+/* An answered request: its number, and the job's id, or 0 and the error. */
+typedef struct fetch_answer {
+  unsigned long long seq;
+  int64_t id;
+  char *error; /* malloc'd, or NULL: free() it */
+} fetch_answer;
+/* Move up to `max` answers to out[]; returns how many. */
+size_t fetcher_answers(fetcher *f, fetch_answer *out, size_t max);
 /* Claim nothing more; jobs claimed and not taken go back unattempted. */
 void fetcher_stop(fetcher *f);
 /* 1 when stopped and everything is recorded (or given up: see

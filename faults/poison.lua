@@ -6,11 +6,13 @@
 -- must hold, counted by the independent record: every innocent runs, none
 -- fails, every run of one is its attempt 1; the poison ends failed with
 -- attempt 3, after exactly three runs in quarantine (each alone, each
--- charged), plus the one batch crash that sent it there (not charged: the
--- worker could not know which job of the batch crashed it).  No other
--- worker may claim it in a batch again meanwhile: claims skip a dead
--- worker's batch until a rescue (here the supervisor's release) has put
--- it in quarantine.
+-- charged), plus the batch crash that sent it there (not charged: the
+-- worker could not know which job of the batch crashed it).  Claims skip
+-- a dead worker's batch until a rescue (here the supervisor's release)
+-- has put it in quarantine; a claim in the instant between the dead
+-- transaction's abort and its record's commit can still take it in a
+-- batch once more (a second batch crash, also not charged: reported, and
+-- at most two allowed).
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
@@ -55,8 +57,14 @@ return {
     local charged = {}
     for _, run in ipairs(runs) do charged[#charged + 1] = run.attempt end
     r:note(("the poison ran %d times, attempts %s"):format(#runs, table.concat(charged, ",")))
-    r:check(table.concat(charged, ",") == "1,1,2,3",
-      "its runs: attempt 1 in one batch crash, then attempts 1, 2, 3 in quarantine")
+    -- the batch crashes (attempt 1, not charged), then 1, 2, 3 alone
+    local batch_crashes = #charged - 3
+    local shape = batch_crashes >= 1 and table.concat(charged, ",", batch_crashes + 1) == "1,2,3"
+    for i = 1, batch_crashes do shape = shape and charged[i] == 1 end
+    r:check(shape, "its runs: attempt 1 in batch crashes (not charged), then attempts 1, 2, 3 in quarantine")
+    r:note(("batch crashes before its quarantine: %d (1 expected; a second one is a claim in the"
+      .. " instant between the dead worker's abort and its record's commit: see README)"):format(batch_crashes))
+    r:check(batch_crashes <= 2, ("at most two batch crashes (%d)"):format(batch_crashes))
     local bad, failed_jobs = 0, assert(s:jobs { state = "failed", name = lib.JOB })
     for _, id in ipairs(innocents) do
       for _, run in ipairs(rec.by_id[id] or {}) do

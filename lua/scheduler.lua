@@ -298,7 +298,7 @@ local function build(opts, listeners, limits, timeouts, level)
 end
 
 local function new_instance(opts, level)
-  local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {} }, Scheduler)
+  local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {}, _slots = {} }, Scheduler)
   self._core, self._concurrency, self._log = build(opts, self._listeners, self._limits, self._timeouts,
     level + 1)
   return self
@@ -314,7 +314,9 @@ end
 --- Register (or replace) the listener for `name`: fn(payload, job).
 -- opts.max_attempts overrides the instance default for jobs of this name;
 -- opts.timeout (seconds) stops a call that runs longer (the instance's
--- `timeout` applies when it is not given).
+-- `timeout` applies when it is not given); opts.concurrency: at most that
+-- many jobs of this name at once in a worker with `concurrency` above 1
+-- (within the instance's).
 function Scheduler:on(name, fn, opts)
   local c = check_self(self, "on")
   check_name("on", name, 2)
@@ -323,9 +325,14 @@ function Scheduler:on(name, fn, opts)
   if not is_callable(fn) then
     raise(2, "on: the listener must be a function or callable table, got %s", type(fn))
   end
-  opts = check_options("on", opts, { max_attempts = true, timeout = true }, 2)
+  opts = check_options("on", opts, { max_attempts = true, timeout = true, concurrency = true }, 2)
   local max = opts.max_attempts and check_int("on", "max_attempts", opts.max_attempts, 1, 2)
-  c:on(name, fn, max, check_timeout("on", opts.timeout, 2))
+  local slots = opts.concurrency and check_int("on", "concurrency", opts.concurrency, 1, 2)
+  if slots and slots > MAX_CONCURRENCY then
+    raise(2, "on: concurrency must be between 1 and %d, got %d", MAX_CONCURRENCY, slots)
+  end
+  c:on(name, fn, max, check_timeout("on", opts.timeout, 2), slots)
+  self._slots[name] = slots
 end
 
 --- Remove the listener for `name`.
@@ -333,6 +340,7 @@ function Scheduler:off(name)
   local c = check_self(self, "off")
   check_name("off", name, 2)
   c:off(name)
+  self._slots[name] = nil
 end
 
 local WHEN_OPTIONS = { at = true, delay = true, key = true, priority = true, max_attempts = true }
@@ -374,6 +382,11 @@ function Scheduler:schedule(name, payload, when)
   local c = check_self(self, "schedule")
   check_name("schedule", name, 2)
   local at, delay, key, priority, max_attempts = parse_when("schedule", when, 2)
+  -- in a coroutine of the loop a concurrent worker lives in: the loop
+  -- runs on while the database answers
+  if self._flight and self._flight.waiter and coroutine.isyieldable() then
+    return concurrent.schedule(self, name, payload, at, delay, key, priority, max_attempts)
+  end
   return c:schedule(name, payload, at, delay, key, priority, max_attempts)
 end
 
@@ -589,13 +602,16 @@ end
 -- gave closes, when the worker has stopped; opts.call(fn, deadline): calls
 -- a listener (fn) so that it can be abandoned when its time limit passes
 -- while it waits (deadline: monotonic seconds, or nil), returning fn's
--- results, or nothing when abandoned.  scheduler.cqueues and
--- scheduler.luv do this for you.
+-- results, or nothing when abandoned; opts.waiter(): returns {wait =,
+-- wake =} for the running coroutine, whose wait() yields to the loop
+-- until wake() is called (schedule() from a coroutine of the loop waits
+-- for the database so; without it, schedule() blocks).  scheduler.cqueues
+-- and scheduler.luv do this for you.
 -- Returns true, or nil and an error message.
 function Scheduler:start(opts)
   local c = check_self(self, "start")
-  opts = check_options("start", opts, { spawn = true, release = true, call = true }, 2)
-  for _, k in ipairs { "spawn", "release", "call" } do
+  opts = check_options("start", opts, { spawn = true, release = true, call = true, waiter = true }, 2)
+  for _, k in ipairs { "spawn", "release", "call", "waiter" } do
     if opts[k] ~= nil and not is_callable(opts[k]) then raise(2, "start: %s must be a function", k) end
   end
   if self._flight then return nil, "scheduler: start: already started" end
@@ -679,7 +695,8 @@ function M.configure(opts)
   if default then
     if default._core:running() then raise(2, "configure: the default instance is running") end
     for name, fn in pairs(default._listeners) do
-      fresh:on(name, fn, { max_attempts = default._limits[name], timeout = default._timeouts[name] })
+      fresh:on(name, fn, { max_attempts = default._limits[name], timeout = default._timeouts[name],
+        concurrency = default._slots[name] })
     end
     default:close()
   end

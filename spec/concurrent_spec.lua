@@ -94,6 +94,45 @@ describe("concurrent listeners", function()
     assert.are.equal(0, helper.count_jobs(name))
   end)
 
+  it("never run more jobs of a name at once than its own limit, and fill the rest with others", function()
+    local slow, other = helper.name("slow"), helper.name("other")
+    local rec = new_record()
+    local s = helper.new { concurrency = 12 }
+    local now_slow, most_slow = 0, 0
+    s:on(slow, function(_, job)
+      now_slow = now_slow + 1
+      if now_slow > most_slow then most_slow = now_slow end
+      rec.add(job.id, "start")
+      cqueues.sleep(0.05)
+      rec.add(job.id, "end")
+      now_slow = now_slow - 1
+    end, { concurrency = 3 })
+    s:on(other, function(_, job)
+      rec.add(job.id, "start")
+      cqueues.sleep(0.05)
+      rec.add(job.id, "end")
+    end)
+    local ids = schedule_list(s, slow, 60)
+    for _, id in ipairs(schedule_list(s, other, 120)) do ids[#ids + 1] = id end
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    cq:wrap(function()
+      local deadline = cqueues.monotime() + 60
+      while (helper.count_jobs(slow) > 0 or helper.count_jobs(other) > 0) and cqueues.monotime() < deadline do
+        cqueues.sleep(0.05)
+      end
+      s:stop()
+    end)
+    assert(cq:loop())
+    local events = rec.read()
+    local ends = per_id(events, "end")
+    for _, id in ipairs(ids) do assert.are.equal(1, ends[id], "job " .. id .. " ran once") end
+    assert.is_true(most_slow <= 3, "at most 3 of the limited name at once, saw " .. most_slow)
+    assert.are.equal(3, most_slow)
+    local most = overlap(events)
+    assert.is_true(most <= 12 and most > 6, "the others filled the worker: at most " .. most .. " at once")
+  end)
+
   it("run in a luv loop, resumed by the listener's own callbacks", function()
     local uv = require "luv"
     local name = helper.name("luv")
@@ -238,6 +277,64 @@ describe("concurrent listeners", function()
     assert.is_true(#lates > 100, "the timer fired while jobs ran (" .. #lates .. " times)")
     -- issue 18: <= 5 ms at p99; generous here for a loaded CI machine
     assert.is_true(p99 <= 0.005 * 5, ("timer p99 %.1f ms late"):format(p99 * 1000))
+  end)
+
+  it("let schedule() in the loop's coroutines wait for the database without blocking the loop", function()
+    local name = helper.name("sched")
+    local s = helper.new { concurrency = 4 }
+    local ran, child = {}, nil
+    s:on(name, function(payload, job)
+      ran[#ran + 1] = job.id
+      if payload.spawn then
+        -- from a listener's coroutine: its own job waits on the lock below
+        local id, err = s:schedule(name, { n = "child" }, { key = payload.spawn })
+        child = id or err
+      end
+    end)
+    -- another client holds the write that schedule() needs for 1.5 s: an
+    -- uncommitted job with the same key (PostgreSQL waits on the unique
+    -- index), or the file's write lock (SQLite)
+    helper.ok(s:schema_version()) -- the tables exist before the other client uses them
+    local key = helper.name("key")
+    local dir = helper.tmpdir()
+    local holder
+    if helper.POSTGRESQL then
+      holder = ("psql -qAt -c %s >%s/out 2>&1 & echo $!"):format(helper.shquote(
+        ("BEGIN; INSERT INTO scheduler.jobs (name, key) VALUES ('%s-other', '%s'); SELECT pg_sleep(1.5);"
+          .. " ROLLBACK;"):format(name, key)), dir)
+    else
+      holder = ("(echo '.timeout 5000'; echo 'BEGIN IMMEDIATE;'; sleep 1.5; echo 'ROLLBACK;') | sqlite3 %s >%s/out 2>&1 & echo $!")
+        :format(helper.shquote(helper.sqlite_path()), dir)
+    end
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    local ticks, waiting, result = 0, false, nil
+    cq:wrap(function()
+      helper.sh(holder)
+      cqueues.sleep(0.3) -- the lock is held
+      waiting = true
+      -- from the host loop's own code
+      local t0 = cqueues.monotime()
+      result = table.pack(s:schedule(name, { spawn = key .. "-2" }, { key = key }))
+      result.took = cqueues.monotime() - t0
+      waiting = false
+      local deadline = cqueues.monotime() + 20
+      while #ran < 2 and cqueues.monotime() < deadline do cqueues.sleep(0.02) end
+      s:stop()
+    end)
+    local seen_waiting = 0
+    cq:wrap(function()
+      while s._flight do
+        cqueues.sleep(0.01)
+        ticks = ticks + 1
+        if waiting then seen_waiting = seen_waiting + 1 end
+      end
+    end)
+    assert(cq:loop())
+    assert.is_true(math.type(result[1]) == "integer", "schedule() returned an id: " .. tostring(result[2]))
+    assert.is_true(seen_waiting >= 20, ("the loop ran on while schedule() waited (%d ticks in %.3f s; holder: %s)"):format(seen_waiting,
+      result.took, tostring(helper.read_file(dir .. "/out"))))
+    assert.are.equal(2, #ran, "both jobs ran: " .. #ran .. " " .. tostring(child))
   end)
 
   it("lose no job when the worker is killed with 200 in flight", function()

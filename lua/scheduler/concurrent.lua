@@ -73,7 +73,7 @@ function M.start(s, c, concurrency, o, log)
   if not ok then return nil, err end
   s._flight = {
     c = c, spawn = o.spawn or spawn_coroutine, release = o.release, call = o.call, log = log,
-    handler = c:handler(),
+    waiter = o.waiter, waiting = {}, n_waiting = 0, handler = c:handler(),
     inflight = {}, n = 0, next_tick = nil, last_tick = -math.huge, stopping = false,
   }
   return true
@@ -116,6 +116,17 @@ function M.step(s, timeout)
     f.last_tick = now
     c:fetch_tick(TICK_AHEAD)
   end
+  local answers = c:fetch_answers()
+  for i = 1, #answers do
+    local a = answers[i]
+    local w = f.waiting[a[1]]
+    if w then
+      f.waiting[a[1]] = nil
+      f.n_waiting = f.n_waiting - 1
+      w.answer = a
+      w.wake()
+    end
+  end
   local entries = c:fetch_take()
   for i = 1, #entries do
     local e = entries[i]
@@ -130,7 +141,7 @@ function M.step(s, timeout)
     -- coroutine, if it is ever resumed, raises at once (csrc/dispatch.c)
     if e.deadline and now > e.deadline then land(f, e, false, timeout_message(e.limit)) end
   end
-  if f.stopping and f.n == 0 and c:fetch_settled() then
+  if f.stopping and f.n == 0 and f.n_waiting == 0 and c:fetch_settled() then
     local _, last = c:fetch_news()
     if last and f.log then f.log("warn", last) end
     -- the loop lets go of the descriptor before it is closed
@@ -140,6 +151,22 @@ function M.step(s, timeout)
     return false
   end
   return true
+end
+
+--- schedule() from a coroutine of the loop: the fetcher sends it, and the
+-- coroutine waits (f.waiter) until step() has its answer.  Returns what
+-- schedule() returns.
+function M.schedule(s, ...)
+  local f = s._flight
+  local seq = f.c:fetch_schedule(...)
+  local w = f.waiter()
+  f.waiting[seq] = w
+  f.n_waiting = f.n_waiting + 1
+  w.wait()
+  local a = w.answer
+  if not a then return nil, "scheduler: schedule: the worker stopped before the answer came" end
+  if a[2] then return a[2] end
+  return nil, a[3]
 end
 
 --- Stop gracefully: claim nothing more, hand back what was claimed and

@@ -15,6 +15,7 @@
 -- core's own thread, so cq never waits for it.
 
 local cqueues = require "cqueues"
+local condition = require "cqueues.condition"
 local monotonic = require("scheduler.core").process.monotonic
 
 local POLL = cqueues._POLL -- what cqueues.poll yields (cqueues' own auxlib.resume relays it too)
@@ -42,11 +43,18 @@ local function call(fn, deadline)
   return unpack(r, 2, r.n)
 end
 
+--- A coroutine of cq waits on a condition variable until wake().
+local function waiter()
+  local cond = condition.new()
+  return { wait = function() cond:wait() end, wake = function() cond:signal() end }
+end
+
 local M = {}
 
 --- Start the worker of instance s in controller cq.  Returns s.
 function M.attach(s, cq)
-  assert(s:start { spawn = function(fn) cq:wrap(fn) end, release = cqueues.cancel, call = call })
+  assert(s:start { spawn = function(fn) cq:wrap(fn) end, release = cqueues.cancel, call = call,
+    waiter = waiter })
   cq:wrap(function()
     while s:step(0) do
       cqueues.poll(s)

@@ -18,11 +18,23 @@
 
 local uv = require "luv"
 
+--- A coroutine waits (yields) until wake() resumes it, from a step.
+local function waiter()
+  local co = coroutine.running()
+  return {
+    wait = coroutine.yield,
+    wake = function()
+      local ok, err = coroutine.resume(co)
+      if not ok then error(err, 0) end
+    end,
+  }
+end
+
 local M = {}
 
 --- Start the worker of instance s in luv's loop.  Returns s.
 function M.attach(s)
-  assert(s:start())
+  assert(s:start { waiter = waiter })
   local poll = uv.new_poll(s:pollfd())
   local timer = uv.new_timer()
   local step
