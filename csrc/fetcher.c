@@ -78,6 +78,7 @@ struct fetcher {
   store_outcome *outs; /* handed over, not written yet */
   size_t n_outs, outs_cap;
   int writing;  /* the thread holds outcomes it has not written yet */
+  int claiming; /* the thread is claiming: jobs may come (fetcher_settled) */
   int alone;    /* a quarantined job is in flight */
   int stopping; /* fetcher_stop */
   int quit;     /* fetcher_free */
@@ -212,6 +213,12 @@ static void hand_over(fetcher *f, const name_table *t, const store_job *jobs, si
   for (size_t i = 0; i < n; i++) {
     store_claim c = {jobs[i].id, jobs[i].token};
     fetched_job *x = NULL;
+    if (f->stopping || f->quit) {
+      /* stopped while it claimed: back unattempted */
+      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT};
+      if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
+      continue;
+    }
     if (grow((void **)&f->flights, &f->flights_cap, f->n_flights, sizeof *f->flights) == 0 &&
         grow((void **)&f->ready, &f->ready_cap, f->n_ready, sizeof *f->ready) == 0)
       x = copy_job(&jobs[i], alone);
@@ -532,6 +539,7 @@ static void *fetch_loop(void *arg) {
         room[i] = names.limits[i] == 0 ? 1 : used < names.limits[i] ? (int)(names.limits[i] - used) : 0;
       }
       int limited = f->limited;
+      f->claiming = !f->stopping;
       pthread_mutex_unlock(&f->mu);
       if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
       size_t got = 0;
@@ -573,6 +581,9 @@ static void *fetch_loop(void *arg) {
           break; /* a quarantined job runs alone */
         }
       }
+      pthread_mutex_lock(&f->mu);
+      f->claiming = 0; /* what it got is in flight, or released (stopped meanwhile) */
+      pthread_mutex_unlock(&f->mu);
       if (rc == STORE_OK) {
         quarantine_wait = q_wait && !q_alone;
         if (got > 0) {
@@ -793,7 +804,7 @@ void fetcher_stop(fetcher *f) {
 
 int fetcher_settled(fetcher *f) {
   pthread_mutex_lock(&f->mu);
-  int s = f->stopping && f->n_flights == 0 &&
+  int s = f->stopping && f->n_flights == 0 && !f->claiming &&
           ((f->n_outs == 0 && !f->writing) || f->gave_up);
   pthread_mutex_unlock(&f->mu);
   return s;

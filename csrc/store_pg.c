@@ -200,6 +200,10 @@ static const char *const migrations[] = {
     "  verdict text CHECK (verdict IN ('cancelled', 'started')),"
     "  at timestamptz NOT NULL DEFAULT now()"
     ");",
+    /* 8: suspects: how many jobs were in the crash a quarantined job came
+     * back from; a concurrent worker runs half as many together (store.h,
+     * claim_leased: by halves). */
+    "ALTER TABLE scheduler.jobs ADD COLUMN suspects integer;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -176,18 +176,29 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok)"};
 
-/* A quarantined job, alone, leased to $2 for $3 seconds with its attempt
- * counted (committed before it runs: if it crashes its worker, it was
- * the one).  The same columns as Q_CLAIM's, in binary. */
-const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 3,
-    "UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
-    "  claim = nextval('scheduler.claim_tokens'), locked_by = $2,"
+/* Quarantined jobs, leased to $2 for $3 seconds with their attempt
+ * counted (committed before they run: if one alone crashes its worker, it
+ * was the one).  At most $4 of them: 1 for a worker that runs one job at
+ * a time (alone); a concurrent worker passes its free slots and takes half
+ * the suspects of the first one's crash (by halves: if they crash it
+ * together, the rescue sends them back as suspects of a crash half that
+ * size).  The same columns as Q_CLAIM's, in binary. */
+const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
+    "WITH f AS ("
+    "  SELECT coalesce(q.suspects, 1) AS s FROM scheduler.jobs q WHERE q.quarantined"
+    "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
+    "  ORDER BY q.priority, q.run_at, q.id LIMIT 1"
+    "), c AS ("
+    "  SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
+    "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
+    "  ORDER BY q.priority, q.run_at, q.id"
+    "  LIMIT (SELECT least($4::integer, greatest(1, (f.s + 1) / 2)) FROM f)"
+    "  FOR UPDATE SKIP LOCKED"
+    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+    ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "  claim = (SELECT tok.t FROM tok), locked_by = $2,"
     "  locked_until = now() + $3::float8 * interval '1 second'"
-    " FROM (SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
-    "   AND q.state = 'scheduled' AND q.run_at <= now()"
-    "   AND q.name = ANY ($1::text[])"
-    "   ORDER BY q.priority, q.run_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) q"
-    " WHERE j.id = q.id"
+    " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
 
@@ -782,8 +793,8 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
     if (rc) return rc;
   }
   char leasetext[64];
-  const char *one[3] = {buf_cstr(&p->names_literal), p->worker,
-                        fmt_seconds(lease, leasetext, sizeof leasetext)};
+  const char *one[4] = {buf_cstr(&p->names_literal), p->worker,
+                        fmt_seconds(lease, leasetext, sizeof leasetext), "1"};
   const char *values[6] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL, p->worker};
   const step quarantined = STEP_QUERY(&pgq_claim_one, one);
   /* see pg_prepare_claim */
@@ -888,6 +899,7 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   if (rc == STORE_OK) rc = pg_connect(s);
   if (rc) return rc;
   if (p->n_names == 0 || limit == 0) return STORE_OK;
+  p->leases_only = 1; /* no batch is ever held: no record connection (see CRASHES) */
   PGresult *r = NULL;
   if (!p->worker_locked) {
     /* abandon() must see this worker alive (WORKER_LOCK) */
@@ -905,8 +917,9 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   }
   char leasetext[64], untiltext[64], limittext[32];
   fmt_seconds(lease, leasetext, sizeof leasetext);
+  snprintf(limittext, sizeof limittext, "%zu", limit);
   if (alone) {
-    const char *one[3] = {buf_cstr(&p->names_literal), worker, leasetext};
+    const char *one[4] = {buf_cstr(&p->names_literal), worker, leasetext, limittext};
     rc = pg_run(p, &pgq_claim_one, one, &r);
     if (rc) return rc;
     if (PQntuples(r) > 0) {
@@ -920,7 +933,6 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
     }
     clear(&r);
   }
-  snprintf(limittext, sizeof limittext, "%zu", limit);
   const char *values[5] = {buf_cstr(&p->names_literal), worker, limittext,
                            *until > 0 ? micros_text(*until, untiltext, sizeof untiltext) : NULL,
                            leasetext};

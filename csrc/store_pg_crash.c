@@ -99,7 +99,7 @@ static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
     "    run_at = CASE WHEN f.delay IS NULL THEN j.run_at"
     "             ELSE now() + f.delay * interval '1 second' END,"
     "    last_error = f.error, locked_by = NULL, locked_until = NULL, claim = NULL,"
-    "    quarantined = false"
+    "    quarantined = false, suspects = NULL"
     "  FROM unnest($3::bigint[], $4::bigint[], $5::float8[], $6::text[])"
     "    AS f(id, token, delay, error)"
     "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
@@ -164,6 +164,7 @@ static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
     "  UPDATE scheduler.jobs j SET"
     "  attempt = CASE WHEN coalesce(g.n, 1) > 1 THEN j.attempt - 1 ELSE j.attempt END,"
     "  quarantined = j.quarantined OR coalesce(g.n, 1) > 1,"
+    "  suspects = CASE WHEN coalesce(g.n, 1) > 1 THEN g.n ELSE j.suspects END,"
     "  state = CASE WHEN coalesce(g.n, 1) = 1"
     "    AND j.attempt >= coalesce(j.max_attempts, $2::integer)"
     "    THEN 'failed' ELSE 'scheduled' END,"
@@ -215,6 +216,7 @@ static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 2,
     "), q AS ("
     "  UPDATE scheduler.jobs j SET"
     "  quarantined = j.quarantined OR m.n > 1,"
+    "  suspects = CASE WHEN m.n > 1 THEN m.n ELSE j.suspects END,"
     "  attempt = CASE WHEN m.n = 1 THEN j.attempt + 1 ELSE j.attempt END,"
     "  state = CASE WHEN m.n = 1 AND j.attempt + 1 >="
     "    coalesce(j.max_attempts, $2::integer) THEN 'failed' ELSE 'scheduled' END,"
@@ -297,7 +299,7 @@ static int rec_connect(pg_store *p) {
  * second one (a worker's start to its first job).  rec_connect completes
  * it.  A failure here is not one: rec_connect tries again. */
 void pg_rec_start(pg_store *p) {
-  if (p->rec) return;
+  if (p->rec || p->leases_only) return;
   if (pg_start_conn(p, &p->rec) == STORE_OK) {
     p->rec_started = clock_mono();
     p->rec_polling = PGRES_POLLING_WRITING;

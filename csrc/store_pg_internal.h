@@ -180,6 +180,7 @@ typedef struct pg_store {
   buf tx_tokens;
   int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
   unsigned prepared; /* bit per query prepared on this connection (see Q_COUNT) */
+  int leases_only;   /* a concurrent worker's store: it never holds a batch */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
   /* SLEEP_LOCK not had since sleep_missed, last at sleep_missed_last

@@ -166,6 +166,10 @@ static const char *const migrations[] = {
     "  verdict TEXT CHECK (verdict IN ('cancelled', 'started')),"
     "  at REAL NOT NULL"
     ");",
+    /* 5: suspects: how many jobs were in the crash a quarantined job came
+     * back from; a concurrent worker runs half as many together (store.h,
+     * claim_leased: by halves). */
+    "ALTER TABLE scheduler_jobs ADD COLUMN suspects INTEGER;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -177,7 +181,7 @@ enum {
   Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_CANCEL_LOOK, Q_CANCEL_ASK, Q_CANCEL_END, Q_ASKED,
   Q_IS_ASKED, Q_VERDICT, Q_DROP_ASKED, Q_RETRY, Q_GET,
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
-  Q_ANY_EXPIRED, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
+  Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_COUNT
 };
@@ -228,7 +232,7 @@ static const char *const queries[Q_COUNT] = {
               " WHERE state = 'scheduled' AND priority = ?1 AND run_at <= ?2"
               "  AND NOT quarantined ORDER BY run_at, id",
     /* quarantined jobs are claimed alone, first (store.h, claim) */
-    [Q_QUARANTINED] = "SELECT " JOB_COLUMNS " FROM scheduler_jobs"
+    [Q_QUARANTINED] = "SELECT " JOB_COLUMNS ", suspects FROM scheduler_jobs"
                       " INDEXED BY scheduler_jobs_quarantine"
                       " WHERE quarantined AND state = 'scheduled' AND run_at <= ?1"
                       " ORDER BY priority, run_at, id",
@@ -247,7 +251,8 @@ static const char *const queries[Q_COUNT] = {
     [Q_AGAIN] = "UPDATE scheduler_jobs SET"
                 " state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'scheduled' END,"
                 " run_at = coalesce(?3, run_at), last_error = ?4,"
-                " locked_by = NULL, locked_until = NULL, claim = NULL, quarantined = 0"
+                " locked_by = NULL, locked_until = NULL, claim = NULL, quarantined = 0,"
+                " suspects = NULL"
                 " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
     [Q_BACK] = "UPDATE scheduler_jobs SET state = 'scheduled', attempt = attempt - 1,"
                " locked_by = NULL, locked_until = NULL, claim = NULL"
@@ -274,6 +279,15 @@ static const char *const queries[Q_COUNT] = {
   " last_error = CASE WHEN" SHARED_CLAIM " THEN last_error ELSE " why " END,"               \
   " locked_by = NULL, locked_until = NULL, claim = NULL"                                     \
   " WHERE state = 'running' AND " where
+  /* Before GIVE_BACK, in its transaction: the size of each group of
+   * several, in its jobs (the count sees no row changed yet) */
+#define SUSPECTS(where)                                                                      \
+  "UPDATE scheduler_jobs SET suspects = (SELECT count(*) FROM scheduler_jobs g"              \
+  "  WHERE g.state = 'running' AND g.locked_by = scheduler_jobs.locked_by"                   \
+  "    AND g.locked_until = scheduler_jobs.locked_until)"                                    \
+  " WHERE state = 'running' AND " where " AND" SHARED_CLAIM
+    [Q_SUSPECTS_EXPIRED] = SUSPECTS("locked_until < ?1"),
+    [Q_SUSPECTS_OF] = SUSPECTS("locked_by = ?1"),
     [Q_RESCUE] = GIVE_BACK("locked_until < ?1",
                            "'lease expired: worker ' || coalesce(locked_by, '?') ||"
                            " ' stopped renewing it (it died, hung or lost its connection)'"),
@@ -1524,7 +1538,7 @@ static int grow_jobs(sq_store *q, size_t n) {
  * new token.  *quarantine 2: the job is a quarantined one, alone.
  * Nobody else can claim in between. */
 static int claim_jobs(store *s, size_t limit, double lease, double *until, const char *worker,
-                      int take_alone, store_job **jobs, size_t *n, int *quarantine) {
+                      size_t alone_max, store_job **jobs, size_t *n, int *quarantine) {
   sq_store *q = SQ(s);
   *jobs = NULL;
   *n = 0;
@@ -1540,17 +1554,24 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
   if (alone) {
     sqlite3_bind_double(alone, 1, now);
+    size_t take = 0; /* by halves: half the first one's suspects */
     while ((rc = sqlite3_step(alone)) == SQLITE_ROW) {
       const unsigned char *name = sqlite3_column_text(alone, 1);
       if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(alone, 1))) continue;
       *quarantine = 1;
-      if (!take_alone) break;
+      if (!alone_max) break;
       *quarantine = 2;
-      if (grow_jobs(q, 1) || read_job(alone, &q->jobs[0], &q->claimed))
+      if (!take) {
+        sqlite3_int64 suspects = sqlite3_column_int64(alone, 8);
+        take = suspects > 1 ? (size_t)(suspects + 1) / 2 : 1;
+        if (take > alone_max) take = alone_max;
+      }
+      if (grow_jobs(q, got + 1) || read_job(alone, &q->jobs[got], &q->claimed)) {
         oom = 1;
-      else
-        q->jobs[got++].attempt++;
-      break;
+        break;
+      }
+      q->jobs[got++].attempt++;
+      if (got >= take) break;
     }
     finish_stmt(alone);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
@@ -1613,13 +1634,14 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   (void)default_max_attempts; /* leases: an expired one is counted by rescue */
   double until = 0;
   int quarantine;
+  /* quarantined jobs one at a time: a batch runs its jobs in turn */
   return claim_jobs(s, limit, lease, &until, worker, 1, jobs, n, &quarantine);
 }
 
 static int sq_claim_leased(store *s, size_t limit, double lease, double *until,
                            const char *worker, int alone, store_job **jobs, size_t *n,
                            int *quarantine) {
-  return claim_jobs(s, limit, lease, until, worker, alone, jobs, n, quarantine);
+  return claim_jobs(s, limit, lease, until, worker, alone ? limit : 0, jobs, n, quarantine);
 }
 
 /* Count one completion of the job name s[0, n). */
@@ -1804,6 +1826,10 @@ static int sq_rescue(store *s, long long default_max_attempts) {
   int changed = 0;
   double now = clock_wall();
   rc = drop_asked(q, now, NULL);
+  if (rc == SQLITE_OK && (st = stmt(q, Q_SUSPECTS_EXPIRED, &rc))) {
+    sqlite3_bind_double(st, 1, now);
+    rc = run_write(q, st, NULL);
+  }
   if (rc == SQLITE_OK && (st = stmt(q, Q_RESCUE, &rc))) {
     sqlite3_bind_double(st, 1, now);
     sqlite3_bind_int64(st, 2, default_max_attempts);
@@ -1820,7 +1846,12 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
   if (rc) return rc;
   int changed = 0;
   rc = drop_asked(q, 0, worker);
-  sqlite3_stmt *st = rc == SQLITE_OK ? stmt(q, Q_ABANDON, &rc) : NULL;
+  sqlite3_stmt *st = rc == SQLITE_OK ? stmt(q, Q_SUSPECTS_OF, &rc) : NULL;
+  if (st) {
+    sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
+    rc = run_write(q, st, NULL);
+  }
+  st = rc == SQLITE_OK ? stmt(q, Q_ABANDON, &rc) : NULL;
   if (st) {
     sqlite3_bind_text(st, 1, worker, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, default_max_attempts);

@@ -580,7 +580,6 @@ function Scheduler:run(opts)
     end
   end)
   local done, err = cq:loop()
-  listener:close()
   signal.unblock(signal.SIGTERM, signal.SIGINT)
   if not done then
     -- a listener's coroutine broke the loop: the jobs in flight are left

@@ -32,8 +32,12 @@ local function call(fn, deadline)
     if deadline then
       local left = deadline - monotonic()
       if left <= 0 then return end
-      args.n = args.n + 1
-      args[args.n] = left -- cqueues waits for the earliest of its timeouts
+      -- cqueues waits for the earliest of its timeouts; a bare poll() only
+      -- lets the others run and comes back at once: nothing to add
+      if args.n > 0 then
+        args.n = args.n + 1
+        args[args.n] = left
+      end
     end
     local got = pack(yield(POLL, unpack(args, 1, args.n)))
     if deadline and monotonic() >= deadline then return end
