@@ -138,8 +138,10 @@ local function assert_untouched(name, expected)
   local left = assert(s:jobs { name = name, limit = 1000000 })
   assert.are.equal(expected, #left, "jobs of " .. name .. " left")
   for _, j in ipairs(left) do
-    assert.are.equal("scheduled", j.state)
-    assert.are.equal(0, j.attempt, "job " .. j.id .. " was handed back with no attempt counted")
+    local what = ("job %d: state %s, attempt %d, locked_by %s, locked_until %s (now %.3f)"):format(j.id, j.state,
+      j.attempt, tostring(j.locked_by), tostring(j.locked_until), helper.now())
+    assert.are.equal("scheduled", j.state, what)
+    assert.are.equal(0, j.attempt, what .. ": handed back with no attempt counted")
   end
 end
 
@@ -264,7 +266,7 @@ describe("the examples of issue 18", function()
 
   describe("examples/luv_worker.lua (a worker in a luv program)", function()
     local MADE = "^made a thumbnail of (%S+) %(job (%d+), attempt (%d+)%)$"
-    local STOPPED = "^stopped: (%d+) jobs ran; the program's timer fired (%d+) times"
+    local STOPPED = "^stopped: (%d+) jobs ran; the program's timer fired (%d+) times, late by %d+ ms at p99"
 
     it("runs each job once while its own timer ticks, and stops by itself after N", function()
       local ids = schedule_n("Thumbnail", 300, function(i) return { image = ("spec%d.png"):format(i), ms = 50 } end)
@@ -331,15 +333,21 @@ describe("the examples of issue 18", function()
       return hits, most
     end
 
-    it("makes non-blocking HTTP calls: each job fetched once, up to 50 at once, failures retried", function()
-      -- the local server (loopback only), answering after 200 ms
+    --- The local server (loopback only), answering after `delay_ms`:
+    -- its directory (for server_record) and its port.
+    local function slow_server(delay_ms)
       local dir = helper.tmpdir()
-      local srv = start { "spec/support/slow_http_server.lua", dir, "200" }
+      local srv = start { "spec/support/slow_http_server.lua", dir, tostring(delay_ms) }
       local port = helper.wait_for(function()
         local s = helper.read_file(dir .. "/port")
         return s and tonumber(s:match("%d+"))
       end, 10)
       assert.is_truthy(port, srv:describe())
+      return dir, port
+    end
+
+    it("makes non-blocking HTTP calls: each job fetched once, up to 50 at once, failures retried", function()
+      local dir, port = slow_server(200)
       local N = 300
       local url = {}
       for i = 1, N do
@@ -370,6 +378,52 @@ describe("the examples of issue 18", function()
       assert.is_true(most <= 50, "at most 50 requests in progress at once, saw " .. most)
       -- blocking calls would have made one at a time
       assert.is_true(most > 10, "the calls overlapped (at most " .. most .. " at once)")
+    end)
+
+    -- PENDING until run() blocks SIGTERM/SIGINT before the fetcher thread
+    -- starts (lua/scheduler.lua run(): signal.block after attach(), so the
+    -- thread takes SIGTERM and the worker dies of it: "worker 1 was killed
+    -- by signal TERM", its calls in flight lost and run again).  Passes on
+    -- both backends with signal.block moved before attach() and without
+    -- listener:close() (cqueues' signal listener has no close): make this
+    -- an `it` again then.
+    pending("on SIGTERM with calls in flight, ends them, hands back the rest untouched; the next start fetches those once", function()
+      local dir, port = slow_server(1000)
+      local N = 200
+      local url = {}
+      for i = 1, N do url[i] = ("http://127.0.0.1:%d/bulk/%d"):format(port, i) end
+      local ids = schedule_n("Fetch", N, function(i) return { url = url[i] } end)
+      local w1 = cli.start { "run", "--concurrency", "50", "--log-level", "warn", "examples/http_fetch.lua" }
+      -- 50 calls in progress at the server, each answered 1 s after it came
+      assert.is_truthy(helper.wait_for(function()
+        local hits = server_record(dir)
+        local n = 0
+        for _ in pairs(hits) do n = n + 1 end
+        return n >= 50
+      end, 30), w1:describe())
+      assert.are.equal(0, w1:kill("TERM") and w1:wait(30), w1:describe())
+      local first = ran(w1:out(), FETCHED)
+      local hits = server_record(dir)
+      local asked = 0
+      for path, k in pairs(hits) do
+        asked = asked + 1
+        assert.are.equal(1, k, "one request for " .. path .. "\n" .. w1:describe())
+      end
+      -- every call the server saw was a job in flight: it ended and was recorded
+      assert.are.equal(asked, #first, "a fetched line per request\n" .. w1:describe())
+      assert.is_true(#first < N, "stopped before fetching all " .. N)
+      assert_untouched("Fetch", N - #first)
+
+      local w2 = cli.start { "run", "--concurrency", "50", "--log-level", "warn", "examples/http_fetch.lua" }
+      assert.is_truthy(helper.wait_for(function() return helper.count_jobs("Fetch") == 0 end, 60), w2:describe())
+      assert.are.equal(0, w2:kill("TERM") and w2:wait(30), w2:describe())
+      local n = times_by_id(first, ran(w2:out(), FETCHED))
+      for _, id in ipairs(ids) do assert.are.equal(1, n[id], "job " .. id .. " fetched once over both runs") end
+      hits = server_record(dir)
+      for i = 1, N do
+        local path = url[i]:match("^http://[^/]+(/.*)$")
+        assert.are.equal(1, hits[path], "requests for " .. path)
+      end
     end)
   end)
 end)
