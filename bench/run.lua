@@ -9,6 +9,8 @@
 --   make bench                              full run: medians of 3 repetitions
 --   make bench BENCH_ARGS=--smoke           tiny sizes, 1 repetition (CI)
 --   make bench BENCH_ARGS="--reps 5 --only throughput,lateness"
+--   make bench BENCH_ARGS="--only wait_timer,wait_http"   jobs that wait (issue 18),
+--                                           graphile-worker beside them (bench/concurrent.lua)
 --
 -- Directly, against a database of your own (it creates the schemas
 -- `scheduler` and `bench` and TRUNCATEs scheduler.jobs: never point it at a
@@ -17,8 +19,10 @@
 --   LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/run.lua --smoke
 --
 -- Processes: this driver (idle while measuring), worker processes
--- (bench/worker.lua), producers (bench/producer.lua), psql and pgbench.  All
--- share the machine with PostgreSQL; the driver only reads their results.
+-- (bench/worker.lua, bench/waiter.lua), producers (bench/producer.lua), psql
+-- and pgbench; for the waiting rows an HTTP server (bench/http_server.lua)
+-- and graphile-worker (node, bench/graphile).  All share the machine with
+-- PostgreSQL; the driver only reads their results.
 
 local scheduler = require "scheduler"
 local sys = require "system"
@@ -36,10 +40,14 @@ local USAGE = [[
 usage: lua5.4 bench/run.lua [options]
   --smoke          tiny sizes, 1 repetition: checks that everything runs (seconds)
   --reps N         repetitions of each measurement; the table shows medians (default 3)
-  --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat
+  --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat,
+                   wait_timer,wait_http
   --jobs N         jobs drained in the throughput measurement (default 100000)
   --batch N        the worker's batch size, for the ceiling at its own batch size
                    (default: DEFAULT_BATCH in csrc/core.c)
+  --wait-jobs N    jobs in the waiting rows, wait_timer and wait_http (default 10000)
+  --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
+                   and npm installs it into build/npm once)
   --json FILE      where to write the results (default bench/results.json)
   --note TEXT      a note stored with the results (e.g. "shared machine")
   --lua PATH       the Lua interpreter for worker processes (default lua5.4)
@@ -61,6 +69,10 @@ local cfg = {
   scale_small = 10000, scale_big = 1000000, scale_due = 20000,
   bloat = 1000000, bloat_rounds = 3,
   vacuum_wait = 90,         -- bloat: seconds to wait for autovacuum between rounds
+  wait_jobs = 10000,        -- wait_timer, wait_http: jobs that wait 100 ms each
+  wait_concurrency = 200,   -- their worker's concurrency
+  graphile_jobs = 3000,     -- graphile-worker's run of the same shape
+  no_graphile = false,
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
   note = "",
@@ -69,9 +81,10 @@ local cfg = {
 local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
-  bloat = 10000, vacuum_wait = 0,
+  bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50,
 }
-local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat" }
+local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
+  "wait_http" }
 local only
 
 do
@@ -98,6 +111,8 @@ do
     elseif a == "--reps" then explicit.reps = count(a)
     elseif a == "--jobs" then explicit.jobs = count(a)
     elseif a == "--batch" then explicit.batch = count(a)
+    elseif a == "--wait-jobs" then explicit.wait_jobs = count(a)
+    elseif a == "--no-graphile" then explicit.no_graphile = true
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
     elseif a == "--lua" then explicit.lua = value(a)
@@ -143,7 +158,11 @@ local function wanted(section) return only == nil or only[section] == true end
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local TMP
+-- what else to undo on the way out (processes still running: by pid)
+local on_cleanup = {}
 local function cleanup()
+  for i = #on_cleanup, 1, -1 do pcall(on_cleanup[i]) end
+  on_cleanup = {}
   if TMP then os.execute("rm -rf " .. q(TMP)) end
   TMP = nil
 end
@@ -1257,7 +1276,8 @@ local function meta()
     sizes = { jobs = cfg.jobs, batch = cfg.batch, lateness_samples = cfg.lat_samples,
       enqueue = cfg.enqueue, bulk = cfg.bulk, bulk_chunk = cfg.bulk_chunk,
       scale_small = cfg.scale_small, scale_big = cfg.scale_big, scale_due = cfg.scale_due,
-      bloat = cfg.bloat },
+      bloat = cfg.bloat, wait_jobs = cfg.wait_jobs, wait_concurrency = cfg.wait_concurrency,
+      graphile_jobs = cfg.graphile_jobs },
   }
 end
 
@@ -1338,6 +1358,19 @@ local ok, err = xpcall(function()
   if wanted("startup") then section_startup() end
   if wanted("scale") then section_scale() end
   if wanted("bloat") then section_bloat() end
+  if wanted("wait_timer") or wanted("wait_http") then
+    local waiting = dofile(BENCH .. "/concurrent.lua") {
+      cfg = cfg, results = results, BENCH = BENCH, ROOT = ROOT, TMP = TMP, PSQL = PSQL,
+      on_cleanup = function(fn) on_cleanup[#on_cleanup + 1] = fn end,
+      sql = sql, count_jobs = count_jobs, fill_due = fill_due, capture = capture, q = q,
+      expect = expect, parse_result = parse_result, finish = finish, die = die,
+      read_file = read_file, write_file = write_file, sleep = sleep, now = now, log = log,
+      row = row, met = met, median = median, field = field, commas = commas,
+      fmt_rate = fmt_rate, fmt_pct = fmt_pct, fmt_x = fmt_x,
+    }
+    if wanted("wait_timer") then waiting.wait_timer() end
+    if wanted("wait_http") then waiting.wait_http() end
+  end
 end, debug.traceback)
 if not ok then die("%s", tostring(err)) end
 
