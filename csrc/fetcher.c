@@ -527,6 +527,9 @@ static void *fetch_loop(void *arg) {
     if (rc == STORE_OK && now >= next_rescue && now >= retry_at && !stopping) {
       rc = st->ops->rescue(st, f->max_attempts);
       if (rc == STORE_OK) next_rescue = now + RESCUE_EVERY;
+      /* what it gave back is due: its own notification may not reach it
+       * (SQLite's wake file is its own write) */
+      if (rc == STORE_OK && in_flight == 0) claim_at = 0, held_delay = 0;
     }
     if (rc == STORE_OK && can_claim && now >= claim_at && now >= retry_at) {
       /* the round's sets: the names with room (under mu: counts) */

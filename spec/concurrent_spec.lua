@@ -337,6 +337,68 @@ describe("concurrent listeners", function()
     assert.are.equal(2, #ran, "both jobs ran: " .. #ran .. " " .. tostring(child))
   end)
 
+  it("find a job that crashes its worker among 16 in flight by halves, charging no other", function()
+    local name = helper.name("halves")
+    local s = helper.new()
+    local list = {}
+    for i = 1, 16 do list[i] = { name, { i = i }, { max_attempts = 1 } } end
+    list[11] = { name, { i = 11, exit = 3, wait = 0 }, { max_attempts = 2 } }
+    local ids = helper.ok(s:schedule_many(list))
+    local poison = ids[11]
+    -- a supervisor of our own: a new worker each time one dies
+    local procs, deaths = {}, 0
+    local deadline = helper.now() + 90
+    while helper.now() < deadline do
+      local left = helper.count_jobs(name)
+      local j = s:job(poison)
+      if left == 1 and j and j.state == "failed" then break end
+      local p = procs[#procs]
+      if not p or p:exit_code() ~= nil then
+        if p then deaths = deaths + 1 end
+        procs[#procs + 1] = helper.spawn { WORKER_NAMES = name, WORKER_CONCURRENCY = 16, WORKER_WAIT = 0.3,
+          WORKER_LEASE = 1 }
+      end
+      helper.sleep(0.05)
+    end
+    local j = s:job(poison)
+    assert.is_truthy(j and j.state == "failed", helper.describe_all(procs))
+    assert.are.equal(2, j.attempt, "failed after its own 2 attempts")
+    assert.are.equal(1, helper.count_jobs(name), "every innocent ended")
+    local runs, by_id = {}, {}
+    for _, p in ipairs(procs) do
+      for _, r in ipairs(p:results()) do
+        if r.event == "start" then
+          runs[#runs + 1] = r
+          by_id[r.id] = by_id[r.id] or {}
+          table.insert(by_id[r.id], r)
+        end
+      end
+    end
+    for i, id in ipairs(ids) do
+      if id ~= poison then
+        for _, r in ipairs(by_id[id] or {}) do
+          assert.are.equal(1, r.attempt, "innocent " .. i .. " was never charged")
+        end
+        assert.is_truthy(by_id[id], "innocent " .. i .. " ran")
+      end
+    end
+    -- 16 suspects, then halves of 8, 4, 2, 1 (at most one crash each when
+    -- the poison is in the half that runs first, two with the other half
+    -- first), then its 2 attempts alone: far fewer than 16 runs alone
+    assert.is_true(deaths >= 3 and deaths <= 12, "worker deaths: " .. deaths)
+    -- and the innocents of a half ran together, in quarantine
+    local together = 0
+    for _, p in ipairs(procs) do
+      local open, most = 0, 0
+      for _, r in ipairs(p:results()) do
+        open = open + (r.event == "start" and 1 or r.event == "done" and -1 or 0)
+        if open > most then most = open end
+      end
+      if p ~= procs[1] and most > together then together = most end
+    end
+    assert.is_true(together > 1, "suspects ran together after the first crash (at most " .. together .. ")")
+  end)
+
   it("lose no job when the worker is killed with 200 in flight", function()
     local name = helper.name("kill")
     local s = helper.new()
