@@ -84,9 +84,7 @@ local _, _, bound = server:localname()
 print(("listening on http://127.0.0.1:%d"):format(bound))
 
 -- SIGTERM and SIGINT arrive as an event of the loop (signalfd), not as an
--- interruption.  Blocked before attach(): the worker's database thread
--- inherits the mask; a thread that did not block them would take them
--- and die of them.
+-- interruption (the worker's database thread blocks every signal).
 signal.block(signal.SIGTERM, signal.SIGINT)
 local signals = signal.listen(signal.SIGTERM, signal.SIGINT)
 
