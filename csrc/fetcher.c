@@ -431,66 +431,263 @@ static double jitter(void) {
   return 0.75 + 0.5 * (x - floor(x));
 }
 
+/* What the thread keeps from one turn of its loop to the next: its own,
+ * no lock. */
+typedef struct turn {
+  store_outcome *w; /* outcomes being written: swapped with f->outs */
+  size_t n_w, w_cap;
+  store_claim *renew; /* scratch: the claims to renew */
+  size_t renew_cap;
+  name_table names;
+  int *room; /* free slots per name this round (1 for one without a limit) */
+  size_t room_cap;
+  int *sets; /* the round's claims: name indexes, SET_FREE last */
+  size_t sets_cap;
+  double until;  /* the one expiry of the leases in flight (database clock); 0: none */
+  double offset; /* database clock minus monotonic */
+  double next_renew, next_rescue, rescued_at, claim_at, held_delay, retry_at, retry_delay;
+  int trouble, quarantine_wait, listening;
+} turn;
+
+/* Write the outcomes the Lua thread handed over (swapped in when the
+ * last ones are written).  STORE_OK, or the store's error (they are kept
+ * for the next try); *worked when something was written. */
+static int write_outcomes(fetcher *f, turn *t, double now, int *worked) {
+  if (!t->n_w || now < t->retry_at) return STORE_OK;
+  int rc = f->st->ops->finish(f->st, t->w, t->n_w);
+  pthread_mutex_lock(&f->mu);
+  if (rc == STORE_OK) {
+    for (size_t i = 0; i < t->n_w; i++) buf_reset(&t->w[i].error);
+    t->n_w = 0;
+    *worked = 1;
+    f->writing = 0;
+    if (f->stopping && f->n_flights == 0 && f->n_outs == 0) signal_fd(f->wake_fd); /* settled */
+  } else if (f->stopping) {
+    f->gave_up = 1; /* left to the leases: stop() does not wait for the database */
+    signal_fd(f->wake_fd);
+  }
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+/* Look for the next due job of the names with room (next_wake), after a
+ * round that claimed nothing: when to claim again, when to rescue, and
+ * the next recurring schedule for the Lua thread.  q_wait: a quarantined
+ * job waits (claim again soon). */
+static int look_ahead(fetcher *f, turn *t, size_t in_flight, int limited, int q_wait) {
+  store *st = f->st;
+  int rc = STORE_OK, empty = 0;
+  if (!t->listening) {
+    rc = st->ops->listen(st, 1);
+    t->listening = rc == STORE_OK;
+  }
+  /* a full name's jobs wait for a slot, whose end kicks this thread */
+  if (rc == STORE_OK && limited) rc = use_set(f, &t->names, SET_NONE, t->room, &empty);
+  store_wake wk;
+  double t0 = clock_mono();
+  if (rc == STORE_OK) rc = st->ops->next_wake(st, &wk);
+  if (rc != STORE_OK) return rc;
+  double mid = (t0 + clock_mono()) / 2;
+  t->offset = wk.db_now - mid;
+  if (wk.next_due <= wk.db_now || q_wait) {
+    /* due, yet not claimed: held by others; look again soon */
+    t->held_delay = t->held_delay == 0 ? HELD_MIN : fmin(t->held_delay * 2, HELD_MAX);
+    t->claim_at = clock_mono() + t->held_delay;
+  } else {
+    t->held_delay = 0;
+    t->claim_at = wk.next_due - t->offset;
+  }
+  if (t->claim_at > mid + FALLBACK) t->claim_at = mid + FALLBACK;
+  /* not sooner than HELD_MAX after the last rescue: an expired lease it
+   * could not take (another rescue, or a client, holds its row) must not
+   * make it spin */
+  if (in_flight == 0)
+    t->next_rescue = fmax(wk.next_expiry - t->offset + 0.001, t->rescued_at + HELD_MAX);
+  double cron = wk.next_cron - t->offset;
+  pthread_mutex_lock(&f->mu);
+  if (cron != f->next_cron) {
+    f->next_cron = cron;
+    signal_fd(f->wake_fd);
+  }
+  pthread_mutex_unlock(&f->mu);
+  return STORE_OK;
+}
+
+/* One round of claims for up to `want` free slots: each name with a
+ * limit alone, up to its room, then the others together.  The jobs go to
+ * the Lua thread; with none, look_ahead.  *worked when jobs came. */
+static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *worked) {
+  store *st = f->st;
+  int rc = STORE_OK;
+  pthread_mutex_lock(&f->mu);
+  int oom = take_names(f, &t->names) != 0 ||
+            grow((void **)&t->room, &t->room_cap, t->names.n, sizeof *t->room) ||
+            grow((void **)&t->sets, &t->sets_cap, t->names.n, sizeof *t->sets);
+  const name_table *nt = &t->names;
+  for (size_t i = 0; !oom && i < nt->n; i++) {
+    size_t used = i < f->counts_cap ? f->counts[i] : 0;
+    t->room[i] = nt->limits[i] == 0    ? 1
+                 : used < nt->limits[i] ? (int)(nt->limits[i] - used)
+                                        : 0;
+  }
+  int limited = f->limited;
+  f->claiming = !f->stopping;
+  pthread_mutex_unlock(&f->mu);
+  if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
+  size_t n_sets = 0, got = 0;
+  int any_free = 0, q_wait = 0, q_alone = 0;
+  for (size_t i = 0; rc == STORE_OK && i < nt->n; i++) {
+    if (nt->limits[i] == 0)
+      any_free = 1;
+    else if (t->room[i] > 0)
+      t->sets[n_sets++] = (int)i;
+  }
+  if (any_free) t->sets[n_sets++] = SET_FREE;
+  if (in_flight == 0) t->until = 0; /* a fresh group of leases */
+  for (size_t j = 0; rc == STORE_OK && j < n_sets && got < want; j++) {
+    int set = t->sets[j];
+    size_t limit = want - got;
+    if (set >= 0 && (size_t)t->room[set] < limit) limit = (size_t)t->room[set];
+    if (limit > f->batch_max) limit = f->batch_max;
+    int empty = 0;
+    rc = use_set(f, &t->names, set, t->room, &empty);
+    if (rc != STORE_OK || empty) continue;
+    store_job *jobs = NULL;
+    size_t n = 0;
+    int q = 0;
+    rc = st->ops->claim_leased(st, limit, f->lease, &t->until, f->worker,
+                               in_flight == 0 && got == 0, &jobs, &n, &q);
+    if (rc != STORE_OK) break;
+    if (q == 1) q_wait = 1;
+    if (n == 0) continue;
+    hand_over(f, &t->names, jobs, n, q == 2);
+    got += n;
+    if (q == 2) {
+      q_alone = 1;
+      break; /* quarantined jobs run alone */
+    }
+  }
+  pthread_mutex_lock(&f->mu);
+  f->claiming = 0; /* what it got is in flight, or released (stopped meanwhile) */
+  pthread_mutex_unlock(&f->mu);
+  if (rc != STORE_OK) return rc;
+  t->quarantine_wait = q_wait && !q_alone;
+  if (got > 0) {
+    if (t->next_renew == INFINITY) t->next_renew = clock_mono() + f->lease / 3;
+    t->held_delay = 0;
+    *worked = 1;
+    return STORE_OK;
+  }
+  if (q_wait && in_flight > 0) return STORE_OK; /* let the jobs in flight end first */
+  return look_ahead(f, t, in_flight, limited, q_wait);
+}
+
+/* The database failed (rc) or answered: say so once, back off. */
+static void report(fetcher *f, turn *t, int rc) {
+  if (rc != STORE_OK) {
+    if (rc == STORE_DOWN) t->listening = 0; /* LISTEN again on the new connection */
+    if (!t->trouble) {
+      buf m = BUF_INIT;
+      buf_adds(&m, store_error(f->st));
+      buf_adds(&m, "; retrying until it works");
+      pthread_mutex_lock(&f->mu);
+      say(f, "warn", buf_cstr(&m));
+      pthread_mutex_unlock(&f->mu);
+      buf_free(&m);
+    }
+    t->trouble = 1;
+    t->retry_at = clock_mono() + t->retry_delay * jitter();
+    t->retry_delay = fmin(t->retry_delay * 2, RETRY_MAX);
+    return;
+  }
+  if (t->trouble) {
+    pthread_mutex_lock(&f->mu);
+    say(f, "info", "database available again");
+    pthread_mutex_unlock(&f->mu);
+  }
+  t->trouble = 0;
+  t->retry_delay = RETRY_MIN;
+}
+
+/* Sleep until something is due (a claim, a renewal, a rescue, a retry),
+ * the Lua thread kicks, or a notification comes. */
+static void sleep_turn(fetcher *f, turn *t) {
+  double now = clock_mono();
+  pthread_mutex_lock(&f->mu);
+  int more = f->n_outs > 0 && t->n_w == 0;
+  int claimable = !f->stopping && !f->quit && !f->alone && f->n_flights < f->concurrency &&
+                  !(t->quarantine_wait && f->n_flights > 0);
+  int flying = f->n_flights > 0, stopping = f->stopping;
+  pthread_mutex_unlock(&f->mu);
+  if (more) return;
+  double wake = now + FALLBACK;
+  if (claimable && t->claim_at < wake) wake = t->claim_at;
+  if (flying && t->next_renew < wake) wake = t->next_renew;
+  if (!stopping && t->next_rescue < wake) wake = t->next_rescue;
+  if (t->trouble && t->retry_at > wake) wake = t->retry_at; /* nothing before the retry */
+  if (t->n_w && t->retry_at < wake) wake = t->retry_at;
+  double left = wake - now;
+  if (left <= 0) return;
+  struct pollfd fds[2] = {{f->kick_fd, POLLIN, 0}, {-1, POLLIN, 0}};
+  nfds_t nfds = 1;
+  int sock = t->listening ? f->st->ops->socket(f->st) : -1;
+  if (sock >= 0) fds[nfds++].fd = sock;
+  if (poll(fds, nfds, (int)ceil(left * 1000)) <= 0) return;
+  if (fds[0].revents) drain_fd(f->kick_fd);
+  if (nfds > 1 && fds[1].revents) {
+    double earliest;
+    if (f->st->ops->notifications(f->st, &earliest) != STORE_OK)
+      t->listening = 0;
+    else if (isfinite(earliest) && earliest - t->offset < t->claim_at)
+      t->claim_at = earliest - t->offset;
+  }
+}
+
 static void *fetch_loop(void *arg) {
   fetcher *f = arg;
   store *st = f->st;
-  store_outcome *w = NULL; /* outcomes being written: swapped with f->outs */
-  size_t n_w = 0, w_cap = 0;
-  store_claim *renew = NULL;
-  size_t renew_cap = 0;
-  name_table names = {NULL, NULL, NULL, 0, NULL, NULL, SET_NONE};
-  int *room = NULL; /* free slots per name this round (1 for one without a limit) */
-  size_t room_cap = 0;
-  int *sets = NULL; /* the round's claims: name indexes, SET_FREE */
-  size_t sets_cap = 0;
-  double until = 0;  /* the one expiry of the leases in flight (database clock) */
-  double offset = 0; /* database clock minus monotonic */
-  double next_renew = INFINITY, next_rescue = 0, claim_at = 0, held_delay = 0;
-  double retry_at = 0, retry_delay = RETRY_MIN;
-  int trouble = 0, quarantine_wait = 0, listening = 0, last_tries = 0;
+  turn t;
+  memset(&t, 0, sizeof t);
+  t.names.set = SET_NONE;
+  t.next_renew = INFINITY;
+  t.rescued_at = -INFINITY;
+  t.retry_delay = RETRY_MIN;
+  int last_tries = 0;
   for (;;) {
     double now = clock_mono();
     pthread_mutex_lock(&f->mu);
-    if (n_w == 0 && f->n_outs > 0) {
-      store_outcome *t = w;
-      size_t tc = w_cap;
-      w = f->outs, w_cap = f->outs_cap, n_w = f->n_outs;
-      f->outs = t, f->outs_cap = tc, f->n_outs = 0;
+    if (t.n_w == 0 && f->n_outs > 0) {
+      store_outcome *x = t.w;
+      size_t xc = t.w_cap;
+      t.w = f->outs, t.w_cap = f->outs_cap, t.n_w = f->n_outs;
+      f->outs = x, f->outs_cap = xc, f->n_outs = 0;
     }
-    f->writing = n_w > 0;
+    f->writing = t.n_w > 0;
     int quit = f->quit, stopping = f->stopping;
-    if (f->slot_freed) claim_at = 0, held_delay = 0, f->slot_freed = 0;
+    if (f->slot_freed) t.claim_at = 0, t.held_delay = 0, f->slot_freed = 0;
     size_t in_flight = f->n_flights;
-    if (in_flight == 0) until = 0, next_renew = INFINITY;
+    if (in_flight == 0) t.until = 0, t.next_renew = INFINITY;
     int can_claim = !stopping && !quit && !f->alone && in_flight < f->concurrency &&
-                    !(quarantine_wait && in_flight > 0);
-    size_t want = f->concurrency - in_flight;
-    if (want > f->batch_max) want = f->batch_max;
-    size_t k = 0;
-    if (in_flight && now >= next_renew && now >= retry_at && !quit) {
-      if (renew_cap < in_flight) {
-        store_claim *r = realloc(renew, in_flight * sizeof *r);
-        if (r) renew = r, renew_cap = in_flight;
+                    !(t.quarantine_wait && in_flight > 0);
+    size_t want = f->concurrency - in_flight, k = 0;
+    if (in_flight && now >= t.next_renew && now >= t.retry_at && !quit) {
+      if (t.renew_cap < in_flight) {
+        store_claim *r = realloc(t.renew, in_flight * sizeof *r);
+        if (r) t.renew = r, t.renew_cap = in_flight;
       }
-      for (size_t i = 0; i < f->n_flights && i < renew_cap; i++) {
+      for (size_t i = 0; i < f->n_flights && i < t.renew_cap; i++) {
         const flight *x = &f->flights[i];
         /* past its limit and a second: blocked in C, left to its lease */
-        if (x->deadline == 0 || now <= x->deadline + 1.0) renew[k++] = x->claim;
+        if (x->deadline == 0 || now <= x->deadline + 1.0) t.renew[k++] = x->claim;
       }
     }
     pthread_mutex_unlock(&f->mu);
 
-    int rc = STORE_OK, worked = 0;
-    size_t sent = 0;
-    if (!quit) send_requests(f, &sent); /* a failure is the request's answer */
-    /* a job of its own names may be due: its own write wakes no one here
-     * (SLEEP_LOCK is this session's own; SQLite's wake file, its own) */
-    if (sent) claim_at = 0, held_delay = 0;
     if (quit) {
       /* one last write of what is left (twice: the first may only
        * reconnect), then the leases cover the rest */
-      if (n_w && st->ops->finish(st, w, n_w) == STORE_OK) n_w = 0;
-      if (n_w == 0 && ++last_tries < 3) {
+      if (t.n_w && st->ops->finish(st, t.w, t.n_w) == STORE_OK) t.n_w = 0;
+      if (t.n_w == 0 && ++last_tries < 3) {
         pthread_mutex_lock(&f->mu);
         int more = f->n_outs > 0;
         pthread_mutex_unlock(&f->mu);
@@ -498,206 +695,43 @@ static void *fetch_loop(void *arg) {
       }
       break;
     }
-    if (n_w && now >= retry_at) {
-      rc = st->ops->finish(st, w, n_w);
-      if (rc == STORE_OK) {
-        for (size_t i = 0; i < n_w; i++) buf_reset(&w[i].error);
-        n_w = 0;
-        worked = 1;
-        pthread_mutex_lock(&f->mu);
-        f->writing = 0;
-        if (f->stopping && f->n_flights == 0 && f->n_outs == 0) signal_fd(f->wake_fd); /* settled */
-        pthread_mutex_unlock(&f->mu);
-      } else if (stopping) {
-        pthread_mutex_lock(&f->mu);
-        f->gave_up = 1;
-        signal_fd(f->wake_fd);
-        pthread_mutex_unlock(&f->mu);
-      }
-    }
+    int worked = 0;
+    size_t sent = 0;
+    send_requests(f, &sent); /* a failure is the request's answer */
+    /* a job of its own names may be due: its own write wakes no one here
+     * (SLEEP_LOCK is this session's own; SQLite's wake file, its own) */
+    if (sent) t.claim_at = 0, t.held_delay = 0;
+    int rc = write_outcomes(f, &t, now, &worked);
     if (rc == STORE_OK && k) {
       double u = 0;
-      rc = st->ops->heartbeat(st, renew, k, f->lease, &u);
+      rc = st->ops->heartbeat(st, t.renew, k, f->lease, &u);
       if (rc == STORE_OK) {
-        until = u;
-        next_renew = now + f->lease / 3;
+        t.until = u;
+        t.next_renew = now + f->lease / 3;
         worked = 1;
       }
     }
-    if (rc == STORE_OK && now >= next_rescue && now >= retry_at && !stopping) {
+    if (rc == STORE_OK && now >= t.next_rescue && now >= t.retry_at && !stopping) {
       rc = st->ops->rescue(st, f->max_attempts);
-      if (rc == STORE_OK) next_rescue = now + RESCUE_EVERY;
+      t.rescued_at = now;
+      if (rc == STORE_OK) t.next_rescue = now + RESCUE_EVERY;
       /* what it gave back is due: its own notification may not reach it
        * (SQLite's wake file is its own write) */
-      if (rc == STORE_OK && in_flight == 0) claim_at = 0, held_delay = 0;
+      if (rc == STORE_OK && in_flight == 0) t.claim_at = 0, t.held_delay = 0;
     }
-    if (rc == STORE_OK && can_claim && now >= claim_at && now >= retry_at) {
-      /* the round's sets: the names with room (under mu: counts) */
-      size_t free_slots = want;
-      pthread_mutex_lock(&f->mu);
-      int oom = take_names(f, &names) != 0;
-      if (grow((void **)&room, &room_cap, names.n, sizeof *room)) oom = 1;
-      for (size_t i = 0; !oom && i < names.n; i++) {
-        size_t used = i < f->counts_cap ? f->counts[i] : 0;
-        room[i] = names.limits[i] == 0 ? 1 : used < names.limits[i] ? (int)(names.limits[i] - used) : 0;
-      }
-      int limited = f->limited;
-      f->claiming = !f->stopping;
-      pthread_mutex_unlock(&f->mu);
-      if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
-      size_t got = 0;
-      int q_wait = 0, q_alone = 0;
-      if (in_flight == 0) until = 0; /* a fresh group of leases */
-      /* each name with a limit alone, up to its room; then the others
-       * together (sets[]: name indexes, SET_FREE last) */
-      size_t n_sets = 0;
-      if (!oom && grow((void **)&sets, &sets_cap, names.n, sizeof *sets)) rc = store_fail(st, STORE_NOMEM, "not enough memory");
-      int any_free = 0;
-      for (size_t i = 0; rc == STORE_OK && i < names.n; i++) {
-        if (names.limits[i] == 0)
-          any_free = 1;
-        else if (room[i] > 0)
-          sets[n_sets++] = (int)i;
-      }
-      if (any_free) sets[n_sets++] = SET_FREE;
-      for (size_t k = 0; rc == STORE_OK && k < n_sets && free_slots > 0; k++) {
-        int set = sets[k];
-        size_t limit = free_slots;
-        if (set >= 0 && (size_t)room[set] < limit) limit = (size_t)room[set];
-        if (limit > f->batch_max) limit = f->batch_max;
-        int empty = 0;
-        rc = use_set(f, &names, set, room, &empty);
-        if (rc != STORE_OK || empty) continue;
-        store_job *jobs = NULL;
-        size_t n = 0;
-        int q = 0;
-        rc = st->ops->claim_leased(st, limit, f->lease, &until, f->worker,
-                                   in_flight == 0 && got == 0, &jobs, &n, &q);
-        if (rc != STORE_OK) break;
-        if (q == 1) q_wait = 1;
-        if (n == 0) continue;
-        hand_over(f, &names, jobs, n, q == 2);
-        got += n;
-        free_slots -= n < free_slots ? n : free_slots;
-        if (q == 2) {
-          q_alone = 1;
-          break; /* a quarantined job runs alone */
-        }
-      }
-      pthread_mutex_lock(&f->mu);
-      f->claiming = 0; /* what it got is in flight, or released (stopped meanwhile) */
-      pthread_mutex_unlock(&f->mu);
-      if (rc == STORE_OK) {
-        quarantine_wait = q_wait && !q_alone;
-        if (got > 0) {
-          if (next_renew == INFINITY) next_renew = now + f->lease / 3;
-          held_delay = 0;
-          worked = 1;
-        } else if (q_wait && in_flight > 0) {
-          /* a quarantined job waits: let the jobs in flight end first */
-        } else {
-          int empty = 0;
-          if (!listening) {
-            rc = st->ops->listen(st, 1);
-            listening = rc == STORE_OK;
-          }
-          /* wake for the names that have room (a full one's jobs wait
-           * for a slot: its end kicks this thread) */
-          if (rc == STORE_OK && limited) rc = use_set(f, &names, SET_NONE, room, &empty);
-          store_wake wk;
-          double t0 = clock_mono();
-          if (rc == STORE_OK) rc = st->ops->next_wake(st, &wk);
-          if (rc == STORE_OK) {
-            double mid = (t0 + clock_mono()) / 2;
-            offset = wk.db_now - mid;
-            if (wk.next_due <= wk.db_now || q_wait) {
-              /* due, yet not claimed: held by others; look again soon */
-              held_delay = held_delay == 0 ? HELD_MIN : fmin(held_delay * 2, HELD_MAX);
-              claim_at = clock_mono() + held_delay;
-            } else {
-              held_delay = 0;
-              claim_at = wk.next_due - offset;
-            }
-            if (claim_at > mid + FALLBACK) claim_at = mid + FALLBACK;
-            if (in_flight == 0) next_rescue = wk.next_expiry - offset + 0.001;
-            double cron = wk.next_cron - offset;
-            pthread_mutex_lock(&f->mu);
-            if (cron != f->next_cron) {
-              f->next_cron = cron;
-              signal_fd(f->wake_fd);
-            }
-            pthread_mutex_unlock(&f->mu);
-          }
-        }
-      }
-    }
-    if (rc != STORE_OK) {
-      if (rc == STORE_DOWN) listening = 0; /* LISTEN again on the new connection */
-      pthread_mutex_lock(&f->mu);
-      if (!trouble) {
-        buf m = BUF_INIT;
-        buf_adds(&m, store_error(st));
-        buf_adds(&m, "; retrying until it works");
-        say(f, "warn", buf_cstr(&m));
-        buf_free(&m);
-      }
-      pthread_mutex_unlock(&f->mu);
-      trouble = 1;
-      retry_at = clock_mono() + retry_delay * jitter();
-      retry_delay = fmin(retry_delay * 2, RETRY_MAX);
-    } else {
-      if (trouble) {
-        pthread_mutex_lock(&f->mu);
-        say(f, "info", "database available again");
-        pthread_mutex_unlock(&f->mu);
-      }
-      trouble = 0;
-      retry_delay = RETRY_MIN;
-    }
-    if (worked) continue; /* more may be ready: look again at once */
-
-    /* sleep until something is due, or the Lua thread kicks, or a
-     * notification comes */
-    now = clock_mono();
-    pthread_mutex_lock(&f->mu);
-    int more = f->n_outs > 0 && n_w == 0;
-    int claimable = !f->stopping && !f->quit && !f->alone && f->n_flights < f->concurrency &&
-                    !(quarantine_wait && f->n_flights > 0);
-    int flying = f->n_flights > 0;
-    pthread_mutex_unlock(&f->mu);
-    if (more) continue;
-    double wake = now + FALLBACK;
-    if (claimable && claim_at < wake) wake = claim_at;
-    if (flying && next_renew < wake) wake = next_renew;
-    if (next_rescue < wake) wake = next_rescue;
-    if (trouble && retry_at > wake) wake = retry_at; /* nothing before the retry */
-    if (n_w && retry_at < wake) wake = retry_at;
-    double left = wake - now;
-    if (left <= 0) continue;
-    struct pollfd fds[2] = {{f->kick_fd, POLLIN, 0}, {-1, POLLIN, 0}};
-    nfds_t nfds = 1;
-    int sock = listening ? st->ops->socket(st) : -1;
-    if (sock >= 0) fds[nfds++].fd = sock;
-    int ms = (int)ceil(left * 1000);
-    if (poll(fds, nfds, ms) > 0) {
-      if (fds[0].revents) drain_fd(f->kick_fd);
-      if (nfds > 1 && fds[1].revents) {
-        double earliest;
-        if (st->ops->notifications(st, &earliest) != STORE_OK)
-          listening = 0;
-        else if (isfinite(earliest) && earliest - offset < claim_at)
-          claim_at = earliest - offset;
-      }
-    }
+    if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
+      rc = claim_round(f, &t, in_flight, want, &worked);
+    report(f, &t, rc);
+    if (!worked) sleep_turn(f, &t); /* else more may be ready: look again at once */
   }
-  for (size_t i = 0; i < w_cap; i++) buf_free(&w[i].error);
-  free(w);
-  free(renew);
-  free(room);
-  free(sets);
-  free_names(names.names, names.lens, names.limits, names.n);
-  free(names.list);
-  free(names.list_lens);
+  for (size_t i = 0; i < t.w_cap; i++) buf_free(&t.w[i].error);
+  free(t.w);
+  free(t.renew);
+  free(t.room);
+  free(t.sets);
+  free_names(t.names.names, t.names.lens, t.names.limits, t.names.n);
+  free(t.names.list);
+  free(t.names.list_lens);
   return NULL;
 }
 

@@ -54,9 +54,16 @@ local function job_body(f, e)
     return ok, err
   end
   if f.call then
-    local r = table.pack(f.call(listener, e.deadline))
-    if r.n == 0 then r = { false, timeout_message(e.limit) } end -- abandoned while it waited
-    land(f, e, r[1], r[2])
+    -- the adapter's relay may fail itself (out of memory): the job must
+    -- still land, or stop() would wait for it forever
+    local r = table.pack(pcall(f.call, listener, e.deadline))
+    if not r[1] then
+      land(f, e, false, r[2])
+    elseif r.n == 1 then
+      land(f, e, false, timeout_message(e.limit)) -- abandoned while it waited
+    else
+      land(f, e, r[2], r[3])
+    end
   else
     land(f, e, listener())
   end
