@@ -111,25 +111,25 @@ describe("schema_version()", function()
     assert.is_true(v >= 3)
   end)
 
-  it("upgrades a database at version 5 that holds jobs to 7, and they run #postgresql", function()
+  it("upgrades a database at version 5 that holds jobs to 8, and they run #postgresql", function()
     local dbname, database = helper.new_database("lua_scheduler_v5", finally)
     local old = helper.new{ database = database }
-    assert.equals(7, helper.ok(old:schema_version()))
+    assert.equals(8, helper.ok(old:schema_version()))
     old:close()
     -- the schema as version 5 left it: jobs_wake on (name, run_at), no
-    -- claim tokens, quarantine or batch records (7)
+    -- claim tokens, quarantine or batch records (7), no suspects (8)
     helper.psql([[
       DROP INDEX scheduler.jobs_wake;
       CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at) WHERE state = 'scheduled';
-      ALTER TABLE scheduler.jobs DROP COLUMN claim, DROP COLUMN quarantined;
+      ALTER TABLE scheduler.jobs DROP COLUMN claim, DROP COLUMN quarantined, DROP COLUMN suspects;
       DROP SEQUENCE scheduler.claim_tokens;
       DROP TABLE scheduler.batches;
       DROP TABLE scheduler.cancels;
-      DELETE FROM scheduler.migrations WHERE version IN (6, 7);
+      DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8);
       SELECT scheduler.schedule('v5', to_jsonb(i)) FROM generate_series(1, 300) AS i;]],
       { dbname = dbname })
     local w = helper.new{ database = database }
-    assert.equals(7, helper.ok(w:schema_version()))
+    assert.equals(8, helper.ok(w:schema_version()))
     assert.equals("CREATE INDEX jobs_wake ON scheduler.jobs USING btree (name, run_at, id)"
       .. " WHERE (state = 'scheduled'::text)",
       helper.psql("SELECT pg_get_indexdef('scheduler.jobs_wake'::regclass)", { dbname = dbname }))
