@@ -380,8 +380,10 @@ unsigned long long fetcher_schedule(fetcher *f, const store_new_job *j) {
 size_t fetcher_answers(fetcher *f, fetch_answer *out, size_t max) {
   pthread_mutex_lock(&f->mu);
   size_t n = f->n_answers < max ? f->n_answers : max;
-  memcpy(out, f->answers, n * sizeof *out);
-  memmove(f->answers, f->answers + n, (f->n_answers - n) * sizeof *f->answers);
+  if (n) {
+    memcpy(out, f->answers, n * sizeof *out);
+    memmove(f->answers, f->answers + n, (f->n_answers - n) * sizeof *f->answers);
+  }
   f->n_answers -= n;
   if (f->n_answers) signal_fd(f->wake_fd); /* still readable */
   pthread_mutex_unlock(&f->mu);
@@ -792,8 +794,10 @@ size_t fetcher_take(fetcher *f, fetched_job **out, size_t max) {
   drain_fd(f->wake_fd);
   pthread_mutex_lock(&f->mu);
   size_t n = f->n_ready < max ? f->n_ready : max;
-  memcpy(out, f->ready, n * sizeof *out);
-  memmove(f->ready, f->ready + n, (f->n_ready - n) * sizeof *f->ready);
+  if (n) {
+    memcpy(out, f->ready, n * sizeof *out);
+    memmove(f->ready, f->ready + n, (f->n_ready - n) * sizeof *f->ready);
+  }
   f->n_ready -= n;
   if (f->n_ready || f->news_level) signal_fd(f->wake_fd); /* still readable */
   pthread_mutex_unlock(&f->mu);
