@@ -24,21 +24,15 @@
  * step: other coroutines get their turn). */
 #define TAKE_MAX 256
 
-static core *check(lua_State *L) {
-  core *c = luaL_checkudata(L, 1, CORE_MT);
-  if (c->closed) luaL_error(L, "scheduler: the instance is closed");
-  return c;
-}
-
 static core *check_fetching(lua_State *L) {
-  core *c = check(L);
+  core *c = core_check(L);
   if (!c->fetch) luaL_error(L, "scheduler: the concurrent worker is not started");
   return c;
 }
 
 /* c:fetch_start(concurrency) -> true | nil, err */
 static int l_fetch_start(lua_State *L) {
-  core *c = check(L);
+  core *c = core_check(L);
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 1 && n <= 100000, 2, "concurrency must be 1..100000");
   if (c->running || c->fetch) {
@@ -290,7 +284,7 @@ static int l_fetch_news(lua_State *L) {
 
 /* c:fetch_close(): the fetcher stops (one last write of what is left) */
 static int l_fetch_close(lua_State *L) {
-  core *c = check(L);
+  core *c = core_check(L);
   if (c->fetch) {
     fetcher_free(c->fetch);
     c->fetch = NULL;
@@ -303,20 +297,20 @@ static int l_fetch_close(lua_State *L) {
 /* c:guard(limit) on the listener's coroutine, before its call;
  * c:unguard() after it */
 static int l_guard(lua_State *L) {
-  check(L);
+  core_check(L);
   dispatch_guard(L, luaL_checknumber(L, 2));
   return 0;
 }
 
 static int l_unguard(lua_State *L) {
-  check(L);
+  core_check(L);
   dispatch_unguard(L);
   return 0;
 }
 
 /* c:handler() -> the message handler for listener calls (a traceback) */
 static int l_handler(lua_State *L) {
-  core *c = check(L);
+  core *c = core_check(L);
   dispatch_handler(L, c);
   return 1;
 }

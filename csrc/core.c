@@ -47,18 +47,18 @@ static int fail(lua_State *L, const char *op, const char *detail) {
   return 2;
 }
 
-static core *check_core(lua_State *L) {
+core *core_check(lua_State *L) {
   core *c = luaL_checkudata(L, 1, CORE_MT);
   if (c->closed) luaL_error(L, "scheduler: the instance is closed");
   return c;
 }
 
-/* check_core for the operations that use the store.  A listener (or the
+/* core_check for the operations that use the store.  A listener (or the
  * log function) may call them while run() holds a batch in an open
  * transaction on this very connection: settle the batch first, so the
  * call commits on its own, at once (see store_ops.settle). */
 static core *check_store(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   if (c->hb) heartbeat_settle(c->hb);
   return c;
 }
@@ -331,7 +331,7 @@ static void set_per_name(lua_State *L, int env, const char *field) {
 
 /* s:on(name, fn [, max_attempts [, timeout [, concurrency]]]) */
 static int l_on(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   luaL_checkstring(L, 2);
   luaL_checkany(L, 3);
   lua_Integer max = luaL_optinteger(L, 4, 0);
@@ -365,7 +365,7 @@ static int l_on(lua_State *L) {
 
 /* s:off(name) */
 static int l_off(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   luaL_checkstring(L, 2);
   int env = push_env(L);
   lua_getfield(L, env, "listeners");
@@ -503,12 +503,12 @@ static int id_op(lua_State *L, const char *op,
 }
 
 static int l_cancel(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   return id_op(L, "cancel", c->st->ops->cancel);
 }
 
 static int l_retry(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   return id_op(L, "retry", c->st->ops->retry);
 }
 
@@ -788,7 +788,7 @@ static int l_schema_version(lua_State *L) {
 
 /* s:run(seconds, drain) -> true | count (drain) | nil, err */
 static int l_run(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   loop_opts o;
   o.seconds = luaL_optnumber(L, 2, -1);
   o.drain = lua_toboolean(L, 3);
@@ -812,7 +812,7 @@ static int l_run(lua_State *L) {
 
 /* s:stop(): the job in hand finishes; the rest of the batch goes back. */
 static int l_stop(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   c->stopping = c->running;
   if (c->fetch) fetcher_stop(c->fetch); /* a concurrent worker: see concurrent.lua */
   return 0;
@@ -820,7 +820,7 @@ static int l_stop(lua_State *L) {
 
 /* s:running() -> boolean */
 static int l_running(lua_State *L) {
-  core *c = check_core(L);
+  core *c = core_check(L);
   lua_pushboolean(L, c->running);
   return 1;
 }

@@ -40,6 +40,8 @@ typedef struct core {
   size_t n_outcomes, outcomes_cap;
 } core;
 
+/* The Core userdata at index 1, or a Lua error (not one, or closed). */
+core *core_check(lua_State *L);
 /* Hand the store (and a concurrent worker's fetcher) the names of the
  * registered listeners, with their env.slots.  A STORE_* code. */
 int core_sync_names(lua_State *L, core *c, int env);

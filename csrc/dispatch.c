@@ -120,6 +120,14 @@ typedef struct guard {
 /* The innermost listener call with a time limit on this OS thread. */
 static _Thread_local guard *active_guard;
 
+/* Raise the time limit's error: "timeout: listener ran longer than Ns". */
+static void raise_timeout(lua_State *L, double limit) {
+  char secs[32];
+  snprintf(secs, sizeof secs, "%g", limit);
+  lua_pushfstring(L, "timeout: listener ran longer than %ss", secs);
+  lua_error(L);
+}
+
 static void timeout_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   guard *g = active_guard;
@@ -134,10 +142,7 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(g->L, timeout_hook, LUA_MASKCOUNT, 1);
   }
   if (L != g->L) lua_sethook(L, timeout_hook, LUA_MASKCOUNT, 1);
-  char secs[32];
-  snprintf(secs, sizeof secs, "%g", g->limit);
-  lua_pushfstring(L, "timeout: listener ran longer than %ss", secs);
-  lua_error(L);
+  raise_timeout(L, g->limit);
 }
 
 double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j) {
@@ -217,10 +222,7 @@ static void co_timeout_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, co_timeout_hook, LUA_MASKCOUNT, 1);
   }
   if (stack_depth(L) < g->depth) return; /* the wrapper, after the call */
-  char secs[32];
-  snprintf(secs, sizeof secs, "%g", g->limit);
-  lua_pushfstring(L, "timeout: listener ran longer than %ss", secs);
-  lua_error(L);
+  raise_timeout(L, g->limit);
 }
 
 void dispatch_guard(lua_State *L, double limit) {
