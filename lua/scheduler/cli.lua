@@ -313,7 +313,7 @@ late" for a due job still waiting).  Shows at most --limit jobs (default
           ("%d/%d"):format(j.attempt, max_of(j)), text.first_line(j.last_error, 72) }
       end
       out(text.table({ "ID", "NAME", "STATE", "RUN AT", "WHEN", "ATTEMPT", "LAST ERROR" }, rows,
-        { [1] = true, [6] = true }))
+        { [1] = true, [6] = true }, { [7] = 72 }))
     end
     if more then
       io.stderr:write(("(only the first %d jobs; use --limit N, or --limit 0 for all)\n"):format(limit))
