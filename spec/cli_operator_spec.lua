@@ -96,3 +96,235 @@ describe("lua-scheduler with bulky data", function()
     assert.equals(1, found and found.failed)
   end)
 end)
+
+-- A database of its own (bulk commands select every job of it): a new
+-- PostgreSQL database of the test cluster, or a new SQLite file; and the
+-- helper.sql options that reach it.
+local function fresh_database(finally)
+  if helper.POSTGRESQL then
+    local dbname, database = helper.new_database("operator", finally)
+    return database, { dbname = dbname }
+  end
+  local path = helper.tmpdir() .. "/operator.db"
+  return "sqlite:" .. path, { path = path }
+end
+
+-- Set job `id` failed, its last attempt due `ago` seconds ago.
+local function make_failed(id, ago, attempt)
+  helper.sql(("UPDATE scheduler.jobs SET state = 'failed', attempt = %d, last_error = 'boom',"
+    .. " run_at = %s WHERE id = %d"):format(attempt or 1, helper.sql_time(helper.now() - ago), id))
+end
+
+-- Set job `id` running, leased to a worker that is not there (as if it ran it).
+local function make_running(id)
+  helper.sql(("UPDATE scheduler.jobs SET state = 'running', attempt = 1, locked_by = 'elsewhere:1',"
+    .. " locked_until = %s%s WHERE id = %d"):format(helper.sql_time(helper.now() + 3600),
+    helper.SQLITE and ", claim = 987654321" or "", id))
+end
+
+describe("delete, bulk cancel and purge", function()
+  after_each(function()
+    cli.cleanup()
+    helper.cleanup()
+  end)
+
+  it("never remove a job a worker runs or has claimed: each of those runs once, the rest is counted", function()
+    local name = helper.name("claimed")
+    local s = helper.new()
+    local observer = helper.new()
+    -- quick jobs first: the worker sizes its batches to its listeners'
+    -- measured run time, so the due jobs below come in one batch
+    local warming = true
+    s:on(name, function() end)
+    for _ = 1, 20 do helper.schedule(s, name, nil) end
+    while warming do warming = s:run { drain = true } > 0 end
+    s:off(name)
+    local due = {}
+    for i = 1, 5 do due[i] = helper.schedule(s, name, { n = i }) end
+    local later = { helper.schedule(s, name, nil, { delay = 3600 }), helper.schedule(s, name, nil, { delay = 7200 }) }
+    local failed = { helper.schedule(s, name, nil, { delay = 60 }), helper.schedule(s, name, nil, { delay = 60 }) }
+    make_failed(failed[1], 10)
+    make_failed(failed[2], 7200)
+    local runs, inside = {}, nil
+    s:on(name, function(_, job)
+      runs[job.id] = (runs[job.id] or 0) + 1
+      if inside then return end
+      -- first job of the batch: the others are claimed with it (held by the
+      -- claim's transaction on PostgreSQL, leased on SQLite), this one runs
+      -- (delete last: on its own running job it falls back to cancel,
+      -- which waits for the worker, and meanwhile a batch that runs long
+      -- gives back its unstarted jobs, which are then waiting again)
+      inside = {}
+      inside.purged_young = { observer:purge_failed { name = name, older_than = 3600 } }
+      inside.cancelled_failed = { observer:cancel_all { name = name, state = "failed" } }
+      inside.cancelled = { observer:cancel_all { name = name } }
+      inside.delete_self = { observer:delete(job.id) }
+    end)
+    local ran = s:run { drain = true }
+    -- the attack happened: the batch claimed all five (the warm-up made
+    -- batches large), so four claimed jobs were there to remove; each ran
+    assert.equals(5, ran)
+    assert.same({ false }, inside.delete_self)
+    assert.same({ 1 }, inside.purged_young) -- the one failed two hours ago
+    assert.same({ 1 }, inside.cancelled_failed) -- the other one
+    -- the waiting jobs not due, and any due job the batch had not taken
+    local removed_due = 0
+    for _, id in ipairs(due) do
+      assert.is_true((runs[id] or 0) <= 1, "job " .. id .. " ran twice")
+      if not runs[id] then
+        removed_due = removed_due + 1
+        assert.is_nil(s:job(id))
+      end
+    end
+    assert.same({ 2 + removed_due }, inside.cancelled)
+    local n = 0
+    for _ in pairs(runs) do n = n + 1 end
+    assert.equals(ran, n)
+    assert.equals(5, removed_due + n)
+    for _, id in ipairs(later) do assert.is_nil(s:job(id)) end
+    for _, id in ipairs(failed) do assert.is_nil(s:job(id)) end
+    assert.equals(0, helper.count_jobs(name))
+  end)
+
+  it("delete removes a failed or waiting job, not a running one; the API checks its arguments", function()
+    local name = helper.name("delete")
+    local s = helper.new()
+    local f = helper.schedule(s, name, nil)
+    local w = helper.schedule(s, name, nil, { delay = 60 })
+    local r = helper.schedule(s, name, nil)
+    make_failed(f, 5)
+    make_running(r)
+    assert.is_true(helper.ok(s:delete(f)))
+    assert.is_true(helper.ok(s:delete(w)))
+    assert.same({ false }, { s:delete(r) })
+    assert.same({ false }, { s:delete(f) })
+    assert.equals("running", s:job(r).state)
+    assert.equals(0, helper.ok(s:cancel_all { name = name }))
+    assert.equals(0, helper.ok(s:purge_failed { name = name }))
+    assert.equals(1, helper.count_jobs(name))
+    helper.raises(function() s:delete("1") end, "delete: the job id must be an integer")
+    helper.raises(function() s:cancel_all { state = "running" } end, "a running job is never cancelled")
+    helper.raises(function() s:cancel_all { names = "x" } end, 'unknown option "names"')
+    helper.raises(function() s:purge_failed { older_than = -1 } end, "older_than must be")
+    helper.raises(function() s:purge_failed { name = "" } end, "must not be empty")
+  end)
+
+  it("the commands report counts (text and --json), leave running jobs, and refuse bad usage", function()
+    local database, where = fresh_database(finally)
+    local env = { env = { LUA_SCHEDULER_DATABASE = database } }
+    local function run(...) return cli.exec({ ... }, env) end
+    local s = helper.new { database = database }
+    local a, b = helper.name("a"), helper.name("b")
+    local ids = {}
+    for i = 1, 3 do ids[#ids + 1] = helper.schedule(s, a, i) end -- 1-3 waiting
+    for i = 1, 2 do ids[#ids + 1] = helper.schedule(s, b, i, { delay = 600 }) end -- 4-5 waiting
+    local running = helper.schedule(s, a, nil)
+    local old, young = helper.schedule(s, a, nil), helper.schedule(s, b, nil)
+    s:close()
+    local function sql(q) return helper.sql(q, where) end
+    local function sql_time(t) return helper.sql_time(t) end
+    sql(("UPDATE scheduler.jobs SET state = 'failed', attempt = 2, run_at = %s WHERE id = %d")
+      :format(sql_time(helper.now() - 2 * 86400), old))
+    sql(("UPDATE scheduler.jobs SET state = 'failed', attempt = 2, run_at = %s WHERE id = %d")
+      :format(sql_time(helper.now() - 60), young))
+    sql(("UPDATE scheduler.jobs SET state = 'running', attempt = 1, locked_by = 'x:1', locked_until = %s%s"
+      .. " WHERE id = %d"):format(sql_time(helper.now() + 3600), helper.SQLITE and ", claim = 987654321" or "",
+      running))
+
+    local r = run("delete", tostring(running))
+    assert_exit(1, r)
+    assert.matches("job " .. running .. " is running; only a failed or waiting job can be deleted", r.err)
+    r = run("cancel", tostring(old))
+    assert_exit(1, r)
+    assert.matches("delete " .. old .. " removes it", r.err)
+
+    r = run("purge", "--failed", "--older-than", "1d")
+    assert_exit(0, r)
+    assert.equals("purged 1 failed job\n", r.out)
+    r = run("purge", "--failed", "--name", a, "--json")
+    assert_exit(0, r)
+    assert.same({ purged = 0 }, decode(r.out))
+
+    r = run("cancel", "--name", b, "--state", "scheduled", "--json")
+    assert_exit(0, r)
+    assert.same({ cancelled = 2 }, decode(r.out))
+    r = run("cancel", "--all")
+    assert_exit(0, r)
+    assert.equals("cancelled 4 jobs\n", r.out) -- 3 waiting of a, the young failed one of b
+    r = run("jobs", "--json")
+    assert_exit(0, r)
+    local left = decode(r.out)
+    assert.equals(1, #left)
+    assert.equals(running, left[1].id)
+    r = run("delete", "999999")
+    assert_exit(1, r)
+    assert.matches("no job 999999", r.err)
+
+    for _, bad in ipairs {
+      { { "cancel" }, "missing ID" },
+      { { "cancel", "1", "--all" }, "not both" },
+      { { "cancel", "--state", "running" }, "expected one of scheduled, failed" },
+      { { "purge" }, "missing --failed" },
+      { { "purge", "--failed", "--older-than", "soon" }, "--older-than" },
+      { { "delete" }, "missing ID" },
+      { { "delete", "x" }, "expected a job id" },
+    } do
+      r = cli.exec(bad[1], env)
+      assert_exit(2, r)
+      assert.is_truthy(r.err:find(bad[2], 1, true), cli.describe(r))
+    end
+  end)
+end)
+
+describe("attempts allowed", function()
+  after_each(function()
+    cli.cleanup()
+    helper.cleanup()
+  end)
+
+  it("jobs and show apply job, then listener (--listeners), then default, and say which", function()
+    local name, other = helper.name("limited"), helper.name("plain")
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/l.lua", ([[
+local scheduler = require "scheduler"
+scheduler.on(%q, function() error("boom") end, { max_attempts = 3 })
+scheduler.on(%q, function() end)
+]]):format(name, other))
+    local s = helper.new()
+    local failed = helper.schedule(s, name, nil)
+    local own = helper.schedule(s, name, nil, { delay = 60, max_attempts = 7 })
+    local plain = helper.schedule(s, other, nil, { delay = 60 })
+    s:close()
+    make_failed(failed, 1, 3)
+
+    local r = exec("jobs", "--name", name)
+    assert_exit(0, r)
+    assert.matches("failed%s+.-%s+3/25%?%s+boom", r.out)
+    assert.matches("0/7%s", r.out .. " ")
+    assert.matches("%?: 25, the default, unless the job's listener sets max_attempts", r.err)
+    r = exec("jobs", "--name", name, "--listeners", dir .. "/l.lua")
+    assert_exit(0, r)
+    assert.matches("failed%s+.-%s+3/3%s+boom", r.out)
+    assert.equals("", r.err)
+
+    r = exec("show", tostring(failed), "--listeners", dir)
+    assert_exit(0, r)
+    assert.matches("attempt%s+3 of 3 %(its listener's max_attempts, in " .. dir:gsub("%p", "%%%0"), r.out)
+    r = exec("show", tostring(failed))
+    assert.matches("attempt%s+3 of 25 %(the default, unless its listener sets max_attempts", r.out)
+    r = exec("show", tostring(own), "--listeners", dir)
+    assert.matches("attempt%s+0 of 7 %(the job's own max_attempts%)", r.out)
+    r = exec("show", tostring(plain), "--listeners", dir, "--json")
+    local j = decode(r.out)
+    assert.equals(25, j.attempts_allowed)
+    assert.equals("default", j.attempts_allowed_from)
+    j = decode(exec("show", tostring(failed), "--listeners", dir, "--json").out)
+    assert.same({ 3, "listener" }, { j.attempts_allowed, j.attempts_allowed_from })
+    j = decode(exec("show", tostring(failed), "--json").out)
+    assert.same({ 25, "default?" }, { j.attempts_allowed, j.attempts_allowed_from })
+
+    r = exec("jobs", "--listeners", dir .. "/missing.lua")
+    assert_exit(2, r)
+    assert.matches("%-%-listeners: cannot read listener file", r.err)
+  end)
+end)
