@@ -85,7 +85,11 @@ describe("lua-scheduler with bulky data", function()
     assert.equals(err, whole.last_error)
 
     r = timed("show", tostring(id))
-    assert.is_truthy(r.out:find(name, 1, true), "show gives the whole name")
+    -- whole, its control characters written as \xNN (no escape reaches the
+    -- terminal, no newline passes for another field)
+    local visible = name:gsub("\n", "\\x0a"):gsub("\27", "\\x1b")
+    assert.is_truthy(r.out:find("name         " .. visible .. "\n", 1, true), "show gives the whole name")
+    assert.is_falsy(r.out:find("\27", 1, true), "an escape reached the terminal")
     assert.is_truthy(r.out:find(key, 1, true), "show gives the whole key")
     assert.is_truthy(r.out:find("  second line", 1, true), "show gives the whole error")
     r = timed("show", tostring(id), "--json")
@@ -322,6 +326,11 @@ scheduler.on(%q, function() end)
     assert.same({ 3, "listener" }, { j.attempts_allowed, j.attempts_allowed_from })
     j = decode(exec("show", tostring(failed), "--json").out)
     assert.same({ 25, "default?" }, { j.attempts_allowed, j.attempts_allowed_from })
+
+    -- the variable a systemd EnvironmentFile can share with `run`
+    r = cli.exec({ "jobs", "--name", name }, { env = { LUA_SCHEDULER_LISTENERS = dir } })
+    assert_exit(0, r)
+    assert.matches("failed%s+.-%s+3/3%s+boom", r.out)
 
     r = exec("jobs", "--listeners", dir .. "/missing.lua")
     assert_exit(2, r)

@@ -72,7 +72,8 @@ local DATABASE = {
 local JSON = { "--json", help = "print JSON instead of text" }
 local LISTENERS = {
   "--listeners", value = "PATH",
-  help = "the listener file or directory `run` uses: read the max_attempts listeners set",
+  help = "the listener file or directory `run` uses: read the max_attempts listeners set"
+    .. " (default: $LUA_SCHEDULER_LISTENERS)",
 }
 
 ---------------------------------------------------------------------------
@@ -130,19 +131,25 @@ local function parse_payload(s)
   return v
 end
 
---- The listener limits the files at --listeners PATH set: { [name] =
--- max_attempts or false, path = PATH }, or nil without the option.  The
+--- The listener limits the files at --listeners PATH (else
+-- $LUA_SCHEDULER_LISTENERS) set: { [name] = max_attempts or false, path =
+-- PATH }, or nil without either.  The
 -- files are loaded as `run` loads them (their top-level code runs; nothing
 -- connects): the command cannot otherwise know a listener's max_attempts,
 -- which lives only in the workers' files.
 local function listener_limits(o)
-  if not o.listeners then return nil end
+  local path, from = o.listeners, "--listeners"
+  if not path then
+    path, from = os.getenv("LUA_SCHEDULER_LISTENERS"), "LUA_SCHEDULER_LISTENERS"
+    if path == "" then path = nil end
+  end
+  if not path then return nil end
   local listeners = require "scheduler.cli.listeners"
-  local files, err = listeners.files({ o.listeners })
-  if not files then usage_error("--listeners: " .. err) end
+  local files, err = listeners.files({ path })
+  if not files then usage_error(from .. ": " .. err) end
   local found, lerr = listeners.load(files)
-  if not found then usage_error("--listeners: " .. lerr, false) end
-  local limits = { path = o.listeners }
+  if not found then usage_error(from .. ": " .. lerr, false) end
+  local limits = { path = path }
   for _, l in ipairs(found) do
     limits[l.name] = type(l.opts) == "table" and math.tointeger(l.opts.max_attempts) or false
   end
@@ -402,23 +409,23 @@ the default (25); the listener's is known only from its file: give
     local allowed, from = allowed_of(j, limits)
     local lines = {
       { "id", tostring(j.id) },
-      { "name", j.name },
+      { "name", text.visible(j.name) },
       { "state", j.state },
       { "run at", ("%s (%s)"):format(text.local_time(j.run_at, true), when_of(j, now)) },
       { "attempt", ("%d of %d (%s)"):format(j.attempt, allowed, FROM[from]:format(limits and limits.path)) },
       { "priority", tostring(j.priority) },
-      { "key", j.key or "-" },
+      { "key", j.key and text.visible(j.key) or "-" },
       { "payload", text.json(j.payload) },
       { "created at", j.created_at and text.local_time(j.created_at, true) or "-" },
     }
     if j.locked_by then
-      lines[#lines + 1] = { "locked by", j.locked_by }
+      lines[#lines + 1] = { "locked by", text.visible(j.locked_by) }
       lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
     end
     for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
     if j.last_error then
       out("last error\n")
-      out((j.last_error:gsub("[^\n]+", "  %0")), "\n")
+      out((text.visible(j.last_error, "\n\t"):gsub("[^\n]+", "  %0")), "\n")
     end
   end,
 }

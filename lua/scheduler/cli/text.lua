@@ -162,6 +162,18 @@ function text.cell(s, max)
   return (p:gsub("[%c\127]", "?"))
 end
 
+--- s whole, with its control characters (but those in the string `keep`,
+-- such as "\n\t") written as \xNN: what `show` prints, so that
+-- a name or an error cannot drive the terminal (an escape sequence) or
+-- pass for other lines.
+function text.visible(s, keep)
+  s = tostring(s)
+  return (s:gsub("[%c\127]", function(c)
+    if keep and keep:find(c, 1, true) then return c end
+    return ("\\x%02x"):format(c:byte())
+  end))
+end
+
 local function width(s)
   return utf8.len(s) or #s
 end
