@@ -436,7 +436,7 @@ end
 
 COMMANDS.cancel = {
   summary = "cancel a waiting job, or many waiting and failed jobs",
-  synopsis = { "cancel ID", "cancel --all | --name N | --state scheduled|failed [--json]" },
+  synopsis = { "cancel ID [--json]", "cancel --all | --name N | --state scheduled|failed [--json]" },
   description = [[
 With ID: removes a waiting (scheduled) job, also one a worker has claimed
 but not started.  A running or failed job is not touched (exit 1; `delete`
