@@ -776,6 +776,25 @@ static int l_retry_failed(lua_State *L) {
   return 2;
 }
 
+/* s:remove(id|nil, name|nil, scheduled, failed, older_than|nil) -> removed
+ * | nil, err (store_ops.remove; scheduler.lua checks the arguments) */
+static int l_remove(lua_State *L) {
+  core *c = check_store(L);
+  store_removal r;
+  memset(&r, 0, sizeof r);
+  r.has_id = !lua_isnoneornil(L, 2);
+  if (r.has_id) r.id = check_id(L, 2);
+  r.name = luaL_optlstring(L, 3, NULL, &r.name_len);
+  r.scheduled = lua_toboolean(L, 4);
+  r.failed = lua_toboolean(L, 5);
+  r.older_than = luaL_optnumber(L, 6, -1);
+  if (isnan(r.older_than)) return luaL_argerror(L, 6, "older_than is NaN");
+  size_t removed;
+  if (c->st->ops->remove(c->st, &r, &removed) != STORE_OK) return fail(L, "remove", store_error(c->st));
+  lua_pushinteger(L, (lua_Integer)removed);
+  return 1;
+}
+
 /* s:schema_version() -> version | nil, err */
 static int l_schema_version(lua_State *L) {
   core *c = check_store(L);
@@ -836,7 +855,7 @@ static const luaL_Reg core_methods[] = {
     {"running", l_running},   {"abandon", l_abandon}, {"close", l_close},
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
-    {"stats", l_stats},       {"retry_failed", l_retry_failed},
+    {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
     {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {

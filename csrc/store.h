@@ -128,6 +128,21 @@ typedef struct store_job_row {
   double created_at;
 } store_job_row;
 
+/* Which jobs `remove` deletes (delete, bulk cancel, purge).  Unset fields
+ * (has_id 0, name NULL, older_than < 0) match every job; the states say
+ * which of the waiting ('scheduled') and failed jobs go.  A running job is
+ * never removed, nor a waiting job a worker has claimed (PostgreSQL: one
+ * in a batch a transaction holds, skipped as it is locked). */
+typedef struct store_removal {
+  int64_t id;
+  int has_id;
+  const char *name;
+  size_t name_len;
+  int scheduled, failed; /* remove waiting jobs / failed jobs */
+  double older_than; /* >= 0: only jobs whose run_at (a failed job's: its last attempt's) is
+                        more than this many seconds before the database's now */
+} store_removal;
+
 /* The statistics of one job name. */
 typedef struct store_stat {
   const char *name;
@@ -299,6 +314,9 @@ typedef struct store_ops {
    * one key, the newest is retried); *skipped counts those. */
   int (*retry_failed)(store *s, const char *name, size_t name_len, size_t *retried,
                       size_t *skipped);
+  /* Delete the jobs r selects (store_removal), in one statement; *removed
+   * = how many.  Unlike cancel, it never waits for nor asks a worker. */
+  int (*remove)(store *s, const store_removal *r, size_t *removed);
   /* The schema version: the number of applied migrations (connecting first
    * creates or upgrades the schema, as for every operation). */
   int (*schema_version)(store *s, int *version);

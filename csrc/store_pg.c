@@ -716,6 +716,7 @@ static const store_ops pg_ops = {
     .list = pg_list,
     .stats = pg_stats,
     .retry_failed = pg_retry_failed,
+    .remove = pg_remove,
     .schema_version = pg_schema_version,
 };
 

@@ -14,7 +14,7 @@
  *   store_pg_cancel.c    cancel(), and the requests a holder sees (CANCELS)
  *   store_pg_wake.c      sleeping and waking: LISTEN, notifications,
  *                        next_wake (SLEEP_LOCK), this worker's names
- *   store_pg_operators.c get, retry, list, stats, retry_failed
+ *   store_pg_operators.c get, retry, list, stats, retry_failed, remove
  */
 #ifndef SCHEDULER_STORE_PG_INTERNAL_H
 #define SCHEDULER_STORE_PG_INTERNAL_H
@@ -52,7 +52,7 @@ enum {
   /* store_pg_wake.c */
   Q_WAKE,
   /* store_pg_operators.c */
-  Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED,
+  Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_REMOVE,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
@@ -404,6 +404,7 @@ int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, dou
 int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                     size_t *skipped);
+int pg_remove(store *s, const store_removal *r, size_t *removed);
 
 #pragma GCC visibility pop
 

@@ -1,6 +1,6 @@
 /*
  * store_pg_operators.c: the operators' statements: get, retry, list,
- * stats and retry_failed.  Listing, statistics and bulk retry are planned
+ * stats, retry_failed and remove.  Listing, statistics, bulk retry and removal are planned
  * with their actual parameters: each NULL means "any", which a generic plan
  * could only serve with a scan of every job.
  */
@@ -78,6 +78,21 @@ static const pg_query pgq_retry_failed = {Q_RETRY_FAILED, NULL, 1,
     "  (SELECT count(*) FROM scheduler.jobs WHERE state = 'failed'"
     "   AND ($1::text IS NULL OR name = $1))"};
 
+
+/* $1 id, $2 name, $3 waiting jobs, $4 failed jobs, $5 seconds (NULL: any
+ * age).  The rows are locked first, skipping those locked: a job in a
+ * batch a claim transaction holds (deleted there, still visible here) or
+ * that a claim or cancel is taking is the worker's, not removed; the
+ * DELETE checks the state again on the row it locked. */
+static const pg_query pgq_remove = {Q_REMOVE, NULL, 5,
+    "WITH d AS (DELETE FROM scheduler.jobs WHERE id IN ("
+    "  SELECT id FROM scheduler.jobs"
+    "  WHERE ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR name = $2)"
+    "    AND (($3::boolean AND state = 'scheduled') OR ($4::boolean AND state = 'failed'))"
+    "    AND ($5::float8 IS NULL OR run_at < now() - $5::float8 * interval '1 second')"
+    "  FOR UPDATE SKIP LOCKED)"
+    " AND (($3::boolean AND state = 'scheduled') OR ($4::boolean AND state = 'failed'))"
+    " RETURNING 1) SELECT count(*) FROM d"};
 
 /* Fill j from row `row` of a get result (columns id, name, payload,
  * run_at, attempt, max_attempts, key, priority, state, last_error). */
@@ -216,5 +231,22 @@ int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried
   PQclear(r);
   *retried = (size_t)done;
   *skipped = before > done ? (size_t)(before - done) : 0;
+  return STORE_OK;
+}
+
+int pg_remove(store *s, const store_removal *r, size_t *removed) {
+  *removed = 0;
+  if (r->name && memchr(r->name, 0, r->name_len)) return STORE_OK; /* no such job */
+  char id[32], age[64];
+  snprintf(id, sizeof id, "%lld", (long long)r->id);
+  snprintf(age, sizeof age, "%.6f", r->older_than);
+  const char *values[5] = {r->has_id ? id : NULL, r->name, r->scheduled ? "true" : "false",
+                           r->failed ? "true" : "false", r->older_than >= 0 ? age : NULL};
+  PGresult *res = NULL;
+  int rc = pg_run(PG(s), &pgq_remove, values, &res);
+  if (rc) return rc;
+  long long n = parse_int(PQgetvalue(res, 0, 0));
+  PQclear(res);
+  *removed = n > 0 ? (size_t)n : 0;
   return STORE_OK;
 }

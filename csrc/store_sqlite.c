@@ -183,7 +183,7 @@ enum {
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
-  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_COUNT
+  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -347,6 +347,13 @@ static const char *const queries[Q_COUNT] = {
                        "     WHERE o.key = j.key AND o.state <> 'failed')"
                        "    AND j.id = (SELECT max(f.id) FROM scheduler_jobs f WHERE f.key = j.key"
                        "     AND f.state = 'failed' AND (?1 IS NULL OR f.name = ?1)))))",
+    /* store_ops.remove: ?1 id, ?2 name, ?3 waiting jobs, ?4 failed jobs, ?5
+     * run_at before (NULL: any).  A claimed job is 'running' here, never
+     * removed. */
+    [Q_REMOVE] = "DELETE FROM scheduler_jobs WHERE (?1 IS NULL OR id = ?1)"
+                 " AND (?2 IS NULL OR name = ?2)"
+                 " AND ((?3 AND state = 'scheduled') OR (?4 AND state = 'failed'))"
+                 " AND (?5 IS NULL OR run_at < ?5)",
 };
 
 /* ------------------------------------------------------------------ */
@@ -2284,6 +2291,27 @@ static int sq_retry_failed(store *s, const char *name, size_t name_len, size_t *
   return STORE_OK;
 }
 
+static int sq_remove(store *s, const store_removal *r, size_t *removed) {
+  sq_store *q = SQ(s);
+  *removed = 0;
+  int rc = begin(q, "removing jobs");
+  if (rc) return rc;
+  int changed = 0;
+  sqlite3_stmt *st = stmt(q, Q_REMOVE, &rc);
+  if (st) {
+    if (r->has_id) sqlite3_bind_int64(st, 1, r->id);
+    if (r->name) bind_text(st, 2, r->name, r->name_len);
+    sqlite3_bind_int(st, 3, r->scheduled != 0);
+    sqlite3_bind_int(st, 4, r->failed != 0);
+    if (r->older_than >= 0) sqlite3_bind_double(st, 5, clock_wall() - r->older_than);
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "removing jobs");
+  if ((rc = commit(q, "removing jobs", 0)) != STORE_OK) return rc;
+  *removed = changed > 0 ? (size_t)changed : 0;
+  return STORE_OK;
+}
+
 static int sq_schema_version(store *s, int *version) {
   sq_store *q = SQ(s);
   *version = 0;
@@ -2322,6 +2350,7 @@ static const store_ops sqlite_ops = {
     .list = sq_list,
     .stats = sq_stats,
     .retry_failed = sq_retry_failed,
+    .remove = sq_remove,
     .schema_version = sq_schema_version,
     .database = sq_database,
     .warning = sq_warning,

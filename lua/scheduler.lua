@@ -484,6 +484,57 @@ function Scheduler:retry_failed(opts)
   return c:retry_failed(opts.name)
 end
 
+-- Removal (delete, cancel_all, purge_failed) never touches a running job,
+-- nor a waiting one a worker has claimed (see store_removal in
+-- csrc/store.h); errors come back as nil, err with the caller's name.
+local function removed(fname, n, err)
+  if n == nil then return nil, (tostring(err):gsub("^scheduler: remove:", "scheduler: " .. fname .. ":")) end
+  return n
+end
+
+--- Delete a failed or waiting job: true if it was removed, false if there is
+-- no such job or it is running (or nil, err).  A waiting job goes as with
+-- cancel(id) (also one a worker has claimed and not started).
+function Scheduler:delete(id)
+  local c = check_self(self, "delete")
+  id = check_id("delete", id, 2)
+  local n, err = removed("delete", c:remove(id, nil, false, true, nil))
+  if n == nil then return nil, err end
+  if n > 0 then return true end
+  local done, cerr = c:cancel(id)
+  if done == nil then return nil, (tostring(cerr):gsub("^scheduler: cancel:", "scheduler: delete:")) end
+  return done
+end
+
+--- Remove every waiting and failed job (opts.state "scheduled" or "failed":
+-- only those; opts.name: only jobs of that name).  Returns how many, or
+-- nil, err.  A waiting job a worker has claimed is left (it is about to run).
+function Scheduler:cancel_all(opts)
+  local c = check_self(self, "cancel_all")
+  opts = check_options("cancel_all", opts, { name = true, state = true }, 2)
+  if opts.name ~= nil then check_name("cancel_all", opts.name, 2) end
+  local state = opts.state
+  if state ~= nil and state ~= "scheduled" and state ~= "failed" then
+    raise(2, "cancel_all: state must be \"scheduled\" or \"failed\" (a running job is never"
+      .. " cancelled), got %s", tostring(state))
+  end
+  return removed("cancel_all", c:remove(nil, opts.name, state ~= "failed", state ~= "scheduled", nil))
+end
+
+--- Delete failed jobs (of opts.name; opts.older_than: only those whose last
+-- attempt was due more than that many seconds ago).  Returns how many, or
+-- nil, err.
+function Scheduler:purge_failed(opts)
+  local c = check_self(self, "purge_failed")
+  opts = check_options("purge_failed", opts, { name = true, older_than = true }, 2)
+  if opts.name ~= nil then check_name("purge_failed", opts.name, 2) end
+  local age = opts.older_than
+  if age ~= nil and (type(age) ~= "number" or not is_finite(age) or age < 0) then
+    raise(2, "purge_failed: older_than must be a number of seconds >= 0, got %s", tostring(age))
+  end
+  return removed("purge_failed", c:remove(nil, opts.name, false, true, age))
+end
+
 --- The version of the database schema, once it is created or upgraded (as
 -- any call does first); or nil, err.
 function Scheduler:schema_version()
@@ -708,7 +759,7 @@ local function get_default()
 end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
-  "uncron", "crons", "jobs", "stats", "retry_failed", "schema_version", "run", "stop" } do
+  "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "cancel_all", "purge_failed", "schema_version", "run", "stop" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

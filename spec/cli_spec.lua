@@ -47,8 +47,8 @@ local function job_row(id)
   return j
 end
 
-local JOB_KEYS = { "attempt", "created_at", "id", "key", "last_error", "locked_by", "locked_until",
-  "max_attempts", "name", "payload", "priority", "run_at", "state" }
+local JOB_KEYS = { "attempt", "attempts_allowed", "attempts_allowed_from", "created_at", "id", "key",
+  "last_error", "locked_by", "locked_until", "max_attempts", "name", "payload", "priority", "run_at", "state" }
 
 local function keys_of(t)
   local out = {}
@@ -261,8 +261,8 @@ describe("lua-scheduler", function()
       assert.matches("^%s*ID%s+NAME%s+STATE%s+RUN AT%s+WHEN%s+ATTEMPT%s+LAST ERROR$", lines[1])
       local by_id = {}
       for i = 2, #lines do by_id[tonumber(lines[i]:match("^%s*(%d+)"))] = lines[i] end
-      assert.matches("scheduled%s+%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%s+%d+s late%s+0/25$", by_id[due])
-      assert.matches("scheduled%s+.-%s+in [45]m%d*s?%s+0/25$", by_id[later])
+      assert.matches("scheduled%s+%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%s+%d+s late%s+0/25%?$", by_id[due])
+      assert.matches("scheduled%s+.-%s+in [45]m%d*s?%s+0/25%?$", by_id[later])
       assert.matches("failed%s+.-%s+3/3%s+boom: disk full$", by_id[failed])
 
       r = exec("jobs", "--name", name, "--state", "failed", "--json")
@@ -305,7 +305,7 @@ describe("lua-scheduler", function()
       assert.matches("name%s+" .. name:gsub("%p", "%%%0") .. "\n", r.out)
       assert.matches("state%s+scheduled\n", r.out)
       assert.matches("run at%s+%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d [+-]%d%d%d%d %(in [12]h[%dms]*%)", r.out)
-      assert.matches("attempt%s+0 of 25 %(default%)", r.out)
+      assert.matches("attempt%s+0 of 25 %(the default, unless its listener sets max_attempts", r.out)
       assert.matches('payload%s+{"x":%[true,null,3%]}\n', r.out)
       assert.matches("created at%s+%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d", r.out)
 

@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | retry | stats | migrate | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | stats | migrate | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -70,6 +70,11 @@ local DATABASE = {
     .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db)",
 }
 local JSON = { "--json", help = "print JSON instead of text" }
+local LISTENERS = {
+  "--listeners", value = "PATH",
+  help = "the listener file or directory `run` uses: read the max_attempts listeners set"
+    .. " (default: $LUA_SCHEDULER_LISTENERS)",
+}
 
 ---------------------------------------------------------------------------
 -- helpers for commands
@@ -126,15 +131,57 @@ local function parse_payload(s)
   return v
 end
 
-local function max_of(j)
-  return j.max_attempts or DEFAULT_MAX_ATTEMPTS
+--- The listener limits the files at --listeners PATH (else
+-- $LUA_SCHEDULER_LISTENERS) set: { [name] = max_attempts or false, path =
+-- PATH }, or nil without either.  The
+-- files are loaded as `run` loads them (their top-level code runs; nothing
+-- connects): the command cannot otherwise know a listener's max_attempts,
+-- which lives only in the workers' files.
+local function listener_limits(o)
+  local path, from = o.listeners, "--listeners"
+  if not path then
+    path, from = os.getenv("LUA_SCHEDULER_LISTENERS"), "LUA_SCHEDULER_LISTENERS"
+    if path == "" then path = nil end
+  end
+  if not path then return nil end
+  local listeners = require "scheduler.cli.listeners"
+  local files, err = listeners.files({ path })
+  if not files then usage_error(from .. ": " .. err) end
+  local found, lerr = listeners.load(files)
+  if not found then usage_error(from .. ": " .. lerr, false) end
+  local limits = { path = path }
+  for _, l in ipairs(found) do
+    limits[l.name] = type(l.opts) == "table" and math.tointeger(l.opts.max_attempts) or false
+  end
+  return limits
 end
 
-local function job_json(j)
+--- The attempts a worker allows job j, as dispatch_max_attempts applies
+-- them (the job's own, else its listener's, else the default of `run`'s
+-- workers), and where that comes from: "job", "listener", "default", or
+-- "default?" when the job sets none and no --listeners were read (its
+-- listener may set its own).
+local function allowed_of(j, limits)
+  if j.max_attempts then return j.max_attempts, "job" end
+  if limits and limits[j.name] then return limits[j.name], "listener" end
+  return DEFAULT_MAX_ATTEMPTS, limits and "default" or "default?"
+end
+
+-- How `show` says where the attempts allowed come from (%s: --listeners).
+local FROM = {
+  job = "the job's own max_attempts",
+  listener = "its listener's max_attempts, in %s",
+  default = "the default: neither the job nor a listener in %s sets max_attempts",
+  ["default?"] = "the default, unless its listener sets max_attempts: --listeners PATH reads it",
+}
+
+local function job_json(j, limits)
+  local allowed, from = allowed_of(j, limits)
   return text.object(
     "id", j.id, "name", j.name, "state", j.state,
     "run_at", j.run_at and text.utc_time(j.run_at),
     "attempt", j.attempt, "max_attempts", j.max_attempts,
+    "attempts_allowed", allowed, "attempts_allowed_from", from,
     "priority", j.priority, "key", j.key,
     "payload", j.payload,
     "last_error", j.last_error, "locked_by", j.locked_by,
@@ -154,7 +201,11 @@ local function explain(api, id, wanted)
     failure(("no job %d (it finished, was cancelled, or never existed)"):format(id))
   end
   if wanted == "cancel" then
-    failure(("job %d is %s; only a waiting (scheduled) job can be cancelled"):format(id, j.state))
+    failure(("job %d is %s; only a waiting (scheduled) job can be cancelled"):format(id, j.state)
+      .. (j.state == "failed" and (" (delete %d removes it)"):format(id) or ""))
+  end
+  if wanted == "delete" then
+    failure(("job %d is %s; only a failed or waiting job can be deleted"):format(id, j.state))
   end
   failure(("job %d is %s, not failed; only a failed job can be retried"):format(id, j.state))
 end
@@ -280,21 +331,26 @@ prints the existing job's id.]],
 
 COMMANDS.jobs = {
   summary = "list jobs",
-  synopsis = { "jobs [--state scheduled|running|failed] [--name N] [--limit N] [--json]" },
+  synopsis = { "jobs [--state scheduled|running|failed] [--name N] [--limit N] [--listeners PATH] [--json]" },
   description = [[
 Waiting, running and failed jobs in the order they are due (a job that
 succeeded is gone).  RUN AT is local time; WHEN is relative ("in 5m", "3s
 late" for a due job still waiting).  Shows at most --limit jobs (default
-100; 0: all).]],
+100; 0: all).  ATTEMPT: the attempt and the attempts allowed (the job's
+own max_attempts, else its listener's, else 25); "?": the default, unless
+the listener sets its own, which only its file says: --listeners PATH (the
+PATH `run` uses) reads it.  Long fields are cut ("..."); --json and show
+give them whole.]],
   options = {
     { "--state", value = "S", parse = one_of("scheduled", "running", "failed"),
       help = "only jobs in this state" },
     { "--name", value = "N", help = "only jobs with this name" },
     { "--limit", value = "N", parse = integer_between(0), help = "at most N jobs (default 100, 0: all)" },
-    JSON, DATABASE,
+    LISTENERS, JSON, DATABASE,
   },
   run = function(o)
     local limit = o.limit or DEFAULT_LIMIT
+    local limits = listener_limits(o)
     local db = open_db(o)
     local jobs, now = db:jobs { state = o.state, name = o.name, limit = limit > 0 and limit + 1 or nil }
     db:close()
@@ -302,18 +358,25 @@ late" for a due job still waiting).  Shows at most --limit jobs (default
     if more then jobs[#jobs] = nil end
     if o.json then
       local list = {}
-      for i, j in ipairs(jobs) do list[i] = job_json(j) end
+      for i, j in ipairs(jobs) do list[i] = job_json(j, limits) end
       out(text.json(text.array(list)), "\n")
     elseif #jobs == 0 then
       io.stderr:write("no jobs\n")
     else
-      local rows = {}
+      local rows, unsure = {}, false
       for i, j in ipairs(jobs) do
+        local allowed, from = allowed_of(j, limits)
+        unsure = unsure or from == "default?"
         rows[i] = { tostring(j.id), j.name, j.state, text.local_time(j.run_at), when_of(j, now),
-          ("%d/%d"):format(j.attempt, max_of(j)), text.first_line(j.last_error, 72) }
+          ("%d/%d%s"):format(j.attempt, allowed, from == "default?" and "?" or ""),
+          text.first_line(j.last_error, 72) }
+      end
+      if unsure then
+        io.stderr:write(("(?: %d, the default, unless the job's listener sets max_attempts:"
+          .. " --listeners PATH reads them)\n"):format(DEFAULT_MAX_ATTEMPTS))
       end
       out(text.table({ "ID", "NAME", "STATE", "RUN AT", "WHEN", "ATTEMPT", "LAST ERROR" }, rows,
-        { [1] = true, [6] = true }))
+        { [1] = true, [6] = true }, { [7] = 72 }))
     end
     if more then
       io.stderr:write(("(only the first %d jobs; use --limit N, or --limit 0 for all)\n"):format(limit))
@@ -323,59 +386,150 @@ late" for a due job still waiting).  Shows at most --limit jobs (default
 
 COMMANDS.show = {
   summary = "show one job",
-  synopsis = { "show ID [--json]" },
-  description = "Every field of the job, with its payload and its whole last error.",
-  options = { JSON, DATABASE },
+  synopsis = { "show ID [--listeners PATH] [--json]" },
+  description = [[
+Every field of the job, with its payload and its whole last error.  The
+attempts allowed are the job's own max_attempts, else its listener's, else
+the default (25); the listener's is known only from its file: give
+--listeners PATH (the PATH `run` uses).]],
+  options = { LISTENERS, JSON, DATABASE },
   args = { { "ID" } },
   run = function(o)
     local id = job_id(o.ID)
+    local limits = listener_limits(o)
     local db = open_db(o)
     local jobs, now = db:jobs { id = id }
     db:close()
     local j = jobs[1]
     if not j then failure(("no job %d (it finished, was cancelled, or never existed)"):format(id)) end
     if o.json then
-      out(text.json(job_json(j)), "\n")
+      out(text.json(job_json(j, limits)), "\n")
       return
     end
+    local allowed, from = allowed_of(j, limits)
     local lines = {
       { "id", tostring(j.id) },
-      { "name", j.name },
+      { "name", text.visible(j.name) },
       { "state", j.state },
       { "run at", ("%s (%s)"):format(text.local_time(j.run_at, true), when_of(j, now)) },
-      { "attempt", ("%d of %d%s"):format(j.attempt, max_of(j), j.max_attempts and "" or " (default)") },
+      { "attempt", ("%d of %d (%s)"):format(j.attempt, allowed, FROM[from]:format(limits and limits.path)) },
       { "priority", tostring(j.priority) },
-      { "key", j.key or "-" },
+      { "key", j.key and text.visible(j.key) or "-" },
       { "payload", text.json(j.payload) },
       { "created at", j.created_at and text.local_time(j.created_at, true) or "-" },
     }
     if j.locked_by then
-      lines[#lines + 1] = { "locked by", j.locked_by }
+      lines[#lines + 1] = { "locked by", text.visible(j.locked_by) }
       lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
     end
     for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
     if j.last_error then
       out("last error\n")
-      out((j.last_error:gsub("[^\n]+", "  %0")), "\n")
+      out((text.visible(j.last_error, "\n\t"):gsub("[^\n]+", "  %0")), "\n")
     end
   end,
 }
 
+local function plural(n, word)
+  return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
+end
+
 COMMANDS.cancel = {
-  summary = "cancel a waiting job",
-  synopsis = { "cancel ID" },
-  description = "Removes a scheduled job.  A running or failed job is not touched (exit 1).",
-  options = { DATABASE },
-  args = { { "ID" } },
+  summary = "cancel a waiting job, or many waiting and failed jobs",
+  synopsis = { "cancel ID [--json]", "cancel --all | --name N | --state scheduled|failed [--json]" },
+  description = [[
+With ID: removes a waiting (scheduled) job, also one a worker has claimed
+but not started.  A running or failed job is not touched (exit 1; `delete`
+removes a failed one).
+With --all, --name or --state (they combine): removes every waiting and
+failed job they select (--all: every job; --state: only waiting or only
+failed jobs) and prints how many.  A running job is never cancelled, nor a
+waiting job a worker has already claimed.]],
+  options = {
+    { "--all", help = "every waiting and failed job" },
+    { "--name", value = "N", help = "only jobs with this name" },
+    { "--state", value = "S", parse = one_of("scheduled", "failed"),
+      help = "only waiting (scheduled) or only failed jobs" },
+    JSON, DATABASE,
+  },
+  args = { { "ID", optional = true } },
   run = function(o)
-    local id = job_id(o.ID)
+    local bulk = o.all or o.name or o.state
+    if o.ID and bulk then usage_error("give ID or --all/--name/--state, not both") end
+    if not o.ID and not bulk then usage_error("missing ID (or --all, --name, --state)") end
     local db = open_db(o)
+    if bulk then
+      local n = db:cancel_all { name = o.name, state = o.state }
+      db:close()
+      if o.json then
+        out(text.json(text.object("cancelled", n)), "\n")
+      else
+        out(("cancelled %s\n"):format(plural(n, "job")))
+      end
+      return
+    end
+    local id = job_id(o.ID)
     local api = db:api()
     local done, err = api:cancel(id)
     if done == nil then failure(errors.strip(err)) end
     if not done then explain(api, id, "cancel") end
     db:close()
-    out(("cancelled job %d\n"):format(id))
+    if o.json then
+      out(text.json(text.object("cancelled", 1)), "\n")
+    else
+      out(("cancelled job %d\n"):format(id))
+    end
+  end,
+}
+
+COMMANDS.delete = {
+  summary = "delete a failed or waiting job",
+  synopsis = { "delete ID [--json]" },
+  description = [[
+Removes the job for good: a failed job, or a waiting one (as cancel does).
+A running job is not touched (exit 1).]],
+  options = { JSON, DATABASE },
+  args = { { "ID" } },
+  run = function(o)
+    local id = job_id(o.ID)
+    local db = open_db(o)
+    local api = db:api()
+    local done, err = api:delete(id)
+    if done == nil then failure(errors.strip(err)) end
+    if not done then explain(api, id, "delete") end
+    db:close()
+    if o.json then
+      out(text.json(text.object("deleted", 1)), "\n")
+    else
+      out(("deleted job %d\n"):format(id))
+    end
+  end,
+}
+
+COMMANDS.purge = {
+  summary = "delete failed jobs in bulk",
+  synopsis = { "purge --failed [--name N] [--older-than DURATION] [--json]" },
+  description = [[
+Deletes every failed job (of --name; with --older-than, only those whose
+last attempt was due more than DURATION ago, on the database's clock) and
+prints how many.  DURATION: 90, 90s, 5m, 2h, 1d, or combinations (1d12h).]],
+  options = {
+    { "--failed", help = "failed jobs (required: purge removes nothing else)" },
+    { "--name", value = "N", help = "only jobs with this name" },
+    { "--older-than", value = "DURATION", parse = duration_value,
+      help = "only jobs whose last attempt was due longer ago" },
+    JSON, DATABASE,
+  },
+  run = function(o)
+    if not o.failed then usage_error("missing --failed (purge deletes failed jobs only)") end
+    local db = open_db(o)
+    local n = db:purge_failed { name = o.name, older_than = o.older_than }
+    db:close()
+    if o.json then
+      out(text.json(text.object("purged", n)), "\n")
+    else
+      out(("purged %s\n"):format(plural(n, "failed job")))
+    end
   end,
 }
 
@@ -592,7 +746,8 @@ seconds, @daily/@hourly/..., or "@every 1h30m".  Times are printed in RFC
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "retry", "stats", "migrate", "cron" }
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "stats", "migrate",
+  "cron" }
 
 ---------------------------------------------------------------------------
 -- parsing and help

@@ -63,6 +63,16 @@ function db:retry_failed(name)
   return check(self:api():retry_failed { name = name })
 end
 
+--- Remove the waiting and failed jobs {name=, state=} selects: how many.
+function db:cancel_all(filter)
+  return check(self:api():cancel_all(filter))
+end
+
+--- Delete the failed jobs {name=, older_than=} selects: how many.
+function db:purge_failed(filter)
+  return check(self:api():purge_failed(filter))
+end
+
 function db:close()
   if self._api then pcall(self._api.close, self._api) end
   self._api = nil

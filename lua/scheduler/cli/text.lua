@@ -121,41 +121,99 @@ function text.utc_time(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. (".%03dZ"):format(ms % 1000)
 end
 
+--- The first `max` characters (UTF-8 aware; bytes when s is not valid
+-- UTF-8) of s: the prefix and whether anything was cut.  Linear in the
+-- prefix, never in the rest of s (which may be megabytes).
+local function prefix(s, max)
+  if #s <= max then return s, false end
+  if not utf8.len(s, 1, max) then return s:sub(1, max), true end -- not UTF-8: bytes
+  local cut = utf8.offset(s, max + 1)
+  if not cut or cut > #s then return s, false end
+  return s:sub(1, cut - 1), true
+end
+
 --- The first line of s, cut to `max` characters with "...".
 function text.first_line(s, max)
   if s == nil then return "" end
-  local line = tostring(s):match("^[^\n]*")
-  if max and #line > max then line = line:sub(1, max - 3) .. "..." end
+  s = tostring(s)
+  local nl = s:find("\n", 1, true)
+  local line = nl and s:sub(1, nl - 1) or s
+  if max then
+    local p, cut = prefix(line, max - 3)
+    if cut and #line > #p + 3 then line = p .. "..." end
+  end
   return line
+end
+
+-- Longest a table cell gets (in characters) unless the caller says otherwise:
+-- the table stays readable, and its cost bounded, whatever the data; --json
+-- and `show` give the whole value.
+text.CELL_MAX = 60
+
+--- A value for a table cell: control characters (a newline or tab in a name
+-- or key would break the columns, an escape would drive the terminal) shown
+-- as "?", as ls does, and cut to `max` characters (default text.CELL_MAX)
+-- with "...".
+function text.cell(s, max)
+  max = max or text.CELL_MAX
+  s = tostring(s)
+  local p, cut = prefix(s, max)
+  if cut then p = prefix(p, max - 3) .. "..." end
+  return (p:gsub("[%c\127]", "?"))
+end
+
+--- s whole, with its control characters (but those in the string `keep`,
+-- such as "\n\t") written as \xNN: what `show` prints, so that
+-- a name or an error cannot drive the terminal (an escape sequence) or
+-- pass for other lines.
+function text.visible(s, keep)
+  s = tostring(s)
+  return (s:gsub("[%c\127]", function(c)
+    if keep and keep:find(c, 1, true) then return c end
+    return ("\\x%02x"):format(c:byte())
+  end))
 end
 
 local function width(s)
   return utf8.len(s) or #s
 end
 
+--- The string without its trailing spaces (a plain loop: the pattern
+-- "%s+$" is quadratic in a long run of spaces that does not end the text).
+local function rtrim(s)
+  local e = #s
+  while e > 0 and s:byte(e) == 32 do e = e - 1 end
+  return s:sub(1, e)
+end
+
 --- Render rows (arrays of strings) under `headers` as aligned columns; the
--- columns whose index is in `right` are right-aligned.  Returns the text
--- (lines end with "\n"); trailing spaces are trimmed.
-function text.table(headers, rows, right)
-  right = right or {}
-  local widths = {}
+-- columns whose index is in `right` are right-aligned.  Every cell goes
+-- through text.cell (`max[i]`: column i's limit, default text.CELL_MAX), so
+-- the time and the width are linear in the rows, not in the data's length.
+-- Returns the text (lines end with "\n"); trailing spaces are trimmed.
+function text.table(headers, rows, right, max)
+  right, max = right or {}, max or {}
+  local widths, cells = {}, {}
   for i, h in ipairs(headers) do widths[i] = width(h) end
-  for _, row in ipairs(rows) do
+  for r, row in ipairs(rows) do
+    local c = {}
     for i, cell in ipairs(row) do
-      if width(cell) > (widths[i] or 0) then widths[i] = width(cell) end
+      c[i] = text.cell(cell, max[i])
+      if width(c[i]) > (widths[i] or 0) then widths[i] = width(c[i]) end
     end
+    cells[r] = c
   end
   local out = {}
-  local function line(cells)
+  local function line(row)
     local parts = {}
-    for i, cell in ipairs(cells) do
+    for i, cell in ipairs(row) do
       local pad = (" "):rep(widths[i] - width(cell))
       parts[i] = right[i] and (pad .. cell) or (cell .. pad)
     end
-    out[#out + 1] = (table.concat(parts, "  "):gsub("%s+$", "")) .. "\n"
+    out[#out + 1] = rtrim(table.concat(parts, "  ")) .. "\n"
   end
   line(headers)
-  for _, row in ipairs(rows) do line(row) end
+  for _, row in ipairs(cells) do line(row) end
   return table.concat(out)
 end
 
