@@ -504,11 +504,11 @@ int pg_connect(store *s) {
 
 /* Prepare query q on this connection unless it is already. */
 int pg_prepare(pg_store *p, const pg_query *q) {
-  if (!q->name || (p->prepared & (1u << q->bit))) return STORE_OK;
+  if (!q->name || (p->prepared & PREPARED_BIT(q->bit))) return STORE_OK;
   PGresult *r = PQprepare(p->conn, q->name, q->sql, q->nparams, NULL);
   if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pg_fail_result(p, "preparing", r);
   PQclear(r);
-  p->prepared |= 1u << q->bit;
+  p->prepared |= PREPARED_BIT(q->bit);
   return STORE_OK;
 }
 
@@ -571,7 +571,7 @@ int pg_send_segment(pg_store *p, const step *steps, int n) {
   for (int i = 0; i < n; i++) {
     const pg_query *q = steps[i].q;
     int stale = q == &pgq_claim && p->claim_names_changed; /* see pg_prepare_claim */
-    if (!q || !q->name || ((p->prepared & (1u << q->bit)) && !stale)) continue;
+    if (!q || !q->name || ((p->prepared & PREPARED_BIT(q->bit)) && !stale)) continue;
     if (p->syncs > 0)
       return store_fail(&p->base, STORE_ERROR, "internal error: %s unprepared", q->name);
     int rc = q == &pgq_claim ? pg_prepare_claim(p) : pg_prepare(p, q);

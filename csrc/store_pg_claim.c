@@ -300,13 +300,13 @@ static const pg_query pgq_put_back = {Q_PUT_BACK, "scheduler_put_back", 16,
  * whose name is rare among the due jobs walks its own jobs, not every due
  * job ahead of them.  Several names walk jobs_due. */
 int pg_prepare_claim(pg_store *p) {
-  if (p->claim_names_changed && (p->prepared & (1u << Q_CLAIM))) {
+  if (p->claim_names_changed && (p->prepared & PREPARED_BIT(Q_CLAIM))) {
     int rc = pg_exec_simple(p, "claiming", "DEALLOCATE scheduler_claim", NULL);
     if (rc) return rc;
-    p->prepared &= ~(1u << Q_CLAIM);
+    p->prepared &= ~PREPARED_BIT(Q_CLAIM);
   }
   p->claim_names_changed = 0;
-  if (p->prepared & (1u << Q_CLAIM)) return STORE_OK;
+  if (p->prepared & PREPARED_BIT(Q_CLAIM)) return STORE_OK;
   static const char slot[] = "= ANY ($1::text[])";
   const char *sql = pgq_claim.sql, *at = strstr(sql, slot);
   int one = p->n_names == 1;
@@ -330,7 +330,7 @@ int pg_prepare_claim(pg_store *p) {
   buf_free(&text);
   if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pg_fail_result(p, "preparing", r);
   PQclear(r);
-  p->prepared |= 1u << Q_CLAIM;
+  p->prepared |= PREPARED_BIT(Q_CLAIM);
   return STORE_OK;
 }
 
@@ -816,7 +816,7 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   if (rc == STORE_OK) pg_rec_start(p);
   pg_rec_advance(p);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_one);
-  if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & (1u << Q_CLAIM))))
+  if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & PREPARED_BIT(Q_CLAIM))))
     rc = pg_prepare_claim(p);
   /* Quarantined jobs are looked for (Q_CLAIM_ONE) only while some may wait:
    * at first, and after a claim that found nothing (Q_CLAIM takes nothing

@@ -55,7 +55,8 @@ enum {
   Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_REMOVE,
   Q_COUNT
 };
-_Static_assert(Q_COUNT <= 32, "pg_store.prepared has a bit per query");
+_Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
+#define PREPARED_BIT(q) ((uint64_t)1 << (q))
 
 /* A statement: its text lives next to the code that runs it, as a
  * pg_query of that file, which the code passes by address (pg_run, steps
@@ -179,7 +180,7 @@ typedef struct pg_store {
   buf verdicts;
   buf tx_tokens;
   int64_t recorded;  /* the last batch recorded in the claim transaction (0: none) */
-  unsigned prepared; /* bit per query prepared on this connection (see Q_COUNT) */
+  uint64_t prepared; /* bit per query prepared on this connection (see Q_COUNT) */
   int leases_only;   /* a concurrent worker's store: it never holds a batch */
   int worker_locked; /* this connection holds its worker's advisory lock */
   int sleep_locked;  /* and SLEEP_LOCK, shared: run() may sleep */
