@@ -392,7 +392,8 @@ static void encode_payload(lua_State *L, core *c, int idx, const char **out, siz
   *len = 0;
   *has_nul = 0;
   if (lua_isnoneornil(L, idx)) return;
-  *has_nul = (json_encode(L, idx, &c->payload, "payload") & JSON_HAS_NUL) != 0;
+  *has_nul =
+      (json_encode_depth(L, idx, &c->payload, "payload", JSON_PAYLOAD_MAX_DEPTH) & JSON_HAS_NUL) != 0;
   *out = buf_cstr(&c->payload);
   *len = c->payload.len;
 }
@@ -474,7 +475,8 @@ static int l_schedule_many(lua_State *L) {
     if (lua_geti(L, item, 2) != LUA_TNIL) {
       char where[48];
       j->payload_has_nul =
-          (json_encode(L, -1, &c->payload, item_payload(where, i + 1)) & JSON_HAS_NUL) != 0;
+          (json_encode_depth(L, -1, &c->payload, item_payload(where, i + 1), JSON_PAYLOAD_MAX_DEPTH) &
+           JSON_HAS_NUL) != 0;
       j->payload = ""; /* pointed into the buffer below, once it stops moving */
       j->payload_len = c->payload.len - offsets[i];
     }

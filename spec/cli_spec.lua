@@ -950,7 +950,7 @@ describe("lua-scheduler", function()
       assert.equals(3, helper.count_jobs(name))
     end)
 
-    it("refuses an unsupported scheme, a due time after 9999 and a cron EXPR that never fires (exit 2)", function()
+    it("refuses an unsupported scheme, a due time after 9999, a payload nested deeper than 10,000 levels and a cron EXPR that never fires (exit 2)", function()
       local r = exec("jobs", "--database", "mysql://app@db.internal/app")
       assert_usage(r, 'unsupported database scheme "mysql"')
       assert.is_falsy(r.err:find("%.lua:%d"), "a source path: " .. r.err)
@@ -965,6 +965,25 @@ describe("lua-scheduler", function()
       local id = id_of(exec("schedule", name, "--at", "9999-12-31T23:59:59Z"))
       assert.equals(253402300799, math.floor(job_row(id).run_at + 0.5))
       assert.equals(1, helper.count_jobs(name))
+      -- the nesting limit is the same on both backends (PostgreSQL's jsonb
+      -- refuses ~14,500 levels, SQLite used to take 20,000): 10,000
+      local dir = helper.tmpdir()
+      for _, n in ipairs { 10000, 10001, 15000 } do
+        helper.write_file(("%s/%d.json"):format(dir, n), ("["):rep(n) .. ("]"):rep(n))
+      end
+      local deep = id_of(exec("schedule", name, "@" .. dir .. "/10000.json"))
+      local v, depth = job_row(deep).payload, 0
+      while type(v) == "table" do v, depth = v[1], depth + 1 end
+      assert.equals(10000, depth)
+      for _, n in ipairs { 10001, 15000 } do
+        r = exec("schedule", name, ("@%s/%d.json"):format(dir, n))
+        assert_exit(2, r)
+        assert.equals("", r.out)
+        assert.matches("PAYLOAD: payload[1]", r.err, 1, true)
+        assert.matches("nesting deeper than 10000 levels", r.err, 1, true)
+      end
+      assert.equals(2, helper.count_jobs(name))
+
       r = exec("cron", "next", "0 0 31 2 *")
       assert_exit(2, r)
       assert.equals("", r.out)

@@ -375,9 +375,14 @@ prints the existing job's id.]],
     local payload = nil
     if o.PAYLOAD then payload = read_payload(o.PAYLOAD) end
     local db = open_db(o)
-    local id, err = db:api():schedule(o.NAME, payload, {
+    -- a payload the API cannot store (nested deeper than it takes) raises
+    local ok, id, err = pcall(db:api().schedule, db:api(), o.NAME, payload, {
       at = o.at, delay = o["in"], key = o.key, priority = o.priority, max_attempts = o.max_attempts,
     })
+    if not ok then
+      db:close()
+      usage_error("PAYLOAD: " .. errors.strip(tostring(id):gsub("^[^\n]-:%d+: ", ""):gsub("^scheduler: schedule: ", "")))
+    end
     db:close()
     if not id then failure(errors.strip(err)) end
     out(o.json and text.json(text.object("id", id)) or tostring(id), "\n")
