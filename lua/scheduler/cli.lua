@@ -80,7 +80,7 @@ end
 local DATABASE = {
   "--database", value = "URL",
   help = "sqlite:PATH, or a PostgreSQL URL or libpq keyword string (default:"
-    .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db)",
+    .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db); also before the command",
 }
 local JSON = { "--json", help = "print JSON instead of text" }
 
@@ -346,11 +346,13 @@ COMMANDS.__worker = {
 
 COMMANDS.schedule = {
   summary = "schedule a job and print its id",
-  synopsis = { "schedule NAME [PAYLOAD] [--at TIME | --in DURATION] [--key K] [--priority P]"
+  synopsis = { "schedule NAME [PAYLOAD | - | @FILE] [--at TIME | --in DURATION] [--key K] [--priority P]"
     .. " [--max-attempts N]" },
   description = [[
 PAYLOAD is JSON ('{"to": "ada@example.com"}', 42, '"text"'); a bare word is
-taken as a string.  Without --at or --in the job is due now.
+taken as a string.  - reads the payload from stdin, @FILE from a file (JSON
+only, any size; '"@text"' is the string @text).  Without --at or --in the
+job is due now (neither may be after 9999-12-31T23:59:59Z).
 TIME: RFC 3339 (2026-11-24T09:00:00Z, 2026-11-24T10:00:00+01:00) or Unix
 seconds.  DURATION: 90, 90s, 5m, 2h, 1d, or combinations (1h30m).
 With --key, at most one unfinished job exists per key: scheduling again
@@ -682,7 +684,8 @@ COMMANDS.cron = {
       description = [[
 EXPR: 5 fields (minute hour day-of-month month day-of-week), 6 with leading
 seconds, @daily/@hourly/..., or "@every 1h30m".  Times are printed in RFC
-3339 with ZONE's offset (default UTC).  No database is needed.]],
+3339 with ZONE's offset (default UTC).  No database is needed.  An EXPR
+that never fires ("0 0 31 2 *") is a usage error.]],
       options = {
         { "--tz", value = "ZONE", help = "UTC (default), local, or an IANA name like Europe/Paris" },
         { "--count", value = "N", parse = integer_between(1, 10000), help = "how many (default 5)" },
@@ -750,7 +753,7 @@ end
 
 local function top_help()
   local parts = {
-    "Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n\n",
+    "Usage: " .. PROG .. " [--database URL] COMMAND [OPTIONS] [ARGS]\n\n",
     "Run Lua listener files for durable jobs stored in SQLite or PostgreSQL;\nschedule, ",
     "inspect, cancel and retry those jobs.\n\nCommands:\n",
   }
@@ -763,8 +766,10 @@ Options:
   -h, --help     show this help; `lua-scheduler COMMAND --help` for a command
   --version      print the version
 
-The database is --database URL or $LUA_SCHEDULER_DATABASE, else the SQLite
-file scheduler.db in the working directory.
+The database is --database URL (before or after the command) or
+$LUA_SCHEDULER_DATABASE, else the SQLite file scheduler.db in the working
+directory; each command names it on stderr.  Only migrate and run create an
+SQLite file that does not exist.
 Exit status: 0 success, 1 runtime failure (database, no such job), 2 usage
 error.
 ]]
@@ -907,7 +912,7 @@ function cli.main(argv)
   end
   io.stderr:write(path, ": ", e.message, "\n")
   if e.show_usage then
-    io.stderr:write(spec and usage_text(spec, path) or ("Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n"),
+    io.stderr:write(spec and usage_text(spec, path) or ("Usage: " .. PROG .. " [--database URL] COMMAND [OPTIONS] [ARGS]\n"),
       "Run '", path, " --help' for more.\n")
   end
   return 2
