@@ -802,6 +802,11 @@ describe("lua-scheduler", function()
     it("runs examples/listeners and examples/schedule_examples.sh: both jobs fire on time", function()
       local c = cli.start { "run", "examples/listeners" }
       assert.is_true(c:wait_log("started: listeners PayBills, SendEmail", 1, 10), c:describe())
+      -- run names its database in its start line (issue 17)
+      assert.matches("listeners PayBills, SendEmail; database [^\n]+ %(from LUA_SCHEDULER_DATABASE%) ready", c:err())
+      if helper.SQLITE then
+        assert.is_truthy(c:err():find("; database " .. helper.DATABASE .. " (from", 1, true), c:err())
+      end
       local out = helper.sh("examples/schedule_examples.sh")
       local t0 = helper.now()
       local ids = {}
