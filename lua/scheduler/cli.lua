@@ -312,7 +312,7 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
     local checked, cerr = listeners.check(found, database)
     if not checked then usage_error(cerr, false) end
     return require("scheduler.cli.run").supervise {
-      database = database, database_label = database_label(database) .. " (" .. (from or "the default") .. ")",
+      database = database, database_label = database_label(database) .. " (" .. (from and ("from " .. from) or "the default") .. ")",
       workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
       log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
     }
