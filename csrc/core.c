@@ -392,7 +392,8 @@ static void encode_payload(lua_State *L, core *c, int idx, const char **out, siz
   *len = 0;
   *has_nul = 0;
   if (lua_isnoneornil(L, idx)) return;
-  *has_nul = (json_encode(L, idx, &c->payload, "payload") & JSON_HAS_NUL) != 0;
+  *has_nul =
+      (json_encode_depth(L, idx, &c->payload, "payload", JSON_PAYLOAD_MAX_DEPTH) & JSON_HAS_NUL) != 0;
   *out = buf_cstr(&c->payload);
   *len = c->payload.len;
 }
@@ -474,7 +475,8 @@ static int l_schedule_many(lua_State *L) {
     if (lua_geti(L, item, 2) != LUA_TNIL) {
       char where[48];
       j->payload_has_nul =
-          (json_encode(L, -1, &c->payload, item_payload(where, i + 1)) & JSON_HAS_NUL) != 0;
+          (json_encode_depth(L, -1, &c->payload, item_payload(where, i + 1), JSON_PAYLOAD_MAX_DEPTH) &
+           JSON_HAS_NUL) != 0;
       j->payload = ""; /* pointed into the buffer below, once it stops moving */
       j->payload_len = c->payload.len - offsets[i];
     }
@@ -1096,6 +1098,30 @@ static int l_database_secrets(lua_State *L) {
   return 1;
 }
 
+/* core.current_dir() -> the working directory, or nil, why.  The command
+ * names the absolute path of the SQLite file it uses (a relative sqlite:PATH
+ * is resolved against it, as store_sqlite does).  Paths have no fixed length
+ * limit: the buffer (Lua's, so an error cannot leak it) grows until getcwd
+ * fits. */
+static int l_current_dir(lua_State *L) {
+  for (size_t size = 256;; size *= 2) {
+    luaL_Buffer lb;
+    char *p = luaL_buffinitsize(L, &lb, size);
+    if (getcwd(p, size)) {
+      luaL_pushresultsize(&lb, strlen(p));
+      return 1;
+    }
+    int e = errno;
+    luaL_pushresultsize(&lb, 0);
+    lua_pop(L, 1);
+    if (e != ERANGE || size > SIZE_MAX / 2) {
+      lua_pushnil(L);
+      lua_pushstring(L, strerror(e));
+      return 2;
+    }
+  }
+}
+
 /* json_encode's output buffer is freed even when encoding raises: the
  * encoding runs in a protected call. */
 static int encode_protected(lua_State *L) {
@@ -1150,6 +1176,7 @@ static const luaL_Reg dir_functions[] = {
 static const luaL_Reg cli_functions[] = {{"database_secrets", l_database_secrets},
                                          {"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
+                                         {"current_dir", l_current_dir},
                                          {NULL, NULL}};
 
 /* Add the command's functions to the module table on top of the stack. */

@@ -202,6 +202,7 @@ typedef struct enc {
   int depth;
   int flags;
   int useset;
+  int max_depth; /* JSON_MAX_DEPTH, or less for a payload */
   enc_frame *f;
   size_t fcap;
 } enc;
@@ -508,7 +509,8 @@ static int enc_open(enc *e) {
   lua_State *L = e->L;
   int tab = lua_gettop(L);
   const void *p = lua_topointer(L, tab);
-  if (J_UNLIKELY(e->depth >= JSON_MAX_DEPTH)) enc_fail(e, e->depth, DEPTH_MSG);
+  if (J_UNLIKELY(e->depth >= e->max_depth))
+    enc_fail(e, e->depth, "nesting deeper than %d levels", e->max_depth);
   if (J_UNLIKELY(!lua_checkstack(L, 8)))
     enc_fail(e, e->depth, "nesting too deep for the Lua stack");
   if (!e->useset) {
@@ -619,6 +621,10 @@ close:
 }
 
 int json_encode(lua_State *L, int idx, buf *out, const char *root) {
+  return json_encode_depth(L, idx, out, root, JSON_MAX_DEPTH);
+}
+
+int json_encode_depth(lua_State *L, int idx, buf *out, const char *root, int max_depth) {
   enc_frame local[LOCAL_FRAMES];
   enc e;
   idx = lua_absindex(L, idx);
@@ -629,6 +635,7 @@ int json_encode(lua_State *L, int idx, buf *out, const char *root) {
   e.depth = 0;
   e.flags = 0;
   e.useset = 0;
+  e.max_depth = max_depth > 0 && max_depth < JSON_MAX_DEPTH ? max_depth : JSON_MAX_DEPTH;
   e.f = local;
   e.fcap = LOCAL_FRAMES;
   luaL_checkstack(L, 8, "json_encode");

@@ -21,6 +21,14 @@
    "nesting deeper than 20000 levels". */
 #define JSON_MAX_DEPTH 20000
 
+/* Deepest nesting of a payload json_encode_depth stores (schedule,
+   schedule_many, cron): one rule on both backends.  PostgreSQL's jsonb parser
+   recurses and refuses about 14,500 levels at the default max_stack_depth
+   (2MB), where SQLite stored up to JSON_MAX_DEPTH; 10,000 is what the specs
+   round-trip on both.  Decoding keeps JSON_MAX_DEPTH, so a deeper payload
+   stored before (or by SQL) still reads. */
+#define JSON_PAYLOAD_MAX_DEPTH 10000
+
 /* Flags reported by json_encode. */
 #define JSON_HAS_NUL 1 /* some string or key contained a NUL byte (\u0000) */
 
@@ -69,6 +77,10 @@
  * memory error.
  */
 int json_encode(lua_State *L, int idx, buf *out, const char *root);
+
+/* json_encode refusing nesting deeper than max_depth (<= JSON_MAX_DEPTH)
+ * levels: "payload[1]...: nesting deeper than 10000 levels". */
+int json_encode_depth(lua_State *L, int idx, buf *out, const char *root, int max_depth);
 
 /*
  * json_decode: decode the JSON text s[0..len) (need not be NUL-terminated;

@@ -10,8 +10,23 @@
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
+/* A URL of a scheme no backend speaks ("mysql://..."): libpq would take it
+ * for a keyword string and answer with a parse error that names neither
+ * the scheme nor the backends.  Returns 1 (and says so in err) for one. */
+static int unsupported_scheme(const char *database, buf *err) {
+  size_t n = strspn(database, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+  if (n == 0 || strncmp(database + n, "://", 3) != 0) return 0;
+  if ((n == 10 && strncmp(database, "postgresql", n) == 0) ||
+      (n == 8 && strncmp(database, "postgres", n) == 0))
+    return 0;
+  buf_printf(err, "unsupported database scheme \"%.*s\" (sqlite:PATH, or a PostgreSQL URL "
+                  "postgresql://... or libpq keyword string)", (int)n, database);
+  return 1;
+}
+
 store *store_open(const char *database, buf *err) {
   if (strncmp(database, "sqlite:", 7) == 0) return store_sqlite_open(database, err);
+  if (unsupported_scheme(database, err)) return NULL;
   /* Everything that is not another backend's URL is handed to libpq, which
    * accepts postgresql:// and postgres:// URLs and keyword strings. */
   return store_pg_open(database, err);

@@ -6,6 +6,9 @@ set -eu
 cd "$(dirname "$0")/.."
 LUA=${LUA:-lua5.4}
 
+# migrate first: it creates the database (an SQLite file on the first run),
+# which `schedule` never does, and `run` may not have yet
+"$LUA" bin/lua-scheduler migrate >/dev/null 2>&1
 "$LUA" bin/lua-scheduler run --log-level warn examples/listeners &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true' EXIT

@@ -51,7 +51,8 @@ return {
       for k, v in pairs(env) do argv[#argv + 1] = lib.q(k .. "=" .. v) end
       local out, ok = lib.sh(table.concat(argv, " ") .. (" %s %s schedule fault '{\"seq\": 4}' --in 2s"):format(
         lib.q(lib.LUA), lib.q(lib.BIN)))
-      local cli_id = tonumber(out:match("^(%d+)\n"))
+      -- (the id is the last line: the command names its database on stderr first)
+      local cli_id = tonumber(out:match("^(%d+)\n$") or out:match("\n(%d+)\n$"))
       r:check(ok and cli_id, label .. ": `lua-scheduler schedule --in 2s` on the skewed host: id " .. tostring(cli_id))
       if cli_id then add("schedule --in 2s (skewed CLI)", cli_id, nil) end
       local ids = {}

@@ -16,10 +16,11 @@ source = {
 }
 
 description = {
-  summary = "Durable job scheduler for Lua 5.4 backed by PostgreSQL",
+  summary = "Durable job scheduler for Lua 5.4 backed by SQLite or PostgreSQL",
   detailed = [[
-A durable job scheduler: a C core (scheduler.core, using libpq) and a Lua
-module (scheduler) storing jobs in PostgreSQL.
+A durable job scheduler: a C core (scheduler.core, using libpq and SQLite)
+and a Lua module (scheduler) storing jobs in an SQLite file or in
+PostgreSQL, with the lua-scheduler command.
 ]],
   license = "MIT",
 }

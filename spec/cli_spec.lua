@@ -30,6 +30,12 @@ local function assert_usage(r, ...)
   end
 end
 
+-- stderr without the line every command that uses a database starts with
+-- ("lua-scheduler: database sqlite:/... (from LUA_SCHEDULER_DATABASE)").
+local function after_db_line(err)
+  return (err:gsub("^lua%-scheduler: database [^\n]*\n", "", 1))
+end
+
 local function id_of(r)
   assert_exit(0, r)
   return assert(math.tointeger(tonumber(r.out:match("^(%d+)\n$"))), cli.describe(r))
@@ -67,7 +73,7 @@ describe("lua-scheduler", function()
     it("has --help at every level (stdout, exit 0) and --version", function()
       local r = exec("--help")
       assert_exit(0, r)
-      assert.matches("Usage: lua%-scheduler COMMAND", r.out)
+      assert.matches("Usage: lua%-scheduler %[%-%-database URL%] COMMAND", r.out)
       assert.equals("", r.err)
       for _, cmd in ipairs { "run", "schedule", "jobs", "show", "cancel", "retry", "stats", "migrate" } do
         assert.matches("%f[%w]" .. cmd .. "%f[%W]", r.out)
@@ -137,22 +143,20 @@ describe("lua-scheduler", function()
       assert_usage(exec("schedule", "X", "caf\xe9"), "PAYLOAD is not valid UTF-8")
     end)
 
-    it("uses ./scheduler.db without a database, exits 1 when it is unreachable", function()
-      -- nothing configured: the SQLite file scheduler.db in the working
-      -- directory (run from a temporary one)
-      local dir = helper.tmpdir()
-      local root = helper.sh("pwd"):gsub("%s+$", "")
-      local out, ok = helper.sh(("cd %s && env -u LUA_SCHEDULER_DATABASE %s %s jobs 2>&1")
-        :format(helper.shquote(dir), helper.shquote(helper.LUA), helper.shquote(root .. "/" .. cli.BIN)))
-      assert.is_truthy(ok, out)
-      assert.equals("no jobs\n", out)
-      assert.is_truthy(helper.read_file(dir .. "/scheduler.db"), "no scheduler.db in the working directory")
+    it("exits 1 when the database is unreachable, without showing its password", function()
       assert_usage(exec("jobs", "--database", ""), "--database or LUA_SCHEDULER_DATABASE is empty")
       local r = exec("jobs", "--database", "postgresql://nobody:s3cret-pw@127.0.0.1:1/none?connect_timeout=2")
       assert_exit(1, r)
       assert.equals("", r.out)
       assert.matches("^lua%-scheduler: warning: the password in %-%-database is visible", r.err)
+      -- the database is named, its password masked
+      assert.is_truthy(r.err:find("\nlua-scheduler: database postgresql://nobody:***@127.0.0.1:1/none"
+        .. "?connect_timeout=2 (from --database)\n", 1, true), r.err)
       assert.matches("\nlua%-scheduler: jobs: cannot connect to the database", r.err)
+      assert.is_falsy(r.err:find("s3cret-pw", 1, true), "the password leaked: " .. r.err)
+      r = exec("--database", "host=127.0.0.1 port=1 password=s3cret-pw connect_timeout=2", "stats")
+      assert_exit(1, r)
+      assert.is_truthy(r.err:find("database host=127.0.0.1 port=1 password=*** connect_timeout=2", 1, true), r.err)
       assert.is_falsy(r.err:find("s3cret-pw", 1, true), "the password leaked: " .. r.err)
     end)
 
@@ -291,7 +295,7 @@ describe("lua-scheduler", function()
       r = exec("jobs", "--name", helper.name("nothing"))
       assert_exit(0, r)
       assert.equals("", r.out)
-      assert.equals("no jobs\n", r.err)
+      assert.equals("no jobs\n", after_db_line(r.err))
       assert.same({}, decode(exec("jobs", "--name", helper.name("nothing"), "--json").out))
     end)
 
@@ -320,7 +324,7 @@ describe("lua-scheduler", function()
       r = exec("show", "999999999")
       assert_exit(1, r)
       assert.equals("", r.out)
-      assert.matches("^lua%-scheduler: no job 999999999", r.err)
+      assert.matches("^lua%-scheduler: no job 999999999", after_db_line(r.err))
     end)
 
     it("cancel removes a waiting job; a running or unknown one is exit 1", function()
@@ -798,6 +802,11 @@ describe("lua-scheduler", function()
     it("runs examples/listeners and examples/schedule_examples.sh: both jobs fire on time", function()
       local c = cli.start { "run", "examples/listeners" }
       assert.is_true(c:wait_log("started: listeners PayBills, SendEmail", 1, 10), c:describe())
+      -- run names its database in its start line (issue 17)
+      assert.matches("listeners PayBills, SendEmail; database [^\n]+ %(from LUA_SCHEDULER_DATABASE%) ready", c:err())
+      if helper.SQLITE then
+        assert.is_truthy(c:err():find("; database " .. helper.DATABASE .. " (from", 1, true), c:err())
+      end
       local out = helper.sh("examples/schedule_examples.sh")
       local t0 = helper.now()
       local ids = {}
@@ -810,6 +819,195 @@ describe("lua-scheduler", function()
       for _, id in ipairs(ids) do assert.is_nil(job_row(id)) end
       c:kill("TERM")
       assert.equals(0, c:wait(10), c:describe())
+    end)
+  end)
+  -- issue 17, items 1, 6 and 9
+  describe("where it looks", function()
+    local root = helper.sh("pwd -P"):gsub("%s+$", "")
+
+    -- Run lua-scheduler in `dir` (default: the checkout), with stdin from
+    -- the file opts.stdin (default /dev/null); opts.env / opts.unset as
+    -- cli.exec.  Returns { code, out, err }.
+    local function run_in(dir, args, opts)
+      opts = opts or {}
+      local tmp = helper.tmpdir()
+      local parts = { "cd", helper.shquote(dir or root), "&&", "env" }
+      for _, name in ipairs(opts.unset or {}) do parts[#parts + 1] = "-u " .. helper.shquote(name) end
+      for k, v in pairs(opts.env or {}) do parts[#parts + 1] = helper.shquote(k .. "=" .. v) end
+      parts[#parts + 1] = helper.shquote(helper.LUA)
+      parts[#parts + 1] = helper.shquote(root .. "/" .. cli.BIN)
+      for _, a in ipairs(args) do parts[#parts + 1] = helper.shquote(a) end
+      local status = helper.sh(("%s <%s >%s 2>%s; echo $?"):format(table.concat(parts, " "),
+        helper.shquote(opts.stdin or "/dev/null"), helper.shquote(tmp .. "/out"), helper.shquote(tmp .. "/err")))
+      return { code = tonumber(status:match("(%d+)")), out = helper.read_file(tmp .. "/out") or "",
+        err = helper.read_file(tmp .. "/err") or "" }
+    end
+
+    local NO_ENV = { unset = { "LUA_SCHEDULER_DATABASE" } }
+
+    it("never creates a database file from an admin command (exit 1, nothing created); migrate does and says where", function()
+      local dir = helper.tmpdir()
+      local real = helper.sh("cd " .. helper.shquote(dir) .. " && pwd -P"):gsub("%s+$", "")
+      local commands = { { "jobs" }, { "jobs", "--json" }, { "schedule", "X" }, { "schedule", "X", "{}", "--in", "5m" },
+        { "show", "1" }, { "cancel", "1" }, { "retry", "1" }, { "retry", "--all-failed" }, { "stats" },
+        { "stats", "--json" }, { "cron", "list" }, { "cron", "remove", "x" } }
+      for _, args in ipairs(commands) do
+        local r = run_in(dir, args, NO_ENV)
+        assert_exit(1, r)
+        assert.equals("", r.out, cli.describe(r))
+        assert.equals("lua-scheduler: no database at ./scheduler.db (set LUA_SCHEDULER_DATABASE or --database)\n",
+          r.err)
+        assert.is_nil(helper.read_file(dir .. "/scheduler.db"), table.concat(args, " ") .. " created scheduler.db")
+      end
+      -- a file named by --database or the environment that does not exist: the same
+      local r = run_in(dir, { "--database", "sqlite:other.db", "schedule", "X" }, NO_ENV)
+      assert_exit(1, r)
+      assert.is_truthy(r.err:find("no database at other.db (from --database;", 1, true), r.err)
+      r = run_in(dir, { "jobs" }, { env = { LUA_SCHEDULER_DATABASE = "sqlite:" .. dir .. "/env.db" } })
+      assert_exit(1, r)
+      assert.is_truthy(r.err:find("no database at " .. dir .. "/env.db (from LUA_SCHEDULER_DATABASE;", 1, true), r.err)
+      assert.is_nil(helper.read_file(dir .. "/other.db"))
+      assert.is_nil(helper.read_file(dir .. "/env.db"))
+
+      -- migrate creates it, and names it by its absolute path
+      r = run_in(dir, { "migrate" }, NO_ENV)
+      assert_exit(0, r)
+      local line = "lua-scheduler: database sqlite:" .. real
+        .. "/scheduler.db (the default: neither --database nor LUA_SCHEDULER_DATABASE is set)\n"
+      assert.equals(line, r.err)
+      assert.is_truthy(helper.read_file(dir .. "/scheduler.db"))
+      -- then the other commands use it, each saying so on stderr; --json is untouched
+      local id = id_of(run_in(dir, { "schedule", "X", "{}" }, NO_ENV))
+      r = run_in(dir, { "jobs", "--json" }, NO_ENV)
+      assert_exit(0, r)
+      assert.equals(line, r.err)
+      local list = decode(r.out)
+      assert.equals(1, #list)
+      assert.equals(id, list[1].id)
+    end)
+
+    it("names the database of every command on stderr, stdout (--json) unaffected", function()
+      local name = helper.name("Where")
+      local r = exec("schedule", name, "--json")
+      assert_exit(0, r)
+      assert.is_number(decode(r.out).id)
+      local line = r.err
+      assert.matches("^lua%-scheduler: database [^\n]+ %(from LUA_SCHEDULER_DATABASE%)\n$", line)
+      if helper.SQLITE then
+        assert.equals("lua-scheduler: database " .. helper.DATABASE .. " (from LUA_SCHEDULER_DATABASE)\n", line)
+      end
+      for _, args in ipairs { { "jobs", "--name", name, "--json" }, { "stats", "--json" }, { "cron", "list", "--json" },
+        { "show", tostring(decode(r.out).id), "--json" } } do
+        local x = exec(table.unpack(args))
+        assert_exit(0, x)
+        assert.equals(line, x.err)
+        decode(x.out)
+      end
+    end)
+
+    it("takes --database before or after the command (after wins), and ignores it where no database is used", function()
+      local db = assert(helper.DATABASE)
+      local name = helper.name("Global")
+      local id = id_of(cli.exec({ "--database", db, "schedule", name, "7" }, NO_ENV))
+      local r = cli.exec({ "--database=" .. db, "jobs", "--name", name, "--json" }, NO_ENV)
+      assert_exit(0, r)
+      assert.equals(id, decode(r.out)[1].id)
+      r = cli.exec({ "--database", "sqlite:/nonexistent/x.db", "show", tostring(id), "--database", db, "--json" }, NO_ENV)
+      assert_exit(0, r)
+      assert.equals(7, decode(r.out).payload)
+      r = cli.exec({ "--database", db, "cron", "list", "--json" }, NO_ENV)
+      assert_exit(0, r)
+      r = cli.exec({ "--database", "sqlite:/nonexistent/x.db", "cron", "next", "@hourly", "--count", "1" }, NO_ENV)
+      assert_exit(0, r)
+      assert.equals("", r.err)
+      r = cli.exec({ "--database", db, "--help" }, NO_ENV)
+      assert_exit(0, r)
+      assert.matches("Usage: lua%-scheduler %[%-%-database URL%] COMMAND", r.out)
+      assert_usage(cli.exec({ "--database" }, NO_ENV), "--database needs a value")
+      assert_usage(cli.exec({ "--database", db }, NO_ENV), "missing COMMAND")
+      assert_usage(cli.exec({ "--databse", db, "jobs" }, NO_ENV), "unknown option --databse")
+    end)
+
+    it("takes PAYLOAD from stdin (-) and from a file (@path), 1 MB (past argv's 128 KB per string)", function()
+      local dir = helper.tmpdir()
+      local name = helper.name("BigPayload")
+      local big = { text = ("x"):rep(1024 * 1024), list = {} }
+      for i = 1, 1000 do big.list[i] = i end
+      helper.write_file(dir .. "/big.json", json.encode(big))
+      local from_stdin = id_of(run_in(nil, { "schedule", name, "-" }, { stdin = dir .. "/big.json" }))
+      local from_file = id_of(exec("schedule", name, "@" .. dir .. "/big.json"))
+      for _, id in ipairs { from_stdin, from_file } do
+        local j = job_row(id)
+        assert.equals(#big.text, #j.payload.text)
+        assert.equals(big.text, j.payload.text)
+        assert.same(big.list, j.payload.list)
+      end
+      -- a string that starts with @ is given as JSON
+      assert.equals("@home", job_row(id_of(exec("schedule", name, '"@home"'))).payload)
+      -- bad input: usage errors, nothing scheduled
+      helper.write_file(dir .. "/bad.json", '{"a": }')
+      assert_usage(run_in(nil, { "schedule", name, "-" }, { stdin = dir .. "/bad.json" }),
+        "PAYLOAD from stdin is not valid JSON")
+      assert_usage(exec("schedule", name, "-"), "PAYLOAD from stdin is not valid JSON") -- empty
+      assert_usage(exec("schedule", name, "@" .. dir .. "/bad.json"), "PAYLOAD @" .. dir .. "/bad.json is not valid JSON")
+      assert_usage(exec("schedule", name, "@" .. dir .. "/missing.json"), "cannot read the file", "No such file")
+      assert_usage(exec("schedule", name, "@" .. dir), "cannot read the file") -- a directory
+      assert.equals(3, helper.count_jobs(name))
+    end)
+
+    it("refuses an unsupported scheme, a due time after 9999, a payload nested deeper than 10,000 levels and a cron EXPR that never fires (exit 2)", function()
+      local r = exec("jobs", "--database", "mysql://app@db.internal/app")
+      assert_usage(r, 'unsupported database scheme "mysql"')
+      assert.is_falsy(r.err:find("%.lua:%d"), "a source path: " .. r.err)
+      assert.is_falsy(r.err:find("connection info string", 1, true), "libpq's parse error: " .. r.err)
+      helper.raises(function() require("scheduler").new { database = "mysql://app@db.internal/app" } end,
+        'unsupported database scheme "mysql"')
+      local name = helper.name("Far")
+      assert_usage(exec("schedule", name, "--in", "99999999999d"),
+        '--in: bad DURATION "99999999999d": that is after the year 9999')
+      assert_usage(exec("schedule", name, "--at", "253402300800"), "after the year 9999")
+      -- the latest time is stored by both backends
+      local id = id_of(exec("schedule", name, "--at", "9999-12-31T23:59:59Z"))
+      assert.equals(253402300799, math.floor(job_row(id).run_at + 0.5))
+      assert.equals(1, helper.count_jobs(name))
+      -- the nesting limit is the same on both backends (PostgreSQL's jsonb
+      -- refuses ~14,500 levels, SQLite used to take 20,000): 10,000
+      local dir = helper.tmpdir()
+      for _, n in ipairs { 10000, 10001, 15000 } do
+        helper.write_file(("%s/%d.json"):format(dir, n), ("["):rep(n) .. ("]"):rep(n))
+      end
+      local deep = id_of(exec("schedule", name, "@" .. dir .. "/10000.json"))
+      local v, depth = job_row(deep).payload, 0
+      while type(v) == "table" do v, depth = v[1], depth + 1 end
+      assert.equals(10000, depth)
+      for _, n in ipairs { 10001, 15000 } do
+        r = exec("schedule", name, ("@%s/%d.json"):format(dir, n))
+        assert_exit(2, r)
+        assert.equals("", r.out)
+        assert.matches("PAYLOAD: payload[1]", r.err, 1, true)
+        assert.matches("nesting deeper than 10000 levels", r.err, 1, true)
+      end
+      assert.equals(2, helper.count_jobs(name))
+
+      r = exec("cron", "next", "0 0 31 2 *")
+      assert_exit(2, r)
+      assert.equals("", r.out)
+      assert.matches('EXPR "0 0 31 2 *" never fires', r.err, 1, true)
+      r = exec("cron", "next", "0 0 29 2 *", "--count", "1")
+      assert_exit(0, r)
+      assert.matches("^%d%d%d%d%-02%-29T00:00:00Z\n$", r.out)
+    end)
+
+    it("packaging: the rockspec's summary names both backends; the LuaRocks recipe says luarocks path", function()
+      local rockspec = assert(helper.read_file(root .. "/rockspec/lua-scheduler-scm-1.rockspec"))
+      local summary = rockspec:match('summary%s*=%s*"([^"]*)"')
+      assert.matches("SQLite", summary)
+      assert.matches("PostgreSQL", summary)
+      local readme = assert(helper.read_file(root .. "/README.md"))
+      local section = readme:match("\n## Installing with LuaRocks\n(.-)\n## ")
+      assert.is_truthy(section)
+      assert.is_truthy(section:find("luarocks path", 1, true), section)
+      assert.is_truthy(section:find("--tree", 1, true), section)
     end)
   end)
 end)

@@ -50,10 +50,23 @@ local function one_of(...)
   end
 end
 
+-- The latest due time a job may have: 9999-12-31T23:59:59Z, the last one
+-- RFC 3339 can write and both backends store (a later one used to be
+-- refused by PostgreSQL as a runtime failure, exit 1, and stored by SQLite).
+local LATEST = 253402300799
+
 local function duration_value(s)
   local d, why = text.parse_duration(s)
   if not d then return nil, why end
+  if d > LATEST - os.time() then return nil, "that is after the year 9999" end
   return d
+end
+
+local function time_value(s)
+  local t, why = text.parse_time(s)
+  if not t then return nil, why end
+  if t > LATEST then return nil, "that is after the year 9999" end
+  return t
 end
 
 local function positive_duration(s)
@@ -67,7 +80,7 @@ end
 local DATABASE = {
   "--database", value = "URL",
   help = "sqlite:PATH, or a PostgreSQL URL or libpq keyword string (default:"
-    .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db)",
+    .. " $LUA_SCHEDULER_DATABASE, else sqlite:scheduler.db); also before the command",
 }
 local JSON = { "--json", help = "print JSON instead of text" }
 local LISTENERS = {
@@ -84,27 +97,94 @@ local LISTENERS = {
 -- host (ps, /proc/PID/cmdline) and stays in the shell's history.  Hide it
 -- from this process's command line as soon as possible, and say how to
 -- avoid it.  (Workers get the database through the environment.)
+local warned_password = false
 local function hide_password(database)
   local secrets = core.database_secrets(database)
   if #secrets == 0 then return end
   for _, secret in ipairs(secrets) do core.process.hide_arg(secret) end
+  if warned_password then return end -- (--database before and after the command)
+  warned_password = true
   io.stderr:write(PROG, ": warning: the password in --database is visible to other users (ps,",
     " shell history) until it is hidden at start-up; give it in LUA_SCHEDULER_DATABASE or",
     " a PGPASSFILE instead\n")
 end
 
+--- The database string this command uses, and where it came from
+-- ("--database", "LUA_SCHEDULER_DATABASE", or nil for the default).
 local function database_of(o)
+  local d, from = o.database, "--database"
+  if d == nil then d, from = os.getenv("LUA_SCHEDULER_DATABASE"), "LUA_SCHEDULER_DATABASE" end
   -- nothing configured: the SQLite file in the working directory, as for a
   -- script (scheduler.DEFAULT_DATABASE)
-  local d = o.database or os.getenv("LUA_SCHEDULER_DATABASE") or scheduler.DEFAULT_DATABASE
+  if d == nil then d, from = scheduler.DEFAULT_DATABASE, nil end
   if d == "" then
     usage_error("no database: --database or LUA_SCHEDULER_DATABASE is empty")
   end
-  return d
+  return d, from
 end
 
-local function open_db(o)
-  return require("scheduler.cli.db").new(database_of(o))
+--- The file of an SQLite database string (nil for PostgreSQL and for
+-- sqlite::memory:).
+local function sqlite_file(database)
+  local path = database:match("^sqlite:(.+)$")
+  if not path or path:match("^:memory:") then return nil end
+  return path
+end
+
+--- `s` with every occurrence of `secret` (plain text) replaced by ***.
+local function mask(s, secret)
+  local parts, at = {}, 1
+  while true do
+    local i, j = s:find(secret, at, true)
+    if not i then break end
+    parts[#parts + 1] = s:sub(at, i - 1)
+    parts[#parts + 1] = "***"
+    at = j + 1
+  end
+  parts[#parts + 1] = s:sub(at)
+  return table.concat(parts)
+end
+
+--- `database` as the command names it to people: an SQLite file by its
+-- absolute path (a relative one is where the confusion starts), a
+-- PostgreSQL string with its passwords masked.
+local function database_label(database)
+  local path = sqlite_file(database)
+  if path then
+    local cwd = path:sub(1, 1) ~= "/" and core.current_dir()
+    return "sqlite:" .. (cwd and (cwd .. "/" .. path) or path)
+  end
+  local label = database
+  local secrets = core.database_secrets(database)
+  table.sort(secrets, function(a, b) return #a > #b end) -- a decoded form may be part of the written one
+  for _, secret in ipairs(secrets) do label = mask(label, secret) end
+  return label
+end
+
+--- A handle on the command's database (scheduler.cli.db), after saying on
+-- stderr which one it is (stdout, --json included, is unaffected).  The
+-- admin commands never create an SQLite file: a missing one is most often
+-- a shell without LUA_SCHEDULER_DATABASE, and a job scheduled into a new
+-- file would never run.  `create`: migrate, whose work that is.
+local function open_db(o, create)
+  local database, from = database_of(o)
+  local path = sqlite_file(database)
+  if path and not create then
+    local f, _, code = io.open(path, "rb")
+    if f then
+      f:close()
+    elseif code == 2 then -- ENOENT (another error, e.g. EACCES, is SQLite's to report)
+      if from then
+        failure(("no database at %s (from %s; `%s migrate` creates one)"):format(path, from, PROG))
+      end
+      failure(("no database at ./%s (set LUA_SCHEDULER_DATABASE or --database)"):format(path))
+    end
+  end
+  local label = database_label(database)
+  io.stderr:write(PROG, ": database ", label, " (",
+    from and ("from " .. from) or "the default: neither --database nor LUA_SCHEDULER_DATABASE is set",
+    ")\n")
+  return require("scheduler.cli.db").new(database), label
 end
 
 local function job_id(s, what)
@@ -129,6 +209,31 @@ local function parse_payload(s)
   local v, err = core.json_decode(s)
   if err then usage_error(("PAYLOAD is not valid JSON: %s"):format(err)) end
   return v
+end
+
+--- PAYLOAD from stdin ("-") or a file ("@path"): JSON only (a bare word is
+-- a command-line convenience; a file's text would carry its newline).
+-- Any size: nothing passes through argv, whose strings are capped at 128 KB.
+local function payload_text(s, what)
+  local v, err = core.json_decode(s)
+  if err then usage_error(("%s is not valid JSON: %s"):format(what, err)) end
+  return v
+end
+
+local function read_payload(a)
+  if a == "-" then
+    local s, err = io.stdin:read("a")
+    if not s then usage_error("PAYLOAD -: cannot read stdin: " .. tostring(err)) end
+    return payload_text(s, "PAYLOAD from stdin")
+  end
+  local path = a:match("^@(.+)$")
+  if not path then return parse_payload(a) end
+  local f, err = io.open(path, "rb")
+  if not f then usage_error(("PAYLOAD %s: cannot read the file: %s"):format(a, err)) end
+  local s, rerr = f:read("a")
+  f:close()
+  if not s then usage_error(("PAYLOAD %s: cannot read the file: %s"):format(a, rerr)) end
+  return payload_text(s, "PAYLOAD " .. a)
 end
 
 --- The listener limits the files at --listeners PATH (else
@@ -254,11 +359,12 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
     if not files then usage_error(err) end
     local found, lerr = listeners.load(files)
     if not found then usage_error(lerr, false) end
-    local database = database_of(o)
+    local database, from = database_of(o)
     local checked, cerr = listeners.check(found, database)
     if not checked then usage_error(cerr, false) end
     return require("scheduler.cli.run").supervise {
-      database = database, workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
+      database = database, database_label = database_label(database) .. " (" .. (from and ("from " .. from) or "the default") .. ")",
+      workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
       log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
     }
   end,
@@ -291,17 +397,19 @@ COMMANDS.__worker = {
 
 COMMANDS.schedule = {
   summary = "schedule a job and print its id",
-  synopsis = { "schedule NAME [PAYLOAD] [--at TIME | --in DURATION] [--key K] [--priority P]"
+  synopsis = { "schedule NAME [PAYLOAD | - | @FILE] [--at TIME | --in DURATION] [--key K] [--priority P]"
     .. " [--max-attempts N]" },
   description = [[
 PAYLOAD is JSON ('{"to": "ada@example.com"}', 42, '"text"'); a bare word is
-taken as a string.  Without --at or --in the job is due now.
+taken as a string.  - reads the payload from stdin, @FILE from a file (JSON
+only, any size; '"@text"' is the string @text).  Without --at or --in the
+job is due now (neither may be after 9999-12-31T23:59:59Z).
 TIME: RFC 3339 (2026-11-24T09:00:00Z, 2026-11-24T10:00:00+01:00) or Unix
 seconds.  DURATION: 90, 90s, 5m, 2h, 1d, or combinations (1h30m).
 With --key, at most one unfinished job exists per key: scheduling again
 prints the existing job's id.]],
   options = {
-    { "--at", value = "TIME", parse = text.parse_time, help = "when the job is due" },
+    { "--at", value = "TIME", parse = time_value, help = "when the job is due" },
     { "--in", value = "DURATION", parse = duration_value, help = "due this long from now" },
     { "--key", value = "K", help = "deduplication key" },
     { "--priority", value = "P", parse = integer_between(0, 2147483647),
@@ -318,11 +426,16 @@ prints the existing job's id.]],
     if o.key == "" then usage_error("--key must not be empty") end
     if o.key and not utf8.len(o.key) then usage_error("--key is not valid UTF-8") end
     local payload = nil
-    if o.PAYLOAD then payload = parse_payload(o.PAYLOAD) end
+    if o.PAYLOAD then payload = read_payload(o.PAYLOAD) end
     local db = open_db(o)
-    local id, err = db:api():schedule(o.NAME, payload, {
+    -- a payload the API cannot store (nested deeper than it takes) raises
+    local ok, id, err = pcall(db:api().schedule, db:api(), o.NAME, payload, {
       at = o.at, delay = o["in"], key = o.key, priority = o.priority, max_attempts = o.max_attempts,
     })
+    if not ok then
+      db:close()
+      usage_error("PAYLOAD: " .. errors.strip(tostring(id):gsub("^[^\n]-:%d+: ", ""):gsub("^scheduler: schedule: ", "")))
+    end
     db:close()
     if not id then failure(errors.strip(err)) end
     out(o.json and text.json(text.object("id", id)) or tostring(id), "\n")
@@ -616,7 +729,7 @@ per line.]],
   },
   run = function(o)
     if o.interval and not o.watch then usage_error("--interval goes with --watch") end
-    local db = open_db(o)
+    local db, label = open_db(o)
     if not o.watch then
       local s = stats_snapshot(db, o.json)
       db:close()
@@ -632,11 +745,11 @@ per line.]],
       local s = stats_snapshot(db, o.json)
       if tty then
         out("\27[H\27[2J", os.date("%Y-%m-%d %H:%M:%S"), "  (every ", every,
-          "; Ctrl-C to stop)\n\n", s)
+          "; Ctrl-C to stop)  ", label, "\n\n", s)
       elseif o.json then
         out(s)
       else
-        out(os.date("%Y-%m-%d %H:%M:%S"), "\n", s, "\n")
+        out(os.date("%Y-%m-%d %H:%M:%S"), "  ", label, "\n", s, "\n")
       end
       io.stdout:flush()
       local sig = process.wait_signal(o.interval or 2)
@@ -650,10 +763,12 @@ per line.]],
 COMMANDS.migrate = {
   summary = "create or upgrade the database schema",
   synopsis = { "migrate [--json]" },
-  description = "Creates the schema `scheduler` or applies the migrations it lacks, and prints its version.",
+  description = [[
+Creates the schema `scheduler` or applies the migrations it lacks, and prints
+its version.  The only admin command that creates an SQLite file.]],
   options = { JSON, DATABASE },
   run = function(o)
-    local db = open_db(o)
+    local db = open_db(o, true)
     local version = db:schema_version()
     db:close()
     out(o.json and text.json(text.object("schema_version", version)) or ("schema version " .. version), "\n")
@@ -723,7 +838,8 @@ COMMANDS.cron = {
       description = [[
 EXPR: 5 fields (minute hour day-of-month month day-of-week), 6 with leading
 seconds, @daily/@hourly/..., or "@every 1h30m".  Times are printed in RFC
-3339 with ZONE's offset (default UTC).  No database is needed.]],
+3339 with ZONE's offset (default UTC).  No database is needed.  An EXPR
+that never fires ("0 0 31 2 *") is a usage error.]],
       options = {
         { "--tz", value = "ZONE", help = "UTC (default), local, or an IANA name like Europe/Paris" },
         { "--count", value = "N", parse = integer_between(1, 10000), help = "how many (default 5)" },
@@ -733,6 +849,8 @@ seconds, @daily/@hourly/..., or "@every 1h30m".  Times are printed in RFC
       run = function(o)
         local ok, times = pcall(scheduler.next_times, o.EXPR, o.count or 5, { tz = o.tz })
         if not ok then usage_error(errors.strip(tostring(times):gsub("^scheduler: next_times: ", ""))) end
+        -- (printing nothing and exiting 0 would read as "fine")
+        if #times == 0 then usage_error(("EXPR %q never fires: no date matches it"):format(o.EXPR), false) end
         local zone
         if o.tz then zone = require("scheduler.tz").get(o.tz) end
         local list = {}
@@ -790,7 +908,7 @@ end
 
 local function top_help()
   local parts = {
-    "Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n\n",
+    "Usage: " .. PROG .. " [--database URL] COMMAND [OPTIONS] [ARGS]\n\n",
     "Run Lua listener files for durable jobs stored in SQLite or PostgreSQL;\nschedule, ",
     "inspect, cancel and retry those jobs.\n\nCommands:\n",
   }
@@ -803,8 +921,10 @@ Options:
   -h, --help     show this help; `lua-scheduler COMMAND --help` for a command
   --version      print the version
 
-The database is --database URL or $LUA_SCHEDULER_DATABASE, else the SQLite
-file scheduler.db in the working directory.
+The database is --database URL (before or after the command) or
+$LUA_SCHEDULER_DATABASE, else the SQLite file scheduler.db in the working
+directory; each command names it on stderr.  Only migrate and run create an
+SQLite file that does not exist.
 Exit status: 0 success, 1 runtime failure (database, no such job), 2 usage
 error.
 ]]
@@ -883,7 +1003,21 @@ function cli.main(argv)
   cli.arg = argv
   local spec, path, first = nil, PROG, 1
   local ok, result = xpcall(function()
-    local a = argv[1]
+    -- Global options, before the command: --database (after the command, as
+    -- every command's own option, it wins over one given before).
+    local global = {}
+    while argv[first] ~= nil do
+      local v = argv[first]:match("^%-%-database=(.*)$")
+      if argv[first] == "--database" then
+        v = argv[first + 1]
+        if v == nil then usage_error("--database needs a value (URL)") end
+        first = first + 1
+      elseif v == nil then
+        break
+      end
+      global.database, first = v, first + 1
+    end
+    local a = argv[first]
     if a == nil then usage_error("missing COMMAND") end
     if a == "-h" or a == "--help" then
       out(top_help())
@@ -896,23 +1030,26 @@ function cli.main(argv)
     if is_option(a) then usage_error("unknown option " .. a:match("^[^=]*")) end
     spec = COMMANDS[a]
     if not spec then usage_error(("unknown command %q"):format(a)) end
-    path, first = PROG .. " " .. a, 2
+    path, first = PROG .. " " .. a, first + 1
     if spec.subcommands then
-      local sub = argv[2]
+      local sub = argv[first]
       if sub == nil or sub == "-h" or sub == "--help" then
         if sub == nil then usage_error("missing subcommand") end
         out(help_text(spec, path))
         return 0
       end
       if not spec.subcommands[sub] then usage_error(("unknown subcommand %q"):format(sub)) end
-      spec, path, first = spec.subcommands[sub], path .. " " .. sub, 3
+      spec, path, first = spec.subcommands[sub], path .. " " .. sub, first + 1
     end
     if wants_help(argv, first) then
       out(help_text(spec, path))
       return 0
     end
+    if global.database then hide_password(global.database) end
     local o = parse(spec, argv, first)
     if o.database then hide_password(o.database) end
+    -- (a command without a database, such as `cron next`, ignores it)
+    if o.database == nil then o.database = global.database end
     return spec.run(o) or 0
   end, function(e)
     if errors.of(e) then return e end
@@ -930,7 +1067,7 @@ function cli.main(argv)
   end
   io.stderr:write(path, ": ", e.message, "\n")
   if e.show_usage then
-    io.stderr:write(spec and usage_text(spec, path) or ("Usage: " .. PROG .. " COMMAND [OPTIONS] [ARGS]\n"),
+    io.stderr:write(spec and usage_text(spec, path) or ("Usage: " .. PROG .. " [--database URL] COMMAND [OPTIONS] [ARGS]\n"),
       "Run '", path, " --help' for more.\n")
   end
   return 2

@@ -20,7 +20,9 @@ function db:api()
   if not self._api then
     local ok, s = pcall(scheduler.new, { database = self.database, log = self.log })
     if not ok then
-      errors.usage("--database: " .. errors.strip(tostring(s):gsub("^scheduler: configure: ", "")))
+      -- (the error names this file's line, scheduler.new's caller: not for people)
+      local why = tostring(s):gsub("^[^\n]-:%d+: ", ""):gsub("^scheduler: configure: ", "")
+      errors.usage("--database: " .. errors.strip(why))
     end
     self._api = s
   end

@@ -439,8 +439,9 @@ function run.supervise(o)
     self.db:close()
     return 0
   end
-  log("info", ("listeners %s; database ready; starting %d worker%s"):format(
-    listeners.names(o.found), o.workers, o.workers == 1 and "" or "s"))
+  -- (the database by name: a shell without LUA_SCHEDULER_DATABASE uses ./scheduler.db)
+  log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
+    listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
 
   for slot = 1, o.workers do
     if not self:start(slot) then
