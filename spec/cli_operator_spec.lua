@@ -309,7 +309,7 @@ scheduler.on(%q, function() end)
     r = exec("jobs", "--name", name, "--listeners", dir .. "/l.lua")
     assert_exit(0, r)
     assert.matches("failed%s+.-%s+3/3%s+boom", r.out)
-    assert.equals("", r.err)
+    assert.equals("", cli.after_db_line(r.err))
 
     r = exec("show", tostring(failed), "--listeners", dir)
     assert_exit(0, r)

@@ -30,11 +30,7 @@ local function assert_usage(r, ...)
   end
 end
 
--- stderr without the line every command that uses a database starts with
--- ("lua-scheduler: database sqlite:/... (from LUA_SCHEDULER_DATABASE)").
-local function after_db_line(err)
-  return (err:gsub("^lua%-scheduler: database [^\n]*\n", "", 1))
-end
+local after_db_line = cli.after_db_line
 
 local function id_of(r)
   assert_exit(0, r)

@@ -203,6 +203,12 @@ function cli.listener_file(path, spec)
   helper.write_file(path, body)
 end
 
+--- stderr without the line every command that uses a database starts with
+--- ("lua-scheduler: database sqlite:/... (from LUA_SCHEDULER_DATABASE)").
+function cli.after_db_line(err)
+  return (err:gsub("^lua%-scheduler: database [^\n]*\n", "", 1))
+end
+
 --- Parse a results file: list of { id, pid, event, attempt, tag }.
 function cli.results(path)
   local out = {}
