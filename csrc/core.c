@@ -295,12 +295,15 @@ int core_sync_names(lua_State *L, core *c, int env) {
   int t = lua_gettop(L);
   lua_getfield(L, env, "slots");
   int slots = lua_gettop(L);
+  lua_getfield(L, env, "limits");
+  int max_idx = lua_gettop(L);
   size_t n = 0;
   lua_pushnil(L);
   while (lua_next(L, t)) n++, lua_pop(L, 1);
   const char **names = lua_newuserdatauv(L, (n ? n : 1) * sizeof *names, 0);
   size_t *lens = lua_newuserdatauv(L, (n ? n : 1) * sizeof *lens, 0);
   size_t *limits = lua_newuserdatauv(L, (n ? n : 1) * sizeof *limits, 0);
+  long long *maxes = lua_newuserdatauv(L, (n ? n : 1) * sizeof *maxes, 0);
   size_t i = 0;
   lua_pushnil(L);
   while (lua_next(L, t)) {
@@ -310,11 +313,17 @@ int core_sync_names(lua_State *L, core *c, int env) {
     lua_Integer k = lua_rawget(L, slots) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
     lua_pop(L, 1);
     limits[i] = k > 0 ? (size_t)k : 0;
+    lua_pushvalue(L, -1);
+    lua_Integer m = lua_rawget(L, max_idx) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    maxes[i] = m > 0 ? (long long)m : 0;
     i++;
   }
   int rc = c->st->ops->set_names(c->st, names, lens, n);
+  if (rc == STORE_OK) rc = c->st->ops->set_max_attempts(c->st, names, lens, maxes, n);
   /* a concurrent worker's fetcher claims for them too */
-  if (rc == STORE_OK && c->fetch && fetcher_set_names(c->fetch, names, lens, limits, n) != 0)
+  if (rc == STORE_OK && c->fetch &&
+      fetcher_set_names(c->fetch, names, lens, limits, maxes, n) != 0)
     rc = STORE_NOMEM;
   lua_settop(L, t - 1);
   return rc;

@@ -90,6 +90,7 @@ struct fetcher {
   unsigned long long next_seq;
   char **names; /* the names (fetcher_set_names), copied by the thread */
   size_t *name_lens, *name_limits, n_names;
+  long long *name_max; /* their listeners' max_attempts */
   int names_changed;
   int limited;    /* some name has a limit of its own */
   size_t *counts; /* jobs in flight per name with a limit (thread's order) */
@@ -245,11 +246,12 @@ static void free_names(char **names, size_t *lens, size_t *limits, size_t n) {
 }
 
 int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens,
-                      const size_t *limits, size_t n) {
+                      const size_t *limits, const long long *max_attempts, size_t n) {
   char **copy = calloc(n ? n : 1, sizeof *copy);
   size_t *clens = calloc(n ? n : 1, sizeof *clens);
   size_t *climits = calloc(n ? n : 1, sizeof *climits);
-  int oom = !copy || !clens || !climits;
+  long long *cmax = calloc(n ? n : 1, sizeof *cmax);
+  int oom = !copy || !clens || !climits || !cmax;
   for (size_t i = 0; !oom && i < n; i++) {
     if (!(copy[i] = malloc(lens[i] + 1))) {
       oom = 1;
@@ -259,14 +261,18 @@ int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens,
     copy[i][lens[i]] = '\0';
     clens[i] = lens[i];
     climits[i] = limits[i];
+    cmax[i] = max_attempts[i];
   }
   if (oom) {
     free_names(copy, clens, climits, n);
+    free(cmax);
     return -1;
   }
   pthread_mutex_lock(&f->mu);
   free_names(f->names, f->name_lens, f->name_limits, f->n_names);
+  free(f->name_max);
   f->names = copy, f->name_lens = clens, f->name_limits = climits, f->n_names = n;
+  f->name_max = cmax;
   f->names_changed = 1;
   pthread_mutex_unlock(&f->mu);
   signal_fd(f->kick_fd);
@@ -293,6 +299,18 @@ static int take_names(fetcher *f, name_table *t) {
     lens[i] = f->name_lens[i];
     limits[i] = f->name_limits[i];
   }
+  if (oom) {
+    free_names(names, lens, limits, n);
+    free(list);
+    free(list_lens);
+    free(counts);
+    free(seen);
+    return -1;
+  }
+  /* the crash rule's limits: memory only, no I/O under the lock */
+  if (f->st->ops->set_max_attempts(f->st, (const char *const *)f->names, f->name_lens,
+                                   f->name_max, n) != STORE_OK)
+    oom = 1;
   if (oom) {
     free_names(names, lens, limits, n);
     free(list);
@@ -665,6 +683,7 @@ static void *fetch_loop(void *arg) {
       f->outs = x, f->outs_cap = xc, f->n_outs = 0;
     }
     f->writing = t.n_w > 0;
+    take_names(f, &t.names); /* new names and limits, before any rescue (out of memory: next turn) */
     int quit = f->quit, stopping = f->stopping;
     if (f->slot_freed) t.claim_at = 0, t.held_delay = 0, f->slot_freed = 0;
     size_t in_flight = f->n_flights;
@@ -880,6 +899,7 @@ void fetcher_free(fetcher *f) {
   free(f->flights);
   buf_free(&f->news);
   free_names(f->names, f->name_lens, f->name_limits, f->n_names);
+  free(f->name_max);
   free(f->counts);
   free(f->name_limits_seen);
   for (size_t i = 0; i < f->n_requests; i++) free(f->requests[i]);

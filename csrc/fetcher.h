@@ -66,11 +66,12 @@ void fetcher_begin(fetcher *f, store_claim claim, double limit);
  * batch.  0, or -1 out of memory (nothing changed). */
 int fetcher_done(fetcher *f, const store_outcome *o);
 /* The names it claims from now on (copied; it claims none before the
- * first call), and how many jobs of each may be in flight at once
- * (limits[i] 0: only the worker's concurrency).  0, or -1 out of memory
+ * first call), how many jobs of each may be in flight at once (limits[i]
+ * 0: only the worker's concurrency), and their listeners' max_attempts
+ * (the crash rule's: store.h, set_max_attempts).  0, or -1 out of memory
  * (the old names stay). */
 int fetcher_set_names(fetcher *f, const char *const *names, const size_t *lens,
-                      const size_t *limits, size_t n);
+                      const size_t *limits, const long long *max_attempts, size_t n);
 /* Schedule job j (copied) on the fetcher's connection, for a coroutine
  * that waits for it without blocking the loop.  Returns the request's
  * number (> 0), or 0 out of memory.  Requests go first, also while

@@ -186,6 +186,11 @@ typedef struct store_ops {
   int (*get)(store *s, int64_t id, store_job *out, int *found);
   /* The names of the jobs this worker may claim (copied by the store). */
   int (*set_names)(store *s, const char *const *names, const size_t *lens, size_t n);
+  /* The max_attempts of this process's listeners (copied; max_attempts[i]
+   * 0: none), which the crash rule applies to a job that sets none (see
+   * rescue). */
+  int (*set_max_attempts)(store *s, const char *const *names, const size_t *lens,
+                          const long long *max_attempts, size_t n);
   /* Claim up to `limit` due jobs in run order.  *jobs points into store
    * memory valid until the next claim.  Each job's attempt is the one this
    * run is (the stored count plus one), and its token names this claim.
@@ -268,7 +273,8 @@ typedef struct store_ops {
    * alone (a quarantined job, the job in hand when a batch was settled,
    * a listener blocked past its time limit, whose lease alone was not
    * renewed) counts its attempt, and the job fails when its attempts are
-   * used up (default_max_attempts for jobs that set none); several (a
+   * used up (its own max_attempts, else its listener's as
+   * set_max_attempts gave it, else default_max_attempts); several (a
    * settled batch, the jobs in flight of a worker that runs several at
    * once) are not counted and go to quarantine.  Held batches whose
    * worker died are sent to quarantine the same way. */

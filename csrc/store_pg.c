@@ -676,6 +676,8 @@ static void pg_destroy(store *s) {
   free(p->crons);
   pg_free_names(p);
   buf_free(&p->names_literal);
+  buf_free(&p->max_names_literal);
+  buf_free(&p->max_literal);
   for (int i = 0; i < NBUFS; i++) buf_free(&p->p[i]);
   buf_free(&p->done[0]);
   buf_free(&p->done[1]);
@@ -696,6 +698,7 @@ static const store_ops pg_ops = {
     .retry = pg_retry,
     .get = pg_get,
     .set_names = pg_set_names,
+    .set_max_attempts = pg_set_max_attempts,
     .claim = pg_claim,
     .claim_leased = pg_claim_leased,
     .finish = pg_finish,

@@ -138,9 +138,16 @@ static const pg_query pgq_heartbeat = {Q_HEARTBEAT, "scheduler_heartbeat", 3,
     "  WHERE j.id = h.id AND j.claim = h.token AND j.state = 'running' RETURNING 1)"
     " SELECT extract(epoch FROM u.t), (SELECT count(*) FROM r) FROM u"};
 
+/* The max_attempts the crash rule applies to job j: its own, else its
+ * listener's ($3 names, $4 their max_attempts: set_max_attempts), else
+ * the default ($2). */
+#define MAX_ATTEMPTS_OF                                                                      \
+  "coalesce(j.max_attempts, (SELECT l.m FROM unnest($3::text[], $4::integer[]) AS l(n, m)"   \
+  " WHERE l.n = j.name AND l.m > 0 LIMIT 1), $2::integer)"
+
 /* Leases given back by the crash rule (see CRASHES): those of worker $1
- * (abandon), or every expired one ($1 NULL); $2 the default
- * max_attempts.  A worker's leases of one expiry are a group (store.h,
+ * (abandon), or every expired one ($1 NULL); $2-$4 the max_attempts
+ * (MAX_ATTEMPTS_OF).  A worker's leases of one expiry are a group (store.h,
  * rescue): a lease alone (a quarantined job, the job in hand when a
  * batch was settled, a listener blocked past its limit) counts the
  * attempt and fails the job when its attempts are used up; the jobs of
@@ -149,7 +156,7 @@ static const pg_query pgq_heartbeat = {Q_HEARTBEAT, "scheduler_heartbeat", 3,
  * (jobs given back, notifications): one per name as for new jobs (a
  * single "wake everyone" beyond 16 names).  Planned per execution: the
  * two cases walk different indexes. */
-static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
+static const pg_query pgq_rescue = {Q_RESCUE, NULL, 4,
     "WITH x AS ("
     "  SELECT j.id, j.locked_by, j.locked_until FROM scheduler.jobs j"
     "  WHERE j.state = 'running'"
@@ -166,7 +173,7 @@ static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
     "  quarantined = j.quarantined OR coalesce(g.n, 1) > 1,"
     "  suspects = CASE WHEN coalesce(g.n, 1) > 1 THEN g.n ELSE j.suspects END,"
     "  state = CASE WHEN coalesce(g.n, 1) = 1"
-    "    AND j.attempt >= coalesce(j.max_attempts, $2::integer)"
+    "    AND j.attempt >= " MAX_ATTEMPTS_OF
     "    THEN 'failed' ELSE 'scheduled' END,"
     "  last_error = CASE WHEN coalesce(g.n, 1) > 1 THEN j.last_error"
     "    WHEN $1::text IS NULL THEN 'lease expired: worker ' ||"
@@ -192,12 +199,12 @@ static const pg_query pgq_rescue = {Q_RESCUE, NULL, 2,
  * NULL).  Their transactions aborted, so their jobs are back as they
  * were.  A batch that had run (the next one had started) is simply
  * forgotten; of one that had not, a job alone was the one running: its
- * attempt is counted (failed when used up, $2 the default
- * max_attempts); several go to quarantine, not charged.  A job locked
+ * attempt is counted (failed when used up: MAX_ATTEMPTS_OF, $2-$4);
+ * several go to quarantine, not charged.  A job locked
  * meanwhile (claimed again, or by another client) is skipped, and its
  * record kept for the next look.  Returns (jobs put back, records
  * dropped, a notification or NULL). */
-static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 2,
+static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 4,
     "WITH o AS ("
     "  SELECT b.token, b.worker, b.ids, b.ran FROM scheduler.batches b"
     "  WHERE ($1::text IS NULL OR b.worker = $1)"
@@ -219,7 +226,7 @@ static const pg_query pgq_orphans = {Q_ORPHANS, NULL, 2,
     "  suspects = CASE WHEN m.n > 1 THEN m.n ELSE j.suspects END,"
     "  attempt = CASE WHEN m.n = 1 THEN j.attempt + 1 ELSE j.attempt END,"
     "  state = CASE WHEN m.n = 1 AND j.attempt + 1 >="
-    "    coalesce(j.max_attempts, $2::integer) THEN 'failed' ELSE 'scheduled' END,"
+    "    " MAX_ATTEMPTS_OF " THEN 'failed' ELSE 'scheduled' END,"
     "  last_error = CASE WHEN m.n = 1 THEN 'attempt ' || (j.attempt + 1) ||"
     "    ' was lost: worker ' || m.worker || ' died while running it'"
     "    ELSE j.last_error END"
@@ -503,7 +510,9 @@ static int give_back(pg_store *p, const char *worker, long long default_max_atte
                      size_t *n) {
   char maxa[32];
   snprintf(maxa, sizeof maxa, "%lld", default_max_attempts);
-  const char *values[2] = {worker, maxa};
+  /* NULL (no listener limits) before the first set_names */
+  const char *values[4] = {worker, maxa, p->max_literal.len ? buf_cstr(&p->max_names_literal) : NULL,
+                           p->max_literal.len ? buf_cstr(&p->max_literal) : NULL};
   PGresult *r = NULL;
   int rc = pg_run(p, &pgq_rescue, values, &r);
   if (rc) return rc;
@@ -514,6 +523,24 @@ static int give_back(pg_store *p, const char *worker, long long default_max_atte
   if (n) *n = leased + (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
   PQclear(r);
   return STORE_OK;
+}
+
+int pg_set_max_attempts(store *s, const char *const *names, const size_t *lens,
+                        const long long *max_attempts, size_t n) {
+  pg_store *p = PG(s);
+  buf_reset(&p->max_names_literal);
+  buf_reset(&p->max_literal);
+  int err = buf_addc(&p->max_names_literal, '{') | buf_addc(&p->max_literal, '{');
+  for (size_t i = 0; i < n && !err; i++) {
+    if (i) err |= buf_addc(&p->max_names_literal, ',') | buf_addc(&p->max_literal, ',');
+    err |= add_array_text(&p->max_names_literal, names[i], lens[i]) |
+           buf_printf(&p->max_literal, "%lld", max_attempts[i]);
+  }
+  err |= buf_addc(&p->max_names_literal, '}') | buf_addc(&p->max_literal, '}');
+  if (!err) return STORE_OK;
+  buf_reset(&p->max_names_literal);
+  buf_reset(&p->max_literal);
+  return store_fail(s, STORE_NOMEM, "not enough memory");
 }
 
 int pg_rescue(store *s, long long default_max_attempts) {

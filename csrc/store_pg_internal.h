@@ -196,6 +196,9 @@ typedef struct pg_store {
   /* this worker's names: a text[] literal and the raw list for matching
    * notifications */
   buf names_literal;
+  /* the listeners' max_attempts (set_max_attempts): text[] and integer[]
+   * literals, in the same order; empty until set */
+  buf max_names_literal, max_literal;
   int claim_names_changed; /* the prepared claim has other names */
   char **names;
   size_t *name_lens;
@@ -373,6 +376,8 @@ void pg_tx_destroy(pg_store *p);
 
 /* store_pg_crash.c */
 int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n);
+int pg_set_max_attempts(store *s, const char *const *names, const size_t *lens,
+                        const long long *max_attempts, size_t n);
 int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease, double *until);
 int pg_rescue(store *s, long long default_max_attempts);
 int pg_abandon(store *s, const char *worker, long long default_max_attempts, size_t *n);

@@ -274,7 +274,8 @@ static const char *const queries[Q_COUNT] = {
   "UPDATE scheduler_jobs SET"                                                                \
   " quarantined = quarantined OR" SHARED_CLAIM ","                                           \
   " attempt = CASE WHEN" SHARED_CLAIM " THEN attempt - 1 ELSE attempt END,"                 \
-  " state = CASE WHEN NOT" SHARED_CLAIM " AND attempt >= coalesce(max_attempts, ?2)"         \
+  " state = CASE WHEN NOT" SHARED_CLAIM                                                      \
+  "   AND attempt >= coalesce(max_attempts, scheduler_listener_max(name), ?2)"               \
   "   THEN 'failed' ELSE 'scheduled' END,"                                                   \
   " last_error = CASE WHEN" SHARED_CLAIM " THEN last_error ELSE " why " END,"               \
   " locked_by = NULL, locked_until = NULL, claim = NULL"                                     \
@@ -439,6 +440,7 @@ typedef struct done_count {
 typedef struct name_ref {
   char *s;
   size_t len;
+  long long max_attempts; /* in maxes: its listener's (scheduler_listener_max) */
 } name_ref;
 
 typedef struct sq_store {
@@ -469,6 +471,8 @@ typedef struct sq_store {
   /* this worker's names, sorted (memcmp, then length) for bsearch */
   name_ref *names;
   size_t n_names;
+  name_ref *maxes; /* set_max_attempts: sorted like names */
+  size_t n_maxes;
   /* what returned pointers point into */
   arena claimed, got, cron_mem;
   store_job *jobs; /* the last claim's batch: n_jobs of them */
@@ -985,15 +989,56 @@ static int name_cmp(const void *a, const void *b) {
 
 static int wants(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_names) return 0;
-  name_ref key = {(char *)s, len};
+  name_ref key = {(char *)s, len, 0};
   return bsearch(&key, q->names, q->n_names, sizeof *q->names, name_cmp) != NULL;
 }
 
-static void free_names(sq_store *q) {
-  for (size_t i = 0; i < q->n_names; i++) free(q->names[i].s);
-  free(q->names);
-  q->names = NULL;
-  q->n_names = 0;
+/* The SQL function scheduler_listener_max(name): the max_attempts of this
+ * process's listener for that name (set_max_attempts), or NULL; the crash
+ * rule's (GIVE_BACK) fallback before the default, for a job that sets
+ * none. */
+static void listener_max(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const sq_store *q = sqlite3_user_data(ctx);
+  const unsigned char *s = sqlite3_value_text(argv[0]);
+  name_ref key = {(char *)s, (size_t)sqlite3_value_bytes(argv[0]), 0};
+  const name_ref *r =
+      s && q->n_maxes ? bsearch(&key, q->maxes, q->n_maxes, sizeof *q->maxes, name_cmp) : NULL;
+  if (r && r->max_attempts > 0)
+    sqlite3_result_int64(ctx, r->max_attempts);
+  else
+    sqlite3_result_null(ctx);
+}
+
+static void free_refs(name_ref **refs, size_t *n) {
+  for (size_t i = 0; i < *n; i++) free((*refs)[i].s);
+  free(*refs);
+  *refs = NULL;
+  *n = 0;
+}
+
+static void free_names(sq_store *q) { free_refs(&q->names, &q->n_names); }
+
+static int sq_set_max_attempts(store *s, const char *const *names, const size_t *lens,
+                               const long long *max_attempts, size_t n) {
+  sq_store *q = SQ(s);
+  free_refs(&q->maxes, &q->n_maxes);
+  if (n == 0) return STORE_OK;
+  q->maxes = calloc(n, sizeof *q->maxes);
+  if (!q->maxes) return store_fail(s, STORE_NOMEM, "not enough memory");
+  for (size_t i = 0; i < n; i++) {
+    char *c = malloc(lens[i] + 1);
+    if (!c) {
+      free_refs(&q->maxes, &q->n_maxes);
+      return store_fail(s, STORE_NOMEM, "not enough memory");
+    }
+    if (lens[i]) memcpy(c, names[i], lens[i]);
+    c[lens[i]] = '\0';
+    q->maxes[i] = (name_ref){c, lens[i], max_attempts[i]};
+    q->n_maxes = i + 1;
+  }
+  qsort(q->maxes, q->n_maxes, sizeof *q->maxes, name_cmp);
+  return STORE_OK;
 }
 
 static int sq_set_names(store *s, const char *const *names, const size_t *lens, size_t n) {
@@ -1153,6 +1198,13 @@ static int sq_connect(store *s) {
   }
   sqlite3_extended_result_codes(q->db, 1);
   sqlite3_busy_handler(q->db, on_busy, q);
+  rc = sqlite3_create_function(q->db, "scheduler_listener_max", 1, SQLITE_UTF8, q, listener_max,
+                               NULL, NULL);
+  if (rc != SQLITE_OK) {
+    int code = fail(q, rc, "cannot open the database");
+    sq_disconnect_now(q);
+    return code;
+  }
   if (!q->memory && sqlite3_db_readonly(q->db, "main") == 1) {
     store_fail(s, STORE_DOWN,
                "cannot open the database: %s is read-only (the file's permissions or its file "
@@ -2143,6 +2195,7 @@ static void sq_destroy(store *s) {
   sq_store *q = SQ(s);
   sq_disconnect_now(q);
   free_names(q);
+  free_refs(&q->maxes, &q->n_maxes);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -2332,6 +2385,7 @@ static const store_ops sqlite_ops = {
     .retry = sq_retry,
     .get = sq_get,
     .set_names = sq_set_names,
+    .set_max_attempts = sq_set_max_attempts,
     .claim = sq_claim,
     .claim_leased = sq_claim_leased,
     .finish = sq_finish,

@@ -85,6 +85,28 @@ describe("crashes", function()
     assert.matches("died", job.last_error, 1, true)
   end)
 
+  it("a job that ends its worker is charged against its listener's max_attempts when it sets none", function()
+    local name = helper.name("listener-max")
+    local id = helper.schedule(s, name, { exit = 3 }) -- no max_attempts of its own
+    local procs = {}
+    for _ = 1, 4 do
+      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = 1,
+        WORKER_LISTENER_MAX = 2 }
+      procs[#procs + 1] = p
+      local code = p:wait(30)
+      if code == 0 then break end
+      assert.equals(3, code, p:describe())
+      assert.is_truthy(helper.wait_worker_gone(p))
+      helper.sleep(1.3)
+    end
+    local attempts = {}
+    for _, r in ipairs(helper.all_results(procs, "start")) do attempts[#attempts + 1] = r.attempt end
+    assert.same({ 1, 2 }, attempts) -- not 25 (the default)
+    local job = helper.ok(s:job(id))
+    assert.equals("failed", job.state)
+    assert.equals(2, job.attempt)
+  end)
+
   describe("outside transactions #postgresql", function()
     -- Another client locks the rows, or changes them and rolls back, while
     -- a worker looks for due jobs.  With max_attempts = 1 a single attempt

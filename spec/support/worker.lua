@@ -23,6 +23,7 @@
 --   WORKER_LEASE       the `lease` option
 --   WORKER_BATCH_MAX   the `batch_max` option
 --   WORKER_TIMEOUT     the listeners' `timeout` option (on())
+--   WORKER_LISTENER_MAX the listeners' `max_attempts` option (on())
 --   WORKER_CONCURRENCY the `concurrency` option: run() then runs the jobs in
 --                      coroutines of a cqueues loop
 --   WORKER_WAIT        seconds every listener call waits without blocking
@@ -168,7 +169,8 @@ local function listener(payload, job)
   if stop_after and count >= stop_after then scheduler.stop() end
 end
 
-local listener_opts = { timeout = tonumber(os.getenv("WORKER_TIMEOUT") or "") }
+local listener_opts = { timeout = tonumber(os.getenv("WORKER_TIMEOUT") or ""),
+  max_attempts = tonumber(os.getenv("WORKER_LISTENER_MAX") or "") }
 for _, name in ipairs(names) do scheduler.on(name, listener, listener_opts) end
 
 local to_schedule = tonumber(os.getenv("WORKER_SCHEDULE") or "") or 0

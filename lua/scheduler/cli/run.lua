@@ -439,6 +439,10 @@ function run.supervise(o)
     self.db:close()
     return 0
   end
+  -- the files' listeners on the supervisor's own instance, never run: the
+  -- release of a dead worker's jobs (abandon) charges a crash against a
+  -- listener's max_attempts as a worker's rescue would
+  listeners.register(o.found, self.db:api())
   -- (the database by name: a shell without LUA_SCHEDULER_DATABASE uses ./scheduler.db)
   log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
     listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
