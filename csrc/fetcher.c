@@ -446,6 +446,22 @@ static int send_requests(fetcher *f, size_t *sent) {
   }
 }
 
+/* Stopped, and everything recorded (or given up): fetcher_settled.  With
+ * f->mu held. */
+static int settled(const fetcher *f) {
+  return f->stopping && f->n_flights == 0 && !f->claiming &&
+         ((f->n_outs == 0 && !f->writing) || f->gave_up);
+}
+
+/* The thread has just cleared one of settled()'s conditions: when that
+ * settles the worker, wake the Lua thread's step, which may have looked
+ * before and is waiting on the descriptor.  Every place that clears one
+ * calls this (a claim that ended after stop() did not: cq:loop() waited
+ * forever).  With f->mu held. */
+static void signal_if_settled(fetcher *f) {
+  if (settled(f)) signal_fd(f->wake_fd);
+}
+
 static double jitter(void) {
   double x = clock_mono() * 7919.0;
   return 0.75 + 0.5 * (x - floor(x));
@@ -481,7 +497,7 @@ static int write_outcomes(fetcher *f, turn *t, double now, int *worked) {
     t->n_w = 0;
     *worked = 1;
     f->writing = 0;
-    if (f->stopping && f->n_flights == 0 && f->n_outs == 0) signal_fd(f->wake_fd); /* settled */
+    signal_if_settled(f);
   } else if (f->stopping) {
     f->gave_up = 1; /* left to the leases: stop() does not wait for the database */
     signal_fd(f->wake_fd);
@@ -589,6 +605,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   }
   pthread_mutex_lock(&f->mu);
   f->claiming = 0; /* what it got is in flight, or released (stopped meanwhile) */
+  signal_if_settled(f);
   pthread_mutex_unlock(&f->mu);
   if (rc != STORE_OK) return rc;
   t->quarantine_wait = q_wait && !q_alone;
@@ -810,7 +827,6 @@ fetcher *fetcher_start(const fetcher_opts *o, buf *err) {
 int fetcher_fd(fetcher *f) { return f->wake_fd; }
 
 size_t fetcher_take(fetcher *f, fetched_job **out, size_t max) {
-  drain_fd(f->wake_fd);
   pthread_mutex_lock(&f->mu);
   size_t n = f->n_ready < max ? f->n_ready : max;
   if (n) {
@@ -864,13 +880,18 @@ void fetcher_stop(fetcher *f) {
 
 int fetcher_settled(fetcher *f) {
   pthread_mutex_lock(&f->mu);
-  int s = f->stopping && f->n_flights == 0 && !f->claiming &&
-          ((f->n_outs == 0 && !f->writing) || f->gave_up);
+  int s = settled(f);
   pthread_mutex_unlock(&f->mu);
   return s;
 }
 
 const char *fetcher_news(fetcher *f, buf *out, double *next_cron) {
+  /* A step reads this first, then the answers, the jobs and whether it
+   * is settled: the descriptor is drained here, before any of them, so
+   * whatever the thread posts after this read signals it anew.  (Drained
+   * in fetcher_take, after the answers were read, an answer posted in
+   * between lost its signal: a schedule() waited forever.) */
+  drain_fd(f->wake_fd);
   pthread_mutex_lock(&f->mu);
   const char *level = f->news_level;
   buf_reset(out);

@@ -53,8 +53,9 @@ typedef struct fetcher_opts {
 
 /* Start the thread.  NULL with a message in err on failure. */
 fetcher *fetcher_start(const fetcher_opts *o, buf *err);
-/* Readable when fetcher_take has jobs or fetcher_news has news.  Reading
- * is fetcher_take's business. */
+/* Readable when fetcher_take has jobs, fetcher_answers answers or
+ * fetcher_news news (or the worker settled).  fetcher_news drains it: a
+ * step calls it before the others. */
 int fetcher_fd(fetcher *f);
 /* Move the claimed jobs waiting (at most `max`) to out[]; returns how
  * many.  Each is in flight from its claim on, until fetcher_done. */

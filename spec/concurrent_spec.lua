@@ -337,6 +337,42 @@ describe("concurrent listeners", function()
     assert.are.equal(2, #ran, "both jobs ran: " .. #ran .. " " .. tostring(child))
   end)
 
+  it("stop while the worker's claim waits for another client's lock, and return once it is released", function()
+    -- the claim a worker makes when it starts waits on a lock another
+    -- client holds for 1.2 s (SQLite: the file's write lock; PostgreSQL: an
+    -- exclusive lock on the jobs table); stop() comes while it waits.  Once
+    -- the claim returns, the loop must learn that the worker settled (the
+    -- end of a claim did not signal it, and cq:loop() waited forever)
+    local name = helper.name("stopclaim")
+    local s = helper.new { concurrency = 4 }
+    s:on(name, function() end)
+    helper.ok(s:schema_version()) -- the tables exist before the other client uses them
+    local dir = helper.tmpdir()
+    local holder
+    if helper.POSTGRESQL then
+      holder = ("psql -qAt -c %s >%s/out 2>&1 & echo $!"):format(helper.shquote(
+        "BEGIN; LOCK TABLE scheduler.jobs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.2); ROLLBACK;"), dir)
+    else
+      holder = ("(echo '.timeout 5000'; echo 'BEGIN IMMEDIATE;'; sleep 1.2; echo 'ROLLBACK;') | sqlite3 %s >%s/out 2>&1 & echo $!")
+        :format(helper.shquote(helper.sqlite_path()), dir)
+    end
+    helper.sh(holder)
+    helper.sleep(0.3) -- the lock is held
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    local t0 = cqueues.monotime()
+    cq:wrap(function()
+      cqueues.sleep(0.3) -- the claim waits
+      s:stop()
+    end)
+    local deadline = t0 + 20
+    while not cq:empty() and cqueues.monotime() < deadline do assert(cq:step(0.1)) end
+    local took = cqueues.monotime() - t0
+    assert.is_true(cq:empty(), ("the loop ended after stop() (still running after %.1f s; holder: %s)"):format(took,
+      tostring(helper.read_file(dir .. "/out"))))
+    assert.is_nil(s._flight)
+  end)
+
   it("find a job that crashes its worker among 16 in flight by halves, charging no other", function()
     local name = helper.name("halves")
     local s = helper.new()
