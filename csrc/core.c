@@ -32,6 +32,7 @@
 /* for the lua-scheduler command (block before luaopen_scheduler_core) */
 #include <errno.h>
 #include "dir.h"
+#include "notify.h"
 #include "process.h"
 
 /* Only luaopen_scheduler_core is exported (see core.c). */
@@ -1002,6 +1003,17 @@ static int l_process_kill(lua_State *L) {
   return 1;
 }
 
+/* process.kill_group(pgid, signal) -> true | nil, err: to every process of
+ * the group (a spawned child's pid); ESRCH when none is left */
+static int l_process_kill_group(lua_State *L) {
+  lua_Integer pgid = luaL_checkinteger(L, 1);
+  int sig = check_signal(L, 2);
+  luaL_argcheck(L, pgid > 1, 1, "process group must be above 1");
+  if (process_kill_group((pid_t)pgid, sig) != 0) return errno_fail(L, "kill_group");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* process.monotonic() -> seconds on the monotonic clock (for timers) */
 static int l_process_monotonic(lua_State *L) {
   lua_pushnumber(L, clock_mono());
@@ -1173,6 +1185,7 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
                                              {"spawn", l_process_spawn},
                                              {"reap", l_process_reap},
                                              {"kill", l_process_kill},
+                                             {"kill_group", l_process_kill_group},
                                              {"getpid", l_process_getpid},
                                              {"monotonic", l_process_monotonic},
                                              {"isatty", l_process_isatty},
@@ -1182,10 +1195,23 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
 static const luaL_Reg dir_functions[] = {
     {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
 
+/* notify(message) -> true (sent) | false (no $NOTIFY_SOCKET: no service
+ * manager listens) | nil, err */
+static int l_notify(lua_State *L) {
+  size_t len;
+  const char *msg = luaL_checklstring(L, 1, &len);
+  const char *name = getenv("NOTIFY_SOCKET");
+  int rc = notify_send(name, msg, len);
+  if (rc < 0) return fail(L, "notify", strerror(errno));
+  lua_pushboolean(L, rc);
+  return 1;
+}
+
 static const luaL_Reg cli_functions[] = {{"database_secrets", l_database_secrets},
                                          {"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
                                          {"current_dir", l_current_dir},
+                                         {"notify", l_notify},
                                          {NULL, NULL}};
 
 /* Add the command's functions to the module table on top of the stack. */

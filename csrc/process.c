@@ -176,6 +176,13 @@ int process_spawn(const char *const *argv, const char *const *env, pid_t *pid, b
     sigaction(SIGCHLD, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGHUP, &sa, NULL);
+    /* its own session, so its own process group: a forced stop kills the
+     * group (the worker and what its listeners started, os.execute's shell
+     * and its children), and a terminal's Ctrl-C reaches the supervisor
+     * only, which forwards it as the graceful stop.  A session rather than
+     * a mere group: a background group of the terminal would be stopped by
+     * SIGTTOU when writing its log there under `stty tostop`. */
+    setsid();
 #ifdef __linux__
     /* a worker outlives a killed supervisor only until it finished the job
      * in hand (SIGTERM is its graceful stop) */
@@ -324,3 +331,5 @@ int process_hide_arg(const char *secret) {
   }
   return hidden;
 }
+
+int process_kill_group(pid_t pgid, int sig) { return kill(-pgid, sig); }
