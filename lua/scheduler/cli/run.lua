@@ -21,12 +21,28 @@
 --   SIGINT/TERM   graceful stop: SIGTERM to every worker, which stops
 --                 claiming, finishes the job in hand and hands back the rest
 --                 (scheduler.run's own stop); exit 0 once all have exited.  A
---                 second SIGINT/SIGTERM kills the workers at once (SIGKILL),
---                 releases their jobs and exits 1.
+--                 second SIGINT/SIGTERM (or --stop-timeout passing) kills the
+--                 workers at once, releases their jobs and exits 1.
 --   SIGHUP        reload: the files are checked again; if they are fine, N new
 --                 workers start and the old ones stop gracefully; if not, the
 --                 error is logged and the running workers stay.
 -- Workers ignore SIGHUP and, on Linux, get SIGTERM if the supervisor dies.
+--
+-- Process groups.  Each worker leads its own session and process group
+-- (process.spawn), so a terminal's Ctrl-C reaches the supervisor only (it
+-- forwards the stop), and a kill reaches everything a worker's listeners
+-- started: a forced stop sends SIGKILL to each worker's group, and a worker
+-- that died any other way than a clean exit has its group killed when it is
+-- reaped (a listener's `sleep 6; echo late >> f` would otherwise go on
+-- working for a job that is being released to run again).
+--
+-- Service manager.  Under systemd's Type=notify ($NOTIFY_SOCKET) the
+-- supervisor sends READY=1 once the database answered with the current
+-- schema and every worker was started, STATUS= with what it is doing or
+-- what is wrong ("waiting for the database: ...", "running 4 workers",
+-- "worker 2 is crash-looping: ..."), WATCHDOG=1 every WATCHDOG_USEC/2 while
+-- it is healthy (past the database wait, no worker crash-looping) and
+-- STOPPING=1 when it stops.
 --
 -- A worker's id is "<host>:<pid>:<suffix>" (the library's default), with a
 -- random suffix that the supervisor picks and hands to the worker
@@ -200,6 +216,7 @@ function Supervisor:died(slot, lived, how, outside)
     state.quick_kills = 0
   end
   if lived >= STABLE_SECONDS then state.failures = 0 end
+  state.last_death = how
   state.failures = state.failures + 1
   local delay = RESTART_DELAYS[math.min(state.failures, #RESTART_DELAYS)]
   state.restart_at = process.monotonic() + delay
@@ -282,6 +299,10 @@ function Supervisor:reap()
     local w = self.by_pid[pid]
     if w then
       self.by_pid[pid] = nil
+      -- what its listeners started would work on for jobs being released
+      -- (the group outlives its leader while a member lives, and its id is
+      -- not reused meanwhile; ESRCH: nothing left)
+      if not (how == "exit" and code == 0) then process.kill_group(pid, "KILL") end
       self:release(w)
       local what = describe_exit(how, code)
       local outside = how == "signal" and OUTSIDE[code] == true
@@ -312,6 +333,52 @@ function Supervisor:signal_all(sig)
   for pid in pairs(self.by_pid) do process.kill(pid, sig) end
 end
 
+--- Send `fields` ("READY=1", "STATUS=...", one per line) to the service
+-- manager, if one listens ($NOTIFY_SOCKET); a failure is logged once.
+function Supervisor:notify(fields)
+  local ok, err = core.notify(fields)
+  if ok == nil and not self.notify_failed then
+    self.notify_failed = true
+    self.log("warn", "cannot notify the service manager ($NOTIFY_SOCKET): " .. errors.strip(tostring(err)))
+  end
+end
+
+--- The STATUS= line, sent when it changes.
+function Supervisor:status(line)
+  line = line:gsub("[\r\n]+", " ")
+  if line ~= self.last_status then
+    self.last_status = line
+    self:notify("STATUS=" .. line)
+  end
+end
+
+--- Healthy: running, and no worker is crash-looping (one that has run
+-- STABLE_SECONDS since is past it).  Otherwise nil and why.
+function Supervisor:health()
+  local now = process.monotonic()
+  for slot, state in ipairs(self.slots) do
+    if state.failures >= CRASH_LOOP
+        and not (state.worker and now - state.worker.started >= STABLE_SECONDS) then
+      return nil, ("worker %d is crash-looping (%d exits in a row%s)"):format(slot, state.failures,
+        state.last_death and ", last: it " .. state.last_death or "")
+    end
+  end
+  return true
+end
+
+--- Keep the service manager up to date: STATUS=, and WATCHDOG=1 when due
+-- and healthy.
+function Supervisor:tick()
+  if self.stopping then return end
+  local ok, why = self:health()
+  self:status(ok and ("running %d worker%s"):format(#self.slots, #self.slots == 1 and "" or "s")
+    or why)
+  if ok and self.watchdog and process.monotonic() >= self.watchdog_at then
+    self:notify("WATCHDOG=1")
+    self.watchdog_at = process.monotonic() + self.watchdog
+  end
+end
+
 function Supervisor:stop(sig)
   if not self.stopping then
     self.stopping = true
@@ -319,11 +386,16 @@ function Supervisor:stop(sig)
     self.log("info", ("%s: stopping; waiting for %d worker%s to finish the job in hand"):format(
       sig, self:live(), self:live() == 1 and "" or "s"))
     self:signal_all("TERM")
+    self:notify(("STOPPING=1\nSTATUS=stopping: waiting for %d worker%s to finish the job in hand")
+      :format(self:live(), self:live() == 1 and "" or "s"))
+    if self.o.stop_timeout then self.stop_at = process.monotonic() + self.o.stop_timeout end
   else
-    self.forced = true
-    self.log("warn", ("second %s: stopping at once (killing %d worker%s)"):format(
+    self.forced, self.stop_at = true, nil
+    self.log("warn", ("%s: stopping at once (killing %d worker%s and what they started)"):format(
       sig, self:live(), self:live() == 1 and "" or "s"))
-    self:signal_all("KILL")
+    self:notify("STATUS=stopping at once")
+    -- the whole group: a listener's child processes too
+    for pid in pairs(self.by_pid) do process.kill_group(pid, "KILL") end
   end
 end
 
@@ -368,6 +440,9 @@ function Supervisor:next_timer()
   for _, r in ipairs(self.releases) do
     if not soonest or r.at < soonest then soonest = r.at end
   end
+  for _, at in ipairs { self.stop_at or false, self.tick_at or false } do
+    if at and (not soonest or at < soonest) then soonest = at end
+  end
   return soonest and math.max(0, soonest - process.monotonic())
 end
 
@@ -402,6 +477,7 @@ function Supervisor:wait_for_database()
       return true
     end
     local now = process.monotonic()
+    if err ~= last_err then self:status("waiting for the database: " .. err) end
     if err ~= last_err or now - logged_at >= DB_REPEAT_LOG then
       if last_err then
         self.log("warn", ("still waiting for the database (%.0f s): %s"):format(now - started, err))
@@ -447,6 +523,12 @@ function run.supervise(o)
   log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
     listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
 
+  -- WATCHDOG_PID, when set, names the process meant (not a worker's)
+  local usec = math.tointeger(tonumber(os.getenv("WATCHDOG_USEC") or ""))
+  local wpid = math.tointeger(tonumber(os.getenv("WATCHDOG_PID") or ""))
+  if usec and usec > 0 and (not wpid or wpid == process.getpid()) then
+    self.watchdog, self.watchdog_at = usec / 2e6, process.monotonic()
+  end
   for slot = 1, o.workers do
     if not self:start(slot) then
       -- the interpreter or launcher cannot be executed: no point retrying
@@ -455,12 +537,20 @@ function run.supervise(o)
       break
     end
   end
+  if not self.forced then self:notify("READY=1") end
   while true do
     if self.stopping and self:live() == 0 then break end
+    -- (a wake-up for the watchdog, or now and then for STATUS, when a
+    -- service manager listens)
+    self:tick()
+    self.tick_at = os.getenv("NOTIFY_SOCKET") and process.monotonic() + (self.watchdog or 5)
+    if self.watchdog then self.tick_at = math.min(self.tick_at, self.watchdog_at) end
     local sig = process.wait_signal(self:next_timer())
     self:reap()
     if sig == "INT" or sig == "TERM" then
-      self:stop("SIG" .. sig)
+      self:stop(self.stopping and ("second SIG" .. sig) or ("SIG" .. sig))
+    elseif self.stop_at and process.monotonic() >= self.stop_at then
+      self:stop(("stop timeout (%gs)"):format(self.o.stop_timeout))
     elseif sig == "HUP" and not self.stopping then
       self:reload()
     end
