@@ -537,7 +537,10 @@ function run.supervise(o)
       break
     end
   end
-  if not self.forced then self:notify("READY=1") end
+  if not self.forced then
+    self:tick() -- STATUS= first: "running N workers" as the unit becomes active
+    self:notify("READY=1")
+  end
   while true do
     if self.stopping and self:live() == 0 then break end
     -- (a wake-up for the watchdog, or now and then for STATUS, when a
