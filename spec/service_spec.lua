@@ -7,6 +7,8 @@ local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local notifysock = require "spec.notifysock"
 
+local LEAK_CHECK = (os.getenv("LSAN_OPTIONS") or ""):find("exitcode=0", 1, true) ~= nil
+
 local function exec(...)
   return cli.exec({ ... })
 end
@@ -95,8 +97,12 @@ describe("run as a service", function()
         c:kill("TERM")
         assert.is_true(c:wait_log("stopping; waiting for 1 worker"), c:describe())
         if case.how == "a second SIGTERM" then c:kill("TERM") end
-        assert.equals(1, c:wait(10), c:describe())
-        assert.is_true(c:wait_log("stopping at once"), c:describe())
+        local code = c:wait(10)
+        -- (make test-memory: LeakSanitizer's report at exit, of the
+        -- interpreter's or libpq's leaks, ends the process with its
+        -- exitcode=0, whatever status it was exiting with)
+        assert.is_true(code == 1 or (code == 0 and LEAK_CHECK), c:describe())
+        assert.is_true(c:wait_log("stopped at once"), c:describe())
         -- nothing is left of the listener's child: nothing can write later
         assert.is_truthy(helper.wait_for(function() return #procs_matching(t.sleep) == 0 end, 1),
           "left: " .. table.concat(procs_matching(t.sleep), " "))
