@@ -901,7 +901,7 @@ static void push_signal(lua_State *L, int sig) {
 
 static int errno_fail(lua_State *L, const char *op) { return fail(L, op, strerror(errno)); }
 
-/* process.block_signals() -> true | nil, err: CHLD, HUP, INT and TERM now
+/* process.block_signals() -> true | nil, err: CHLD, HUP, INT, TERM and USR1 now
  * wait for process.wait_signal. */
 static int l_process_block_signals(lua_State *L) {
   if (process_block_signals() != 0) return errno_fail(L, "block_signals");
@@ -909,17 +909,20 @@ static int l_process_block_signals(lua_State *L) {
   return 1;
 }
 
-/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM", or nil after
- * timeout seconds (nil: no limit).  Raises unless the signals are blocked. */
+/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM"|"USR1" and the
+ * sender's pid, or nil after timeout seconds (nil: no limit).  Raises unless
+ * the signals are blocked. */
 static int l_process_wait_signal(lua_State *L) {
   double timeout = luaL_optnumber(L, 1, -1);
   luaL_argcheck(L, !isnan(timeout), 1, "timeout is NaN");
-  int sig = process_wait_signal(timeout);
+  pid_t from = 0;
+  int sig = process_wait_signal(timeout, &from);
   if (sig < 0)
     return luaL_error(L, "scheduler: wait_signal: %s (call block_signals first)", strerror(errno));
   if (sig == 0) return 0;
   push_signal(L, sig);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)from);
+  return 2;
 }
 
 /* process.spawn(argv, env) -> pid | nil, err.  argv: array of strings
@@ -1023,6 +1026,22 @@ static int l_process_monotonic(lua_State *L) {
 static int l_process_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
+}
+
+static int l_process_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
+/* process.sleep(seconds): a signal's handler ends it early */
+static int l_process_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0 && s < 1e9, 1, "seconds must be between 0 and 1e9");
+  struct timespec ts;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  nanosleep(&ts, NULL);
+  return 0;
 }
 
 /* process.hide_arg(secret) -> n: hide `secret` from this process's command
@@ -1187,6 +1206,8 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
                                              {"kill", l_process_kill},
                                              {"kill_group", l_process_kill_group},
                                              {"getpid", l_process_getpid},
+                                             {"getppid", l_process_getppid},
+                                             {"sleep", l_process_sleep},
                                              {"monotonic", l_process_monotonic},
                                              {"isatty", l_process_isatty},
                                              {"hide_arg", l_process_hide_arg},

@@ -45,6 +45,8 @@ int process_block_signals(void) {
   sigaddset(&wanted, SIGHUP);
   sigaddset(&wanted, SIGINT);
   sigaddset(&wanted, SIGTERM);
+  /* a worker's "connected, running" (run.lua): the supervisor's readiness */
+  sigaddset(&wanted, SIGUSR1);
   int rc = pthread_sigmask(SIG_BLOCK, &wanted, &saved_mask);
   if (rc != 0) {
     errno = rc;
@@ -60,7 +62,7 @@ int process_block_signals(void) {
   return 0;
 }
 
-int process_wait_signal(double timeout) {
+int process_wait_signal(double timeout, pid_t *from) {
   if (!blocked) {
     errno = EINVAL;
     return -1;
@@ -79,7 +81,10 @@ int process_wait_signal(double timeout) {
     } else {
       sig = sigwaitinfo(&wanted, &info);
     }
-    if (sig > 0) return sig;
+    if (sig > 0) {
+      if (from) *from = info.si_pid;
+      return sig;
+    }
     if (errno == EAGAIN) return 0;
     if (errno != EINTR) return -1;
     /* interrupted by another signal's handler: wait for what is left */

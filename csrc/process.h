@@ -20,15 +20,16 @@
 
 #include "buf.h"
 
-/* Block SIGCHLD, SIGHUP, SIGINT and SIGTERM in the calling thread, so that
+/* Block SIGCHLD, SIGHUP, SIGINT, SIGTERM and SIGUSR1 in the calling thread, so that
  * they wait for process_wait_signal.  The mask in force before is what
  * spawned children get.  Idempotent.  0, or -1 with errno set. */
 int process_block_signals(void);
 
 /* Wait at most `timeout` seconds (negative: no limit) for one of the blocked
- * signals.  Returns its number, 0 on timeout, -1 with errno set (EINVAL when
- * the signals are not blocked). */
-int process_wait_signal(double timeout);
+ * signals.  Returns its number (and, if `from` is not NULL, the sending
+ * process in *from: 0 when the kernel sent it), 0 on timeout, -1 with errno
+ * set (EINVAL when the signals are not blocked). */
+int process_wait_signal(double timeout, pid_t *from);
 
 /* Start argv[0] (searched in PATH when it has no '/') with arguments argv
  * (NULL-terminated) and the current environment, in which each "NAME=value"

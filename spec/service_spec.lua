@@ -191,7 +191,9 @@ describe("run as a service", function()
         local got = receive(10, function(g) return seen(g, "READY=1") end)
         assert.is_truthy(seen(got, "READY=1"), c:describe())
         assert.equals("STATUS=running 2 workers", seen(got, "STATUS=running*"))
-        assert.is_true(c:wait_log("started: listeners", 2), c:describe())
+        -- not before: both workers said they run (connected) before READY=1
+        local _, started = c:err():gsub("started: listeners", "")
+        assert.equals(2, started, c:describe())
         -- WATCHDOG=1 every 0.1 s: at least 5 in a second (generous)
         local pings = 0
         for _, m in ipairs(receive(1)) do
@@ -221,6 +223,37 @@ describe("run as a service", function()
       got = receive(1, nil, got)
       assert.is_nil(seen(got, "READY=1"))
       assert.is_nil(seen(got, "WATCHDOG=1"))
+      c:kill("TERM")
+      assert.equals(0, c:wait(10), c:describe())
+    end)
+
+    it("#postgresql sends READY=1 only once the workers connected (a role's connection limit)", function()
+      if not (helper.DATABASE or ""):match("^host=") then pending("needs a keyword database string") return end
+      local role = helper.name("limited"):gsub("%W", "_")
+      local dbname = role .. "_db"
+      helper.psql(("CREATE ROLE %s LOGIN CONNECTION LIMIT 1"):format(role))
+      helper.psql(("CREATE DATABASE %s OWNER %s"):format(dbname, role))
+      finally(function()
+        cli.cleanup()
+        pcall(helper.psql, "DROP DATABASE IF EXISTS " .. dbname .. " WITH (FORCE)", { timeout = 5 })
+        pcall(helper.psql, "DROP ROLE IF EXISTS " .. role)
+      end)
+      local sock = helper.tmpdir() .. "/notify"
+      fd = notifysock.bind(sock)
+      local t = late_listener(helper.tmpdir(), helper.name("limited"))
+      -- the supervisor takes the role's one connection: the worker cannot connect
+      local c = cli.start({ "run", t.file }, { env = { NOTIFY_SOCKET = sock,
+        LUA_SCHEDULER_DATABASE = helper.database_for(dbname) .. " user=" .. role } })
+      local got = receive(10, function(g) return seen(g, "STATUS=waiting for 1 of 1 workers to connect") end)
+      assert.is_truthy(seen(got, "STATUS=waiting for 1 of 1 workers to connect"), c:describe())
+      assert.is_true(c:wait_log("too many connections for role"), c:describe())
+      got = receive(0.5, nil, got)
+      assert.is_nil(seen(got, "READY=1"), c:describe())
+      -- room for it: READY=1 follows
+      helper.psql(("ALTER ROLE %s CONNECTION LIMIT -1"):format(role))
+      got = receive(10, function(g) return seen(g, "READY=1") end, got)
+      assert.is_truthy(seen(got, "READY=1"), c:describe())
+      assert.equals("STATUS=running 1 worker", seen(got, "STATUS=running*"))
       c:kill("TERM")
       assert.equals(0, c:wait(10), c:describe())
     end)

@@ -37,8 +37,10 @@
 -- working for a job that is being released to run again).
 --
 -- Service manager.  Under systemd's Type=notify ($NOTIFY_SOCKET) the
--- supervisor sends READY=1 once the database answered with the current
--- schema and every worker was started, STATUS= with what it is doing or
+-- supervisor sends READY=1 once every worker runs: each one, once connected
+-- and about to enter its loop, sends SIGUSR1 to the supervisor (named by
+-- LUA_SCHEDULER_SUPERVISOR, so a worker whose supervisor died signals no
+-- other process); STATUS= with what it is doing or
 -- what is wrong ("waiting for the database: ...", "running 4 workers",
 -- "worker 2 is crash-looping: ..."), WATCHDOG=1 every WATCHDOG_USEC/2 while
 -- it is healthy (past the database wait, no worker crash-looping) and
@@ -87,6 +89,9 @@ local QUICK_KILL, QUICK_KILLS = 1, 5
 -- supervisor exits, pending releases get RELEASE_AT_EXIT seconds more.
 local RELEASE_RETRY = { 0.1, 5 }
 local RELEASE_AT_EXIT = 5
+
+-- A worker that cannot connect at start tries again this often (growing).
+local WORKER_DB_RETRY = { 0.1, 1 }
 
 local function host_of(worker_id)
   return worker_id:match("^(.*):%d+:%w+$") or worker_id:match("^(.*):%d+$") or worker_id
@@ -145,7 +150,25 @@ function run.worker(o)
     log("error", ferr)
     return 2
   end
+  -- connected (the schema current) before it says so: the supervisor's
+  -- readiness waits for this.  The supervisor has connected already, so
+  -- this waits only on what refuses one more connection (max_connections);
+  -- SIGTERM meanwhile ends the worker, which holds no job yet.
+  local delay, last = WORKER_DB_RETRY[1], nil
+  while true do
+    local version, cerr = scheduler.schema_version()
+    if version then break end
+    cerr = errors.strip(tostring(cerr)):gsub("^scheduler: schema_version: ", "")
+    if cerr ~= last then log("warn", "waiting for the database: " .. cerr) end
+    last = cerr
+    process.sleep(delay)
+    delay = math.min(delay * 2, WORKER_DB_RETRY[2])
+  end
   log("info", ("started: listeners %s"):format(listeners.names(found)))
+  local supervisor = math.tointeger(tonumber(os.getenv("LUA_SCHEDULER_SUPERVISOR") or ""))
+  if supervisor and supervisor > 1 and process.getppid() == supervisor then
+    process.kill(supervisor, "USR1")
+  end
   local v, rerr = scheduler.run()
   if v then
     log("info", "stopped")
@@ -185,7 +208,7 @@ end
 function Supervisor:start(slot)
   local suffix = core.random_suffix()
   local pid, err = process.spawn(worker_argv(self.o, slot, suffix),
-    { LUA_SCHEDULER_DATABASE = self.o.database })
+    { LUA_SCHEDULER_DATABASE = self.o.database, LUA_SCHEDULER_SUPERVISOR = tostring(process.getpid()) })
   local state = self.slots[slot]
   if not pid then
     self.log("error", ("cannot start worker %d: %s"):format(slot, errors.strip(err)))
@@ -366,13 +389,29 @@ function Supervisor:health()
   return true
 end
 
---- Keep the service manager up to date: STATUS=, and WATCHDOG=1 when due
--- and healthy.
+--- How many of the current workers run (said so with SIGUSR1).
+function Supervisor:running()
+  local n = 0
+  for _, state in ipairs(self.slots) do
+    if state.worker and state.worker.ready then n = n + 1 end
+  end
+  return n
+end
+
+--- Keep the service manager up to date: READY=1 once every worker runs,
+-- STATUS=, and WATCHDOG=1 when due and healthy.
 function Supervisor:tick()
   if self.stopping then return end
   local ok, why = self:health()
-  self:status(ok and ("running %d worker%s"):format(#self.slots, #self.slots == 1 and "" or "s")
-    or why)
+  local n = self:running()
+  if ok and n < #self.slots then
+    why = ("waiting for %d of %d workers to connect"):format(#self.slots - n, #self.slots)
+  end
+  self:status(why or ("running %d worker%s"):format(#self.slots, #self.slots == 1 and "" or "s"))
+  if not why and not self.ready_sent then
+    self.ready_sent = true
+    self:notify("READY=1")
+  end
   if ok and self.watchdog and process.monotonic() >= self.watchdog_at then
     self:notify("WATCHDOG=1")
     self.watchdog_at = process.monotonic() + self.watchdog
@@ -537,10 +576,6 @@ function run.supervise(o)
       break
     end
   end
-  if not self.forced then
-    self:tick() -- STATUS= first: "running N workers" as the unit becomes active
-    self:notify("READY=1")
-  end
   while true do
     if self.stopping and self:live() == 0 then break end
     -- (a wake-up for the watchdog, or now and then for STATUS, when a
@@ -548,9 +583,12 @@ function run.supervise(o)
     self:tick()
     self.tick_at = os.getenv("NOTIFY_SOCKET") and process.monotonic() + (self.watchdog or 5)
     if self.watchdog then self.tick_at = math.min(self.tick_at, self.watchdog_at) end
-    local sig = process.wait_signal(self:next_timer())
+    local sig, from = process.wait_signal(self:next_timer())
     self:reap()
-    if sig == "INT" or sig == "TERM" then
+    if sig == "USR1" then
+      local w = self.by_pid[from]
+      if w then w.ready = true end
+    elseif sig == "INT" or sig == "TERM" then
       self:stop(self.stopping and ("second SIG" .. sig) or ("SIG" .. sig))
     elseif self.stop_at and process.monotonic() >= self.stop_at then
       self:stop(("stop timeout (%gs)"):format(self.o.stop_timeout))
