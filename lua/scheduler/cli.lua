@@ -344,8 +344,9 @@ SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one,
 or --stop-timeout passing, stops at once, exit 1: each worker's process group
 is killed, so what its listeners started ends too, and its jobs are put
 back).  SIGHUP: reload the files by replacing the workers.
-Under systemd Type=notify it reports READY=1 once the workers are started,
-STATUS= (e.g. "waiting for the database: ..."), and WATCHDOG=1 while healthy.]],
+Under systemd Type=notify it reports READY=1 once every worker has
+connected, STATUS= (e.g. "waiting for the database: ..."), and WATCHDOG=1
+while healthy.]],
   options = {
     DATABASE,
     { "--workers", value = "N", parse = integer_between(1, 1024), help = "worker processes (default 1)" },

@@ -40,11 +40,14 @@
 -- supervisor sends READY=1 once every worker runs: each one, once connected
 -- and about to enter its loop, sends SIGUSR1 to the supervisor (named by
 -- LUA_SCHEDULER_SUPERVISOR, so a worker whose supervisor died signals no
--- other process); STATUS= with what it is doing or
--- what is wrong ("waiting for the database: ...", "running 4 workers",
--- "worker 2 is crash-looping: ..."), WATCHDOG=1 every WATCHDOG_USEC/2 while
--- it is healthy (past the database wait, no worker crash-looping) and
--- STOPPING=1 when it stops.
+-- other process; the supervisor takes USR1 with the others, synchronously);
+-- STATUS= with what it is doing or what is wrong ("waiting for the
+-- database: ...", "waiting for 1 of 4 workers to connect", "running 4
+-- workers", "worker 2 is crash-looping (...)"); WATCHDOG=1 every
+-- WATCHDOG_USEC/2 while it is healthy (past the database wait, no worker
+-- crash-looping; a database outage while running is the workers' to wait
+-- out, with their jobs in hand: no reason for a restart); STOPPING=1 when
+-- it stops.
 --
 -- A worker's id is "<host>:<pid>:<suffix>" (the library's default), with a
 -- random suffix that the supervisor picks and hands to the worker
