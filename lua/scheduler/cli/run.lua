@@ -93,6 +93,9 @@ local QUICK_KILL, QUICK_KILLS = 1, 5
 local RELEASE_RETRY = { 0.1, 5 }
 local RELEASE_AT_EXIT = 5
 
+-- Under a service manager, STATUS= is brought up to date at least this
+-- often (seconds; a crash loop that ended, say).
+local STATUS_EVERY = 5
 -- A worker that cannot connect at start tries again this often (growing).
 local WORKER_DB_RETRY = { 0.1, 1 }
 
@@ -584,8 +587,10 @@ function run.supervise(o)
     -- (a wake-up for the watchdog, or now and then for STATUS, when a
     -- service manager listens)
     self:tick()
-    self.tick_at = os.getenv("NOTIFY_SOCKET") and process.monotonic() + (self.watchdog or 5)
-    if self.watchdog then self.tick_at = math.min(self.tick_at, self.watchdog_at) end
+    self.tick_at = nil
+    if os.getenv("NOTIFY_SOCKET") then
+      self.tick_at = math.min(process.monotonic() + STATUS_EVERY, self.watchdog_at or math.huge)
+    end
     local sig, from = process.wait_signal(self:next_timer())
     self:reap()
     if sig == "USR1" then
