@@ -225,6 +225,32 @@ describe("run as a service", function()
       assert.is_nil(seen(got, "WATCHDOG=1"))
       c:kill("TERM")
       assert.equals(0, c:wait(10), c:describe())
+      -- and the probe says so
+      local r = cli.exec({ "health" }, { env = { LUA_SCHEDULER_DATABASE = wrong } })
+      assert.equals(1, r.code, cli.describe(r))
+      assert.matches("^unhealthy: [^\n]*password authentication failed[^\n]*\n$", r.out)
+    end)
+
+    it("stops WATCHDOG=1 and says why while a worker crash-loops; no READY=1", function()
+      local dir = helper.tmpdir()
+      local sock = dir .. "/notify"
+      fd = notifysock.bind(sock)
+      -- loaded fine by the supervisor's check; a worker exits at once
+      local file = dir .. "/crash.lua"
+      helper.write_file(file, ([[
+if os.getenv("LUA_SCHEDULER_SUPERVISOR") then os.exit(3) end
+require("scheduler").on(%q, function() end)
+]]):format(helper.name("crash")))
+      local c = cli.start({ "run", file }, { env = { NOTIFY_SOCKET = sock, WATCHDOG_USEC = "200000" } })
+      local got = receive(15, function(g) return seen(g, "STATUS=worker 1 is crash-looping*") end)
+      local status = seen(got, "STATUS=worker 1 is crash-looping*")
+      assert.is_truthy(status, c:describe())
+      assert.is_truthy(status:find("exited with status 3", 1, true), status)
+      local after = receive(1)
+      assert.is_nil(seen(got, "READY=1"))
+      assert.is_nil(seen(after, "WATCHDOG=1"), "WATCHDOG=1 during a crash loop")
+      c:kill("TERM")
+      assert.equals(0, c:wait(10), c:describe())
     end)
 
     it("#postgresql sends READY=1 only once the workers connected (a role's connection limit)", function()
