@@ -323,7 +323,7 @@ local COMMANDS = {}
 
 COMMANDS.run = {
   summary = "run listener files with a pool of worker processes",
-  synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--log-level L]"
+  synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--stop-timeout DURATION] [--log-level L]"
     .. " [--log-format text|json] PATH..." },
   description = [[
 PATH is a listener file or a directory of *.lua files (loaded in sorted
