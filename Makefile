@@ -102,8 +102,9 @@ SRCS := $(wildcard $(SRCDIR)/*.c)
 OBJS := $(patsubst $(SRCDIR)/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/scheduler/core.so
 # Test-only C modules (not in the rock): spec.memlimit, an allocator that
-# refuses allocations on request (specs and faults provoke memory errors).
-TEST_SO := $(BUILD)/spec/memlimit.so
+# refuses allocations on request (specs and faults provoke memory errors);
+# spec.notifysock, a unix datagram socket receiving sd_notify messages.
+TEST_SO := $(BUILD)/spec/memlimit.so $(BUILD)/spec/notifysock.so
 
 # Sanitizers (SANITIZE=1): lua5.4 itself is not instrumented, so the ASan
 # runtime must be the first DSO in the process: LD_PRELOAD=libasan.so

@@ -32,6 +32,7 @@
 /* for the lua-scheduler command (block before luaopen_scheduler_core) */
 #include <errno.h>
 #include "dir.h"
+#include "notify.h"
 #include "process.h"
 
 /* Only luaopen_scheduler_core is exported (see core.c). */
@@ -900,7 +901,7 @@ static void push_signal(lua_State *L, int sig) {
 
 static int errno_fail(lua_State *L, const char *op) { return fail(L, op, strerror(errno)); }
 
-/* process.block_signals() -> true | nil, err: CHLD, HUP, INT and TERM now
+/* process.block_signals() -> true | nil, err: CHLD, HUP, INT, TERM and USR1 now
  * wait for process.wait_signal. */
 static int l_process_block_signals(lua_State *L) {
   if (process_block_signals() != 0) return errno_fail(L, "block_signals");
@@ -908,17 +909,20 @@ static int l_process_block_signals(lua_State *L) {
   return 1;
 }
 
-/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM", or nil after
- * timeout seconds (nil: no limit).  Raises unless the signals are blocked. */
+/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM"|"USR1" and the
+ * sender's pid, or nil after timeout seconds (nil: no limit).  Raises unless
+ * the signals are blocked. */
 static int l_process_wait_signal(lua_State *L) {
   double timeout = luaL_optnumber(L, 1, -1);
   luaL_argcheck(L, !isnan(timeout), 1, "timeout is NaN");
-  int sig = process_wait_signal(timeout);
+  pid_t from = 0;
+  int sig = process_wait_signal(timeout, &from);
   if (sig < 0)
     return luaL_error(L, "scheduler: wait_signal: %s (call block_signals first)", strerror(errno));
   if (sig == 0) return 0;
   push_signal(L, sig);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)from);
+  return 2;
 }
 
 /* process.spawn(argv, env) -> pid | nil, err.  argv: array of strings
@@ -1002,6 +1006,17 @@ static int l_process_kill(lua_State *L) {
   return 1;
 }
 
+/* process.kill_group(pgid, signal) -> true | nil, err: to every process of
+ * the group (a spawned child's pid); ESRCH when none is left */
+static int l_process_kill_group(lua_State *L) {
+  lua_Integer pgid = luaL_checkinteger(L, 1);
+  int sig = check_signal(L, 2);
+  luaL_argcheck(L, pgid > 1, 1, "process group must be above 1");
+  if (process_kill_group((pid_t)pgid, sig) != 0) return errno_fail(L, "kill_group");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* process.monotonic() -> seconds on the monotonic clock (for timers) */
 static int l_process_monotonic(lua_State *L) {
   lua_pushnumber(L, clock_mono());
@@ -1011,6 +1026,22 @@ static int l_process_monotonic(lua_State *L) {
 static int l_process_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
+}
+
+static int l_process_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
+/* process.sleep(seconds): a signal's handler ends it early */
+static int l_process_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0 && s < 1e9, 1, "seconds must be between 0 and 1e9");
+  struct timespec ts;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  nanosleep(&ts, NULL);
+  return 0;
 }
 
 /* process.hide_arg(secret) -> n: hide `secret` from this process's command
@@ -1173,7 +1204,10 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
                                              {"spawn", l_process_spawn},
                                              {"reap", l_process_reap},
                                              {"kill", l_process_kill},
+                                             {"kill_group", l_process_kill_group},
                                              {"getpid", l_process_getpid},
+                                             {"getppid", l_process_getppid},
+                                             {"sleep", l_process_sleep},
                                              {"monotonic", l_process_monotonic},
                                              {"isatty", l_process_isatty},
                                              {"hide_arg", l_process_hide_arg},
@@ -1182,10 +1216,23 @@ static const luaL_Reg process_functions[] = {{"block_signals", l_process_block_s
 static const luaL_Reg dir_functions[] = {
     {"is_dir", l_dir_is_dir}, {"list", l_dir_list}, {NULL, NULL}};
 
+/* notify(message) -> true (sent) | false (no $NOTIFY_SOCKET: no service
+ * manager listens) | nil, err */
+static int l_notify(lua_State *L) {
+  size_t len;
+  const char *msg = luaL_checklstring(L, 1, &len);
+  const char *name = getenv("NOTIFY_SOCKET");
+  int rc = notify_send(name, msg, len);
+  if (rc < 0) return fail(L, "notify", strerror(errno));
+  lua_pushboolean(L, rc);
+  return 1;
+}
+
 static const luaL_Reg cli_functions[] = {{"database_secrets", l_database_secrets},
                                          {"json_encode", l_json_encode},
                                          {"json_decode", l_json_decode},
                                          {"current_dir", l_current_dir},
+                                         {"notify", l_notify},
                                          {NULL, NULL}};
 
 /* Add the command's functions to the module table on top of the stack. */

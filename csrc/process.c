@@ -45,6 +45,8 @@ int process_block_signals(void) {
   sigaddset(&wanted, SIGHUP);
   sigaddset(&wanted, SIGINT);
   sigaddset(&wanted, SIGTERM);
+  /* a worker's "connected, running" (run.lua): the supervisor's readiness */
+  sigaddset(&wanted, SIGUSR1);
   int rc = pthread_sigmask(SIG_BLOCK, &wanted, &saved_mask);
   if (rc != 0) {
     errno = rc;
@@ -60,7 +62,7 @@ int process_block_signals(void) {
   return 0;
 }
 
-int process_wait_signal(double timeout) {
+int process_wait_signal(double timeout, pid_t *from) {
   if (!blocked) {
     errno = EINVAL;
     return -1;
@@ -79,7 +81,10 @@ int process_wait_signal(double timeout) {
     } else {
       sig = sigwaitinfo(&wanted, &info);
     }
-    if (sig > 0) return sig;
+    if (sig > 0) {
+      if (from) *from = info.si_pid;
+      return sig;
+    }
     if (errno == EAGAIN) return 0;
     if (errno != EINTR) return -1;
     /* interrupted by another signal's handler: wait for what is left */
@@ -176,6 +181,13 @@ int process_spawn(const char *const *argv, const char *const *env, pid_t *pid, b
     sigaction(SIGCHLD, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGHUP, &sa, NULL);
+    /* its own session, so its own process group: a forced stop kills the
+     * group (the worker and what its listeners started, os.execute's shell
+     * and its children), and a terminal's Ctrl-C reaches the supervisor
+     * only, which forwards it as the graceful stop.  A session rather than
+     * a mere group: a background group of the terminal would be stopped by
+     * SIGTTOU when writing its log there under `stty tostop`. */
+    setsid();
 #ifdef __linux__
     /* a worker outlives a killed supervisor only until it finished the job
      * in hand (SIGTERM is its graceful stop) */
@@ -324,3 +336,5 @@ int process_hide_arg(const char *secret) {
   }
   return hidden;
 }
+
+int process_kill_group(pid_t pgid, int sig) { return kill(-pgid, sig); }

@@ -20,23 +20,26 @@
 
 #include "buf.h"
 
-/* Block SIGCHLD, SIGHUP, SIGINT and SIGTERM in the calling thread, so that
+/* Block SIGCHLD, SIGHUP, SIGINT, SIGTERM and SIGUSR1 in the calling thread, so that
  * they wait for process_wait_signal.  The mask in force before is what
  * spawned children get.  Idempotent.  0, or -1 with errno set. */
 int process_block_signals(void);
 
 /* Wait at most `timeout` seconds (negative: no limit) for one of the blocked
- * signals.  Returns its number, 0 on timeout, -1 with errno set (EINVAL when
- * the signals are not blocked). */
-int process_wait_signal(double timeout);
+ * signals.  Returns its number (and, if `from` is not NULL, the sending
+ * process in *from: 0 when the kernel sent it), 0 on timeout, -1 with errno
+ * set (EINVAL when the signals are not blocked). */
+int process_wait_signal(double timeout, pid_t *from);
 
 /* Start argv[0] (searched in PATH when it has no '/') with arguments argv
  * (NULL-terminated) and the current environment, in which each "NAME=value"
  * of `env` (NULL-terminated, may be NULL) is set.  The child gets the signal
  * mask from before process_block_signals, ignores SIGHUP (the supervisor owns
- * reloads) and, on Linux, receives SIGTERM when the parent dies.  Returns 0
- * and the child's pid once exec succeeded; -1 with a message in err when the
- * program could not be started (not found, not executable, fork failed). */
+ * reloads), leads a new session and process group (its pid is the group's
+ * id: process_kill_group) and, on Linux, receives SIGTERM when the parent
+ * dies.  Returns 0 and the child's pid once exec succeeded; -1 with a message
+ * in err when the program could not be started (not found, not executable,
+ * fork failed). */
 int process_spawn(const char *const *argv, const char *const *env, pid_t *pid, buf *err);
 
 /* Reap one terminated child without blocking.  Returns 1 and fills *pid,
@@ -46,6 +49,10 @@ int process_reap(pid_t *pid, int *signaled, int *code);
 
 /* kill(2).  0, or -1 with errno set. */
 int process_kill(pid_t pid, int sig);
+
+/* kill(2) to the process group `pgid` (a child of process_spawn: its pid).
+ * 0, or -1 with errno set (ESRCH: no process is left in the group). */
+int process_kill_group(pid_t pgid, int sig);
 
 /* Hide `secret` in this process's command line as other users see it
  * (/proc/PID/cmdline, ps): each occurrence in the memory the kernel shows

@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | delete | purge | retry | stats | migrate | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | stats | migrate | health | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -323,7 +323,7 @@ local COMMANDS = {}
 
 COMMANDS.run = {
   summary = "run listener files with a pool of worker processes",
-  synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--log-level L]"
+  synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--stop-timeout DURATION] [--log-level L]"
     .. " [--log-format text|json] PATH..." },
   description = [[
 PATH is a listener file or a directory of *.lua files (loaded in sorted
@@ -340,8 +340,13 @@ again until that works).
 With --concurrency C above 1, each worker runs up to C jobs at once, each
 in a coroutine of a cqueues loop, so listeners that wait on cqueues I/O
 (cqueues.sleep, sockets, lua-http) let the others run meanwhile.
-SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one
-stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
+SIGINT/SIGTERM: stop claiming, finish the jobs in hand, exit 0 (a second one,
+or --stop-timeout passing, stops at once, exit 1: each worker's process group
+is killed, so what its listeners started ends too, and its jobs are put
+back).  SIGHUP: reload the files by replacing the workers.
+Under systemd Type=notify it reports READY=1 once every worker has
+connected, STATUS= (e.g. "waiting for the database: ..."), and WATCHDOG=1
+while healthy.]],
   options = {
     DATABASE,
     { "--workers", value = "N", parse = integer_between(1, 1024), help = "worker processes (default 1)" },
@@ -351,6 +356,8 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
       help = "debug, info (default), warn or error" },
     { "--log-format", value = "F", parse = one_of("text", "json"),
       help = "text (default) or json: one object per line" },
+    { "--stop-timeout", value = "DURATION", parse = positive_duration,
+      help = "after SIGINT/SIGTERM, stop at once after this long (default: wait)" },
   },
   args = { { "PATH", many = true } },
   run = function(o)
@@ -366,6 +373,7 @@ stops at once, exit 1).  SIGHUP: reload the files by replacing the workers.]],
       database = database, database_label = database_label(database) .. " (" .. (from and ("from " .. from) or "the default") .. ")",
       workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
       log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
+      stop_timeout = o.stop_timeout,
     }
   end,
 }
@@ -753,7 +761,7 @@ per line.]],
       end
       io.stdout:flush()
       local sig = process.wait_signal(o.interval or 2)
-      while sig == "CHLD" do sig = process.wait_signal(o.interval or 2) end
+      while sig == "CHLD" or sig == "USR1" do sig = process.wait_signal(o.interval or 2) end
       if sig then break end
     end
     db:close() -- (the signals stay blocked: a second Ctrl-C must not kill the exit)
@@ -772,6 +780,56 @@ its version.  The only admin command that creates an SQLite file.]],
     local version = db:schema_version()
     db:close()
     out(o.json and text.json(text.object("schema_version", version)) or ("schema version " .. version), "\n")
+  end,
+}
+
+COMMANDS.health = {
+  summary = "exit 0 if the database answers with the current schema (probes)",
+  synopsis = { "health [--max-late DURATION]" },
+  description = [=[
+For container and load-balancer probes: connects to the database as `run`
+does (same string, same credentials; the schema is brought up to date as
+by any command), and prints one line: "healthy: ..." and exit 0, or
+"unhealthy: WHY" and exit 1 (unreachable, refused, a failed migration, no
+SQLite file).  With --max-late, a due job waiting longer than that also
+makes it unhealthy: nothing is working the queue (all workers dead, hung
+or too few).  Whether the processes on this host are alive is the service
+manager's part: run's WATCHDOG=1 under systemd; the supervisor as the
+container's PID 1.]=],
+  options = {
+    { "--max-late", value = "DURATION", parse = positive_duration,
+      help = "unhealthy when a due job waits longer than this" },
+    DATABASE,
+  },
+  run = function(o)
+    local db = open_db(o)
+    local api = db:api()
+    local version, err = api:schema_version()
+    local why
+    if version == nil then
+      why = errors.strip(tostring(err)):gsub("^scheduler: ", ""):gsub("^schema_version: ", "")
+    elseif o.max_late then
+      local rows, serr = api:stats()
+      if rows == nil then
+        why = errors.strip(tostring(serr)):gsub("^scheduler: ", ""):gsub("^stats: ", "")
+      else
+        local worst
+        for _, r in ipairs(rows) do
+          if r.late and r.late > o.max_late and (not worst or r.late > worst.late) then worst = r end
+        end
+        if worst then
+          why = ("%s: a due job has waited %s (--max-late %s)"):format(text.cell(worst.name),
+            text.duration(worst.late), text.duration(o.max_late))
+        end
+      end
+    end
+    db:close()
+    if why then
+      out("unhealthy: ", (why:gsub("%s+", " ")), "\n")
+      return 1
+    end
+    out(("healthy: schema version %d"):format(version), "\n")
+    return 0
   end,
 }
 
@@ -864,7 +922,7 @@ that never fires ("0 0 31 2 *") is a usage error.]],
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "stats", "migrate",
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "stats", "migrate", "health",
   "cron" }
 
 ---------------------------------------------------------------------------

@@ -21,12 +21,33 @@
 --   SIGINT/TERM   graceful stop: SIGTERM to every worker, which stops
 --                 claiming, finishes the job in hand and hands back the rest
 --                 (scheduler.run's own stop); exit 0 once all have exited.  A
---                 second SIGINT/SIGTERM kills the workers at once (SIGKILL),
---                 releases their jobs and exits 1.
+--                 second SIGINT/SIGTERM (or --stop-timeout passing) kills the
+--                 workers at once, releases their jobs and exits 1.
 --   SIGHUP        reload: the files are checked again; if they are fine, N new
 --                 workers start and the old ones stop gracefully; if not, the
 --                 error is logged and the running workers stay.
 -- Workers ignore SIGHUP and, on Linux, get SIGTERM if the supervisor dies.
+--
+-- Process groups.  Each worker leads its own session and process group
+-- (process.spawn), so a terminal's Ctrl-C reaches the supervisor only (it
+-- forwards the stop), and a kill reaches everything a worker's listeners
+-- started: a forced stop sends SIGKILL to each worker's group, and a worker
+-- that died any other way than a clean exit has its group killed when it is
+-- reaped (a listener's `sleep 6; echo late >> f` would otherwise go on
+-- working for a job that is being released to run again).
+--
+-- Service manager.  Under systemd's Type=notify ($NOTIFY_SOCKET) the
+-- supervisor sends READY=1 once every worker runs: each one, once connected
+-- and about to enter its loop, sends SIGUSR1 to the supervisor (named by
+-- LUA_SCHEDULER_SUPERVISOR, so a worker whose supervisor died signals no
+-- other process; the supervisor takes USR1 with the others, synchronously);
+-- STATUS= with what it is doing or what is wrong ("waiting for the
+-- database: ...", "waiting for 1 of 4 workers to connect", "running 4
+-- workers", "worker 2 is crash-looping (...)"); WATCHDOG=1 every
+-- WATCHDOG_USEC/2 while it is healthy (past the database wait, no worker
+-- crash-looping; a database outage while running is the workers' to wait
+-- out, with their jobs in hand: no reason for a restart); STOPPING=1 when
+-- it stops.
 --
 -- A worker's id is "<host>:<pid>:<suffix>" (the library's default), with a
 -- random suffix that the supervisor picks and hands to the worker
@@ -71,6 +92,12 @@ local QUICK_KILL, QUICK_KILLS = 1, 5
 -- supervisor exits, pending releases get RELEASE_AT_EXIT seconds more.
 local RELEASE_RETRY = { 0.1, 5 }
 local RELEASE_AT_EXIT = 5
+
+-- Under a service manager, STATUS= is brought up to date at least this
+-- often (seconds; a crash loop that ended, say).
+local STATUS_EVERY = 5
+-- A worker that cannot connect at start tries again this often (growing).
+local WORKER_DB_RETRY = { 0.1, 1 }
 
 local function host_of(worker_id)
   return worker_id:match("^(.*):%d+:%w+$") or worker_id:match("^(.*):%d+$") or worker_id
@@ -129,7 +156,25 @@ function run.worker(o)
     log("error", ferr)
     return 2
   end
+  -- connected (the schema current) before it says so: the supervisor's
+  -- readiness waits for this.  The supervisor has connected already, so
+  -- this waits only on what refuses one more connection (max_connections);
+  -- SIGTERM meanwhile ends the worker, which holds no job yet.
+  local delay, last = WORKER_DB_RETRY[1], nil
+  while true do
+    local version, cerr = scheduler.schema_version()
+    if version then break end
+    cerr = errors.strip(tostring(cerr)):gsub("^scheduler: schema_version: ", "")
+    if cerr ~= last then log("warn", "waiting for the database: " .. cerr) end
+    last = cerr
+    process.sleep(delay)
+    delay = math.min(delay * 2, WORKER_DB_RETRY[2])
+  end
   log("info", ("started: listeners %s"):format(listeners.names(found)))
+  local supervisor = math.tointeger(tonumber(os.getenv("LUA_SCHEDULER_SUPERVISOR") or ""))
+  if supervisor and supervisor > 1 and process.getppid() == supervisor then
+    process.kill(supervisor, "USR1")
+  end
   local v, rerr = scheduler.run()
   if v then
     log("info", "stopped")
@@ -169,7 +214,7 @@ end
 function Supervisor:start(slot)
   local suffix = core.random_suffix()
   local pid, err = process.spawn(worker_argv(self.o, slot, suffix),
-    { LUA_SCHEDULER_DATABASE = self.o.database })
+    { LUA_SCHEDULER_DATABASE = self.o.database, LUA_SCHEDULER_SUPERVISOR = tostring(process.getpid()) })
   local state = self.slots[slot]
   if not pid then
     self.log("error", ("cannot start worker %d: %s"):format(slot, errors.strip(err)))
@@ -200,6 +245,7 @@ function Supervisor:died(slot, lived, how, outside)
     state.quick_kills = 0
   end
   if lived >= STABLE_SECONDS then state.failures = 0 end
+  state.last_death = how
   state.failures = state.failures + 1
   local delay = RESTART_DELAYS[math.min(state.failures, #RESTART_DELAYS)]
   state.restart_at = process.monotonic() + delay
@@ -282,6 +328,10 @@ function Supervisor:reap()
     local w = self.by_pid[pid]
     if w then
       self.by_pid[pid] = nil
+      -- what its listeners started would work on for jobs being released
+      -- (the group outlives its leader while a member lives, and its id is
+      -- not reused meanwhile; ESRCH: nothing left)
+      if not (how == "exit" and code == 0) then process.kill_group(pid, "KILL") end
       self:release(w)
       local what = describe_exit(how, code)
       local outside = how == "signal" and OUTSIDE[code] == true
@@ -312,6 +362,68 @@ function Supervisor:signal_all(sig)
   for pid in pairs(self.by_pid) do process.kill(pid, sig) end
 end
 
+--- Send `fields` ("READY=1", "STATUS=...", one per line) to the service
+-- manager, if one listens ($NOTIFY_SOCKET); a failure is logged once.
+function Supervisor:notify(fields)
+  local ok, err = core.notify(fields)
+  if ok == nil and not self.notify_failed then
+    self.notify_failed = true
+    self.log("warn", "cannot notify the service manager ($NOTIFY_SOCKET): " .. errors.strip(tostring(err)))
+  end
+end
+
+--- The STATUS= line, sent when it changes.
+function Supervisor:status(line)
+  line = line:gsub("[\r\n]+", " ")
+  if line ~= self.last_status then
+    self.last_status = line
+    self:notify("STATUS=" .. line)
+  end
+end
+
+--- Healthy: running, and no worker is crash-looping (one that has run
+-- STABLE_SECONDS since is past it).  Otherwise nil and why.
+function Supervisor:health()
+  local now = process.monotonic()
+  for slot, state in ipairs(self.slots) do
+    if state.failures >= CRASH_LOOP
+        and not (state.worker and now - state.worker.started >= STABLE_SECONDS) then
+      return nil, ("worker %d is crash-looping (%d exits in a row%s)"):format(slot, state.failures,
+        state.last_death and ", last: it " .. state.last_death or "")
+    end
+  end
+  return true
+end
+
+--- How many of the current workers run (said so with SIGUSR1).
+function Supervisor:running()
+  local n = 0
+  for _, state in ipairs(self.slots) do
+    if state.worker and state.worker.ready then n = n + 1 end
+  end
+  return n
+end
+
+--- Keep the service manager up to date: READY=1 once every worker runs,
+-- STATUS=, and WATCHDOG=1 when due and healthy.
+function Supervisor:tick()
+  if self.stopping then return end
+  local ok, why = self:health()
+  local n = self:running()
+  if ok and n < #self.slots then
+    why = ("waiting for %d of %d workers to connect"):format(#self.slots - n, #self.slots)
+  end
+  self:status(why or ("running %d worker%s"):format(#self.slots, #self.slots == 1 and "" or "s"))
+  if not why and not self.ready_sent then
+    self.ready_sent = true
+    self:notify("READY=1")
+  end
+  if ok and self.watchdog and process.monotonic() >= self.watchdog_at then
+    self:notify("WATCHDOG=1")
+    self.watchdog_at = process.monotonic() + self.watchdog
+  end
+end
+
 function Supervisor:stop(sig)
   if not self.stopping then
     self.stopping = true
@@ -319,11 +431,16 @@ function Supervisor:stop(sig)
     self.log("info", ("%s: stopping; waiting for %d worker%s to finish the job in hand"):format(
       sig, self:live(), self:live() == 1 and "" or "s"))
     self:signal_all("TERM")
+    self:notify(("STOPPING=1\nSTATUS=stopping: waiting for %d worker%s to finish the job in hand")
+      :format(self:live(), self:live() == 1 and "" or "s"))
+    if self.o.stop_timeout then self.stop_at = process.monotonic() + self.o.stop_timeout end
   else
-    self.forced = true
-    self.log("warn", ("second %s: stopping at once (killing %d worker%s)"):format(
+    self.forced, self.stop_at = true, nil
+    self.log("warn", ("%s: stopping at once (killing %d worker%s and what they started)"):format(
       sig, self:live(), self:live() == 1 and "" or "s"))
-    self:signal_all("KILL")
+    self:notify("STATUS=stopping at once")
+    -- the whole group: a listener's child processes too
+    for pid in pairs(self.by_pid) do process.kill_group(pid, "KILL") end
   end
 end
 
@@ -368,6 +485,9 @@ function Supervisor:next_timer()
   for _, r in ipairs(self.releases) do
     if not soonest or r.at < soonest then soonest = r.at end
   end
+  for _, at in ipairs { self.stop_at or false, self.tick_at or false } do
+    if at and (not soonest or at < soonest) then soonest = at end
+  end
   return soonest and math.max(0, soonest - process.monotonic())
 end
 
@@ -402,6 +522,7 @@ function Supervisor:wait_for_database()
       return true
     end
     local now = process.monotonic()
+    if err ~= last_err then self:status("waiting for the database: " .. err) end
     if err ~= last_err or now - logged_at >= DB_REPEAT_LOG then
       if last_err then
         self.log("warn", ("still waiting for the database (%.0f s): %s"):format(now - started, err))
@@ -447,6 +568,12 @@ function run.supervise(o)
   log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
     listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
 
+  -- WATCHDOG_PID, when set, names the process meant (not a worker's)
+  local usec = math.tointeger(tonumber(os.getenv("WATCHDOG_USEC") or ""))
+  local wpid = math.tointeger(tonumber(os.getenv("WATCHDOG_PID") or ""))
+  if usec and usec > 0 and (not wpid or wpid == process.getpid()) then
+    self.watchdog, self.watchdog_at = usec / 2e6, process.monotonic()
+  end
   for slot = 1, o.workers do
     if not self:start(slot) then
       -- the interpreter or launcher cannot be executed: no point retrying
@@ -457,10 +584,22 @@ function run.supervise(o)
   end
   while true do
     if self.stopping and self:live() == 0 then break end
-    local sig = process.wait_signal(self:next_timer())
+    -- (a wake-up for the watchdog, or now and then for STATUS, when a
+    -- service manager listens)
+    self:tick()
+    self.tick_at = nil
+    if os.getenv("NOTIFY_SOCKET") then
+      self.tick_at = math.min(process.monotonic() + STATUS_EVERY, self.watchdog_at or math.huge)
+    end
+    local sig, from = process.wait_signal(self:next_timer())
     self:reap()
-    if sig == "INT" or sig == "TERM" then
-      self:stop("SIG" .. sig)
+    if sig == "USR1" then
+      local w = self.by_pid[from]
+      if w then w.ready = true end
+    elseif sig == "INT" or sig == "TERM" then
+      self:stop(self.stopping and ("second SIG" .. sig) or ("SIG" .. sig))
+    elseif self.stop_at and process.monotonic() >= self.stop_at then
+      self:stop(("stop timeout (%gs)"):format(self.o.stop_timeout))
     elseif sig == "HUP" and not self.stopping then
       self:reload()
     end
