@@ -175,7 +175,7 @@ static int l_random_suffix(lua_State *L) {
 
 
 /* core.new{database=, worker_id=, lease=, max_attempts=, timeout=,
- * listeners=, limits=, timeouts=, backoff=, log=, tick=} -> Core | nil, err.
+ * listeners=, limits=, timeouts=, backoff=, log=, log_debug=, tick=} -> Core | nil, err.
  * Does not connect.  tick(core) is called by run() when a recurring
  * schedule is due.  listeners (name -> callable), limits (name ->
  * max_attempts) and timeouts (name -> seconds) are the caller's tables,
@@ -195,6 +195,8 @@ static int l_new(lua_State *L) {
   lua_Integer batch_max = luaL_optinteger(L, -1, DEFAULT_BATCH);
   lua_getfield(L, 1, "timeout");
   double timeout = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "log_debug");
+  int log_debug = lua_toboolean(L, -1);
   luaL_argcheck(L, isfinite(lease) && lease > 0, 1, "lease must be a positive number");
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 1, "timeout must be a positive number");
   luaL_argcheck(L, max_attempts >= 1, 1, "max_attempts must be at least 1");
@@ -232,6 +234,7 @@ static int l_new(lua_State *L) {
   c->lease = lease;
   c->max_attempts = (long long)max_attempts;
   c->timeout = timeout;
+  c->log_debug = log_debug;
   c->batch_max = (size_t)batch_max;
   c->job_seconds = 0.005; /* small first batches until listeners are measured */
   c->database = strdup(database);

@@ -125,7 +125,7 @@ local MAX_BATCH = 100000
 
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
-  backoff = true, log = true, timeout = true, batch_max = true, concurrency = true,
+  backoff = true, log = true, log_level = true, timeout = true, batch_max = true, concurrency = true,
 }
 -- The most listeners one worker runs at once (core.c checks the same bound).
 local MAX_CONCURRENCY = 100000
@@ -273,6 +273,16 @@ local function build(opts, listeners, limits, timeouts, level)
   end
   local worker_id = opts.worker_id or core.default_worker_id()
   local log = make_log(opts.log, worker_id)
+  -- Each job's start and success are logged at debug: the lines are built
+  -- only when the log wants them (a level name "debug", or a function with
+  -- log_level = "debug"), so that at the default level a success costs
+  -- nothing.  Failures are logged at any level.
+  if opts.log_level ~= nil and not LEVELS[opts.log_level] then
+    raise(level + 1, "configure: log_level must be one of debug, info, warn, error; got %s",
+      tostring(opts.log_level))
+  end
+  local log_debug = log ~= nil and (opts.log == "debug"
+    or (type(opts.log) == "function" and opts.log_level == "debug"))
   local user_backoff = opts.backoff
   local backoff = M.default_backoff
   if user_backoff then
@@ -291,15 +301,15 @@ local function build(opts, listeners, limits, timeouts, level)
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
     timeout = timeout, batch_max = batch_max, listeners = listeners, limits = limits,
     timeouts = timeouts,
-    backoff = backoff, log = log, tick = make_tick(log),
+    backoff = backoff, log = log, log_debug = log_debug, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
-  return c, concurrency, log
+  return c, concurrency, log, log_debug, worker_id
 end
 
 local function new_instance(opts, level)
   local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {}, _slots = {} }, Scheduler)
-  self._core, self._concurrency, self._log = build(opts, self._listeners, self._limits, self._timeouts,
+  self._core, self._concurrency, self._log, self._log_debug, self._worker_id = build(opts, self._listeners, self._limits, self._timeouts,
     level + 1)
   return self
 end

@@ -76,21 +76,35 @@ local function host_of(worker_id)
   return worker_id:match("^(.*):%d+:%w+$") or worker_id:match("^(.*):%d+$") or worker_id
 end
 
---- A log function(level, message) writing one line per message to stderr,
--- as text or JSON.  `who`: { process = "supervisor" | "worker", worker = n,
--- id = "host:pid:suffix" }.
+-- A job's fields (the log function's third argument, see scheduler.lua)
+-- as JSON keys, in this order.
+local JOB_FIELDS = { { "event", "event" }, { "job_id", "job_id" }, { "name", "job_name" },
+  { "attempt", "attempt" }, { "duration", "duration" }, { "outcome", "outcome" },
+  { "retry_in", "retry_in" } }
+
+--- A log function(level, message [, fields]) writing one line per message
+-- to stderr, as text or JSON.  `who`: { process = "supervisor" | "worker",
+-- worker = n, id = "host:pid:suffix" }.  `fields` (a job's start or end):
+-- JSON keys event, job_id, job_name, attempt, duration (seconds), outcome,
+-- retry_in; the text line's message says the same.
 function run.make_log(level, format, who)
   local threshold = LEVELS[level]
   local tag = who.process == "worker" and ("worker %d %s"):format(who.worker, who.id)
     or ("supervisor %s"):format(who.id)
-  return function(lvl, message)
+  return function(lvl, message, fields)
     if (LEVELS[lvl] or 4) < threshold then return end
     local now = scheduler.now()
     local line
     if format == "json" then
-      line = text.json(text.object(
-        "time", text.utc_time(now), "level", lvl, "process", who.process,
-        "worker", who.worker or text.null, "worker_id", who.id, "message", tostring(message)))
+      local kv = { "time", text.utc_time(now), "level", lvl, "process", who.process,
+        "worker", who.worker or text.null, "worker_id", who.id, "message", tostring(message) }
+      if type(fields) == "table" then
+        for _, f in ipairs(JOB_FIELDS) do
+          local v = fields[f[1]]
+          if v ~= nil then kv[#kv + 1], kv[#kv + 2] = f[2], v end
+        end
+      end
+      line = text.json(text.object(table.unpack(kv)))
     else
       line = ("%s %-5s [%s] %s"):format(text.utc_time(now), lvl, tag, tostring(message))
     end
@@ -116,7 +130,7 @@ function run.worker(o)
     return 2
   end
   local ok, err = pcall(scheduler.configure, { database = database, worker_id = id, log = log,
-    concurrency = o.concurrency })
+    log_level = o.log_level, concurrency = o.concurrency })
   if not ok then
     log("error", tostring(err))
     return 2
