@@ -599,8 +599,8 @@ static int l_db_now(lua_State *L) {
 }
 
 /* s:cron_put(id, expr, tz, name, payload, priority, max_attempts, catch_up,
- * backfill, next_at) -> true | nil, err.  Raises when the payload cannot be
- * encoded. */
+ * backfill, next_at [, owner]) -> true | nil, err.  Raises when the payload
+ * cannot be encoded. */
 static int l_cron_put(lua_State *L) {
   core *c = check_store(L);
   store_cron k;
@@ -614,19 +614,22 @@ static int l_cron_put(lua_State *L) {
   k.catch_up = lua_toboolean(L, 9);
   k.backfill = luaL_optnumber(L, 10, -1);
   k.next_at = luaL_checknumber(L, 11);
+  k.owner = luaL_optlstring(L, 12, NULL, &k.owner_len);
   encode_payload(L, c, 6, &k.payload, &k.payload_len, &k.payload_has_nul);
   if (c->st->ops->cron_put(c->st, &k) != STORE_OK) return fail(L, "cron", store_error(c->st));
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* s:cron_remove(id) -> boolean | nil, err */
+/* s:cron_remove(id [, owner]) -> boolean | nil, err.  With owner: only if
+ * that owner declared it last. */
 static int l_cron_remove(lua_State *L) {
   core *c = check_store(L);
-  size_t len;
+  size_t len, owner_len = 0;
   const char *id = luaL_checklstring(L, 2, &len);
+  const char *owner = luaL_optlstring(L, 3, NULL, &owner_len);
   int done = 0;
-  if (c->st->ops->cron_remove(c->st, id, len, &done) != STORE_OK)
+  if (c->st->ops->cron_remove(c->st, id, len, owner, owner_len, &done) != STORE_OK)
     return fail(L, "uncron", store_error(c->st));
   lua_pushboolean(L, done);
   return 1;
@@ -667,6 +670,10 @@ static int l_crons(lua_State *L) {
     }
     lua_pushnumber(L, k[i].next_at);
     lua_setfield(L, -2, "next_at");
+    if (k[i].owner) {
+      lua_pushlstring(L, k[i].owner, k[i].owner_len);
+      lua_setfield(L, -2, "owner");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_pushnumber(L, db_now);

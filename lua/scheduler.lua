@@ -551,13 +551,24 @@ function Scheduler:schema_version()
   return check_self(self, "schema_version"):schema_version()
 end
 
-local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true }
+local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true,
+  owner = true }
+
+local function check_owner(fname, owner, level)
+  if owner ~= nil and (type(owner) ~= "string" or owner == "" or not utf8.len(owner)
+      or owner:find("\0", 1, true)) then
+    raise(level + 1, "%s: owner must be a non-empty UTF-8 string", fname)
+  end
+  return owner
+end
 
 --- Declare (or update) the recurring schedule `id`: at every slot of the
 -- cron expression `expr`, a job `name` with `payload` is scheduled.
 -- opts: tz ("UTC", "local" or an IANA name), catch_up (default true: after
 -- downtime the latest missed slot runs once), backfill (seconds: run every
--- slot missed within that window instead), priority, max_attempts.
+-- slot missed within that window instead), priority, max_attempts, owner (the
+-- owner tag of the listener files that declare it: `run` removes it when
+-- they no longer do; none: declared from code, kept until uncron).
 -- Returns true, or nil, err.
 function Scheduler:cron(id, expr, name, payload, opts)
   local c = check_self(self, "cron")
@@ -580,22 +591,25 @@ function Scheduler:cron(id, expr, name, payload, opts)
   end
   local priority = opts.priority and check_int("cron", "priority", opts.priority, 0, 2)
   local max_attempts = opts.max_attempts and check_int("cron", "max_attempts", opts.max_attempts, 1, 2)
+  local owner = check_owner("cron", opts.owner, 2)
   local now, err = c:db_now()
   if not now then return nil, err end
   local next_at = sched:next(now, zone) or math.huge
   return c:cron_put(id, expr, zone_name, name, payload, priority, max_attempts,
-    opts.catch_up ~= false, opts.backfill, next_at)
+    opts.catch_up ~= false, opts.backfill, next_at, owner)
 end
 
---- Remove the recurring schedule `id`: true if it existed.
-function Scheduler:uncron(id)
+--- Remove the recurring schedule `id`: true if it existed.  opts.owner:
+-- only if that owner declared it last.
+function Scheduler:uncron(id, opts)
   local c = check_self(self, "uncron")
   if type(id) ~= "string" or id == "" then raise(2, "uncron: id must be a non-empty string") end
-  return c:cron_remove(id)
+  opts = check_options("uncron", opts, { owner = true }, 2)
+  return c:cron_remove(id, check_owner("uncron", opts.owner, 2))
 end
 
 --- Every recurring schedule: an array of { id, expr, tz, name, payload,
--- priority, max_attempts, catch_up, backfill, next_at }, or nil, err.
+-- priority, max_attempts, catch_up, backfill, next_at, owner }, or nil, err.
 function Scheduler:crons()
   local rows, err = check_self(self, "crons"):crons()
   if not rows then return nil, err end

@@ -350,6 +350,12 @@ function Supervisor:reload()
     local checked, cerr = listeners.check(found, self.o.database)
     if not checked then found, err = nil, cerr end
   end
+  if found then
+    local declared, derr = listeners.declare(self.db:api(), found, self.o.cron_owner, self.log)
+    if not declared then
+      found, err = nil, "cannot declare the recurring schedules: " .. errors.strip(tostring(derr))
+    end
+  end
   if not found then
     self.log("error", "reload failed, the running workers stay: " .. err)
     return
@@ -434,8 +440,8 @@ function Supervisor:wait_for_database()
 end
 
 --- Supervisor mode.  `o`: { database, workers, paths, log_level,
--- log_format, arg, found (the checked listeners) }.  Returns the exit
--- status.
+-- log_format, arg, found (the checked listeners), cron_owner }.  Returns
+-- the exit status.
 function run.supervise(o)
   local id = core.default_worker_id()
   local log = run.make_log(o.log_level, o.log_format, { process = "supervisor", id = id })
@@ -457,6 +463,16 @@ function run.supervise(o)
   -- release of a dead worker's jobs (abandon) charges a crash against a
   -- listener's max_attempts as a worker's rescue would
   listeners.register(o.found, self.db:api())
+  -- The files' recurring schedules: declared here, once for all the
+  -- workers (which never declare them), and those of this owner that no
+  -- file declares any more removed (listeners.declare).
+  local declared, derr = listeners.declare(self.db:api(), o.found, o.cron_owner, log)
+  if not declared then
+    log("error", "cannot declare the recurring schedules of the listener files: "
+      .. errors.strip(tostring(derr)))
+    self.db:close()
+    return 1
+  end
   -- (the database by name: a shell without LUA_SCHEDULER_DATABASE uses ./scheduler.db)
   log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
     listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
