@@ -146,6 +146,32 @@ describe("recurring schedules of listener files", function()
     assert.equals(0, count(results, "gone"), helper.read_file(results))
   end)
 
+  it("rolling deploy: a worker still running the old files makes no job of a schedule the new start removed", function()
+    local keep, gone = id("keep"), id("gone")
+    local old_dir, new_dir = dir .. "/old", dir .. "/new"
+    os.execute("mkdir -p " .. helper.shquote(old_dir) .. " " .. helper.shquote(new_dir))
+    listener_file(old_dir .. "/a.lua", name, results, { { keep, "keep" }, { gone, "gone" } })
+    listener_file(new_dir .. "/a.lua", name, results, { { keep, "keep" } })
+    local old = cli.start { "run", old_dir }
+    assert.is_true(old:wait_log("started: listeners", 1, 10), old:describe())
+    assert.is_truthy(helper.wait_for(function() return count(results, "gone") >= 1 end, 10), old:describe())
+    -- the new deployment starts while the old one runs on
+    local new = cli.start { "run", new_dir }
+    assert.is_true(new:wait_log("started: listeners", 1, 10), new:describe())
+    assert.equals(1, occurrences(new:err(), ("removed recurring schedule %q"):format(gone)), new:describe())
+    -- a slot job started before the removal may still be finishing
+    helper.sleep(1)
+    os.remove(results)
+    assert.is_truthy(helper.wait_for(function() return count(results, "keep") >= 3 end, 10), new:describe())
+    assert.equals(0, count(results, "gone"), helper.read_file(results))
+    assert.is_nil(crons_by_id()[gone])
+    assert.is_nil(old:exit_code(), "the old deployment still runs\n" .. old:describe())
+    new:kill("TERM")
+    old:kill("TERM")
+    assert.equals(0, new:wait(10), new:describe())
+    assert.equals(0, old:wait(10), old:describe())
+  end)
+
   it("two deployments share the database by owner (LUA_SCHEDULER_CRON_OWNER, --cron-owner); a reload (SIGHUP) removes too", function()
     local a1, b1, b2 = id("a1"), id("b1"), id("b2")
     local owner_a, owner_b = helper.name("deploy-a"), helper.name("deploy-b")
