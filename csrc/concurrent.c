@@ -170,8 +170,10 @@ static int l_fetch_take(lua_State *L) {
   return 1;
 }
 
-/* c:fetch_done(id, token, attempt, max, ok [, err]): the listener of job
- * (id, token) returned (ok) or raised err (a string, with its traceback) */
+/* c:fetch_done(id, token, attempt, max, ok [, err]) -> outcome, retry_in:
+ * the listener of job (id, token) returned (ok) or raised err (a string,
+ * with its traceback); outcome "done", "retry" (in retry_in seconds) or
+ * "failed" */
 static int l_fetch_done(lua_State *L) {
   core *c = check_fetching(L);
   store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_DONE, 0, BUF_INIT};
@@ -185,7 +187,10 @@ static int l_fetch_done(lua_State *L) {
   int rc = fetcher_done(c->fetch, &o);
   buf_free(&o.error);
   if (rc != 0) return luaL_error(L, "not enough memory");
-  return 0;
+  /* what becomes of it, for the job's log line (concurrent.lua) */
+  lua_pushstring(L, o.kind == OUTCOME_DONE ? "done" : o.kind == OUTCOME_RETRY ? "retry" : "failed");
+  lua_pushnumber(L, o.retry_in);
+  return 2;
 }
 
 /* c:fetch_wait(seconds) -> true when fetch_fd became readable within

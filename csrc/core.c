@@ -176,7 +176,7 @@ static int l_random_suffix(lua_State *L) {
 
 
 /* core.new{database=, worker_id=, lease=, max_attempts=, timeout=,
- * listeners=, limits=, timeouts=, backoff=, log=, tick=} -> Core | nil, err.
+ * listeners=, limits=, timeouts=, backoff=, log=, log_debug=, tick=} -> Core | nil, err.
  * Does not connect.  tick(core) is called by run() when a recurring
  * schedule is due.  listeners (name -> callable), limits (name ->
  * max_attempts) and timeouts (name -> seconds) are the caller's tables,
@@ -196,6 +196,8 @@ static int l_new(lua_State *L) {
   lua_Integer batch_max = luaL_optinteger(L, -1, DEFAULT_BATCH);
   lua_getfield(L, 1, "timeout");
   double timeout = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "log_debug");
+  int log_debug = lua_toboolean(L, -1);
   luaL_argcheck(L, isfinite(lease) && lease > 0, 1, "lease must be a positive number");
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 1, "timeout must be a positive number");
   luaL_argcheck(L, max_attempts >= 1, 1, "max_attempts must be at least 1");
@@ -233,6 +235,7 @@ static int l_new(lua_State *L) {
   c->lease = lease;
   c->max_attempts = (long long)max_attempts;
   c->timeout = timeout;
+  c->log_debug = log_debug;
   c->batch_max = (size_t)batch_max;
   c->job_seconds = 0.005; /* small first batches until listeners are measured */
   c->database = strdup(database);
@@ -597,8 +600,8 @@ static int l_db_now(lua_State *L) {
 }
 
 /* s:cron_put(id, expr, tz, name, payload, priority, max_attempts, catch_up,
- * backfill, next_at) -> true | nil, err.  Raises when the payload cannot be
- * encoded. */
+ * backfill, next_at [, owner]) -> true | nil, err.  Raises when the payload
+ * cannot be encoded. */
 static int l_cron_put(lua_State *L) {
   core *c = check_store(L);
   store_cron k;
@@ -612,19 +615,22 @@ static int l_cron_put(lua_State *L) {
   k.catch_up = lua_toboolean(L, 9);
   k.backfill = luaL_optnumber(L, 10, -1);
   k.next_at = luaL_checknumber(L, 11);
+  k.owner = luaL_optlstring(L, 12, NULL, &k.owner_len);
   encode_payload(L, c, 6, &k.payload, &k.payload_len, &k.payload_has_nul);
   if (c->st->ops->cron_put(c->st, &k) != STORE_OK) return fail(L, "cron", store_error(c->st));
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* s:cron_remove(id) -> boolean | nil, err */
+/* s:cron_remove(id [, owner]) -> boolean | nil, err.  With owner: only if
+ * that owner declared it last. */
 static int l_cron_remove(lua_State *L) {
   core *c = check_store(L);
-  size_t len;
+  size_t len, owner_len = 0;
   const char *id = luaL_checklstring(L, 2, &len);
+  const char *owner = luaL_optlstring(L, 3, NULL, &owner_len);
   int done = 0;
-  if (c->st->ops->cron_remove(c->st, id, len, &done) != STORE_OK)
+  if (c->st->ops->cron_remove(c->st, id, len, owner, owner_len, &done) != STORE_OK)
     return fail(L, "uncron", store_error(c->st));
   lua_pushboolean(L, done);
   return 1;
@@ -665,6 +671,10 @@ static int l_crons(lua_State *L) {
     }
     lua_pushnumber(L, k[i].next_at);
     lua_setfield(L, -2, "next_at");
+    if (k[i].owner) {
+      lua_pushlstring(L, k[i].owner, k[i].owner_len);
+      lua_setfield(L, -2, "owner");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_pushnumber(L, db_now);

@@ -31,6 +31,7 @@ typedef struct core {
   int running;     /* inside run() */
   int stopping;    /* stop() was called */
   int closed;
+  int log_debug; /* the log function wants debug lines: each job's start and success */
   double job_seconds; /* moving average of a listener call, sizes batches */
   buf payload;        /* scratch: encoded payloads */
   buf msg;            /* scratch: messages */

@@ -317,6 +317,57 @@ void dispatch_log(lua_State *L, int env, const char *level, const char *message)
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+/* dispatch_log_job's protected part: (log function, level, message,
+ * fields), the last three as light userdata. */
+static int call_log_job(lua_State *L) {
+  const char *level = lua_touserdata(L, 2), *message = lua_touserdata(L, 3);
+  const job_log *f = lua_touserdata(L, 4);
+  lua_settop(L, 1);
+  lua_pushstring(L, level);
+  lua_pushstring(L, message);
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, f->event);
+  lua_setfield(L, -2, "event");
+  lua_pushinteger(L, (lua_Integer)f->id);
+  lua_setfield(L, -2, "job_id");
+  lua_pushlstring(L, f->name, f->name_len);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)f->attempt);
+  lua_setfield(L, -2, "attempt");
+  if (f->duration >= 0) {
+    lua_pushnumber(L, f->duration);
+    lua_setfield(L, -2, "duration");
+  }
+  if (f->outcome) {
+    lua_pushstring(L, f->outcome);
+    lua_setfield(L, -2, "outcome");
+  }
+  if (f->retry_in >= 0) {
+    lua_pushnumber(L, f->retry_in);
+    lua_setfield(L, -2, "retry_in");
+  }
+  if (f->worker) {
+    lua_pushstring(L, f->worker);
+    lua_setfield(L, -2, "worker_id");
+  }
+  lua_call(L, 3, 0); /* protected by dispatch_log_job's lua_pcall */
+  return 0;
+}
+
+void dispatch_log_job(lua_State *L, int env, const char *level, const char *message,
+                      const job_log *fields) {
+  if (lua_getfield(L, env, "log") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcfunction(L, call_log_job);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, (void *)level);
+  lua_pushlightuserdata(L, (void *)message);
+  lua_pushlightuserdata(L, (void *)fields);
+  if (lua_pcall(L, 4, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
 int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within) {
   if (lua_getfield(L, env, "tick") != LUA_TFUNCTION) {
     lua_pop(L, 1);

@@ -54,4 +54,22 @@ int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double withi
  * function is ignored.  Never raises (not even out of memory). */
 void dispatch_log(lua_State *L, int env, const char *level, const char *message);
 
+/* A job's start or end, as fields for the log function's third argument
+ * (README: Logs): log(level, message, {event =, job_id =, name =,
+ * attempt =, duration =, outcome =, retry_in =, worker_id =}). */
+typedef struct job_log {
+  const char *event;   /* "job_start" or "job_end" */
+  const char *outcome; /* job_end: "done", "retry" or "failed"; else NULL */
+  long long id, attempt;
+  const char *name;
+  size_t name_len;
+  double duration; /* seconds the listener ran; < 0: none (a start) */
+  double retry_in; /* seconds, for "retry"; < 0: none */
+  const char *worker;
+} job_log;
+
+/* dispatch_log with the job's fields; never raises either. */
+void dispatch_log_job(lua_State *L, int env, const char *level, const char *message,
+                      const job_log *fields);
+
 #endif

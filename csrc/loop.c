@@ -154,16 +154,67 @@ static int reserve_batch(run_state *r, size_t n) {
   return 0;
 }
 
-static void log_outcome(run_state *r, const store_job *j, const store_outcome *o) {
+/* Format a message into c->msg and hand it to the log function with the
+ * job's fields (dispatch_log_job). */
+static void log_job(run_state *r, const char *level, const job_log *f, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static void log_job(run_state *r, const char *level, const job_log *f, const char *fmt, ...) {
+  buf *m = &r->c->msg;
+  va_list ap;
+  buf_reset(m);
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0 || buf_reserve(m, (size_t)n)) return;
+  va_start(ap, fmt);
+  vsnprintf(m->data, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  m->len = (size_t)n;
+  dispatch_log_job(r->L, r->env, level, m->data, f);
+}
+
+/* The fields of job j's log lines. */
+static job_log job_fields(run_state *r, const store_job *j, const char *event) {
+  job_log f = {event, NULL, (long long)j->id, j->attempt, j->name, j->name_len, -1, -1,
+               r->c->worker_id};
+  return f;
+}
+
+/* A job starts: a debug line, built only when the log wants debug lines
+ * (so that a success costs nothing at the default level). */
+static void log_start(run_state *r, const store_job *j) {
+  if (!r->c->log_debug) return;
+  job_log f = job_fields(r, j, "job_start");
+  log_job(r, "debug", &f, "job %lld (%.*s) started, attempt %lld", (long long)j->id,
+          (int)(j->name_len > 80 ? 80 : j->name_len), j->name, j->attempt);
+}
+
+/* A job ended after `took` seconds: a failure is logged (warn when it will
+ * be retried, error on its last attempt); a success only at debug. */
+static void log_outcome(run_state *r, const store_job *j, const store_outcome *o, double took) {
   const char *e = buf_cstr(&o->error);
-  if (o->kind == OUTCOME_RETRY)
-    log_msg(r, "warn", "job %lld (%.*s) failed on attempt %lld; retrying in %.1f s: %.*s",
-            (long long)j->id, (int)(j->name_len > 80 ? 80 : j->name_len), j->name, j->attempt,
-            o->retry_in, first_line(e), e);
-  else if (o->kind == OUTCOME_FAILED)
-    log_msg(r, "error", "job %lld (%.*s) failed on its last attempt (%lld): %.*s",
-            (long long)j->id, (int)(j->name_len > 80 ? 80 : j->name_len), j->name, j->attempt,
-            first_line(e), e);
+  int shown = (int)(j->name_len > 80 ? 80 : j->name_len);
+  job_log f = job_fields(r, j, "job_end");
+  f.duration = took;
+  if (o->kind == OUTCOME_RETRY) {
+    f.outcome = "retry";
+    f.retry_in = o->retry_in;
+    log_job(r, "warn", &f,
+            "job %lld (%.*s) failed on attempt %lld after %.3f s; retrying in %.1f s: %.*s",
+            (long long)j->id, shown, j->name, j->attempt, took, o->retry_in, first_line(e), e);
+  } else if (o->kind == OUTCOME_FAILED) {
+    f.outcome = "failed";
+    log_job(r, "error", &f, "job %lld (%.*s) failed on its last attempt (%lld) after %.3f s: %.*s",
+            (long long)j->id, shown, j->name, j->attempt, took, first_line(e), e);
+  } else if (o->kind == OUTCOME_DONE && r->c->log_debug) {
+    f.outcome = "done";
+    log_job(r, "debug", &f, "job %lld (%.*s) done in %.3f s, attempt %lld", (long long)j->id, shown,
+            j->name, took, j->attempt);
+  }
 }
 
 /* End the batch in hand: the jobs from batch_next on go back unattempted
@@ -231,13 +282,14 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
       r->batch_next = i + 1;
       continue;
     }
+    log_start(r, &jobs[i]);
     double t0 = clock_mono();
     status = dispatch_job(r->L, c, r->env, r->handler, &jobs[i], limit, &c->outcomes[i]);
     r->batch_next = i + 1;
     double took = clock_mono() - t0;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
     if (c->outcomes[i].kind != OUTCOME_RELEASE) r->count++;
-    log_outcome(r, &jobs[i], &c->outcomes[i]);
+    log_outcome(r, &jobs[i], &c->outcomes[i], took);
   }
   end_batch(r);
   return status;

@@ -105,6 +105,11 @@ typedef struct store_cron {
   int catch_up;           /* run the latest missed slot */
   double backfill;        /* < 0: none; else run every slot missed within it */
   double next_at;
+  /* Who declared it: the owner tag of the listener files that did (`run
+   * --cron-owner`), which remove it once they no longer declare it; NULL:
+   * code (scheduler.cron outside listener files), kept until uncron. */
+  const char *owner;
+  size_t owner_len;
 } store_cron;
 
 /* Which jobs `list` returns: each unset field (NULL, has_id 0, limit 0)
@@ -289,7 +294,11 @@ typedef struct store_ops {
   /* Insert or update a recurring schedule.  An existing one keeps its
    * next_at unless its expression or zone changed. */
   int (*cron_put)(store *s, const store_cron *c);
-  int (*cron_remove)(store *s, const char *id, size_t id_len, int *done);
+  /* Remove a schedule; with `owner` (not NULL) only if that owner declared
+   * it last (so that a removal never takes a schedule that code or another
+   * deployment declared meanwhile). */
+  int (*cron_remove)(store *s, const char *id, size_t id_len, const char *owner, size_t owner_len,
+                     int *done);
   /* All schedules (within < 0), or those of this worker's names due within
    * `within` seconds; *db_now = the database's clock.  Memory valid until
    * the next cron_list. */

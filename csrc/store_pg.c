@@ -204,6 +204,12 @@ static const char *const migrations[] = {
      * back from; a concurrent worker runs half as many together (store.h,
      * claim_leased: by halves). */
     "ALTER TABLE scheduler.jobs ADD COLUMN suspects integer;",
+    /* 9: who declared a recurring schedule: the owner tag of the listener
+     * files (`run --cron-owner`), which remove it when they no longer
+     * declare it; NULL (every schedule declared before this migration
+     * too): code, kept until uncron.  The first `run` after the upgrade
+     * declares its files' schedules again and so takes them over. */
+    "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

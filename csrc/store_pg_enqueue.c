@@ -192,7 +192,7 @@ int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids
 
 #define CRON_COLUMNS                                                                         \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill,"                 \
-  " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp())"
+  " extract(epoch FROM next_at), extract(epoch FROM clock_timestamp()), owner"
 
 /* Declare or change a schedule.  When its next slot is new (a new
  * schedule, another expression or zone) or it moved to another name,
@@ -202,14 +202,14 @@ int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids
  * neither (every process declares its schedules as it starts) wakes
  * nobody.  `old` is read first (the insert's one row waits for its
  * count) and locked: it is the row that the update then changes. */
-static const pg_query pgq_cron_put = {Q_CRON_PUT, "scheduler_cron_put", 10,
+static const pg_query pgq_cron_put = {Q_CRON_PUT, "scheduler_cron_put", 11,
     "WITH old AS (SELECT o.next_at, o.name FROM scheduler.crons o WHERE o.id = $1"
     "  FOR UPDATE),"
     " put AS (INSERT INTO scheduler.crons AS c (id, expr, tz, name, payload,"
-    "  priority, max_attempts, catch_up, backfill, next_at)"
+    "  priority, max_attempts, catch_up, backfill, next_at, owner)"
     "  SELECT $1, $2, $3, $4, $5::jsonb, $6::integer, $7::integer, $8::boolean,"
-    "  $9::float8, to_timestamp($10::float8) FROM (SELECT count(*) FROM old) AS l"
-    "  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+    "  $9::float8, to_timestamp($10::float8), $11 FROM (SELECT count(*) FROM old) AS l"
+    "  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner,"
     "  payload = EXCLUDED.payload, priority = EXCLUDED.priority,"
     "  max_attempts = EXCLUDED.max_attempts, catch_up = EXCLUDED.catch_up,"
     "  backfill = EXCLUDED.backfill, updated_at = now(),"
@@ -223,8 +223,9 @@ static const pg_query pgq_cron_put = {Q_CRON_PUT, "scheduler_cron_put", 10,
     " FROM put p WHERE p.next_at < 'infinity' AND NOT EXISTS (SELECT FROM old o"
     "  WHERE o.next_at = p.next_at AND o.name = p.name)"};
 
-static const pg_query pgq_cron_remove = {
-    Q_CRON_REMOVE, "scheduler_cron_remove", 1, "DELETE FROM scheduler.crons WHERE id = $1"};
+/* $2: the owner it must have (NULL: any) */
+static const pg_query pgq_cron_remove = {Q_CRON_REMOVE, "scheduler_cron_remove", 2,
+    "DELETE FROM scheduler.crons WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"};
 
 static const pg_query pgq_cron_list = {Q_CRON_LIST, "scheduler_cron_list", 0,
     "SELECT " CRON_COLUMNS " FROM scheduler.crons ORDER BY id"};
@@ -253,7 +254,9 @@ int pg_cron_put(store *s, const store_cron *c) {
   char prio[32], maxa[32], backfill[64], next[64];
   snprintf(prio, sizeof prio, "%lld", c->priority);
   snprintf(maxa, sizeof maxa, "%lld", c->max_attempts);
-  const char *values[10] = {c->id,
+  if (c->owner && memchr(c->owner, 0, c->owner_len))
+    return store_fail(s, STORE_ERROR, "a NUL byte, which PostgreSQL cannot store");
+  const char *values[11] = {c->id,
                             c->expr,
                             c->tz,
                             c->name,
@@ -263,7 +266,8 @@ int pg_cron_put(store *s, const store_cron *c) {
                             c->catch_up ? "true" : "false",
                             c->backfill >= 0 ? fmt_seconds(c->backfill, backfill, sizeof backfill)
                                              : NULL,
-                            fmt_seconds(c->next_at, next, sizeof next)};
+                            fmt_seconds(c->next_at, next, sizeof next),
+                            c->owner};
   PGresult *r = NULL;
   int rc = pg_run(PG(s), &pgq_cron_put, values, &r);
   if (rc) return rc;
@@ -271,10 +275,11 @@ int pg_cron_put(store *s, const store_cron *c) {
   return STORE_OK;
 }
 
-int pg_cron_remove(store *s, const char *id, size_t id_len, int *done) {
+int pg_cron_remove(store *s, const char *id, size_t id_len, const char *owner, size_t owner_len,
+                   int *done) {
   *done = 0;
-  if (memchr(id, 0, id_len)) return STORE_OK;
-  const char *values[1] = {id};
+  if (memchr(id, 0, id_len) || (owner && memchr(owner, 0, owner_len))) return STORE_OK;
+  const char *values[2] = {id, owner};
   PGresult *r = NULL;
   int rc = pg_run(PG(s), &pgq_cron_remove, values, &r);
   if (rc) return rc;
@@ -316,6 +321,7 @@ int pg_cron_list(store *s, double within, store_cron **out, size_t *n, double *d
     c->backfill = PQgetisnull(r, row, 8) ? -1 : parse_seconds(PQgetvalue(r, row, 8));
     c->next_at = parse_seconds(PQgetvalue(r, row, 9));
     *db_now = parse_seconds(PQgetvalue(r, row, 10));
+    c->owner = value_or_null(r, row, 11, &c->owner_len);
   }
   clear(&p->cron_rows);
   p->cron_rows = r;

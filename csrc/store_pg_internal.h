@@ -348,7 +348,8 @@ int pg_pipeline(pg_store *p, const step *steps, int n, int want, PGresult **out)
 int pg_schedule(store *s, const store_new_job *j, int64_t *id);
 int pg_schedule_many(store *s, const store_new_job *jobs, size_t n, int64_t *ids);
 int pg_cron_put(store *s, const store_cron *c);
-int pg_cron_remove(store *s, const char *id, size_t id_len, int *done);
+int pg_cron_remove(store *s, const char *id, size_t id_len, const char *owner, size_t owner_len,
+                   int *done);
 int pg_cron_list(store *s, double within, store_cron **out, size_t *n, double *db_now);
 int pg_cron_fire(store *s, const char *id, size_t id_len, double expected, const double *slots,
                  size_t n, double next, int *won);

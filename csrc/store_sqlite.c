@@ -170,6 +170,10 @@ static const char *const migrations[] = {
      * back from; a concurrent worker runs half as many together (store.h,
      * claim_leased: by halves). */
     "ALTER TABLE scheduler_jobs ADD COLUMN suspects INTEGER;",
+    /* 6: who declared a recurring schedule (store.h, store_cron.owner):
+     * the owner tag of the listener files, or NULL for code (every
+     * schedule declared before this migration too). */
+    "ALTER TABLE scheduler_crons ADD COLUMN owner TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -188,7 +192,7 @@ enum {
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
 #define CRON_COLUMNS                                                                  \
-  "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill, next_at"
+  "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill, next_at, owner"
 
 static const char *const queries[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -300,14 +304,15 @@ static const char *const queries[Q_COUNT] = {
     [Q_WAKE_CRON] = "SELECT min(next_at) FROM scheduler_crons WHERE name = ?1",
     [Q_CRON_GET] = "SELECT expr = ?2 AND tz = ?3, name = ?4 FROM scheduler_crons WHERE id = ?1",
     [Q_CRON_INSERT] = "INSERT INTO scheduler_crons (id, expr, tz, name, payload, priority,"
-                      " max_attempts, catch_up, backfill, next_at, updated_at)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                      " max_attempts, catch_up, backfill, next_at, updated_at, owner)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13)",
     /* ?12: keep next_at (same expression and zone) */
     [Q_CRON_UPDATE] = "UPDATE scheduler_crons SET expr = ?2, tz = ?3, name = ?4, payload = ?5,"
                       " priority = ?6, max_attempts = ?7, catch_up = ?8, backfill = ?9,"
-                      " next_at = CASE WHEN ?12 THEN next_at ELSE ?10 END, updated_at = ?11"
-                      " WHERE id = ?1",
-    [Q_CRON_REMOVE] = "DELETE FROM scheduler_crons WHERE id = ?1",
+                      " next_at = CASE WHEN ?12 THEN next_at ELSE ?10 END, updated_at = ?11,"
+                      " owner = ?13 WHERE id = ?1",
+    /* ?2: the owner it must have (NULL: any) */
+    [Q_CRON_REMOVE] = "DELETE FROM scheduler_crons WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
     [Q_CRON_LIST] = "SELECT " CRON_COLUMNS " FROM scheduler_crons ORDER BY id",
     [Q_CRON_DUE] = "SELECT " CRON_COLUMNS " FROM scheduler_crons WHERE next_at <= ?1",
     [Q_CRON_CAS] = "UPDATE scheduler_crons SET next_at = ?3, fired_at = ?4"
@@ -1988,6 +1993,10 @@ static int sq_cron_put(store *s, const store_cron *c) {
     sqlite3_bind_double(st, 10, c->next_at);
     sqlite3_bind_double(st, 11, clock_wall());
     if (exists) sqlite3_bind_int(st, 12, same);
+    if (c->owner)
+      bind_text(st, 13, c->owner, c->owner_len);
+    else
+      sqlite3_bind_null(st, 13);
     rc = run_write(q, st, NULL);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
@@ -1997,7 +2006,8 @@ static int sq_cron_put(store *s, const store_cron *c) {
   return commit(q, "database error", (!same || !same_name) && isfinite(c->next_at));
 }
 
-static int sq_cron_remove(store *s, const char *id, size_t id_len, int *done) {
+static int sq_cron_remove(store *s, const char *id, size_t id_len, const char *owner,
+                          size_t owner_len, int *done) {
   sq_store *q = SQ(s);
   *done = 0;
   if (memchr(id, 0, id_len)) return STORE_OK;
@@ -2006,6 +2016,10 @@ static int sq_cron_remove(store *s, const char *id, size_t id_len, int *done) {
   sqlite3_stmt *st = stmt(q, Q_CRON_REMOVE, &rc);
   if (st) {
     bind_text(st, 1, id, id_len);
+    if (owner)
+      bind_text(st, 2, owner, owner_len);
+    else
+      sqlite3_bind_null(st, 2);
     rc = run_write(q, st, done);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
@@ -2052,6 +2066,7 @@ static int sq_cron_list(store *s, double within, store_cron **out, size_t *n, do
     c->catch_up = sqlite3_column_int(st, 7) != 0;
     c->backfill = sqlite3_column_type(st, 8) == SQLITE_NULL ? -1 : sqlite3_column_double(st, 8);
     c->next_at = sqlite3_column_double(st, 9);
+    c->owner = col_text(st, 10, &q->cron_mem, &c->owner_len, &oom);
     if (oom || !c->id || !c->expr || !c->tz || !c->name) {
       oom = 1;
       break;

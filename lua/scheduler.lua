@@ -125,7 +125,7 @@ local MAX_BATCH = 100000
 
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
-  backoff = true, log = true, timeout = true, batch_max = true, concurrency = true,
+  backoff = true, log = true, log_level = true, timeout = true, batch_max = true, concurrency = true,
 }
 -- The most listeners one worker runs at once (core.c checks the same bound).
 local MAX_CONCURRENCY = 100000
@@ -273,6 +273,16 @@ local function build(opts, listeners, limits, timeouts, level)
   end
   local worker_id = opts.worker_id or core.default_worker_id()
   local log = make_log(opts.log, worker_id)
+  -- Each job's start and success are logged at debug: the lines are built
+  -- only when the log wants them (a level name "debug", or a function with
+  -- log_level = "debug"), so that at the default level a success costs
+  -- nothing.  Failures are logged at any level.
+  if opts.log_level ~= nil and not LEVELS[opts.log_level] then
+    raise(level + 1, "configure: log_level must be one of debug, info, warn, error; got %s",
+      tostring(opts.log_level))
+  end
+  local log_debug = log ~= nil and (opts.log == "debug"
+    or (type(opts.log) == "function" and opts.log_level == "debug"))
   local user_backoff = opts.backoff
   local backoff = M.default_backoff
   if user_backoff then
@@ -291,15 +301,15 @@ local function build(opts, listeners, limits, timeouts, level)
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
     timeout = timeout, batch_max = batch_max, listeners = listeners, limits = limits,
     timeouts = timeouts,
-    backoff = backoff, log = log, tick = make_tick(log),
+    backoff = backoff, log = log, log_debug = log_debug, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
-  return c, concurrency, log
+  return c, concurrency, log, log_debug, worker_id
 end
 
 local function new_instance(opts, level)
   local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {}, _slots = {} }, Scheduler)
-  self._core, self._concurrency, self._log = build(opts, self._listeners, self._limits, self._timeouts,
+  self._core, self._concurrency, self._log, self._log_debug, self._worker_id = build(opts, self._listeners, self._limits, self._timeouts,
     level + 1)
   return self
 end
@@ -541,13 +551,24 @@ function Scheduler:schema_version()
   return check_self(self, "schema_version"):schema_version()
 end
 
-local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true }
+local CRON_OPTIONS = { tz = true, catch_up = true, backfill = true, priority = true, max_attempts = true,
+  owner = true }
+
+local function check_owner(fname, owner, level)
+  if owner ~= nil and (type(owner) ~= "string" or owner == "" or not utf8.len(owner)
+      or owner:find("\0", 1, true)) then
+    raise(level + 1, "%s: owner must be a non-empty UTF-8 string", fname)
+  end
+  return owner
+end
 
 --- Declare (or update) the recurring schedule `id`: at every slot of the
 -- cron expression `expr`, a job `name` with `payload` is scheduled.
 -- opts: tz ("UTC", "local" or an IANA name), catch_up (default true: after
 -- downtime the latest missed slot runs once), backfill (seconds: run every
--- slot missed within that window instead), priority, max_attempts.
+-- slot missed within that window instead), priority, max_attempts, owner (the
+-- owner tag of the listener files that declare it: `run` removes it when
+-- they no longer do; none: declared from code, kept until uncron).
 -- Returns true, or nil, err.
 function Scheduler:cron(id, expr, name, payload, opts)
   local c = check_self(self, "cron")
@@ -570,22 +591,25 @@ function Scheduler:cron(id, expr, name, payload, opts)
   end
   local priority = opts.priority and check_int("cron", "priority", opts.priority, 0, 2)
   local max_attempts = opts.max_attempts and check_int("cron", "max_attempts", opts.max_attempts, 1, 2)
+  local owner = check_owner("cron", opts.owner, 2)
   local now, err = c:db_now()
   if not now then return nil, err end
   local next_at = sched:next(now, zone) or math.huge
   return c:cron_put(id, expr, zone_name, name, payload, priority, max_attempts,
-    opts.catch_up ~= false, opts.backfill, next_at)
+    opts.catch_up ~= false, opts.backfill, next_at, owner)
 end
 
---- Remove the recurring schedule `id`: true if it existed.
-function Scheduler:uncron(id)
+--- Remove the recurring schedule `id`: true if it existed.  opts.owner:
+-- only if that owner declared it last.
+function Scheduler:uncron(id, opts)
   local c = check_self(self, "uncron")
   if type(id) ~= "string" or id == "" then raise(2, "uncron: id must be a non-empty string") end
-  return c:cron_remove(id)
+  opts = check_options("uncron", opts, { owner = true }, 2)
+  return c:cron_remove(id, check_owner("uncron", opts.owner, 2))
 end
 
 --- Every recurring schedule: an array of { id, expr, tz, name, payload,
--- priority, max_attempts, catch_up, backfill, next_at }, or nil, err.
+-- priority, max_attempts, catch_up, backfill, next_at, owner }, or nil, err.
 function Scheduler:crons()
   local rows, err = check_self(self, "crons"):crons()
   if not rows then return nil, err end

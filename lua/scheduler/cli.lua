@@ -324,7 +324,7 @@ local COMMANDS = {}
 COMMANDS.run = {
   summary = "run listener files with a pool of worker processes",
   synopsis = { "run [--database URL] [--workers N] [--concurrency C] [--stop-timeout DURATION] [--log-level L]"
-    .. " [--log-format text|json] PATH..." },
+    .. " [--log-format text|json] [--cron-owner NAME] PATH..." },
   description = [[
 PATH is a listener file or a directory of *.lua files (loaded in sorted
 order).  A listener file calls require("scheduler").on(name, fn) or returns
@@ -346,7 +346,11 @@ is killed, so what its listeners started ends too, and its jobs are put
 back).  SIGHUP: reload the files by replacing the workers.
 Under systemd Type=notify it reports READY=1 once every worker has
 connected, STATUS= (e.g. "waiting for the database: ..."), and WATCHDOG=1
-while healthy.]],
+while healthy.
+Recurring schedules declared in the files (scheduler.cron) belong to them,
+under the owner NAME: at start and at each reload, the supervisor declares
+them and removes those of NAME that no file declares any more.  Schedules
+declared from code, or by another owner, are left alone.]],
   options = {
     DATABASE,
     { "--workers", value = "N", parse = integer_between(1, 1024), help = "worker processes (default 1)" },
@@ -358,10 +362,17 @@ while healthy.]],
       help = "text (default) or json: one object per line" },
     { "--stop-timeout", value = "DURATION", parse = positive_duration,
       help = "after SIGINT/SIGTERM, stop at once after this long (default: wait)" },
+    { "--cron-owner", value = "NAME", parse = function(v)
+      if v ~= "" and utf8.len(v) and not v:find("%c") then return v end
+      return nil, "expected a non-empty name"
+    end, help = "owner of the files' recurring schedules (default: $LUA_SCHEDULER_CRON_OWNER,"
+      .. " else \"default\")" },
   },
   args = { { "PATH", many = true } },
   run = function(o)
     local listeners = require "scheduler.cli.listeners"
+    local owner = o.cron_owner or os.getenv("LUA_SCHEDULER_CRON_OWNER")
+    if owner == nil or owner == "" then owner = "default" end
     local files, err = listeners.files(o.PATH)
     if not files then usage_error(err) end
     local found, lerr = listeners.load(files)
@@ -372,6 +383,7 @@ while healthy.]],
     return require("scheduler.cli.run").supervise {
       database = database, database_label = database_label(database) .. " (" .. (from and ("from " .. from) or "the default") .. ")",
       workers = o.workers or 1, concurrency = o.concurrency or 1, paths = o.PATH, found = found,
+      cron_owner = owner,
       log_level = o.log_level or "info", log_format = o.log_format or "text", arg = cli.arg,
       stop_timeout = o.stop_timeout,
     }
@@ -849,7 +861,8 @@ COMMANDS.cron = {
     list = {
       summary = "list the recurring schedules",
       synopsis = { "cron list [--json]" },
-      description = "Every schedule declared with scheduler.cron(): id, expression, zone, job name, next slot.",
+      description = "Every schedule declared with scheduler.cron(): id, expression, zone, job name, next slot,"
+        .. " owner (the --cron-owner of the listener files that declare it; - : declared from code).",
       options = { JSON, DATABASE },
       run = function(o)
         local db = open_db(o)
@@ -861,7 +874,7 @@ COMMANDS.cron = {
           for i, c in ipairs(rows) do
             list[i] = text.object("id", c.id, "expr", c.expr, "tz", c.tz, "name", c.name,
               "next_at", c.next_at ~= math.huge and text.utc_time(c.next_at) or nil,
-              "catch_up", c.catch_up, "backfill", c.backfill)
+              "catch_up", c.catch_up, "backfill", c.backfill, "owner", c.owner or text.null)
           end
           out(text.json(text.array(list)), "\n")
           return
@@ -870,9 +883,9 @@ COMMANDS.cron = {
         local cells = {}
         for i, c in ipairs(rows) do
           cells[i] = { c.id, c.expr, c.tz, c.name,
-            c.next_at ~= math.huge and text.utc_time(c.next_at) or "never" }
+            c.next_at ~= math.huge and text.utc_time(c.next_at) or "never", c.owner or "-" }
         end
-        out(text.table({ "ID", "EXPR", "TZ", "NAME", "NEXT" }, cells))
+        out(text.table({ "ID", "EXPR", "TZ", "NAME", "NEXT", "OWNER" }, cells))
       end,
     },
     remove = {

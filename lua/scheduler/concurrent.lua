@@ -42,7 +42,29 @@ local function land(f, e, ok, err)
   e.ended = true
   f.inflight[e] = nil
   f.n = f.n - 1
-  f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
+  local outcome, retry_in = f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
+  -- the job's end, as csrc/loop.c logs it at concurrency 1: a failure
+  -- always, a success only when the log wants debug lines
+  if f.log and (outcome ~= "done" or f.log_debug) then
+    local took = monotonic() - e.started
+    local name = e.job.name:sub(1, 80)
+    local fields = { event = "job_end", job_id = e.id, name = e.job.name, attempt = e.attempt,
+      duration = took, outcome = outcome, worker_id = f.worker_id }
+    if outcome == "done" then
+      f.log("debug", ("job %d (%s) done in %.3f s, attempt %d"):format(e.id, name, took, e.attempt),
+        fields)
+    else
+      local why = tostring(err):match("^[^\n]*")
+      if outcome == "retry" then
+        fields.retry_in = retry_in
+        f.log("warn", ("job %d (%s) failed on attempt %d after %.3f s; retrying in %.1f s: %s"):format(
+          e.id, name, e.attempt, took, retry_in, why), fields)
+      else
+        f.log("error", ("job %d (%s) failed on its last attempt (%d) after %.3f s: %s"):format(
+          e.id, name, e.attempt, took, why), fields)
+      end
+    end
+  end
 end
 
 local function job_body(f, e)
@@ -80,6 +102,7 @@ function M.start(s, c, concurrency, o, log)
   if not ok then return nil, err end
   s._flight = {
     c = c, spawn = o.spawn or spawn_coroutine, release = o.release, call = o.call, log = log,
+    log_debug = s._log_debug, worker_id = s._worker_id,
     waiter = o.waiter, waiting = {}, n_waiting = 0, handler = c:handler(),
     inflight = {}, n = 0, next_tick = nil, last_tick = -math.huge, stopping = false,
   }
@@ -140,6 +163,12 @@ function M.step(s, timeout)
     f.inflight[e] = true
     f.n = f.n + 1
     if e.limit > 0 then e.deadline = now + e.limit end
+    if f.log_debug and f.log then
+      f.log("debug", ("job %d (%s) started, attempt %d"):format(e.id, e.job.name:sub(1, 80), e.attempt),
+        { event = "job_start", job_id = e.id, name = e.job.name, attempt = e.attempt,
+          worker_id = f.worker_id })
+    end
+    e.started = monotonic()
     f.spawn(function() job_body(f, e) end)
   end
   now = monotonic()

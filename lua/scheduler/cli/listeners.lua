@@ -6,6 +6,16 @@
 -- every file with `on` captured, so that nothing is registered until all
 -- files loaded and no name is claimed twice; register() then hands the
 -- captured listeners to a scheduler instance.
+--
+-- Recurring schedules.  `cron` (and `uncron`) are captured too: the
+-- schedules a file declares belong to the files, under an owner tag (`run
+-- --cron-owner`, default "default").  declare() (the supervisor, once at
+-- start and at each reload; never the workers) declares them with that
+-- owner and removes the schedules of that owner that no loaded file
+-- declares any more, with the slot jobs they made that have not started.
+-- Schedules declared from code (scheduler.cron outside listener files)
+-- have no owner and are never removed here; those of another owner
+-- neither.
 
 local core = require "scheduler.core"
 local scheduler = require "scheduler"
@@ -94,10 +104,61 @@ function listeners.load(files)
     found[#found + 1] = { name = name, fn = fn, opts = opts, file = current }
   end
 
+  local crons, cron_where, uncrons = {}, {}, {}
+  local function record_cron(id, expr, name, payload, opts)
+    if problem then return end
+    if type(id) ~= "string" or id == "" then
+      problem = ("%s: cron(): id must be a non-empty string"):format(current)
+      return
+    end
+    if cron_where[id] then
+      problem = ("recurring schedule %q is declared by two files: %s and %s"):format(id, cron_where[id],
+        current)
+      if cron_where[id] == current then
+        problem = ("recurring schedule %q is declared twice in %s"):format(id, current)
+      end
+      return
+    end
+    if type(expr) ~= "string" then
+      problem = ("%s: cron(%q): the expression must be a string"):format(current, id)
+      return
+    end
+    if type(name) ~= "string" or name == "" then
+      problem = ("%s: cron(%q): the job name must be a non-empty string"):format(current, id)
+      return
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+      problem = ("%s: cron(%q): options must be a table"):format(current, id)
+      return
+    end
+    if opts and opts.owner ~= nil then
+      problem = ("%s: cron(%q): a listener file's schedules belong to its owner (run --cron-owner);"
+        .. " remove the owner option"):format(current, id)
+      return
+    end
+    -- the expression and zone now, so that a mistake names the file
+    local ok, err = pcall(scheduler.next_times, expr, 1, { tz = opts and opts.tz })
+    if not ok then
+      problem = ("%s: cron(%q): %s"):format(current, id, tostring(err):gsub("^[^\n]-:%d+: ", ""))
+      return
+    end
+    cron_where[id] = current
+    crons[#crons + 1] = { id = id, expr = expr, name = name, payload = payload, opts = opts, file = current }
+  end
+
   -- Capture the module-level functions a listener file may call while it
   -- loads; configure/run belong to the command.
-  local saved = { on = scheduler.on, configure = scheduler.configure, run = scheduler.run }
+  local saved = { on = scheduler.on, configure = scheduler.configure, run = scheduler.run,
+    cron = scheduler.cron, uncron = scheduler.uncron }
   scheduler.on = function(name, fn, opts) record(name, fn, opts, "on()") end
+  scheduler.cron = function(...)
+    record_cron(...)
+    return true
+  end
+  scheduler.uncron = function(id)
+    if type(id) == "string" and id ~= "" then uncrons[#uncrons + 1] = id end
+    return true
+  end
   scheduler.configure = function()
     error("scheduler.configure is not available in a listener file: the lua-scheduler command"
       .. " configures the scheduler (--database, LUA_SCHEDULER_DATABASE)", 2)
@@ -149,6 +210,7 @@ function listeners.load(files)
   end
   restore()
   if problem then return nil, problem end
+  found.crons, found.uncrons = crons, uncrons
   if #found == 0 then
     return nil, "no listeners: " .. table.concat(files, ", ")
       .. " register none (call require(\"scheduler\").on(name, fn) or return { Name = fn })"
@@ -185,6 +247,58 @@ function listeners.check(found, database)
   local done, err = listeners.register(found, probe)
   probe:close()
   return done, err
+end
+
+--- Declare the recurring schedules the files declared (found.crons) on
+-- `api` (a scheduler instance) under `owner`, and remove those of `owner`
+-- that they no longer declare, each with its slot jobs that have not
+-- started (so that no job of it runs after this); `log(level, message)`
+-- says what was removed.  A schedule declared last by code (no owner) or
+-- by another owner is left alone.  Returns true, or nil and a message.
+function listeners.declare(api, found, owner, log)
+  local declared = {}
+  for _, c in ipairs(found.crons or {}) do
+    local opts = {}
+    for k, v in pairs(c.opts or {}) do opts[k] = v end
+    opts.owner = owner
+    local ok, done, err = pcall(api.cron, api, c.id, c.expr, c.name, c.payload, opts)
+    if not ok or not done then
+      err = tostring(ok and err or done):gsub("^[^\n]-:%d+: ", "")
+      return nil, ("%s: cron(%q): %s"):format(c.file, c.id, err)
+    end
+    declared[c.id] = true
+  end
+  for _, id in ipairs(found.uncrons or {}) do
+    local done, err = api:uncron(id)
+    if done == nil then return nil, err end
+    if done then log("info", ("removed recurring schedule %q (uncron in a listener file)"):format(id)) end
+  end
+  local rows, err = api:crons()
+  if not rows then return nil, err end
+  for _, row in ipairs(rows) do
+    if row.owner == owner and not declared[row.id] then
+      local done, rerr = api:uncron(row.id, { owner = owner })
+      if done == nil then return nil, rerr end
+      if done then
+        -- its slot jobs made ahead of time (key cron:<id>@<slot>), not started
+        local cancelled = 0
+        local jobs, jerr = api:jobs { name = row.name, state = "scheduled" }
+        if not jobs then return nil, jerr end
+        local prefix = "cron:" .. row.id .. "@"
+        for _, j in ipairs(jobs) do
+          if j.key and j.key:sub(1, #prefix) == prefix and j.key:sub(#prefix + 1):match("^%d+$")
+              and j.attempt == 0 and api:cancel(j.id) then
+            cancelled = cancelled + 1
+          end
+        end
+        log("info", ("removed recurring schedule %q (%s, job %s; owner %s): no loaded listener file"
+          .. " declares it any more%s"):format(row.id, row.expr, row.name, owner,
+          cancelled > 0 and ("; cancelled %d slot job%s not started yet"):format(cancelled,
+            cancelled == 1 and "" or "s") or ""))
+      end
+    end
+  end
+  return true
 end
 
 --- The names, for logs: "PayBills, SendEmail".

@@ -103,21 +103,35 @@ local function host_of(worker_id)
   return worker_id:match("^(.*):%d+:%w+$") or worker_id:match("^(.*):%d+$") or worker_id
 end
 
---- A log function(level, message) writing one line per message to stderr,
--- as text or JSON.  `who`: { process = "supervisor" | "worker", worker = n,
--- id = "host:pid:suffix" }.
+-- A job's fields (the log function's third argument, see scheduler.lua)
+-- as JSON keys, in this order.
+local JOB_FIELDS = { { "event", "event" }, { "job_id", "job_id" }, { "name", "job_name" },
+  { "attempt", "attempt" }, { "duration", "duration" }, { "outcome", "outcome" },
+  { "retry_in", "retry_in" } }
+
+--- A log function(level, message [, fields]) writing one line per message
+-- to stderr, as text or JSON.  `who`: { process = "supervisor" | "worker",
+-- worker = n, id = "host:pid:suffix" }.  `fields` (a job's start or end):
+-- JSON keys event, job_id, job_name, attempt, duration (seconds), outcome,
+-- retry_in; the text line's message says the same.
 function run.make_log(level, format, who)
   local threshold = LEVELS[level]
   local tag = who.process == "worker" and ("worker %d %s"):format(who.worker, who.id)
     or ("supervisor %s"):format(who.id)
-  return function(lvl, message)
+  return function(lvl, message, fields)
     if (LEVELS[lvl] or 4) < threshold then return end
     local now = scheduler.now()
     local line
     if format == "json" then
-      line = text.json(text.object(
-        "time", text.utc_time(now), "level", lvl, "process", who.process,
-        "worker", who.worker or text.null, "worker_id", who.id, "message", tostring(message)))
+      local kv = { "time", text.utc_time(now), "level", lvl, "process", who.process,
+        "worker", who.worker or text.null, "worker_id", who.id, "message", tostring(message) }
+      if type(fields) == "table" then
+        for _, f in ipairs(JOB_FIELDS) do
+          local v = fields[f[1]]
+          if v ~= nil then kv[#kv + 1], kv[#kv + 2] = f[2], v end
+        end
+      end
+      line = text.json(text.object(table.unpack(kv)))
     else
       line = ("%s %-5s [%s] %s"):format(text.utc_time(now), lvl, tag, tostring(message))
     end
@@ -143,7 +157,7 @@ function run.worker(o)
     return 2
   end
   local ok, err = pcall(scheduler.configure, { database = database, worker_id = id, log = log,
-    concurrency = o.concurrency })
+    log_level = o.log_level, concurrency = o.concurrency })
   if not ok then
     log("error", tostring(err))
     return 2
@@ -453,6 +467,12 @@ function Supervisor:reload()
     local checked, cerr = listeners.check(found, self.o.database)
     if not checked then found, err = nil, cerr end
   end
+  if found then
+    local declared, derr = listeners.declare(self.db:api(), found, self.o.cron_owner, self.log)
+    if not declared then
+      found, err = nil, "cannot declare the recurring schedules: " .. errors.strip(tostring(derr))
+    end
+  end
   if not found then
     self.log("error", "reload failed, the running workers stay: " .. err)
     return
@@ -541,8 +561,8 @@ function Supervisor:wait_for_database()
 end
 
 --- Supervisor mode.  `o`: { database, workers, paths, log_level,
--- log_format, arg, found (the checked listeners) }.  Returns the exit
--- status.
+-- log_format, arg, found (the checked listeners), cron_owner }.  Returns
+-- the exit status.
 function run.supervise(o)
   local id = core.default_worker_id()
   local log = run.make_log(o.log_level, o.log_format, { process = "supervisor", id = id })
@@ -564,6 +584,16 @@ function run.supervise(o)
   -- release of a dead worker's jobs (abandon) charges a crash against a
   -- listener's max_attempts as a worker's rescue would
   listeners.register(o.found, self.db:api())
+  -- The files' recurring schedules: declared here, once for all the
+  -- workers (which never declare them), and those of this owner that no
+  -- file declares any more removed (listeners.declare).
+  local declared, derr = listeners.declare(self.db:api(), o.found, o.cron_owner, log)
+  if not declared then
+    log("error", "cannot declare the recurring schedules of the listener files: "
+      .. errors.strip(tostring(derr)))
+    self.db:close()
+    return 1
+  end
   -- (the database by name: a shell without LUA_SCHEDULER_DATABASE uses ./scheduler.db)
   log("info", ("listeners %s; database %s ready; starting %d worker%s"):format(
     listeners.names(o.found), o.database_label or "", o.workers, o.workers == 1 and "" or "s"))
