@@ -82,20 +82,30 @@ static void log_msg(run_state *r, const char *level, const char *fmt, ...)
 #endif
     ;
 
+/* Format a message into c->msg (whole: as long as it is).  0, or -1 when
+ * it cannot (out of memory: the line is dropped). */
+static int format_msg(run_state *r, const char *fmt, va_list ap) {
+  buf *m = &r->c->msg;
+  va_list again;
+  va_copy(again, ap);
+  buf_reset(m);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  int rc = n < 0 || buf_reserve(m, (size_t)n) ? -1 : 0;
+  if (rc == 0) {
+    vsnprintf(m->data, (size_t)n + 1, fmt, again);
+    m->len = (size_t)n;
+  }
+  va_end(again);
+  return rc;
+}
+
 /* Format a message into c->msg and hand it to the log function. */
 static void log_msg(run_state *r, const char *level, const char *fmt, ...) {
-  buf *m = &r->c->msg;
   va_list ap;
-  buf_reset(m);
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  int rc = format_msg(r, fmt, ap);
   va_end(ap);
-  if (n < 0 || buf_reserve(m, (size_t)n)) return;
-  va_start(ap, fmt);
-  vsnprintf(m->data, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  m->len = (size_t)n;
-  dispatch_log(r->L, r->env, level, m->data);
+  if (rc == 0) dispatch_log(r->L, r->env, level, r->c->msg.data);
 }
 
 /* Sleep until `until` (monotonic) or until a descriptor is readable.
@@ -163,18 +173,11 @@ static void log_job(run_state *r, const char *level, const job_log *f, const cha
     ;
 
 static void log_job(run_state *r, const char *level, const job_log *f, const char *fmt, ...) {
-  buf *m = &r->c->msg;
   va_list ap;
-  buf_reset(m);
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  int rc = format_msg(r, fmt, ap);
   va_end(ap);
-  if (n < 0 || buf_reserve(m, (size_t)n)) return;
-  va_start(ap, fmt);
-  vsnprintf(m->data, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  m->len = (size_t)n;
-  dispatch_log_job(r->L, r->env, level, m->data, f);
+  if (rc == 0) dispatch_log_job(r->L, r->env, level, r->c->msg.data, f);
 }
 
 /* The fields of job j's log lines. */

@@ -6,11 +6,7 @@ local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
 
-local function decode(s)
-  local v, _, err = json.decode(s, 1, json.null)
-  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
-  return v
-end
+local decode = cli.decode
 
 local function exec(...) return cli.exec({ ... }) end
 

@@ -7,13 +7,8 @@
 -- a log function that did not ask for them is never called for them.
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
-local json = require "dkjson"
 
-local function decode(s)
-  local v, _, err = json.decode(s, 1, json.null)
-  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
-  return v
-end
+local decode = cli.decode
 
 -- A listener file: each call is recorded in `results` ("<id> <attempt>"),
 -- the independent record; payload "fail" raises (max_attempts 1: it fails

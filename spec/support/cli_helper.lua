@@ -231,4 +231,11 @@ function cli.events(path, event, id)
   return out
 end
 
+--- The JSON text s decoded (JSON null as json.null), or an error naming it.
+function cli.decode(s)
+  local v, _, err = require("dkjson").decode(s, 1, require("dkjson").null)
+  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
+  return v
+end
+
 return cli
