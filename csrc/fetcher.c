@@ -168,6 +168,18 @@ static int add_outcome(fetcher *f, const store_outcome *o) {
   return 0;
 }
 
+/* Copy s[0, n) and a NUL to *p, advancing it; returns the copy, or NULL
+ * for s NULL (nothing copied).  The job copies below are one allocation,
+ * sized for these. */
+static const char *place(char **p, const char *s, size_t n) {
+  if (!s) return NULL;
+  char *at = *p;
+  memcpy(at, s, n);
+  at[n] = '\0';
+  *p += n + 1;
+  return at;
+}
+
 /* A claimed job as one allocation. */
 static fetched_job *copy_job(const store_job *j, int alone) {
   size_t size = sizeof(fetched_job) + j->name_len + 1 + (j->payload ? j->payload_len + 1 : 0) +
@@ -180,21 +192,9 @@ static fetched_job *copy_job(const store_job *j, int alone) {
   x->job.state = "running";
   x->job.last_error = NULL;
   x->job.last_error_len = 0;
-  memcpy(p, j->name, j->name_len);
-  p[j->name_len] = '\0';
-  x->job.name = p;
-  p += j->name_len + 1;
-  if (j->payload) {
-    memcpy(p, j->payload, j->payload_len);
-    p[j->payload_len] = '\0';
-    x->job.payload = p;
-    p += j->payload_len + 1;
-  }
-  if (j->key) {
-    memcpy(p, j->key, j->key_len);
-    p[j->key_len] = '\0';
-    x->job.key = p;
-  }
+  x->job.name = place(&p, j->name, j->name_len);
+  x->job.payload = place(&p, j->payload, j->payload_len);
+  x->job.key = place(&p, j->key, j->key_len);
   return x;
 }
 
@@ -365,21 +365,9 @@ unsigned long long fetcher_schedule(fetcher *f, const store_new_job *j) {
   if (!r) return 0;
   char *p = (char *)(r + 1);
   r->job = *j;
-  memcpy(p, j->name, j->name_len);
-  p[j->name_len] = '\0';
-  r->job.name = p;
-  p += j->name_len + 1;
-  if (j->payload) {
-    memcpy(p, j->payload, j->payload_len);
-    p[j->payload_len] = '\0';
-    r->job.payload = p;
-    p += j->payload_len + 1;
-  }
-  if (j->key) {
-    memcpy(p, j->key, j->key_len);
-    p[j->key_len] = '\0';
-    r->job.key = p;
-  }
+  r->job.name = place(&p, j->name, j->name_len);
+  r->job.payload = place(&p, j->payload, j->payload_len);
+  r->job.key = place(&p, j->key, j->key_len);
   pthread_mutex_lock(&f->mu);
   unsigned long long seq = 0;
   if (grow((void **)&f->requests, &f->requests_cap, f->n_requests, sizeof *f->requests) == 0) {

@@ -4,6 +4,27 @@
 -- results files, an independent record, never by the scheduler's tables.
 local helper = require "spec.helper"
 
+--- Drain workers for `name`, one after another while they die with exit
+-- code 3 (a job that crashes its worker; at most 4), with the extra
+-- environment `env`; returns the attempts each run started with.
+local function run_until_done(name, env)
+  local procs = {}
+  for _ = 1, 4 do
+    local vars = { WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = 1 }
+    for k, v in pairs(env) do vars[k] = v end
+    local p = helper.spawn(vars)
+    procs[#procs + 1] = p
+    local code = p:wait(30)
+    if code == 0 then break end
+    assert.equals(3, code, p:describe())
+    assert.is_truthy(helper.wait_worker_gone(p))
+    helper.sleep(1.3)
+  end
+  local attempts = {}
+  for _, r in ipairs(helper.all_results(procs, "start")) do attempts[#attempts + 1] = r.attempt end
+  return attempts
+end
+
 describe("crashes", function()
   local s
   before_each(function() s = helper.new() end)
@@ -66,19 +87,7 @@ describe("crashes", function()
   it("a job alone that ends its worker is charged each time until it fails", function()
     local name = helper.name("alone")
     local id = helper.schedule(s, name, { exit = 3 }, { max_attempts = 2 })
-    local procs = {}
-    for _ = 1, 4 do
-      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = 1 }
-      procs[#procs + 1] = p
-      local code = p:wait(30)
-      if code == 0 then break end
-      assert.equals(3, code, p:describe())
-      assert.is_truthy(helper.wait_worker_gone(p))
-      helper.sleep(1.3)
-    end
-    local attempts = {}
-    for _, r in ipairs(helper.all_results(procs, "start")) do attempts[#attempts + 1] = r.attempt end
-    assert.same({ 1, 2 }, attempts)
+    assert.same({ 1, 2 }, run_until_done(name, {}))
     local job = helper.ok(s:job(id))
     assert.equals("failed", job.state)
     assert.equals(2, job.attempt)
@@ -88,20 +97,7 @@ describe("crashes", function()
   it("a job that ends its worker is charged against its listener's max_attempts when it sets none", function()
     local name = helper.name("listener-max")
     local id = helper.schedule(s, name, { exit = 3 }) -- no max_attempts of its own
-    local procs = {}
-    for _ = 1, 4 do
-      local p = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "drain", WORKER_LEASE = 1,
-        WORKER_LISTENER_MAX = 2 }
-      procs[#procs + 1] = p
-      local code = p:wait(30)
-      if code == 0 then break end
-      assert.equals(3, code, p:describe())
-      assert.is_truthy(helper.wait_worker_gone(p))
-      helper.sleep(1.3)
-    end
-    local attempts = {}
-    for _, r in ipairs(helper.all_results(procs, "start")) do attempts[#attempts + 1] = r.attempt end
-    assert.same({ 1, 2 }, attempts) -- not 25 (the default)
+    assert.same({ 1, 2 }, run_until_done(name, { WORKER_LISTENER_MAX = 2 })) -- not 25 (the default)
     local job = helper.ok(s:job(id))
     assert.equals("failed", job.state)
     assert.equals(2, job.attempt)
