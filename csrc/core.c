@@ -911,7 +911,7 @@ static void push_signal(lua_State *L, int sig) {
 
 static int errno_fail(lua_State *L, const char *op) { return fail(L, op, strerror(errno)); }
 
-/* process.block_signals() -> true | nil, err: CHLD, HUP, INT, TERM and USR1 now
+/* process.block_signals() -> true | nil, err: CHLD, HUP, INT, TERM and RTMIN now
  * wait for process.wait_signal. */
 static int l_process_block_signals(lua_State *L) {
   if (process_block_signals() != 0) return errno_fail(L, "block_signals");
@@ -919,7 +919,7 @@ static int l_process_block_signals(lua_State *L) {
   return 1;
 }
 
-/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM"|"USR1" and the
+/* process.wait_signal([timeout]) -> "CHLD"|"HUP"|"INT"|"TERM"|"RTMIN" and the
  * sender's pid, or nil after timeout seconds (nil: no limit).  Raises unless
  * the signals are blocked. */
 static int l_process_wait_signal(lua_State *L) {

@@ -45,8 +45,11 @@ int process_block_signals(void) {
   sigaddset(&wanted, SIGHUP);
   sigaddset(&wanted, SIGINT);
   sigaddset(&wanted, SIGTERM);
-  /* a worker's "connected, running" (run.lua): the supervisor's readiness */
-  sigaddset(&wanted, SIGUSR1);
+  /* a worker's "connected, running" (run.lua): the supervisor's readiness.
+   * A real-time signal, because those queue: two workers that say so in
+   * the same instant are two signals, each with its sender's pid (two
+   * SIGUSR1s merged into one, and READY=1 never came). */
+  sigaddset(&wanted, SIGRTMIN);
   int rc = pthread_sigmask(SIG_BLOCK, &wanted, &saved_mask);
   if (rc != 0) {
     errno = rc;
@@ -263,14 +266,18 @@ static const struct {
     {"XFSZ", SIGXFSZ},
 };
 
+/* SIGRTMIN is not a constant (the C library keeps the first real-time
+ * signals for itself): named apart. */
 int process_signal_number(const char *name) {
   if (strncmp(name, "SIG", 3) == 0) name += 3;
+  if (strcmp(name, "RTMIN") == 0) return SIGRTMIN;
   for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
     if (strcmp(name, signal_names[i].name) == 0) return signal_names[i].sig;
   return 0;
 }
 
 const char *process_signal_name(int sig) {
+  if (sig == SIGRTMIN) return "RTMIN";
   for (size_t i = 0; i < sizeof signal_names / sizeof signal_names[0]; i++)
     if (signal_names[i].sig == sig) return signal_names[i].name;
   return NULL;

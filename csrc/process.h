@@ -20,7 +20,7 @@
 
 #include "buf.h"
 
-/* Block SIGCHLD, SIGHUP, SIGINT, SIGTERM and SIGUSR1 in the calling thread, so that
+/* Block SIGCHLD, SIGHUP, SIGINT, SIGTERM and SIGRTMIN in the calling thread, so that
  * they wait for process_wait_signal.  The mask in force before is what
  * spawned children get.  Idempotent.  0, or -1 with errno set. */
 int process_block_signals(void);

@@ -65,6 +65,7 @@ build = {
         "csrc/core.c",
         "csrc/dir.c",
         "csrc/process.c",
+        "csrc/notify.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "csrc", "$(PQ_INCDIR)", "$(SQLITE_INCDIR)" },

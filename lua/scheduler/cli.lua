@@ -773,7 +773,7 @@ per line.]],
       end
       io.stdout:flush()
       local sig = process.wait_signal(o.interval or 2)
-      while sig == "CHLD" or sig == "USR1" do sig = process.wait_signal(o.interval or 2) end
+      while sig == "CHLD" or sig == "RTMIN" do sig = process.wait_signal(o.interval or 2) end
       if sig then break end
     end
     db:close() -- (the signals stay blocked: a second Ctrl-C must not kill the exit)

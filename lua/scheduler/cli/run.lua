@@ -38,9 +38,10 @@
 --
 -- Service manager.  Under systemd's Type=notify ($NOTIFY_SOCKET) the
 -- supervisor sends READY=1 once every worker runs: each one, once connected
--- and about to enter its loop, sends SIGUSR1 to the supervisor (named by
+-- and about to enter its loop, sends SIGRTMIN to the supervisor (named by
 -- LUA_SCHEDULER_SUPERVISOR, so a worker whose supervisor died signals no
--- other process; the supervisor takes USR1 with the others, synchronously);
+-- other process; the supervisor takes it with the others, synchronously: a
+-- real-time signal, so two workers' at once are not merged into one);
 -- STATUS= with what it is doing or what is wrong ("waiting for the
 -- database: ...", "waiting for 1 of 4 workers to connect", "running 4
 -- workers", "worker 2 is crash-looping (...)"); WATCHDOG=1 every
@@ -187,7 +188,7 @@ function run.worker(o)
   log("info", ("started: listeners %s"):format(listeners.names(found)))
   local supervisor = math.tointeger(tonumber(os.getenv("LUA_SCHEDULER_SUPERVISOR") or ""))
   if supervisor and supervisor > 1 and process.getppid() == supervisor then
-    process.kill(supervisor, "USR1")
+    process.kill(supervisor, "RTMIN")
   end
   local v, rerr = scheduler.run()
   if v then
@@ -409,7 +410,7 @@ function Supervisor:health()
   return true
 end
 
---- How many of the current workers run (said so with SIGUSR1).
+--- How many of the current workers run (said so with SIGRTMIN).
 function Supervisor:running()
   local n = 0
   for _, state in ipairs(self.slots) do
@@ -623,7 +624,7 @@ function run.supervise(o)
     end
     local sig, from = process.wait_signal(self:next_timer())
     self:reap()
-    if sig == "USR1" then
+    if sig == "RTMIN" then
       local w = self.by_pid[from]
       if w then w.ready = true end
     elseif sig == "INT" or sig == "TERM" then
