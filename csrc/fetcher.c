@@ -31,6 +31,12 @@
  * RETRY_MAX. */
 #define RETRY_MIN 0.1
 #define RETRY_MAX 5.0
+/* Paused names (store.h, pause): claims skip their jobs, but jobs claimed
+ * before a pause may wait to be taken (the Lua thread busy in a listener
+ * that blocks).  While some wait, the thread looks at the paused names
+ * every PAUSE_LOOK seconds and hands those of a paused name back
+ * unattempted. */
+#define PAUSE_LOOK 1.0
 
 /* A schedule() request: the job, its strings in the same allocation. */
 typedef struct request {
@@ -482,8 +488,42 @@ typedef struct turn {
   double until;  /* the one expiry of the leases in flight (database clock); 0: none */
   double offset; /* database clock minus monotonic */
   double next_renew, next_rescue, rescued_at, claim_at, held_delay, retry_at, retry_delay;
+  double paused_at; /* the last look at the paused names (see PAUSE_LOOK) */
   int trouble, quarantine_wait, listening;
 } turn;
+
+/* Hand back the jobs claimed and not taken whose name is paused (see
+ * PAUSE_LOOK).  STORE_OK or the store's error. */
+static int hand_back_paused(fetcher *f, turn *t, double now) {
+  const char *const *names;
+  const size_t *lens;
+  size_t n;
+  t->paused_at = now;
+  if (!f->st->ops->paused_names) return STORE_OK;
+  int rc = f->st->ops->paused_names(f->st, &names, &lens, &n);
+  if (rc != STORE_OK || n == 0) return rc;
+  size_t kept = 0, back = 0;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->n_ready; i++) {
+    fetched_job *x = f->ready[i];
+    int stop = 0;
+    for (size_t k = 0; k < n && !stop; k++)
+      stop = lens[k] == x->job.name_len && memcmp(names[k], x->job.name, lens[k]) == 0;
+    store_outcome out = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT};
+    if (stop && add_outcome(f, &out) == 0) {
+      land(f, out.claim);
+      free(x);
+      back++;
+    } else {
+      f->ready[kept++] = x; /* not paused (or out of memory: taken as it is) */
+    }
+  }
+  f->n_ready = kept;
+  pthread_mutex_unlock(&f->mu);
+  /* written at once (the next turn); the Lua thread hears of nothing */
+  if (back) signal_fd(f->kick_fd);
+  return STORE_OK;
+}
 
 /* Write the outcomes the Lua thread handed over (swapped in when the
  * last ones are written).  STORE_OK, or the store's error (they are kept
@@ -654,10 +694,11 @@ static void sleep_turn(fetcher *f, turn *t) {
   int more = f->n_outs > 0 && t->n_w == 0;
   int claimable = !f->stopping && !f->quit && !f->alone && f->n_flights < f->concurrency &&
                   !(t->quarantine_wait && f->n_flights > 0);
-  int flying = f->n_flights > 0, stopping = f->stopping;
+  int flying = f->n_flights > 0, stopping = f->stopping, ready = f->n_ready > 0;
   pthread_mutex_unlock(&f->mu);
   if (more) return;
   double wake = now + FALLBACK;
+  if (ready && t->paused_at + PAUSE_LOOK < wake) wake = t->paused_at + PAUSE_LOOK;
   if (claimable && t->claim_at < wake) wake = t->claim_at;
   if (flying && t->next_renew < wake) wake = t->next_renew;
   if (!stopping && t->next_rescue < wake) wake = t->next_rescue;
@@ -703,7 +744,7 @@ static void *fetch_loop(void *arg) {
     take_names(f, &t.names); /* new names and limits, before any rescue (out of memory: next turn) */
     int quit = f->quit, stopping = f->stopping;
     if (f->slot_freed) t.claim_at = 0, t.held_delay = 0, f->slot_freed = 0;
-    size_t in_flight = f->n_flights;
+    size_t in_flight = f->n_flights, ready = f->n_ready;
     if (in_flight == 0) t.until = 0, t.next_renew = INFINITY;
     int can_claim = !stopping && !quit && !f->alone && in_flight < f->concurrency &&
                     !(t.quarantine_wait && in_flight > 0);
@@ -757,6 +798,9 @@ static void *fetch_loop(void *arg) {
        * (SQLite's wake file is its own write) */
       if (rc == STORE_OK && in_flight == 0) t.claim_at = 0, t.held_delay = 0;
     }
+    if (rc == STORE_OK && ready && !stopping && now - t.paused_at >= PAUSE_LOOK &&
+        now >= t.retry_at)
+      rc = hand_back_paused(f, &t, now);
     if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
       rc = claim_round(f, &t, in_flight, want, &worked);
     report(f, &t, rc);
