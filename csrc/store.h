@@ -133,7 +133,7 @@ typedef struct store_job_row {
   double created_at;
 } store_job_row;
 
-/* Which jobs `remove` deletes (delete, bulk cancel, purge).  Unset fields
+/* Which jobs `remove` deletes (delete, purge).  Unset fields
  * (has_id 0, name NULL, older_than < 0) match every job; the states say
  * which of the waiting ('scheduled') and failed jobs go.  A running job is
  * never removed, nor a waiting job a worker has claimed (PostgreSQL: one
