@@ -13,8 +13,9 @@ local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
 
 -- How long after pause() returned a job of the name may still start: the
--- worker looks every second (PAUSE_LOOK), plus a job in hand; generous.
-local BOUND = 1.6
+-- worker looks every second (PAUSE_LOOK), plus a job in hand; generous
+-- (measured: 0.7 s at most; a loaded CI machine may starve the worker).
+local BOUND = 2.5
 
 local function decode(s)
   local v, _, err = json.decode(s, 1, json.null)
@@ -136,7 +137,8 @@ describe("pause", function()
       for _, r in ipairs(w:events("start")) do
         if ids[P][r.id] and r.time > resumed_at and r.time < first then first = r.time end
       end
-      assert.is_true(first - resumed_at < 1.0, ("first start %.3f s after resume()"):format(first - resumed_at))
+      -- (measured: 0.01 s; without the wake-up it would be the 15 s fallback)
+      assert.is_true(first - resumed_at < 3.0, ("first start %.3f s after resume()"):format(first - resumed_at))
       helper.sleep(0.2)
       for _, set in pairs(ids) do
         local n = starts(w, set)
@@ -188,7 +190,7 @@ describe("pause", function()
     local pid, c0 = w1:pid(), cpu(w1:pid())
     helper.sleep(1.5)
     -- idle: it sleeps until a wake-up (a spin would be a second of CPU)
-    assert.is_true(cpu(pid) - c0 < 0.3, ("the idle worker used %.2f s of CPU"):format(cpu(pid) - c0))
+    assert.is_true(cpu(pid) - c0 < 0.5, ("the idle worker used %.2f s of CPU"):format(cpu(pid) - c0))
     assert.equals(0, #w1:events("start"))
     w1:kill("KILL")
     w1:wait(5)
