@@ -193,6 +193,25 @@ static int l_fetch_done(lua_State *L) {
   return 2;
 }
 
+/* c:fetch_paused(name) -> true when job name `name` is paused (as the
+ * fetcher last saw: see fetcher_paused) */
+static int l_fetch_paused(lua_State *L) {
+  core *c = check_fetching(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  lua_pushboolean(L, fetcher_paused(c->fetch, name, len));
+  return 1;
+}
+
+/* c:fetch_release(id, token): job (id, token), taken and not started, goes
+ * back unattempted */
+static int l_fetch_release(lua_State *L) {
+  core *c = check_fetching(L);
+  store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_RELEASE, 0, BUF_INIT};
+  if (fetcher_done(c->fetch, &o) != 0) return luaL_error(L, "not enough memory");
+  return 0;
+}
+
 /* c:fetch_wait(seconds) -> true when fetch_fd became readable within
  * `seconds` (for step() outside an event loop) */
 static int l_fetch_wait(lua_State *L) {
@@ -323,6 +342,7 @@ static int l_handler(lua_State *L) {
 const luaL_Reg concurrent_methods[] = {
     {"fetch_start", l_fetch_start}, {"fetch_fd", l_fetch_fd},
     {"fetch_take", l_fetch_take},   {"fetch_done", l_fetch_done},
+    {"fetch_paused", l_fetch_paused}, {"fetch_release", l_fetch_release},
     {"fetch_stop", l_fetch_stop},   {"fetch_settled", l_fetch_settled},
     {"fetch_news", l_fetch_news},   {"fetch_close", l_fetch_close},
     {"fetch_wait", l_fetch_wait},   {"fetch_tick", l_fetch_tick},

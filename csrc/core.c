@@ -817,6 +817,35 @@ static int l_remove(lua_State *L) {
   return 1;
 }
 
+/* s:pause(name, on) -> changed | nil, err (store_ops.pause; on false:
+ * resume) */
+static int l_pause(lua_State *L) {
+  core *c = check_store(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  int on = lua_toboolean(L, 3), changed = 0;
+  if (c->st->ops->pause(c->st, name, len, on, &changed) != STORE_OK)
+    return fail(L, on ? "pause" : "resume", store_error(c->st));
+  lua_pushboolean(L, changed);
+  return 1;
+}
+
+/* s:paused() -> { name, ... } (in name order) | nil, err */
+static int l_paused(lua_State *L) {
+  core *c = check_store(L);
+  const char *const *names;
+  const size_t *lens;
+  size_t n;
+  if (c->st->ops->paused_names(c->st, &names, &lens, &n) != STORE_OK)
+    return fail(L, "paused", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, names[i], lens[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 /* s:schema_version() -> version | nil, err */
 static int l_schema_version(lua_State *L) {
   core *c = check_store(L);
@@ -878,6 +907,7 @@ static const luaL_Reg core_methods[] = {
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
     {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
+    {"pause", l_pause}, {"paused", l_paused},
     {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {

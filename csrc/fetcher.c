@@ -31,6 +31,14 @@
  * RETRY_MAX. */
 #define RETRY_MIN 0.1
 #define RETRY_MAX 5.0
+/* Paused names (store.h, pause): claims skip their jobs, but jobs claimed
+ * before a pause may wait to be taken (the Lua thread busy in a listener
+ * that blocks), or taken and not started yet (their coroutines wait their
+ * turn).  While jobs are in flight, the thread looks at the paused names
+ * every PAUSE_LOOK seconds: it hands back unattempted those of a paused
+ * name not taken yet, and the Lua thread does not start those it took
+ * (fetcher_paused). */
+#define PAUSE_LOOK 1.0
 
 /* A schedule() request: the job, its strings in the same allocation. */
 typedef struct request {
@@ -97,6 +105,7 @@ struct fetcher {
   size_t *name_limits_seen; /* their limits, in the same order */
   size_t counts_cap;
   int slot_freed; /* a full name got a free slot: claim again */
+  buf paused; /* the paused names as last seen (see PAUSE_LOOK, look_paused) */
   buf news;
   const char *news_level; /* NULL: no news */
   double next_cron;
@@ -138,6 +147,8 @@ static void say(fetcher *f, const char *level, const char *msg) {
 }
 
 /* Remove the flight of claim c (under mu).  1 if it was there. */
+static int in_paused(const buf *paused, const char *name, size_t len);
+
 static int land(fetcher *f, store_claim c) {
   for (size_t i = 0; i < f->n_flights; i++) {
     if (f->flights[i].claim.id == c.id && f->flights[i].claim.token == c.token) {
@@ -228,6 +239,9 @@ static void hand_over(fetcher *f, const name_table *t, const store_job *jobs, si
       if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
       continue;
     }
+    /* the claim skipped paused names: one it took is no longer paused
+     * (resumed since the last look, which the next one confirms) */
+    if (f->paused.len && in_paused(&f->paused, jobs[i].name, jobs[i].name_len)) buf_reset(&f->paused);
     int slot = f->limited ? slot_of(t, jobs[i].name, jobs[i].name_len) : -1;
     if (slot >= 0 && (size_t)slot < f->counts_cap) f->counts[slot]++;
     f->flights[f->n_flights++] = (flight){c, 0, slot};
@@ -470,8 +484,67 @@ typedef struct turn {
   double until;  /* the one expiry of the leases in flight (database clock); 0: none */
   double offset; /* database clock minus monotonic */
   double next_renew, next_rescue, rescued_at, claim_at, held_delay, retry_at, retry_delay;
+  double paused_at; /* the last look at the paused names (see PAUSE_LOOK) */
   int trouble, quarantine_wait, listening;
 } turn;
+
+/* Name (name, len) is in the copy `paused` (each a size_t length, then
+ * its bytes). */
+static int in_paused(const buf *paused, const char *name, size_t len) {
+  for (size_t at = 0; at < paused->len;) {
+    size_t n;
+    memcpy(&n, paused->data + at, sizeof n);
+    at += sizeof n;
+    if (n == len && memcmp(paused->data + at, name, n) == 0) return 1;
+    at += n;
+  }
+  return 0;
+}
+
+/* Look at the paused names (see PAUSE_LOOK): keep a copy for
+ * fetcher_paused, and hand back the jobs claimed and not taken whose name
+ * is paused.  STORE_OK or the store's error. */
+static int look_paused(fetcher *f, turn *t, double now) {
+  const char *const *names;
+  const size_t *lens;
+  size_t n;
+  t->paused_at = now;
+  if (!f->st->ops->paused_names) return STORE_OK;
+  int rc = f->st->ops->paused_names(f->st, &names, &lens, &n);
+  if (rc != STORE_OK) return rc;
+  size_t kept = 0, back = 0;
+  pthread_mutex_lock(&f->mu);
+  buf_reset(&f->paused);
+  for (size_t k = 0; k < n; k++)
+    if (buf_add(&f->paused, &lens[k], sizeof lens[k]) || buf_add(&f->paused, names[k], lens[k])) {
+      buf_reset(&f->paused); /* out of memory: the claims skip them all the same */
+      t->paused_at = -INFINITY;
+      break;
+    }
+  for (size_t i = 0; i < f->n_ready && f->paused.len; i++) {
+    fetched_job *x = f->ready[i];
+    store_outcome out = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT};
+    if (in_paused(&f->paused, x->job.name, x->job.name_len) && add_outcome(f, &out) == 0) {
+      land(f, out.claim);
+      free(x);
+      back++;
+    } else {
+      f->ready[kept++] = x; /* not paused (or out of memory: taken as it is) */
+    }
+  }
+  if (f->paused.len) f->n_ready = kept;
+  pthread_mutex_unlock(&f->mu);
+  /* written at once (the next turn); the Lua thread hears of nothing */
+  if (back) signal_fd(f->kick_fd);
+  return STORE_OK;
+}
+
+int fetcher_paused(fetcher *f, const char *name, size_t len) {
+  pthread_mutex_lock(&f->mu);
+  int paused = f->paused.len && in_paused(&f->paused, name, len);
+  pthread_mutex_unlock(&f->mu);
+  return paused;
+}
 
 /* Write the outcomes the Lua thread handed over (swapped in when the
  * last ones are written).  STORE_OK, or the store's error (they are kept
@@ -646,6 +719,7 @@ static void sleep_turn(fetcher *f, turn *t) {
   pthread_mutex_unlock(&f->mu);
   if (more) return;
   double wake = now + FALLBACK;
+  if (flying && !stopping && t->paused_at + PAUSE_LOOK < wake) wake = t->paused_at + PAUSE_LOOK;
   if (claimable && t->claim_at < wake) wake = t->claim_at;
   if (flying && t->next_renew < wake) wake = t->next_renew;
   if (!stopping && t->next_rescue < wake) wake = t->next_rescue;
@@ -745,6 +819,9 @@ static void *fetch_loop(void *arg) {
        * (SQLite's wake file is its own write) */
       if (rc == STORE_OK && in_flight == 0) t.claim_at = 0, t.held_delay = 0;
     }
+    if (rc == STORE_OK && in_flight && !stopping && now - t.paused_at >= PAUSE_LOOK &&
+        now >= t.retry_at)
+      rc = look_paused(f, &t, now);
     if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
       rc = claim_round(f, &t, in_flight, want, &worked);
     report(f, &t, rc);
@@ -907,6 +984,7 @@ void fetcher_free(fetcher *f) {
   free(f->outs);
   free(f->flights);
   buf_free(&f->news);
+  buf_free(&f->paused);
   free_names(f->names, f->name_lens, f->name_limits, f->n_names);
   free(f->name_max);
   free(f->counts);

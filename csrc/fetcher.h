@@ -86,6 +86,10 @@ typedef struct fetch_answer {
 } fetch_answer;
 /* Move up to `max` answers to out[]; returns how many. */
 size_t fetcher_answers(fetcher *f, fetch_answer *out, size_t max);
+/* 1 when job name (name, len) was paused when the thread last looked
+ * (every second while jobs are in flight): a job of it that was taken and
+ * has not started must not start (give it back: OUTCOME_RELEASE). */
+int fetcher_paused(fetcher *f, const char *name, size_t len);
 /* Claim nothing more; jobs claimed and not taken go back unattempted. */
 void fetcher_stop(fetcher *f);
 /* 1 when stopped and everything is recorded (or given up: see

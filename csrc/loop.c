@@ -49,6 +49,12 @@
  * HELD_MAX seconds meanwhile). */
 #define HELD_MIN 0.005
 #define HELD_MAX 0.25
+/* Paused names (store.h, pause): a claim skips their jobs, but a batch
+ * claimed before the pause may hold some.  Before starting a job, the
+ * loop looks at the paused names if it last did PAUSE_LOOK seconds ago or
+ * more (one small read: nothing measurable on a backlog), and hands a job
+ * of a paused name back unattempted instead. */
+#define PAUSE_LOOK 1.0
 
 typedef struct run_state {
   lua_State *L;
@@ -74,6 +80,8 @@ typedef struct run_state {
   double held_delay; /* see HELD_MIN; 0: claim again at once */
   int trouble;       /* the database is failing; reported once */
   long long count;
+  double paused_at;  /* monotonic time of the last look at the paused names */
+  buf paused;        /* their copy: each a size_t length, then its bytes */
 } run_state;
 
 static void log_msg(run_state *r, const char *level, const char *fmt, ...)
@@ -254,6 +262,38 @@ static void end_batch(run_state *r) {
             store_error(c->st));
 }
 
+/* 1 when job j's name is paused (see PAUSE_LOOK).  A failed look keeps
+ * the last copy (the claims skip paused names all the same). */
+static int paused(run_state *r, const store_job *j) {
+  core *c = r->c;
+  double now = clock_mono();
+  if (!c->st->ops->paused_names) return 0;
+  if (now - r->paused_at >= PAUSE_LOOK) {
+    const char *const *names;
+    const size_t *lens;
+    size_t n;
+    r->paused_at = now;
+    if (c->st->ops->paused_names(c->st, &names, &lens, &n) == STORE_OK) {
+      buf_reset(&r->paused);
+      for (size_t i = 0; i < n; i++)
+        if (buf_add(&r->paused, (const char *)&lens[i], sizeof lens[i]) ||
+            buf_add(&r->paused, names[i], lens[i])) {
+          buf_reset(&r->paused);
+          r->paused_at = -INFINITY; /* out of memory: look again next time */
+          break;
+        }
+    }
+  }
+  for (size_t at = 0; at < r->paused.len;) {
+    size_t len;
+    memcpy(&len, r->paused.data + at, sizeof len);
+    at += sizeof len;
+    if (len == j->name_len && memcmp(r->paused.data + at, j->name, len) == 0) return 1;
+    at += len;
+  }
+  return 0;
+}
+
 /* Dispatch a claimed batch.  Returns LUA_OK or LUA_ERRMEM. */
 static int run_batch(run_state *r, store_job *jobs, size_t n) {
   core *c = r->c;
@@ -277,6 +317,14 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     size_t i = r->batch_next;
     double limit = dispatch_timeout(r->L, c, r->env, &jobs[i]);
     if (!heartbeat_begin(r->hb, i, limit)) break; /* the thread gave the rest back */
+    if (paused(r, &jobs[i])) {
+      /* its name was paused since the claim: back unattempted */
+      c->outcomes[i].claim = r->claims[i];
+      c->outcomes[i].kind = OUTCOME_RELEASE;
+      buf_reset(&c->outcomes[i].error);
+      r->batch_next = i + 1;
+      continue;
+    }
     if (c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, i)) {
       /* cancel() asked before it started: it never runs */
       c->outcomes[i].claim = r->claims[i];
@@ -459,6 +507,7 @@ static int loop_body(lua_State *L) {
 int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long long *count) {
   run_state r;
   memset(&r, 0, sizeof r);
+  r.paused_at = -INFINITY;
   r.L = L, r.c = c, r.self = self, r.env = env, r.o = o;
   r.retry_delay = RECONNECT_MIN;
   r.held_delay = 0;
@@ -518,6 +567,7 @@ int loop_run(lua_State *L, core *c, int self, int env, const loop_opts *o, long 
   heartbeat_stop(r.hb);
   signals_release();
   free(r.claims);
+  buf_free(&r.paused);
   *count = r.count;
   if (status == LUA_ERRMEM) {
     lua_pop(L, 1);

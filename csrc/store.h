@@ -133,7 +133,7 @@ typedef struct store_job_row {
   double created_at;
 } store_job_row;
 
-/* Which jobs `remove` deletes (delete, bulk cancel, purge).  Unset fields
+/* Which jobs `remove` deletes (delete, purge).  Unset fields
  * (has_id 0, name NULL, older_than < 0) match every job; the states say
  * which of the waiting ('scheduled') and failed jobs go.  A running job is
  * never removed, nor a waiting job a worker has claimed (PostgreSQL: one
@@ -345,6 +345,16 @@ typedef struct store_ops {
    * it works around, e.g. an unusable SQLite wake file), returned once and
    * then forgotten; NULL when there is none new.  Owned by the store. */
   const char *(*warning)(store *s);
+  /* Pause (on = 1) or resume (on = 0) job name (name, len), durably, for
+   * every worker: no claim takes a job of a paused name (next_wake does not
+   * count them either), and a worker holding a claimed job that has not
+   * started hands it back unattempted once it sees the pause (see
+   * paused_names).  Resuming wakes the workers.  *changed = 0 when the name
+   * already was in that state. */
+  int (*pause)(store *s, const char *name, size_t len, int on, int *changed);
+  /* The paused names, in name order: *names and *lens point into store
+   * memory valid until the next call of paused_names. */
+  int (*paused_names)(store *s, const char *const **names, const size_t **lens, size_t *n);
 } store_ops;
 
 struct store {

@@ -210,6 +210,11 @@ static const char *const migrations[] = {
      * too): code, kept until uncron.  The first `run` after the upgrade
      * declares its files' schedules again and so takes them over. */
     "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
+    /* 10: paused job names (store.h, pause): the claims skip their jobs. */
+    "CREATE TABLE scheduler.paused ("
+    "  name text PRIMARY KEY,"
+    "  at timestamptz NOT NULL DEFAULT now()"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -677,6 +682,9 @@ static void pg_destroy(store *s) {
   clear(&p->cron_rows);
   clear(&p->listed);
   clear(&p->counted);
+  clear(&p->paused);
+  free(p->paused_names);
+  free(p->paused_lens);
   free(p->rows);
   free(p->stats);
   free(p->crons);
@@ -727,6 +735,8 @@ static const store_ops pg_ops = {
     .retry_failed = pg_retry_failed,
     .remove = pg_remove,
     .schema_version = pg_schema_version,
+    .pause = pg_pause,
+    .paused_names = pg_paused_names,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

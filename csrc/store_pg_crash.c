@@ -383,6 +383,27 @@ int pg_rec_send(pg_store *p, const pg_query *q, const char *const *values) {
   }
 }
 
+/* Run sql (a read) on the record connection, waiting for its result
+ * (*out, the caller clears it): for a look at the database while the main
+ * connection is inside a batch's transaction (pg_paused_names). */
+int pg_rec_query(pg_store *p, const char *sql, PGresult **out) {
+  pg_rec_wait(p);
+  for (int attempt = 0;; attempt++) {
+    int rc = rec_connect(p);
+    if (rc) return rc;
+    PGresult *r = PQexec(p->rec, sql);
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+      *out = r;
+      return STORE_OK;
+    }
+    rc = pg_fail_msg(p, STORE_DOWN, "database error",
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(p->rec));
+    if (r) PQclear(r);
+    pg_rec_drop(p);
+    if (attempt == 1) return rc;
+  }
+}
+
 /* Record batch b, about to run in the claim transaction (see CRASHES):
  * sent, not waited for. */
 int pg_record_batch(pg_store *p, const batch *b) {

@@ -53,6 +53,7 @@ enum {
   Q_WAKE,
   /* store_pg_operators.c */
   Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_REMOVE,
+  Q_PAUSE, Q_RESUME, Q_PAUSED,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -212,6 +213,10 @@ typedef struct pg_store {
   size_t rows_cap;
   store_stat *stats;
   size_t stats_cap;
+  /* what paused_names returns points into */
+  PGresult *paused;
+  const char **paused_names;
+  size_t *paused_lens, paused_cap;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -388,6 +393,7 @@ void pg_rec_advance(pg_store *p);
 void pg_rec_complete(pg_store *p);
 int pg_rec_wait(pg_store *p);
 int pg_rec_send(pg_store *p, const pg_query *q, const char *const *values);
+int pg_rec_query(pg_store *p, const char *sql, PGresult **out);
 int pg_record_batch(pg_store *p, const batch *b);
 void pg_unrecord(pg_store *p);
 
@@ -412,6 +418,8 @@ int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                     size_t *skipped);
 int pg_remove(store *s, const store_removal *r, size_t *removed);
+int pg_pause(store *s, const char *name, size_t len, int on, int *changed);
+int pg_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n);
 
 #pragma GCC visibility pop
 

@@ -234,6 +234,64 @@ int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried
   return STORE_OK;
 }
 
+/* PAUSE (store.h, pause): a paused name is a row of scheduler.paused,
+ * which every claim reads (see Q_CLAIM).  Resuming wakes the sleeping
+ * workers of the name, as a new due job would. */
+static const pg_query pgq_pause = {Q_PAUSE, "scheduler_pause", 1,
+    "WITH i AS (INSERT INTO scheduler.paused (name) VALUES ($1)"
+    "  ON CONFLICT (name) DO NOTHING RETURNING 1) SELECT count(*) FROM i"};
+static const pg_query pgq_resume = {Q_RESUME, "scheduler_resume", 1,
+    "WITH d AS (DELETE FROM scheduler.paused WHERE name = $1 RETURNING name)"
+    " SELECT count(*), (SELECT pg_notify('scheduler', extract(epoch FROM now())::text"
+    "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
+    " FROM d"};
+#define PAUSED_SQL "SELECT name FROM scheduler.paused ORDER BY name"
+static const pg_query pgq_paused = {Q_PAUSED, "scheduler_paused", 0, PAUSED_SQL};
+
+int pg_pause(store *s, const char *name, size_t len, int on, int *changed) {
+  *changed = 0;
+  if (memchr(name, 0, len))
+    return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte");
+  const char *values[1] = {name};
+  PGresult *r = NULL;
+  int rc = pg_run(PG(s), on ? &pgq_pause : &pgq_resume, values, &r);
+  if (rc) return rc;
+  *changed = parse_int(PQgetvalue(r, 0, 0)) > 0;
+  PQclear(r);
+  return STORE_OK;
+}
+
+/* Inside a batch's transaction (the worker looks before starting each of
+ * its jobs: loop.c) the main connection is the batch's: the record
+ * connection reads instead. */
+int pg_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n) {
+  pg_store *p = PG(s);
+  PGresult *r = NULL;
+  int rc = p->tx != TX_IDLE && !p->leases_only ? pg_rec_query(p, PAUSED_SQL, &r)
+                                                  : pg_run(p, &pgq_paused, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  size_t *lens_new = rows > p->paused_cap || !p->paused_lens
+                         ? realloc(p->paused_lens, (rows ? rows : 1) * sizeof *lens_new)
+                         : p->paused_lens;
+  if (lens_new) p->paused_lens = lens_new;
+  if (!lens_new ||
+      reserve((void **)&p->paused_names, &p->paused_cap, rows ? rows : 1, sizeof *p->paused_names)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    p->paused_names[i] = PQgetvalue(r, (int)i, 0);
+    p->paused_lens[i] = (size_t)PQgetlength(r, (int)i, 0);
+  }
+  clear(&p->paused);
+  p->paused = r;
+  *names = p->paused_names;
+  *lens = p->paused_lens;
+  *n = rows;
+  return STORE_OK;
+}
+
 int pg_remove(store *s, const store_removal *r, size_t *removed) {
   *removed = 0;
   if (r->name && memchr(r->name, 0, r->name_len)) return STORE_OK; /* no such job */

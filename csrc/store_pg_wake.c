@@ -63,7 +63,9 @@ static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
     "   WHERE j.state = 'scheduled' AND j.name = n.name"
     "    AND j.run_at <= now() + interval '" WAKE_HORIZON "'"
-    "   ORDER BY j.run_at LIMIT 1) w),"
+    "   ORDER BY j.run_at LIMIT 1) w"
+    /* a paused name's jobs wait (store.h, pause) */
+    "  WHERE n.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))),"
     " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
     "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
     " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"

@@ -174,6 +174,11 @@ static const char *const migrations[] = {
      * the owner tag of the listener files, or NULL for code (every
      * schedule declared before this migration too). */
     "ALTER TABLE scheduler_crons ADD COLUMN owner TEXT;",
+    /* 7: paused job names (store.h, pause): the claims skip their jobs. */
+    "CREATE TABLE scheduler_paused ("
+    "  name TEXT PRIMARY KEY,"
+    "  at REAL NOT NULL"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -187,7 +192,8 @@ enum {
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
-  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE, Q_COUNT
+  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
+  Q_PAUSE, Q_RESUME, Q_PAUSED, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -360,6 +366,11 @@ static const char *const queries[Q_COUNT] = {
                  " AND (?2 IS NULL OR name = ?2)"
                  " AND ((?3 AND state = 'scheduled') OR (?4 AND state = 'failed'))"
                  " AND (?5 IS NULL OR run_at < ?5)",
+    /* paused names (store.h, pause): claims and wake-ups skip their jobs */
+    [Q_PAUSE] = "INSERT INTO scheduler_paused (name, at) VALUES (?1, ?2)"
+                " ON CONFLICT (name) DO NOTHING",
+    [Q_RESUME] = "DELETE FROM scheduler_paused WHERE name = ?1",
+    [Q_PAUSED] = "SELECT name FROM scheduler_paused",
 };
 
 /* ------------------------------------------------------------------ */
@@ -491,6 +502,12 @@ typedef struct sq_store {
   size_t rows_cap;
   store_stat *stats;
   size_t stats_cap;
+  /* the paused names as last read (load_paused), sorted like names, and
+   * paused_names's scratch */
+  name_ref *paused;
+  size_t n_paused;
+  const char **paused_s;
+  size_t *paused_l;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1023,6 +1040,42 @@ static void free_refs(name_ref **refs, size_t *n) {
 }
 
 static void free_names(sq_store *q) { free_refs(&q->names, &q->n_names); }
+
+/* Read the paused names into q->paused (store.h, pause).  SQLite code. */
+static int load_paused(sq_store *q) {
+  free_refs(&q->paused, &q->n_paused);
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_PAUSED, &rc);
+  size_t cap = 0;
+  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    size_t len = (size_t)sqlite3_column_bytes(st, 0);
+    char *c = malloc(len + 1);
+    if (c && q->n_paused == cap) {
+      name_ref *grown = realloc(q->paused, (cap ? cap * 2 : 4) * sizeof *grown);
+      if (grown) q->paused = grown, cap = cap ? cap * 2 : 4;
+    }
+    if (!c || q->n_paused == cap) {
+      free(c);
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    if (len) memcpy(c, t, len);
+    c[len] = '\0';
+    q->paused[q->n_paused++] = (name_ref){c, len, 0};
+  }
+  if (st) finish_stmt(st);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  if (q->n_paused) qsort(q->paused, q->n_paused, sizeof *q->paused, name_cmp);
+  return rc;
+}
+
+/* Name (s, len) is paused, as load_paused last read. */
+static int is_paused(const sq_store *q, const char *s, size_t len) {
+  if (!s || !q->n_paused) return 0;
+  name_ref key = {(char *)s, len, 0};
+  return bsearch(&key, q->paused, q->n_paused, sizeof *q->paused, name_cmp) != NULL;
+}
 
 static int sq_set_max_attempts(store *s, const char *const *names, const size_t *lens,
                                const long long *max_attempts, size_t n) {
@@ -1615,13 +1668,17 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   int oom = 0;
   q->n_jobs = 0;
   arena_reset(&q->claimed);
+  /* a paused name's jobs are not claimed: read in this transaction */
+  if ((rc = load_paused(q)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
   if (alone) {
     sqlite3_bind_double(alone, 1, now);
     size_t take = 0; /* by halves: half the first one's suspects */
     while ((rc = sqlite3_step(alone)) == SQLITE_ROW) {
       const unsigned char *name = sqlite3_column_text(alone, 1);
-      if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(alone, 1))) continue;
+      size_t name_len = (size_t)sqlite3_column_bytes(alone, 1);
+      if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len))
+        continue;
       *quarantine = 1;
       if (!alone_max) break;
       *quarantine = 2;
@@ -1653,7 +1710,9 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     sqlite3_bind_double(due, 2, now);
     while (got < limit && (rc = sqlite3_step(due)) == SQLITE_ROW) {
       const unsigned char *name = sqlite3_column_text(due, 1);
-      if (!wants(q, (const char *)name, (size_t)sqlite3_column_bytes(due, 1))) continue;
+      size_t name_len = (size_t)sqlite3_column_bytes(due, 1);
+      if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len))
+        continue;
       if (grow_jobs(q, got + 1) || read_job(due, &q->jobs[got], &q->claimed)) {
         oom = 1;
         break;
@@ -1926,13 +1985,16 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
   return commit(q, "database error", changed > 0);
 }
 
-/* min over this worker's names of query `which` (bound to the name). */
+/* min over this worker's names of query `which` (bound to the name);
+ * the due jobs of paused names do not count (store.h, pause). */
 static int min_over_names(sq_store *q, int which, double *out) {
-  int rc;
+  int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
   *out = INFINITY;
+  if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st = stmt(q, which, &rc);
   for (size_t i = 0; st && i < q->n_names; i++) {
     double v;
+    if (which == Q_WAKE_DUE && is_paused(q, q->names[i].s, q->names[i].len)) continue;
     bind_text(st, 1, q->names[i].s, q->names[i].len);
     if ((rc = query_double(q, st, &v)) != SQLITE_OK) break;
     if (!isnan(v) && v < *out) *out = v;
@@ -2211,6 +2273,9 @@ static void sq_destroy(store *s) {
   sq_disconnect_now(q);
   free_names(q);
   free_refs(&q->maxes, &q->n_maxes);
+  free_refs(&q->paused, &q->n_paused);
+  free(q->paused_s);
+  free(q->paused_l);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -2380,6 +2445,47 @@ static int sq_remove(store *s, const store_removal *r, size_t *removed) {
   return STORE_OK;
 }
 
+static int sq_pause(store *s, const char *name, size_t len, int on, int *changed) {
+  sq_store *q = SQ(s);
+  *changed = 0;
+  if (memchr(name, 0, len))
+    return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte" NUL_REFUSED);
+  const char *what = on ? "pausing" : "resuming";
+  int rc = begin(q, what);
+  if (rc) return rc;
+  int n = 0;
+  sqlite3_stmt *st = stmt(q, on ? Q_PAUSE : Q_RESUME, &rc);
+  if (st) {
+    bind_text(st, 1, name, len);
+    if (on) sqlite3_bind_double(st, 2, clock_wall());
+    rc = run_write(q, st, &n);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, what);
+  /* resumed: its due jobs wake the sleeping workers (the wake file) */
+  if ((rc = commit(q, what, !on && n > 0)) != STORE_OK) return rc;
+  *changed = n > 0;
+  return STORE_OK;
+}
+
+static int sq_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n) {
+  sq_store *q = SQ(s);
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  if ((rc = load_paused(q)) != SQLITE_OK) return fail(q, rc, "reading the paused names");
+  size_t k = q->n_paused ? q->n_paused : 1;
+  const char **ns = realloc(q->paused_s, k * sizeof *ns);
+  if (ns) q->paused_s = ns;
+  size_t *ls = ns ? realloc(q->paused_l, k * sizeof *ls) : NULL;
+  if (ls) q->paused_l = ls;
+  if (!ns || !ls) return store_fail(s, STORE_NOMEM, "not enough memory");
+  for (size_t i = 0; i < q->n_paused; i++) ns[i] = q->paused[i].s, ls[i] = q->paused[i].len;
+  *names = ns;
+  *lens = ls;
+  *n = q->n_paused;
+  return STORE_OK;
+}
+
 static int sq_schema_version(store *s, int *version) {
   sq_store *q = SQ(s);
   *version = 0;
@@ -2423,6 +2529,8 @@ static const store_ops sqlite_ops = {
     .schema_version = sq_schema_version,
     .database = sq_database,
     .warning = sq_warning,
+    .pause = sq_pause,
+    .paused_names = sq_paused_names,
 };
 
 /* The working directory (malloc'd), or NULL. */

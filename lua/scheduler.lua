@@ -475,12 +475,36 @@ function Scheduler:jobs(filter)
   return c:jobs(state, name, id, limit)
 end
 
---- Per job name: { name, due, later, running, failed, late, done_last_minute }
--- (due: waiting although due; later: waiting for their time; late: seconds
--- the oldest due job has waited, nil when none is due; done_last_minute:
--- jobs completed in the last 60 seconds), in name order; or nil, err.
+--- Per job name: { name, due, later, running, failed, late, done_last_minute,
+-- paused } (due: waiting although due; later: waiting for their time; late:
+-- seconds the oldest due job has waited, nil when none is due;
+-- done_last_minute: jobs completed in the last 60 seconds; paused: see
+-- pause; a paused name without jobs has a row too), in name order; or nil,
+-- err.
 function Scheduler:stats()
-  return check_self(self, "stats"):stats()
+  local c = check_self(self, "stats")
+  local rows, err = c:stats()
+  if not rows then return nil, err end
+  local paused
+  paused, err = c:paused()
+  if not paused then return nil, (tostring(err):gsub("^scheduler: paused:", "scheduler: stats:")) end
+  -- every paused name has a row (one without jobs too), paused = true
+  local is_paused = {}
+  for _, name in ipairs(paused) do is_paused[name] = true end
+  for _, r in ipairs(rows) do
+    r.paused = is_paused[r.name] or false
+    is_paused[r.name] = nil
+  end
+  local added = false
+  for _, name in ipairs(paused) do
+    if is_paused[name] then
+      rows[#rows + 1] = { name = name, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 0,
+        paused = true }
+      added = true
+    end
+  end
+  if added then table.sort(rows, function(a, b) return a.name < b.name end) end
+  return rows
 end
 
 --- Put every failed job (of opts.name, or of all names) back to run now
@@ -494,7 +518,7 @@ function Scheduler:retry_failed(opts)
   return c:retry_failed(opts.name)
 end
 
--- Removal (delete, cancel_all, purge_failed) never touches a running job,
+-- Removal (delete, purge) never touches a running job,
 -- nor a waiting one a worker has claimed (see store_removal in
 -- csrc/store.h); errors come back as nil, err with the caller's name.
 local function removed(fname, n, err)
@@ -516,33 +540,51 @@ function Scheduler:delete(id)
   return done
 end
 
---- Remove every waiting and failed job (opts.state "scheduled" or "failed":
--- only those; opts.name: only jobs of that name).  Returns how many, or
--- nil, err.  A waiting job a worker has claimed is left (it is about to run).
-function Scheduler:cancel_all(opts)
-  local c = check_self(self, "cancel_all")
-  opts = check_options("cancel_all", opts, { name = true, state = true }, 2)
-  if opts.name ~= nil then check_name("cancel_all", opts.name, 2) end
+--- Remove the waiting and failed jobs of opts.name (nil: of every name);
+-- opts.state "scheduled" or "failed": only those; opts.older_than
+-- (seconds): only jobs whose run_at (a failed job's: its last attempt's)
+-- is longer ago than that.  Returns how many, or nil, err.  A running job
+-- is never removed, nor a waiting one a worker has claimed (it is about to
+-- run).
+function Scheduler:purge(opts)
+  local c = check_self(self, "purge")
+  opts = check_options("purge", opts, { name = true, state = true, older_than = true }, 2)
+  if opts.name ~= nil then check_name("purge", opts.name, 2) end
   local state = opts.state
   if state ~= nil and state ~= "scheduled" and state ~= "failed" then
-    raise(2, "cancel_all: state must be \"scheduled\" or \"failed\" (a running job is never"
-      .. " cancelled), got %s", tostring(state))
+    raise(2, "purge: state must be \"scheduled\" or \"failed\" (a running job is never"
+      .. " removed), got %s", tostring(state))
   end
-  return removed("cancel_all", c:remove(nil, opts.name, state ~= "failed", state ~= "scheduled", nil))
-end
-
---- Delete failed jobs (of opts.name; opts.older_than: only those whose last
--- attempt was due more than that many seconds ago).  Returns how many, or
--- nil, err.
-function Scheduler:purge_failed(opts)
-  local c = check_self(self, "purge_failed")
-  opts = check_options("purge_failed", opts, { name = true, older_than = true }, 2)
-  if opts.name ~= nil then check_name("purge_failed", opts.name, 2) end
   local age = opts.older_than
   if age ~= nil and (type(age) ~= "number" or not is_finite(age) or age < 0) then
-    raise(2, "purge_failed: older_than must be a number of seconds >= 0, got %s", tostring(age))
+    raise(2, "purge: older_than must be a number of seconds >= 0, got %s", tostring(age))
   end
-  return removed("purge_failed", c:remove(nil, opts.name, false, true, age))
+  return removed("purge", c:remove(nil, opts.name, state ~= "failed", state ~= "scheduled", age))
+end
+
+--- Pause job name `name` on every worker, durably (it stays paused across
+-- restarts until resume): no worker starts a job of it from then on (jobs
+-- claimed before the pause are handed back unattempted within a second;
+-- running ones finish); new jobs of it are scheduled as usual and wait.
+-- Returns true if it was not paused yet, false if it was; or nil, err.
+function Scheduler:pause(name)
+  local c = check_self(self, "pause")
+  check_name("pause", name, 2)
+  return c:pause(name, true)
+end
+
+--- Resume a paused job name: its due jobs start at once (the sleeping
+-- workers are woken).  Returns true if it was paused, false if not; or
+-- nil, err.
+function Scheduler:resume(name)
+  local c = check_self(self, "resume")
+  check_name("resume", name, 2)
+  return c:pause(name, false)
+end
+
+--- The paused job names, in name order (a list of strings), or nil, err.
+function Scheduler:paused()
+  return check_self(self, "paused"):paused()
 end
 
 --- The version of the database schema, once it is created or upgraded (as
@@ -783,7 +825,8 @@ local function get_default()
 end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
-  "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "cancel_all", "purge_failed", "schema_version", "run", "stop" } do
+  "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "purge", "schema_version", "run", "stop",
+  "pause", "resume", "paused" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

@@ -2,7 +2,8 @@
 -- and 3): every output path is linear in the size of the data, tables cut
 -- long fields (--json and show give them whole); delete, bulk cancel and
 -- purge report counts and never touch a running job; jobs/show say which
--- attempts limit the worker applies and where it comes from.
+-- attempts limit the worker applies and where it comes from.  (purge
+-- replaced the bulk forms of cancel and purge --failed: issue 16.)
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 
@@ -121,7 +122,7 @@ local function make_running(id)
     helper.SQLITE and ", claim = 987654321" or "", id))
 end
 
-describe("delete, bulk cancel and purge", function()
+describe("delete and purge", function()
   after_each(function()
     cli.cleanup()
     helper.cleanup()
@@ -154,9 +155,9 @@ describe("delete, bulk cancel and purge", function()
       -- which waits for the worker, and meanwhile a batch that runs long
       -- gives back its unstarted jobs, which are then waiting again)
       inside = {}
-      inside.purged_young = { observer:purge_failed { name = name, older_than = 3600 } }
-      inside.cancelled_failed = { observer:cancel_all { name = name, state = "failed" } }
-      inside.cancelled = { observer:cancel_all { name = name } }
+      inside.purged_young = { observer:purge { name = name, state = "failed", older_than = 3600 } }
+      inside.cancelled_failed = { observer:purge { name = name, state = "failed" } }
+      inside.cancelled = { observer:purge { name = name } }
       inside.delete_self = { observer:delete(job.id) }
     end)
     local ran = s:run { drain = true }
@@ -198,14 +199,14 @@ describe("delete, bulk cancel and purge", function()
     assert.same({ false }, { s:delete(r) })
     assert.same({ false }, { s:delete(f) })
     assert.equals("running", s:job(r).state)
-    assert.equals(0, helper.ok(s:cancel_all { name = name }))
-    assert.equals(0, helper.ok(s:purge_failed { name = name }))
+    assert.equals(0, helper.ok(s:purge { name = name }))
+    assert.equals(0, helper.ok(s:purge { name = name, state = "failed" }))
     assert.equals(1, helper.count_jobs(name))
     helper.raises(function() s:delete("1") end, "delete: the job id must be an integer")
-    helper.raises(function() s:cancel_all { state = "running" } end, "a running job is never cancelled")
-    helper.raises(function() s:cancel_all { names = "x" } end, 'unknown option "names"')
-    helper.raises(function() s:purge_failed { older_than = -1 } end, "older_than must be")
-    helper.raises(function() s:purge_failed { name = "" } end, "must not be empty")
+    helper.raises(function() s:purge { state = "running" } end, "a running job is never removed")
+    helper.raises(function() s:purge { names = "x" } end, 'unknown option "names"')
+    helper.raises(function() s:purge { older_than = -1 } end, "older_than must be")
+    helper.raises(function() s:purge { name = "" } end, "must not be empty")
   end)
 
   it("the commands report counts (text and --json), leave running jobs, and refuse bad usage", function()
@@ -237,19 +238,19 @@ describe("delete, bulk cancel and purge", function()
     assert_exit(1, r)
     assert.matches("delete " .. old .. " removes it", r.err)
 
-    r = run("purge", "--failed", "--older-than", "1d")
+    r = run("purge", "--all", "--state", "failed", "--older-than", "1d")
     assert_exit(0, r)
     assert.equals("purged 1 failed job\n", r.out)
-    r = run("purge", "--failed", "--name", a, "--json")
+    r = run("purge", a, "--state", "failed", "--json")
     assert_exit(0, r)
     assert.same({ purged = 0 }, decode(r.out))
 
-    r = run("cancel", "--name", b, "--state", "scheduled", "--json")
+    r = run("purge", b, "--state", "scheduled", "--json")
     assert_exit(0, r)
-    assert.same({ cancelled = 2 }, decode(r.out))
-    r = run("cancel", "--all")
+    assert.same({ purged = 2 }, decode(r.out))
+    r = run("purge", "--all")
     assert_exit(0, r)
-    assert.equals("cancelled 4 jobs\n", r.out) -- 3 waiting of a, the young failed one of b
+    assert.equals("purged 4 jobs\n", r.out) -- 3 waiting of a, the young failed one of b
     r = run("jobs", "--json")
     assert_exit(0, r)
     local left = decode(r.out)
@@ -261,10 +262,12 @@ describe("delete, bulk cancel and purge", function()
 
     for _, bad in ipairs {
       { { "cancel" }, "missing ID" },
-      { { "cancel", "1", "--all" }, "not both" },
-      { { "cancel", "--state", "running" }, "expected one of scheduled, failed" },
-      { { "purge" }, "missing --failed" },
-      { { "purge", "--failed", "--older-than", "soon" }, "--older-than" },
+      { { "cancel", "--all" }, "unknown option --all" },
+      { { "purge", "x", "--all" }, "not both" },
+      { { "purge", "--all", "--state", "running" }, "expected one of scheduled, failed" },
+      { { "purge" }, "missing NAME (or --all)" },
+      { { "purge", "" }, "NAME must not be empty" },
+      { { "purge", "--all", "--older-than", "soon" }, "--older-than" },
       { { "delete" }, "missing ID" },
       { { "delete", "x" }, "expected a job id" },
     } do

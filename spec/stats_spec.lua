@@ -36,7 +36,7 @@ describe("stats()", function()
     helper.sql("UPDATE scheduler.jobs SET state = 'failed' WHERE id = " .. f)
     local r = row_of(s, name)
     assert.same({ name = name, due = 2, later = 1, running = 0, failed = 1, done_last_minute = 0,
-      late = r.late }, r)
+      late = r.late, paused = false }, r)
     assert.is_true(r.late >= 29 and r.late < 60, tostring(r.late))
 
     local other = helper.name("stats-later")
@@ -65,7 +65,7 @@ describe("stats()", function()
     helper.schedule(s, gone, nil)
     s:on(gone, function() end)
     assert.equals(1, s:run{ drain = true })
-    assert.same({ name = gone, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 1 },
+    assert.same({ name = gone, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 1, paused = false },
       row_of(s, gone))
   end)
 
@@ -111,14 +111,14 @@ describe("schema_version()", function()
     assert.is_true(v >= 3)
   end)
 
-  it("upgrades a database at version 5 that holds jobs to 9, and they run #postgresql", function()
+  it("upgrades a database at version 5 that holds jobs to 10, and they run #postgresql", function()
     local dbname, database = helper.new_database("lua_scheduler_v5", finally)
     local old = helper.new{ database = database }
-    assert.equals(9, helper.ok(old:schema_version()))
+    assert.equals(10, helper.ok(old:schema_version()))
     old:close()
     -- the schema as version 5 left it: jobs_wake on (name, run_at), no
     -- claim tokens, quarantine or batch records (7), no suspects (8), no
-    -- schedule owners (9)
+    -- schedule owners (9), no paused names (10)
     helper.psql([[
       DROP INDEX scheduler.jobs_wake;
       CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at) WHERE state = 'scheduled';
@@ -127,11 +127,12 @@ describe("schema_version()", function()
       DROP TABLE scheduler.batches;
       DROP TABLE scheduler.cancels;
       ALTER TABLE scheduler.crons DROP COLUMN owner;
-      DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8, 9);
+      DROP TABLE scheduler.paused;
+      DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8, 9, 10);
       SELECT scheduler.schedule('v5', to_jsonb(i)) FROM generate_series(1, 300) AS i;]],
       { dbname = dbname })
     local w = helper.new{ database = database }
-    assert.equals(9, helper.ok(w:schema_version()))
+    assert.equals(10, helper.ok(w:schema_version()))
     assert.equals("CREATE INDEX jobs_wake ON scheduler.jobs USING btree (name, run_at, id)"
       .. " WHERE (state = 'scheduled'::text)",
       helper.psql("SELECT pg_get_indexdef('scheduler.jobs_wake'::regclass)", { dbname = dbname }))

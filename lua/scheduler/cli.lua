@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | delete | purge | retry | stats | migrate | health | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | stats | migrate | health | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -568,40 +568,17 @@ local function plural(n, word)
 end
 
 COMMANDS.cancel = {
-  summary = "cancel a waiting job, or many waiting and failed jobs",
-  synopsis = { "cancel ID [--json]", "cancel --all | --name N | --state scheduled|failed [--json]" },
+  summary = "cancel a waiting job",
+  synopsis = { "cancel ID [--json]" },
   description = [[
-With ID: removes a waiting (scheduled) job, also one a worker has claimed
-but not started.  A running or failed job is not touched (exit 1; `delete`
-removes a failed one).
-With --all, --name or --state (they combine): removes every waiting and
-failed job they select (--all: every job; --state: only waiting or only
-failed jobs) and prints how many.  A running job is never cancelled, nor a
-waiting job a worker has already claimed.]],
-  options = {
-    { "--all", help = "every waiting and failed job" },
-    { "--name", value = "N", help = "only jobs with this name" },
-    { "--state", value = "S", parse = one_of("scheduled", "failed"),
-      help = "only waiting (scheduled) or only failed jobs" },
-    JSON, DATABASE,
-  },
-  args = { { "ID", optional = true } },
+Removes a waiting (scheduled) job, also one a worker has claimed but not
+started.  A running or failed job is not touched (exit 1; `delete` removes a
+failed one).  `purge` removes many jobs at once.]],
+  options = { JSON, DATABASE },
+  args = { { "ID" } },
   run = function(o)
-    local bulk = o.all or o.name or o.state
-    if o.ID and bulk then usage_error("give ID or --all/--name/--state, not both") end
-    if not o.ID and not bulk then usage_error("missing ID (or --all, --name, --state)") end
-    local db = open_db(o)
-    if bulk then
-      local n = db:cancel_all { name = o.name, state = o.state }
-      db:close()
-      if o.json then
-        out(text.json(text.object("cancelled", n)), "\n")
-      else
-        out(("cancelled %s\n"):format(plural(n, "job")))
-      end
-      return
-    end
     local id = job_id(o.ID)
+    local db = open_db(o)
     local api = db:api()
     local done, err = api:cancel(id)
     if done == nil then failure(errors.strip(err)) end
@@ -640,31 +617,74 @@ A running job is not touched (exit 1).]],
 }
 
 COMMANDS.purge = {
-  summary = "delete failed jobs in bulk",
-  synopsis = { "purge --failed [--name N] [--older-than DURATION] [--json]" },
+  summary = "remove waiting and failed jobs in bulk",
+  synopsis = { "purge NAME | --all [--state scheduled|failed] [--older-than DURATION] [--json]" },
   description = [[
-Deletes every failed job (of --name; with --older-than, only those whose
-last attempt was due more than DURATION ago, on the database's clock) and
-prints how many.  DURATION: 90, 90s, 5m, 2h, 1d, or combinations (1d12h).]],
+Removes the waiting and failed jobs of job name NAME (--all: of every name)
+and prints how many.  --state: only the waiting (scheduled) or only the
+failed ones; --older-than: only jobs whose time (a failed job's: its last
+attempt's) is more than DURATION ago, on the database's clock.  DURATION:
+90, 90s, 5m, 2h, 1d, or combinations (1d12h).  A running job is never
+removed, nor a waiting job a worker has already claimed.]],
   options = {
-    { "--failed", help = "failed jobs (required: purge removes nothing else)" },
-    { "--name", value = "N", help = "only jobs with this name" },
+    { "--all", help = "jobs of every name" },
+    { "--state", value = "S", parse = one_of("scheduled", "failed"),
+      help = "only waiting (scheduled) or only failed jobs" },
     { "--older-than", value = "DURATION", parse = duration_value,
-      help = "only jobs whose last attempt was due longer ago" },
+      help = "only jobs whose time is longer ago" },
     JSON, DATABASE,
   },
+  args = { { "NAME", optional = true } },
   run = function(o)
-    if not o.failed then usage_error("missing --failed (purge deletes failed jobs only)") end
+    if o.NAME and o.all then usage_error("give NAME or --all, not both") end
+    if not o.NAME and not o.all then usage_error("missing NAME (or --all)") end
+    if o.NAME == "" then usage_error("NAME must not be empty") end
+    if o.NAME and not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
     local db = open_db(o)
-    local n = db:purge_failed { name = o.name, older_than = o.older_than }
+    local n = db:purge { name = o.NAME, state = o.state, older_than = o.older_than }
     db:close()
     if o.json then
       out(text.json(text.object("purged", n)), "\n")
     else
-      out(("purged %s\n"):format(plural(n, "failed job")))
+      local what = o.state == "failed" and "failed job" or o.state == "scheduled" and "waiting job" or "job"
+      out(("purged %s\n"):format(plural(n, what)))
     end
   end,
 }
+
+local function pause_command(on)
+  local verb = on and "pause" or "resume"
+  return {
+    summary = on and "stop starting the jobs of a name, on every worker"
+      or "start the jobs of a paused name again",
+    synopsis = { verb .. " NAME [--json]" },
+    description = on and [[
+Pauses job name NAME, durably, on every worker: none starts a job of it from
+then on (one claimed before the pause goes back unattempted within a
+second; running ones finish).  New jobs of it are scheduled as usual and
+wait.  `stats` shows it; `resume NAME` ends it.]] or [[
+Resumes a paused job name: its due jobs start at once.]],
+    options = { JSON, DATABASE },
+    args = { { "NAME" } },
+    run = function(o)
+      if o.NAME == "" then usage_error("NAME must not be empty") end
+      if not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
+      local db = open_db(o)
+      local changed = db:pause(o.NAME, on)
+      db:close()
+      if o.json then
+        out(text.json(text.object(on and "paused" or "resumed", changed)), "\n")
+      elseif changed then
+        out(("%s %s\n"):format(on and "paused" or "resumed", o.NAME))
+      else
+        out(("%s %s\n"):format(o.NAME, on and "was already paused" or "was not paused"))
+      end
+    end,
+  }
+end
+
+COMMANDS.pause = pause_command(true)
+COMMANDS.resume = pause_command(false)
 
 COMMANDS.retry = {
   summary = "put a failed job (or every failed job) back to run now",
@@ -719,7 +739,7 @@ local function stats_snapshot(db, json)
     for i, r in ipairs(rows) do
       list[i] = text.object("name", r.name, "due", r.due, "later", r.later, "running", r.running,
         "failed", r.failed, "oldest_due_late_seconds", r.late and math.floor(r.late * 1000 + 0.5) / 1000,
-        "done_last_minute", r.done_last_minute)
+        "done_last_minute", r.done_last_minute, "paused", r.paused)
     end
     return text.json(text.array(list)) .. "\n"
   end
@@ -727,10 +747,10 @@ local function stats_snapshot(db, json)
   local cells = {}
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
-      r.late and text.duration(r.late) or "-", tostring(r.done_last_minute) }
+      r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-" }
   end
-  return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN" }, cells,
-    { false, true, true, true, true, true, true })
+  return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED" }, cells,
+    { false, true, true, true, true, true, true, false })
 end
 
 COMMANDS.stats = {
@@ -738,8 +758,9 @@ COMMANDS.stats = {
   synopsis = { "stats [--watch [--interval DURATION]] [--json]" },
   description = [[
 Per job name: DUE (waiting although due), LATER (waiting for their time),
-RUNNING, FAILED, OLDEST DUE (how late the oldest due job is) and DONE/MIN
-(jobs completed in the last 60 seconds).  --watch refreshes every --interval
+RUNNING, FAILED, OLDEST DUE (how late the oldest due job is), DONE/MIN
+(jobs completed in the last 60 seconds) and PAUSED (see pause; a paused name
+without jobs is listed too).  --watch refreshes every --interval
 (default 2s), in place on a terminal, until Ctrl-C; with --json, one array
 per line.]],
   options = {
@@ -935,7 +956,7 @@ that never fires ("0 0 31 2 *") is a usage error.]],
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "stats", "migrate", "health",
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "stats", "migrate", "health",
   "cron" }
 
 ---------------------------------------------------------------------------

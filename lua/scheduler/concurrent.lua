@@ -69,6 +69,18 @@ end
 
 local function job_body(f, e)
   local c = f.c
+  if c:fetch_paused(e.job.name) then
+    -- its name was paused since the claim (csrc/fetcher.h, fetcher_paused),
+    -- and its turn came only now: it does not start, and goes back
+    -- unattempted
+    if not e.ended then
+      e.ended = true
+      f.inflight[e] = nil
+      f.n = f.n - 1
+      c:fetch_release(e.id, e.token)
+    end
+    return
+  end
   local function listener()
     if e.limit > 0 then c:guard(e.limit) end
     local ok, err = xpcall(e.fn, f.handler, e.payload, e.job)

@@ -65,14 +65,17 @@ function db:retry_failed(name)
   return check(self:api():retry_failed { name = name })
 end
 
---- Remove the waiting and failed jobs {name=, state=} selects: how many.
-function db:cancel_all(filter)
-  return check(self:api():cancel_all(filter))
+--- Remove the waiting and failed jobs {name=, state=, older_than=} selects:
+-- how many.
+function db:purge(filter)
+  return check(self:api():purge(filter))
 end
 
---- Delete the failed jobs {name=, older_than=} selects: how many.
-function db:purge_failed(filter)
-  return check(self:api():purge_failed(filter))
+--- Pause (on true) or resume job name `name`: whether that changed it.
+function db:pause(name, on)
+  local api = self:api()
+  if on then return check(api:pause(name)) end
+  return check(api:resume(name))
 end
 
 function db:close()
