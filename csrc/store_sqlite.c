@@ -174,6 +174,29 @@ static const char *const migrations[] = {
      * the owner tag of the listener files, or NULL for code (every
      * schedule declared before this migration too). */
     "ALTER TABLE scheduler_crons ADD COLUMN owner TEXT;",
+    /* 7: history (store_outcome.keep): finished jobs kept for a while, in
+     * a table of their own, so that the jobs table, its indexes and the
+     * claims are the same with history on or off.  Rows are only
+     * inserted (with the outcome, in its transaction) and pruned in small
+     * batches by kept_until; one job may have several (failed, retried,
+     * done). */
+    "CREATE TABLE scheduler_history ("
+    "  id INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  key TEXT,"
+    "  payload TEXT,"
+    "  state TEXT NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),"
+    "  attempt INTEGER NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  started_at REAL,"
+    "  finished_at REAL NOT NULL,"
+    "  worker TEXT,"
+    "  last_error TEXT,"
+    "  kept_until REAL NOT NULL"
+    ");"
+    "CREATE INDEX scheduler_history_id ON scheduler_history (id);"
+    "CREATE INDEX scheduler_history_state ON scheduler_history (state, finished_at);"
+    "CREATE INDEX scheduler_history_kept ON scheduler_history (kept_until);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -187,7 +210,8 @@ enum {
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
   Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
-  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE, Q_COUNT
+  Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
+  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -360,6 +384,33 @@ static const char *const queries[Q_COUNT] = {
                  " AND (?2 IS NULL OR name = ?2)"
                  " AND ((?3 AND state = 'scheduled') OR (?4 AND state = 'failed'))"
                  " AND (?5 IS NULL OR run_at < ?5)",
+    /* History (migration 7).  Q_HIST_KEEP: the claim (?1 id, ?2 token)
+     * that ends as ?3 (done, failed, cancelled), before the outcome's own
+     * write, fenced as it is; ?4 started_at (NULL: it never started, nor
+     * had a worker; its claim's attempt was not used), ?5 finished_at, ?6
+     * the error (NULL: the job's last), ?7 kept_until. */
+    [Q_HIST_KEEP] = "INSERT INTO scheduler_history (id, name, key, payload, state, attempt,"
+                    " priority, started_at, finished_at, worker, last_error, kept_until)"
+                    " SELECT id, name, key, payload, ?3,"
+                    "  CASE WHEN ?4 IS NULL THEN attempt - 1 ELSE attempt END, priority, ?4, ?5,"
+                    "  CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END,"
+                    "  coalesce(?6, last_error), ?7"
+                    " FROM scheduler_jobs WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+    /* cancel() of a waiting job (?1), before Q_CANCEL: ?2 now, ?3 kept_until */
+    [Q_HIST_CANCEL] = "INSERT INTO scheduler_history (id, name, key, payload, state, attempt,"
+                      " priority, started_at, finished_at, worker, last_error, kept_until)"
+                      " SELECT id, name, key, payload, 'cancelled', attempt, priority, NULL, ?2,"
+                      "  NULL, last_error, ?3"
+                      " FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
+    /* ?1 state, ?2 name, ?3 id, ?4 limit (as Q_LIST), newest first */
+    [Q_HIST_LIST] = "SELECT id, name, state, attempt, priority, key, last_error, payload, worker,"
+                    " started_at, finished_at, kept_until FROM scheduler_history"
+                    " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
+                    "  AND (?3 IS NULL OR id = ?3)"
+                    " ORDER BY finished_at DESC, rowid DESC LIMIT coalesce(?4, -1)",
+    /* ?1 now, ?2 at most this many */
+    [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
+                " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
 };
 
 /* ------------------------------------------------------------------ */
@@ -489,6 +540,8 @@ typedef struct sq_store {
   size_t n_done, done_cap;
   store_job_row *rows; /* list */
   size_t rows_cap;
+  store_history *hist; /* history */
+  size_t hist_cap;
   store_stat *stats;
   size_t stats_cap;
 } sq_store;
@@ -1389,7 +1442,19 @@ static int write_id(sq_store *q, int which, int64_t id, int *done) {
   *done = 0;
   int rc = begin(q, "database error");
   if (rc) return rc;
-  sqlite3_stmt *st = stmt(q, which, &rc);
+  sqlite3_stmt *st = NULL;
+  if (which == Q_CANCEL && q->base.history > 0 && (st = stmt(q, Q_HIST_CANCEL, &rc))) {
+    /* history: the job as it was, before it goes (same transaction) */
+    double now = clock_wall();
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_double(st, 2, now);
+    sqlite3_bind_double(st, 3, now + q->base.history);
+    rc = run_write(q, st, NULL);
+    if (rc != SQLITE_OK) st = NULL;
+  } else {
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_OK) st = stmt(q, which, &rc);
   if (st) {
     sqlite3_bind_int64(st, 1, id);
     if (which == Q_RETRY) sqlite3_bind_double(st, 2, clock_wall());
@@ -1797,6 +1862,28 @@ static int drop_cancelled(sq_store *q, int64_t id, int64_t token) {
   return answer(q, &id, 1, "cancelled");
 }
 
+/* History: keep the claim of outcome x (see Q_HIST_KEEP) if x asks for it
+ * and ends the job.  SQLite result code. */
+static int keep_history(sq_store *q, const store_outcome *x, double now) {
+  const char *state = x->kind == OUTCOME_DONE        ? "done"
+                      : x->kind == OUTCOME_FAILED    ? "failed"
+                      : x->kind == OUTCOME_CANCELLED ? "cancelled"
+                                                     : NULL;
+  if (!(x->keep > 0) || !state) return SQLITE_OK;
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_HIST_KEEP, &rc);
+  if (!st) return rc;
+  int started = x->kind != OUTCOME_CANCELLED && !isnan(x->started_at);
+  sqlite3_bind_int64(st, 1, x->claim.id);
+  sqlite3_bind_int64(st, 2, x->claim.token);
+  sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
+  bind_double_or_null(st, 4, x->started_at, started);
+  sqlite3_bind_double(st, 5, started ? x->started_at + x->duration : now);
+  if (x->kind == OUTCOME_FAILED) bind_text(st, 6, buf_cstr(&x->error), x->error.len);
+  sqlite3_bind_double(st, 7, now + x->keep);
+  return run_write(q, st, NULL);
+}
+
 static int sq_finish(store *s, const store_outcome *o, size_t n) {
   sq_store *q = SQ(s);
   if (n == 0) return STORE_OK;
@@ -1811,9 +1898,11 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
     /* cancelled, or given back while a cancel request waits: dropped */
     if (x->kind == OUTCOME_CANCELLED ||
         (x->kind == OUTCOME_RELEASE && is_asked(q, x->claim.id, &rc))) {
-      rc = drop_cancelled(q, x->claim.id, x->claim.token);
+      if (rc == SQLITE_OK) rc = keep_history(q, x, now);
+      if (rc == SQLITE_OK) rc = drop_cancelled(q, x->claim.id, x->claim.token);
       continue;
     }
+    if (rc == SQLITE_OK) rc = keep_history(q, x, now);
     if (rc != SQLITE_OK) break;
     int which = x->kind == OUTCOME_DONE      ? Q_DONE
                 : x->kind == OUTCOME_RELEASE ? Q_BACK
@@ -2219,6 +2308,7 @@ static void sq_destroy(store *s) {
   free(q->crons);
   free(q->rows);
   free(q->stats);
+  free(q->hist);
   free(q->done);
   buf_free(&q->done_names);
   free(q->path);
@@ -2314,6 +2404,73 @@ static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t 
   *out = q->rows;
   *db_now = clock_wall();
   return STORE_OK;
+}
+
+static const char *history_state(const unsigned char *t) {
+  static const char *const states[] = {"done", "failed", "cancelled"};
+  for (int i = 0; i < 3; i++)
+    if (t && strcmp((const char *)t, states[i]) == 0) return states[i];
+  return "unknown";
+}
+
+/* A row of Q_HIST_LIST. */
+static void read_history(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_history *x = item;
+  store_job *j = &x->job;
+  memset(x, 0, sizeof *x);
+  j->id = sqlite3_column_int64(st, 0);
+  j->name = col_text(st, 1, a, &j->name_len, oom);
+  j->state = history_state(sqlite3_column_text(st, 2));
+  j->attempt = sqlite3_column_int64(st, 3);
+  j->priority = sqlite3_column_int64(st, 4);
+  j->key = col_text(st, 5, a, &j->key_len, oom);
+  j->last_error = col_text(st, 6, a, &j->last_error_len, oom);
+  j->payload = col_text(st, 7, a, &j->payload_len, oom);
+  x->worker = col_text(st, 8, a, &x->worker_len, oom);
+  x->started_at = col_double_or_nan(st, 9);
+  x->finished_at = sqlite3_column_double(st, 10);
+  x->kept_until = sqlite3_column_double(st, 11);
+  j->run_at = x->finished_at;
+  if (!j->name) *oom = 1;
+}
+
+static int sq_history(store *s, const store_filter *f, store_history **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_HIST_LIST, &rc);
+  if (!st) return fail(q, rc, "reading history");
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) bind_text(st, 2, f->name, f->name_len);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+  rc = read_rows(q, st, read_history, (void **)&q->hist, &q->hist_cap, sizeof *q->hist, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "reading history");
+  }
+  *out = q->hist;
+  return STORE_OK;
+}
+
+/* One short write transaction: a worker never holds the lock long. */
+static int sq_prune(store *s, size_t limit, size_t *pruned) {
+  sq_store *q = SQ(s);
+  *pruned = 0;
+  int rc = begin_unsynced(q, "pruning history");
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_PRUNE, &rc);
+  int changed = 0;
+  if (st) {
+    sqlite3_bind_double(st, 1, clock_wall());
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "pruning history");
+  *pruned = (size_t)changed;
+  return commit(q, "pruning history", 0);
 }
 
 static int sq_stats(store *s, store_stat **out, size_t *n) {
@@ -2423,6 +2580,8 @@ static const store_ops sqlite_ops = {
     .schema_version = sq_schema_version,
     .database = sq_database,
     .warning = sq_warning,
+    .history = sq_history,
+    .prune = sq_prune,
 };
 
 /* The working directory (malloc'd), or NULL. */
