@@ -210,6 +210,28 @@ static const char *const migrations[] = {
      * too): code, kept until uncron.  The first `run` after the upgrade
      * declares its files' schedules again and so takes them over. */
     "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
+    /* 10: history (store_pg_history.c): finished jobs kept for a while,
+     * in a table of their own, so that scheduler.jobs, its indexes and
+     * the claims are the same with history on or off.  Rows are inserted
+     * with the outcome, in its transaction, and pruned in small batches
+     * by kept_until; one job may have several (failed, retried, done). */
+    "CREATE TABLE scheduler.history ("
+    "  id bigint NOT NULL,"
+    "  name text NOT NULL,"
+    "  key text,"
+    "  payload jsonb,"
+    "  state text NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),"
+    "  attempt integer NOT NULL,"
+    "  priority integer NOT NULL,"
+    "  started_at timestamptz,"
+    "  finished_at timestamptz NOT NULL,"
+    "  worker text,"
+    "  last_error text,"
+    "  kept_until timestamptz NOT NULL"
+    ");"
+    "CREATE INDEX history_id ON scheduler.history (id);"
+    "CREATE INDEX history_state ON scheduler.history (state, finished_at);"
+    "CREATE INDEX history_kept ON scheduler.history (kept_until);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -679,6 +701,9 @@ static void pg_destroy(store *s) {
   clear(&p->counted);
   free(p->rows);
   free(p->stats);
+  clear(&p->hist_res);
+  free(p->hist_rows);
+  for (int i = 0; i < 11; i++) buf_free(&p->hist[i]);
   free(p->crons);
   pg_free_names(p);
   buf_free(&p->names_literal);
@@ -727,6 +752,8 @@ static const store_ops pg_ops = {
     .retry_failed = pg_retry_failed,
     .remove = pg_remove,
     .schema_version = pg_schema_version,
+    .history = pg_history,
+    .prune = pg_prune,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */
