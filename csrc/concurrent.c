@@ -187,15 +187,17 @@ static int l_fetch_done(lua_State *L) {
   core *c = check_fetching(L);
   store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_DONE, 0, BUF_INIT, 0, NAN, 0};
   lua_Integer attempt = luaL_checkinteger(L, 4), max = luaL_checkinteger(L, 5);
+  /* read before anything is pushed */
+  o.keep = luaL_optnumber(L, 8, 0);
+  o.started_at = luaL_optnumber(L, 9, NAN);
+  o.duration = luaL_optnumber(L, 10, 0);
+  lua_settop(L, 7);
   if (!lua_toboolean(L, 6)) {
     size_t len = 0;
     const char *msg = luaL_tolstring(L, 7, &len);
     lua_getiuservalue(L, 1, 1);
     dispatch_failure(L, lua_gettop(L), attempt, max, msg, len, 0, &o);
   }
-  o.keep = luaL_optnumber(L, 8, 0);
-  o.started_at = luaL_optnumber(L, 9, NAN);
-  o.duration = luaL_optnumber(L, 10, 0);
   int rc = fetcher_done(c->fetch, &o);
   buf_free(&o.error);
   if (rc != 0) return luaL_error(L, "not enough memory");
