@@ -292,9 +292,10 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     double wall = keep > 0 ? clock_wall() : NAN;
     double t0 = clock_mono();
     status = dispatch_job(r->L, c, r->env, r->handler, &jobs[i], limit, &c->outcomes[i]);
-    r->batch_next = i + 1;
     double took = clock_mono() - t0;
+    /* before batch_next moves past it: then a settle may record it */
     c->outcomes[i].keep = keep, c->outcomes[i].started_at = wall, c->outcomes[i].duration = took;
+    r->batch_next = i + 1;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
     if (c->outcomes[i].kind != OUTCOME_RELEASE) r->count++;
     log_outcome(r, &jobs[i], &c->outcomes[i], took);

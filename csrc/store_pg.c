@@ -210,27 +210,21 @@ static const char *const migrations[] = {
      * too): code, kept until uncron.  The first `run` after the upgrade
      * declares its files' schedules again and so takes them over. */
     "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
-    /* 10: history (store_pg_history.c): finished jobs kept for a while,
-     * in a table of their own, so that scheduler.jobs, its indexes and
-     * the claims are the same with history on or off.  Rows are inserted
-     * with the outcome, in its transaction, and pruned in small batches
-     * by kept_until; one job may have several (failed, retried, done). */
+    /* 10: history (store_pg_history.c): the finished jobs one write kept
+     * (a batch's), one row, as a JSON array stored out of line
+     * uncompressed; in a table of its own, so that scheduler.jobs, its
+     * indexes and the claims are the same with history on or off.  ids
+     * covers every job id in the row (job(id)); finished_at: when the row
+     * was written; kept_until: the latest expiry of its jobs (pruning). */
     "CREATE TABLE scheduler.history ("
-    "  id bigint NOT NULL,"
-    "  name text NOT NULL,"
-    "  key text,"
-    "  payload jsonb,"
-    "  state text NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),"
-    "  attempt integer NOT NULL,"
-    "  priority integer NOT NULL,"
-    "  started_at timestamptz,"
+    "  ids int8range NOT NULL,"
     "  finished_at timestamptz NOT NULL,"
-    "  worker text,"
-    "  last_error text,"
-    "  kept_until timestamptz NOT NULL"
+    "  kept_until timestamptz NOT NULL,"
+    "  jobs json NOT NULL"
     ");"
-    "CREATE INDEX history_id ON scheduler.history (id);"
-    "CREATE INDEX history_state ON scheduler.history (state, finished_at);"
+    "ALTER TABLE scheduler.history ALTER COLUMN jobs SET STORAGE EXTERNAL;"
+    "CREATE INDEX history_ids ON scheduler.history USING gist (ids);"
+    "CREATE INDEX history_finished ON scheduler.history (finished_at);"
     "CREATE INDEX history_kept ON scheduler.history (kept_until);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -645,27 +645,33 @@ static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double
 }
 
 /* History (store_pg_history.c): the jobs of batch t (fates set) whose
- * outcome in o[0, n_o) keeps them, a step (Q_HISTORY_PUT, parameters in
- * v, 12 entries) added to steps[*n] when there is any.  Nothing at all
- * when no outcome asks for history.  STORE_OK or STORE_NOMEM. */
+ * outcome in o[0, n_o) keeps them, one row: a step (Q_HISTORY_PUT,
+ * parameters in v, 4 entries) added to steps[*n] when there is any.
+ * Nothing at all when no outcome asks for history.  STORE_OK or
+ * STORE_NOMEM. */
 static int history_step(pg_store *p, const batch *t, const store_outcome *o, size_t n_o,
                         const char **v, step *steps, int *n) {
   size_t k = 0;
   while (k < n_o && !(o[k].keep > 0)) k++;
   if (k == n_o) return STORE_OK;
-  size_t count = 0;
-  int err = pg_history_begin(p->hist, 11);
+  pg_history_row h = {0, 0, 0, 0};
+  buf *b = p->hist;
+  for (int i = 0; i < 4; i++) buf_reset(&b[i]);
+  int err = buf_addc(&b[0], '[');
   for (size_t i = 0; i < t->n && !err; i++) {
     long f = t->fate[i];
     if (f < 0) continue;
     size_t len;
     const char *e = value_or_null(t->res, t->row[i], 8, &len); /* its last error */
-    err |= pg_history_add(p->hist, &t->jobs[i], e, len, &o[f], &count);
+    err |= pg_history_add(&b[0], &t->jobs[i], e, len, p->worker ? p->worker : "", &o[f], &h);
   }
-  if (err | pg_history_end(p->hist, 11)) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
-  if (!count) return STORE_OK;
-  for (int i = 0; i < 11; i++) v[i] = buf_cstr(&p->hist[i]);
-  v[11] = p->worker ? p->worker : "";
+  char num[64];
+  err |= buf_addc(&b[0], ']') | buf_printf(&b[1], "%lld", (long long)h.min_id) |
+         buf_printf(&b[2], "%lld", (long long)h.max_id) |
+         buf_adds(&b[3], fmt_seconds(h.keep, num, sizeof num));
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  if (!h.count) return STORE_OK;
+  for (int i = 0; i < 4; i++) v[i] = buf_cstr(&b[i]);
   steps[(*n)++] = STEP_QUERY(&pgq_history_put, v);
   return STORE_OK;
 }

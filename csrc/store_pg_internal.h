@@ -388,10 +388,14 @@ int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n);
 
 /* store_pg_history.c */
 const char *pg_history_state(const store_outcome *x);
-int pg_history_begin(buf *b, int n);
-int pg_history_end(buf *b, int n);
+/* What a row of scheduler.history holds so far (pg_history_add). */
+typedef struct pg_history_row {
+  size_t count;
+  int64_t min_id, max_id;
+  double keep;
+} pg_history_row;
 int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t last_error_len,
-                   const store_outcome *x, size_t *count);
+                   const char *worker, const store_outcome *x, pg_history_row *h);
 int pg_history_leased_arrays(buf *b, const store_outcome *o, size_t n, size_t *count);
 int pg_history(store *s, const store_filter *f, store_history **out, size_t *n);
 int pg_prune(store *s, size_t limit, size_t *pruned);

@@ -406,7 +406,7 @@ static const char *const queries[Q_COUNT] = {
     [Q_HIST_LIST] = "SELECT id, name, state, attempt, priority, key, last_error, payload, worker,"
                     " started_at, finished_at, kept_until FROM scheduler_history"
                     " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
-                    "  AND (?3 IS NULL OR id = ?3)"
+                    "  AND (?3 IS NULL OR id = ?3) AND kept_until >= ?5"
                     " ORDER BY finished_at DESC, rowid DESC LIMIT coalesce(?4, -1)",
     /* ?1 now, ?2 at most this many */
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
@@ -2446,6 +2446,7 @@ static int sq_history(store *s, const store_filter *f, store_history **out, size
   if (f->name) bind_text(st, 2, f->name, f->name_len);
   if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
   if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+  sqlite3_bind_double(st, 5, clock_wall()); /* expired, not yet pruned: gone */
   rc = read_rows(q, st, read_history, (void **)&q->hist, &q->hist_cap, sizeof *q->hist, n);
   if (rc != SQLITE_OK) {
     *n = 0;
