@@ -764,7 +764,7 @@ static void *fetch_loop(void *arg) {
         now >= t.retry_at && !stopping) {
       size_t pruned = 0;
       rc = st->ops->prune(st, PRUNE_BATCH, &pruned);
-      if (rc == STORE_OK) t.next_prune = now + (pruned >= PRUNE_BATCH ? PRUNE_AGAIN : PRUNE_EVERY);
+      if (rc == STORE_OK) t.next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
     }
     if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
       rc = claim_round(f, &t, in_flight, want, &worked);

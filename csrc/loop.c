@@ -384,7 +384,7 @@ static int loop_body(lua_State *L) {
           now >= r->next_prune) {
         size_t pruned = 0;
         rc = c->st->ops->prune(c->st, PRUNE_BATCH, &pruned);
-        if (rc == STORE_OK) r->next_prune = now + (pruned >= PRUNE_BATCH ? PRUNE_AGAIN : PRUNE_EVERY);
+        if (rc == STORE_OK) r->next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
       }
       store_job *jobs = NULL;
       size_t n = 0;

@@ -368,18 +368,21 @@ typedef struct store_ops {
    * f (state "done", "failed", "cancelled" or NULL; name; id; limit),
    * newest first.  Memory valid until the next call. */
   int (*history)(store *s, const store_filter *f, store_history **rows, size_t *n);
-  /* Optional (NULL: no history).  Delete at most `limit` history rows
-   * whose time is up, in one short transaction; *pruned = how many. */
+  /* Optional (NULL: no history).  Delete the history rows of at most
+   * about `limit` jobs whose time is up, in one short transaction;
+   * *pruned = how many rows (PostgreSQL: a row holds a batch's jobs, and
+   * it deletes limit / 100 rows at most, at least one). */
   int (*prune)(store *s, size_t limit, size_t *pruned);
-/* A worker with history on prunes PRUNE_BATCH rows at most every
- * PRUNE_EVERY seconds, or PRUNE_AGAIN seconds after a full batch: each
- * prune is a short transaction (no long lock, little vacuum debt), and a
- * backlog of expired rows goes at up to PRUNE_BATCH / PRUNE_AGAIN a
- * second, far more than a worker finishes. */
+} store_ops;
+
+/* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY
+ * seconds, and PRUNE_AGAIN seconds after a prune that found anything:
+ * each prune is a short transaction (no long lock, little vacuum debt),
+ * and a backlog goes at up to PRUNE_BATCH jobs per PRUNE_AGAIN, far more
+ * than a worker finishes. */
 #define PRUNE_BATCH 1000
 #define PRUNE_EVERY 60.0
 #define PRUNE_AGAIN 0.2
-} store_ops;
 
 struct store {
   const store_ops *ops;

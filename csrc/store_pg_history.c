@@ -2,9 +2,10 @@
  * store_pg_history.c: history (store.h, store_outcome.keep): finished jobs
  * kept for a while in scheduler.history, a table of their own, so that
  * scheduler.jobs, its indexes and the claims are the same with history on
- * or off.  Rows are written with the outcome, in its transaction:
+ * or off.  One row per write (see below), written with the outcome, in
+ * its transaction:
  *   - a held batch (store_pg_claim.c, end_tx): its jobs were deleted by the
- *     claim, so the rows come from the batch in memory (Q_HISTORY_PUT,
+ *     claim, so the row is built from the batch in memory (Q_HISTORY_PUT,
  *     one more step in the pipeline that commits it);
  *   - leased claims (store_pg_crash.c, pg_finish_leases): from the rows
  *     as they are before Q_FINISH deletes or fails them (Q_HISTORY_LEASED,
@@ -12,7 +13,7 @@
  *     trip);
  *   - cancel() of a waiting job (store_pg_cancel.c): Q_CANCEL_KEEP.
  * Outcomes with keep <= 0 add nothing: with history off, not one statement
- * more.  Pruning (Q_PRUNE) deletes at most `limit` expired rows per call,
+ * more.  Pruning (Q_PRUNE) deletes a few expired rows per call (pg_prune),
  * skipping rows another pruner has locked: a short transaction.
  */
 #include "store_pg_internal.h"
@@ -38,8 +39,11 @@
  * finished_at + keep; the row, until the latest of its jobs'. */
 
 /* $1 the JSON array, $2 and $3 the least and greatest job id in it, $4
- * its longest keep (seconds). */
-const pg_query pgq_history_put = {Q_HISTORY_PUT, "scheduler_history_put", 4,
+ * its longest keep (seconds).  Not prepared: it joins the pipeline of a
+ * claim transaction, which may have a claim ahead in flight, when no
+ * statement can be prepared (pg_send_segment); planning a VALUES insert
+ * is nothing next to the batch. */
+const pg_query pgq_history_put = {Q_HISTORY_PUT, NULL, 4,
     "INSERT INTO scheduler.history (ids, finished_at, kept_until, jobs)"
     " VALUES (int8range($2::bigint, $3::bigint, '[]'), statement_timestamp(),"
     "  statement_timestamp() + $4::float8 * interval '1 second', $1::json)"};

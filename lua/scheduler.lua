@@ -535,8 +535,10 @@ function Scheduler:stats()
   return check_self(self, "stats"):stats()
 end
 
---- Delete at most `limit` (default 1000) history rows whose time is up;
--- returns how many (workers do this on their own every minute).
+--- Delete the history of at most `limit` (default 1000) jobs whose time is
+-- up, in one short transaction; returns how many rows (PostgreSQL: a row
+-- holds a batch's jobs, limit/100 rows at most).  Workers with history on
+-- do it on their own.
 function Scheduler:prune_history(limit)
   local c = check_self(self, "prune_history")
   return c:prune(limit and check_int("prune_history", "limit", limit, 1, 2) or 1000)

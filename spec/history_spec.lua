@@ -141,6 +141,30 @@ for _, concurrency in ipairs { 1, 4 } do
       assert.are.equal(0, #helper.ok(s:jobs { state = "done", name = bad }))
     end)
 
+    it("keeps every job of a long drain once (many batches, claimed ahead on PostgreSQL)", function()
+      local name = helper.name("hist_many")
+      local s = helper.new { concurrency = concurrency, history = "1h" }
+      local ran = {}
+      s:on(name, function(_, job) ran[job.id] = (ran[job.id] or 0) + 1 end)
+      local list = {}
+      local n = concurrency == 1 and 3000 or 500
+      for i = 1, n do list[i] = { name, i } end
+      local ids = helper.ok(s:schedule_many(list))
+      work(s, concurrency, { name })
+      assert.are.equal(n, kept_of(name))
+      local done = helper.ok(s:jobs { state = "done", name = name })
+      assert.are.equal(n, #done)
+      local seen = {}
+      for _, j in ipairs(done) do
+        assert.is_nil(seen[j.id], "job " .. j.id .. " kept once")
+        seen[j.id] = true
+        assert.are.equal(1, ran[j.id])
+        assert.are.equal(1, j.attempt)
+      end
+      for _, id in ipairs(ids) do assert.is_true(seen[id], "job " .. id .. " kept") end
+      assert.are.equal(ids[n // 2], helper.ok(s:job(ids[n // 2])).id)
+    end)
+
     it("keeps nothing when it is off: job(id) is nil after success, as without history", function()
       local name = helper.name("hist_off")
       local s = helper.new { concurrency = concurrency, max_attempts = 1 }
@@ -193,7 +217,7 @@ for _, concurrency in ipairs { 1, 4 } do
     it("prunes only the rows whose time is up, a worker on its own too", function()
       local short, long = helper.name("hist_short"), helper.name("hist_long")
       local s = helper.new { concurrency = concurrency, history = "1h" }
-      s:on(short, function() end, { history = 1.5 }) -- outlives the runs below: each worker prunes as it starts
+      s:on(short, function() end)
       s:on(long, function() end)
       -- one write each (PostgreSQL keeps a write's jobs in one row)
       for i = 1, 2 do
@@ -205,7 +229,15 @@ for _, concurrency in ipairs { 1, 4 } do
       assert.are.equal(2, kept_of(short))
       assert.are.equal(3, kept_of(long))
       assert.are.equal(2, #helper.ok(s:jobs { state = "done", name = short }))
-      helper.sleep(1.7)
+      -- the short ones' time is up (moved back by SQL: no waiting)
+      if helper.POSTGRESQL then
+        helper.psql("UPDATE scheduler.history h SET finished_at = finished_at - interval '2 hours',"
+          .. " kept_until = now() - interval '1 hour' WHERE EXISTS (SELECT 1 FROM"
+          .. " json_array_elements(h.jobs) e WHERE e->>'name' = " .. helper.literal(short) .. ")")
+      else
+        helper.sql(("UPDATE scheduler.history SET kept_until = %f WHERE name = %s")
+          :format(helper.now() - 3600, helper.literal(short)))
+      end
       -- expired: no longer found, even before it is pruned
       assert.are.equal(0, #helper.ok(s:jobs { state = "done", name = short }))
       assert.are.equal(3, #helper.ok(s:jobs { state = "done", name = long }))
