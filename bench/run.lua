@@ -849,7 +849,7 @@ local function section_throughput()
         sql("TRUNCATE scheduler.history")
         local h = drain(1, N, { counters = true, history = "7d" })
         h.ratio = h.rate / r.rate
-        local kept = sql_value("SELECT coalesce(sum(json_array_length(jobs)), 0) FROM scheduler.history")
+        local kept = sql_value("SELECT coalesce(sum(json_array_length(jobs::json)), 0) FROM scheduler.history")
         if kept ~= N then die("history on: %d jobs drained, %d kept: every job must be kept once", N, kept) end
         h.history_rows = sql_value("SELECT count(*) FROM scheduler.history")
         table.insert(hist_runs, h)

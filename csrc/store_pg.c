@@ -211,8 +211,8 @@ static const char *const migrations[] = {
      * declares its files' schedules again and so takes them over. */
     "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
     /* 10: history (store_pg_history.c): the finished jobs one write kept
-     * (a batch's), one row, as a JSON array stored out of line
-     * uncompressed; in a table of its own, so that scheduler.jobs, its
+     * (a batch's), one row, as JSON text stored out of line uncompressed
+     * (store_pg_history.c says its shape); in a table of its own, so that scheduler.jobs, its
      * indexes and the claims are the same with history on or off.  ids
      * covers every job id in the row (job(id)); finished_at: when the row
      * was written; kept_until: the latest expiry of its jobs (pruning). */
@@ -220,7 +220,8 @@ static const char *const migrations[] = {
     "  ids int8range NOT NULL,"
     "  finished_at timestamptz NOT NULL,"
     "  kept_until timestamptz NOT NULL,"
-    "  jobs json NOT NULL"
+    "  worker text,"
+    "  jobs text NOT NULL"
     ");"
     "ALTER TABLE scheduler.history ALTER COLUMN jobs SET STORAGE EXTERNAL;"
     "CREATE INDEX history_ids ON scheduler.history USING gist (ids);"

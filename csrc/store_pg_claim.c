@@ -663,7 +663,7 @@ static int history_step(pg_store *p, const batch *t, const store_outcome *o, siz
     if (f < 0) continue;
     size_t len;
     const char *e = value_or_null(t->res, t->row[i], 8, &len); /* its last error */
-    err |= pg_history_add(&b[0], &t->jobs[i], e, len, p->worker ? p->worker : "", &o[f], &h);
+    err |= pg_history_add(&b[0], &t->jobs[i], e, len, &o[f], &h);
   }
   char num[64];
   err |= buf_addc(&b[0], ']') | buf_printf(&b[1], "%lld", (long long)h.min_id) |
@@ -672,6 +672,7 @@ static int history_step(pg_store *p, const batch *t, const store_outcome *o, siz
   if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
   if (!h.count) return STORE_OK;
   for (int i = 0; i < 4; i++) v[i] = buf_cstr(&b[i]);
+  v[4] = p->worker ? p->worker : "";
   steps[(*n)++] = STEP_QUERY(&pgq_history_put, v);
   return STORE_OK;
 }

@@ -27,46 +27,45 @@
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
 /* A row of scheduler.history holds the jobs one write kept (a batch's,
- * or a cancelled job), as a JSON array of objects: {id, name, key,
- * payload, state, attempt, priority, started_at (worker clock, null: never
- * started), duration, worker, last_error, keep (seconds)}.  One row per
- * batch, not per job: the write that keeps 500 jobs is one tuple (its
- * value stored out of line, uncompressed) and one entry in each of the
- * three indexes, instead of 500 tuples and 1,500 index entries (which
- * made a drain 2.7 times slower, see README "History").  A job's
- * finished_at is started_at + duration (a cancelled job's: the row's
- * finished_at, when it was written); it is kept until the row's
+ * or a cancelled job): `jobs` is JSON text (not parsed when written, only
+ * when read), an array of one array per job:
+ *   [id, name, key, payload, state, attempt, priority, started_at (worker
+ *    clock, null: never started), duration, last_error, keep (seconds)]
+ * and `worker` the worker that ran them (a job that never started had
+ * none).  One row per batch, not per job: the write that keeps 500 jobs
+ * is one tuple (its value stored out of line, uncompressed) and one entry
+ * in each of the three indexes, instead of 500 tuples and 1,500 index
+ * entries (which made a drain 2.7 times slower, see README "History").
+ * A job's finished_at is started_at + duration (a cancelled job's: the
+ * row's finished_at, when it was written); it is kept until the row's
  * finished_at + keep; the row, until the latest of its jobs'. */
 
-/* $1 the JSON array, $2 and $3 the least and greatest job id in it, $4
- * its longest keep (seconds).  Not prepared: it joins the pipeline of a
- * claim transaction, which may have a claim ahead in flight, when no
- * statement can be prepared (pg_send_segment); planning a VALUES insert
- * is nothing next to the batch. */
-const pg_query pgq_history_put = {Q_HISTORY_PUT, NULL, 4,
-    "INSERT INTO scheduler.history (ids, finished_at, kept_until, jobs)"
+/* $1 the JSON text, $2 and $3 the least and greatest job id in it, $4
+ * its longest keep (seconds), $5 the worker.  Not prepared: it joins the
+ * pipeline of a claim transaction, which may have a claim ahead in
+ * flight, when no statement can be prepared (pg_send_segment); planning
+ * a VALUES insert is nothing next to the batch. */
+const pg_query pgq_history_put = {Q_HISTORY_PUT, NULL, 5,
+    "INSERT INTO scheduler.history (ids, finished_at, kept_until, worker, jobs)"
     " VALUES (int8range($2::bigint, $3::bigint, '[]'), statement_timestamp(),"
-    "  statement_timestamp() + $4::float8 * interval '1 second', $1::json)"};
+    "  statement_timestamp() + $4::float8 * interval '1 second', $5, $1)"};
 
-/* The objects of a row, from the jobs' rows (leases, cancel): j the job,
- * h.state, h.started, h.duration, h.error (NULL: the job's last) and
- * h.keep. */
-#define HISTORY_OBJECT                                                                      \
-  "json_build_object('id', j.id, 'name', j.name, 'key', j.key, 'payload', j.payload,"       \
-  " 'state', h.state, 'attempt', CASE WHEN h.started IS NULL THEN j.attempt - 1"            \
-  "  ELSE j.attempt END, 'priority', j.priority, 'started_at', h.started,"                   \
-  " 'duration', h.duration, 'worker', CASE WHEN h.started IS NULL THEN NULL"                \
-  "  ELSE j.locked_by END, 'last_error', coalesce(h.error, j.last_error), 'keep', h.keep)"
+/* A job's array, from its row (leases, cancel): j the job, h.state,
+ * h.started, h.duration, h.error (NULL: the job's last) and h.keep. */
+#define HISTORY_ARRAY                                                                       \
+  "json_build_array(j.id, j.name, j.key, j.payload, h.state,"                               \
+  " CASE WHEN h.started IS NULL THEN j.attempt - 1 ELSE j.attempt END, j.priority,"          \
+  " h.started, h.duration, coalesce(h.error, j.last_error), h.keep)"
 
 /* $1 ids, $2 tokens, $3 states, $4 started_at (NULL: never started: its
  * claim's attempt was not used), $5 durations, $6 errors (NULL: the job's
  * last), $7 seconds kept: the leased claims that end, before Q_FINISH,
- * fenced as it is: one row. */
+ * fenced as it is: one row (a worker's leases: its id). */
 const pg_query pgq_history_leased = {Q_HISTORY_LEASED, NULL, 7,
-    "INSERT INTO scheduler.history (ids, finished_at, kept_until, jobs)"
+    "INSERT INTO scheduler.history (ids, finished_at, kept_until, worker, jobs)"
     " SELECT int8range(min(j.id), max(j.id), '[]'), statement_timestamp(),"
-    "  statement_timestamp() + max(h.keep) * interval '1 second',"
-    "  json_agg(" HISTORY_OBJECT ")"
+    "  statement_timestamp() + max(h.keep) * interval '1 second', min(j.locked_by),"
+    "  json_agg(" HISTORY_ARRAY ")::text"
     " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[], $5::float8[],"
     "  $6::text[], $7::float8[]) AS h(id, token, state, started, duration, error, keep)"
     " JOIN scheduler.jobs j ON j.id = h.id AND j.claim = h.token AND j.state = 'running'"
@@ -75,18 +74,17 @@ const pg_query pgq_history_leased = {Q_HISTORY_LEASED, NULL, 7,
 /* $1 state, $2 name, $3 id, $4 limit (NULL: none): the jobs still kept,
  * newest row first (its index), its jobs in reverse order. */
 static const pg_query pgq_history_list = {Q_HISTORY_LIST, NULL, 4,
-    "SELECT (e.v->>'id')::bigint, e.v->>'name', e.v->>'state', (e.v->>'attempt')::bigint,"
-    " (e.v->>'priority')::bigint, e.v->>'key', e.v->>'last_error',"
-    " CASE WHEN json_typeof(e.v->'payload') = 'null' THEN NULL ELSE (e.v->'payload')::text END,"
-    " e.v->>'worker', (e.v->>'started_at')::float8,"
-    " coalesce((e.v->>'started_at')::float8 + (e.v->>'duration')::float8,"
-    "  extract(epoch FROM h.finished_at)),"
-    " extract(epoch FROM h.finished_at) + (e.v->>'keep')::float8"
-    " FROM scheduler.history h, json_array_elements(h.jobs) WITH ORDINALITY AS e(v, n)"
+    "SELECT (e.v->>0)::bigint, e.v->>1, e.v->>4, (e.v->>5)::bigint, (e.v->>6)::bigint,"
+    " e.v->>2, e.v->>9,"
+    " CASE WHEN json_typeof(e.v->3) = 'null' THEN NULL ELSE (e.v->3)::text END,"
+    " CASE WHEN e.v->>7 IS NULL THEN NULL ELSE h.worker END, (e.v->>7)::float8,"
+    " coalesce((e.v->>7)::float8 + (e.v->>8)::float8, extract(epoch FROM h.finished_at)),"
+    " extract(epoch FROM h.finished_at) + (e.v->>10)::float8"
+    " FROM scheduler.history h, json_array_elements(h.jobs::json) WITH ORDINALITY AS e(v, n)"
     " WHERE ($3::bigint IS NULL OR h.ids @> $3::bigint) AND h.kept_until >= now()"
-    "  AND ($3::bigint IS NULL OR (e.v->>'id')::bigint = $3)"
-    "  AND ($1::text IS NULL OR e.v->>'state' = $1) AND ($2::text IS NULL OR e.v->>'name' = $2)"
-    "  AND h.finished_at + (e.v->>'keep')::float8 * interval '1 second' >= now()"
+    "  AND ($3::bigint IS NULL OR (e.v->>0)::bigint = $3)"
+    "  AND ($1::text IS NULL OR e.v->>4 = $1) AND ($2::text IS NULL OR e.v->>1 = $2)"
+    "  AND h.finished_at + (e.v->>10)::float8 * interval '1 second' >= now()"
     " ORDER BY h.finished_at DESC, e.n DESC LIMIT $4::bigint"};
 
 /* $1 at most this many rows. */
@@ -125,7 +123,8 @@ static int pg_history_end(buf *b, int n) {
 }
 
 /* Append s[0, n) as a JSON string (valid UTF-8 without NUL, as every
- * text the store holds). */
+ * text the store holds).  (The appends to one buffer are separate
+ * statements: the operands of | are not evaluated in any set order.) */
 static int add_json_string(buf *b, const char *s, size_t n) {
   int err = buf_addc(b, '"');
   size_t from = 0;
@@ -133,47 +132,79 @@ static int add_json_string(buf *b, const char *s, size_t n) {
     unsigned char c = (unsigned char)s[i];
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     err |= buf_add(b, s + from, i - from);
-    if (c == '"' || c == '\\')
-      err |= buf_addc(b, '\\') | buf_addc(b, (char)c);
-    else
+    if (c == '"' || c == '\\') {
+      err |= buf_addc(b, '\\');
+      err |= buf_addc(b, (char)c);
+    } else {
       err |= buf_printf(b, "\\u%04x", c);
+    }
     from = i + 1;
   }
-  return err | buf_add(b, s + from, n - from) | buf_addc(b, '"');
+  err |= buf_add(b, s + from, n - from);
+  err |= buf_addc(b, '"');
+  return err;
 }
 
 static int add_json_or_null(buf *b, const char *s, size_t n) {
   return s ? add_json_string(b, s, n) : buf_adds(b, "null");
 }
 
+/* Seconds with microsecond precision, as fmt_seconds writes them, without
+ * printf (a batch formats thousands). */
+static int add_seconds(buf *b, double v) {
+  if (!isfinite(v) || fabs(v) >= 9e15) {
+    char num[64];
+    return buf_adds(b, fmt_seconds(v, num, sizeof num));
+  }
+  long long us = llround(fabs(v) * 1e6);
+  char frac[7] = {'.'};
+  for (int i = 6; i >= 1; i--) {
+    frac[i] = (char)('0' + us % 10);
+    us /= 10;
+  }
+  int err = v < 0 ? buf_addc(b, '-') : 0;
+  err |= add_int(b, us);
+  err |= buf_add(b, frac, sizeof frac);
+  return err;
+}
+
 /* Add job j of a held batch, ending with x, to the JSON array b of
  * Q_HISTORY_PUT (opened with '['); `last_error` is the job's stored one.
  * h->count, min_id, max_id, keep: what the row holds so far.  0 or -1. */
 int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t last_error_len,
-                   const char *worker, const store_outcome *x, pg_history_row *h) {
+                   const store_outcome *x, pg_history_row *h) {
   const char *state = pg_history_state(x);
   if (!state) return 0;
-  char num[64];
   int err = 0, s = started(x);
   if (h->count++ == 0 || j->id < h->min_id) h->min_id = j->id;
   if (h->count == 1 || j->id > h->max_id) h->max_id = j->id;
   if (x->keep > h->keep) h->keep = x->keep;
-  if (h->count > 1) err |= buf_addc(b, ',');
-  err |= buf_printf(b, "{\"id\":%lld,\"name\":", (long long)j->id) |
-         add_json_string(b, j->name, j->name_len) | buf_adds(b, ",\"key\":") |
-         add_json_or_null(b, j->key, j->key_len) | buf_adds(b, ",\"payload\":") |
-         (j->payload ? buf_add(b, j->payload, j->payload_len) : buf_adds(b, "null")) |
-         buf_printf(b, ",\"state\":\"%s\",\"attempt\":%lld,\"priority\":%lld,\"started_at\":%s",
-                    state, s ? j->attempt : j->attempt - 1, j->priority,
-                    s ? fmt_seconds(x->started_at, num, sizeof num) : "null");
-  err |= buf_printf(b, ",\"duration\":%s,\"worker\":", fmt_seconds(s ? x->duration : 0, num, sizeof num));
-  err |= s ? add_json_string(b, worker, strlen(worker)) : buf_adds(b, "null");
-  err |= buf_adds(b, ",\"last_error\":");
+  err |= buf_adds(b, h->count > 1 ? ",[" : "[");
+  err |= add_int(b, j->id);
+  err |= buf_addc(b, ',');
+  err |= add_json_string(b, j->name, j->name_len);
+  err |= buf_addc(b, ',');
+  err |= add_json_or_null(b, j->key, j->key_len);
+  err |= buf_addc(b, ',');
+  err |= j->payload ? buf_add(b, j->payload, j->payload_len) : buf_adds(b, "null");
+  err |= buf_adds(b, ",\"");
+  err |= buf_adds(b, state);
+  err |= buf_adds(b, "\",");
+  err |= add_int(b, s ? j->attempt : j->attempt - 1);
+  err |= buf_addc(b, ',');
+  err |= add_int(b, j->priority);
+  err |= buf_addc(b, ',');
+  err |= s ? add_seconds(b, x->started_at) : buf_adds(b, "null");
+  err |= buf_addc(b, ',');
+  err |= add_seconds(b, s ? x->duration : 0);
+  err |= buf_addc(b, ',');
   if (x->kind == OUTCOME_FAILED)
     err |= add_json_string(b, buf_cstr(&x->error), x->error.len);
   else
     err |= add_json_or_null(b, last_error, last_error_len);
-  err |= buf_printf(b, ",\"keep\":%s}", fmt_seconds(x->keep, num, sizeof num));
+  err |= buf_addc(b, ',');
+  err |= add_seconds(b, x->keep);
+  err |= buf_addc(b, ']');
   return err;
 }
 

@@ -395,7 +395,7 @@ typedef struct pg_history_row {
   double keep;
 } pg_history_row;
 int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t last_error_len,
-                   const char *worker, const store_outcome *x, pg_history_row *h);
+                   const store_outcome *x, pg_history_row *h);
 int pg_history_leased_arrays(buf *b, const store_outcome *o, size_t n, size_t *count);
 int pg_history(store *s, const store_filter *f, store_history **out, size_t *n);
 int pg_prune(store *s, size_t limit, size_t *pruned);

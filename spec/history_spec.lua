@@ -16,16 +16,16 @@ local HISTORY = "scheduler.history"
 -- PostgreSQL keeps a batch's in one row, as a JSON array.
 local function kept_where(cond_pg, cond_sqlite)
   if helper.POSTGRESQL then
-    return helper.psql_int("SELECT count(*) FROM scheduler.history h, json_array_elements(h.jobs) e"
+    return helper.psql_int("SELECT count(*) FROM scheduler.history h, json_array_elements(h.jobs::json) e"
       .. " WHERE " .. cond_pg)
   end
   return helper.sql_int("SELECT count(*) FROM " .. HISTORY .. " WHERE " .. cond_sqlite)
 end
 local function kept_rows(id)
-  return kept_where(("(e->>'id')::bigint = %d"):format(id), ("id = %d"):format(id))
+  return kept_where(("(e->>0)::bigint = %d"):format(id), ("id = %d"):format(id))
 end
 local function kept_of(name)
-  return kept_where("e->>'name' = " .. helper.literal(name), "name = " .. helper.literal(name))
+  return kept_where("e->>1 = " .. helper.literal(name), "name = " .. helper.literal(name))
 end
 
 -- Run the worker until no job of `names` waits or runs: a drain at
@@ -233,7 +233,7 @@ for _, concurrency in ipairs { 1, 4 } do
       if helper.POSTGRESQL then
         helper.psql("UPDATE scheduler.history h SET finished_at = finished_at - interval '2 hours',"
           .. " kept_until = now() - interval '1 hour' WHERE EXISTS (SELECT 1 FROM"
-          .. " json_array_elements(h.jobs) e WHERE e->>'name' = " .. helper.literal(short) .. ")")
+          .. " json_array_elements(h.jobs::json) e WHERE e->>1 = " .. helper.literal(short) .. ")")
       else
         helper.sql(("UPDATE scheduler.history SET kept_until = %f WHERE name = %s")
           :format(helper.now() - 3600, helper.literal(short)))
