@@ -531,7 +531,7 @@ end
 -- them), the header first: its macros are used by the others.
 local STORE_PG_FILES = { "store_pg_internal.h", "store_pg.c", "store_pg_enqueue.c",
   "store_pg_claim.c", "store_pg_crash.c", "store_pg_cancel.c", "store_pg_wake.c",
-  "store_pg_operators.c" }
+  "store_pg_operators.c", "store_pg_history.c" }
 
 --- The SQL text of statement id (a Q_* of csrc/store_pg_internal.h) in the
 -- backend's files (the worker's own statements, for EXPLAIN ANALYZE), its
