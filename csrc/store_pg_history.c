@@ -122,31 +122,8 @@ static int pg_history_end(buf *b, int n) {
   return err;
 }
 
-/* Append s[0, n) as a JSON string (valid UTF-8 without NUL, as every
- * text the store holds).  (The appends to one buffer are separate
- * statements: the operands of | are not evaluated in any set order.) */
-static int add_json_string(buf *b, const char *s, size_t n) {
-  int err = buf_addc(b, '"');
-  size_t from = 0;
-  for (size_t i = 0; i < n && !err; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    err |= buf_add(b, s + from, i - from);
-    if (c == '"' || c == '\\') {
-      err |= buf_addc(b, '\\');
-      err |= buf_addc(b, (char)c);
-    } else {
-      err |= buf_printf(b, "\\u%04x", c);
-    }
-    from = i + 1;
-  }
-  err |= buf_add(b, s + from, n - from);
-  err |= buf_addc(b, '"');
-  return err;
-}
-
 static int add_json_or_null(buf *b, const char *s, size_t n) {
-  return s ? add_json_string(b, s, n) : buf_adds(b, "null");
+  return s ? buf_add_json_string(b, s, n) : buf_adds(b, "null");
 }
 
 /* Seconds with microsecond precision, as fmt_seconds writes them, without
@@ -182,7 +159,7 @@ int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t la
   err |= buf_adds(b, h->count > 1 ? ",[" : "[");
   err |= add_int(b, j->id);
   err |= buf_addc(b, ',');
-  err |= add_json_string(b, j->name, j->name_len);
+  err |= buf_add_json_string(b, j->name, j->name_len);
   err |= buf_addc(b, ',');
   err |= add_json_or_null(b, j->key, j->key_len);
   err |= buf_addc(b, ',');
@@ -199,7 +176,7 @@ int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t la
   err |= add_seconds(b, s ? x->duration : 0);
   err |= buf_addc(b, ',');
   if (x->kind == OUTCOME_FAILED)
-    err |= add_json_string(b, buf_cstr(&x->error), x->error.len);
+    err |= buf_add_json_string(b, buf_cstr(&x->error), x->error.len);
   else
     err |= add_json_or_null(b, last_error, last_error_len);
   err |= buf_addc(b, ',');

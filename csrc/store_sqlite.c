@@ -174,28 +174,24 @@ static const char *const migrations[] = {
      * the owner tag of the listener files, or NULL for code (every
      * schedule declared before this migration too). */
     "ALTER TABLE scheduler_crons ADD COLUMN owner TEXT;",
-    /* 7: history (store_outcome.keep): finished jobs kept for a while, in
-     * a table of their own, so that the jobs table, its indexes and the
-     * claims are the same with history on or off.  Rows are only
-     * inserted (with the outcome, in its transaction) and pruned in small
-     * batches by kept_until; one job may have several (failed, retried,
-     * done). */
+    /* 7: history (store_outcome.keep): the finished jobs one write kept
+     * (a batch's outcomes, a cancel), one row, in a table of their own,
+     * so that the jobs table, its indexes and the claims are the same with
+     * history on or off.  jobs: a JSON array of one array per job, as
+     * PostgreSQL's (store_pg_history.c): [id, name, key, payload, state,
+     * attempt, priority, started_at, duration, last_error, keep]; worker:
+     * who ran them; min_id, max_id: the range of their ids (job(id));
+     * kept_until: the latest expiry among them (pruning). */
     "CREATE TABLE scheduler_history ("
-    "  id INTEGER NOT NULL,"
-    "  name TEXT NOT NULL,"
-    "  key TEXT,"
-    "  payload TEXT,"
-    "  state TEXT NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),"
-    "  attempt INTEGER NOT NULL,"
-    "  priority INTEGER NOT NULL,"
-    "  started_at REAL,"
+    "  min_id INTEGER NOT NULL,"
+    "  max_id INTEGER NOT NULL,"
     "  finished_at REAL NOT NULL,"
+    "  kept_until REAL NOT NULL,"
     "  worker TEXT,"
-    "  last_error TEXT,"
-    "  kept_until REAL NOT NULL"
+    "  jobs TEXT NOT NULL"
     ");"
-    "CREATE INDEX scheduler_history_id ON scheduler_history (id);"
-    "CREATE INDEX scheduler_history_state ON scheduler_history (state, finished_at);"
+    "CREATE INDEX scheduler_history_ids ON scheduler_history (max_id);"
+    "CREATE INDEX scheduler_history_finished ON scheduler_history (finished_at);"
     "CREATE INDEX scheduler_history_kept ON scheduler_history (kept_until);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -384,30 +380,43 @@ static const char *const queries[Q_COUNT] = {
                  " AND (?2 IS NULL OR name = ?2)"
                  " AND ((?3 AND state = 'scheduled') OR (?4 AND state = 'failed'))"
                  " AND (?5 IS NULL OR run_at < ?5)",
-    /* History (migration 7).  Q_HIST_KEEP: the claim (?1 id, ?2 token)
-     * that ends as ?3 (done, failed, cancelled), before the outcome's own
-     * write, fenced as it is; ?4 started_at (NULL: it never started, nor
-     * had a worker; its claim's attempt was not used), ?5 finished_at, ?6
-     * the error (NULL: the job's last), ?7 kept_until. */
-    [Q_HIST_KEEP] = "INSERT INTO scheduler_history (id, name, key, payload, state, attempt,"
-                    " priority, started_at, finished_at, worker, last_error, kept_until)"
-                    " SELECT id, name, key, payload, ?3,"
-                    "  CASE WHEN ?4 IS NULL THEN attempt - 1 ELSE attempt END, priority, ?4, ?5,"
-                    "  CASE WHEN ?4 IS NULL THEN NULL ELSE locked_by END,"
-                    "  coalesce(?6, last_error), ?7"
-                    " FROM scheduler_jobs WHERE id = ?1 AND claim = ?2 AND state = 'running'",
-    /* cancel() of a waiting job (?1), before Q_CANCEL: ?2 now, ?3 kept_until */
-    [Q_HIST_CANCEL] = "INSERT INTO scheduler_history (id, name, key, payload, state, attempt,"
-                      " priority, started_at, finished_at, worker, last_error, kept_until)"
-                      " SELECT id, name, key, payload, 'cancelled', attempt, priority, NULL, ?2,"
-                      "  NULL, last_error, ?3"
+    /* History (migration 7).  Q_HIST_KEEP: the claims of ?1, a JSON array
+     * of [id, token, state, started_at (NULL: it never started: its
+     * claim's attempt was not used), duration, error (NULL: the job's
+     * last), keep] (sq_finish), before their outcomes' writes and fenced
+     * as they are: one row.  ?2 now. */
+#define HX(i) "json_extract(x.value, '$[" #i "]')"
+    [Q_HIST_KEEP] = "INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until,"
+                    " worker, jobs)"
+                    " SELECT min(j.id), max(j.id), ?2, ?2 + max(" HX(6) "), min(j.locked_by),"
+                    "  json_group_array(json_array(j.id, j.name, j.key, json(j.payload), " HX(2) ","
+                    "   CASE WHEN " HX(3) " IS NULL THEN j.attempt - 1 ELSE j.attempt END,"
+                    "   j.priority, " HX(3) ", " HX(4) ", coalesce(" HX(5) ", j.last_error),"
+                    "   " HX(6) "))"
+                    " FROM json_each(?1) x JOIN scheduler_jobs j ON j.id = " HX(0)
+                    "  AND j.claim = " HX(1) " AND j.state = 'running'"
+                    " HAVING count(*) > 0",
+#undef HX
+    /* cancel() of a waiting job (?1), before Q_CANCEL: ?2 now, ?3 keep */
+    [Q_HIST_CANCEL] = "INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until,"
+                      " worker, jobs)"
+                      " SELECT id, id, ?2, ?2 + ?3, NULL, json_array(json_array(id, name, key,"
+                      "  json(payload), 'cancelled', attempt, priority, NULL, 0, last_error, ?3))"
                       " FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
-    /* ?1 state, ?2 name, ?3 id, ?4 limit (as Q_LIST), newest first */
-    [Q_HIST_LIST] = "SELECT id, name, state, attempt, priority, key, last_error, payload, worker,"
-                    " started_at, finished_at, kept_until FROM scheduler_history"
-                    " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR name = ?2)"
-                    "  AND (?3 IS NULL OR id = ?3) AND kept_until >= ?5"
-                    " ORDER BY finished_at DESC, rowid DESC LIMIT coalesce(?4, -1)",
+    /* ?1 state, ?2 name, ?3 id, ?4 limit (as Q_LIST), ?5 now: the jobs still
+     * kept, newest row first, its jobs in reverse order */
+#define HE(i) "json_extract(e.value, '$[" #i "]')"
+    [Q_HIST_LIST] = "SELECT " HE(0) ", " HE(1) ", " HE(4) ", " HE(5) ", " HE(6) ", " HE(2) ","
+                    " " HE(9) ", CASE WHEN json_type(e.value, '$[3]') = 'null' THEN NULL"
+                    "  ELSE json_quote(" HE(3) ") END,"
+                    " CASE WHEN " HE(7) " IS NULL THEN NULL ELSE h.worker END, " HE(7) ","
+                    " coalesce(" HE(7) " + " HE(8) ", h.finished_at), h.finished_at + " HE(10)
+                    " FROM scheduler_history h, json_each(h.jobs) e"
+                    " WHERE (?3 IS NULL OR (h.max_id >= ?3 AND h.min_id <= ?3 AND " HE(0) " = ?3))"
+                    "  AND h.kept_until >= ?5 AND h.finished_at + " HE(10) " >= ?5"
+                    "  AND (?1 IS NULL OR " HE(4) " = ?1) AND (?2 IS NULL OR " HE(1) " = ?2)"
+                    " ORDER BY h.finished_at DESC, h.rowid DESC, e.key DESC LIMIT coalesce(?4, -1)",
+#undef HE
     /* ?1 now, ?2 at most this many */
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
@@ -542,6 +551,7 @@ typedef struct sq_store {
   size_t rows_cap;
   store_history *hist; /* history */
   size_t hist_cap;
+  buf hist_json; /* finish: the claims history keeps (keep_history) */
   store_stat *stats;
   size_t stats_cap;
 } sq_store;
@@ -1448,7 +1458,7 @@ static int write_id(sq_store *q, int which, int64_t id, int *done) {
     double now = clock_wall();
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_double(st, 2, now);
-    sqlite3_bind_double(st, 3, now + q->base.history);
+    sqlite3_bind_double(st, 3, q->base.history);
     rc = run_write(q, st, NULL);
     if (rc != SQLITE_OK) st = NULL;
   } else {
@@ -1862,25 +1872,41 @@ static int drop_cancelled(sq_store *q, int64_t id, int64_t token) {
   return answer(q, &id, 1, "cancelled");
 }
 
-/* History: keep the claim of outcome x (see Q_HIST_KEEP) if x asks for it
- * and ends the job.  SQLite result code. */
-static int keep_history(sq_store *q, const store_outcome *x, double now) {
-  const char *state = x->kind == OUTCOME_DONE        ? "done"
-                      : x->kind == OUTCOME_FAILED    ? "failed"
-                      : x->kind == OUTCOME_CANCELLED ? "cancelled"
-                                                     : NULL;
-  if (!(x->keep > 0) || !state) return SQLITE_OK;
+/* History: keep the claims of the outcomes o[0, n) that ask for it and
+ * end their job, in one row (Q_HIST_KEEP), before the outcomes' writes.
+ * Nothing when none asks.  SQLite result code. */
+static int keep_history(sq_store *q, const store_outcome *o, size_t n, double now) {
+  buf *b = &q->hist_json;
+  size_t kept = 0;
+  int err = 0;
+  buf_reset(b);
+  for (size_t i = 0; i < n && !err; i++) {
+    const store_outcome *x = &o[i];
+    const char *state = x->kind == OUTCOME_DONE        ? "done"
+                        : x->kind == OUTCOME_FAILED    ? "failed"
+                        : x->kind == OUTCOME_CANCELLED ? "cancelled"
+                                                       : NULL;
+    if (!(x->keep > 0) || !state) continue;
+    int started = x->kind != OUTCOME_CANCELLED && !isnan(x->started_at);
+    err |= buf_adds(b, kept++ ? ",[" : "[[");
+    err |= buf_printf(b, "%lld,%lld,\"%s\",", (long long)x->claim.id, (long long)x->claim.token,
+                      state);
+    err |= started ? buf_printf(b, "%.6f,%.6f,", x->started_at, x->duration) : buf_adds(b, "null,0,");
+    if (x->kind == OUTCOME_FAILED)
+      err |= buf_add_json_string(b, buf_cstr(&x->error), x->error.len);
+    else
+      err |= buf_adds(b, "null");
+    err |= buf_printf(b, ",%.6f]", x->keep);
+  }
+  if (err) return SQLITE_NOMEM;
+  if (!kept) return SQLITE_OK;
+  err |= buf_addc(b, ']');
+  if (err) return SQLITE_NOMEM;
   int rc;
   sqlite3_stmt *st = stmt(q, Q_HIST_KEEP, &rc);
   if (!st) return rc;
-  int started = x->kind != OUTCOME_CANCELLED && !isnan(x->started_at);
-  sqlite3_bind_int64(st, 1, x->claim.id);
-  sqlite3_bind_int64(st, 2, x->claim.token);
-  sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
-  bind_double_or_null(st, 4, x->started_at, started);
-  sqlite3_bind_double(st, 5, started ? x->started_at + x->duration : now);
-  if (x->kind == OUTCOME_FAILED) bind_text(st, 6, buf_cstr(&x->error), x->error.len);
-  sqlite3_bind_double(st, 7, now + x->keep);
+  bind_text(st, 1, b->data, b->len);
+  sqlite3_bind_double(st, 2, now);
   return run_write(q, st, NULL);
 }
 
@@ -1893,16 +1919,15 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
   int wake = 0;
   q->n_done = 0;
   buf_reset(&q->done_names);
+  rc = keep_history(q, o, n, now); /* the rows as they are, before the writes below */
   for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
     const store_outcome *x = &o[i];
     /* cancelled, or given back while a cancel request waits: dropped */
     if (x->kind == OUTCOME_CANCELLED ||
         (x->kind == OUTCOME_RELEASE && is_asked(q, x->claim.id, &rc))) {
-      if (rc == SQLITE_OK) rc = keep_history(q, x, now);
       if (rc == SQLITE_OK) rc = drop_cancelled(q, x->claim.id, x->claim.token);
       continue;
     }
-    if (rc == SQLITE_OK) rc = keep_history(q, x, now);
     if (rc != SQLITE_OK) break;
     int which = x->kind == OUTCOME_DONE      ? Q_DONE
                 : x->kind == OUTCOME_RELEASE ? Q_BACK
@@ -2309,6 +2334,7 @@ static void sq_destroy(store *s) {
   free(q->rows);
   free(q->stats);
   free(q->hist);
+  buf_free(&q->hist_json);
   free(q->done);
   buf_free(&q->done_names);
   free(q->path);
@@ -2466,7 +2492,8 @@ static int sq_prune(store *s, size_t limit, size_t *pruned) {
   int changed = 0;
   if (st) {
     sqlite3_bind_double(st, 1, clock_wall());
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    /* a row holds a write's jobs (up to a batch): limit / 100 rows */
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit / 100 ? limit / 100 : 1));
     rc = run_write(q, st, &changed);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "pruning history");

@@ -10,23 +10,20 @@ local cli = require "spec.support.cli_helper"
 local cqueues = require "cqueues"
 local json = require "dkjson"
 
-local HISTORY = "scheduler.history"
-
 -- Jobs kept for job id / of name, counted by SQL (not through the API).
--- PostgreSQL keeps a batch's in one row, as a JSON array.
-local function kept_where(cond_pg, cond_sqlite)
+-- A row keeps a write's jobs (a batch's) as a JSON array of arrays
+-- [id, name, ...].
+local function kept_where(field, value)
   if helper.POSTGRESQL then
-    return helper.psql_int("SELECT count(*) FROM scheduler.history h, json_array_elements(h.jobs::json) e"
-      .. " WHERE " .. cond_pg)
+    return helper.psql_int(("SELECT count(*) FROM scheduler.history h,"
+      .. " json_array_elements(h.jobs::json) e WHERE e->>%d = %s"):format(field, helper.literal(value)))
   end
-  return helper.sql_int("SELECT count(*) FROM " .. HISTORY .. " WHERE " .. cond_sqlite)
+  return helper.sql_int(("SELECT count(*) FROM scheduler_history h, json_each(h.jobs) e"
+    .. " WHERE json_extract(e.value, '$[%d]') = %s"):format(field,
+      type(value) == "number" and tostring(value) or helper.literal(value)))
 end
-local function kept_rows(id)
-  return kept_where(("(e->>0)::bigint = %d"):format(id), ("id = %d"):format(id))
-end
-local function kept_of(name)
-  return kept_where("e->>1 = " .. helper.literal(name), "name = " .. helper.literal(name))
-end
+local function kept_rows(id) return kept_where(0, helper.POSTGRESQL and tostring(id) or id) end
+local function kept_of(name) return kept_where(1, name) end
 
 -- Run the worker until no job of `names` waits or runs: a drain at
 -- concurrency 1, a cqueues loop above.
@@ -235,7 +232,8 @@ for _, concurrency in ipairs { 1, 4 } do
           .. " kept_until = now() - interval '1 hour' WHERE EXISTS (SELECT 1 FROM"
           .. " json_array_elements(h.jobs::json) e WHERE e->>1 = " .. helper.literal(short) .. ")")
       else
-        helper.sql(("UPDATE scheduler.history SET kept_until = %f WHERE name = %s")
+        helper.sql(("UPDATE scheduler_history SET finished_at = finished_at - 7200, kept_until = %f"
+          .. " WHERE EXISTS (SELECT 1 FROM json_each(jobs) e WHERE json_extract(e.value, '$[1]') = %s)")
           :format(helper.now() - 3600, helper.literal(short)))
       end
       -- expired: no longer found, even before it is pruned
