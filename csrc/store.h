@@ -366,12 +366,13 @@ typedef struct store_ops {
   const char *(*warning)(store *s);
   /* Optional (NULL: no history).  Finished jobs kept by history matching
    * f (state "done", "failed", "cancelled" or NULL; name; id; limit),
-   * newest first.  Memory valid until the next call. */
+   * newest first; none whose time is up, pruned or not.  Memory valid
+   * until the next call. */
   int (*history)(store *s, const store_filter *f, store_history **rows, size_t *n);
   /* Optional (NULL: no history).  Delete the history rows of at most
    * about `limit` jobs whose time is up, in one short transaction;
-   * *pruned = how many rows (PostgreSQL: a row holds a batch's jobs, and
-   * it deletes limit / 100 rows at most, at least one). */
+   * *pruned = how many rows (a row holds the jobs of one write, up to a
+   * batch: it deletes limit / 100 rows at most, at least one). */
   int (*prune)(store *s, size_t limit, size_t *pruned);
 } store_ops;
 

@@ -536,8 +536,8 @@ function Scheduler:stats()
 end
 
 --- Delete the history of at most `limit` (default 1000) jobs whose time is
--- up, in one short transaction; returns how many rows (PostgreSQL: a row
--- holds a batch's jobs, limit/100 rows at most).  Workers with history on
+-- up, in one short transaction; returns how many rows (a row holds the
+-- jobs of one write, up to a batch: limit/100 rows at most).  Workers with history on
 -- do it on their own.
 function Scheduler:prune_history(limit)
   local c = check_self(self, "prune_history")
