@@ -33,7 +33,7 @@
  *    clock, null: never started), duration, last_error, keep (seconds)]
  * and `worker` the worker that ran them (a job that never started had
  * none).  One row per batch, not per job: the write that keeps 500 jobs
- * is one tuple (its value stored out of line, uncompressed) and one entry
+ * is one tuple (its value compressed, see migration 10) and one entry
  * in each of the three indexes, instead of 500 tuples and 1,500 index
  * entries (which made a drain 2.7 times slower, see README "History").
  * A job's finished_at is started_at + duration (a cancelled job's: the
