@@ -211,9 +211,9 @@ static const char *const migrations[] = {
      * declares its files' schedules again and so takes them over. */
     "ALTER TABLE scheduler.crons ADD COLUMN owner text;",
     /* 10: history (store_pg_history.c): the finished jobs one write kept
-     * (a batch's), one row, as JSON text
-     * (store_pg_history.c says its shape); in a table of its own, so that scheduler.jobs, its
-     * indexes and the claims are the same with history on or off.  ids
+     * (a batch's), one row, as JSON text (store_pg_history.c says its
+     * shape); in a table of its own, so that scheduler.jobs, its indexes
+     * and the claims are the same with history on or off.  ids
      * covers every job id in the row (job(id)); finished_at: when the row
      * was written; kept_until: the latest expiry of its jobs (pruning). */
     "CREATE TABLE scheduler.history ("
