@@ -599,8 +599,24 @@ end
 
 --- A description for assertion messages.
 function Proc:describe()
-  return ("worker %s (exit %s) in %s; log:\n%s"):format(
-    tostring(self._pid), tostring(self:exit_code()), self.dir, self:log())
+  local pid = self._pid or tonumber((self:file("pid") or ""):match("%d+"))
+  return ("worker %s (exit %s) in %s; log:\n%s%s"):format(
+    tostring(pid), tostring(self:exit_code()), self.dir, self:log(), pid and helper.where(pid) or "")
+end
+
+--- What process pid is doing, for a failing assertion's message (a worker
+-- that never got ready, say): its state and kernel wait channel, and every
+-- process holding a file lock (/proc/locks: an SQLite writer, for one).
+function helper.where(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat") or ""
+  local out = { ("\n[pid %d: state %s, waiting in %s]"):format(pid, stat:match("^%d+ %b() (%S)") or "gone",
+    read_file("/proc/" .. pid .. "/wchan") or "?") }
+  for line in (read_file("/proc/locks") or ""):gmatch("[^\n]+") do
+    local holder = tonumber(line:match("^%d+: %S+%s+%S+%s+%S+%s+(%d+)"))
+    local cmd = holder and read_file("/proc/" .. holder .. "/cmdline")
+    if cmd then out[#out + 1] = ("[lock %s: %s]"):format(line, cmd:gsub("%z", " "):sub(1, 200)) end
+  end
+  return table.concat(out, "\n")
 end
 
 --- Every process's describe(), for a failing assertion's message.
