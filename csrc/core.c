@@ -732,48 +732,20 @@ static void set_integer(lua_State *L, const char *field, long long v) {
   lua_setfield(L, -2, field);
 }
 
-/* The filter of s:jobs and s:history: arguments 2 to 5 (state, name, id,
- * limit), each nil matching every job; limit nil: no limit. */
-static void check_filter(lua_State *L, store_filter *f) {
-  memset(f, 0, sizeof *f);
-  f->state = luaL_optstring(L, 2, NULL);
-  f->name = luaL_optlstring(L, 3, NULL, &f->name_len);
-  f->has_id = !lua_isnoneornil(L, 4);
-  if (f->has_id) f->id = check_id(L, 4);
-  f->limit = (long long)luaL_optinteger(L, 5, 0);
-}
-
-/* Push a new table with the fields a waiting and a kept job share: id,
- * name, state, payload, attempt, priority, key, last_error.  0, or -1
- * when the payload is not JSON (json_decode's message on the stack). */
-static int push_job_fields(lua_State *L, const store_job *j) {
-  lua_createtable(L, 0, 13);
-  set_integer(L, "id", (long long)j->id);
-  set_string(L, "name", j->name, j->name_len);
-  set_string(L, "state", j->state, strlen(j->state));
-  if (j->payload) {
-    if (!json_decode(L, j->payload, j->payload_len)) return -1;
-    lua_setfield(L, -2, "payload");
-  }
-  set_integer(L, "attempt", j->attempt);
-  set_integer(L, "priority", j->priority);
-  set_string(L, "key", j->key, j->key_len);
-  set_string(L, "last_error", j->last_error, j->last_error_len);
-  return 0;
-}
-
-static int bad_payload(lua_State *L, const char *op, const store_job *j) {
-  return fail(L, op, lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id, lua_tostring(L, -1)));
-}
-
-/* s:jobs(state, name, id, limit) -> rows, db_now | nil, err (check_filter).
- * Rows in (run_at, id) order: {id, name, state, payload, run_at, attempt,
- * max_attempts (absent when the job sets none), priority, key,
- * last_error, locked_by, locked_until, created_at}. */
+/* s:jobs(state, name, id, limit) -> rows, db_now | nil, err.  Each nil
+ * argument matches every job; limit nil: no limit.  Rows in (run_at, id)
+ * order: {id, name, state, payload, run_at, attempt, max_attempts (absent
+ * when the job sets none), priority, key, last_error, locked_by,
+ * locked_until, created_at}. */
 static int l_jobs(lua_State *L) {
   core *c = check_store(L);
   store_filter f;
-  check_filter(L, &f);
+  memset(&f, 0, sizeof f);
+  f.state = luaL_optstring(L, 2, NULL);
+  f.name = luaL_optlstring(L, 3, NULL, &f.name_len);
+  f.has_id = !lua_isnoneornil(L, 4);
+  if (f.has_id) f.id = check_id(L, 4);
+  f.limit = (long long)luaL_optinteger(L, 5, 0);
   store_job_row *rows;
   size_t n;
   double db_now;
@@ -783,9 +755,22 @@ static int l_jobs(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     const store_job_row *x = &rows[i];
     const store_job *j = &x->job;
-    if (push_job_fields(L, j) != 0) return bad_payload(L, "jobs", j);
+    lua_createtable(L, 0, 13);
+    set_integer(L, "id", (long long)j->id);
+    set_string(L, "name", j->name, j->name_len);
+    set_string(L, "state", j->state, strlen(j->state));
+    if (j->payload) {
+      if (!json_decode(L, j->payload, j->payload_len))
+        return fail(L, "jobs", lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id,
+                                               lua_tostring(L, -1)));
+      lua_setfield(L, -2, "payload");
+    }
     set_number(L, "run_at", j->run_at);
+    set_integer(L, "attempt", j->attempt);
     if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
+    set_integer(L, "priority", j->priority);
+    set_string(L, "key", j->key, j->key_len);
+    set_string(L, "last_error", j->last_error, j->last_error_len);
     set_string(L, "locked_by", x->locked_by, x->locked_by_len);
     set_number(L, "locked_until", x->locked_until);
     set_number(L, "created_at", x->created_at);
@@ -796,13 +781,19 @@ static int l_jobs(lua_State *L) {
 }
 
 /* s:history(state, name, id, limit) -> rows | nil, err: finished jobs
- * kept by history (store_history), newest first (check_filter).  Rows:
- * {id, name, state, payload, attempt, priority, key, last_error, worker,
- * started_at, finished_at, duration, kept_until}. */
+ * kept by history (store_history), newest first; each nil argument
+ * matches every row.  Rows: {id, name, state, payload, attempt, priority,
+ * key, last_error, worker, started_at, finished_at, duration,
+ * kept_until}. */
 static int l_history(lua_State *L) {
   core *c = check_store(L);
   store_filter f;
-  check_filter(L, &f);
+  memset(&f, 0, sizeof f);
+  f.state = luaL_optstring(L, 2, NULL);
+  f.name = luaL_optlstring(L, 3, NULL, &f.name_len);
+  f.has_id = !lua_isnoneornil(L, 4);
+  if (f.has_id) f.id = check_id(L, 4);
+  f.limit = (long long)luaL_optinteger(L, 5, 0);
   store_history *rows = NULL;
   size_t n = 0;
   if (c->st->ops->history && c->st->ops->history(c->st, &f, &rows, &n) != STORE_OK)
@@ -811,7 +802,20 @@ static int l_history(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     const store_history *x = &rows[i];
     const store_job *j = &x->job;
-    if (push_job_fields(L, j) != 0) return bad_payload(L, "history", j);
+    lua_createtable(L, 0, 13);
+    set_integer(L, "id", (long long)j->id);
+    set_string(L, "name", j->name, j->name_len);
+    set_string(L, "state", j->state, strlen(j->state));
+    if (j->payload) {
+      if (!json_decode(L, j->payload, j->payload_len))
+        return fail(L, "history", lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id,
+                                                  lua_tostring(L, -1)));
+      lua_setfield(L, -2, "payload");
+    }
+    set_integer(L, "attempt", j->attempt);
+    set_integer(L, "priority", j->priority);
+    set_string(L, "key", j->key, j->key_len);
+    set_string(L, "last_error", j->last_error, j->last_error_len);
     set_string(L, "worker", x->worker, x->worker_len);
     set_number(L, "started_at", x->started_at);
     set_number(L, "finished_at", x->finished_at);

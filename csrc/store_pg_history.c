@@ -222,13 +222,15 @@ static const char *history_state(const char *t) {
 
 int pg_history(store *s, const store_filter *f, store_history **out, size_t *n) {
   pg_store *p = PG(s);
+  char id[32], limit[32];
   *out = NULL;
   *n = 0;
   if (f->name && memchr(f->name, 0, f->name_len)) return STORE_OK; /* none can match */
-  pg_filter_params params;
-  pg_filter(f, &params);
+  snprintf(id, sizeof id, "%lld", (long long)f->id);
+  snprintf(limit, sizeof limit, "%lld", f->limit);
+  const char *values[4] = {f->state, f->name, f->has_id ? id : NULL, f->limit > 0 ? limit : NULL};
   PGresult *r = NULL;
-  int rc = pg_run(p, &pgq_history_list, params.values, &r);
+  int rc = pg_run(p, &pgq_history_list, values, &r);
   if (rc) return rc;
   size_t rows = (size_t)PQntuples(r);
   if (reserve((void **)&p->hist_rows, &p->hist_cap, rows, sizeof *p->hist_rows)) {

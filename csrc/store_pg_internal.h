@@ -435,13 +435,6 @@ int pg_notification_due(pg_store *p, const char *payload, double *t);
 /* store_pg_operators.c */
 int pg_get(store *s, int64_t id, store_job *out, int *found);
 int pg_retry(store *s, int64_t id, int *done);
-/* A store_filter as the parameters $1-$4 of the listing statements
- * (Q_LIST, Q_HISTORY_LIST): state, name, id, limit, NULL for "any". */
-typedef struct pg_filter_params {
-  char id[32], limit[32];
-  const char *values[4];
-} pg_filter_params;
-void pg_filter(const store_filter *f, pg_filter_params *out);
 int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, double *db_now);
 int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,

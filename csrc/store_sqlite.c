@@ -2474,15 +2474,6 @@ static void read_stat(sqlite3_stmt *st, void *item, arena *a, int *oom) {
   if (!x->name) *oom = 1;
 }
 
-/* A store_filter as ?1-?4 of the listing statements (Q_LIST,
- * Q_HIST_LIST): state, name, id, limit; unbound (NULL) for "any". */
-static void bind_filter(sqlite3_stmt *st, const store_filter *f) {
-  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
-  if (f->name) bind_text(st, 2, f->name, f->name_len);
-  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
-  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
-}
-
 static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
                    double *db_now) {
   sq_store *q = SQ(s);
@@ -2492,7 +2483,10 @@ static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t 
   if (rc) return rc;
   sqlite3_stmt *st = stmt(q, Q_LIST, &rc);
   if (!st) return fail(q, rc, "listing jobs");
-  bind_filter(st, f);
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) bind_text(st, 2, f->name, f->name_len);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
   rc = read_rows(q, st, read_listed, (void **)&q->rows, &q->rows_cap, sizeof *q->rows, n);
   if (rc != SQLITE_OK) {
     *n = 0;
@@ -2539,7 +2533,10 @@ static int sq_history(store *s, const store_filter *f, store_history **out, size
   if (rc) return rc;
   sqlite3_stmt *st = stmt(q, Q_HIST_LIST, &rc);
   if (!st) return fail(q, rc, "reading history");
-  bind_filter(st, f);
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) bind_text(st, 2, f->name, f->name_len);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
   sqlite3_bind_double(st, 5, clock_wall()); /* expired, not yet pruned: gone */
   rc = read_rows(q, st, read_history, (void **)&q->hist, &q->hist_cap, sizeof *q->hist, n);
   if (rc != SQLITE_OK) {
