@@ -198,9 +198,6 @@ static int l_new(lua_State *L) {
   double timeout = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 1, "log_debug");
   int log_debug = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "history");
-  double history = luaL_optnumber(L, -1, 0);
-  luaL_argcheck(L, isfinite(history) && history >= 0, 1, "history must be a positive number");
   luaL_argcheck(L, isfinite(lease) && lease > 0, 1, "lease must be a positive number");
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 1, "timeout must be a positive number");
   luaL_argcheck(L, max_attempts >= 1, 1, "max_attempts must be at least 1");
@@ -212,12 +209,12 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, CORE_MT);
   int ud = lua_gettop(L);
 
-  lua_createtable(L, 0, 8); /* env */
+  lua_createtable(L, 0, 7); /* env */
   static const char *const fields[] = {"listeners", "limits", "timeouts", "slots",
-                                       "backoff",   "log",    "tick",     "histories"};
+                                       "backoff",   "log",    "tick"};
   static const int types[] = {LUA_TTABLE,    LUA_TTABLE, LUA_TTABLE, LUA_TTABLE,
-                              LUA_TFUNCTION, LUA_TNIL,   LUA_TNIL,   LUA_TTABLE};
-  for (int i = 0; i < 8; i++) {
+                              LUA_TFUNCTION, LUA_TNIL,   LUA_TNIL};
+  for (int i = 0; i < 7; i++) {
     int t = lua_getfield(L, 1, fields[i]);
     if (t == LUA_TNIL && types[i] == LUA_TTABLE) {
       lua_pop(L, 1);
@@ -238,7 +235,6 @@ static int l_new(lua_State *L) {
   c->lease = lease;
   c->max_attempts = (long long)max_attempts;
   c->timeout = timeout;
-  c->history = history;
   c->log_debug = log_debug;
   c->batch_max = (size_t)batch_max;
   c->job_seconds = 0.005; /* small first batches until listeners are measured */
@@ -257,7 +253,6 @@ static int l_new(lua_State *L) {
     buf_free(&err);
     return 2;
   }
-  c->st->history = history; /* what cancel() keeps (store.h) */
   if (c->st->ops->database) {
     /* the string that reopens this very database (the heartbeat thread's
      * connection): e.g. an SQLite path made absolute */
@@ -347,9 +342,7 @@ static void set_per_name(lua_State *L, int env, const char *field) {
   lua_pop(L, 1);
 }
 
-/* s:on(name, fn [, max_attempts [, timeout [, concurrency [, history]]]])
- * history: seconds its finished jobs are kept, 0 none (nil: the
- * instance's) */
+/* s:on(name, fn [, max_attempts [, timeout [, concurrency]]]) */
 static int l_on(lua_State *L) {
   core *c = core_check(L);
   luaL_checkstring(L, 2);
@@ -357,9 +350,7 @@ static int l_on(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 4, 0);
   double timeout = luaL_optnumber(L, 5, 0);
   lua_Integer slots = luaL_optinteger(L, 6, 0);
-  double history = luaL_optnumber(L, 7, -1);
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 5, "timeout must be a positive number");
-  luaL_argcheck(L, isfinite(history), 7, "history must be a number");
   luaL_argcheck(L, slots >= 0, 6, "concurrency must be positive");
   int env = push_env(L);
   lua_getfield(L, env, "listeners");
@@ -381,13 +372,6 @@ static int l_on(lua_State *L) {
   else
     lua_pushnil(L);
   set_per_name(L, env, "slots");
-  if (history >= 0) {
-    lua_pushnumber(L, history);
-    c->history_any = 1; /* dispatch_history looks per name from now on */
-  } else {
-    lua_pushnil(L);
-  }
-  set_per_name(L, env, "histories");
   if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
@@ -407,8 +391,6 @@ static int l_off(lua_State *L) {
   set_per_name(L, env, "timeouts");
   lua_pushnil(L);
   set_per_name(L, env, "slots");
-  lua_pushnil(L);
-  set_per_name(L, env, "histories");
   if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
@@ -780,65 +762,6 @@ static int l_jobs(lua_State *L) {
   return 2;
 }
 
-/* s:history(state, name, id, limit) -> rows | nil, err: finished jobs
- * kept by history (store_history), newest first; each nil argument
- * matches every row.  Rows: {id, name, state, payload, attempt, priority,
- * key, last_error, worker, started_at, finished_at, duration,
- * kept_until}. */
-static int l_history(lua_State *L) {
-  core *c = check_store(L);
-  store_filter f;
-  memset(&f, 0, sizeof f);
-  f.state = luaL_optstring(L, 2, NULL);
-  f.name = luaL_optlstring(L, 3, NULL, &f.name_len);
-  f.has_id = !lua_isnoneornil(L, 4);
-  if (f.has_id) f.id = check_id(L, 4);
-  f.limit = (long long)luaL_optinteger(L, 5, 0);
-  store_history *rows = NULL;
-  size_t n = 0;
-  if (c->st->ops->history && c->st->ops->history(c->st, &f, &rows, &n) != STORE_OK)
-    return fail(L, "history", store_error(c->st));
-  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
-    const store_history *x = &rows[i];
-    const store_job *j = &x->job;
-    lua_createtable(L, 0, 13);
-    set_integer(L, "id", (long long)j->id);
-    set_string(L, "name", j->name, j->name_len);
-    set_string(L, "state", j->state, strlen(j->state));
-    if (j->payload) {
-      if (!json_decode(L, j->payload, j->payload_len))
-        return fail(L, "history", lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id,
-                                                  lua_tostring(L, -1)));
-      lua_setfield(L, -2, "payload");
-    }
-    set_integer(L, "attempt", j->attempt);
-    set_integer(L, "priority", j->priority);
-    set_string(L, "key", j->key, j->key_len);
-    set_string(L, "last_error", j->last_error, j->last_error_len);
-    set_string(L, "worker", x->worker, x->worker_len);
-    set_number(L, "started_at", x->started_at);
-    set_number(L, "finished_at", x->finished_at);
-    if (!isnan(x->started_at)) set_number(L, "duration", x->finished_at - x->started_at);
-    set_number(L, "kept_until", x->kept_until);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  return 1;
-}
-
-/* s:prune(limit) -> n | nil, err: delete at most `limit` history rows
- * whose time is up (what a worker does every PRUNE_EVERY seconds). */
-static int l_prune(lua_State *L) {
-  core *c = check_store(L);
-  lua_Integer limit = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, limit > 0, 2, "limit must be positive");
-  size_t n = 0;
-  if (c->st->ops->prune && c->st->ops->prune(c->st, (size_t)limit, &n) != STORE_OK)
-    return fail(L, "prune", store_error(c->st));
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
-}
-
 /* s:stats() -> rows | nil, err.  Each row: {name, due, later, running,
  * failed, late (absent: none due), done_last_minute}. */
 static int l_stats(lua_State *L) {
@@ -984,7 +907,7 @@ static const luaL_Reg core_methods[] = {
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
     {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
-    {"pause", l_pause}, {"paused", l_paused}, {"history", l_history}, {"prune", l_prune},
+    {"pause", l_pause}, {"paused", l_paused},
     {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {
