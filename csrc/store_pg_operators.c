@@ -243,7 +243,8 @@ static const pg_query pgq_pause = {Q_PAUSE, "scheduler_pause", 1,
 static const pg_query pgq_resume = {Q_RESUME, "scheduler_resume", 1,
     "WITH d AS (DELETE FROM scheduler.paused WHERE name = $1 RETURNING name)"
     " SELECT count(*), (SELECT pg_notify('scheduler', extract(epoch FROM now())::text"
-    "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
+    "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END)"
+    "  WHERE EXISTS (SELECT FROM d))" /* no wake-up when it was not paused */
     " FROM d"};
 #define PAUSED_SQL "SELECT name FROM scheduler.paused ORDER BY name"
 static const pg_query pgq_paused = {Q_PAUSED, "scheduler_paused", 0, PAUSED_SQL};

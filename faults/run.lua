@@ -336,9 +336,17 @@ if f then
   print("\nfigures written to " .. cfg.json)
 end
 
+-- the failures again, last: CI shows only the output's head and tail
 local failed = 0
 for _, r in ipairs(results) do
-  if not r:passed() then failed = failed + 1 end
+  if not r:passed() then
+    failed = failed + 1
+    print(("FAILED %s:"):format(r.name))
+    for _, c in ipairs(r.checks) do
+      if not c.ok then print("  " .. c.what) end
+    end
+    if r.error then print("  ERROR: " .. r.error) end
+  end
 end
 print(("%d scenario%s passed, %d failed"):format(#results - failed, #results - failed == 1 and "" or "s",
   failed))

@@ -534,7 +534,7 @@ function helper.spawn(env, wrap)
   local out = helper.sh(cmd)
   local wrapper = tonumber(out:match("(%d+)"))
   if not wrapper then error("could not start worker: " .. out) end
-  local proc = setmetatable({ dir = dir, wrapper = wrapper, env = vars }, Proc)
+  local proc = setmetatable({ dir = dir, wrapper = wrapper, env = vars, spawned = helper.now() }, Proc)
   helper.procs[#helper.procs + 1] = proc
   return proc
 end
@@ -546,7 +546,7 @@ end
 
 --- Wait for a file in the worker's directory to exist; returns its contents.
 function Proc:wait_file(name, timeout)
-  return helper.wait_for(function() return self:file(name) end, timeout or 10)
+  return helper.wait_for(function() return self:file(name) end, timeout or 30)
 end
 
 --- The worker's own pid (the Lua process), waiting for it to be written.
@@ -600,8 +600,21 @@ end
 --- A description for assertion messages.
 function Proc:describe()
   local pid = self._pid or tonumber((self:file("pid") or ""):match("%d+"))
-  return ("worker %s (exit %s) in %s; log:\n%s%s"):format(
-    tostring(pid), tostring(self:exit_code()), self.dir, self:log(), pid and helper.where(pid) or "")
+  return ("worker %s (exit %s) in %s; %s; log:\n%s%s"):format(
+    tostring(pid), tostring(self:exit_code()), self.dir, self:files(), self:log(),
+    pid and helper.where(pid) or "")
+end
+
+--- The files in the worker's directory, each with its age when written
+--- relative to the spawn (a worker that got ready late, or never).
+function Proc:files()
+  local out = helper.sh(("cd %s && date +%%s.%%N && stat -c '%%n %%.3Y' * 2>/dev/null"):format(shquote(self.dir)))
+  local now = tonumber(out:match("^(%S+)")) or 0
+  local parts = {}
+  for name, t in out:gmatch("\n(%S+) (%S+)") do
+    parts[#parts + 1] = ("%s +%.1f s"):format(name, (tonumber(t) or 0) - self.spawned)
+  end
+  return ("spawned %.1f s ago, files: %s"):format(now - self.spawned, table.concat(parts, ", "))
 end
 
 --- What process pid is doing, for a failing assertion's message (a worker
@@ -611,6 +624,14 @@ function helper.where(pid)
   local stat = read_file("/proc/" .. pid .. "/stat") or ""
   local out = { ("\n[pid %d: state %s, waiting in %s]"):format(pid, stat:match("^%d+ %b() (%S)") or "gone",
     read_file("/proc/" .. pid .. "/wchan") or "?") }
+  -- its threads (a fetcher, a time-limit watcher)
+  for tid in helper.sh(("ls /proc/%d/task 2>/dev/null"):format(pid)):gmatch("%d+") do
+    if tonumber(tid) ~= pid then
+      out[#out + 1] = ("[thread %s %s: waiting in %s]"):format(tid,
+        (read_file(("/proc/%d/task/%s/comm"):format(pid, tid)) or "?"):gsub("%s+$", ""),
+        read_file(("/proc/%d/task/%s/wchan"):format(pid, tid)) or "?")
+    end
+  end
   for line in (read_file("/proc/locks") or ""):gmatch("[^\n]+") do
     local holder = tonumber(line:match("^%d+: %S+%s+%S+%s+%S+%s+(%d+)"))
     local cmd = holder and read_file("/proc/" .. holder .. "/cmdline")
