@@ -19,6 +19,13 @@ local function of(proc, event, id)
   return out
 end
 
+-- cancel()'s answer, which must not be an error
+local function cancel(s, id)
+  local ok, err = s:cancel(id)
+  assert(err == nil, err)
+  return ok
+end
+
 describe("snooze", function()
   local s
   before_each(function() s = helper.new() end)
@@ -41,15 +48,23 @@ describe("snooze", function()
         { name, { forge = "string" }, { at = t - 2, max_attempts = 1 } },
         { name, { forge = "table" }, { at = t - 2, max_attempts = 1 } },
         { name, { forge = "number" }, { at = t - 2, max_attempts = 1 } },
+        -- cancelled while it runs, then snoozed
+        { name, { sleep = 0.5, snooze = 600 }, { at = t - 1 } },
       })
-      local twice, thrice, long = ids[1], ids[2], ids[3]
+      local twice, thrice, long, sleepy = ids[1], ids[2], ids[3], ids[7]
       local env = { WORKER_NAMES = name, WORKER_LOG = "stderr" }
       if concurrency > 1 then env.WORKER_CONCURRENCY = concurrency end
       local w = helper.spawn(env)
+      -- cancel() while it runs, as for any outcome: it started, so the
+      -- worker answers "started" (false), unless its snooze (as a retry
+      -- would) made it a waiting job first, which cancel() then removes
+      -- (true): either way it ran once, and after true it never runs again
+      assert.is_truthy(helper.wait_for(function() return w:events("start", sleepy)[1] end, 20), w:describe())
+      local cancelled = cancel(s, sleepy)
       assert.is_truthy(helper.wait_for(function()
         return #w:events("done", twice) == 1 and #w:events("done", thrice) == 1
           and #w:events("done", ids[4]) + #w:events("done", ids[5]) + #w:events("done", ids[6]) == 3
-          and #w:events("snooze", long) == 1
+          and #w:events("snooze", long) == 1 and #w:events("snooze", sleepy) == 1
       end, 20), w:describe())
 
       -- three runs, two snoozes, one done; every one attempt 1; each run
@@ -83,14 +98,29 @@ describe("snooze", function()
       assert.equals("scheduled", job.state)
       assert.equals(0, job.attempt)
       assert.is_nil(job.last_error)
+      local waiting = { [long] = true }
+      if cancelled then
+        assert.is_nil(s:job(sleepy))
+      else
+        waiting[sleepy] = true
+        assert.is_truthy(helper.wait_for(function()
+          local j = s:job(sleepy)
+          return j and j.run_at > helper.now() + 500
+        end, 5), "the snooze after a cancel did not land")
+      end
       local rows = helper.ok(s:jobs { name = name, state = "scheduled" })
-      assert.equals(1, #rows)
-      assert.equals(long, rows[1].id)
+      local listed = {}
+      for _, r in ipairs(rows) do
+        listed[r.id] = true
+        assert.equals(0, r.attempt)
+        assert.is_nil(r.last_error)
+      end
+      assert.same(waiting, listed)
       local stats = helper.ok(s:stats())
       local row
       for _, r in ipairs(stats) do if r.name == name then row = r end end
       assert.is_truthy(row)
-      assert.equals(1, row.later)
+      assert.equals(#rows, row.later)
       assert.equals(0, row.due + row.running + row.failed)
       -- it was run once; nothing ran early
       assert.equals(1, #of(w, "start", long))
@@ -101,41 +131,51 @@ describe("snooze", function()
       assert.is_truthy(helper.contains(line, "; again in 600.0 s"), line)
       assert.is_truthy(helper.contains(line, "] info job"), line)
       -- a waiting snoozed job is cancelled like any waiting job
-      assert.is_true(helper.ok(s:cancel(long)))
+      assert.is_true(cancel(s, long))
       assert.is_nil(s:job(long))
+      assert.equals(not cancelled, cancel(s, sleepy))
+      assert.equals(1, #of(w, "start", sleepy))
     end)
   end
 
-  it("reports outcome 'snoozed' and retry_in to a log function", function()
-    local name = helper.name("snoozelog")
-    local lines = {}
-    local t = helper.new {
-      log = function(level, message, fields) lines[#lines + 1] = { level, message, fields } end,
-    }
-    local calls = 0
-    t:on(name, function()
-      calls = calls + 1
-      if calls == 1 then return t:snooze(0) end
+  for _, concurrency in ipairs { 1, 3 } do
+    it(("reports outcome 'snoozed' and retry_in to a log function (concurrency %d)"):format(concurrency), function()
+      local name = helper.name("snoozelog")
+      local lines = {}
+      local t = helper.new {
+        log = function(level, message, fields) lines[#lines + 1] = { level, message, fields } end,
+        concurrency = concurrency,
+      }
+      local calls = 0
+      t:on(name, function()
+        calls = calls + 1
+        if calls == 1 then return t:snooze(0.25) end
+        t:stop()
+      end)
+      local id = helper.schedule(t, name, nil)
+      assert.is_true(helper.ok(t:run { seconds = 10 }))
+      assert.equals(2, calls)
+      local found
+      for _, l in ipairs(lines) do
+        if l[3] and l[3].job_id == id and l[3].outcome == "snoozed" then found = l end
+      end
+      assert.is_truthy(found)
+      assert.equals("info", found[1])
+      assert.equals(0.25, found[3].retry_in)
+      assert.equals(1, found[3].attempt)
+      assert.equals("job_end", found[3].event)
+      assert.is_truthy(helper.contains(found[2], "snoozed on attempt 1"), found[2])
     end)
-    local id = helper.schedule(t, name, nil)
-    helper.drain_until(t, function() return calls >= 2 end)
-    assert.equals(2, calls)
-    local found
-    for _, l in ipairs(lines) do
-      if l[3] and l[3].job_id == id and l[3].outcome == "snoozed" then found = l end
-    end
-    assert.is_truthy(found)
-    assert.equals("info", found[1])
-    assert.equals(0, found[3].retry_in)
-    assert.equals(1, found[3].attempt)
-    assert.equals("job_end", found[3].event)
-  end)
+  end
 
   it("raises at the call on a bad argument", function()
     local function bad(v, ...)
       helper.raises(function() local x = scheduler.snooze(v) return x end, "snooze", ...)
       helper.raises(function() local x = s:snooze(v) return x end, "snooze", ...)
     end
+    -- the error points at the caller's line
+    assert.matches("snooze_spec%.lua:%d+: scheduler: snooze:",
+      helper.raises(function() local x = scheduler.snooze(-1) return x end))
     bad(nil, "must be a number, got nil")
     bad("30", "must be a number, got string")
     bad({}, "must be a number, got table")
