@@ -907,7 +907,9 @@ static int l_now(lua_State *L) {
 static int l_snooze(lua_State *L) {
   luaL_argexpected(L, lua_type(L, 1) == LUA_TNUMBER, 1, "number");
   double secs = lua_tonumber(L, 1);
-  luaL_argcheck(L, secs >= 0 && secs <= SNOOZE_MAX, 1, "seconds must be within 0..2592000");
+#define SNOOZE_TEXT(n) #n
+#define SNOOZE_RANGE(n) "seconds must be within 0.." SNOOZE_TEXT(n)
+  luaL_argcheck(L, secs >= 0 && secs <= SNOOZE_MAX, 1, SNOOZE_RANGE(SNOOZE_MAX));
   dispatch_push_snooze(L, secs);
   return 1;
 }

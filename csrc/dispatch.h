@@ -16,7 +16,7 @@
 /* Snoozes (README: API, snooze).  The longest snooze, in seconds (30
  * days): a longer one is more likely a mistake (milliseconds for
  * seconds) than a wish; a job to run that far ahead is scheduled. */
-#define SNOOZE_MAX (30.0 * 86400)
+#define SNOOZE_MAX 2592000 /* 30 * 86400; lua/scheduler.lua says the same */
 #define SNOOZE_MT "scheduler.Snooze"
 /* Create the metatable of snooze values (at luaopen). */
 void dispatch_open_snooze(lua_State *L);
