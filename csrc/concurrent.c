@@ -171,14 +171,17 @@ static int l_fetch_take(lua_State *L) {
 }
 
 /* c:fetch_done(id, token, attempt, max, ok [, err]) -> outcome, retry_in:
- * the listener of job (id, token) returned (ok) or raised err (a string,
- * with its traceback); outcome "done", "retry" (in retry_in seconds) or
- * "failed" */
+ * the listener of job (id, token) returned (ok; err its first result, a
+ * snooze or anything) or raised err (a string, with its traceback);
+ * outcome "done", "retry" (in retry_in seconds), "failed" or "snoozed"
+ * (again in retry_in seconds, no attempt counted) */
 static int l_fetch_done(lua_State *L) {
   core *c = check_fetching(L);
   store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_DONE, 0, BUF_INIT};
   lua_Integer attempt = luaL_checkinteger(L, 4), max = luaL_checkinteger(L, 5);
-  if (!lua_toboolean(L, 6)) {
+  if (lua_toboolean(L, 6)) {
+    if (dispatch_snooze(L, 7, &o.retry_in)) o.kind = OUTCOME_SNOOZE;
+  } else {
     size_t len = 0;
     const char *msg = luaL_tolstring(L, 7, &len);
     lua_getiuservalue(L, 1, 1);
@@ -188,7 +191,10 @@ static int l_fetch_done(lua_State *L) {
   buf_free(&o.error);
   if (rc != 0) return luaL_error(L, "not enough memory");
   /* what becomes of it, for the job's log line (concurrent.lua) */
-  lua_pushstring(L, o.kind == OUTCOME_DONE ? "done" : o.kind == OUTCOME_RETRY ? "retry" : "failed");
+  lua_pushstring(L, o.kind == OUTCOME_DONE     ? "done"
+                   : o.kind == OUTCOME_RETRY  ? "retry"
+                   : o.kind == OUTCOME_SNOOZE ? "snoozed"
+                                              : "failed");
   lua_pushnumber(L, o.retry_in);
   return 2;
 }

@@ -900,6 +900,20 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* core.snooze(seconds) -> the value a listener returns to be run again
+ * `seconds` later without counting an attempt (dispatch.h).  scheduler.lua
+ * checks the argument with a clearer message first; this is the last
+ * guard (a number, not a numeric string; 0..SNOOZE_MAX). */
+static int l_snooze(lua_State *L) {
+  luaL_argexpected(L, lua_type(L, 1) == LUA_TNUMBER, 1, "number");
+  double secs = lua_tonumber(L, 1);
+#define SNOOZE_TEXT(n) #n
+#define SNOOZE_RANGE(n) "seconds must be within 0.." SNOOZE_TEXT(n)
+  luaL_argcheck(L, secs >= 0 && secs <= SNOOZE_MAX, 1, SNOOZE_RANGE(SNOOZE_MAX));
+  dispatch_push_snooze(L, secs);
+  return 1;
+}
+
 static const luaL_Reg core_methods[] = {
     {"schedule", l_schedule}, {"schedule_many", l_schedule_many}, {"cancel", l_cancel}, {"retry", l_retry}, {"job", l_job},
     {"on", l_on},             {"off", l_off},       {"run", l_run},     {"stop", l_stop},
@@ -915,7 +929,7 @@ static const luaL_Reg core_meta[] = {
 
 static const luaL_Reg module_functions[] = {
     {"new", l_new},         {"now", l_now}, {"default_worker_id", l_default_worker_id},
-    {"random_suffix", l_random_suffix}, {NULL, NULL}};
+    {"random_suffix", l_random_suffix}, {"snooze", l_snooze}, {NULL, NULL}};
 
 /* ------------------------------------------------------------------ */
 /* For the lua-scheduler command (lua/scheduler/cli*.lua):             */
@@ -1292,6 +1306,7 @@ __attribute__((visibility("default"))) int luaopen_scheduler_core(lua_State *L) 
   luaL_setfuncs(L, concurrent_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
+  dispatch_open_snooze(L);
   luaL_newlib(L, module_functions);
   lua_pushliteral(L, CORE_VERSION);
   lua_setfield(L, -2, "_VERSION");

@@ -154,20 +154,21 @@ double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j) {
   return v > 0 && isfinite(v) ? v : 0;
 }
 
-/* lua_pcall(L, nargs, 0, handler), stopped after `limit` seconds (0: no
- * limit of its own; an outer listener's still applies).  The hook in place
+/* lua_pcall(L, nargs, 1, handler), stopped after `limit` seconds (0: no
+ * limit of its own; an outer listener's still applies): the listener's
+ * first result is kept (a snooze, see dispatch_snooze).  The hook in place
  * before (a debugger's, an outer listener's) is back when it returns, even
  * when the listener raised or tried to yield. */
 static int call_listener(lua_State *L, int nargs, int handler, double limit) {
   guard *outer = active_guard;
-  if (limit <= 0 && !outer) return lua_pcall(L, nargs, 0, handler);
+  if (limit <= 0 && !outer) return lua_pcall(L, nargs, 1, handler);
   guard g = {L, limit > 0 ? clock_mono() + limit : INFINITY, limit, 0, outer};
   if (outer && outer->deadline < g.deadline) g.deadline = outer->deadline, g.limit = outer->limit;
   lua_Hook prev = lua_gethook(L);
   int prev_mask = lua_gethookmask(L), prev_count = lua_gethookcount(L);
   lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
   active_guard = &g;
-  int status = lua_pcall(L, nargs, 0, handler);
+  int status = lua_pcall(L, nargs, 1, handler);
   active_guard = outer;
   lua_sethook(L, prev, prev_mask, prev_count);
   /* an expired outer guard keeps firing at every instruction */
@@ -368,6 +369,44 @@ void dispatch_log_job(lua_State *L, int env, const char *level, const char *mess
   if (lua_pcall(L, 4, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------------------ */
+/* Snoozes.  scheduler.snooze(seconds) returns a full userdata holding
+ * the seconds, with a metatable of its own (SNOOZE_MT, hidden behind
+ * __metatable): Lua code cannot make one any other way (a string, a
+ * number or a table that looks alike is not a snooze), so a listener's
+ * return value is a snooze only when snooze() made it. */
+
+static int snooze_tostring(lua_State *L) {
+  const double *secs = luaL_checkudata(L, 1, SNOOZE_MT);
+  char text[32];
+  snprintf(text, sizeof text, "%.14g", *secs);
+  lua_pushfstring(L, "scheduler.snooze(%s)", text);
+  return 1;
+}
+
+void dispatch_open_snooze(lua_State *L) {
+  if (luaL_newmetatable(L, SNOOZE_MT)) {
+    lua_pushcfunction(L, snooze_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "scheduler.snooze");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
+}
+
+void dispatch_push_snooze(lua_State *L, double seconds) {
+  double *secs = lua_newuserdatauv(L, sizeof *secs, 0);
+  *secs = seconds;
+  luaL_setmetatable(L, SNOOZE_MT);
+}
+
+int dispatch_snooze(lua_State *L, int idx, double *seconds) {
+  const double *secs = luaL_testudata(L, idx, SNOOZE_MT);
+  if (!secs) return 0;
+  *seconds = *secs;
+  return 1;
+}
+
 int dispatch_tick(lua_State *L, int env, int handler, int core_idx, double within) {
   if (lua_getfield(L, env, "tick") != LUA_TFUNCTION) {
     lua_pop(L, 1);
@@ -432,7 +471,7 @@ int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j
     status = call_listener(L, 2, handler, timeout);
   }
   if (status == LUA_OK) {
-    out->kind = OUTCOME_DONE;
+    out->kind = dispatch_snooze(L, -1, &out->retry_in) ? OUTCOME_SNOOZE : OUTCOME_DONE;
     lua_settop(L, top);
     return LUA_OK;
   }

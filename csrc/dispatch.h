@@ -13,6 +13,19 @@
 #include "core.h"
 #include "store.h"
 
+/* Snoozes (README: API, snooze).  The longest snooze, in seconds (30
+ * days): a longer one is more likely a mistake (milliseconds for
+ * seconds) than a wish; a job to run that far ahead is scheduled. */
+#define SNOOZE_MAX 2592000 /* 30 * 86400; lua/scheduler.lua says the same */
+#define SNOOZE_MT "scheduler.Snooze"
+/* Create the metatable of snooze values (at luaopen). */
+void dispatch_open_snooze(lua_State *L);
+/* Push the value scheduler.snooze(seconds) returns (seconds checked by the
+ * caller: 0 <= seconds <= SNOOZE_MAX). */
+void dispatch_push_snooze(lua_State *L, double seconds);
+/* 1 (and *seconds) when the value at idx is a snooze, else 0. */
+int dispatch_snooze(lua_State *L, int idx, double *seconds);
+
 /* Push the message handler used for listener calls; returns its index. */
 int dispatch_handler(lua_State *L, core *c);
 /* The time limit in seconds (0: none) of a call of the listener of job j:
@@ -20,7 +33,8 @@ int dispatch_handler(lua_State *L, core *c);
 double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j);
 /* Run the listener of claimed job j, stopped with the error "timeout: ..."
  * if it runs Lua code for longer than `timeout` seconds (0: no limit).
- * Fills *out (kind, error, retry_in).  Returns LUA_OK, or LUA_ERRMEM when
+ * Fills *out (kind, error, retry_in): OUTCOME_SNOOZE when it returned a
+ * snooze.  Returns LUA_OK, or LUA_ERRMEM when
  * Lua ran out of memory (the run must stop; *out then says to retry the
  * job). */
 int dispatch_job(lua_State *L, core *c, int env, int handler, const store_job *j,
@@ -59,12 +73,12 @@ void dispatch_log(lua_State *L, int env, const char *level, const char *message)
  * attempt =, duration =, outcome =, retry_in =, worker_id =}). */
 typedef struct job_log {
   const char *event;   /* "job_start" or "job_end" */
-  const char *outcome; /* job_end: "done", "retry" or "failed"; else NULL */
+  const char *outcome; /* job_end: "done", "retry", "failed" or "snoozed"; else NULL */
   long long id, attempt;
   const char *name;
   size_t name_len;
   double duration; /* seconds the listener ran; < 0: none (a start) */
-  double retry_in; /* seconds, for "retry"; < 0: none */
+  double retry_in; /* seconds, for "retry" and "snoozed"; < 0: none */
   const char *worker;
 } job_log;
 

@@ -205,7 +205,8 @@ static void log_start(run_state *r, const store_job *j) {
 }
 
 /* A job ended after `took` seconds: a failure is logged (warn when it will
- * be retried, error on its last attempt); a success only at debug. */
+ * be retried, error on its last attempt), a snooze at info; a success only
+ * at debug. */
 static void log_outcome(run_state *r, const store_job *j, const store_outcome *o, double took) {
   const char *e = buf_cstr(&o->error);
   int shown = (int)(j->name_len > 80 ? 80 : j->name_len);
@@ -221,6 +222,13 @@ static void log_outcome(run_state *r, const store_job *j, const store_outcome *o
     f.outcome = "failed";
     log_job(r, "error", &f, "job %lld (%.*s) failed on its last attempt (%lld) after %.3f s: %.*s",
             (long long)j->id, shown, j->name, j->attempt, took, first_line(e), e);
+  } else if (o->kind == OUTCOME_SNOOZE) {
+    /* flow control, not a failure: info (an operator wants to see a
+     * back-off happen; a success is debug) */
+    f.outcome = "snoozed";
+    f.retry_in = o->retry_in;
+    log_job(r, "info", &f, "job %lld (%.*s) snoozed on attempt %lld after %.3f s; again in %.1f s",
+            (long long)j->id, shown, j->name, j->attempt, took, o->retry_in);
   } else if (o->kind == OUTCOME_DONE && r->c->log_debug) {
     f.outcome = "done";
     log_job(r, "debug", &f, "job %lld (%.*s) done in %.3f s, attempt %lld", (long long)j->id, shown,

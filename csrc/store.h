@@ -74,15 +74,22 @@ typedef struct store_claim {
 
 /* What happened to a claimed job, reported in batches by store_finish. */
 /* OUTCOME_CANCELLED: a job whose cancel() arrived before it started (see
- * store_ops.cancels): it is removed, and was never run. */
+ * store_ops.cancels): it is removed, and was never run.
+ * OUTCOME_SNOOZE: its listener returned scheduler.snooze(retry_in): it
+ * waits again (state scheduled, run_at = now + retry_in), its attempt
+ * given back as for a release (the next run sees the same job.attempt),
+ * its last_error left as it was, out of quarantine (it ended on its
+ * own).  Fenced on its claim like every outcome; like a retry, a pending
+ * cancel request does not drop it (the listener had started). */
 typedef enum {
-  OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_FAILED, OUTCOME_RELEASE, OUTCOME_CANCELLED
+  OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_FAILED, OUTCOME_RELEASE, OUTCOME_CANCELLED,
+  OUTCOME_SNOOZE
 } outcome_kind;
 
 typedef struct store_outcome {
   store_claim claim;
   outcome_kind kind;
-  double retry_in; /* seconds, for OUTCOME_RETRY */
+  double retry_in; /* seconds, for OUTCOME_RETRY and OUTCOME_SNOOZE */
   buf error;       /* for OUTCOME_RETRY / OUTCOME_FAILED: owned by the outcome */
 } store_outcome;
 

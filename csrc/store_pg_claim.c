@@ -598,26 +598,30 @@ static int put_back_arrays(pg_store *p, const batch *t, const store_outcome *o, 
     int row = t->row[i], first = *n == 0;
     const store_job *j = &t->jobs[i];
     int failed = x && (x->kind == OUTCOME_RETRY || x->kind == OUTCOME_FAILED);
-    char num[64];
+    /* snoozed: waits again with its attempt given back, but it ran: not
+     * "given back" to a cancel request (as a retry) */
+    int snoozed = x && x->kind == OUTCOME_SNOOZE;
+    /* two buffers: the operands of | below are not sequenced */
+    char num[64], delay[64], created[64];
     const char *state = f == FATE_LEASED                        ? "running"
                         : x && x->kind == OUTCOME_FAILED ? "failed"
                                                          : "scheduled";
     /* a failed attempt and a lease keep the attempt as claimed; a job
-     * given back was not attempted */
+     * given back was not attempted, nor was a snoozed one counted */
     long long attempt = failed || f == FATE_LEASED ? j->attempt : j->attempt - 1;
     if (!first)
       for (int k = 0; k < 13; k++) err |= buf_addc(&b[k], ',');
-    err |= buf_adds(&b[12], !failed && f != FATE_LEASED ? "t" : "f"); /* given back */
+    err |= buf_adds(&b[12], !failed && !snoozed && f != FATE_LEASED ? "t" : "f"); /* given back */
     err |= add_int(&b[0], j->id) | add_text_or_null(&b[1], j->name, j->name_len) |
            add_text_or_null(&b[2], j->payload, j->payload_len) |
            buf_adds(&b[3], bin_time_text(r, row, 3, num, sizeof num)) |
-           buf_adds(&b[4], x && x->kind == OUTCOME_RETRY
-                               ? fmt_seconds(x->retry_in, num, sizeof num)
+           buf_adds(&b[4], x && (x->kind == OUTCOME_RETRY || snoozed)
+                               ? fmt_seconds(x->retry_in, delay, sizeof delay)
                                : "NULL") |
            add_int(&b[5], j->priority) | add_int(&b[6], attempt) |
            (j->max_attempts > 0 ? add_int(&b[7], j->max_attempts) : buf_adds(&b[7], "NULL")) |
            buf_adds(&b[8], state) | add_text_or_null(&b[9], j->key, j->key_len) |
-           buf_adds(&b[11], bin_time_text(r, row, 9, num, sizeof num));
+           buf_adds(&b[11], bin_time_text(r, row, 9, created, sizeof created));
     if (failed) {
       err |= add_text_or_null(&b[10], buf_cstr(&x->error), x->error.len);
     } else {

@@ -84,9 +84,11 @@ const pg_query pgq_unrecord = {Q_UNRECORD, "scheduler_unrecord", 1,
 
 /* Outcomes of leased jobs (a settled batch, a quarantined job), each
  * fenced on its claim (id, token).  A job that finished on its own
- * (done, or its listener failed) leaves quarantine; one given back
- * (not attempted) keeps it, unless a cancel request drops it. */
-static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
+ * (done, or its listener failed or snoozed) leaves quarantine; one given
+ * back (not attempted) keeps it, unless a cancel request drops it.
+ * Snoozed ($11, $12, delays $13): waiting again, the attempt given back,
+ * last_error kept (store.h, OUTCOME_SNOOZE). */
+static const pg_query pgq_finish = {Q_FINISH, NULL, 13,
     "WITH done AS ("
     "  DELETE FROM scheduler.jobs j USING unnest($1::bigint[], $2::bigint[])"
     "    AS d(id, token)"
@@ -103,6 +105,14 @@ static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
     "  FROM unnest($3::bigint[], $4::bigint[], $5::float8[], $6::text[])"
     "    AS f(id, token, delay, error)"
     "  WHERE j.id = f.id AND j.claim = f.token AND j.state = 'running'"
+    "  RETURNING 1"
+    "), snoozed AS ("
+    "  UPDATE scheduler.jobs j SET state = 'scheduled', attempt = j.attempt - 1,"
+    "    run_at = now() + z.delay * interval '1 second',"
+    "    locked_by = NULL, locked_until = NULL, claim = NULL,"
+    "    quarantined = false, suspects = NULL"
+    "  FROM unnest($11::bigint[], $12::bigint[], $13::float8[]) AS z(id, token, delay)"
+    "  WHERE j.id = z.id AND j.claim = z.token AND j.state = 'running'"
     "  RETURNING 1"
     "), dropped AS ("
     /* cancelled before they started ($9, $10), or given back
@@ -125,7 +135,7 @@ static const pg_query pgq_finish = {Q_FINISH, NULL, 10,
     "      AND c.verdict IS NULL)"
     "  RETURNING j.run_at"
     ") SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM again),"
-    "  (SELECT count(*) FROM back),"
+    "  (SELECT count(*) FROM back), (SELECT count(*) FROM snoozed),"
     /* jobs handed back are due: wake the sleeping workers */
     "  (SELECT " WAKE_EVERYONE " FROM back HAVING count(*) > 0)"};
 
@@ -445,7 +455,7 @@ void pg_unrecord(pg_store *p) {
 /* Outcome arrays ("{...}" literals) in p->p: [0] ids of done jobs, [1]
  * their claims' tokens; [2]-[5] id, token, retry delay (NULL: failed), error
  * of failed attempts; [6], [7] ids and tokens of released claims; [8], [9]
- * those of cancelled ones. */
+ * those of cancelled ones; [10]-[12] id, token, delay of snoozed ones. */
 /* Append claim c to the arrays ids and tokens ("{" already in each),
  * after a comma unless it is the first (*count 0). */
 static int add_claim_pair(buf *ids, buf *tokens, const store_claim *c, size_t *count) {
@@ -457,11 +467,11 @@ static int add_claim_pair(buf *ids, buf *tokens, const store_claim *c, size_t *c
 static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
   buf *b = p->p;
   int err = 0;
-  for (int i = 0; i < 10; i++) {
+  for (int i = 0; i < 13; i++) {
     buf_reset(&b[i]);
     err |= buf_addc(&b[i], '{');
   }
-  size_t nd = 0, nf = 0, nr = 0, nc = 0;
+  size_t nd = 0, nf = 0, nr = 0, nc = 0, nz = 0;
   for (size_t i = 0; i < n && !err; i++) {
     const store_outcome *x = &o[i];
     char num[64];
@@ -478,9 +488,14 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
       break;
     case OUTCOME_RELEASE: err |= add_claim_pair(&b[6], &b[7], &x->claim, &nr); break;
     case OUTCOME_CANCELLED: err |= add_claim_pair(&b[8], &b[9], &x->claim, &nc); break;
+    case OUTCOME_SNOOZE:
+      if (nz) err |= buf_addc(&b[12], ',');
+      err |= add_claim_pair(&b[10], &b[11], &x->claim, &nz) |
+             buf_adds(&b[12], fmt_seconds(x->retry_in, num, sizeof num));
+      break;
     }
   }
-  for (int i = 0; i < 10; i++) err |= buf_addc(&b[i], '}');
+  for (int i = 0; i < 13; i++) err |= buf_addc(&b[i], '}');
   return err ? store_fail(&p->base, STORE_NOMEM, "not enough memory") : STORE_OK;
 }
 
@@ -489,8 +504,8 @@ static int outcome_arrays(pg_store *p, const store_outcome *o, size_t n) {
 int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n) {
   int rc = outcome_arrays(p, o, n);
   if (rc) return rc;
-  const char *values[10];
-  for (int i = 0; i < 10; i++) values[i] = buf_cstr(&p->p[i]);
+  const char *values[13];
+  for (int i = 0; i < 13; i++) values[i] = buf_cstr(&p->p[i]);
   PGresult *r = NULL;
   rc = pg_run(p, &pgq_finish, values, &r);
   if (rc) return rc;

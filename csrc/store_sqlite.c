@@ -193,7 +193,7 @@ enum {
   Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
-  Q_PAUSE, Q_RESUME, Q_PAUSED, Q_COUNT
+  Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -371,6 +371,12 @@ static const char *const queries[Q_COUNT] = {
                 " ON CONFLICT (name) DO NOTHING",
     [Q_RESUME] = "DELETE FROM scheduler_paused WHERE name = ?1",
     [Q_PAUSED] = "SELECT name FROM scheduler_paused",
+    /* a snoozed job (store.h, OUTCOME_SNOOZE): waits until ?3, its attempt
+     * given back, its last error kept, out of quarantine */
+    [Q_SNOOZE] = "UPDATE scheduler_jobs SET state = 'scheduled', attempt = attempt - 1,"
+                 " run_at = ?3, locked_by = NULL, locked_until = NULL, claim = NULL,"
+                 " quarantined = 0, suspects = NULL"
+                 " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
 };
 
 /* ------------------------------------------------------------------ */
@@ -1876,6 +1882,7 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
     if (rc != SQLITE_OK) break;
     int which = x->kind == OUTCOME_DONE      ? Q_DONE
                 : x->kind == OUTCOME_RELEASE ? Q_BACK
+                : x->kind == OUTCOME_SNOOZE  ? Q_SNOOZE
                                              : Q_AGAIN;
     sqlite3_stmt *st = stmt(q, which, &rc);
     if (!st) break;
@@ -1885,13 +1892,14 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
       bind_double_or_null(st, 3, now + x->retry_in, x->kind == OUTCOME_RETRY);
       bind_text(st, 4, buf_cstr(&x->error), x->error.len);
     }
+    if (which == Q_SNOOZE) sqlite3_bind_double(st, 3, now + x->retry_in);
     if (which == Q_DONE) {
       rc = delete_done(q, st, i, x->claim.id, x->claim.token);
       continue;
     }
     int changed = 0;
     rc = run_write(q, st, &changed);
-    if (changed && (which == Q_BACK || x->kind == OUTCOME_RETRY)) wake = 1;
+    if (changed && (which == Q_BACK || which == Q_SNOOZE || x->kind == OUTCOME_RETRY)) wake = 1;
   }
   if (rc == SQLITE_OK) rc = record_completions(q, now);
   if (rc != SQLITE_OK) return fail(q, rc, "recording outcomes");

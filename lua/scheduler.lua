@@ -587,6 +587,45 @@ function Scheduler:paused()
   return check_self(self, "paused"):paused()
 end
 
+--- The longest snooze, in seconds (30 days; csrc/dispatch.h SNOOZE_MAX):
+-- a longer one is more likely a unit mistake than a wish.
+local SNOOZE_MAX = 30 * 86400
+
+--- The value a listener returns to be run again `seconds` from now
+-- without counting an attempt (an HTTP 429's Retry-After):
+-- `return scheduler.snooze(30)`.  Its next run sees the same job.attempt;
+-- no error is recorded; max_attempts never turns a snooze into a failure.
+-- 0: again at once, behind the due jobs of its priority.  Only the value
+-- returned is a snooze (one snooze() made: a string or a table that looks
+-- alike is not one).  A bad `seconds` raises, at the call.
+local function snooze(seconds, level)
+  if type(seconds) ~= "number" then
+    raise(level + 1, "snooze: seconds must be a number, got %s%s", type(seconds),
+      type(seconds) == "string" and " (tonumber() a Retry-After header first)" or "")
+  end
+  if not is_finite(seconds) then
+    raise(level + 1, "snooze: seconds must be finite, got %s", seconds ~= seconds and "NaN" or tostring(seconds))
+  end
+  if seconds < 0 then raise(level + 1, "snooze: seconds must be 0 or more, got %s", tostring(seconds)) end
+  if seconds > SNOOZE_MAX then
+    raise(level + 1, "snooze: seconds must be at most %d (30 days), got %s", SNOOZE_MAX, tostring(seconds))
+  end
+  return core.snooze(seconds)
+end
+
+-- (not tail calls: the error levels count these frames)
+function M.snooze(seconds)
+  local v = snooze(seconds, 2)
+  return v
+end
+
+--- s:snooze(seconds): the same, as a method (no database involved).
+function Scheduler:snooze(seconds)
+  check_self(self, "snooze")
+  local v = snooze(seconds, 2)
+  return v
+end
+
 --- The version of the database schema, once it is created or upgraded (as
 -- any call does first); or nil, err.
 function Scheduler:schema_version()

@@ -44,7 +44,7 @@ local function land(f, e, ok, err)
   f.n = f.n - 1
   local outcome, retry_in = f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
   -- the job's end, as csrc/loop.c logs it at concurrency 1: a failure
-  -- always, a success only when the log wants debug lines
+  -- and a snooze always, a success only when the log wants debug lines
   if f.log and (outcome ~= "done" or f.log_debug) then
     local took = monotonic() - e.started
     local name = e.job.name:sub(1, 80)
@@ -53,6 +53,10 @@ local function land(f, e, ok, err)
     if outcome == "done" then
       f.log("debug", ("job %d (%s) done in %.3f s, attempt %d"):format(e.id, name, took, e.attempt),
         fields)
+    elseif outcome == "snoozed" then
+      fields.retry_in = retry_in
+      f.log("info", ("job %d (%s) snoozed on attempt %d after %.3f s; again in %.1f s"):format(
+        e.id, name, e.attempt, took, retry_in), fields)
     else
       local why = tostring(err):match("^[^\n]*")
       if outcome == "retry" then

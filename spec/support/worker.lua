@@ -53,6 +53,13 @@
 -- os.exit(that code) (after the start line: a job that crashes its worker).  One with a
 -- `fifo` field (a path, or true for this process's own WORKER_FIFO) makes it
 -- block in C, opening that FIFO for reading until a writer opens it.
+-- One with a `snooze` field (seconds) makes the listener return
+-- scheduler.snooze(snooze) on its first `snooze_times` (default 1) calls
+-- for that job in this process (after the start line and a "snooze" line),
+-- and return normally after that ("done"); one with `forge` returns a
+-- value that only looks like a snooze ("string": the string "snooze";
+-- "table": a table with snooze's tostring and __metatable; "number": the
+-- seconds), recorded as "done".
 --
 -- Exit status: 0 when run returned true (drain: a number), 1 otherwise,
 -- 2 on bad setup.  The wrapper started by helper.spawn records it in DIR/exit.
@@ -146,8 +153,18 @@ local function record(id, event, attempt)
 end
 
 local count = 0
+local calls = {} -- calls per job id in this process (snooze)
+local forged = {
+  string = function() return "snooze" end,
+  number = function() return 5 end,
+  table = function()
+    return setmetatable({ seconds = 5 }, { __metatable = "scheduler.snooze", __name = "scheduler.Snooze",
+      __tostring = function() return "scheduler.snooze(5)" end })
+  end,
+}
 local function listener(payload, job)
   record(job.id, "start", job.attempt)
+  calls[job.id] = (calls[job.id] or 0) + 1
   local s = default_sleep
   if type(payload) == "table" and type(payload.sleep) == "number" then s = payload.sleep end
   if s > 0 then sleep(s) end
@@ -164,9 +181,15 @@ local function listener(payload, job)
     record(job.id, "fail", job.attempt)
     error(tostring(payload.fail))
   end
+  if type(payload) == "table" and type(payload.snooze) == "number"
+    and calls[job.id] <= (tonumber(payload.snooze_times) or 1) then
+    record(job.id, "snooze", job.attempt)
+    return scheduler.snooze(payload.snooze)
+  end
   record(job.id, "done", job.attempt)
   count = count + 1
   if stop_after and count >= stop_after then scheduler.stop() end
+  if type(payload) == "table" and forged[payload.forge] then return forged[payload.forge]() end
 end
 
 local listener_opts = { timeout = tonumber(os.getenv("WORKER_TIMEOUT") or ""),
