@@ -762,7 +762,12 @@ static void *fetch_loop(void *arg) {
       f->outs = x, f->outs_cap = xc, f->n_outs = 0;
     }
     f->writing = t.n_w > 0;
-    take_names(f, &t.names); /* new names and limits, before any rescue (out of memory: next turn) */
+    /* new names and limits, before any rescue (out of memory: next turn);
+     * their jobs may be due: claim (and look ahead, which reckons the
+     * next rescue from their leases) now, not at a time reckoned without
+     * them (the thread's first turn may come before run() gave it any) */
+    int renamed = f->names_changed;
+    if (take_names(f, &t.names) == 0 && renamed) t.claim_at = 0, t.held_delay = 0;
     int quit = f->quit, stopping = f->stopping;
     if (f->slot_freed) t.claim_at = 0, t.held_delay = 0, f->slot_freed = 0;
     size_t in_flight = f->n_flights;

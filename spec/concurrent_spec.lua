@@ -133,6 +133,52 @@ describe("concurrent listeners", function()
     assert.is_true(most <= 12 and most > 6, "the others filled the worker: at most " .. most .. " at once")
   end)
 
+  -- The fetcher thread starts before run() hands it the names, and a
+  -- listener may be added while it runs: either way its due jobs must be
+  -- claimed at once, not at a time reckoned without them (up to the 15 s
+  -- fallback look, as seen in CI).
+  it("claim a name's due jobs at once when the worker learns the name while it runs", function()
+    local first, later = helper.name("first"), helper.name("later")
+    local rec = new_record()
+    local s = helper.new { concurrency = 2 }
+    s:on(first, function(_, job) rec.add(job.id, "start") end)
+    local cq = cqueues.new()
+    require("scheduler.cqueues").attach(s, cq)
+    local id, added
+    cq:wrap(function()
+      cqueues.sleep(0.5) -- idle: it looked ahead without `later`
+      id = helper.schedule(s, later, 1) -- due now; its wake-up finds no listener for it
+      cqueues.sleep(0.3)
+      added = helper.now()
+      s:on(later, function(_, job) rec.add(job.id, "start") end)
+      local deadline = cqueues.monotime() + 20
+      while not per_id(rec.read(), "start")[id] and cqueues.monotime() < deadline do cqueues.sleep(0.02) end
+      s:stop()
+    end)
+    assert(cq:loop())
+    local started
+    for _, e in ipairs(rec.read()) do
+      if e.id == id and e.event == "start" then started = e.t end
+    end
+    assert.is_truthy(started, "the job of the name added while running never started")
+    assert.is_true(started - added < 3, ("it started %.2f s after on()"):format(started - added))
+  end)
+
+  it("claim the jobs due when a worker starts at once, every time (the thread's first turn races run())", function()
+    local name = helper.name("atstart")
+    local s = helper.new()
+    for i = 1, 6 do
+      local id = helper.schedule(s, name, i)
+      local w = helper.spawn { WORKER_NAMES = name, WORKER_CONCURRENCY = 2 }
+      assert.is_truthy(w:wait_file("ready"), w:describe())
+      local e = helper.wait_for(function() return w:events("start", id)[1] end, 5)
+      assert.is_truthy(e, ("run %d: the due job did not start within 5 s of the worker's start\n"):format(i)
+        .. w:describe())
+      w:kill("TERM")
+      assert.is_truthy(w:wait(10), w:describe())
+    end
+  end)
+
   it("run in a luv loop, resumed by the listener's own callbacks", function()
     local uv = require "luv"
     local name = helper.name("luv")
