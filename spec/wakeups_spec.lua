@@ -88,9 +88,13 @@ describe("a sleeping worker", function()
     list[10001] = { name, { n = 10001 } } -- due at once, in the last statement
     local t = helper.now()
     local ids = helper.ok(s:schedule_many(list))
+    local returned = helper.now()
     local started = wait_start(ids[10001])
     assert.is_truthy(started, p:describe())
-    assert.is_true(started.time - t < 2.0, ("started %.3f s after schedule_many was called"):format(started.time - t))
+    -- from its return: the insert's own time is not the wake-up's (it took
+    -- 3.6 s once under ASan on a loaded machine); the fallback look is 15 s
+    assert.is_true(started.time - returned < 2.0, ("started %.3f s after schedule_many returned (%.3f s after the call)")
+      :format(started.time - returned, started.time - t))
     assert.are.equal(1, #p:events("start"))
   end)
 
