@@ -28,7 +28,7 @@ describe("lua-scheduler with bulky data", function()
     helper.cleanup()
   end)
 
-  it("a 1 MB name, key and error list in well under a second (jobs, stats, show), cut in tables", function()
+  it("a 1 MB name, key and error list in linear time (jobs, stats, show), cut in tables", function()
     -- made through the API (a command line cannot carry 1 MB), as anyone
     -- who can insert a job can; multibyte, with a newline and an escape
     local tag = helper.name("huge")
@@ -52,9 +52,9 @@ describe("lua-scheduler with bulky data", function()
     local function timed(...)
       local t, r = helper.timed(exec, ...)
       assert_exit(0, r)
-      -- generous: quadratic layout took minutes for 100 KB; a subprocess
-      -- start is ~30 ms
-      assert.is_true(t < 1.5, ("%s took %.2f s"):format(table.concat({ ... }, " "), t))
+      -- generous: quadratic layout took minutes for 100 KB; linear, it
+      -- takes about 0.1 s (1.5 s once under ASan on a loaded machine)
+      assert.is_true(t < 10, ("%s took %.2f s"):format(table.concat({ ... }, " "), t))
       return r
     end
 

@@ -3,6 +3,7 @@
 -- spec/support/worker.lua (helper.spawn); what ran is counted by their
 -- results files, an independent record, never by the scheduler's tables.
 local helper = require "spec.helper"
+local cli = require "spec.support.cli_helper"
 
 --- Drain workers for `name`, one after another while they die with exit
 -- code 3 (a job that crashes its worker; at most 4), with the extra
@@ -155,29 +156,40 @@ describe("cancel against a worker that holds the job", function()
     assert(err == nil, err)
     return ok
   end
-  after_each(helper.cleanup)
+  after_each(function()
+    cli.cleanup()
+    helper.cleanup()
+  end)
 
   it("returns true for a job not started yet, which then never runs; false for one that started", function()
     local name = helper.name("cancelrace")
-    local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run" }
+    local gate = helper.tmpdir() .. "/gate"
+    assert(os.execute("mkfifo " .. helper.shquote(gate)))
+    local a = helper.spawn{ WORKER_NAMES = name, WORKER_MODE = "run", WORKER_FIFO = gate }
     assert(a:wait_file("ready", 10), a:describe())
     for round = 1, 3 do
       local t = helper.now()
       -- one statement: the worker claims the three in one batch, and the
-      -- first keeps it busy while the others wait in it
+      -- first keeps it busy while the others wait in it: it blocks on a
+      -- FIFO until the cancel of the second is asked (neither the worker's
+      -- speed nor this process's decides the race: a timed job did, under
+      -- ASan on a loaded machine)
       local ids = helper.ok(s:schedule_many {
-        -- (short: cancel() takes a lease unanswered for 2 s for a started
-        -- job, and the job behind it is answered when this one ends: a
-        -- loaded ASan run once needed more than the 1.4 s left by 0.6)
-        { name, { sleep = 0.3, round = round }, { at = t - 3 } },
+        { name, { fifo = true, round = round }, { at = t - 3 } },
         { name, { round = round, n = 2 }, { at = t - 2 } },
         { name, { round = round, n = 3 }, { at = t - 1 } },
       })
       assert.is_truthy(helper.wait_for(function() return a:events("start", ids[1])[1] end, 10), a:describe())
       -- the next one waits in the worker's batch: cancelled, never runs
-      local t0 = helper.now()
-      assert.is_true(cancel(ids[2]))
-      assert.is_true(helper.now() - t0 < 5)
+      local c = cli.start { "cancel", tostring(ids[2]) }
+      assert.is_truthy(helper.wait_for(function()
+        return helper.sql_int("SELECT count(*) FROM scheduler.cancels WHERE job_id = " .. ids[2]) == 1
+          or c:exit_code()
+      end, 10), c:describe())
+      assert.is_true(helper.open_fifo(gate), a:describe())
+      assert.is_truthy(c:wait(10), c:describe())
+      assert.equals(0, c:exit_code(), c:describe())
+      assert.equals(("cancelled job %d\n"):format(ids[2]), c:out())
       -- the job in hand has started: not cancelled
       assert.is_false(cancel(ids[1]))
       assert.is_truthy(helper.wait_for(function() return a:events("done", ids[3])[1] end, 10), a:describe())
