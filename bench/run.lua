@@ -423,10 +423,12 @@ local NOOP = "bench_noop"
 local function db_counters()
   local r = sql_row [[
     SELECT d.xact_commit, t.n_tup_ins, t.n_tup_upd, t.n_tup_del,
-           pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')
+           pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),
+           coalesce((SELECT h.n_tup_ins FROM pg_stat_user_tables h
+                     WHERE h.relid = to_regclass('scheduler.history')), 0)
     FROM pg_stat_database d, pg_stat_user_tables t
     WHERE d.datname = current_database() AND t.relid = 'scheduler.jobs'::regclass]]
-  return { commits = r[1], ins = r[2], upd = r[3], del = r[4], wal = r[5] }
+  return { commits = r[1], ins = r[2], upd = r[3], del = r[4], wal = r[5], hist_ins = r[6] }
 end
 
 --- Wait until no other client is connected (so that their statistics are
@@ -529,7 +531,7 @@ end
 -- them), the header first: its macros are used by the others.
 local STORE_PG_FILES = { "store_pg_internal.h", "store_pg.c", "store_pg_enqueue.c",
   "store_pg_claim.c", "store_pg_crash.c", "store_pg_cancel.c", "store_pg_wake.c",
-  "store_pg_operators.c" }
+  "store_pg_operators.c", "store_pg_history.c" }
 
 --- The SQL text of statement id (a Q_* of csrc/store_pg_internal.h) in the
 -- backend's files (the worker's own statements, for EXPLAIN ANALYZE), its
@@ -724,6 +726,7 @@ local function drain(nworkers, total, o)
   for i = 1, nworkers do
     local args = { "drain", "name=" .. name, "go=" .. go }
     if o.gaps then args[#args + 1] = "gaps=1" end
+    if o.history then args[#args + 1] = "history=" .. o.history end
     procs[i] = spawn("worker.lua", args, o.baseline)
   end
   for i = 1, nworkers do expect(procs[i], "READY") end
@@ -756,6 +759,7 @@ local function drain(nworkers, total, o)
     out.commits_per_1000 = (c1.commits - c0.commits) / total * 1000
     out.row_writes_per_job = ((c1.upd - c0.upd) + (c1.del - c0.del)) / total
     out.wal_bytes_per_job = (c1.wal - c0.wal) / total
+    out.history_rows_per_job = (c1.hist_ins - c0.hist_ins) / total
   end
   if o.gaps and nworkers == 1 then
     local r = res[1]
@@ -818,7 +822,7 @@ local function section_throughput()
     { key = "own_c1", n = cfg.batch, c = 1 },
     { key = "own_c2", n = cfg.batch, c = 2 },
   }
-  local ceil_runs, w_runs, base_runs = {}, { {}, {} }, {}
+  local ceil_runs, w_runs, base_runs, hist_runs = {}, { {}, {} }, {}, {}
   for _, c in ipairs(CEIL) do ceil_runs[c.key] = {} end
   for rep = 1, R do
     for _, c in ipairs(CEIL) do
@@ -837,6 +841,20 @@ local function section_throughput()
         local b = drain(1, N, { baseline = true })
         table.insert(base_runs, b)
         log("throughput %d/%d: 1 worker of the baseline: %s", rep, R, fmt_rate(b.rate))
+      end
+      if w == 1 then
+        -- the same drain with history on (issue 15), right after the one
+        -- without: every job is kept (an empty history table to start)
+        fill_due("scheduler.jobs", N)
+        sql("TRUNCATE scheduler.history")
+        local h = drain(1, N, { counters = true, history = "7d" })
+        h.ratio = h.rate / r.rate
+        local kept = sql_value("SELECT coalesce(sum(json_array_length(jobs::json)), 0) FROM scheduler.history")
+        if kept ~= N then die("history on: %d jobs drained, %d kept: every job must be kept once", N, kept) end
+        h.history_rows = sql_value("SELECT count(*) FROM scheduler.history")
+        table.insert(hist_runs, h)
+        log("throughput %d/%d: 1 worker, history on: %s (%s of off; %.0f WAL bytes/job vs %.0f)",
+          rep, R, fmt_rate(h.rate), fmt_pct(h.ratio), h.wal_bytes_per_job, r.wal_bytes_per_job)
       end
     end
   end
@@ -871,6 +889,14 @@ local function section_throughput()
       wal_bytes_per_job = median(field(runs, "wal_bytes_per_job")),
     }
   end
+  T.history_1 = {
+    rate = median(field(hist_runs, "rate")), runs = field(hist_runs, "rate"),
+    ratios = field(hist_runs, "ratio"), ratio = median(field(hist_runs, "ratio")),
+    commits_per_1000 = median(field(hist_runs, "commits_per_1000")),
+    row_writes_per_job = median(field(hist_runs, "row_writes_per_job")),
+    wal_bytes_per_job = median(field(hist_runs, "wal_bytes_per_job")),
+    history_rows_per_job = median(field(hist_runs, "history_rows_per_job")),
+  }
   if cfg.baseline then
     T.baseline_1 = { dir = cfg.baseline, rate = median(field(base_runs, "rate")),
       runs = field(base_runs, "rate"), ratios = {} }
@@ -884,6 +910,14 @@ local function section_throughput()
     fmt_x(w1 / GRAPHILE) .. " graphile", met(w1 >= 100000))
   row("throughput", string.format("2 workers, %s jobs", commas(N)), fmt_rate(w2), ">= 100,000",
     fmt_x(w2 / GRAPHILE) .. " graphile", met(w2 >= 100000))
+  do
+    -- each rep's ratio is of two drains run back to back (see the baseline's)
+    local h = T.history_1
+    row("throughput", string.format("1 worker, history on, %s jobs (%.0f WAL bytes/job, off: %.0f)",
+      commas(N), h.wal_bytes_per_job, T.workers_1.wal_bytes_per_job), fmt_rate(h.rate),
+      "<= 25% slower", "off = " .. fmt_pct(h.ratio) .. " time x" .. string.format("%.2f", 1 / h.ratio),
+      met(1 / h.ratio <= 1.25))
+  end
   if T.baseline_1 then
     -- each rep's ratio is of two drains run back to back: the median ratio
     -- is what the machine's changing load disturbs least

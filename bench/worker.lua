@@ -7,13 +7,14 @@
 -- the database runs on the same host, so its clock is the same clock.
 --
 -- Modes:
---   drain    name=N go=FILE [gaps=1 gap=SECONDS]
+--   drain    name=N go=FILE [gaps=1 gap=SECONDS] [history=DURATION]
 --            connect, print READY, wait for FILE to exist (so that several
 --            workers start together), then t0 = now(); run{drain=true};
 --            t1 = now().  The listener is a no-op that counts (and notes the
 --            time of its first call).  With gaps=1 it also notes every pause
 --            between two listener calls longer than `gap` seconds: those are
 --            the batch boundaries (record outcomes + claim the next batch).
+--            history=DURATION: configure{history} (finished jobs are kept).
 --   lateness name=N expect=K seconds=S out=FILE
 --            connect, print READY, run until K jobs ran (or S seconds); the
 --            listener stores now() - job.run_at; the samples (ms) go to FILE.
@@ -44,7 +45,7 @@ local function ready()
 end
 
 local name = assert(opt.name, "worker: name= is required")
-scheduler.configure { log = "warn" }
+scheduler.configure { log = "warn", history = opt.history }
 
 if mode == "drain" then
   local n, first = 0, nil

@@ -53,3 +53,29 @@ int buf_printf(buf *b, const char *fmt, ...) {
 }
 
 const char *buf_cstr(const buf *b) { return b->data ? b->data : ""; }
+
+/* (The appends are separate statements: the operands of | are not
+ * evaluated in any set order.) */
+int buf_add_json_string(buf *b, const char *s, size_t n) {
+  int err = buf_addc(b, '"');
+  size_t from = 0;
+  for (size_t i = 0; i < n && !err; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    err |= buf_add(b, s + from, i - from);
+    if (c == '"' || c == '\\') {
+      err |= buf_addc(b, '\\');
+      err |= buf_addc(b, (char)c);
+    } else if (c == '\n') {
+      err |= buf_adds(b, "\\n");
+    } else if (c == '\t') {
+      err |= buf_adds(b, "\\t");
+    } else {
+      err |= buf_printf(b, "\\u%04x", c);
+    }
+    from = i + 1;
+  }
+  err |= buf_add(b, s + from, n - from);
+  err |= buf_addc(b, '"');
+  return err;
+}

@@ -23,6 +23,9 @@ int buf_reserve(buf *b, size_t extra);
 int buf_add(buf *b, const void *p, size_t n);
 int buf_addc(buf *b, char c);
 int buf_adds(buf *b, const char *s);
+/* Append s[0, n) as a JSON string: quoted, with '"', '\\' and control
+ * characters escaped (s: valid UTF-8 without NUL, as the stores' text). */
+int buf_add_json_string(buf *b, const char *s, size_t n);
 /* printf-style append: 0 or -1. */
 int buf_printf(buf *b, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -41,7 +41,7 @@ static int l_fetch_start(lua_State *L) {
     return 2;
   }
   fetcher_opts o = {c->database, c->worker_id, (size_t)n, c->batch_max, c->lease,
-                    c->max_attempts};
+                    c->max_attempts, c->history > 0 || c->history_any};
   buf err = BUF_INIT;
   c->fetch = fetcher_start(&o, &err);
   if (!c->fetch) {
@@ -86,8 +86,16 @@ static int build_entry(lua_State *L) {
   int fn = lua_gettop(L);
   long long max = dispatch_max_attempts(L, c, 3, name_idx, j->max_attempts);
   double limit = dispatch_timeout(L, c, 3, j);
-  lua_createtable(L, 0, 8);
+  double keep = dispatch_history(L, c, 3, j->name, j->name_len);
+  lua_createtable(L, 0, 10);
   int e = lua_gettop(L);
+  if (keep > 0) {
+    /* history: it starts now (fetch_take), on the worker's wall clock */
+    lua_pushnumber(L, keep);
+    lua_setfield(L, e, "keep");
+    lua_pushnumber(L, clock_wall());
+    lua_setfield(L, e, "wall");
+  }
   if (j->payload) {
     if (!json_decode(L, j->payload, j->payload_len)) {
       lua_pushnil(L);
@@ -121,7 +129,7 @@ static int build_entry(lua_State *L) {
  * msg a failure (dispatch_failure). */
 static void end_unstarted(lua_State *L, core *c, int env, const fetched_job *x,
                           outcome_kind kind, const char *msg, size_t len, long long max) {
-  store_outcome o = {{x->job.id, x->job.token}, kind, 0, BUF_INIT};
+  store_outcome o = {{x->job.id, x->job.token}, kind, 0, BUF_INIT, 0, NAN, 0};
   if (msg) dispatch_failure(L, env, x->job.attempt, max, msg, len, 0, &o);
   if (fetcher_done(c->fetch, &o) != 0) {
     /* out of memory: its lease covers it (it runs again) */
@@ -170,15 +178,22 @@ static int l_fetch_take(lua_State *L) {
   return 1;
 }
 
-/* c:fetch_done(id, token, attempt, max, ok [, err]) -> outcome, retry_in:
- * the listener of job (id, token) returned (ok; err its first result, a
- * snooze or anything) or raised err (a string, with its traceback);
- * outcome "done", "retry" (in retry_in seconds), "failed" or "snoozed"
- * (again in retry_in seconds, no attempt counted) */
+/* c:fetch_done(id, token, attempt, max, ok [, err [, keep, wall, took]])
+ * -> outcome, retry_in: the listener of job (id, token) returned (ok; err
+ * its first result, a snooze or anything) or raised err (a string, with
+ * its traceback); outcome "done", "retry" (in retry_in seconds), "failed"
+ * or "snoozed" (again in retry_in seconds, no attempt counted).  keep,
+ * wall (the entry's) and took (its listener's seconds): for history, when
+ * keep is given. */
 static int l_fetch_done(lua_State *L) {
   core *c = check_fetching(L);
-  store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_DONE, 0, BUF_INIT};
+  store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_DONE, 0, BUF_INIT, 0, NAN, 0};
   lua_Integer attempt = luaL_checkinteger(L, 4), max = luaL_checkinteger(L, 5);
+  /* read before anything is pushed */
+  o.keep = luaL_optnumber(L, 8, 0);
+  o.started_at = luaL_optnumber(L, 9, NAN);
+  o.duration = luaL_optnumber(L, 10, 0);
+  lua_settop(L, 7);
   if (lua_toboolean(L, 6)) {
     if (dispatch_snooze(L, 7, &o.retry_in)) o.kind = OUTCOME_SNOOZE;
   } else {
@@ -213,7 +228,7 @@ static int l_fetch_paused(lua_State *L) {
  * back unattempted */
 static int l_fetch_release(lua_State *L) {
   core *c = check_fetching(L);
-  store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_RELEASE, 0, BUF_INIT};
+  store_outcome o = {{luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)}, OUTCOME_RELEASE, 0, BUF_INIT, 0, NAN, 0};
   if (fetcher_done(c->fetch, &o) != 0) return luaL_error(L, "not enough memory");
   return 0;
 }

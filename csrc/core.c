@@ -198,6 +198,9 @@ static int l_new(lua_State *L) {
   double timeout = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 1, "log_debug");
   int log_debug = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "history");
+  double history = luaL_optnumber(L, -1, 0);
+  luaL_argcheck(L, isfinite(history) && history >= 0, 1, "history must be a positive number");
   luaL_argcheck(L, isfinite(lease) && lease > 0, 1, "lease must be a positive number");
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 1, "timeout must be a positive number");
   luaL_argcheck(L, max_attempts >= 1, 1, "max_attempts must be at least 1");
@@ -209,12 +212,12 @@ static int l_new(lua_State *L) {
   luaL_setmetatable(L, CORE_MT);
   int ud = lua_gettop(L);
 
-  lua_createtable(L, 0, 7); /* env */
+  lua_createtable(L, 0, 8); /* env */
   static const char *const fields[] = {"listeners", "limits", "timeouts", "slots",
-                                       "backoff",   "log",    "tick"};
+                                       "backoff",   "log",    "tick",     "histories"};
   static const int types[] = {LUA_TTABLE,    LUA_TTABLE, LUA_TTABLE, LUA_TTABLE,
-                              LUA_TFUNCTION, LUA_TNIL,   LUA_TNIL};
-  for (int i = 0; i < 7; i++) {
+                              LUA_TFUNCTION, LUA_TNIL,   LUA_TNIL,   LUA_TTABLE};
+  for (int i = 0; i < 8; i++) {
     int t = lua_getfield(L, 1, fields[i]);
     if (t == LUA_TNIL && types[i] == LUA_TTABLE) {
       lua_pop(L, 1);
@@ -235,6 +238,7 @@ static int l_new(lua_State *L) {
   c->lease = lease;
   c->max_attempts = (long long)max_attempts;
   c->timeout = timeout;
+  c->history = history;
   c->log_debug = log_debug;
   c->batch_max = (size_t)batch_max;
   c->job_seconds = 0.005; /* small first batches until listeners are measured */
@@ -253,6 +257,7 @@ static int l_new(lua_State *L) {
     buf_free(&err);
     return 2;
   }
+  c->st->history = history; /* what cancel() keeps (store.h) */
   if (c->st->ops->database) {
     /* the string that reopens this very database (the heartbeat thread's
      * connection): e.g. an SQLite path made absolute */
@@ -342,7 +347,9 @@ static void set_per_name(lua_State *L, int env, const char *field) {
   lua_pop(L, 1);
 }
 
-/* s:on(name, fn [, max_attempts [, timeout [, concurrency]]]) */
+/* s:on(name, fn [, max_attempts [, timeout [, concurrency [, history]]]])
+ * history: seconds its finished jobs are kept, 0 none (nil: the
+ * instance's) */
 static int l_on(lua_State *L) {
   core *c = core_check(L);
   luaL_checkstring(L, 2);
@@ -350,7 +357,9 @@ static int l_on(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 4, 0);
   double timeout = luaL_optnumber(L, 5, 0);
   lua_Integer slots = luaL_optinteger(L, 6, 0);
+  double history = luaL_optnumber(L, 7, -1);
   luaL_argcheck(L, isfinite(timeout) && timeout >= 0, 5, "timeout must be a positive number");
+  luaL_argcheck(L, isfinite(history), 7, "history must be a number");
   luaL_argcheck(L, slots >= 0, 6, "concurrency must be positive");
   int env = push_env(L);
   lua_getfield(L, env, "listeners");
@@ -372,6 +381,13 @@ static int l_on(lua_State *L) {
   else
     lua_pushnil(L);
   set_per_name(L, env, "slots");
+  if (history >= 0) {
+    lua_pushnumber(L, history);
+    c->history_any = 1; /* dispatch_history looks per name from now on */
+  } else {
+    lua_pushnil(L);
+  }
+  set_per_name(L, env, "histories");
   if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
@@ -391,6 +407,8 @@ static int l_off(lua_State *L) {
   set_per_name(L, env, "timeouts");
   lua_pushnil(L);
   set_per_name(L, env, "slots");
+  lua_pushnil(L);
+  set_per_name(L, env, "histories");
   if (core_sync_names(L, c, env) != STORE_OK) return luaL_error(L, "not enough memory");
   return 0;
 }
@@ -714,20 +732,48 @@ static void set_integer(lua_State *L, const char *field, long long v) {
   lua_setfield(L, -2, field);
 }
 
-/* s:jobs(state, name, id, limit) -> rows, db_now | nil, err.  Each nil
- * argument matches every job; limit nil: no limit.  Rows in (run_at, id)
- * order: {id, name, state, payload, run_at, attempt, max_attempts (absent
- * when the job sets none), priority, key, last_error, locked_by,
- * locked_until, created_at}. */
+/* The filter of s:jobs and s:history: arguments 2 to 5 (state, name, id,
+ * limit), each nil matching every job; limit nil: no limit. */
+static void check_filter(lua_State *L, store_filter *f) {
+  memset(f, 0, sizeof *f);
+  f->state = luaL_optstring(L, 2, NULL);
+  f->name = luaL_optlstring(L, 3, NULL, &f->name_len);
+  f->has_id = !lua_isnoneornil(L, 4);
+  if (f->has_id) f->id = check_id(L, 4);
+  f->limit = (long long)luaL_optinteger(L, 5, 0);
+}
+
+/* Push a new table with the fields a waiting and a kept job share: id,
+ * name, state, payload, attempt, priority, key, last_error.  0, or -1
+ * when the payload is not JSON (json_decode's message on the stack). */
+static int push_job_fields(lua_State *L, const store_job *j) {
+  lua_createtable(L, 0, 13);
+  set_integer(L, "id", (long long)j->id);
+  set_string(L, "name", j->name, j->name_len);
+  set_string(L, "state", j->state, strlen(j->state));
+  if (j->payload) {
+    if (!json_decode(L, j->payload, j->payload_len)) return -1;
+    lua_setfield(L, -2, "payload");
+  }
+  set_integer(L, "attempt", j->attempt);
+  set_integer(L, "priority", j->priority);
+  set_string(L, "key", j->key, j->key_len);
+  set_string(L, "last_error", j->last_error, j->last_error_len);
+  return 0;
+}
+
+static int bad_payload(lua_State *L, const char *op, const store_job *j) {
+  return fail(L, op, lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id, lua_tostring(L, -1)));
+}
+
+/* s:jobs(state, name, id, limit) -> rows, db_now | nil, err (check_filter).
+ * Rows in (run_at, id) order: {id, name, state, payload, run_at, attempt,
+ * max_attempts (absent when the job sets none), priority, key,
+ * last_error, locked_by, locked_until, created_at}. */
 static int l_jobs(lua_State *L) {
   core *c = check_store(L);
   store_filter f;
-  memset(&f, 0, sizeof f);
-  f.state = luaL_optstring(L, 2, NULL);
-  f.name = luaL_optlstring(L, 3, NULL, &f.name_len);
-  f.has_id = !lua_isnoneornil(L, 4);
-  if (f.has_id) f.id = check_id(L, 4);
-  f.limit = (long long)luaL_optinteger(L, 5, 0);
+  check_filter(L, &f);
   store_job_row *rows;
   size_t n;
   double db_now;
@@ -737,22 +783,9 @@ static int l_jobs(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     const store_job_row *x = &rows[i];
     const store_job *j = &x->job;
-    lua_createtable(L, 0, 13);
-    set_integer(L, "id", (long long)j->id);
-    set_string(L, "name", j->name, j->name_len);
-    set_string(L, "state", j->state, strlen(j->state));
-    if (j->payload) {
-      if (!json_decode(L, j->payload, j->payload_len))
-        return fail(L, "jobs", lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id,
-                                               lua_tostring(L, -1)));
-      lua_setfield(L, -2, "payload");
-    }
+    if (push_job_fields(L, j) != 0) return bad_payload(L, "jobs", j);
     set_number(L, "run_at", j->run_at);
-    set_integer(L, "attempt", j->attempt);
     if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
-    set_integer(L, "priority", j->priority);
-    set_string(L, "key", j->key, j->key_len);
-    set_string(L, "last_error", j->last_error, j->last_error_len);
     set_string(L, "locked_by", x->locked_by, x->locked_by_len);
     set_number(L, "locked_until", x->locked_until);
     set_number(L, "created_at", x->created_at);
@@ -760,6 +793,46 @@ static int l_jobs(lua_State *L) {
   }
   lua_pushnumber(L, db_now);
   return 2;
+}
+
+/* s:history(state, name, id, limit) -> rows | nil, err: finished jobs
+ * kept by history (store_history), newest first (check_filter).  Rows:
+ * {id, name, state, payload, attempt, priority, key, last_error, worker,
+ * started_at, finished_at, duration, kept_until}. */
+static int l_history(lua_State *L) {
+  core *c = check_store(L);
+  store_filter f;
+  check_filter(L, &f);
+  store_history *rows = NULL;
+  size_t n = 0;
+  if (c->st->ops->history && c->st->ops->history(c->st, &f, &rows, &n) != STORE_OK)
+    return fail(L, "history", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const store_history *x = &rows[i];
+    const store_job *j = &x->job;
+    if (push_job_fields(L, j) != 0) return bad_payload(L, "history", j);
+    set_string(L, "worker", x->worker, x->worker_len);
+    set_number(L, "started_at", x->started_at);
+    set_number(L, "finished_at", x->finished_at);
+    if (!isnan(x->started_at)) set_number(L, "duration", x->finished_at - x->started_at);
+    set_number(L, "kept_until", x->kept_until);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* s:prune(limit) -> n | nil, err: delete at most `limit` history rows
+ * whose time is up (what a worker does every PRUNE_EVERY seconds). */
+static int l_prune(lua_State *L) {
+  core *c = check_store(L);
+  lua_Integer limit = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, limit > 0, 2, "limit must be positive");
+  size_t n = 0;
+  if (c->st->ops->prune && c->st->ops->prune(c->st, (size_t)limit, &n) != STORE_OK)
+    return fail(L, "prune", store_error(c->st));
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
 }
 
 /* s:stats() -> rows | nil, err.  Each row: {name, due, later, running,
@@ -921,7 +994,7 @@ static const luaL_Reg core_methods[] = {
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
     {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
-    {"pause", l_pause}, {"paused", l_paused},
+    {"pause", l_pause}, {"paused", l_paused}, {"history", l_history}, {"prune", l_prune},
     {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {

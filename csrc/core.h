@@ -4,6 +4,7 @@
  * is a table, the "env", that keeps the Lua values the loop needs reachable:
  *   env.listeners[name] = callable, env.limits[name] = max_attempts,
  *   env.timeouts[name] = seconds a call of that listener may take,
+ *   env.histories[name] = seconds its finished jobs are kept (0: none),
  *   env.slots[name] = jobs of that name a concurrent worker runs at once,
  *   env.backoff = function(attempt) -> seconds, env.log = function(level, msg),
  *   env.tick = function(core): turns due recurring schedules into jobs
@@ -27,6 +28,8 @@ typedef struct core {
   double lease;
   long long max_attempts; /* default for jobs and listeners that set none */
   double timeout;         /* default listener time limit in seconds; 0: none */
+  double history; /* seconds finished jobs are kept (store_outcome.keep); 0: none */
+  int history_any; /* some on() gave a history of its own (env.histories) */
   size_t batch_max;
   int running;     /* inside run() */
   int stopping;    /* stop() was called */

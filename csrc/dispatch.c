@@ -154,6 +154,16 @@ double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j) {
   return v > 0 && isfinite(v) ? v : 0;
 }
 
+double dispatch_history(lua_State *L, core *c, int env, const char *name, size_t len) {
+  double v = c->history;
+  if (!c->history_any) return v > 0 && isfinite(v) ? v : 0; /* no table lookup */
+  lua_getfield(L, env, "histories");
+  lua_pushlstring(L, name, len);
+  if (lua_rawget(L, -2) == LUA_TNUMBER) v = lua_tonumber(L, -1);
+  lua_pop(L, 2);
+  return v > 0 && isfinite(v) ? v : 0;
+}
+
 /* lua_pcall(L, nargs, 1, handler), stopped after `limit` seconds (0: no
  * limit of its own; an outer listener's still applies): the listener's
  * first result is kept (a snooze, see dispatch_snooze).  The hook in place

@@ -31,6 +31,9 @@ int dispatch_handler(lua_State *L, core *c);
 /* The time limit in seconds (0: none) of a call of the listener of job j:
  * its on() option, else the instance's default. */
 double dispatch_timeout(lua_State *L, core *c, int env, const store_job *j);
+/* How long (seconds, 0: not at all) history keeps the finished jobs of
+ * name: its on() option, else the instance's default. */
+double dispatch_history(lua_State *L, core *c, int env, const char *name, size_t len);
 /* Run the listener of claimed job j, stopped with the error "timeout: ..."
  * if it runs Lua code for longer than `timeout` seconds (0: no limit).
  * Fills *out (kind, error, retry_in): OUTCOME_SNOOZE when it returned a

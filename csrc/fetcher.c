@@ -78,6 +78,7 @@ struct fetcher {
   size_t concurrency, batch_max;
   double lease;
   long long max_attempts;
+  int history;
   /* shared */
   flight *flights;
   size_t n_flights, flights_cap;
@@ -175,6 +176,7 @@ static int add_outcome(fetcher *f, const store_outcome *o) {
   x->claim = o->claim;
   x->kind = o->kind;
   x->retry_in = o->retry_in;
+  x->keep = o->keep, x->started_at = o->started_at, x->duration = o->duration;
   f->n_outs++;
   return 0;
 }
@@ -227,7 +229,7 @@ static void hand_over(fetcher *f, const name_table *t, const store_job *jobs, si
     fetched_job *x = NULL;
     if (f->stopping || f->quit) {
       /* stopped while it claimed: back unattempted */
-      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT};
+      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT, 0, NAN, 0};
       if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
       continue;
     }
@@ -235,7 +237,7 @@ static void hand_over(fetcher *f, const name_table *t, const store_job *jobs, si
         grow((void **)&f->ready, &f->ready_cap, f->n_ready, sizeof *f->ready) == 0)
       x = copy_job(&jobs[i], alone);
     if (!x) {
-      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT};
+      store_outcome back = {c, OUTCOME_RELEASE, 0, BUF_INIT, 0, NAN, 0};
       if (add_outcome(f, &back) != 0) say(f, "error", "out of memory: a claimed job waits for its lease");
       continue;
     }
@@ -483,6 +485,7 @@ typedef struct turn {
   size_t sets_cap;
   double until;  /* the one expiry of the leases in flight (database clock); 0: none */
   double offset; /* database clock minus monotonic */
+  double next_prune; /* history (store.h, PRUNE_EVERY) */
   double next_renew, next_rescue, rescued_at, claim_at, held_delay, retry_at, retry_delay;
   double paused_at; /* the last look at the paused names (see PAUSE_LOOK) */
   int trouble, quarantine_wait, listening;
@@ -523,7 +526,7 @@ static int look_paused(fetcher *f, turn *t, double now) {
     }
   for (size_t i = 0; i < f->n_ready && f->paused.len; i++) {
     fetched_job *x = f->ready[i];
-    store_outcome out = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT};
+    store_outcome out = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT, 0, NAN, 0};
     if (in_paused(&f->paused, x->job.name, x->job.name_len) && add_outcome(f, &out) == 0) {
       land(f, out.claim);
       free(x);
@@ -827,6 +830,12 @@ static void *fetch_loop(void *arg) {
     if (rc == STORE_OK && in_flight && !stopping && now - t.paused_at >= PAUSE_LOOK &&
         now >= t.retry_at)
       rc = look_paused(f, &t, now);
+    if (rc == STORE_OK && f->history && st->ops->prune && now >= t.next_prune &&
+        now >= t.retry_at && !stopping) {
+      size_t pruned = 0;
+      rc = st->ops->prune(st, PRUNE_BATCH, &pruned);
+      if (rc == STORE_OK) t.next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
+    }
     if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
       rc = claim_round(f, &t, in_flight, want, &worked);
     report(f, &t, rc);
@@ -855,6 +864,7 @@ fetcher *fetcher_start(const fetcher_opts *o, buf *err) {
   f->batch_max = o->batch_max ? o->batch_max : 1;
   f->lease = o->lease;
   f->max_attempts = o->max_attempts;
+  f->history = o->history;
   if (pthread_mutex_init(&f->mu, NULL) != 0) {
     free(f);
     buf_adds(err, "cannot create a mutex");
@@ -935,7 +945,7 @@ void fetcher_stop(fetcher *f) {
   size_t kept = 0;
   for (size_t i = 0; i < f->n_ready; i++) {
     fetched_job *x = f->ready[i];
-    store_outcome back = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT};
+    store_outcome back = {{x->job.id, x->job.token}, OUTCOME_RELEASE, 0, BUF_INIT, 0, NAN, 0};
     if (add_outcome(f, &back) == 0) {
       land(f, back.claim);
       free(x);

@@ -49,6 +49,7 @@ typedef struct fetcher_opts {
   size_t batch_max;   /* jobs one claim takes at most */
   double lease;
   long long max_attempts; /* default, for the rescue's crash rule */
+  int history; /* history is on for some name: prune it (store.h, prune) */
 } fetcher_opts;
 
 /* Start the thread.  NULL with a message in err on failure. */

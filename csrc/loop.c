@@ -72,6 +72,7 @@ typedef struct run_state {
   double offset;     /* database clock minus monotonic clock */
   double deadline;   /* monotonic time of the next claim */
   double next_rescue;
+  double next_prune; /* history (store.h, PRUNE_EVERY) */
   double end;        /* monotonic time the run returns (INFINITY: none) */
   int result;        /* loop_run's: 0, or -1 with the reason in c->msg */
   double next_tick;  /* a recurring schedule is due */
@@ -338,14 +339,22 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
       c->outcomes[i].claim = r->claims[i];
       c->outcomes[i].kind = OUTCOME_CANCELLED;
       buf_reset(&c->outcomes[i].error);
+      c->outcomes[i].keep = dispatch_history(r->L, c, r->env, jobs[i].name, jobs[i].name_len);
+      c->outcomes[i].started_at = NAN, c->outcomes[i].duration = 0;
       r->batch_next = i + 1;
       continue;
     }
     log_start(r, &jobs[i]);
+    /* history: read before the listener runs (a lookup in a Lua table;
+     * when it is off, nothing more is done per job) */
+    double keep = dispatch_history(r->L, c, r->env, jobs[i].name, jobs[i].name_len);
+    double wall = keep > 0 ? clock_wall() : NAN;
     double t0 = clock_mono();
     status = dispatch_job(r->L, c, r->env, r->handler, &jobs[i], limit, &c->outcomes[i]);
-    r->batch_next = i + 1;
     double took = clock_mono() - t0;
+    /* before batch_next moves past it: then a settle may record it */
+    c->outcomes[i].keep = keep, c->outcomes[i].started_at = wall, c->outcomes[i].duration = took;
+    r->batch_next = i + 1;
     c->job_seconds = 0.8 * c->job_seconds + 0.2 * took;
     if (c->outcomes[i].kind != OUTCOME_RELEASE) r->count++;
     log_outcome(r, &jobs[i], &c->outcomes[i], took);
@@ -429,6 +438,12 @@ static int loop_body(lua_State *L) {
       if (r->next_rescue >= 0 && now >= r->next_rescue) {
         rc = c->st->ops->rescue(c->st, c->max_attempts);
         if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
+      }
+      if (rc == STORE_OK && (c->history > 0 || c->history_any) && c->st->ops->prune &&
+          now >= r->next_prune) {
+        size_t pruned = 0;
+        rc = c->st->ops->prune(c->st, PRUNE_BATCH, &pruned);
+        if (rc == STORE_OK) r->next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
       }
       store_job *jobs = NULL;
       size_t n = 0;

@@ -91,6 +91,12 @@ typedef struct store_outcome {
   outcome_kind kind;
   double retry_in; /* seconds, for OUTCOME_RETRY and OUTCOME_SNOOZE */
   buf error;       /* for OUTCOME_RETRY / OUTCOME_FAILED: owned by the outcome */
+  /* History (store_history): keep > 0 keeps a finished job (done, failed
+   * for good, cancelled) that many seconds; <= 0 keeps nothing, and then
+   * finish writes exactly what it writes without history.  started_at:
+   * when its listener started, on the WORKER's wall clock (NAN: it never
+   * started); duration: how long the listener ran (monotonic). */
+  double keep, started_at, duration;
 } store_outcome;
 
 /* A recurring schedule.  The store keeps it; the Lua side computes its
@@ -171,6 +177,19 @@ typedef struct store_wake {
   double next_expiry; /* earliest lease expiry among them; INFINITY if none */
   double next_cron;   /* earliest next_at of their recurring schedules */
 } store_wake;
+
+/* A finished job kept by history (store_outcome.keep): job.state is
+ * "done", "failed" or "cancelled"; job.run_at its finished_at, the
+ * time it ended (started_at + duration; a cancelled job: when the
+ * cancel removed it); worker NULL for a job that never started. */
+typedef struct store_history {
+  store_job job;
+  const char *worker;
+  size_t worker_len;
+  double started_at; /* NAN when it never started */
+  double finished_at;
+  double kept_until; /* pruned after this (database clock) */
+} store_history;
 
 typedef struct store store;
 
@@ -362,11 +381,33 @@ typedef struct store_ops {
   /* The paused names, in name order: *names and *lens point into store
    * memory valid until the next call of paused_names. */
   int (*paused_names)(store *s, const char *const **names, const size_t **lens, size_t *n);
+  /* Optional (NULL: no history).  Finished jobs kept by history matching
+   * f (state "done", "failed", "cancelled" or NULL; name; id; limit),
+   * newest first; none whose time is up, pruned or not.  Memory valid
+   * until the next call. */
+  int (*history)(store *s, const store_filter *f, store_history **rows, size_t *n);
+  /* Optional (NULL: no history).  Delete the history rows of at most
+   * about `limit` jobs whose time is up, in one short transaction;
+   * *pruned = how many rows (a row holds the jobs of one write, up to a
+   * batch: it deletes limit / 100 rows at most, at least one). */
+  int (*prune)(store *s, size_t limit, size_t *pruned);
 } store_ops;
+
+/* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY
+ * seconds, and PRUNE_AGAIN seconds after a prune that found anything:
+ * each prune is a short transaction (no long lock, little vacuum debt),
+ * and a backlog goes at up to PRUNE_BATCH jobs per PRUNE_AGAIN, far more
+ * than a worker finishes. */
+#define PRUNE_BATCH 1000
+#define PRUNE_EVERY 60.0
+#define PRUNE_AGAIN 0.2
 
 struct store {
   const store_ops *ops;
   buf err; /* last error message, without the "scheduler:" prefix */
+  /* Seconds that cancel() keeps a waiting job it removes in history
+   * (configure{history}); 0: none. */
+  double history;
 };
 
 /* Open a store for a database string ("sqlite:PATH" or "sqlite::memory:" for

@@ -52,6 +52,24 @@ static const pg_query pgq_cancel = {Q_CANCEL, "scheduler_cancel", 1,
     "  (SELECT NOT pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(j.locked_by))"
     "   FROM scheduler.jobs j WHERE j.id = $1 AND j.state = 'running')"};
 
+/* pgq_cancel with history (store_pg_history.c): the deleted job is kept,
+ * $2 seconds, in the same statement. */
+static const pg_query pgq_cancel_keep = {Q_CANCEL_KEEP, "scheduler_cancel_keep", 2,
+    "WITH f AS (SELECT j.ctid FROM scheduler.jobs j"
+    "  WHERE j.id = $1 AND j.state = 'scheduled' FOR UPDATE SKIP LOCKED),"
+    " d AS (DELETE FROM scheduler.jobs j WHERE j.ctid IN (SELECT f.ctid FROM f)"
+    "  RETURNING j.*),"
+    " h AS (INSERT INTO scheduler.history (ids, finished_at, kept_until, worker, jobs)"
+    "  SELECT int8range(d.id, d.id, '[]'), statement_timestamp(),"
+    "   statement_timestamp() + $2::float8 * interval '1 second', NULL,"
+    "   json_build_array(json_build_array(d.id, d.name, d.key, d.payload, 'cancelled',"
+    "    d.attempt, d.priority, NULL, 0, d.last_error, $2::float8))::text FROM d)"
+    " SELECT (SELECT count(*) FROM d),"
+    "  (SELECT j.state FROM scheduler.jobs j WHERE j.id = $1),"
+    "  (SELECT c.verdict FROM scheduler.cancels c WHERE c.job_id = $1),"
+    "  (SELECT NOT pg_try_advisory_xact_lock(" WORKER_LOCK ", hashtext(j.locked_by))"
+    "   FROM scheduler.jobs j WHERE j.id = $1 AND j.state = 'running')"};
+
 /* cancel()'s request to the worker that holds the job (see CANCELS) */
 static const pg_query pgq_cancel_ask = {Q_CANCEL_ASK, "scheduler_cancel_ask", 1,
     "WITH a AS (INSERT INTO scheduler.cancels (job_id) VALUES ($1)"
@@ -122,13 +140,14 @@ int pg_cancel(store *s, int64_t id, int *done) {
            "BEGIN; SET LOCAL lock_timeout = '100ms';"
            " SELECT 1 FROM scheduler.jobs WHERE id = %lld FOR UPDATE",
            (long long)id);
-  const char *values[1] = {idtext};
+  char keep[64];
+  const char *values[2] = {idtext, fmt_seconds(s->history, keep, sizeof keep)};
   double start = clock_mono(), pause = 0.002;
   int asked = 0, rc;
   *done = 0;
   for (;;) {
     PGresult *r = NULL;
-    rc = pg_run(p, &pgq_cancel, values, &r);
+    rc = pg_run(p, s->history > 0 ? &pgq_cancel_keep : &pgq_cancel, values, &r);
     if (rc) break;
     int deleted = parse_int(PQgetvalue(r, 0, 0)) > 0;
     char state = PQgetisnull(r, 0, 1) ? 0 : PQgetvalue(r, 0, 1)[0]; /* scheduled, running, failed */

@@ -658,6 +658,39 @@ static int end_steps(pg_store *p, const batch *t, const store_outcome *o, double
   return STORE_OK;
 }
 
+/* History (store_pg_history.c): the jobs of batch t (fates set) whose
+ * outcome in o[0, n_o) keeps them, one row: a step (Q_HISTORY_PUT,
+ * parameters in v, 4 entries) added to steps[*n] when there is any.
+ * Nothing at all when no outcome asks for history.  STORE_OK or
+ * STORE_NOMEM. */
+static int history_step(pg_store *p, const batch *t, const store_outcome *o, size_t n_o,
+                        const char **v, step *steps, int *n) {
+  size_t k = 0;
+  while (k < n_o && !(o[k].keep > 0)) k++;
+  if (k == n_o) return STORE_OK;
+  pg_history_row h = {0, 0, 0, 0};
+  buf *b = p->hist;
+  for (int i = 0; i < 4; i++) buf_reset(&b[i]);
+  int err = buf_addc(&b[0], '[');
+  for (size_t i = 0; i < t->n && !err; i++) {
+    long f = t->fate[i];
+    if (f < 0) continue;
+    size_t len;
+    const char *e = value_or_null(t->res, t->row[i], 8, &len); /* its last error */
+    err |= pg_history_add(&b[0], &t->jobs[i], e, len, &o[f], &h);
+  }
+  char num[64];
+  err |= buf_addc(&b[0], ']') | buf_printf(&b[1], "%lld", (long long)h.min_id) |
+         buf_printf(&b[2], "%lld", (long long)h.max_id) |
+         buf_adds(&b[3], fmt_seconds(h.keep, num, sizeof num));
+  if (err) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  if (!h.count) return STORE_OK;
+  for (int i = 0; i < 4; i++) v[i] = buf_cstr(&b[i]);
+  v[4] = p->worker ? p->worker : "";
+  steps[(*n)++] = STEP_QUERY(&pgq_history_put, v);
+  return STORE_OK;
+}
+
 /* Read the claim ahead's result into `next`.  On failure the transaction
  * is rolled back and its jobs run again. */
 static int collect_ahead(pg_store *p) {
@@ -692,13 +725,14 @@ static int end_tx(pg_store *p, const store_outcome *o, size_t n_o, const store_c
   if (rc != STORE_OK) return rc;
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   pg_rec_wait(p); /* its record must be in before the commit drops it */
-  step steps[6];
+  step steps[7];
   int n = 0;
-  const char *v[2][16];
+  const char *v[2][16], *hv[12];
   char text[2][96];
   if (tx_holds(p)) {
     set_fates(&p->cur, o, n_o, keep, n_keep);
     rc = end_steps(p, &p->cur, o, lease, worker, p->p, v[0], text[0], steps, &n);
+    if (rc == STORE_OK && o) rc = history_step(p, &p->cur, o, n_o, hv, steps, &n);
   }
   if (rc == STORE_OK && p->next.n) {
     set_fates(&p->next, NULL, 0, NULL, 0);
@@ -972,12 +1006,13 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
 static int finish_ahead(pg_store *p, const store_outcome *o, size_t n_o) {
   int rc = batch_alive(p);
   if (rc) return rc;
-  step steps[1];
+  step steps[2];
   int n = 0;
-  const char *v[16];
+  const char *v[16], *hv[12];
   char text[96];
   set_fates(&p->cur, o, n_o, NULL, 0);
   rc = end_steps(p, &p->cur, o, 0, NULL, p->p, v, text, steps, &n);
+  if (rc == STORE_OK) rc = history_step(p, &p->cur, o, n_o, hv, steps, &n);
   size_t jobs = p->tx_jobs; /* a lost connection forgets them */
   if (rc == STORE_OK && n) rc = pg_send_segment(p, steps, n);
   if (rc == STORE_OK) {

@@ -507,6 +507,26 @@ int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n) {
   const char *values[13];
   for (int i = 0; i < 13; i++) values[i] = buf_cstr(&p->p[i]);
   PGresult *r = NULL;
+  size_t kept = 0;
+  if (pg_history_leased_arrays(p->hist, o, n, &kept))
+    return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+  if (kept) {
+    /* history (store_pg_history.c): the rows as they are, then the
+     * outcomes, in one transaction and one round trip */
+    const char *h[7];
+    for (int i = 0; i < 7; i++) h[i] = buf_cstr(&p->hist[i]);
+    step steps[4] = {STEP_SQL("BEGIN"), STEP_QUERY(&pgq_history_leased, h),
+                     STEP_QUERY(&pgq_finish, values), STEP_SQL("COMMIT")};
+    rc = pg_idle(p);
+    if (rc == STORE_OK) rc = pg_connect(&p->base);
+    if (rc == STORE_OK) rc = pg_pipeline(p, steps, 4, -1, &r);
+    if (rc == STORE_ERROR && p->conn && PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
+      /* a failed step leaves the block aborted */
+      PGresult *x = PQexec(p->conn, "ROLLBACK");
+      if (x) PQclear(x);
+    }
+    return rc;
+  }
   rc = pg_run(p, &pgq_finish, values, &r);
   if (rc) return rc;
   PQclear(r);

@@ -54,6 +54,8 @@ enum {
   /* store_pg_operators.c */
   Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED,
+  /* store_pg_history.c */
+  Q_HISTORY_PUT, Q_HISTORY_LEASED, Q_HISTORY_LIST, Q_PRUNE, Q_CANCEL_KEEP,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -77,6 +79,7 @@ typedef struct pg_query {
 extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased; /* store_pg_claim.c */
 extern const pg_query pgq_unrecord, pgq_worker_lock; /* store_pg_crash.c */
 extern const pg_query pgq_verdict; /* store_pg_cancel.c */
+extern const pg_query pgq_history_put, pgq_history_leased; /* store_pg_history.c */
 
 /* SQL that statements of several files share. */
 
@@ -217,6 +220,11 @@ typedef struct pg_store {
   PGresult *paused;
   const char **paused_names;
   size_t *paused_lens, paused_cap;
+  /* history (store_pg_history.c): the arrays of its rows, and read rows */
+  buf hist[11];
+  store_history *hist_rows;
+  size_t hist_cap;
+  PGresult *hist_res;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -382,6 +390,20 @@ void pg_tx_destroy(pg_store *p);
 
 /* store_pg_crash.c */
 int pg_finish_leases(pg_store *p, const store_outcome *o, size_t n);
+
+/* store_pg_history.c */
+const char *pg_history_state(const store_outcome *x);
+/* What a row of scheduler.history holds so far (pg_history_add). */
+typedef struct pg_history_row {
+  size_t count;
+  int64_t min_id, max_id;
+  double keep;
+} pg_history_row;
+int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t last_error_len,
+                   const store_outcome *x, pg_history_row *h);
+int pg_history_leased_arrays(buf *b, const store_outcome *o, size_t n, size_t *count);
+int pg_history(store *s, const store_filter *f, store_history **out, size_t *n);
+int pg_prune(store *s, size_t limit, size_t *pruned);
 int pg_set_max_attempts(store *s, const char *const *names, const size_t *lens,
                         const long long *max_attempts, size_t n);
 int pg_heartbeat(store *s, const store_claim *c, size_t n, double lease, double *until);
@@ -413,6 +435,13 @@ int pg_notification_due(pg_store *p, const char *payload, double *t);
 /* store_pg_operators.c */
 int pg_get(store *s, int64_t id, store_job *out, int *found);
 int pg_retry(store *s, int64_t id, int *done);
+/* A store_filter as the parameters $1-$4 of the listing statements
+ * (Q_LIST, Q_HISTORY_LIST): state, name, id, limit, NULL for "any". */
+typedef struct pg_filter_params {
+  char id[32], limit[32];
+  const char *values[4];
+} pg_filter_params;
+void pg_filter(const store_filter *f, pg_filter_params *out);
 int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, double *db_now);
 int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,

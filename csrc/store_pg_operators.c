@@ -143,18 +143,25 @@ static double seconds_or_nan(PGresult *r, int row, int col) {
   return PQgetisnull(r, row, col) ? NAN : parse_seconds(PQgetvalue(r, row, col));
 }
 
+void pg_filter(const store_filter *f, pg_filter_params *out) {
+  snprintf(out->id, sizeof out->id, "%lld", (long long)f->id);
+  snprintf(out->limit, sizeof out->limit, "%lld", f->limit);
+  out->values[0] = f->state;
+  out->values[1] = f->name;
+  out->values[2] = f->has_id ? out->id : NULL;
+  out->values[3] = f->limit > 0 ? out->limit : NULL;
+}
+
 int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
                    double *db_now) {
   pg_store *p = PG(s);
-  char id[32], limit[32];
   *out = NULL;
   *n = 0;
   if (f->name && memchr(f->name, 0, f->name_len)) return STORE_OK; /* none can match */
-  snprintf(id, sizeof id, "%lld", (long long)f->id);
-  snprintf(limit, sizeof limit, "%lld", f->limit);
-  const char *values[4] = {f->state, f->name, f->has_id ? id : NULL, f->limit > 0 ? limit : NULL};
+  pg_filter_params params;
+  pg_filter(f, &params);
   PGresult *r = NULL;
-  int rc = pg_run(p, &pgq_list, values, &r);
+  int rc = pg_run(p, &pgq_list, params.values, &r);
   if (rc) return rc;
   size_t rows = (size_t)PQntuples(r);
   *db_now = parse_seconds(PQgetvalue(r, 0, 0));

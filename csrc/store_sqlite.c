@@ -179,6 +179,25 @@ static const char *const migrations[] = {
     "  name TEXT PRIMARY KEY,"
     "  at REAL NOT NULL"
     ");",
+    /* 8: history (store_outcome.keep): the finished jobs one write kept
+     * (a batch's outcomes, a cancel), one row, in a table of their own,
+     * so that the jobs table, its indexes and the claims are the same with
+     * history on or off.  jobs: a JSON array of one array per job, as
+     * PostgreSQL's (store_pg_history.c): [id, name, key, payload, state,
+     * attempt, priority, started_at, duration, last_error, keep]; worker:
+     * who ran them; min_id, max_id: the range of their ids (job(id));
+     * kept_until: the latest expiry among them (pruning). */
+    "CREATE TABLE scheduler_history ("
+    "  min_id INTEGER NOT NULL,"
+    "  max_id INTEGER NOT NULL,"
+    "  finished_at REAL NOT NULL,"
+    "  kept_until REAL NOT NULL,"
+    "  worker TEXT,"
+    "  jobs TEXT NOT NULL"
+    ");"
+    "CREATE INDEX scheduler_history_ids ON scheduler_history (max_id);"
+    "CREATE INDEX scheduler_history_finished ON scheduler_history (finished_at);"
+    "CREATE INDEX scheduler_history_kept ON scheduler_history (kept_until);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -193,7 +212,8 @@ enum {
   Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
-  Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE, Q_COUNT
+  Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
+  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -377,6 +397,46 @@ static const char *const queries[Q_COUNT] = {
                  " run_at = ?3, locked_by = NULL, locked_until = NULL, claim = NULL,"
                  " quarantined = 0, suspects = NULL"
                  " WHERE id = ?1 AND claim = ?2 AND state = 'running'",
+    /* History (migration 8).  Q_HIST_KEEP: the claims of ?1, a JSON array
+     * of [id, token, state, started_at (NULL: it never started: its
+     * claim's attempt was not used), duration, error (NULL: the job's
+     * last), keep] (sq_finish), before their outcomes' writes and fenced
+     * as they are: one row.  ?2 now. */
+#define HX(i) "json_extract(x.value, '$[" #i "]')"
+    [Q_HIST_KEEP] = "INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until,"
+                    " worker, jobs)"
+                    " SELECT min(j.id), max(j.id), ?2, ?2 + max(" HX(6) "), min(j.locked_by),"
+                    "  json_group_array(json_array(j.id, j.name, j.key, json(j.payload), " HX(2) ","
+                    "   CASE WHEN " HX(3) " IS NULL THEN j.attempt - 1 ELSE j.attempt END,"
+                    "   j.priority, " HX(3) ", " HX(4) ", coalesce(" HX(5) ", j.last_error),"
+                    "   " HX(6) "))"
+                    " FROM json_each(?1) x JOIN scheduler_jobs j ON j.id = " HX(0)
+                    "  AND j.claim = " HX(1) " AND j.state = 'running'"
+                    " HAVING count(*) > 0",
+#undef HX
+    /* cancel() of a waiting job (?1), before Q_CANCEL: ?2 now, ?3 keep */
+    [Q_HIST_CANCEL] = "INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until,"
+                      " worker, jobs)"
+                      " SELECT id, id, ?2, ?2 + ?3, NULL, json_array(json_array(id, name, key,"
+                      "  json(payload), 'cancelled', attempt, priority, NULL, 0, last_error, ?3))"
+                      " FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
+    /* ?1 state, ?2 name, ?3 id, ?4 limit (as Q_LIST), ?5 now: the jobs still
+     * kept, newest row first, its jobs in reverse order */
+#define HE(i) "json_extract(e.value, '$[" #i "]')"
+    [Q_HIST_LIST] = "SELECT " HE(0) ", " HE(1) ", " HE(4) ", " HE(5) ", " HE(6) ", " HE(2) ","
+                    " " HE(9) ", CASE WHEN json_type(e.value, '$[3]') = 'null' THEN NULL"
+                    "  ELSE json_quote(" HE(3) ") END,"
+                    " CASE WHEN " HE(7) " IS NULL THEN NULL ELSE h.worker END, " HE(7) ","
+                    " coalesce(" HE(7) " + " HE(8) ", h.finished_at), h.finished_at + " HE(10)
+                    " FROM scheduler_history h, json_each(h.jobs) e"
+                    " WHERE (?3 IS NULL OR (h.max_id >= ?3 AND h.min_id <= ?3 AND " HE(0) " = ?3))"
+                    "  AND h.kept_until >= ?5 AND h.finished_at + " HE(10) " >= ?5"
+                    "  AND (?1 IS NULL OR " HE(4) " = ?1) AND (?2 IS NULL OR " HE(1) " = ?2)"
+                    " ORDER BY h.finished_at DESC, h.rowid DESC, e.key DESC LIMIT coalesce(?4, -1)",
+#undef HE
+    /* ?1 now, ?2 at most this many */
+    [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
+                " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
 };
 
 /* ------------------------------------------------------------------ */
@@ -506,6 +566,9 @@ typedef struct sq_store {
   size_t n_done, done_cap;
   store_job_row *rows; /* list */
   size_t rows_cap;
+  store_history *hist; /* history */
+  size_t hist_cap;
+  buf hist_json; /* finish: the claims history keeps (keep_history) */
   store_stat *stats;
   size_t stats_cap;
   /* the paused names as last read (load_paused), sorted like names, and
@@ -1448,7 +1511,19 @@ static int write_id(sq_store *q, int which, int64_t id, int *done) {
   *done = 0;
   int rc = begin(q, "database error");
   if (rc) return rc;
-  sqlite3_stmt *st = stmt(q, which, &rc);
+  sqlite3_stmt *st = NULL;
+  if (which == Q_CANCEL && q->base.history > 0 && (st = stmt(q, Q_HIST_CANCEL, &rc))) {
+    /* history: the job as it was, before it goes (same transaction) */
+    double now = clock_wall();
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_double(st, 2, now);
+    sqlite3_bind_double(st, 3, q->base.history);
+    rc = run_write(q, st, NULL);
+    if (rc != SQLITE_OK) st = NULL;
+  } else {
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_OK) st = stmt(q, which, &rc);
   if (st) {
     sqlite3_bind_int64(st, 1, id);
     if (which == Q_RETRY) sqlite3_bind_double(st, 2, clock_wall());
@@ -1862,6 +1937,44 @@ static int drop_cancelled(sq_store *q, int64_t id, int64_t token) {
   return answer(q, &id, 1, "cancelled");
 }
 
+/* History: keep the claims of the outcomes o[0, n) that ask for it and
+ * end their job, in one row (Q_HIST_KEEP), before the outcomes' writes.
+ * Nothing when none asks.  SQLite result code. */
+static int keep_history(sq_store *q, const store_outcome *o, size_t n, double now) {
+  buf *b = &q->hist_json;
+  size_t kept = 0;
+  int err = 0;
+  buf_reset(b);
+  for (size_t i = 0; i < n && !err; i++) {
+    const store_outcome *x = &o[i];
+    const char *state = x->kind == OUTCOME_DONE        ? "done"
+                        : x->kind == OUTCOME_FAILED    ? "failed"
+                        : x->kind == OUTCOME_CANCELLED ? "cancelled"
+                                                       : NULL;
+    if (!(x->keep > 0) || !state) continue;
+    int started = x->kind != OUTCOME_CANCELLED && !isnan(x->started_at);
+    err |= buf_adds(b, kept++ ? ",[" : "[[");
+    err |= buf_printf(b, "%lld,%lld,\"%s\",", (long long)x->claim.id, (long long)x->claim.token,
+                      state);
+    err |= started ? buf_printf(b, "%.6f,%.6f,", x->started_at, x->duration) : buf_adds(b, "null,0,");
+    if (x->kind == OUTCOME_FAILED)
+      err |= buf_add_json_string(b, buf_cstr(&x->error), x->error.len);
+    else
+      err |= buf_adds(b, "null");
+    err |= buf_printf(b, ",%.6f]", x->keep);
+  }
+  if (err) return SQLITE_NOMEM;
+  if (!kept) return SQLITE_OK;
+  err |= buf_addc(b, ']');
+  if (err) return SQLITE_NOMEM;
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_HIST_KEEP, &rc);
+  if (!st) return rc;
+  bind_text(st, 1, b->data, b->len);
+  sqlite3_bind_double(st, 2, now);
+  return run_write(q, st, NULL);
+}
+
 static int sq_finish(store *s, const store_outcome *o, size_t n) {
   sq_store *q = SQ(s);
   if (n == 0) return STORE_OK;
@@ -1871,12 +1984,13 @@ static int sq_finish(store *s, const store_outcome *o, size_t n) {
   int wake = 0;
   q->n_done = 0;
   buf_reset(&q->done_names);
+  rc = keep_history(q, o, n, now); /* the rows as they are, before the writes below */
   for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
     const store_outcome *x = &o[i];
     /* cancelled, or given back while a cancel request waits: dropped */
     if (x->kind == OUTCOME_CANCELLED ||
         (x->kind == OUTCOME_RELEASE && is_asked(q, x->claim.id, &rc))) {
-      rc = drop_cancelled(q, x->claim.id, x->claim.token);
+      if (rc == SQLITE_OK) rc = drop_cancelled(q, x->claim.id, x->claim.token);
       continue;
     }
     if (rc != SQLITE_OK) break;
@@ -2292,6 +2406,8 @@ static void sq_destroy(store *s) {
   free(q->crons);
   free(q->rows);
   free(q->stats);
+  free(q->hist);
+  buf_free(&q->hist_json);
   free(q->done);
   buf_free(&q->done_names);
   free(q->path);
@@ -2366,6 +2482,15 @@ static void read_stat(sqlite3_stmt *st, void *item, arena *a, int *oom) {
   if (!x->name) *oom = 1;
 }
 
+/* A store_filter as ?1-?4 of the listing statements (Q_LIST,
+ * Q_HIST_LIST): state, name, id, limit; unbound (NULL) for "any". */
+static void bind_filter(sqlite3_stmt *st, const store_filter *f) {
+  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
+  if (f->name) bind_text(st, 2, f->name, f->name_len);
+  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
+  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+}
+
 static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t *n,
                    double *db_now) {
   sq_store *q = SQ(s);
@@ -2375,10 +2500,7 @@ static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t 
   if (rc) return rc;
   sqlite3_stmt *st = stmt(q, Q_LIST, &rc);
   if (!st) return fail(q, rc, "listing jobs");
-  if (f->state) sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
-  if (f->name) bind_text(st, 2, f->name, f->name_len);
-  if (f->has_id) sqlite3_bind_int64(st, 3, f->id);
-  if (f->limit > 0) sqlite3_bind_int64(st, 4, f->limit);
+  bind_filter(st, f);
   rc = read_rows(q, st, read_listed, (void **)&q->rows, &q->rows_cap, sizeof *q->rows, n);
   if (rc != SQLITE_OK) {
     *n = 0;
@@ -2387,6 +2509,72 @@ static int sq_list(store *s, const store_filter *f, store_job_row **out, size_t 
   *out = q->rows;
   *db_now = clock_wall();
   return STORE_OK;
+}
+
+static const char *history_state(const unsigned char *t) {
+  static const char *const states[] = {"done", "failed", "cancelled"};
+  for (int i = 0; i < 3; i++)
+    if (t && strcmp((const char *)t, states[i]) == 0) return states[i];
+  return "unknown";
+}
+
+/* A row of Q_HIST_LIST. */
+static void read_history(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_history *x = item;
+  store_job *j = &x->job;
+  memset(x, 0, sizeof *x);
+  j->id = sqlite3_column_int64(st, 0);
+  j->name = col_text(st, 1, a, &j->name_len, oom);
+  j->state = history_state(sqlite3_column_text(st, 2));
+  j->attempt = sqlite3_column_int64(st, 3);
+  j->priority = sqlite3_column_int64(st, 4);
+  j->key = col_text(st, 5, a, &j->key_len, oom);
+  j->last_error = col_text(st, 6, a, &j->last_error_len, oom);
+  j->payload = col_text(st, 7, a, &j->payload_len, oom);
+  x->worker = col_text(st, 8, a, &x->worker_len, oom);
+  x->started_at = col_double_or_nan(st, 9);
+  x->finished_at = sqlite3_column_double(st, 10);
+  x->kept_until = sqlite3_column_double(st, 11);
+  j->run_at = x->finished_at;
+  if (!j->name) *oom = 1;
+}
+
+static int sq_history(store *s, const store_filter *f, store_history **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_HIST_LIST, &rc);
+  if (!st) return fail(q, rc, "reading history");
+  bind_filter(st, f);
+  sqlite3_bind_double(st, 5, clock_wall()); /* expired, not yet pruned: gone */
+  rc = read_rows(q, st, read_history, (void **)&q->hist, &q->hist_cap, sizeof *q->hist, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "reading history");
+  }
+  *out = q->hist;
+  return STORE_OK;
+}
+
+/* One short write transaction: a worker never holds the lock long. */
+static int sq_prune(store *s, size_t limit, size_t *pruned) {
+  sq_store *q = SQ(s);
+  *pruned = 0;
+  int rc = begin_unsynced(q, "pruning history");
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_PRUNE, &rc);
+  int changed = 0;
+  if (st) {
+    sqlite3_bind_double(st, 1, clock_wall());
+    /* a row holds a write's jobs (up to a batch): limit / 100 rows */
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit / 100 ? limit / 100 : 1));
+    rc = run_write(q, st, &changed);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, "pruning history");
+  *pruned = (size_t)changed;
+  return commit(q, "pruning history", 0);
 }
 
 static int sq_stats(store *s, store_stat **out, size_t *n) {
@@ -2539,6 +2727,8 @@ static const store_ops sqlite_ops = {
     .warning = sq_warning,
     .pause = sq_pause,
     .paused_names = sq_paused_names,
+    .history = sq_history,
+    .prune = sq_prune,
 };
 
 /* The working directory (malloc'd), or NULL. */

@@ -12,6 +12,7 @@ local core = require "scheduler.core"
 local concurrent = require "scheduler.concurrent"
 local cron = require "scheduler.cron"
 local tz = require "scheduler.tz"
+local text = require "scheduler.cli.text"
 
 local M = { _VERSION = "lua-scheduler " .. core._VERSION }
 
@@ -126,7 +127,21 @@ local MAX_BATCH = 100000
 local CONFIG_OPTIONS = {
   database = true, worker_id = true, lease = true, max_attempts = true,
   backoff = true, log = true, log_level = true, timeout = true, batch_max = true, concurrency = true,
+  history = true,
 }
+
+--- How long history keeps finished jobs: a number of seconds or a duration
+-- ("7d", "12h", "1h30m"); 0, "0" or false: not at all.
+local function check_history(fname, v, level)
+  if v == false then return 0 end
+  local secs, why = v, nil
+  if type(v) == "string" then secs, why = text.parse_duration(v) end
+  if type(secs) ~= "number" or secs ~= secs or secs < 0 or secs == math.huge then
+    raise(level + 1, "%s: history must be a duration (like \"7d\" or \"12h\"), seconds or false, got %s%s",
+      fname, type(v) == "string" and ("%q"):format(v) or tostring(v), why and (": " .. why) or "")
+  end
+  return secs
+end
 -- The most listeners one worker runs at once (core.c checks the same bound).
 local MAX_CONCURRENCY = 100000
 
@@ -259,6 +274,7 @@ local function build(opts, listeners, limits, timeouts, level)
     raise(level + 1, "configure: log must be false, a function or a level name")
   end
   local timeout = check_timeout("configure", opts.timeout, level + 1)
+  local history = opts.history ~= nil and check_history("configure", opts.history, level + 1) or 0
   local batch_max = opts.batch_max
   if batch_max ~= nil then
     batch_max = check_int("configure", "batch_max", batch_max, 1, level + 1)
@@ -300,7 +316,7 @@ local function build(opts, listeners, limits, timeouts, level)
   local c, err = core.new {
     database = database, worker_id = worker_id, lease = lease, max_attempts = max_attempts,
     timeout = timeout, batch_max = batch_max, listeners = listeners, limits = limits,
-    timeouts = timeouts,
+    timeouts = timeouts, history = history,
     backoff = backoff, log = log, log_debug = log_debug, tick = make_tick(log),
   }
   if not c then raise(level + 1, "%s", (err:gsub("^scheduler: ", ""))) end
@@ -308,7 +324,8 @@ local function build(opts, listeners, limits, timeouts, level)
 end
 
 local function new_instance(opts, level)
-  local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {}, _slots = {} }, Scheduler)
+  local self = setmetatable({ _listeners = {}, _limits = {}, _timeouts = {}, _slots = {},
+    _histories = {} }, Scheduler)
   self._core, self._concurrency, self._log, self._log_debug, self._worker_id = build(opts, self._listeners, self._limits, self._timeouts,
     level + 1)
   return self
@@ -335,14 +352,18 @@ function Scheduler:on(name, fn, opts)
   if not is_callable(fn) then
     raise(2, "on: the listener must be a function or callable table, got %s", type(fn))
   end
-  opts = check_options("on", opts, { max_attempts = true, timeout = true, concurrency = true }, 2)
+  opts = check_options("on", opts,
+    { max_attempts = true, timeout = true, concurrency = true, history = true }, 2)
+  -- history: this name's own (nil: the instance's)
+  local history = opts.history ~= nil and check_history("on", opts.history, 2) or nil
   local max = opts.max_attempts and check_int("on", "max_attempts", opts.max_attempts, 1, 2)
   local slots = opts.concurrency and check_int("on", "concurrency", opts.concurrency, 1, 2)
   if slots and slots > MAX_CONCURRENCY then
     raise(2, "on: concurrency must be between 1 and %d, got %d", MAX_CONCURRENCY, slots)
   end
-  c:on(name, fn, max, check_timeout("on", opts.timeout, 2), slots)
+  c:on(name, fn, max, check_timeout("on", opts.timeout, 2), slots, history)
   self._slots[name] = slots
+  self._histories[name] = history
 end
 
 --- Remove the listener for `name`.
@@ -351,6 +372,7 @@ function Scheduler:off(name)
   check_name("off", name, 2)
   c:off(name)
   self._slots[name] = nil
+  self._histories[name] = nil
 end
 
 local WHEN_OPTIONS = { at = true, delay = true, key = true, priority = true, max_attempts = true }
@@ -432,9 +454,32 @@ function Scheduler:cancel(id)
   return check_self(self, "cancel"):cancel(check_id("cancel", id, 2))
 end
 
---- The job's current record, or nil when it no longer exists.
+-- The fields history adds to a job's record.
+local HISTORY_FIELDS = { "worker", "started_at", "finished_at", "duration", "kept_until" }
+
+--- The job's current record, or nil when it no longer exists.  With
+-- history (configure{history}), a finished job's last record is kept:
+-- state "done", "failed" or "cancelled", with worker, started_at,
+-- finished_at, duration and last_error; a failed job still in the queue
+-- gets those fields of its last run.
 function Scheduler:job(id)
-  return check_self(self, "job"):job(check_id("job", id, 2))
+  local c = check_self(self, "job")
+  id = check_id("job", id, 2)
+  local j, err = c:job(id)
+  if err then return nil, err end
+  if j and j.state ~= "failed" then return j end
+  local rows, herr = c:history(nil, nil, id, 1)
+  if not rows then
+    if j then return j end
+    return nil, herr
+  end
+  local h = rows[1]
+  if not h then return j end
+  if not j then return h end
+  if h.state == "failed" then
+    for _, f in ipairs(HISTORY_FIELDS) do j[f] = h[f] end
+  end
+  return j
 end
 
 --- Put a failed job back to run now: true if it was failed.
@@ -455,7 +500,7 @@ function Scheduler:abandon(worker_id)
   return c:abandon(worker_id)
 end
 
-local STATES = { scheduled = true, running = true, failed = true }
+local STATES = { scheduled = true, running = true, failed = true, done = true, cancelled = true }
 
 --- The jobs matching `filter` ({ state =, name =, id =, limit = }; each
 -- field given must match), in the order they are due: an array of
@@ -467,11 +512,18 @@ function Scheduler:jobs(filter)
   filter = check_options("jobs", filter, { state = true, name = true, id = true, limit = true }, 2)
   local state, name, id, limit = filter.state, filter.name, filter.id, filter.limit
   if state ~= nil and not STATES[state] then
-    raise(2, "jobs: state must be \"scheduled\", \"running\" or \"failed\", got %s", tostring(state))
+    raise(2, "jobs: state must be \"scheduled\", \"running\", \"failed\", \"done\" or \"cancelled\", got %s",
+      tostring(state))
   end
   if name ~= nil then check_name("jobs", name, 2) end
   if id ~= nil then check_id("jobs", id, 2) end
   if limit ~= nil then limit = check_int("jobs", "limit", limit, 1, 2) end
+  if state == "done" or state == "cancelled" then
+    -- finished jobs: history's, newest first (empty when history is off)
+    local rows, err = c:history(state, name, id, limit)
+    if not rows then return nil, err end
+    return rows, c:db_now()
+  end
   return c:jobs(state, name, id, limit)
 end
 
@@ -505,6 +557,15 @@ function Scheduler:stats()
   end
   if added then table.sort(rows, function(a, b) return a.name < b.name end) end
   return rows
+end
+
+--- Delete the history of at most `limit` (default 1000) jobs whose time is
+-- up, in one short transaction; returns how many rows (a row holds the
+-- jobs of one write, up to a batch: limit/100 rows at most).  Workers with history on
+-- do it on their own.
+function Scheduler:prune_history(limit)
+  local c = check_self(self, "prune_history")
+  return c:prune(limit and check_int("prune_history", "limit", limit, 1, 2) or 1000)
 end
 
 --- Put every failed job (of opts.name, or of all names) back to run now
@@ -851,7 +912,7 @@ function M.configure(opts)
     if default._core:running() then raise(2, "configure: the default instance is running") end
     for name, fn in pairs(default._listeners) do
       fresh:on(name, fn, { max_attempts = default._limits[name], timeout = default._timeouts[name],
-        concurrency = default._slots[name] })
+        concurrency = default._slots[name], history = default._histories[name] })
     end
     default:close()
   end
@@ -865,7 +926,7 @@ end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
   "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "purge", "schema_version", "run", "stop",
-  "pause", "resume", "paused" } do
+  "pause", "resume", "paused", "prune_history" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

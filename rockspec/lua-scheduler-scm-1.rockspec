@@ -55,6 +55,7 @@ build = {
         "csrc/store_pg_cancel.c",
         "csrc/store_pg_wake.c",
         "csrc/store_pg_operators.c",
+        "csrc/store_pg_history.c",
         "csrc/store_sqlite.c",
         "csrc/loop.c",
         "csrc/dispatch.c",

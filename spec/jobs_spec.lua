@@ -343,7 +343,7 @@ describe("jobs", function()
 
     it("raises for a bad filter", function()
       helper.raises(function() s:jobs { status = "failed" } end, 'unknown option "status"')
-      helper.raises(function() s:jobs { state = "done" } end, "state must be")
+      helper.raises(function() s:jobs { state = "finished" } end, "state must be")
       helper.raises(function() s:jobs { name = "" } end, "must not be empty")
       helper.raises(function() s:jobs { id = "1" } end, "must be an integer")
       helper.raises(function() s:jobs { limit = 0 } end, "limit must be between 1")

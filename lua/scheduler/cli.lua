@@ -280,7 +280,26 @@ local FROM = {
   ["default?"] = "the default, unless its listener sets max_attempts: --listeners PATH reads it",
 }
 
+-- A finished job kept by history (state done, cancelled, or failed with
+-- its last run's fields): its fields as JSON.
+local function history_json(j)
+  return text.object(
+    "id", j.id, "name", j.name, "state", j.state, "attempt", j.attempt,
+    "priority", j.priority, "key", j.key, "payload", j.payload, "last_error", j.last_error,
+    "worker", j.worker, "started_at", j.started_at and text.utc_time(j.started_at),
+    "finished_at", j.finished_at and text.utc_time(j.finished_at), "duration", j.duration,
+    "kept_until", j.kept_until and text.utc_time(j.kept_until))
+end
+
+-- How long a history row's listener ran ("-": it never started).
+local function took(j)
+  if not j.duration then return "-" end
+  if j.duration < 1 then return ("%.1fms"):format(j.duration * 1000) end
+  return j.duration < 10 and ("%.2fs"):format(j.duration) or text.duration(j.duration)
+end
+
 local function job_json(j, limits)
+  if j.finished_at and j.state ~= "failed" then return history_json(j) end
   local allowed, from = allowed_of(j, limits)
   return text.object(
     "id", j.id, "name", j.name, "state", j.state,
@@ -464,7 +483,7 @@ prints the existing job's id.]],
 
 COMMANDS.jobs = {
   summary = "list jobs",
-  synopsis = { "jobs [--state scheduled|running|failed] [--name N] [--limit N] [--listeners PATH] [--json]" },
+  synopsis = { "jobs [--state scheduled|running|failed|done|cancelled] [--name N] [--limit N] [--listeners PATH] [--json]" },
   description = [[
 Waiting, running and failed jobs in the order they are due (a job that
 succeeded is gone).  RUN AT is local time; WHEN is relative ("in 5m", "3s
@@ -473,9 +492,10 @@ late" for a due job still waiting).  Shows at most --limit jobs (default
 own max_attempts, else its listener's, else 25); "?": the default, unless
 the listener sets its own, which only its file says: --listeners PATH (the
 PATH `run` uses) reads it.  Long fields are cut ("..."); --json and show
-give them whole.]],
+give them whole.  --state done or cancelled: the finished jobs history
+keeps (configure{history}), newest first.]],
   options = {
-    { "--state", value = "S", parse = one_of("scheduled", "running", "failed"),
+    { "--state", value = "S", parse = one_of("scheduled", "running", "failed", "done", "cancelled"),
       help = "only jobs in this state" },
     { "--name", value = "N", help = "only jobs with this name" },
     { "--limit", value = "N", parse = integer_between(0), help = "at most N jobs (default 100, 0: all)" },
@@ -495,6 +515,14 @@ give them whole.]],
       out(text.json(text.array(list)), "\n")
     elseif #jobs == 0 then
       io.stderr:write("no jobs\n")
+    elseif o.state == "done" or o.state == "cancelled" then
+      local rows = {}
+      for i, j in ipairs(jobs) do
+        rows[i] = { tostring(j.id), j.name, j.state, text.local_time(j.finished_at), took(j),
+          tostring(j.attempt), j.worker or "-", text.first_line(j.last_error, 60) }
+      end
+      out(text.table({ "ID", "NAME", "STATE", "FINISHED AT", "TOOK", "ATTEMPT", "WORKER", "LAST ERROR" },
+        rows, { [1] = true, [5] = true, [6] = true }, { [8] = 60 }))
     else
       local rows, unsure = {}, false
       for i, j in ipairs(jobs) do
@@ -524,7 +552,9 @@ COMMANDS.show = {
 Every field of the job, with its payload and its whole last error.  The
 attempts allowed are the job's own max_attempts, else its listener's, else
 the default (25); the listener's is known only from its file: give
---listeners PATH (the PATH `run` uses).]],
+--listeners PATH (the PATH `run` uses).  A finished job (done, cancelled)
+is found while history keeps it, with the worker that ran it, when, and
+for how long; so is a failed job's last run.]],
   options = { LISTENERS, JSON, DATABASE },
   args = { { "ID" } },
   run = function(o)
@@ -532,9 +562,51 @@ the default (25); the listener's is known only from its file: give
     local limits = listener_limits(o)
     local db = open_db(o)
     local jobs, now = db:jobs { id = id }
-    db:close()
     local j = jobs[1]
+    local kept = nil -- history's last record of it (configure{history})
+    if not j or j.state == "failed" then
+      -- job(id) finds it in history, or adds its last run
+      local h, err = db:api():job(id)
+      if err then
+        db:close()
+        failure(errors.strip(err))
+      end
+      if h and h.finished_at then kept = h end
+    end
+    db:close()
+    if not j and kept then
+      if o.json then
+        out(text.json(history_json(kept)), "\n")
+        return
+      end
+      local lines = {
+        { "id", tostring(kept.id) },
+        { "name", text.visible(kept.name) },
+        { "state", kept.state },
+        { "finished at", ("%s (%s)"):format(text.local_time(kept.finished_at, true),
+          text.relative(kept.finished_at, now, "ago")) },
+        { "started at", kept.started_at and text.local_time(kept.started_at, true) or "- (never started)" },
+        { "took", took(kept) },
+        { "worker", kept.worker and text.visible(kept.worker) or "-" },
+        { "attempt", tostring(kept.attempt) },
+        { "priority", tostring(kept.priority) },
+        { "key", kept.key and text.visible(kept.key) or "-" },
+        { "payload", text.json(kept.payload) },
+        { "kept until", text.local_time(kept.kept_until, true) },
+      }
+      for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
+      if kept.last_error then
+        out("last error\n")
+        out((text.visible(kept.last_error, "\n\t"):gsub("[^\n]+", "  %0")), "\n")
+      end
+      return
+    end
     if not j then failure(("no job %d (it finished, was cancelled, or never existed)"):format(id)) end
+    if kept and kept.state == "failed" then
+      -- its last run, as history kept it
+      j.worker, j.started_at, j.finished_at, j.duration = kept.worker, kept.started_at,
+        kept.finished_at, kept.duration
+    end
     if o.json then
       out(text.json(job_json(j, limits)), "\n")
       return
@@ -554,6 +626,10 @@ the default (25); the listener's is known only from its file: give
     if j.locked_by then
       lines[#lines + 1] = { "locked by", text.visible(j.locked_by) }
       lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
+    end
+    if j.finished_at then -- a failed job's last run (history)
+      lines[#lines + 1] = { "last run", ("%s, %s, by %s"):format(
+        text.local_time(j.started_at or j.finished_at, true), took(j), j.worker and text.visible(j.worker) or "-") }
     end
     for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
     if j.last_error then

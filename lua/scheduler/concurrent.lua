@@ -42,7 +42,13 @@ local function land(f, e, ok, err)
   e.ended = true
   f.inflight[e] = nil
   f.n = f.n - 1
-  local outcome, retry_in = f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
+  local outcome, retry_in
+  if e.keep then -- history: when it started and how long it ran
+    outcome, retry_in = f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err, e.keep,
+      e.wall, monotonic() - e.started)
+  else
+    outcome, retry_in = f.c:fetch_done(e.id, e.token, e.attempt, e.max, ok, err)
+  end
   -- the job's end, as csrc/loop.c logs it at concurrency 1: a failure
   -- and a snooze always, a success only when the log wants debug lines
   if f.log and (outcome ~= "done" or f.log_debug) then
