@@ -1,10 +1,10 @@
 # lua-scheduler — build, test and packaging checks.
 #
 #   make                    build $(BUILD)/scheduler/core.so
-#   make test               install deps, build, run the busted specs against a
-#                           throwaway PostgreSQL cluster (scripts/pgtmp)
+#   make test               install deps, build, run the busted specs on both backends
+#                           at once, each with a throwaway PostgreSQL cluster (scripts/pgtmp)
 #   make test BUSTED_ARGS="spec/foo_spec.lua"
-#   make test BACKENDS=sqlite   one backend only (default: postgresql sqlite)
+#   make test BACKENDS=sqlite   one backend only, output as it comes (default: postgresql sqlite)
 #   make demo               the quick start with nothing to set up: EXAMPLE on
 #                           the default SQLite database (./scheduler.db), no server
 #   make test SANITIZE=1    same, with ASan+UBSan (builds into build/asan)
@@ -153,7 +153,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build test-support deps test test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
+.PHONY: all build test-support deps test test-backends test-backend test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -184,20 +184,39 @@ deps:
 # before anything is compiled, even with -j).
 test: deps
 	@$(MAKE) --no-print-directory test-support
-	@$(WITH_CLUSTER) \
-	pgdb=$$LUA_SCHEDULER_DATABASE; status=0; \
-	for backend in $(BACKENDS); do \
-	  case $$backend in \
-	    postgresql) db=$$pgdb; other=sqlite ;; \
-	    sqlite) mkdir -p "$$pgdir/sqlite"; db="sqlite:$$pgdir/sqlite/test.db"; other=postgresql ;; \
-	    *) echo "make test: unknown backend '$$backend' (BACKENDS: postgresql sqlite)" >&2; exit 2 ;; \
-	  esac; \
-	  echo "== make test: $$backend ($$db)"; \
-	  LUA_SCHEDULER_DATABASE=$$db \
-	  "$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
-	      --cpath='$(CURDIR)/$(BUILD)/?.so' --exclude-tags=$$other $(BUSTED_ARGS) || status=1; \
+	@$(MAKE) --no-print-directory test-backends
+
+# The backends in BACKENDS at the same time, each with its own cluster: the
+# suite mostly waits (on workers, timers, the database), so two backends
+# take little longer than one.  With more than one, each backend's output
+# goes to a file, printed in BACKENDS order when all are done (or when the
+# run is killed, by a timeout for instance); one runs in the foreground.
+test-backends:
+	@set -uo pipefail; set -- $(BACKENDS); \
+	if [ $$# -eq 1 ]; then exec $(MAKE) --no-print-directory test-backend BACKEND=$$1; fi; \
+	out=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-test.XXXXXX'); \
+	show() { for b in $(BACKENDS); do if [ -f "$$out/$$b" ]; then cat "$$out/$$b"; fi; done; rm -rf "$$out"; }; \
+	trap show EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; \
+	pids=; \
+	for b in $(BACKENDS); do \
+	  $(MAKE) --no-print-directory test-backend BACKEND=$$b >"$$out/$$b" 2>&1 & pids="$$pids $$!"; \
 	done; \
+	status=0; for p in $$pids; do wait $$p || status=1; done; \
 	exit $$status
+
+# One backend's specs (BACKEND=postgresql or sqlite) in a throwaway cluster;
+# the specs of the other backend's tag are left out.
+test-backend:
+	@$(WITH_CLUSTER) \
+	case "$(BACKEND)" in \
+	  postgresql) db=$$LUA_SCHEDULER_DATABASE; other=sqlite ;; \
+	  sqlite) mkdir -p "$$pgdir/sqlite"; db="sqlite:$$pgdir/sqlite/test.db"; other=postgresql ;; \
+	  *) echo "make test: unknown backend '$(BACKEND)' (BACKENDS: postgresql sqlite)" >&2; exit 2 ;; \
+	esac; \
+	echo "== make test: $(BACKEND) ($$db)"; \
+	LUA_SCHEDULER_DATABASE=$$db \
+	"$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
+	    --cpath='$(CURDIR)/$(BUILD)/?.so' --exclude-tags=$$other $(BUSTED_ARGS)
 
 # The suite under ASan+UBSan with leak checking (issue 5).  Every process
 # the specs start has the ASan runtime preloaded, and many programs (sh,
@@ -206,28 +225,17 @@ test: deps
 # file in a temporary directory, and scripts/memory-report fails on any
 # invalid access or UBSan error and on any leak whose allocation went
 # through our code.  busted closes its Lua state at exit, so what our
-# userdata own is freed then, or reported.
-# The backends run at the same time, each with its own cluster and its
-# output in a file, printed when both are done (or when the run is killed,
-# by a timeout for instance): the suite mostly waits (on workers, timers,
-# the database), and under ASan a backend takes about 6 minutes.
+# userdata own is freed then, or reported.  The backends run at the same
+# time, as in make test: under ASan a backend takes about 6 minutes.
 test-memory: deps
 	@$(MAKE) --no-print-directory test-support SANITIZE=1
 	@logs=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-memory.XXXXXX'); \
-	mkdir "$$logs/out"; \
-	show() { for b in $(BACKENDS); do \
-	  if [ -f "$$logs/out/$$b" ]; then echo "== make test-memory: $$b"; cat "$$logs/out/$$b"; fi; done; }; \
-	trap 'show; rm -rf "$$logs"' EXIT; trap 'exit 143' TERM INT; \
-	pids=; \
-	for b in $(BACKENDS); do \
-	  $(MAKE) --no-print-directory test SANITIZE=1 BACKENDS=$$b \
-	    ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0:log_path='"$$logs"/asan \
-	    LSAN_OPTIONS=exitcode=0 \
-	    UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:log_path='"$$logs"/ubsan \
-	    >"$$logs/out/$$b" 2>&1 & pids="$$pids $$!"; \
-	done; \
-	status=0; for p in $$pids; do wait $$p || status=1; done; \
-	show; rm -f "$$logs"/out/*; rmdir "$$logs/out"; \
+	trap 'rm -rf "$$logs"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; \
+	status=0; \
+	$(MAKE) --no-print-directory test-backends SANITIZE=1 \
+	  ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0:log_path='"$$logs"/asan \
+	  LSAN_OPTIONS=exitcode=0 \
+	  UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:log_path='"$$logs"/ubsan || status=1; \
 	"$(CURDIR)/scripts/memory-report" "$$logs" || status=1; \
 	exit $$status
 
