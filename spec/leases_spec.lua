@@ -80,14 +80,22 @@ describe("leases", function()
       local p = helper.spawn { WORKER_NAMES = name, WORKER_SLEEP = 2.5 }
       assert(p:wait_file("ready", 10), p:describe())
       local id = helper.schedule(s, name, nil)
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5),
-        p:describe())
-      local worker = helper.ok(s:jobs { id = id })[1].locked_by
+      -- the worker's id from the same read that sees the job running (on a
+      -- loaded machine the 2.5 s job may end between two reads)
+      local worker
+      assert.is_truthy(helper.wait_for(function()
+        local j = helper.ok(s:jobs { id = id })[1]
+        worker = j and j.state == "running" and j.locked_by
+        return worker
+      end, 5), p:describe())
       local elapsed, v, err = helper.timed(s.abandon, s, worker)
       assert.is_false(v)
       assert.matches("^scheduler: abandon: worker .* is still connected", err)
       assert.is_true(elapsed < 2, ("abandon() waited %.2f s"):format(elapsed))
-      assert.equals("running", helper.ok(s:job(id)).state)
+      -- still running, or done by its worker: not released for another run
+      local j, jerr = s:job(id)
+      assert.is_nil(jerr)
+      assert.is_true(j == nil or j.state == "running", j and j.state)
       assert.is_truthy(helper.wait_for(function() return #p:events("done", id) == 1 end, 10), p:describe())
       assert.is_truthy(helper.wait_for(function() return s:job(id) == nil end, 10), p:describe())
       assert.equals(1, #p:events("start", id))
