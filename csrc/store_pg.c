@@ -215,6 +215,29 @@ static const char *const migrations[] = {
     "  name text PRIMARY KEY,"
     "  at timestamptz NOT NULL DEFAULT now()"
     ");",
+    /* 11: concurrency limits (store.h, limit): at most `concurrency` jobs
+     * of the name running at once, all workers together.  limit_free
+     * serializes the claims of limited names: it locks their rows (in
+     * name order: no deadlock between workers with overlapping names),
+     * then counts their running jobs in a statement of its own, so with
+     * a snapshot taken after the lock: a claim that held the lock before
+     * has committed, and its leases are counted.  The caller's statement
+     * claims at most `free` of each, and its commit ends the lock. */
+    "CREATE TABLE scheduler.limits ("
+    "  name text PRIMARY KEY,"
+    "  concurrency integer NOT NULL CHECK (concurrency >= 1),"
+    "  at timestamptz NOT NULL DEFAULT now()"
+    ");"
+    "CREATE FUNCTION scheduler.limit_free(names text[])"
+    "  RETURNS TABLE (limited text, free integer) LANGUAGE plpgsql VOLATILE AS $f$"
+    " BEGIN"
+    "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   ORDER BY l.name FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN; END IF;"
+    "  RETURN QUERY SELECT l.name, l.concurrency - (SELECT count(*)::integer"
+    "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name)"
+    "   FROM scheduler.limits l WHERE l.name = ANY (names);"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -525,7 +548,8 @@ int pg_prepare(pg_store *p, const pg_query *q) {
 
 /* Claims return their rows in binary (see read_claimed). */
 static int binary_result(const pg_query *q) {
-  return q == &pgq_claim || q == &pgq_claim_one || q == &pgq_claim_leased;
+  return q == &pgq_claim || q == &pgq_claim_one || q == &pgq_claim_leased ||
+         q == &pgq_claim_limited;
 }
 
 /* Execute prepared query q (preparing it on first use on this connection)
@@ -685,6 +709,10 @@ static void pg_destroy(store *s) {
   clear(&p->paused);
   free(p->paused_names);
   free(p->paused_lens);
+  clear(&p->limits);
+  free(p->limit_names);
+  free(p->limit_lens);
+  free(p->limit_values);
   free(p->rows);
   free(p->stats);
   free(p->crons);
@@ -737,6 +765,8 @@ static const store_ops pg_ops = {
     .schema_version = pg_schema_version,
     .pause = pg_pause,
     .paused_names = pg_paused_names,
+    .limit = pg_limit,
+    .limits = pg_limits,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

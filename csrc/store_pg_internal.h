@@ -54,6 +54,9 @@ enum {
   /* store_pg_operators.c */
   Q_RETRY, Q_GET, Q_LIST, Q_STATS, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS,
+  /* store_pg_claim.c (concurrency limits) */
+  Q_CLAIM_LIMITED,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -74,7 +77,7 @@ typedef struct pg_query {
 } pg_query;
 
 /* The statements one file runs and another holds. */
-extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased; /* store_pg_claim.c */
+extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased, pgq_claim_limited; /* store_pg_claim.c */
 extern const pg_query pgq_unrecord, pgq_worker_lock; /* store_pg_crash.c */
 extern const pg_query pgq_verdict; /* store_pg_cancel.c */
 
@@ -217,6 +220,11 @@ typedef struct pg_store {
   PGresult *paused;
   const char **paused_names;
   size_t *paused_lens, paused_cap;
+  /* what limits returns points into */
+  PGresult *limits;
+  const char **limit_names;
+  size_t *limit_lens, limit_cap;
+  long long *limit_values;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -420,6 +428,9 @@ int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried
 int pg_remove(store *s, const store_removal *r, size_t *removed);
 int pg_pause(store *s, const char *name, size_t len, int on, int *changed);
 int pg_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n);
+int pg_limit(store *s, const char *name, size_t len, long long concurrency, int *changed);
+int pg_limits(store *s, const char *const **names, const size_t **lens,
+              const long long **concurrency, size_t *n);
 
 #pragma GCC visibility pop
 
