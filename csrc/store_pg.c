@@ -229,7 +229,7 @@ static const char *const migrations[] = {
     "  at timestamptz NOT NULL DEFAULT now()"
     ");"
     "CREATE FUNCTION scheduler.limit_free(names text[])"
-    "  RETURNS TABLE (limited text, free integer) LANGUAGE plpgsql VOLATILE AS $f$"
+    "  RETURNS TABLE (limited text, free integer) LANGUAGE plpgsql VOLATILE ROWS 1 AS $f$"
     " BEGIN"
     "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
     "   ORDER BY l.name FOR UPDATE;"
