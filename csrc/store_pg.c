@@ -823,6 +823,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   }
   p->base.ops = &pg_ops;
   p->quarantine_look = 1;
+  p->limits_near = 1;
   p->conninfo = strdup(conninfo);
   int nomem = store_pg_secrets(conninfo, &p->secrets);
   char *perr = NULL;

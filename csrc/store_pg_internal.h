@@ -160,6 +160,8 @@ typedef struct pg_store {
   char limit[32];    /* the limit of the current claim, as text */
   int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int quarantine_look; /* the next fresh claim looks for a quarantined job first */
+  int limits_near; /* some of this worker's names are limited, as the last fresh
+                      claim said: claim them first (see LIMITS, store_pg_claim.c) */
   int syncs;         /* pipeline syncs sent and not read yet */
   /* jobs of a claim transaction whose connection was lost, said at the next
    * finish or settle (a count to report, not a state of the transaction:

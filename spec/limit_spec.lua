@@ -84,6 +84,11 @@ local function all_done_once(procs, ids)
   return true
 end
 
+-- LIMIT_FIGURES=1: say the measured figures (README, Guarantees).
+local function figure(fmt, ...)
+  if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[limit] " .. fmt .. "\n"):format(...)) end
+end
+
 local function quiet(proc)
   local log = proc:log()
   assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
@@ -122,6 +127,12 @@ describe("limit", function()
     helper.sleep(0.3) -- anything run twice would show
     assert.is_true(all_done_once(procs, ids), helper.describe_all(procs))
     local most = peak(procs, ids)
+    local t0, t1 = math.huge, -math.huge
+    for _, r in ipairs(helper.all_results(procs)) do
+      if ids[r.id] then t0, t1 = math.min(t0, r.time), math.max(t1, r.time) end
+    end
+    figure("3 workers, limit 2, 30 jobs of 0.1 s: peak %d at once, first start to last end %.2f s (ideal 1.5 s)",
+      most, t1 - t0)
     assert.is_true(most <= 2, ("%d jobs of the name ran at once"):format(most))
     assert.equals(2, most) -- the workers did use both slots
     for _, p in ipairs(procs) do quiet(p) end
@@ -150,6 +161,8 @@ describe("limit", function()
       for _, r in ipairs(b:events("start")) do first = math.min(first, r.time) end
       assert.is_true(first - killed < 2 + 2.5, ("the slot came back %.1f s after the kill"):format(first - killed))
       local most = peak({ a, b }, ids, { [a:pid()] = killed })
+      figure("killed -9 (concurrency %d, lease 2 s): the slot came back %.2f s after the kill; peak %d",
+        concurrency, first - killed, most)
       assert.equals(1, most)
       quiet(b)
     end)
@@ -167,6 +180,8 @@ describe("limit", function()
     assert.is_truthy(helper.wait_for(function() return all_done_once(procs, uids) end, 10),
       helper.describe_all(procs))
     assert.is_true(peak(procs, uids) >= 2)
+    figure("beside a full name: the unlimited name's 8 jobs of 0.3 s ran %d at once at most, done while"
+      .. " %d of the limited name's 8 were", peak(procs, uids), count(dones(procs, lids)))
     local before = count(dones(procs, lids))
     assert.is_true(before < 8, "the limited name had run out")
     assert.equals(1, peak(procs, lids))
