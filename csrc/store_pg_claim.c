@@ -214,16 +214,17 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
     "        ELSE '-9223372036854775808'::bigint END)"
     "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
-    "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "      AND j.name <> ALL (ARRAY(SELECT l.name FROM scheduler.limits l))"
+    "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
+    "        UNION ALL SELECT l.name FROM scheduler.limits l))" /* see LIMITS */
     "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
     "  WHERE pr.p IS NOT NULL LIMIT $2"
-    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t,"
+    /* whether some of the names are limited (see LIMITS) */
+    "  EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = ANY ($1)) AS lim"
     ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT c.t FROM c))"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok),"
-    /* whether some of the names are limited (see LIMITS): read once */
-    "  (SELECT EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = ANY ($1)))"};
+    "  (SELECT tok.lim FROM tok)"};
 
 /* Quarantined jobs, leased to $2 for $3 seconds with their attempt
  * counted (committed before they run: if one alone crashes its worker, it
