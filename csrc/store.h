@@ -163,6 +163,9 @@ typedef struct store_wake {
   double next_due; /* earliest run_at among the worker's names; INFINITY if none */
   double next_expiry; /* earliest lease expiry among them; INFINITY if none */
   double next_cron;   /* earliest next_at of their recurring schedules */
+  /* 1: due jobs of one of them wait for a slot of its concurrency limit
+   * (store_ops.limit): the worker claims again once its own end frees one */
+  int limit_wait;
 } store_wake;
 
 typedef struct store store;

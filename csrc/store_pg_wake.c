@@ -80,7 +80,11 @@ static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
     "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
     " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
-    "  WHERE c.name = ANY ($1::text[]))"};
+    "  WHERE c.name = ANY ($1::text[])),"
+    /* store_wake.limit_wait */
+    " EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name) WHERE " AT_LIMIT_WAKE
+    "  AND EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "   AND j.name = n.name AND j.run_at <= now()))"};
 
 int pg_listen(store *s, int on) {
   pg_store *p = PG(s);
@@ -183,6 +187,7 @@ int pg_next_wake(store *s, store_wake *w) {
   w->next_due = seconds_or_inf(r, 1);
   w->next_expiry = seconds_or_inf(r, 2);
   w->next_cron = seconds_or_inf(r, 3);
+  w->limit_wait = PQgetvalue(r, 0, 4)[0] == 't';
   PQclear(r);
   if (unsure) {
     /* a write may commit unannounced: look again soon (see SLEEP_LOCK) */

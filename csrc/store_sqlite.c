@@ -2101,7 +2101,7 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
 
 /* min over this worker's names of query `which` (bound to the name);
  * the due jobs of paused names do not count (store.h, pause). */
-static int min_over_names(sq_store *q, int which, double *out) {
+static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) {
   int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
   if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q);
   *out = INFINITY;
@@ -2117,7 +2117,10 @@ static int min_over_names(sq_store *q, int which, double *out) {
      * not at once (the worker would spin; store.h, limit) */
     const sq_limit *l =
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
-    if (l && l->free <= 0 && !isnan(v) && v < now + LIMIT_LOOK) v = now + LIMIT_LOOK;
+    if (l && l->free <= 0 && !isnan(v) && v < now + LIMIT_LOOK) {
+      if (v <= now) *limit_wait = 1;
+      v = now + LIMIT_LOOK;
+    }
     if (!isnan(v) && v < *out) *out = v;
   }
   return rc;
@@ -2128,11 +2131,12 @@ static int sq_next_wake(store *s, store_wake *w) {
   int rc = sq_connect(s);
   if (rc) return rc;
   w->next_due = w->next_expiry = w->next_cron = INFINITY;
+  w->limit_wait = 0;
   /* one read transaction: one snapshot, one lock round trip */
   rc = sqlite3_exec(q->db, "BEGIN", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron, &w->limit_wait);
   if (rc == SQLITE_OK) rc = tx(q, Q_COMMIT);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   w->db_now = clock_wall();
@@ -2371,8 +2375,9 @@ static int sq_notifications(store *s, double *earliest) {
   if ((long long)dv == q->data_version) return STORE_OK;
   q->data_version = (long long)dv;
   double cron = INFINITY;
-  rc = min_over_names(q, Q_WAKE_DUE, earliest);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron);
+  int limit_wait = 0;
+  rc = min_over_names(q, Q_WAKE_DUE, earliest, &limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron, &limit_wait);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   /* a recurring schedule (perhaps declared or moved by another process):
    * the loop turns its slot into a job TICK_AHEAD (1 s, loop.c) before it */

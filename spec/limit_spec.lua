@@ -133,6 +133,11 @@ describe("limit", function()
     end
     figure("3 workers, limit 2, 30 jobs of 0.1 s: peak %d at once, first start to last end %.2f s (ideal 1.5 s)",
       most, t1 - t0)
+    if os.getenv("LIMIT_TRACE") then
+      for k, p in ipairs(procs) do
+        for _, r in ipairs(p:results()) do io.stderr:write(("w%d %s %.3f\n"):format(k, r.event, r.time - t0)) end
+      end
+    end
     assert.is_true(most <= 2, ("%d jobs of the name ran at once"):format(most))
     assert.equals(2, most) -- the workers did use both slots
     for _, p in ipairs(procs) do quiet(p) end
