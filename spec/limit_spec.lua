@@ -5,10 +5,10 @@
 -- start) claim one limited name at once; their own records (each start
 -- and done line, with its time: spec/support/worker.lua) never show more
 -- than N of its jobs running together, and every job runs exactly once.
--- Then: a worker killed -9 while it holds the slot gives it back (its
--- lease), an unlimited name beside a full one is not held back, lifting a
--- limit lets the waiting jobs go, and the API and command refuse bad
--- limits.
+-- Then: a worker at the limit waits without spinning, a worker killed -9
+-- while it holds the slot gives it back (its lease), an unlimited name
+-- beside a full one is not held back, lifting a limit lets the waiting
+-- jobs go, and the API and command refuse bad limits.
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
@@ -89,6 +89,15 @@ local function figure(fmt, ...)
   if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[limit] " .. fmt .. "\n"):format(...)) end
 end
 
+-- CPU seconds a process has used (utime + stime, at 100 ticks a second).
+local function cpu(pid)
+  local stat = helper.read_file("/proc/" .. pid .. "/stat") or ""
+  local rest = stat:match("%) (.*)$") or ""
+  local fields = {}
+  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
+  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+end
+
 local function quiet(proc)
   local log = proc:log()
   assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
@@ -150,11 +159,17 @@ describe("limit", function()
       local L = helper.name("killed")
       helper.ok(s:limit(L, { concurrency = 1 }))
       local ids = schedule_n(s, L, 6)
-      local a = worker(L, concurrency, 1.5, { WORKER_LEASE = 2 })
+      local a = worker(L, concurrency, 4, { WORKER_LEASE = 2 })
       assert.is_truthy(helper.wait_for(function() return #a:events("start") >= 1 end, 10), a:describe())
       local b = worker(L, concurrency == 1 and 3 or 1, 0.1, { WORKER_LEASE = 2 })
       assert.is_truthy(b:wait_file("ready", 10), b:describe())
-      helper.sleep(0.5) -- b claims and finds the name full
+      -- b finds the name full, and waits for the slot without spinning
+      helper.sleep(0.3)
+      local c0 = cpu(b:pid())
+      helper.sleep(2)
+      local used = cpu(b:pid()) - c0
+      figure("a worker at the limit (concurrency %d) used %.2f s of CPU in 2 s", concurrency == 1 and 3 or 1, used)
+      assert.is_true(used < 0.5, ("the worker at the limit used %.2f s of CPU in 2 s"):format(used))
       assert.equals(0, #b:events("start"), b:describe())
       a:kill("KILL")
       local killed = helper.now()
