@@ -106,50 +106,6 @@ static int tx_to(pg_store *p, tx_state next) {
 /* A batch is in hand: its transaction owns the connection. */
 static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_AHEAD; }
 
-/* Claim and delete, in the caller's transaction (BEGIN comes first),
- * the due jobs in (priority, run_at, id) order: the delete is each
- * job's one row write, and nobody else sees it before the commit that
- * ends the claim transaction (after Q_PUT_BACK for the jobs that stay
- * and Q_COMPLETED).  Until then the rows are locked: other claims skip
- * them, and if this worker dies its transaction aborts and they are
- * back at once.  The recursive part walks the distinct priorities
- * through jobs_due, so each priority is an index range (run_at up to
- * the statement's time: the transaction may be older) however many
- * future jobs wait; rows are found by ctid (TID scans: no index
- * lookups).  The walk starts at 0, the default and lowest priority,
- * without looking: each step past a priority is then an index range
- * that starts after that priority's entries.  Looking for the lowest one
- * would read jobs_due from its first entry, and the entries of another
- * client's uncommitted insert, invisible but read all the same, come
- * first when no visible job is ahead of them: during a schedule_many of
- * 1,000,000 jobs due later, a claim that found nothing read them all
- * (140 ms).  The walk still reads those of a priority above 0, until it
- * finds a visible job at or past them.
- *   $3-$5: for a claim ahead, the last job the transaction claimed
- * (priority, run_at, id), NULL for its first claim.  That priority's
- * index range starts there, past the entries of the rows the
- * transaction deleted (see CLAIM AHEAD).
- *   Quarantined jobs are not batched (see CRASHES): they are claimed
- * alone (Q_CLAIM_ONE), and while one of this worker's names has any due,
- * this claim takes nothing, so that the next claim takes them first.
- *   The jobs of a batch whose worker died are not claimed (d: its
- * record's, while its worker's WORKER_LOCK is free; $6 is this worker)
- * until a rescue has found that batch and put them in quarantine (see
- * CRASHES): its transaction aborted, so they are free again at once, and
- * a claim in between would take them in a batch again, the one that
- * killed it among them.  d is read once per claim, as an array (an
- * IN over it was a subplan run for every row: 0.3 ms a claim of 500): a
- * few microseconds when no worker died (the lock of each other worker's
- * record tried and, when free, let go at once).
- *   Jobs of a paused name (scheduler.paused: store.h, pause) are not
- * claimed, nor do their quarantined ones hold the claim back; the table
- * is read once per claim, as an array like d (empty: a few microseconds).
- *   Column 10 is the claim's token, one per batch: its sequence is read
- * only when a job is returned.
- *   Rows come in TID order (the caller sorts them), in binary (see
- * read_claimed): as text, printing the numbers and times of 500 rows
- * took the server about 0.5 ms of a 3 ms claim transaction (pgbench,
- * every column against the id alone). */
 /* LIMITS (store.h, limit).  Jobs of a limited name (a row of
  * scheduler.limits) are never held in a claim transaction: Q_CLAIM skips
  * them, and they are claimed as leases (Q_CLAIM_LIMITED, Q_CLAIM_LEASED,
@@ -188,6 +144,52 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   "    FOR UPDATE SKIP LOCKED) x"                                                            \
   ")"
 
+/* Claim and delete, in the caller's transaction (BEGIN comes first),
+ * the due jobs in (priority, run_at, id) order: the delete is each
+ * job's one row write, and nobody else sees it before the commit that
+ * ends the claim transaction (after Q_PUT_BACK for the jobs that stay
+ * and Q_COMPLETED).  Until then the rows are locked: other claims skip
+ * them, and if this worker dies its transaction aborts and they are
+ * back at once.  The recursive part walks the distinct priorities
+ * through jobs_due, so each priority is an index range (run_at up to
+ * the statement's time: the transaction may be older) however many
+ * future jobs wait; rows are found by ctid (TID scans: no index
+ * lookups).  The walk starts at 0, the default and lowest priority,
+ * without looking: each step past a priority is then an index range
+ * that starts after that priority's entries.  Looking for the lowest one
+ * would read jobs_due from its first entry, and the entries of another
+ * client's uncommitted insert, invisible but read all the same, come
+ * first when no visible job is ahead of them: during a schedule_many of
+ * 1,000,000 jobs due later, a claim that found nothing read them all
+ * (140 ms).  The walk still reads those of a priority above 0, until it
+ * finds a visible job at or past them.
+ *   $3-$5: for a claim ahead, the last job the transaction claimed
+ * (priority, run_at, id), NULL for its first claim.  That priority's
+ * index range starts there, past the entries of the rows the
+ * transaction deleted (see CLAIM AHEAD).
+ *   Quarantined jobs are not batched (see CRASHES): they are claimed
+ * alone (Q_CLAIM_ONE), and while one of this worker's names has any due,
+ * this claim takes nothing, so that the next claim takes them first.
+ *   The jobs of a batch whose worker died are not claimed (d: its
+ * record's, while its worker's WORKER_LOCK is free; $6 is this worker)
+ * until a rescue has found that batch and put them in quarantine (see
+ * CRASHES): its transaction aborted, so they are free again at once, and
+ * a claim in between would take them in a batch again, the one that
+ * killed it among them.  d is read once per claim, as an array (an
+ * IN over it was a subplan run for every row: 0.3 ms a claim of 500): a
+ * few microseconds when no worker died (the lock of each other worker's
+ * record tried and, when free, let go at once).
+ *   Jobs of a paused name (scheduler.paused: store.h, pause) are not
+ * claimed, nor do their quarantined ones hold the claim back; the table
+ * is read once per claim, as an array like d (empty: a few microseconds).
+ * Nor are those of a limited name (LIMITS above), read in the same array;
+ * column 11 says whether some of the names are limited.
+ *   Column 10 is the claim's token, one per batch: its sequence is read
+ * only when a job is returned.
+ *   Rows come in TID order (the caller sorts them), in binary (see
+ * read_claimed): as text, printing the numbers and times of 500 rows
+ * took the server about 0.5 ms of a 3 ms claim transaction (pgbench,
+ * every column against the id alone). */
 const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "WITH RECURSIVE pr(p) AS ("
     "  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
@@ -302,8 +304,7 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
 /* The claim of a worker that runs one job at a time (pg_claim) for its
  * limited names (see LIMITS): up to $4 due jobs of them, leased to $2 for
  * $3 seconds with their attempt counted and one new token (the parameters
- * of Q_CLAIM_ONE).  The same
- * columns as Q_CLAIM_ONE's, in binary. */
+ * of Q_CLAIM_ONE).  The same columns as Q_CLAIM_ONE's, in binary. */
 const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 4,
     "WITH d AS MATERIALIZED ("
     "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
