@@ -306,12 +306,41 @@ return {
         end
       end, 10, 0.01)
     end
-    local b1 = batch(100)
-    local x_run = started_by(b1, { [a_run.pid] = true })
-    if not r:check(x_run ~= nil, "a second cut-off worker started a batch", cutoff) then return end
-    local b2 = batch(200)
-    local y_run = started_by(b2, { [a_run.pid] = true, [x_run.pid] = true })
-    if not r:check(y_run ~= nil, "a third cut-off worker started another batch", cutoff) then return end
+    -- rows of `ids` locked (held by a claim transaction) now
+    local function held(ids)
+      local out = lib.psql(([[
+        SELECT count(*) FROM pgrowlocks('scheduler.jobs') l JOIN scheduler.jobs j ON j.ctid = l.locked_row
+        WHERE j.id = ANY ('{%s}')]]):format(table.concat(ids, ",")), { conn = localdb })
+      return tonumber(out) or 0
+    end
+    -- Both idle workers may wake for X's batch and split it (each claim
+    -- takes the rows the other has not locked yet): then Y starts its
+    -- batch only after its share of X's, X's has been settled, and neither
+    -- is what the cut must find.  Then wait for them to end, and again.
+    local b1, b2, x_run, y_run
+    for try = 1, 3 do
+      b1 = batch(100 + 1000 * (try - 1))
+      x_run = started_by(b1, { [a_run.pid] = true })
+      if not r:check(x_run ~= nil, "a second cut-off worker started a batch", cutoff) then return end
+      b2 = batch(200 + 1000 * (try - 1))
+      y_run = started_by(b2, { [a_run.pid] = true, [x_run.pid] = true })
+      if not r:check(y_run ~= nil, "a third cut-off worker started another batch", cutoff) then return end
+      local hx, hy = held(b1), held(b2)
+      if (hx == BATCH and hy == BATCH) or try == 3 then break end -- (else the check below fails)
+      local why = ("try %d: the batches were split or settled before the cut (%d and %d of %d rows held): again")
+        :format(try, hx, hy, BATCH)
+      r:note(why)
+      lib.log("partition: %s", why)
+      local all = {}
+      for _, id in ipairs(b1) do all[#all + 1] = id end
+      for _, id in ipairs(b2) do all[#all + 1] = id end
+      if not r:check(lib.wait_for(function()
+        for _, id in ipairs(all) do
+          if s:job(id) then return false end
+        end
+        return true
+      end, 30, 0.05), "the split batches ran before the next try", cutoff) then return end
+    end
 
     -- the cut
     local t_cut = lib.now()
