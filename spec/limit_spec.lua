@@ -179,7 +179,9 @@ describe("limit", function()
         b:describe())
       local first = math.huge
       for _, r in ipairs(b:events("start")) do first = math.min(first, r.time) end
-      assert.is_true(first - killed < 2 + 2.5, ("the slot came back %.1f s after the kill"):format(first - killed))
+      -- within the lease and the rescue's look, with room for a slow
+      -- machine; far below the 15 s of a worker's idle look
+      assert.is_true(first - killed < 2 + 5, ("the slot came back %.1f s after the kill"):format(first - killed))
       local most = peak({ a, b }, ids, { [a:pid()] = killed })
       figure("killed -9 (concurrency %d, lease 2 s): the slot came back %.2f s after the kill; peak %d",
         concurrency, first - killed, most)
@@ -192,18 +194,22 @@ describe("limit", function()
     local s = helper.new()
     local L, U = helper.name("full"), helper.name("free")
     helper.ok(s:limit(L, { concurrency = 1 }))
-    local lids, uids = schedule_n(s, L, 8), schedule_n(s, U, 8)
     local w = worker(L .. "," .. U, 3, 0.3)
     local w1 = worker(L .. "," .. U, 1, 0.3)
     local procs = { w, w1 }
+    -- both ready before the jobs exist: a slow start (ASan, a loaded
+    -- machine) must not leave U's jobs to one worker
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    -- L's 20 jobs take 6 s one at a time, U's 8 about a second on 3 slots
+    local lids, uids = schedule_n(s, L, 20), schedule_n(s, U, 8)
     -- U's 8 jobs on 3 + 1 slots less L's one: done in about a second
     assert.is_truthy(helper.wait_for(function() return all_done_once(procs, uids) end, 10),
       helper.describe_all(procs))
     assert.is_true(peak(procs, uids) >= 2)
     figure("beside a full name: the unlimited name's 8 jobs of 0.3 s ran %d at once at most, done while"
-      .. " %d of the limited name's 8 were", peak(procs, uids), count(dones(procs, lids)))
+      .. " %d of the limited name's 20 were", peak(procs, uids), count(dones(procs, lids)))
     local before = count(dones(procs, lids))
-    assert.is_true(before < 8, "the limited name had run out")
+    assert.is_true(before < 20, "the limited name had run out")
     assert.equals(1, peak(procs, lids))
     -- no limit: the rest go together
     assert.is_true(helper.ok(s:limit(L, nil)))
