@@ -919,6 +919,42 @@ static int l_paused(lua_State *L) {
   return 1;
 }
 
+/* s:limit(name, concurrency) -> changed | nil, err (store_ops.limit;
+ * concurrency nil: no limit) */
+static int l_limit(lua_State *L) {
+  core *c = check_store(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  lua_Integer n = luaL_optinteger(L, 3, 0);
+  if (n < 0 || n > 2147483647) return luaL_argerror(L, 3, "concurrency out of range");
+  int changed = 0;
+  if (c->st->ops->limit(c->st, name, len, (long long)n, &changed) != STORE_OK)
+    return fail(L, "limit", store_error(c->st));
+  lua_pushboolean(L, changed);
+  return 1;
+}
+
+/* s:limits() -> { { name = , concurrency = }, ... } (in name order) | nil, err */
+static int l_limits(lua_State *L) {
+  core *c = check_store(L);
+  const char *const *names;
+  const size_t *lens;
+  const long long *conc;
+  size_t n;
+  if (c->st->ops->limits(c->st, &names, &lens, &conc, &n) != STORE_OK)
+    return fail(L, "limits", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, names[i], lens[i]);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)conc[i]);
+    lua_setfield(L, -2, "concurrency");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 /* s:schema_version() -> version | nil, err */
 static int l_schema_version(lua_State *L) {
   core *c = check_store(L);
@@ -995,6 +1031,7 @@ static const luaL_Reg core_methods[] = {
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
     {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
     {"pause", l_pause}, {"paused", l_paused}, {"history", l_history}, {"prune", l_prune},
+    {"limit", l_limit}, {"limits", l_limits},
     {"schema_version", l_schema_version}, {NULL, NULL}};
 
 static const luaL_Reg core_meta[] = {

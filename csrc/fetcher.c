@@ -487,6 +487,7 @@ typedef struct turn {
   double offset; /* database clock minus monotonic */
   double next_prune; /* history (store.h, PRUNE_EVERY) */
   double next_renew, next_rescue, rescued_at, claim_at, held_delay, retry_at, retry_delay;
+  int limit_wait; /* the last look saw due jobs wait for a concurrency limit's slot */
   double paused_at; /* the last look at the paused names (see PAUSE_LOOK) */
   int trouble, quarantine_wait, listening;
 } turn;
@@ -560,6 +561,9 @@ static int write_outcomes(fetcher *f, turn *t, double now, int *worked) {
     for (size_t i = 0; i < t->n_w; i++) buf_reset(&t->w[i].error);
     t->n_w = 0;
     *worked = 1;
+    /* ends written: a slot of a concurrency limit that was full may be
+     * free now (store_ops.limit): claim again at once, not a second later */
+    if (t->limit_wait) t->claim_at = 0, t->held_delay = 0, t->limit_wait = 0;
     f->writing = 0;
     signal_if_settled(f);
   } else if (f->stopping) {
@@ -589,6 +593,7 @@ static int look_ahead(fetcher *f, turn *t, size_t in_flight, int limited, int q_
   if (rc != STORE_OK) return rc;
   double mid = (t0 + clock_mono()) / 2;
   t->offset = wk.db_now - mid;
+  t->limit_wait = wk.limit_wait;
   if (wk.next_due <= wk.db_now || q_wait) {
     /* due, yet not claimed: held by others; look again soon */
     t->held_delay = t->held_delay == 0 ? HELD_MIN : fmin(t->held_delay * 2, HELD_MAX);

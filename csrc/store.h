@@ -176,6 +176,9 @@ typedef struct store_wake {
   double next_due; /* earliest run_at among the worker's names; INFINITY if none */
   double next_expiry; /* earliest lease expiry among them; INFINITY if none */
   double next_cron;   /* earliest next_at of their recurring schedules */
+  /* 1: due jobs of one of them wait for a slot of its concurrency limit
+   * (store_ops.limit): the worker claims again once its own end frees one */
+  int limit_wait;
 } store_wake;
 
 /* A finished job kept by history (store_outcome.keep): job.state is
@@ -391,6 +394,24 @@ typedef struct store_ops {
    * *pruned = how many rows (a row holds the jobs of one write, up to a
    * batch: it deletes limit / 100 rows at most, at least one). */
   int (*prune)(store *s, size_t limit, size_t *pruned);
+  /* Limit job name (name, len) to `concurrency` jobs running at once
+   * across every worker (0: no limit), durably; a call replaces the
+   * name's limit.  "Running" is a job of the name claimed and not
+   * finished, by any worker (leased: claimed ahead and not started
+   * included); a claim takes at most the limit less those, and claims of
+   * a limited name are serialized (PostgreSQL: a row lock on its limit, in
+   * the claim's own short transaction; SQLite: the write lock), so that
+   * two workers claiming together never exceed it.  Jobs of a limited
+   * name are always leased, never held (store.h, claim), so a dead
+   * worker's slots come back with its leases (rescue, abandon).  A worker
+   * that finds a limited name full does not count its due jobs in
+   * next_wake (it looks again within a second).  *changed = 0 when the
+   * name already had that limit. */
+  int (*limit)(store *s, const char *name, size_t len, long long concurrency, int *changed);
+  /* The limited names in name order with their limits: *names, *lens and
+   * *concurrency point into store memory valid until the next call. */
+  int (*limits)(store *s, const char *const **names, const size_t **lens,
+                const long long **concurrency, size_t *n);
 } store_ops;
 
 /* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY

@@ -239,6 +239,29 @@ static const char *const migrations[] = {
     "CREATE INDEX history_ids ON scheduler.history USING gist (ids);"
     "CREATE INDEX history_finished ON scheduler.history (finished_at);"
     "CREATE INDEX history_kept ON scheduler.history (kept_until);",
+    /* 12: concurrency limits (store.h, limit): at most `concurrency` jobs
+     * of the name running at once, all workers together.  limit_free
+     * serializes the claims of limited names: it locks their rows (in
+     * name order: no deadlock between workers with overlapping names),
+     * then counts their running jobs in a statement of its own, so with
+     * a snapshot taken after the lock: a claim that held the lock before
+     * has committed, and its leases are counted.  The caller's statement
+     * claims at most `free` of each, and its commit ends the lock. */
+    "CREATE TABLE scheduler.limits ("
+    "  name text PRIMARY KEY,"
+    "  concurrency integer NOT NULL CHECK (concurrency >= 1),"
+    "  at timestamptz NOT NULL DEFAULT now()"
+    ");"
+    "CREATE FUNCTION scheduler.limit_free(names text[])"
+    "  RETURNS TABLE (limited text, free integer) LANGUAGE plpgsql VOLATILE ROWS 1 AS $f$"
+    " BEGIN"
+    "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   ORDER BY l.name FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN; END IF;"
+    "  RETURN QUERY SELECT l.name, l.concurrency - (SELECT count(*)::integer"
+    "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name)"
+    "   FROM scheduler.limits l WHERE l.name = ANY (names);"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -549,7 +572,8 @@ int pg_prepare(pg_store *p, const pg_query *q) {
 
 /* Claims return their rows in binary (see read_claimed). */
 static int binary_result(const pg_query *q) {
-  return q == &pgq_claim || q == &pgq_claim_one || q == &pgq_claim_leased;
+  return q == &pgq_claim || q == &pgq_claim_one || q == &pgq_claim_leased ||
+         q == &pgq_claim_limited;
 }
 
 /* Execute prepared query q (preparing it on first use on this connection)
@@ -709,6 +733,10 @@ static void pg_destroy(store *s) {
   clear(&p->paused);
   free(p->paused_names);
   free(p->paused_lens);
+  clear(&p->limits);
+  free(p->limit_names);
+  free(p->limit_lens);
+  free(p->limit_values);
   free(p->rows);
   free(p->stats);
   clear(&p->hist_res);
@@ -766,6 +794,8 @@ static const store_ops pg_ops = {
     .paused_names = pg_paused_names,
     .history = pg_history,
     .prune = pg_prune,
+    .limit = pg_limit,
+    .limits = pg_limits,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */
@@ -822,6 +852,7 @@ store *store_pg_open(const char *conninfo, buf *err) {
   }
   p->base.ops = &pg_ops;
   p->quarantine_look = 1;
+  p->limits_near = 1;
   p->conninfo = strdup(conninfo);
   int nomem = store_pg_secrets(conninfo, &p->secrets);
   char *perr = NULL;

@@ -106,6 +106,50 @@ static int tx_to(pg_store *p, tx_state next) {
 /* A batch is in hand: its transaction owns the connection. */
 static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_AHEAD; }
 
+/* LIMITS (store.h, limit).  Jobs of a limited name (a row of
+ * scheduler.limits) are never held in a claim transaction: Q_CLAIM skips
+ * them, and they are claimed as leases (Q_CLAIM_LIMITED, Q_CLAIM_LEASED,
+ * Q_CLAIM_ONE), each claim in a short transaction of its own that first
+ * locks the rows of its limited names and counts their running jobs
+ * (scheduler.limit_free, migration 12).  So "running" is what the table
+ * says (state 'running': leased, started or not, by any worker), a
+ * claim takes at most the rest, two claims of a name never overlap, and
+ * a dead worker's slots come back with its leases.  An unlimited worker
+ * reads the (empty) table once per claim, as it does the paused names.
+ *   AT_LIMIT(name) says, without the lock, that a limited name is full
+ * (written out in Q_CLAIM, whose text bench/run.lua reads):
+ * for the choices that only decide whether to look (a quarantined job
+ * that waits for a slot holds no claim back; next_wake does not count
+ * its due jobs). */
+#define AT_LIMIT(name)                                                                       \
+  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = " name                           \
+  "  AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"                           \
+  "    WHERE r.state = 'running' AND r.name = l.name))"
+
+/* The due jobs of limited names $1 that a claim may take, under the lock
+ * of their limits (see LIMITS): at most `free` of each, at most `max`
+ * (a parameter) in all; columns id, priority, run_at.  Quarantined
+ * jobs are left to Q_CLAIM_ONE, a dead worker's held batch (d) is skipped
+ * as in Q_CLAIM. */
+/* Some of names $1 are limited: a one-time filter, so that a worker none
+ * of whose names is limited calls no limit_free (a function call) but
+ * reads the limits' index once. */
+#define SOME_LIMITED "EXISTS (SELECT 1 FROM scheduler.limits s WHERE s.name = ANY ($1::text[]))"
+
+#define LIMITED_PICK(max)                                                                    \
+  "lf AS MATERIALIZED ("                                                                      \
+  "  SELECT f.limited, f.free FROM scheduler.limit_free($1::text[]) f WHERE f.free > 0"      \
+  "  AND " SOME_LIMITED                                                                       \
+  "), cl AS ("                                                                                \
+  "  SELECT x.id, x.priority, x.run_at FROM lf CROSS JOIN LATERAL ("                        \
+  "    SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                              \
+  "    WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"            \
+  "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                  \
+  "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                   \
+  "    ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " max ")"                    \
+  "    FOR UPDATE SKIP LOCKED) x"                                                            \
+  ")"
+
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
  * job's one row write, and nobody else sees it before the commit that
@@ -144,6 +188,8 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  *   Jobs of a paused name (scheduler.paused: store.h, pause) are not
  * claimed, nor do their quarantined ones hold the claim back; the table
  * is read once per claim, as an array like d (empty: a few microseconds).
+ * Nor are those of a limited name (LIMITS above), read in the same array;
+ * column 11 says whether some of the names are limited.
  *   Column 10 is the claim's token, one per batch: its sequence is read
  * only when a job is returned.
  *   Rows come in TID order (the caller sorts them), in binary (see
@@ -155,7 +201,10 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "  SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM scheduler.jobs q WHERE q.quarantined"
     "    AND q.state = 'scheduled' AND q.run_at <= statement_timestamp()"
     "    AND q.name = ANY ($1)" /* not the slot pg_prepare_claim fills */
-    "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z)))"
+    "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "    AND NOT EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = q.name" /* AT_LIMIT */
+    "      AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"
+    "        WHERE r.state = 'running' AND r.name = l.name)))"
     "  UNION ALL"
     "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
     "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
@@ -173,13 +222,17 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "        CASE WHEN pr.p = $3::integer THEN $5::bigint"
     "        ELSE '-9223372036854775808'::bigint END)"
     "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
-    "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
+    "        UNION ALL SELECT l.name FROM scheduler.limits l))" /* see LIMITS */
     "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
     "  WHERE pr.p IS NOT NULL LIMIT $2"
-    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t,"
+    /* whether some of the names are limited (see LIMITS) */
+    "  EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = ANY ($1)) AS lim"
     ") DELETE FROM scheduler.jobs j WHERE j.ctid = ANY (ARRAY(SELECT c.t FROM c))"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt + 1, j.max_attempts,"
-    "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok)"};
+    "  j.key, j.priority, j.last_error, j.created_at, (SELECT tok.t FROM tok),"
+    "  (SELECT tok.lim FROM tok)"};
 
 /* Quarantined jobs, leased to $2 for $3 seconds with their attempt
  * counted (committed before they run: if one alone crashes its worker, it
@@ -189,17 +242,24 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
  * together, the rescue sends them back as suspects of a crash half that
  * size).  The same columns as Q_CLAIM's, in binary. */
 const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
-    "WITH f AS ("
+    "WITH lf AS MATERIALIZED (SELECT * FROM scheduler.limit_free($1::text[])"
+    "  WHERE " SOME_LIMITED
+    "), f AS ("
     "  SELECT coalesce(q.suspects, 1) AS s FROM scheduler.jobs q WHERE q.quarantined"
     "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "    AND q.name <> ALL (ARRAY(SELECT lf.limited FROM lf WHERE lf.free <= 0))"
     "  ORDER BY q.priority, q.run_at, q.id LIMIT 1"
     "), c AS ("
     "  SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
     "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "    AND q.name <> ALL (ARRAY(SELECT lf.limited FROM lf WHERE lf.free <= 0))"
     "  ORDER BY q.priority, q.run_at, q.id"
-    "  LIMIT (SELECT least($4::integer, greatest(1, (f.s + 1) / 2)) FROM f)"
+    /* a limited name gets no more than its free slots: with one free
+     * somewhere, no more than the fewest (quarantine is rare) */
+    "  LIMIT (SELECT least($4::integer, greatest(1, (f.s + 1) / 2),"
+    "    coalesce((SELECT min(lf.free) FROM lf WHERE lf.free > 0), $4::integer)) FROM f)"
     "  FOR UPDATE SKIP LOCKED"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
     ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
@@ -221,12 +281,17 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "WITH d AS MATERIALIZED ("
     "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
     "    AND " WORKER_GONE
-    "), c AS ("
-    "  SELECT j.id FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "), c0 AS ("
+    "  SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j WHERE j.state = 'scheduled'"
     "    AND j.run_at <= now() AND j.name = ANY ($1::text[]) AND NOT j.quarantined"
     "    AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
     "    AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "    AND j.name <> ALL (ARRAY(SELECT l.name FROM scheduler.limits l))"
     "  ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
+    "), " LIMITED_PICK("$3") ", c AS ("
+    /* (rows locked and not taken are let go with the commit) */
+    "  SELECT k.id FROM (SELECT * FROM c0 UNION ALL SELECT * FROM cl) k"
+    "  ORDER BY k.priority, k.run_at, k.id LIMIT $3"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
     "), u AS ("
     "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
@@ -239,8 +304,27 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     ") SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
     "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
     "    AND q.name = ANY ($1::text[])"
-    "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) AS due)"
+    "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "    AND NOT " AT_LIMIT("q.name") ") AS due)"
     "  q LEFT JOIN u ON true"};
+
+/* The claim of a worker that runs one job at a time (pg_claim) for its
+ * limited names (see LIMITS): up to $4 due jobs of them, leased to $2 for
+ * $3 seconds with their attempt counted and one new token (the parameters
+ * of Q_CLAIM_ONE).  The same columns as Q_CLAIM_ONE's, in binary. */
+const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 4,
+    "WITH d AS MATERIALIZED ("
+    "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
+    "    AND " WORKER_GONE
+    "), " LIMITED_PICK("$4::integer") ", c AS ("
+    "  SELECT cl.id FROM cl ORDER BY cl.priority, cl.run_at, cl.id LIMIT $4"
+    "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
+    ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "  claim = (SELECT tok.t FROM tok), locked_by = $2,"
+    "  locked_until = now() + $3::float8 * interval '1 second'"
+    " FROM c WHERE j.id = c.id"
+    " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
+    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts
@@ -295,6 +379,27 @@ static const pg_query pgq_put_back = {Q_PUT_BACK, "scheduler_put_back", 16,
   "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"                        \
   " set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true),"       \
   " set_config('enable_incremental_sort', 'off', true), set_config('jit', 'off', true)"
+
+/* The settings of a leased claim's statement (Q_CLAIM_LIMITED,
+ * Q_CLAIM_LEASED, Q_CLAIM_ONE), sent before it in its segment (one
+ * implicit transaction, which the settings last for).  They read
+ * scheduler.limit_free and walk a limited name's jobs in a LATERAL (see
+ * LIMITS): without them the estimate of a sequential scan and a sort per
+ * limited name (never run when no name is limited) made PostgreSQL
+ * compile the statement (JIT) at every run: 260 ms a claim on a table of
+ * 50,000 jobs.  The same as a held claim's (CLAIM_SETTINGS): a generic
+ * plan (planned once), walking an index in claim order. */
+#define LEASE_SETTINGS CLAIM_SETTINGS
+
+/* Run leased claim q (values) after LEASE_SETTINGS, in one round trip. */
+static int run_leased(pg_store *p, const pg_query *q, const char *const *values, PGresult **r) {
+  int rc = pg_idle(p);
+  if (rc == STORE_OK) rc = pg_connect(&p->base);
+  if (rc == STORE_OK) rc = pg_prepare(p, q);
+  if (rc) return rc;
+  const step steps[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(q, values)};
+  return pg_pipeline(p, steps, 2, 1, r);
+}
 
 /* Prepare the claim for this worker's names.  Its plan is made once (a
  * generic plan: planning it takes about as long as running it) and kept
@@ -844,7 +949,12 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   const char *one[4] = {buf_cstr(&p->names_literal), p->worker,
                         fmt_seconds(lease, leasetext, sizeof leasetext), "1"};
   const char *values[6] = {buf_cstr(&p->names_literal), p->limit, NULL, NULL, NULL, p->worker};
-  const step quarantined = STEP_QUERY(&pgq_claim_one, one);
+  /* (Q_CLAIM_ONE alone: its plan is cheap, and it runs after every claim
+   * transaction of a backlog) */
+  const step quarantined[1] = {STEP_QUERY(&pgq_claim_one, one)};
+  /* one job of a limited name at a time: the loop runs its batch in turn,
+   * and a slot taken by a job waiting in it would run nothing (LIMITS) */
+  const step limited[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(&pgq_claim_limited, one)};
   /* see pg_prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS),
@@ -864,6 +974,7 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   if (rc == STORE_OK) pg_rec_start(p);
   pg_rec_advance(p);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_one);
+  if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_limited);
   if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & PREPARED_BIT(Q_CLAIM))))
     rc = pg_prepare_claim(p);
   /* Quarantined jobs are looked for (Q_CLAIM_ONE) only while some may wait:
@@ -871,17 +982,39 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
    * while one is due, so one found by another worker's rescue blocks the
    * next claim, and the one after looks). */
   int look = p->quarantine_look;
+  /* The jobs of limited names (LIMITS) are claimed first, as leases, in
+   * a statement of their own (committed at once); then the batch goes
+   * back untouched.  Not beside a look for a quarantined job, which is
+   * leased too and must run alone: then only once both found nothing. */
+  PGresult *lim = NULL;
+  /* A worker none of whose names is limited (as its last fresh claim
+   * said, and while it claims) does not look: on a drain that look would
+   * cost the claims a few percent.  A name limited since is skipped by
+   * Q_CLAIM, which says so; the worker then looks from its next fresh
+   * claim (or the next look for a quarantined job). */
+  int ask = look || p->limits_near;
   if (rc == STORE_OK) {
     /* awake: give SLEEP_LOCK back (see there) */
     int from = p->sleep_locked ? 0 : 1;
-    if (look) rc = pg_send_segment(p, &quarantined, 1);
+    if (ask) rc = pg_send_segment(p, look ? quarantined : limited, look ? 1 : 2);
     if (rc == STORE_OK) rc = pg_send_segment(p, steps + from, 4 - from);
-    if (rc == STORE_OK && look) rc = pg_read_segment(p, 1, 0, &alone);
+    if (rc == STORE_OK && ask)
+      rc = pg_read_segment(p, look ? 1 : 2, look ? 0 : 1, look ? &alone : &lim);
     if (rc == STORE_OK) rc = pg_read_segment(p, 4 - from, 3 - from, &r);
     /* given back even if the claim failed (the unlock comes first), or
      * gone with the connection */
     p->sleep_locked = 0;
   }
+  if (rc == STORE_OK && lim && PQntuples(lim) > 0) {
+    clear(&r);
+    pg_rollback(p); /* the batch goes back untouched */
+    rc = hold_batch(p, &p->cur, lim);
+    if (rc) return rc;
+    *jobs = p->cur.jobs;
+    *n = p->cur.n;
+    return STORE_OK;
+  }
+  clear(&lim);
   if (rc != STORE_OK) {
     clear(&alone);
     pg_rollback(p);
@@ -903,8 +1036,22 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   if (PQntuples(r) == 0) {
     clear(&r); /* nothing due, or a quarantined job is */
     p->quarantine_look = 1;
-    return pg_exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
+    rc = pg_exec_simple(p, "ending a claim", "SET LOCAL synchronous_commit = off; COMMIT", NULL);
+    if (rc != STORE_OK || !look) return rc;
+    /* looked for a quarantined job instead: the limited names now */
+    rc = pg_pipeline(p, limited, 2, 1, &lim);
+    if (rc != STORE_OK) return rc;
+    if (PQntuples(lim) == 0) {
+      clear(&lim);
+      return STORE_OK;
+    }
+    rc = hold_batch(p, &p->cur, lim);
+    if (rc) return rc;
+    *jobs = p->cur.jobs;
+    *n = p->cur.n;
+    return STORE_OK;
   }
+  p->limits_near = PQgetlength(r, 0, 11) == 1 && PQgetvalue(r, 0, 11)[0];
   rc = hold_batch(p, &p->cur, r);
   if (rc == STORE_OK) rc = pg_record_batch(p, &p->cur);
   if (rc == STORE_OK) rc = tx_to(p, TX_HELD);
@@ -968,7 +1115,7 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   snprintf(limittext, sizeof limittext, "%zu", limit);
   if (alone) {
     const char *one[4] = {buf_cstr(&p->names_literal), worker, leasetext, limittext};
-    rc = pg_run(p, &pgq_claim_one, one, &r);
+    rc = run_leased(p, &pgq_claim_one, one, &r);
     if (rc) return rc;
     if (PQntuples(r) > 0) {
       *until = bin_time(r, 0, 11);
@@ -984,7 +1131,7 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   const char *values[5] = {buf_cstr(&p->names_literal), worker, limittext,
                            *until > 0 ? micros_text(*until, untiltext, sizeof untiltext) : NULL,
                            leasetext};
-  rc = pg_run(p, &pgq_claim_leased, values, &r);
+  rc = run_leased(p, &pgq_claim_leased, values, &r);
   if (rc) return rc;
   int rows = PQntuples(r);
   if (rows > 0) *quarantine = PQgetlength(r, 0, 12) == 1 && PQgetvalue(r, 0, 12)[0] ? 1 : 0;

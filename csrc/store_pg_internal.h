@@ -56,6 +56,9 @@ enum {
   Q_PAUSE, Q_RESUME, Q_PAUSED,
   /* store_pg_history.c */
   Q_HISTORY_PUT, Q_HISTORY_LEASED, Q_HISTORY_LIST, Q_PRUNE, Q_CANCEL_KEEP,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS,
+  /* store_pg_claim.c (concurrency limits) */
+  Q_CLAIM_LIMITED,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -76,7 +79,7 @@ typedef struct pg_query {
 } pg_query;
 
 /* The statements one file runs and another holds. */
-extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased; /* store_pg_claim.c */
+extern const pg_query pgq_claim, pgq_claim_one, pgq_claim_leased, pgq_claim_limited; /* store_pg_claim.c */
 extern const pg_query pgq_unrecord, pgq_worker_lock; /* store_pg_crash.c */
 extern const pg_query pgq_verdict; /* store_pg_cancel.c */
 extern const pg_query pgq_history_put, pgq_history_leased; /* store_pg_history.c */
@@ -160,6 +163,8 @@ typedef struct pg_store {
   char limit[32];    /* the limit of the current claim, as text */
   int quiet;         /* claim transactions to begin without claiming ahead (a settle) */
   int quarantine_look; /* the next fresh claim looks for a quarantined job first */
+  int limits_near; /* some of this worker's names are limited, as the last fresh
+                      claim said: claim them first (see LIMITS, store_pg_claim.c) */
   int syncs;         /* pipeline syncs sent and not read yet */
   /* jobs of a claim transaction whose connection was lost, said at the next
    * finish or settle (a count to report, not a state of the transaction:
@@ -225,6 +230,11 @@ typedef struct pg_store {
   store_history *hist_rows;
   size_t hist_cap;
   PGresult *hist_res;
+  /* what limits returns points into */
+  PGresult *limits;
+  const char **limit_names;
+  size_t *limit_lens, limit_cap;
+  long long *limit_values;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -449,6 +459,9 @@ int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried
 int pg_remove(store *s, const store_removal *r, size_t *removed);
 int pg_pause(store *s, const char *name, size_t len, int on, int *changed);
 int pg_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n);
+int pg_limit(store *s, const char *name, size_t len, long long concurrency, int *changed);
+int pg_limits(store *s, const char *const **names, const size_t **lens,
+              const long long **concurrency, size_t *n);
 
 #pragma GCC visibility pop
 

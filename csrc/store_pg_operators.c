@@ -300,6 +300,72 @@ int pg_paused_names(store *s, const char *const **names, const size_t **lens, si
   return STORE_OK;
 }
 
+/* LIMITS (store.h, limit): a limited name is a row of scheduler.limits,
+ * which the claims read (see Q_CLAIM, Q_CLAIM_LIMITED).  A changed limit
+ * wakes the sleeping workers of the name, as a new due job would: a
+ * higher limit (or none) frees slots. */
+#define LIMIT_WAKE \
+  "(SELECT pg_notify('scheduler', extract(epoch FROM now())::text" \
+  "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
+static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 2,
+    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency) VALUES ($1, $2)"
+    "  ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, at = now()"
+    "  WHERE l.concurrency <> excluded.concurrency RETURNING 1)"
+    " SELECT count(*), " LIMIT_WAKE " FROM i"};
+static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
+    "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING name)"
+    " SELECT count(*), " LIMIT_WAKE " FROM d"};
+#define LIMITS_SQL "SELECT name, concurrency FROM scheduler.limits ORDER BY name"
+static const pg_query pgq_limits = {Q_LIMITS, "scheduler_limits", 0, LIMITS_SQL};
+
+int pg_limit(store *s, const char *name, size_t len, long long concurrency, int *changed) {
+  *changed = 0;
+  if (memchr(name, 0, len))
+    return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte");
+  if (concurrency < 0 || concurrency > 2147483647)
+    return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
+  char n[32];
+  snprintf(n, sizeof n, "%lld", concurrency);
+  const char *values[2] = {name, n};
+  PGresult *r = NULL;
+  int rc = pg_run(PG(s), concurrency ? &pgq_limit : &pgq_unlimit, values, &r);
+  if (rc) return rc;
+  *changed = parse_int(PQgetvalue(r, 0, 0)) > 0;
+  PQclear(r);
+  return STORE_OK;
+}
+
+int pg_limits(store *s, const char *const **names, const size_t **lens,
+              const long long **concurrency, size_t *n) {
+  pg_store *p = PG(s);
+  PGresult *r = NULL;
+  int rc = p->tx != TX_IDLE && !p->leases_only ? pg_rec_query(p, LIMITS_SQL, &r)
+                                                  : pg_run(p, &pgq_limits, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r), cap = p->limit_cap;
+  if (reserve((void **)&p->limit_names, &cap, rows ? rows : 1, sizeof *p->limit_names) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_lens, &cap, rows ? rows : 1, sizeof *p->limit_lens)) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_values, &cap, rows ? rows : 1, sizeof *p->limit_values))) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "not enough memory");
+  }
+  p->limit_cap = cap;
+  for (size_t i = 0; i < rows; i++) {
+    p->limit_names[i] = PQgetvalue(r, (int)i, 0);
+    p->limit_lens[i] = (size_t)PQgetlength(r, (int)i, 0);
+    p->limit_values[i] = parse_int(PQgetvalue(r, (int)i, 1));
+  }
+  clear(&p->limits);
+  p->limits = r;
+  *names = p->limit_names;
+  *lens = p->limit_lens;
+  *concurrency = p->limit_values;
+  *n = rows;
+  return STORE_OK;
+}
+
 int pg_remove(store *s, const store_removal *r, size_t *removed) {
   *removed = 0;
   if (r->name && memchr(r->name, 0, r->name_len)) return STORE_OK; /* no such job */

@@ -56,10 +56,21 @@
  * transaction still inserting jobs due later (invisible to it, but
  * each read all the same: 100 ms per 500,000).  With none that soon,
  * the worker looks again then. */
+/* A limited name that is full (store.h, limit) has its due jobs looked
+ * at again LIMIT_LOOK later, not at once (the worker would spin): a slot
+ * freed by a worker that dies, or whose job ends, is seen by then; its
+ * own ends claim again at once, as do the workers a changed limit wakes.
+ * Read without the limit's lock: it only says when to look. */
+#define LIMIT_LOOK "1 second"
+#define AT_LIMIT_WAKE                                                                        \
+  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name"                          \
+  "  AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"                           \
+  "    WHERE r.state = 'running' AND r.name = l.name))"
 static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     "SELECT extract(epoch FROM clock_timestamp()),"
-    " (SELECT extract(epoch FROM coalesce(min(w.run_at), now() + interval '"
-    WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
+    " (SELECT extract(epoch FROM coalesce(min(CASE WHEN " AT_LIMIT_WAKE
+    "   THEN greatest(w.run_at, now() + interval '" LIMIT_LOOK "') ELSE w.run_at END),"
+    "   now() + interval '" WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
     "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
     "   WHERE j.state = 'scheduled' AND j.name = n.name"
     "    AND j.run_at <= now() + interval '" WAKE_HORIZON "'"
@@ -69,7 +80,11 @@ static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
     "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
     " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
-    "  WHERE c.name = ANY ($1::text[]))"};
+    "  WHERE c.name = ANY ($1::text[])),"
+    /* store_wake.limit_wait */
+    " EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name) WHERE " AT_LIMIT_WAKE
+    "  AND EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "   AND j.name = n.name AND j.run_at <= now()))"};
 
 int pg_listen(store *s, int on) {
   pg_store *p = PG(s);
@@ -172,6 +187,7 @@ int pg_next_wake(store *s, store_wake *w) {
   w->next_due = seconds_or_inf(r, 1);
   w->next_expiry = seconds_or_inf(r, 2);
   w->next_cron = seconds_or_inf(r, 3);
+  w->limit_wait = PQgetvalue(r, 0, 4)[0] == 't';
   PQclear(r);
   if (unsure) {
     /* a write may commit unannounced: look again soon (see SLEEP_LOCK) */

@@ -198,6 +198,14 @@ static const char *const migrations[] = {
     "CREATE INDEX scheduler_history_ids ON scheduler_history (max_id);"
     "CREATE INDEX scheduler_history_finished ON scheduler_history (finished_at);"
     "CREATE INDEX scheduler_history_kept ON scheduler_history (kept_until);",
+    /* 9: concurrency limits (store.h, limit): at most `concurrency` jobs
+     * of the name running at once, all workers together (claims count
+     * them inside their write transaction: see load_limits). */
+    "CREATE TABLE scheduler_limits ("
+    "  name TEXT PRIMARY KEY,"
+    "  concurrency INTEGER NOT NULL CHECK (concurrency >= 1),"
+    "  at REAL NOT NULL"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -213,7 +221,8 @@ enum {
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
-  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE, Q_COUNT
+  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -437,6 +446,16 @@ static const char *const queries[Q_COUNT] = {
     /* ?1 now, ?2 at most this many */
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
+    /* concurrency limits (store.h, limit) */
+    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at) VALUES (?1, ?2, ?3)"
+                " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
+                " at = excluded.at WHERE concurrency <> excluded.concurrency",
+    [Q_UNLIMIT] = "DELETE FROM scheduler_limits WHERE name = ?1",
+    /* each limit and its running jobs (leased, started or not: a claim
+     * marks them running), by the index of leases: running jobs are few */
+    [Q_LIMITS] = "SELECT l.name, l.concurrency, (SELECT count(*) FROM scheduler_jobs j"
+                 " INDEXED BY scheduler_jobs_lease WHERE j.state = 'running' AND j.name = l.name)"
+                 " FROM scheduler_limits l",
 };
 
 /* ------------------------------------------------------------------ */
@@ -525,6 +544,14 @@ typedef struct name_ref {
   long long max_attempts; /* in maxes: its listener's (scheduler_listener_max) */
 } name_ref;
 
+/* A limited name (store.h, limit): its limit, and its free slots as the
+ * claim in hand counts them down. */
+typedef struct sq_limit {
+  char *s;
+  size_t len;
+  long long concurrency, free;
+} sq_limit;
+
 typedef struct sq_store {
   store base;
   char *path;      /* the file (absolute), or the memdb name ("/...") */
@@ -577,6 +604,13 @@ typedef struct sq_store {
   size_t n_paused;
   const char **paused_s;
   size_t *paused_l;
+  /* the limits as last read (load_limits), sorted like names, and
+   * limits's scratch */
+  struct sq_limit *limited;
+  size_t n_limited;
+  const char **limit_s;
+  size_t *limit_l;
+  long long *limit_c;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1144,6 +1178,70 @@ static int is_paused(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_paused) return 0;
   name_ref key = {(char *)s, len, 0};
   return bsearch(&key, q->paused, q->n_paused, sizeof *q->paused, name_cmp) != NULL;
+}
+
+static int limit_cmp(const void *a, const void *b) {
+  const sq_limit *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = n ? memcmp(x->s, y->s, n) : 0;
+  if (c) return c;
+  return (x->len > y->len) - (x->len < y->len);
+}
+
+static void free_limits(sq_store *q) {
+  for (size_t i = 0; i < q->n_limited; i++) free(q->limited[i].s);
+  free(q->limited);
+  q->limited = NULL;
+  q->n_limited = 0;
+}
+
+/* Read the limits and count their running jobs into q->limited (store.h,
+ * limit): inside a claim's write transaction, so that nobody claims in
+ * between and the count is exact.  SQLite code. */
+static int load_limits(sq_store *q) {
+  free_limits(q);
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_LIMITS, &rc);
+  size_t cap = 0;
+  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    size_t len = (size_t)sqlite3_column_bytes(st, 0);
+    char *c = malloc(len + 1);
+    if (c && q->n_limited == cap) {
+      sq_limit *grown = realloc(q->limited, (cap ? cap * 2 : 4) * sizeof *grown);
+      if (grown) q->limited = grown, cap = cap ? cap * 2 : 4;
+    }
+    if (!c || q->n_limited == cap) {
+      free(c);
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    if (len) memcpy(c, t, len);
+    c[len] = '\0';
+    long long limit = sqlite3_column_int64(st, 1), running = sqlite3_column_int64(st, 2);
+    q->limited[q->n_limited++] = (sq_limit){c, len, limit, limit - running};
+  }
+  if (st) finish_stmt(st);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  if (q->n_limited) qsort(q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
+  return rc;
+}
+
+/* The limit of name (s, len) as load_limits last read, or NULL. */
+static sq_limit *limit_of(const sq_store *q, const char *s, size_t len) {
+  if (!s || !q->n_limited) return NULL;
+  sq_limit key = {(char *)s, len, 0, 0};
+  return bsearch(&key, q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
+}
+
+/* A claim may take a job of name (s, len): not limited, or with a free
+ * slot, which it then takes (see load_limits). */
+static int take_slot(const sq_store *q, const char *s, size_t len) {
+  sq_limit *l = limit_of(q, s, len);
+  if (!l) return 1;
+  if (l->free <= 0) return 0;
+  l->free--;
+  return 1;
 }
 
 static int sq_set_max_attempts(store *s, const char *const *names, const size_t *lens,
@@ -1736,7 +1834,8 @@ static int grow_jobs(sq_store *q, size_t n) {
  * new token.  *quarantine 2: the job is a quarantined one, alone.
  * Nobody else can claim in between. */
 static int claim_jobs(store *s, size_t limit, double lease, double *until, const char *worker,
-                      size_t alone_max, store_job **jobs, size_t *n, int *quarantine) {
+                      size_t alone_max, int one_limited, store_job **jobs, size_t *n,
+                      int *quarantine) {
   sq_store *q = SQ(s);
   *jobs = NULL;
   *n = 0;
@@ -1751,6 +1850,12 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   arena_reset(&q->claimed);
   /* a paused name's jobs are not claimed: read in this transaction */
   if ((rc = load_paused(q)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  /* and a limited name's only up to its free slots (store.h, limit); a
+   * worker that runs its batch in turn takes one of each (`one_limited`):
+   * a slot taken by a job waiting in the batch would run nothing */
+  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  for (size_t i = 0; one_limited && i < q->n_limited; i++)
+    if (q->limited[i].free > 1) q->limited[i].free = 1;
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
   if (alone) {
     sqlite3_bind_double(alone, 1, now);
@@ -1760,6 +1865,9 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
       size_t name_len = (size_t)sqlite3_column_bytes(alone, 1);
       if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len))
         continue;
+      /* one of a full limited name waits for a slot, holding nothing back */
+      sq_limit *l = limit_of(q, (const char *)name, name_len);
+      if (l && l->free <= 0) continue;
       *quarantine = 1;
       if (!alone_max) break;
       *quarantine = 2;
@@ -1773,6 +1881,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
         break;
       }
       q->jobs[got++].attempt++;
+      if (l) l->free--;
       if (got >= take) break;
     }
     finish_stmt(alone);
@@ -1792,7 +1901,8 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     while (got < limit && (rc = sqlite3_step(due)) == SQLITE_ROW) {
       const unsigned char *name = sqlite3_column_text(due, 1);
       size_t name_len = (size_t)sqlite3_column_bytes(due, 1);
-      if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len))
+      if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len) ||
+          !take_slot(q, (const char *)name, name_len))
         continue;
       if (grow_jobs(q, got + 1) || read_job(due, &q->jobs[got], &q->claimed)) {
         oom = 1;
@@ -1839,13 +1949,13 @@ static int sq_claim(store *s, size_t limit, double lease, const char *worker,
   double until = 0;
   int quarantine;
   /* quarantined jobs one at a time: a batch runs its jobs in turn */
-  return claim_jobs(s, limit, lease, &until, worker, 1, jobs, n, &quarantine);
+  return claim_jobs(s, limit, lease, &until, worker, 1, 1, jobs, n, &quarantine);
 }
 
 static int sq_claim_leased(store *s, size_t limit, double lease, double *until,
                            const char *worker, int alone, store_job **jobs, size_t *n,
                            int *quarantine) {
-  return claim_jobs(s, limit, lease, until, worker, alone ? limit : 0, jobs, n, quarantine);
+  return claim_jobs(s, limit, lease, until, worker, alone ? limit : 0, 0, jobs, n, quarantine);
 }
 
 /* Count one completion of the job name s[0, n). */
@@ -2107,18 +2217,33 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
   return commit(q, "database error", changed > 0);
 }
 
+/* How long a worker waits before it looks again at a limited name that is
+ * full: a slot another worker frees is seen by then (its own frees claim
+ * again at once, and a changed limit rings the wake file). */
+#define LIMIT_LOOK 1.0
+
 /* min over this worker's names of query `which` (bound to the name);
  * the due jobs of paused names do not count (store.h, pause). */
-static int min_over_names(sq_store *q, int which, double *out) {
+static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) {
   int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
+  if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q);
   *out = INFINITY;
   if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st = stmt(q, which, &rc);
+  double now = clock_wall();
   for (size_t i = 0; st && i < q->n_names; i++) {
     double v;
     if (which == Q_WAKE_DUE && is_paused(q, q->names[i].s, q->names[i].len)) continue;
     bind_text(st, 1, q->names[i].s, q->names[i].len);
     if ((rc = query_double(q, st, &v)) != SQLITE_OK) break;
+    /* a full limited name's due jobs: looked at again LIMIT_LOOK later,
+     * not at once (the worker would spin; store.h, limit) */
+    const sq_limit *l =
+        which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
+    if (l && l->free <= 0 && !isnan(v) && v < now + LIMIT_LOOK) {
+      if (v <= now) *limit_wait = 1;
+      v = now + LIMIT_LOOK;
+    }
     if (!isnan(v) && v < *out) *out = v;
   }
   return rc;
@@ -2129,11 +2254,12 @@ static int sq_next_wake(store *s, store_wake *w) {
   int rc = sq_connect(s);
   if (rc) return rc;
   w->next_due = w->next_expiry = w->next_cron = INFINITY;
+  w->limit_wait = 0;
   /* one read transaction: one snapshot, one lock round trip */
   rc = sqlite3_exec(q->db, "BEGIN", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron, &w->limit_wait);
   if (rc == SQLITE_OK) rc = tx(q, Q_COMMIT);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   w->db_now = clock_wall();
@@ -2372,8 +2498,9 @@ static int sq_notifications(store *s, double *earliest) {
   if ((long long)dv == q->data_version) return STORE_OK;
   q->data_version = (long long)dv;
   double cron = INFINITY;
-  rc = min_over_names(q, Q_WAKE_DUE, earliest);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron);
+  int limit_wait = 0;
+  rc = min_over_names(q, Q_WAKE_DUE, earliest, &limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron, &limit_wait);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   /* a recurring schedule (perhaps declared or moved by another process):
    * the loop turns its slot into a job TICK_AHEAD (1 s, loop.c) before it */
@@ -2398,6 +2525,10 @@ static void sq_destroy(store *s) {
   free_refs(&q->paused, &q->n_paused);
   free(q->paused_s);
   free(q->paused_l);
+  free_limits(q);
+  free(q->limit_s);
+  free(q->limit_l);
+  free(q->limit_c);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -2682,6 +2813,58 @@ static int sq_paused_names(store *s, const char *const **names, const size_t **l
   return STORE_OK;
 }
 
+static int sq_limit_set(store *s, const char *name, size_t len, long long concurrency,
+                        int *changed) {
+  sq_store *q = SQ(s);
+  *changed = 0;
+  if (memchr(name, 0, len))
+    return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte" NUL_REFUSED);
+  if (concurrency < 0 || concurrency > 2147483647)
+    return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
+  const char *what = concurrency ? "limiting" : "lifting a limit";
+  int rc = begin(q, what);
+  if (rc) return rc;
+  int n = 0;
+  sqlite3_stmt *st = stmt(q, concurrency ? Q_LIMIT : Q_UNLIMIT, &rc);
+  if (st) {
+    bind_text(st, 1, name, len);
+    if (concurrency) {
+      sqlite3_bind_int64(st, 2, concurrency);
+      sqlite3_bind_double(st, 3, clock_wall());
+    }
+    rc = run_write(q, st, &n);
+  }
+  if (rc != SQLITE_OK) return fail(q, rc, what);
+  /* a changed limit may free slots: wake the sleeping workers */
+  if ((rc = commit(q, what, n > 0)) != STORE_OK) return rc;
+  *changed = n > 0;
+  return STORE_OK;
+}
+
+static int sq_limits(store *s, const char *const **names, const size_t **lens,
+                     const long long **concurrency, size_t *n) {
+  sq_store *q = SQ(s);
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "reading the limits");
+  size_t k = q->n_limited ? q->n_limited : 1;
+  const char **ns = realloc(q->limit_s, k * sizeof *ns);
+  if (ns) q->limit_s = ns;
+  size_t *ls = ns ? realloc(q->limit_l, k * sizeof *ls) : NULL;
+  if (ls) q->limit_l = ls;
+  long long *cs = ls ? realloc(q->limit_c, k * sizeof *cs) : NULL;
+  if (cs) q->limit_c = cs;
+  if (!ns || !ls || !cs) return store_fail(s, STORE_NOMEM, "not enough memory");
+  for (size_t i = 0; i < q->n_limited; i++)
+    ns[i] = q->limited[i].s, ls[i] = q->limited[i].len, cs[i] = q->limited[i].concurrency;
+  *names = ns;
+  *lens = ls;
+  *concurrency = cs;
+  *n = q->n_limited;
+  return STORE_OK;
+}
+
 static int sq_schema_version(store *s, int *version) {
   sq_store *q = SQ(s);
   *version = 0;
@@ -2729,6 +2912,8 @@ static const store_ops sqlite_ops = {
     .paused_names = sq_paused_names,
     .history = sq_history,
     .prune = sq_prune,
+    .limit = sq_limit_set,
+    .limits = sq_limits,
 };
 
 /* The working directory (malloc'd), or NULL. */

@@ -531,8 +531,9 @@ end
 -- paused } (due: waiting although due; later: waiting for their time; late:
 -- seconds the oldest due job has waited, nil when none is due;
 -- done_last_minute: jobs completed in the last 60 seconds; paused: see
--- pause; a paused name without jobs has a row too), in name order; or nil,
--- err.
+-- pause; a paused name without jobs has a row too; concurrency: its limit,
+-- see limit, nil when none; a limited name has a row too), in name order;
+-- or nil, err.
 function Scheduler:stats()
   local c = check_self(self, "stats")
   local rows, err = c:stats()
@@ -553,6 +554,23 @@ function Scheduler:stats()
       rows[#rows + 1] = { name = name, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 0,
         paused = true }
       added = true
+    end
+  end
+  -- and every limited name, with its limit (concurrency = N; nil: none)
+  local limits
+  limits, err = c:limits()
+  if not limits then return nil, (tostring(err):gsub("^scheduler: limits:", "scheduler: stats:")) end
+  if #limits > 0 then
+    local by_name = {}
+    for _, r in ipairs(rows) do by_name[r.name] = r end
+    for _, l in ipairs(limits) do
+      local r = by_name[l.name]
+      if not r then
+        r = { name = l.name, due = 0, later = 0, running = 0, failed = 0, done_last_minute = 0, paused = false }
+        rows[#rows + 1] = r
+        added = true
+      end
+      r.concurrency = l.concurrency
     end
   end
   if added then table.sort(rows, function(a, b) return a.name < b.name end) end
@@ -685,6 +703,43 @@ function Scheduler:snooze(seconds)
   check_self(self, "snooze")
   local v = snooze(seconds, 2)
   return v
+end
+
+--- Limit job name `name` across every worker and host: `opts` =
+-- { concurrency = N } (at most N of its jobs running at once, all workers
+-- together: a job claimed and not finished counts, started or not), or
+-- nil (no limit).  Durable; a call replaces the name's limits.  Returns
+-- true if the limits changed, false if not; or nil, err.
+local LIMIT_KEYS = { concurrency = true, by = true, rate = true, per = true }
+function Scheduler:limit(name, opts)
+  local c = check_self(self, "limit")
+  check_name("limit", name, 2)
+  if opts == nil then return c:limit(name, nil) end
+  if type(opts) ~= "table" then
+    raise(2, "limit: the limits must be a table ({ concurrency = N }) or nil, got %s", type(opts))
+  end
+  for k in pairs(opts) do
+    if not LIMIT_KEYS[k] then
+      raise(2, "limit: unknown option %s (known: concurrency)", tostring(k))
+    end
+  end
+  if opts.by ~= nil then
+    raise(2, "limit: by (partitions) is not supported yet: limit the whole name")
+  end
+  if opts.rate ~= nil or opts.per ~= nil then
+    raise(2, "limit: rate and per (rate limits) are not supported yet")
+  end
+  if opts.concurrency == nil then
+    raise(2, "limit: concurrency is missing (nil lifts every limit: limit(name, nil))")
+  end
+  local n = check_int("limit", "concurrency", opts.concurrency, 1, 2)
+  return c:limit(name, n)
+end
+
+--- The limited job names, in name order: a list of { name, concurrency };
+-- or nil, err.
+function Scheduler:limits()
+  return check_self(self, "limits"):limits()
 end
 
 --- The version of the database schema, once it is created or upgraded (as
@@ -926,7 +981,7 @@ end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
   "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "purge", "schema_version", "run", "stop",
-  "pause", "resume", "paused", "prune_history" } do
+  "pause", "resume", "paused", "prune_history", "limit", "limits" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

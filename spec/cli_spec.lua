@@ -411,16 +411,17 @@ describe("lua-scheduler", function()
       helper.sleep(1.1)
       local r = exec("stats")
       assert_exit(0, r)
-      assert.matches("NAME%s+DUE%s+LATER%s+RUNNING%s+FAILED%s+OLDEST DUE%s+DONE/MIN%s+PAUSED\n", r.out)
-      assert.matches(name:gsub("%p", "%%%0") .. "%s+2%s+1%s+0%s+1%s+%d+s%s+3%s+%-\n", r.out)
+      assert.matches("NAME%s+DUE%s+LATER%s+RUNNING%s+FAILED%s+OLDEST DUE%s+DONE/MIN%s+PAUSED%s+LIMIT\n", r.out)
+      assert.matches(name:gsub("%p", "%%%0") .. "%s+2%s+1%s+0%s+1%s+%d+s%s+3%s+%-%s+%-\n", r.out)
 
       r = exec("stats", "--json")
       assert_exit(0, r)
       local mine
       for _, row in ipairs(decode(r.out)) do if row.name == name then mine = row end end
       assert.is_truthy(mine, r.out)
-      assert.same({ "done_last_minute", "due", "failed", "later", "name", "oldest_due_late_seconds", "paused",
-        "running" }, keys_of(mine))
+      assert.same({ "concurrency", "done_last_minute", "due", "failed", "later", "name", "oldest_due_late_seconds",
+        "paused", "running" }, keys_of(mine))
+      assert.equals(json.null, mine.concurrency) -- no limit
       assert.is_false(mine.paused)
       assert.equals(2, mine.due)
       assert.equals(1, mine.later)

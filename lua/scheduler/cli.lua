@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | stats | migrate | health | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | limit | stats | migrate | health | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -762,6 +762,39 @@ end
 COMMANDS.pause = pause_command(true)
 COMMANDS.resume = pause_command(false)
 
+COMMANDS.limit = {
+  summary = "limit how many jobs of a name run at once, on all workers together",
+  synopsis = { "limit NAME --concurrency N [--json]", "limit NAME --none [--json]" },
+  description = [[
+Limits job name NAME, durably, to N jobs running at once across every
+worker and host (a job claimed and not finished counts); the others wait
+for a slot.  A dead worker's slots come back with its leases.  --none lifts
+the limit.  `stats` shows it (LIMIT).]],
+  options = {
+    { "--concurrency", value = "N", parse = integer_between(1, 2147483647), help = "at most N at once" },
+    { "--none", help = "no limit" },
+    JSON, DATABASE,
+  },
+  args = { { "NAME" } },
+  run = function(o)
+    if o.NAME == "" then usage_error("NAME must not be empty") end
+    if not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
+    if o.concurrency and o.none then usage_error("--concurrency and --none exclude each other") end
+    if not o.concurrency and not o.none then usage_error("missing --concurrency N (or --none)") end
+    local db = open_db(o)
+    local changed = db:limit(o.NAME, o.concurrency)
+    db:close()
+    if o.json then
+      out(text.json(text.object("changed", changed)), "\n")
+    elseif o.none then
+      out(changed and ("%s is no longer limited\n"):format(o.NAME) or ("%s was not limited\n"):format(o.NAME))
+    else
+      out(changed and ("%s limited to %d at once\n"):format(o.NAME, o.concurrency)
+        or ("%s was already limited to %d at once\n"):format(o.NAME, o.concurrency))
+    end
+  end,
+}
+
 COMMANDS.retry = {
   summary = "put a failed job (or every failed job) back to run now",
   synopsis = { "retry ID", "retry --all-failed [--name N] [--json]" },
@@ -815,7 +848,7 @@ local function stats_snapshot(db, json)
     for i, r in ipairs(rows) do
       list[i] = text.object("name", r.name, "due", r.due, "later", r.later, "running", r.running,
         "failed", r.failed, "oldest_due_late_seconds", r.late and math.floor(r.late * 1000 + 0.5) / 1000,
-        "done_last_minute", r.done_last_minute, "paused", r.paused)
+        "done_last_minute", r.done_last_minute, "paused", r.paused, "concurrency", r.concurrency)
     end
     return text.json(text.array(list)) .. "\n"
   end
@@ -823,10 +856,11 @@ local function stats_snapshot(db, json)
   local cells = {}
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
-      r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-" }
+      r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-",
+      r.concurrency and tostring(r.concurrency) or "-" }
   end
-  return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED" }, cells,
-    { false, true, true, true, true, true, true, false })
+  return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED", "LIMIT" },
+    cells, { false, true, true, true, true, true, true, false, true })
 end
 
 COMMANDS.stats = {
@@ -835,8 +869,8 @@ COMMANDS.stats = {
   description = [[
 Per job name: DUE (waiting although due), LATER (waiting for their time),
 RUNNING, FAILED, OLDEST DUE (how late the oldest due job is), DONE/MIN
-(jobs completed in the last 60 seconds) and PAUSED (see pause; a paused name
-without jobs is listed too).  --watch refreshes every --interval
+(jobs completed in the last 60 seconds), PAUSED (see pause; a paused name
+without jobs is listed too) and LIMIT (see limit; a limited name too).  --watch refreshes every --interval
 (default 2s), in place on a terminal, until Ctrl-C; with --json, one array
 per line.]],
   options = {
@@ -1032,7 +1066,7 @@ that never fires ("0 0 31 2 *") is a usage error.]],
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "stats", "migrate", "health",
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "limit", "stats", "migrate", "health",
   "cron" }
 
 ---------------------------------------------------------------------------

@@ -78,6 +78,12 @@ function db:pause(name, on)
   return check(api:resume(name))
 end
 
+--- Limit job name `name` to `concurrency` jobs at once (nil: no limit):
+-- whether that changed it.
+function db:limit(name, concurrency)
+  return check(self:api():limit(name, concurrency and { concurrency = concurrency } or nil))
+end
+
 function db:close()
   if self._api then pcall(self._api.close, self._api) end
   self._api = nil

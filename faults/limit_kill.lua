@@ -1,0 +1,93 @@
+--- Issue 16, item 2: a concurrency limit under kill -9.  The job name is
+-- limited to 3 at once; two supervisors (`run --workers 2`, one job at a
+-- time each, and `run --workers 1 --concurrency 4`) drain jobs of 50 ms
+-- while a random worker of theirs is killed -9 every 2 s.  Counted from
+-- the listener's own record (each run's start; it ends 50 ms later, or at
+-- its worker's kill): never more than 3 runs at once, no job lost, and
+-- every duplicate is a run in flight at a kill.  The killed worker's slots
+-- come back at once (the supervisor releases its leases), so the drain
+-- stays near the limit's ideal rate.
+local lib = require "faults.lib"
+local scheduler = require "scheduler"
+
+local KILL_LAG = 0.01
+local LIMIT, SLEEP = 3, 0.05
+
+return {
+  title = "a name limited to 3 at once; kill -9 of a random worker every 2 s",
+  recovery = "never more than 3 at once; the drain's rate against the limit's ideal",
+  run = function(ctx, r)
+    local n = ctx.size(600)
+    lib.clear_jobs()
+    local s <close> = scheduler.new { log = false }
+    assert(s:limit(lib.JOB, { concurrency = LIMIT }))
+    lib.on_cleanup(function()
+      local c <close> = scheduler.new { log = false }
+      c:limit(lib.JOB, nil)
+    end)
+    local records = lib.tmpdir("limitkill-records")
+    local rec = lib.records(records)
+    local one = lib.start_run("limitkill-1", 2, records)
+    local many = lib.start_run("limitkill-4", 1, records, nil, { "--concurrency", "4" })
+    r:check(one:wait_log("started: listeners", 2, 20), "the 2 workers at concurrency 1 started", one)
+    r:check(many:wait_log("started: listeners", 1, 20), "the worker at concurrency 4 started", many)
+    local list = {}
+    for i = 1, n do list[i] = { lib.JOB, { seq = i, sleep = SLEEP } } end
+    local ids = assert(s:schedule_many(list))
+    r.scheduled = #ids
+    local t0 = lib.now()
+    local killed = {}
+    local k = 0
+    while not rec:wait_all(ids, 0) and lib.now() - t0 < 90 do
+      k = k + 1
+      lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
+      local live = {}
+      for _, p in ipairs(one:workers()) do live[#live + 1] = p end
+      for _, p in ipairs(many:workers()) do live[#live + 1] = p end
+      if #live == 3 and not rec:wait_all(ids, 0) then
+        local pid = live[math.random(#live)]
+        killed[pid] = lib.now()
+        assert(require("scheduler.core").process.kill(pid, "KILL"))
+      end
+    end
+    r:check(rec:wait_all(ids, 60), "every job ran", one)
+    rec:read()
+    local t1 = -math.huge
+    local points = {}
+    for _, run in ipairs(rec.runs) do
+      local stop = run.start + SLEEP
+      local kill = killed[run.pid]
+      if kill and kill > run.start and kill < stop then stop = kill end
+      points[#points + 1] = { run.start, 1 }
+      points[#points + 1] = { stop, -1 }
+      t1 = math.max(t1, stop)
+    end
+    table.sort(points, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    local now, most = 0, 0
+    for _, pt in ipairs(points) do
+      now = now + pt[2]
+      most = math.max(most, now)
+    end
+    local kills = 0
+    for _ in pairs(killed) do kills = kills + 1 end
+    local ideal = n * SLEEP / LIMIT
+    r:note(("%d kills; at most %d runs at once (limit %d); drained in %.2f s, ideal %.2f s (%.0f%%)"):format(
+      kills, most, LIMIT, t1 - t0, ideal, ideal / (t1 - t0) * 100))
+    r:check(most <= LIMIT, ("never more than %d at once (%d)"):format(LIMIT, most))
+    r:check(kills >= 2, ("workers killed (%d)"):format(kills))
+    r:check(one:stop() == 0, "the supervisor at concurrency 1 stopped gracefully", one)
+    r:check(many:stop() == 0, "the supervisor at concurrency 4 stopped gracefully", many)
+    rec:read()
+    local lost, dups = rec:check(ids)
+    r:count(ids, rec, lost, dups, function(runs)
+      for i = 1, #runs - 1 do
+        local t = killed[runs[i].pid]
+        if not (t and runs[i].start < t + KILL_LAG and runs[i + 1].start > t) then return nil end
+      end
+      return "in flight at a kill"
+    end)
+  end,
+}

@@ -1,0 +1,278 @@
+-- Global concurrency limits (issue 16, item 2): scheduler.limit(name,
+-- { concurrency = N }).  The attack: several workers of both kinds
+-- (concurrency 1: PostgreSQL's held claim transaction, SQLite's batch;
+-- concurrency 3: the fetcher's leased claims, jobs claimed ahead of their
+-- start) claim one limited name at once; their own records (each start
+-- and done line, with its time: spec/support/worker.lua) never show more
+-- than N of its jobs running together, and every job runs exactly once.
+-- Then: a worker at the limit waits without spinning, a worker killed -9
+-- while it holds the slot gives it back (its lease), an unlimited name
+-- beside a full one is not held back, lifting a limit lets the waiting
+-- jobs go, and the API and command refuse bad limits.
+local helper = require "spec.helper"
+local cli = require "spec.support.cli_helper"
+local json = require "dkjson"
+
+local function decode(s)
+  local v, _, err = json.decode(s, 1, json.null)
+  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
+  return v
+end
+
+-- Schedule `n` jobs of `name` (payloads { i = k }); returns their ids as a set.
+local function schedule_n(s, name, n)
+  local list = {}
+  for i = 1, n do list[i] = { name, { i = i } } end
+  local set = {}
+  for _, id in ipairs(helper.ok(s:schedule_many(list))) do set[id] = true end
+  return set
+end
+
+local function count(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+-- The most jobs of `ids` running at once by the workers' own records: a
+-- job runs from its start line to its done line, or, with no done line
+-- (its worker was killed), to `ended[pid]` (the kill's time), else it
+-- is still running.
+local function peak(procs, ids, ended)
+  local points = {}
+  for _, p in ipairs(procs) do
+    local open = {}
+    for _, r in ipairs(p:results()) do
+      if ids[r.id] and r.event == "start" then
+        open[r.id] = r
+        points[#points + 1] = { r.time, 1 }
+      elseif ids[r.id] and r.event == "done" and open[r.id] then
+        open[r.id] = nil
+        points[#points + 1] = { r.time, -1 }
+      end
+    end
+    for _, r in pairs(open) do
+      points[#points + 1] = { ended and ended[r.pid] or math.huge, -1 } -- still running
+
+    end
+  end
+  -- an end and a start at the same instant do not overlap
+  table.sort(points, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local now, most = 0, 0
+  for _, pt in ipairs(points) do
+    now = now + pt[2]
+    if now > most then most = now end
+  end
+  return most
+end
+
+-- Done lines per job id among `ids`, all workers together.
+local function dones(procs, ids)
+  local per = {}
+  for _, r in ipairs(helper.all_results(procs, "done")) do
+    if ids[r.id] then per[r.id] = (per[r.id] or 0) + 1 end
+  end
+  return per
+end
+
+local function all_done_once(procs, ids)
+  local per = dones(procs, ids)
+  for id in pairs(ids) do if per[id] ~= 1 then return false end end
+  return true
+end
+
+-- LIMIT_FIGURES=1: say the measured figures (README, Guarantees).
+local function figure(fmt, ...)
+  if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[limit] " .. fmt .. "\n"):format(...)) end
+end
+
+-- CPU seconds a process has used (utime + stime, at 100 ticks a second).
+local function cpu(pid)
+  local stat = helper.read_file("/proc/" .. pid .. "/stat") or ""
+  local rest = stat:match("%) (.*)$") or ""
+  local fields = {}
+  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
+  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+end
+
+local function quiet(proc)
+  local log = proc:log()
+  assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
+end
+
+-- A worker: concurrency 1 blocks 0.1 s in each job (WORKER_SLEEP), a
+-- concurrent one waits 0.1 s in its cqueues loop (WORKER_WAIT).
+local function worker(names, concurrency, seconds, extra)
+  local env = { WORKER_NAMES = names, WORKER_LOG = "stderr" }
+  if concurrency > 1 then
+    env.WORKER_CONCURRENCY = concurrency
+    env.WORKER_WAIT = seconds
+  else
+    env.WORKER_SLEEP = seconds
+  end
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return helper.spawn(env)
+end
+
+describe("limit", function()
+  after_each(function()
+    cli.cleanup()
+    helper.cleanup()
+  end)
+
+  it("3 workers (concurrency 1, 3, 1) on a name limited to 2: never more than 2 at once, each job once",
+    function()
+    local s = helper.new()
+    local L = helper.name("limited")
+    assert.is_true(helper.ok(s:limit(L, { concurrency = 2 })))
+    assert.is_false(s:limit(L, { concurrency = 2 })) -- unchanged
+    local ids = schedule_n(s, L, 30)
+    local procs = { worker(L, 1, 0.1), worker(L, 3, 0.1), worker(L, 1, 0.1) }
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 30),
+      helper.describe_all(procs))
+    helper.sleep(0.3) -- anything run twice would show
+    assert.is_true(all_done_once(procs, ids), helper.describe_all(procs))
+    local most = peak(procs, ids)
+    local t0, t1 = math.huge, -math.huge
+    for _, r in ipairs(helper.all_results(procs)) do
+      if ids[r.id] then t0, t1 = math.min(t0, r.time), math.max(t1, r.time) end
+    end
+    figure("3 workers, limit 2, 30 jobs of 0.1 s: peak %d at once, first start to last end %.2f s (ideal 1.5 s)",
+      most, t1 - t0)
+    if os.getenv("LIMIT_TRACE") then
+      for k, p in ipairs(procs) do
+        for _, r in ipairs(p:results()) do io.stderr:write(("w%d %s %.3f\n"):format(k, r.event, r.time - t0)) end
+      end
+    end
+    assert.is_true(most <= 2, ("%d jobs of the name ran at once"):format(most))
+    assert.equals(2, most) -- the workers did use both slots
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  for _, concurrency in ipairs { 1, 3 } do
+    it(("a worker (concurrency %d) killed -9 while it holds the only slot: it comes back with the lease")
+      :format(concurrency), function()
+      local s = helper.new()
+      local L = helper.name("killed")
+      helper.ok(s:limit(L, { concurrency = 1 }))
+      local ids = schedule_n(s, L, 6)
+      -- a's job outlasts the set-up however slow the machine (a is killed)
+      local a = worker(L, concurrency, 60, { WORKER_LEASE = 2 })
+      assert.is_truthy(helper.wait_for(function() return #a:events("start") >= 1 end, 10), a:describe())
+      local b = worker(L, concurrency == 1 and 3 or 1, 0.1, { WORKER_LEASE = 2 })
+      assert.is_truthy(b:wait_file("ready", 10), b:describe())
+      -- b finds the name full, and waits for the slot without spinning
+      helper.sleep(0.3)
+      local c0 = cpu(b:pid())
+      helper.sleep(2)
+      local used = cpu(b:pid()) - c0
+      figure("a worker at the limit (concurrency %d) used %.2f s of CPU in 2 s", concurrency == 1 and 3 or 1, used)
+      assert.is_true(used < 0.5, ("the worker at the limit used %.2f s of CPU in 2 s"):format(used))
+      assert.equals(0, #b:events("start"), b:describe())
+      a:kill("KILL")
+      local killed = helper.now()
+      assert.is_truthy(a:wait(5), a:describe())
+      -- the slot is back within the lease (and the rescue's look)
+      assert.is_truthy(helper.wait_for(function() return all_done_once({ b }, ids) end, 20),
+        b:describe())
+      local first = math.huge
+      for _, r in ipairs(b:events("start")) do first = math.min(first, r.time) end
+      -- within the lease and the rescue's look, with room for a slow
+      -- machine; far below the 15 s of a worker's idle look
+      assert.is_true(first - killed < 2 + 5, ("the slot came back %.1f s after the kill"):format(first - killed))
+      local most = peak({ a, b }, ids, { [a:pid()] = killed })
+      figure("killed -9 (concurrency %d, lease 2 s): the slot came back %.2f s after the kill; peak %d",
+        concurrency, first - killed, most)
+      assert.equals(1, most)
+      quiet(b)
+    end)
+  end
+
+  it("an unlimited name beside a full one is not held back; lifting the limit lets the rest go", function()
+    local s = helper.new()
+    local L, U = helper.name("full"), helper.name("free")
+    helper.ok(s:limit(L, { concurrency = 1 }))
+    local w = worker(L .. "," .. U, 3, 0.3)
+    local w1 = worker(L .. "," .. U, 1, 0.3)
+    local procs = { w, w1 }
+    -- both ready before the jobs exist: a slow start (ASan, a loaded
+    -- machine) must not leave U's jobs to one worker
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    -- L's 20 jobs take 6 s one at a time, U's 8 about a second on 3 slots
+    local lids, uids = schedule_n(s, L, 20), schedule_n(s, U, 8)
+    -- U's 8 jobs on 3 + 1 slots less L's one: done in about a second
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, uids) end, 10),
+      helper.describe_all(procs))
+    assert.is_true(peak(procs, uids) >= 2)
+    figure("beside a full name: the unlimited name's 8 jobs of 0.3 s ran %d at once at most, done while"
+      .. " %d of the limited name's 20 were", peak(procs, uids), count(dones(procs, lids)))
+    local before = count(dones(procs, lids))
+    assert.is_true(before < 20, "the limited name had run out")
+    assert.equals(1, peak(procs, lids))
+    -- no limit: the rest go together
+    assert.is_true(helper.ok(s:limit(L, nil)))
+    assert.is_false(s:limit(L, nil))
+    for _, l in ipairs(helper.ok(s:limits())) do assert.not_equals(L, l.name) end
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, lids) end, 10),
+      helper.describe_all(procs))
+    assert.is_true(peak(procs, lids) >= 2, "the lifted limit still held")
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  it("refuses bad limits with a clear error", function()
+    local s = helper.new()
+    local L = helper.name("bad")
+    helper.raises(function() s:limit(L, { concurrency = 0 }) end, "concurrency must be between 1")
+    helper.raises(function() s:limit(L, { concurrency = -3 }) end, "concurrency must be between 1")
+    helper.raises(function() s:limit(L, { concurrency = 1.5 }) end, "concurrency must be an integer")
+    helper.raises(function() s:limit(L, { concurrency = "2" }) end, "concurrency must be an integer")
+    helper.raises(function() s:limit(L, { concurrency = 2, max = 3 }) end, "unknown option max")
+    helper.raises(function() s:limit(L, {}) end, "concurrency is missing")
+    helper.raises(function() s:limit(L, 5) end, "must be a table")
+    helper.raises(function() s:limit(L, { concurrency = 2, by = "tenant" }) end, "not supported yet")
+    helper.raises(function() s:limit(L, { concurrency = 2, rate = 100, per = 60 }) end, "not supported yet")
+    helper.raises(function() s:limit("", { concurrency = 2 }) end, "must not be empty")
+    helper.raises(function() s:limit(nil, { concurrency = 2 }) end, "must be a string")
+    assert.same({}, (function()
+      local out = {}
+      for _, l in ipairs(helper.ok(s:limits())) do if l.name == L then out[#out + 1] = l end end
+      return out
+    end)())
+  end)
+
+  it("the command limit and its column in stats", function()
+    local L = helper.name("cli_limited")
+    local r = cli.exec { "limit", L, "--concurrency", "5" }
+    assert.equals(0, r.code, cli.describe(r))
+    assert.equals(L .. " limited to 5 at once\n", r.out)
+    r = cli.exec { "limit", L, "--concurrency", "5", "--json" }
+    assert.same({ changed = false }, decode(r.out))
+    r = cli.exec { "stats", "--json" }
+    assert.equals(0, r.code, cli.describe(r))
+    local row
+    for _, x in ipairs(decode(r.out)) do if x.name == L then row = x end end
+    assert.equals(5, row and row.concurrency) -- a limited name without jobs is listed
+    r = cli.exec { "stats" }
+    assert.is_truthy(r.out:find("LIMIT", 1, true), r.out)
+    local line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
+    assert.is_truthy(line and line:find("5%s*$"), r.out)
+    r = cli.exec { "limit", L, "--none" }
+    assert.equals(L .. " is no longer limited\n", r.out)
+    r = cli.exec { "limit", L, "--none" }
+    assert.equals(L .. " was not limited\n", r.out)
+    for _, bad in ipairs {
+      { { "limit", L }, "missing --concurrency" },
+      { { "limit", L, "--concurrency", "0" }, "" },
+      { { "limit", L, "--concurrency", "1.5" }, "" },
+      { { "limit", L, "--concurrency", "2", "--none" }, "exclude each other" },
+      { { "limit", "", "--none" }, "NAME must not be empty" },
+    } do
+      r = cli.exec(bad[1])
+      assert.equals(2, r.code, cli.describe(r))
+      assert.is_truthy(r.err:find(bad[2], 1, true), cli.describe(r))
+    end
+  end)
+end)
