@@ -91,6 +91,9 @@ describe("web dashboard", function()
       assert.equals(html.fingerprint("timeout after 0x7f3a bytes, token deadbeef01 'k1'"),
         html.fingerprint("timeout after 0x1 bytes, token 00c0ffee99 'other key'"))
       assert.are_not.equal(html.fingerprint("connection refused"), html.fingerprint("connection reset"))
+      assert.equals(html.fingerprint("/srv/app/releases/2026-12-01/lib/pay.lua:7: refused"),
+        html.fingerprint("/srv/app/releases/2026-12-05/lib/pay.lua:7: refused"))
+      assert.equals("pay.lua:N: refused", html.fingerprint("/srv/app/pay.lua:7: refused"))
       assert.equals("(no error recorded)", html.fingerprint(nil))
       assert.is_true(#html.fingerprint(("word "):rep(1000)) <= 203)
       assert.equals(html.group_id(a), html.group_id(b))
@@ -271,5 +274,24 @@ describe("web dashboard", function()
       sess.jar.lflash = flash
       assert.is_truthy(get(app, "/", { cookie = cookie_of(sess) }).body:find("not retried", 1, true))
     end)
+  end)
+end)
+
+describe("lua-scheduler web", function()
+  local cli = require "spec.support.cli_helper"
+
+  it("refuses another address than loopback without a token, and a short token", function()
+    local r = cli.exec { "web", "--listen", "0.0.0.0:0" }
+    assert.equals(2, r.code, cli.describe(r))
+    assert.matches("not a loopback address: give %-%-token", r.err)
+    r = cli.exec { "web", "--listen", "[::]:0" }
+    assert.equals(2, r.code, cli.describe(r))
+    r = cli.exec { "web", "--listen", "127.0.0.1:0", "--token", "short" }
+    assert.equals(2, r.code, cli.describe(r))
+    assert.matches("at least 12 characters", r.err)
+    r = cli.exec { "web", "--listen", "nonsense" }
+    assert.equals(2, r.code, cli.describe(r))
+    assert.is_true(web.is_loopback("127.0.0.1") and web.is_loopback("::1") and web.is_loopback("localhost"))
+    assert.is_false(web.is_loopback("0.0.0.0") or web.is_loopback("::") or web.is_loopback("10.0.0.1"))
   end)
 end)

@@ -187,7 +187,9 @@ local SECURITY_HEADERS = {
     .. "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'" },
   { "x-content-type-options", "nosniff" },
   { "x-frame-options", "DENY" },
-  { "referrer-policy", "no-referrer" },
+  -- (not no-referrer: Chromium then sends "Origin: null" with the page's own
+  -- form posts, which the Origin check must refuse; make test-web saw it)
+  { "referrer-policy", "same-origin" },
   { "cache-control", "no-store" },
 }
 
@@ -368,7 +370,9 @@ local function job_page(self, ctx, id)
     return response(404, html.page(ctx, ('<h1>Job %d</h1><p class="empty">No job %d: it finished (and history'
       .. ' does not keep it), was cancelled, or never existed.</p>'):format(id, id)), nil, ctx.cookies)
   end
-  local _, now = self.api:jobs { id = id, limit = 1 }
+  -- the queue's row: its own max_attempts (nil when it sets none), and the clock
+  local rows, now = self.api:jobs { id = id, limit = 1 }
+  if rows and rows[1] and rows[1].id == id then j.max_attempts = rows[1].max_attempts end
   ctx.live = j.state == "scheduled" or j.state == "running"
   return response(200, html.page(ctx, html.job(ctx, j, tonumber(now))), nil, ctx.cookies)
 end

@@ -77,7 +77,8 @@ end
 
 --- The fingerprint of an error: its first line (the traceback below it
 -- varies with the call path, the first line says what went wrong) with
--- what changes from one job to the next normalised: quoted values ("...",
+-- what changes from one job to the next normalised: the directory of the
+-- file:line: place a Lua error starts with, quoted values ("...",
 -- '...', `...`) -> "?", UUIDs -> <uuid>, hex ids (0x..., and runs of 8 or
 -- more hex digits holding a digit) -> <hex>, numbers -> N; spaces collapsed,
 -- cut to 200 characters.  Jobs failing for the same reason share it.
@@ -85,6 +86,9 @@ function html.fingerprint(err)
   if err == nil or err == "" then return "(no error recorded)" end
   local line = tostring(err):match("^[^\n]*")
   line = html.utf8(line)
+  -- a Lua error's place: the file's name only (a release directory, a
+  -- temporary one, differs from one deployment to the next)
+  line = line:gsub("^[^%s:]*/([^/%s:]+:%d+:)", "%1")
   line = line:gsub('"[^"]*"', '"?"'):gsub("'[^']*'", "'?'"):gsub("`[^`]*`", "`?`")
   line = line:gsub("%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x", "<uuid>")
   line = line:gsub("0[xX]%x+", "<hex>")
@@ -345,7 +349,8 @@ function html.job(ctx, j, now)
     add("Run at", utc(j.run_at) .. (now and (" (" .. html.text(text.relative(j.run_at, now,
       j.state == "scheduled" and "late" or "ago")) .. ")") or ""))
   end
-  add("Attempt", tostring(j.attempt or "-") .. (j.max_attempts and (" of " .. j.max_attempts) or ""))
+  add("Attempt", tostring(j.attempt or "-") .. (j.max_attempts and (" of " .. j.max_attempts .. " (the job's own)")
+    or (j.run_at and " (allowed: its listener's max_attempts, else the workers' default)" or "")))
   add("Priority", tostring(j.priority or 0))
   add("Key", j.key and html.text(j.key) or "-")
   if j.created_at then add("Created at", utc(j.created_at)) end
