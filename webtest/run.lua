@@ -368,7 +368,21 @@ end
 local URL = start_web("web")
 local RO = start_web("web-ro", "--read-only")
 local TOKEN = "test-token-" .. ("%x"):format(math.random(1 << 30))
-local TK = start_web("web-token", "--token " .. TOKEN)
+-- the token dashboard connects with a password (the cluster's password
+-- role, over TCP, given on the command line): it must reach no page, no
+-- log, no error, and leave the command line
+local TCP_URL, PASSWORD = os.getenv("PGTMP_TCP_URL"), os.getenv("PGTMP_PASSWORD")
+local PWROLE = TCP_URL and TCP_URL:match("^postgresql://([^:]+):")
+local function psql(sql)
+  local _, okq = sh(("%s/psql -X -q -v ON_ERROR_STOP=1 -c %s 2>&1"):format(os.getenv("PGTMP_BIN") or "", q(sql)))
+  return okq
+end
+if PWROLE then
+  assert(psql(("GRANT USAGE ON SCHEMA scheduler TO %s; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"
+    .. " IN SCHEMA scheduler TO %s; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA scheduler TO %s"):format(
+    PWROLE, PWROLE, PWROLE)), "granting the password role")
+end
+local TK = start_web("web-token", "--token " .. TOKEN .. (PWROLE and (" --database " .. q(TCP_URL)) or ""))
 
 -- the other site of the CSRF check
 local EVIL
@@ -643,11 +657,38 @@ local ok, err = xpcall(function()
     log("skip  /metrics: no scheduler.metrics module on this branch")
   end
 
-  -- the password never shows: the pages show the database label as the CLI does
-  local pw = os.getenv("PGPASSWORD")
-  if pw and pw ~= "" then
-    local _, b = http("GET", URL .. "/")
-    check(not b:find(pw, 1, true), "the database password is not on the page")
+  -------------------------------------------------------------------------
+  -- the database password (the token dashboard's)
+  -------------------------------------------------------------------------
+  if PWROLE then
+    local auth = { authorization = "Bearer " .. TOKEN }
+    local all = {}
+    for _, path in ipairs { "/", "/jobs", "/jobs/" .. evil, "/failed" } do
+      local _, b = http("GET", TK .. path, nil, auth)
+      all[#all + 1] = b
+    end
+    local pages = table.concat(all)
+    check(pages:find("scheduler_pw:***@", 1, true) ~= nil, "password: the pages name the database, password as ***")
+    check(not pages:find(PASSWORD, 1, true), "password: on no page")
+    local tkpid
+    for _, p in ipairs(pids) do if p.name == "web-token" then tkpid = p.pid end end
+    local cmdline = read("/proc/" .. tkpid .. "/cmdline") or ""
+    check(cmdline:find("--database", 1, true) and not cmdline:find(PASSWORD, 1, true),
+      "password: hidden from the command line (ps)")
+    -- a database error on a page: the role loses its rights
+    assert(psql(("REVOKE USAGE ON SCHEMA scheduler FROM %s"):format(PWROLE)))
+    local est, eb = http("GET", TK .. "/jobs", nil, auth)
+    check(est == 503 and eb:find("permission denied", 1, true) ~= nil and not eb:find(PASSWORD, 1, true),
+      "password: a database error shows on the page (503), without it")
+    -- a dashboard that cannot sign in: the error at start, without the password either
+    local wrong = TCP_URL:gsub(PASSWORD, "wrong-pass-4321")
+    local out, okw = sh(("%s %s web --listen 127.0.0.1:0 --database %s 2>&1"):format(LUA, BIN, q(wrong)))
+    check(not okw and out:find("password authentication failed", 1, true) ~= nil
+      and not out:find("wrong-pass-4321", 1, true), "password: a failed sign-in at start shows no password")
+    local logs = (read(TMP .. "/web-token.err") or "") .. (read(TMP .. "/web-token.out") or "")
+    check(not logs:find(PASSWORD, 1, true), "password: not in the dashboard's log")
+  else
+    log("skip  password checks: no PGTMP_TCP_URL")
   end
 
   go(URL .. "/")

@@ -205,6 +205,10 @@ local function cookie(name, value, max_age)
     max_age and ("; Max-Age=" .. max_age) or "") }
 end
 
+function App:flash_sig(sid, msg)
+  return hmac(self.secret, "flash:" .. sid .. ":" .. msg):sub(1, 32)
+end
+
 function App:csrf_of(sid)
   return hmac(self.secret, "csrf:" .. sid)
 end
@@ -473,9 +477,13 @@ function App:handle(req)
     ctx.cookies[#ctx.cookies + 1] = cookie("lsid", sid)
   end
   ctx.csrf = self:csrf_of(sid)
+  -- the message of the last action, signed for this session: cookies are
+  -- shared by every port of a host, so another service on 127.0.0.1 could
+  -- set one (it shows escaped anyway, but must not pass for ours)
   local flash = req.cookies.lflash
   if flash and flash ~= "" then
-    ctx.flash = url_decode(flash)
+    local msg, sig = flash:match("^(.*)%.(%x+)$")
+    if msg and same(sig, self:flash_sig(sid, msg)) then ctx.flash = url_decode(msg) end
     ctx.cookies[#ctx.cookies + 1] = cookie("lflash", "", 0)
   end
 
@@ -514,6 +522,9 @@ function App:handle(req)
       end
       return response(200, body, "text/plain; version=0.0.4; charset=utf-8")
     end
+    if path == "/login" and self.token then -- (signed in already)
+      return response(303, "", "text/plain", { { "location", "/" }, table.unpack(ctx.cookies) })
+    end
     local id = path:match("^/jobs/(%d+)$")
     id = id and math.tointeger(tonumber(id))
     if id and id >= 1 then return job_page(self, ctx, id) end
@@ -524,7 +535,7 @@ function App:handle(req)
   end
 
   if method ~= "POST" then return response(405, "method not allowed\n", "text/plain", { { "allow", "GET, POST" } }) end
-  if path == "/login" then
+  if path == "/login" then -- (signed in already)
     return response(303, "", "text/plain", { { "location", "/" }, table.unpack(ctx.cookies) })
   end
   if self.read_only then return refused(ctx, "read-only dashboard: actions are refused") end
@@ -541,7 +552,10 @@ function App:handle(req)
   end
   local headers = { { "location", safe_back(form.back) } }
   for _, c in ipairs(ctx.cookies) do headers[#headers + 1] = c end
-  headers[#headers + 1] = cookie("lflash", html.urlencode(result))
+  -- (a cookie holds 4 KB: a long name is cut)
+  local shown = #result > 300 and (html.utf8(result:sub(1, 297)) .. "...") or result
+  local msg = html.urlencode(shown)
+  headers[#headers + 1] = cookie("lflash", msg .. "." .. self:flash_sig(sid, msg))
   return response(303, "", "text/plain", headers), result
 end
 
