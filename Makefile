@@ -332,7 +332,7 @@ rock-check: deps
 	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 \
 	    LUA_PATH="$$tmp/tree/share/lua/5.4/?.lua;$$tmp/tree/share/lua/5.4/?/init.lua" \
 	    LUA_CPATH="$$tmp/tree/lib/lua/5.4/?.so" \
-	    "$(LUA)" -e 'require "scheduler"; require "scheduler.core"' \
+	    "$(LUA)" -e 'require "scheduler"; require "scheduler.core"; require "scheduler.web"' \
 	          -e 'print("rock-check: ok: " .. package.searchpath("scheduler", package.path) .. ", " .. package.searchpath("scheduler.core", package.cpath))'
 
 clean:
