@@ -327,7 +327,9 @@ function html.jobs(ctx, f, jobs, now, more, note)
     end
     out[#out + 1] = concat {
       '<tr data-id="', j.id, '"><td class="n"><a href="/jobs/', j.id, '">', j.id, '</a></td><td>',
-      html.text(j.name), '</td><td><span class="state ', j.state, '">', j.state, '</span></td>', when,
+      html.text(j.name), '</td><td><span class="state ', j.state, '">', j.state, '</span>',
+      j.locked_by and j.state == "running" and ('<br><small class="worker">' .. html.text(text.cell(html.utf8(j.locked_by), 40))
+        .. '</small>') or "", '</td>', when,
       '<td class="n">', j.attempt or "-", '</td><td>', html.text(j.key and text.cell(html.utf8(j.key), 40) or "-"), '</td>',
       '<td class="err">', first_line(j.last_error, 100), '</td>',
       ctx.read_only and "" or ('<td class="acts">' .. job_actions(ctx, j) .. '</td>'), '</tr>',
