@@ -174,8 +174,8 @@ function web.app(opts)
   self.token = opts.token
   self.hosts = opts.hosts
   self.secret = opts.secret or require("openssl.rand").bytes(32)
-  self.metrics = opts.metrics
-  if self.metrics == nil then
+  self.metrics = opts.metrics or nil -- (false: none)
+  if opts.metrics == nil then
     local ok, m = pcall(require, "scheduler.metrics")
     if ok and type(m) == "table" and m.render then self.metrics = m.render end
   end
