@@ -100,18 +100,24 @@ local function spawn(cmd, name)
   return pid, out, err
 end
 
+--- Stop what spawn started: SIGTERM to each process group (the
+-- supervisor of `run` stops its workers, each in a group of its own, and
+-- the browser goes with chromedriver's group), SIGKILL to what is left
+-- after 5 s.  (No "--" before the group: dash's kill takes none.)
+-- Returns the names of the processes that had to be killed.
 local function stop_all()
   for i = #pids, 1, -1 do
-    local p = pids[i]
-    os.execute(("kill -TERM -- -%d 2>/dev/null"):format(p.pid))
+    os.execute(("kill -TERM -%d 2>/dev/null"):format(pids[i].pid))
   end
-  local deadline = scheduler.now() + 5
+  local deadline, killed = scheduler.now() + 5, {}
   for i = #pids, 1, -1 do
     local p = pids[i]
     while scheduler.now() < deadline and os.execute(("kill -0 %d 2>/dev/null"):format(p.pid)) do sleep(0.05) end
-    os.execute(("kill -KILL -- -%d 2>/dev/null"):format(p.pid))
+    if os.execute(("kill -0 %d 2>/dev/null"):format(p.pid)) then killed[#killed + 1] = p.name end
+    os.execute(("kill -KILL -%d 2>/dev/null"):format(p.pid))
     pids[i] = nil
   end
+  return killed
 end
 
 local function free_port()
@@ -707,7 +713,8 @@ end
 
 write(STOP, "")
 pcall(wd, "DELETE", s_(""))
-stop_all()
+local killed = stop_all()
+if #killed > 0 then log("note  SIGTERM did not stop %s within 5 s: killed", table.concat(killed, ", ")) end
 s:close()
 for _, name in ipairs { "web", "web-ro", "web-token", "workers" } do
   local e = read(TMP .. "/" .. name .. ".err") or ""
