@@ -330,7 +330,10 @@ local function ran(name, id)
   return n
 end
 
-local s = scheduler.new { database = DB }
+-- everything from here runs protected: whatever fails, what was started is stopped
+local s
+local ok, err = xpcall(function()
+s = scheduler.new { database = DB }
 assert(s:schema_version())
 local function sched(name, payload, when)
   local id, err = s:schedule(name, payload, when)
@@ -426,7 +429,6 @@ do
   log("chromium session %s", SESSION)
 end
 
-local ok, err = xpcall(function()
   -------------------------------------------------------------------------
   -- overview
   -------------------------------------------------------------------------
@@ -712,10 +714,10 @@ if not ok then
 end
 
 write(STOP, "")
-pcall(wd, "DELETE", s_(""))
+if SESSION then pcall(wd, "DELETE", s_("")) end
 local killed = stop_all()
 if #killed > 0 then log("note  SIGTERM did not stop %s within 5 s: killed", table.concat(killed, ", ")) end
-s:close()
+if s then s:close() end
 for _, name in ipairs { "web", "web-ro", "web-token", "workers" } do
   local e = read(TMP .. "/" .. name .. ".err") or ""
   if e:find("internal error", 1, true) then
