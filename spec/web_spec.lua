@@ -231,10 +231,12 @@ describe("web dashboard", function()
       local res = post(app_t, sess, "/login", { csrf = sess.csrf, token = token })
       assert.equals(303, res.status)
       local _, cookies = header(res, "set-cookie")
+      local before = sess.jar.lsid
       for _, c in ipairs(cookies) do
         local k, v = c:match("^([^=]+)=([^;]*)")
         sess.jar[k] = v
       end
+      assert.are_not.equal(before, sess.jar.lsid) -- a new session on sign-in
       assert.equals(200, get(app_t, "/", { cookie = cookie_of(sess) }).status)
       -- the cookie is bound to its session: with another session id it is worthless
       local other = session(app_t)

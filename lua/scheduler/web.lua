@@ -501,8 +501,11 @@ function App:handle(req)
   if not self:authorized(req, sid) then
     if path == "/login" and method == "POST" then
       if same(form.token or "", self.token) then
-        ctx.cookies[#ctx.cookies + 1] = cookie("lauth", hmac(self.secret, "auth:" .. sid))
-        return response(303, "", "text/plain", { { "location", "/" }, table.unpack(ctx.cookies) })
+        -- a new session on sign-in: a session id someone else chose (set
+        -- from another port of the host) is not the one signed in
+        local fresh = random_hex(16)
+        return response(303, "", "text/plain", { { "location", "/" }, cookie("lsid", fresh),
+          cookie("lauth", hmac(self.secret, "auth:" .. fresh)) })
       end
       ctx.title = "Sign in"
       return response(403, html.page(ctx, html.login(ctx, true)), nil, ctx.cookies)
