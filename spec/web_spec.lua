@@ -158,6 +158,12 @@ describe("web dashboard", function()
       assert.equals(303, res.status)
       assert.equals("/", (header(res, "location"))) -- never off the site
       assert.are_not.equal("scheduled", state_of(s, id))
+      -- behind a TLS proxy the origin is https://HOST
+      local id3 = helper.schedule(s, name, nil, { delay = 3600 })
+      assert.equals(303, post(app, sess, "/jobs/" .. id3 .. "/cancel", { csrf = sess.csrf },
+        { origin = "https://" .. HOST }).status)
+      assert.equals(403, post(app, sess, "/jobs/" .. id3 .. "/cancel", { csrf = sess.csrf },
+        { origin = "https://" .. HOST .. ".evil.example" }).status)
       -- no Origin header (an older client) with the right token is fine
       local id2 = helper.schedule(s, name, nil, { delay = 3600 })
       assert.equals(303, post(app, sess, "/jobs/" .. id2 .. "/cancel", { csrf = sess.csrf }, { origin = false }).status)

@@ -234,7 +234,9 @@ end
 --- Why a POST is refused as cross-site (nil: it is not).
 function App:cross_site(req, form, sid)
   local origin = req.headers.origin
-  if origin and origin ~= "null" and origin ~= ("http://" .. (req.headers.host or "")) then
+  local host = req.headers.host or ""
+  -- (https: behind a reverse proxy that terminates TLS and passes the Host)
+  if origin and origin ~= "null" and origin ~= ("http://" .. host) and origin ~= ("https://" .. host) then
     return "cross-origin request (Origin " .. origin .. ")"
   end
   if origin == "null" then return "cross-origin request (Origin null)" end
@@ -525,7 +527,7 @@ function App:handle(req)
       end
       return response(200, body, "text/plain; version=0.0.4; charset=utf-8")
     end
-    if path == "/login" and self.token then -- (signed in already)
+    if path == "/login" then -- (signed in already, or no token)
       return response(303, "", "text/plain", { { "location", "/" }, table.unpack(ctx.cookies) })
     end
     local id = path:match("^/jobs/(%d+)$")
