@@ -26,6 +26,7 @@ table.grid th, table.grid td { padding: .35em .6em; border-bottom: 1px solid var
   vertical-align: top; }
 table.grid th { background: #eef1f5; font-weight: 600; white-space: nowrap; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.t { white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.late { color: var(--warn); font-weight: 600; }
 td.err, .err code { color: var(--bad); overflow-wrap: anywhere; }
 table.fields { border-collapse: collapse; background: #fff; border: 1px solid var(--line); }

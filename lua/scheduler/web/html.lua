@@ -319,11 +319,11 @@ function html.jobs(ctx, f, jobs, now, more, note)
   for _, j in ipairs(jobs) do
     local when
     if finished then
-      when = concat { '<td>', utc(j.finished_at), '</td><td class="n">', took(j.duration), '</td><td>',
+      when = concat { '<td class="t">', utc(j.finished_at), '</td><td class="n">', took(j.duration), '</td><td>',
         html.text(j.worker or "-"), '</td>' }
     else
       local rel = j.run_at and now and text.relative(j.run_at, now, j.state == "scheduled" and "late" or "ago") or "-"
-      when = concat { '<td>', utc(j.run_at), '</td><td>', html.text(rel), '</td>' }
+      when = concat { '<td class="t">', utc(j.run_at), '</td><td class="t">', html.text(rel), '</td>' }
     end
     out[#out + 1] = concat {
       '<tr data-id="', j.id, '"><td class="n"><a href="/jobs/', j.id, '">', j.id, '</a></td><td>',
