@@ -24,6 +24,9 @@
 #                           cluster: kills, restarts, skew, secrets; report table on
 #                           stdout, figures in faults/results.json; exit 1 if a job is lost
 #   make test-faults FAULTS_ARGS="--only load --scale 0.2"
+#   make test-web           the web dashboard in headless Chromium (chromedriver) against
+#                           a throwaway cluster and real workers (webtest/run.lua);
+#                           screenshots in build/web-screenshots/
 #   make deps | clean
 #
 # Every tool and path below can be overridden on the command line.
@@ -153,7 +156,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build test-support deps test test-backends test-backend test-memory test-faults example demo rock-check bench fuzz fuzz-smoke clean
+.PHONY: all build test-support deps test test-backends test-backend test-memory test-faults test-web example demo rock-check bench fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -308,6 +311,16 @@ test-faults: deps
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/faults/run.lua" $(FAULTS_ARGS)
 
+# The web dashboard in a real browser (issue 15): headless Chromium driven
+# through chromedriver (W3C WebDriver, from Lua over lua-http) against the
+# throwaway cluster, with real workers (lua-scheduler run) and three
+# dashboards (plain, --read-only, --token); exit 1 if a check fails.
+WEB_ARGS ?=
+test-web: deps
+	@$(MAKE) --no-print-directory build
+	@$(WITH_CLUSTER) \
+	"$(LUA)" "$(CURDIR)/webtest/run.lua" --out "$(CURDIR)/build/web-screenshots" $(WEB_ARGS)
+
 # Copy the source tree (minus build output and .git) to a temp dir, build and
 # install the rock from there into a temp tree, then require it from another
 # directory with the module paths pointing only into that tree.
@@ -327,7 +340,7 @@ rock-check: deps
 	env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 \
 	    LUA_PATH="$$tmp/tree/share/lua/5.4/?.lua;$$tmp/tree/share/lua/5.4/?/init.lua" \
 	    LUA_CPATH="$$tmp/tree/lib/lua/5.4/?.so" \
-	    "$(LUA)" -e 'require "scheduler"; require "scheduler.core"' \
+	    "$(LUA)" -e 'require "scheduler"; require "scheduler.core"; require "scheduler.web"' \
 	          -e 'print("rock-check: ok: " .. package.searchpath("scheduler", package.path) .. ", " .. package.searchpath("scheduler.core", package.cpath))'
 
 clean:

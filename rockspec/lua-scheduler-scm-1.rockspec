@@ -88,6 +88,11 @@ build = {
     ["scheduler.cli.listeners"] = "lua/scheduler/cli/listeners.lua",
     ["scheduler.cli.run"] = "lua/scheduler/cli/run.lua",
     ["scheduler.cli.text"] = "lua/scheduler/cli/text.lua",
+    -- the web dashboard (lua-scheduler web; needs lua-http at run time);
+    -- its CSS and JavaScript are strings in scheduler.web.assets
+    ["scheduler.web"] = "lua/scheduler/web.lua",
+    ["scheduler.web.html"] = "lua/scheduler/web/html.lua",
+    ["scheduler.web.assets"] = "lua/scheduler/web/assets.lua",
   },
   install = { bin = { ["lua-scheduler"] = "bin/lua-scheduler" } },
 }

@@ -976,6 +976,69 @@ container's PID 1.]=],
   end,
 }
 
+COMMANDS.web = {
+  summary = "serve the web dashboard (overview, jobs, failed jobs by error, actions)",
+  synopsis = { "web [--listen HOST:PORT] [--read-only] [--token T]" },
+  description = [[
+Serves a dashboard over HTTP (lua-http on cqueues): per-name overview, job
+lists by state with search (name, key, payload text), each job's payload,
+attempts, whole error and history, failed jobs grouped by error fingerprint,
+and actions: retry, cancel, delete, retry every failed job of a name, retry
+or discard a whole error group.  Pages refresh themselves; /metrics serves
+the Prometheus text when scheduler.metrics is installed.
+It listens on 127.0.0.1:8080 by default.  Another address than loopback
+needs a token (--token, else $LUA_SCHEDULER_WEB_TOKEN): every request must
+then carry it (the sign-in page sets a cookie; or Authorization: Bearer T,
+or Basic with T as the password).  Actions are POSTs checked for a CSRF
+token and the same origin; --read-only shows none and refuses them all.
+HOST:PORT: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080; port 0: any free port
+(the URL is printed).  SIGINT/SIGTERM stop it.]],
+  options = {
+    { "--listen", value = "HOST:PORT", help = "address to listen on (default 127.0.0.1:8080)" },
+    { "--read-only", help = "show no action and refuse every POST" },
+    { "--token", value = "T", help = "require this token (needed off loopback; default:"
+      .. " $LUA_SCHEDULER_WEB_TOKEN)" },
+    DATABASE,
+  },
+  run = function(o)
+    local web = require "scheduler.web"
+    local host, port = web.parse_listen(o.listen or "127.0.0.1:8080")
+    if not host then usage_error(("--listen: bad HOST:PORT %q: %s"):format(o.listen, port)) end
+    local token = o.token
+    if token then
+      core.process.hide_arg(token) -- (other users see the command line)
+    else
+      token = os.getenv("LUA_SCHEDULER_WEB_TOKEN")
+      if token == "" then token = nil end
+    end
+    if token and (#token < 12 or token:find("[%c%s]")) then
+      usage_error("--token: expected at least 12 characters, without spaces or control characters")
+    end
+    if not web.is_loopback(host) and not token then
+      usage_error(("--listen %s is not a loopback address: give --token (or LUA_SCHEDULER_WEB_TOKEN)"
+        .. " so that only those who have it see and change the jobs"):format(o.listen))
+    end
+    web.use_lua_http()
+    if not pcall(require, "http.server") then
+      failure("the web dashboard needs lua-http (Debian: apt install lua-http; LuaRocks: http)")
+    end
+    local database = database_of(o)
+    local db, label = open_db(o)
+    db:schema_version() -- connect now: a wrong database fails at start, not at the first page
+    local secrets = core.database_secrets(database)
+    local ok, err = web.serve {
+      api = db:api(), database = label, secrets = secrets, read_only = o.read_only, token = token,
+      listen = o.listen or "127.0.0.1:8080",
+      on_ready = function(url)
+        out("listening on ", url, o.read_only and " (read-only)" or "", "\n")
+        io.stdout:flush()
+      end,
+    }
+    db:close()
+    if not ok then failure(("web: cannot listen on %s: %s"):format(o.listen or "127.0.0.1:8080", tostring(err))) end
+  end,
+}
+
 local function rfc3339_in(t, zone)
   local offset = zone and zone:offset_at(t) or 0
   if offset == 0 then return text.utc_time(t):gsub("%.000Z$", "Z") end
@@ -1067,7 +1130,7 @@ that never fires ("0 0 31 2 *") is a usage error.]],
 }
 
 local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "limit", "stats", "migrate", "health",
-  "cron" }
+  "cron", "web" }
 
 ---------------------------------------------------------------------------
 -- parsing and help
