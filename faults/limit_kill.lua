@@ -52,25 +52,7 @@ return {
     end
     r:check(rec:wait_all(ids, 60), "every job ran", one)
     rec:read()
-    local t1 = -math.huge
-    local points = {}
-    for _, run in ipairs(rec.runs) do
-      local stop = run.start + SLEEP
-      local kill = killed[run.pid]
-      if kill and kill > run.start and kill < stop then stop = kill end
-      points[#points + 1] = { run.start, 1 }
-      points[#points + 1] = { stop, -1 }
-      t1 = math.max(t1, stop)
-    end
-    table.sort(points, function(a, b)
-      if a[1] ~= b[1] then return a[1] < b[1] end
-      return a[2] < b[2]
-    end)
-    local now, most = 0, 0
-    for _, pt in ipairs(points) do
-      now = now + pt[2]
-      most = math.max(most, now)
-    end
+    local most, t1 = lib.most_at_once(rec.runs, SLEEP, function(run) return killed[run.pid] end)
     local kills = 0
     for _ in pairs(killed) do kills = kills + 1 end
     local ideal = n * SLEEP / LIMIT

@@ -6,7 +6,7 @@
 --
 -- The payload steers it: { seq = n (copied to the line), exit = status
 -- (then end the worker process: a job that crashes its worker), sleep =
--- seconds (then return), sleep_first = seconds (the same, on attempt 1
+-- seconds (then return; at concurrency > 1 without blocking the others), sleep_first = seconds (the same, on attempt 1
 -- only), fail = message (then raise), wait = a directory (then return once
 -- the file <wait>/<pid> exists, or `sleep` seconds passed: the scenario
 -- decides which worker's run ends when) }.  It also has the listener of
@@ -14,6 +14,18 @@
 local scheduler = require "scheduler"
 local core = require "scheduler.core"
 local system = require "system"
+
+--- Wait `seconds`: in a worker at concurrency > 1 (`run --concurrency N`:
+-- each job in a coroutine of a cqueues loop) on a cqueues timer, so the
+-- other jobs go on meanwhile; else by blocking the process.
+local function nap(seconds)
+  local ok, cqueues = pcall(require, "cqueues")
+  if ok and cqueues.running() then
+    cqueues.sleep(seconds)
+  else
+    system.sleep(seconds)
+  end
+end
 
 local dir = os.getenv("FAULTS_RECORDS")
 local pid = core.process.getpid()
@@ -45,9 +57,9 @@ scheduler.on("fault", function(p, job)
         system.sleep(0.05)
       end
     elseif p.sleep then
-      system.sleep(p.sleep)
+      nap(p.sleep)
     end
-    if p.sleep_first and job.attempt == 1 then system.sleep(p.sleep_first) end
+    if p.sleep_first and job.attempt == 1 then nap(p.sleep_first) end
     if p.fail then error(p.fail, 0) end
   end
 end)
