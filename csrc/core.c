@@ -551,6 +551,21 @@ static void set_string(lua_State *L, const char *field, const char *s, size_t n)
   lua_setfield(L, -2, field);
 }
 
+/* Set the payload field of the table on top: the decoded JSON; or, when
+ * the stored text does not decode (a row another client wrote, e.g. a
+ * number beyond a double), payload_error (the decoder's message) and
+ * payload_text (the text as stored), so that one such row neither hides
+ * its job nor fails a whole listing. */
+static void set_payload(lua_State *L, const char *payload, size_t len) {
+  if (!payload) return;
+  if (json_decode(L, payload, len)) {
+    lua_setfield(L, -2, "payload");
+    return;
+  }
+  lua_setfield(L, -2, "payload_error");
+  set_string(L, "payload_text", payload, len);
+}
+
 /* s:job(id) -> table | nil (no such job) | nil, err */
 static int l_job(lua_State *L) {
   core *c = check_store(L);
@@ -571,10 +586,7 @@ static int l_job(lua_State *L) {
   lua_setfield(L, -2, "id");
   lua_pushvalue(L, name_idx);
   lua_setfield(L, -2, "name");
-  if (j.payload) {
-    if (!json_decode(L, j.payload, j.payload_len)) return fail(L, "job", lua_tostring(L, -1));
-    lua_setfield(L, -2, "payload");
-  }
+  set_payload(L, j.payload, j.payload_len);
   lua_pushnumber(L, j.run_at);
   lua_setfield(L, -2, "run_at");
   lua_pushinteger(L, (lua_Integer)j.attempt);
@@ -744,26 +756,17 @@ static void check_filter(lua_State *L, store_filter *f) {
 }
 
 /* Push a new table with the fields a waiting and a kept job share: id,
- * name, state, payload, attempt, priority, key, last_error.  0, or -1
- * when the payload is not JSON (json_decode's message on the stack). */
-static int push_job_fields(lua_State *L, const store_job *j) {
+ * name, state, payload (set_payload), attempt, priority, key, last_error. */
+static void push_job_fields(lua_State *L, const store_job *j) {
   lua_createtable(L, 0, 13);
   set_integer(L, "id", (long long)j->id);
   set_string(L, "name", j->name, j->name_len);
   set_string(L, "state", j->state, strlen(j->state));
-  if (j->payload) {
-    if (!json_decode(L, j->payload, j->payload_len)) return -1;
-    lua_setfield(L, -2, "payload");
-  }
+  set_payload(L, j->payload, j->payload_len);
   set_integer(L, "attempt", j->attempt);
   set_integer(L, "priority", j->priority);
   set_string(L, "key", j->key, j->key_len);
   set_string(L, "last_error", j->last_error, j->last_error_len);
-  return 0;
-}
-
-static int bad_payload(lua_State *L, const char *op, const store_job *j) {
-  return fail(L, op, lua_pushfstring(L, "payload of job %I: %s", (lua_Integer)j->id, lua_tostring(L, -1)));
 }
 
 /* s:jobs(state, name, id, limit) -> rows, db_now | nil, err (check_filter).
@@ -783,7 +786,7 @@ static int l_jobs(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     const store_job_row *x = &rows[i];
     const store_job *j = &x->job;
-    if (push_job_fields(L, j) != 0) return bad_payload(L, "jobs", j);
+    push_job_fields(L, j);
     set_number(L, "run_at", j->run_at);
     if (j->max_attempts > 0) set_integer(L, "max_attempts", j->max_attempts);
     set_string(L, "locked_by", x->locked_by, x->locked_by_len);
@@ -811,7 +814,7 @@ static int l_history(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     const store_history *x = &rows[i];
     const store_job *j = &x->job;
-    if (push_job_fields(L, j) != 0) return bad_payload(L, "history", j);
+    push_job_fields(L, j);
     set_string(L, "worker", x->worker, x->worker_len);
     set_number(L, "started_at", x->started_at);
     set_number(L, "finished_at", x->finished_at);

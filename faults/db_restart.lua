@@ -82,20 +82,7 @@ return {
       .. " the connection broke)"):format(unacknowledged))
 
     local lost, dups = rec:check(ids)
-    r:count(ids, rec, lost, dups, function(runs)
-      -- a batch in hand when the server went away: its transaction (the
-      -- row locks and the outcomes) died with the connection, so its jobs
-      -- run again, those that had already run included
-      for i = 1, #runs - 1 do
-        local a, b = runs[i], runs[i + 1]
-        local explained = false
-        for _, x in ipairs(restarts) do
-          if a.start < x.t_end and b.start > x.t_begin then explained = true end
-        end
-        if not explained then return nil end
-      end
-      return "in a batch whose commit a restart cut off"
-    end)
+    r:count(ids, rec, lost, dups, lib.cut_by_restart(restarts, "in a batch whose commit a restart cut off"))
 
     -- recovery: the first job run after each restart, and each worker's
     local workers_back = 0

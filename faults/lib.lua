@@ -396,6 +396,40 @@ function lib.most_at_once(runs, length, cut)
   return most, last
 end
 
+--- For Result:count, the runs of a job that ran more than once explained
+-- by kills (`killed`: worker pid -> when it was killed): every run but the
+-- last was in flight in a worker killed after it began (a worker runs on
+-- for an instant after kill(2) returns: runs it starts within KILL_LAG of
+-- the kill count as before it).
+lib.KILL_LAG = 0.01
+function lib.in_flight_at_kill(killed)
+  return function(runs)
+    for i = 1, #runs - 1 do
+      local t = killed[runs[i].pid]
+      if not (t and runs[i].start < t + lib.KILL_LAG and runs[i + 1].start > t) then return nil end
+    end
+    return "in flight at a kill"
+  end
+end
+
+--- The same for restarts of the server (`restarts`: a list of { t_begin,
+-- t_end }): every run but the last began before a restart ended and the
+-- next one after it began (a batch in hand when the server went away: its
+-- transaction, row locks and outcomes, died with the connection).
+function lib.cut_by_restart(restarts, why)
+  return function(runs)
+    for i = 1, #runs - 1 do
+      local a, b = runs[i], runs[i + 1]
+      local explained = false
+      for _, x in ipairs(restarts) do
+        if a.start < x.t_end and b.start > x.t_begin then explained = true end
+      end
+      if not explained then return nil end
+    end
+    return why
+  end
+end
+
 ---------------------------------------------------------------------------
 -- statistics
 ---------------------------------------------------------------------------

@@ -11,39 +11,17 @@
 -- every duplicate is a run whose outcome a restart cut off; the workers
 -- come back by themselves and fill the slots again.
 local lib = require "faults.lib"
-local scheduler = require "scheduler"
+local limit_kill = require "faults.limit_kill"
 
-local LIMIT, SLEEP = 3, 0.05
+local LIMIT, SLEEP = limit_kill.LIMIT, limit_kill.SLEEP
 
 return {
   title = "a name limited to 3 at once; PostgreSQL restarted (immediate, then fast) meanwhile",
   recovery = "never more than 3 at once; server ready -> the limited name runs again",
   run = function(ctx, r)
-    local n = ctx.size(600)
     local restarts = { { at = 2, mode = "immediate" }, { at = 6, mode = "fast" } }
-    lib.clear_jobs()
-    do
-      local s <close> = scheduler.new { log = false }
-      assert(s:limit(lib.JOB, { concurrency = LIMIT }))
-    end
-    lib.on_cleanup(function()
-      local c <close> = scheduler.new { log = false }
-      c:limit(lib.JOB, nil)
-    end)
-    local records = lib.tmpdir("limitrestart-records")
-    local rec = lib.records(records)
-    local one = lib.start_run("limitrestart-1", 2, records)
-    local many = lib.start_run("limitrestart-4", 1, records, nil, { "--concurrency", "4" })
-    r:check(one:wait_log("started: listeners", 2, 20), "the 2 workers at concurrency 1 started", one)
-    r:check(many:wait_log("started: listeners", 1, 20), "the worker at concurrency 4 started", many)
+    local rec, one, many, ids = limit_kill.setup(ctx, r, "limitrestart")
     local before = table.concat(one:workers(), ",") .. "/" .. table.concat(many:workers(), ",")
-    local list = {}
-    for i = 1, n do list[i] = { lib.JOB, { seq = i, sleep = SLEEP } } end
-    local ids
-    do
-      local s <close> = scheduler.new { log = false }
-      ids = assert(s:schedule_many(list))
-    end
     r.scheduled = #ids
     local t0 = lib.now()
     for _, x in ipairs(restarts) do
@@ -59,7 +37,7 @@ return {
     local most, t1 = lib.most_at_once(rec.runs, SLEEP)
     local down = 0
     for _, x in ipairs(restarts) do down = down + (x.t_end - x.t_begin) end
-    local ideal = n * SLEEP / LIMIT
+    local ideal = #ids * SLEEP / LIMIT
     r:note(("at most %d runs at once (limit %d); drained in %.2f s, of which the server was down %.2f s;"
       .. " ideal %.2f s"):format(most, LIMIT, t1 - t0, down, ideal))
     r:check(most <= LIMIT, ("never more than %d at once (%d)"):format(LIMIT, most))
@@ -86,18 +64,6 @@ return {
     r:check(many:stop() == 0, "the supervisor at concurrency 4 stopped gracefully", many)
     rec:read()
     local lost, dups = rec:check(ids)
-    r:count(ids, rec, lost, dups, function(runs)
-      -- a run whose outcome the restart kept from its commit (a claim
-      -- transaction, or the outcome's write, cut off): the job ran again
-      for i = 1, #runs - 1 do
-        local a, b = runs[i], runs[i + 1]
-        local explained = false
-        for _, x in ipairs(restarts) do
-          if a.start < x.t_end and b.start > x.t_begin then explained = true end
-        end
-        if not explained then return nil end
-      end
-      return "its outcome cut off by a restart"
-    end)
+    r:count(ids, rec, lost, dups, lib.cut_by_restart(restarts, "its outcome cut off by a restart"))
   end,
 }

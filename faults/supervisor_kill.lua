@@ -13,8 +13,6 @@
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
--- Seconds a worker may go on running after kill -9 returned.
-local KILL_LAG = 0.01
 local WORKER_LOCK = 1935895652 -- store_pg_internal.h
 
 return {
@@ -114,14 +112,6 @@ return {
     r:check(sup:stop() == 0, "the supervisor stopped gracefully (exit 0)", sup)
     rec:read()
     local lost, dups = rec:check(ids)
-    r:count(ids, rec, lost, dups, function(runs)
-      -- every run but the last was in flight in a worker killed after it
-      -- began; or the job's batch lost its commit to the restart
-      for i = 1, #runs - 1 do
-        local t = killed[runs[i].pid]
-        if not (t and runs[i].start < t + KILL_LAG and runs[i + 1].start > t) then return nil end
-      end
-      return "in flight at a kill"
-    end)
+    r:count(ids, rec, lost, dups, lib.in_flight_at_kill(killed))
   end,
 }

@@ -11,10 +11,6 @@ local scheduler = require "scheduler"
 
 local HOST = core.default_worker_id():match("^(.*):%d+:%w+$")
 
--- Seconds a worker may go on running after kill -9 returned (the signal
--- lands when the process next enters the kernel).
-local KILL_LAG = 0.01
-
 --- Ids of the jobs worker `pid` holds leased (state running), from the
 -- database.  (Those of a batch still held by row locks read as scheduled.)
 local function held_by(s, pid)
@@ -210,15 +206,6 @@ return {
     ids[#ids + 1] = job
     rec:read()
     local lost, dups = rec:check(ids)
-    r:count(ids, rec, lost, dups, function(runs)
-      -- every run but the last was in flight in a worker killed after it
-      -- began (a worker runs on for an instant after kill(2) returns: runs
-      -- it starts within KILL_LAG of the kill count as before it)
-      for i = 1, #runs - 1 do
-        local t = killed[runs[i].pid]
-        if not (t and runs[i].start < t + KILL_LAG and runs[i + 1].start > t) then return nil end
-      end
-      return "in flight at a kill"
-    end)
+    r:count(ids, rec, lost, dups, lib.in_flight_at_kill(killed))
   end,
 }

@@ -558,6 +558,16 @@ function Proc:pid(timeout)
   return self._pid
 end
 
+--- CPU seconds the worker process has used so far (utime + stime, at 100
+-- ticks a second, from /proc): a worker that waits must not spin.
+function Proc:cpu()
+  local stat = helper.read_file("/proc/" .. self:pid() .. "/stat") or ""
+  local rest = stat:match("%) (.*)$") or ""
+  local fields = {}
+  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
+  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+end
+
 --- The wrapper's record of the worker's exit status, or nil while running.
 function Proc:exit_code()
   local s = self:file("exit")

@@ -7,6 +7,7 @@
 -- unserializable values); this file covers names and keys, sizes, depths,
 -- number edges and payloads written by other programs.
 local helper = require "spec.helper"
+local cli = require "spec.support.cli_helper"
 
 -- Names and keys that must come back byte for byte.
 local HOSTILE = {
@@ -288,22 +289,42 @@ describe("hostile input", function()
         :format(helper.literal(name), helper.literal(json)))
     end
 
-    local function check_refused(name, id, reason)
+    local function check_refused(name, id, reason, stored)
       local called = false
       s:on(name, function() called = true end)
       assert.equals(1, s:run{ drain = true })
       assert.is_false(called, "the listener was called with an unreadable payload")
-      -- job() says why; the job is kept, with the reason as its last error
-      local v, err = s:job(id)
-      helper.runtime_error(v, err, "job() of an unreadable payload")
-      assert.is_truthy(err:find(reason, 1, true), err)
+      -- job() shows the job: no payload, why, and the text as stored (the
+      -- database's own rendering of it on PostgreSQL); jobs() lists it
+      -- beside the others (one such row never fails a listing), and so
+      -- do `show` and `jobs --json`
+      local j = helper.ok(s:job(id))
+      assert.is_nil(j.payload)
+      assert.is_truthy(j.payload_error:find(reason, 1, true), j.payload_error)
+      if helper.SQLITE then assert.equals(stored, j.payload_text) end
+      helper.schedule(s, name, { fine = true }, { delay = 3600 })
+      local listed = helper.ok(s:jobs { name = name })
+      assert.equals(2, #listed)
+      assert.equals(id, listed[1].id)
+      assert.equals(j.payload_error, listed[1].payload_error)
+      assert.same({ fine = true }, listed[2].payload)
+      local shown = cli.exec { "show", tostring(id) }
+      assert.equals(0, shown.code, cli.describe(shown))
+      assert.is_truthy(shown.out:find("does not decode: " .. j.payload_error, 1, true), shown.out)
+      local listing = cli.exec { "jobs", "--name", name, "--json" }
+      assert.equals(0, listing.code, cli.describe(listing))
+      local rows = cli.decode(listing.out)
+      assert.equals(j.payload_error, rows[1].payload_error)
+      -- (JSON is UTF-8: each byte of an invalid sequence reads U+FFFD)
+      assert.equals(require("scheduler.cli.text").utf8(j.payload_text), rows[1].payload_text)
+      -- the reason is its last error too; the job is kept
       local last = helper.sql("SELECT state || ' ' || last_error FROM scheduler.jobs WHERE id = " .. id)
       assert.is_truthy(last:find("^scheduled payload of job " .. id .. ": invalid JSON at byte %d+: " .. reason:gsub("%p", "%%%0")), last)
     end
 
     it("a number out of range fails the job with a clear error, never the worker", function()
       local name = helper.name("out-of-range")
-      check_refused(name, insert(name, '{"n": 1e400}'), "number out of range")
+      check_refused(name, insert(name, '{"n": 1e400}'), "number out of range", '{"n": 1e400}')
     end)
 
     it("text that is not JSON fails the job with a clear error #sqlite", function()
@@ -314,7 +335,7 @@ describe("hostile input", function()
         { "[" .. ("["):rep(30000), "nesting deeper than 20000 levels" },
       } do
         local name = helper.name("not-json")
-        check_refused(name, insert(name, case[1]), case[2])
+        check_refused(name, insert(name, case[1]), case[2], case[1])
       end
     end)
   end)

@@ -89,15 +89,6 @@ local function figure(fmt, ...)
   if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[limit] " .. fmt .. "\n"):format(...)) end
 end
 
--- CPU seconds a process has used (utime + stime, at 100 ticks a second).
-local function cpu(pid)
-  local stat = helper.read_file("/proc/" .. pid .. "/stat") or ""
-  local rest = stat:match("%) (.*)$") or ""
-  local fields = {}
-  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
-  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
-end
-
 local function quiet(proc)
   local log = proc:log()
   assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
@@ -166,9 +157,9 @@ describe("limit", function()
       assert.is_truthy(b:wait_file("ready", 10), b:describe())
       -- b finds the name full, and waits for the slot without spinning
       helper.sleep(0.3)
-      local c0 = cpu(b:pid())
+      local c0 = b:cpu()
       helper.sleep(2)
-      local used = cpu(b:pid()) - c0
+      local used = b:cpu() - c0
       figure("a worker at the limit (concurrency %d) used %.2f s of CPU in 2 s", concurrency == 1 and 3 or 1, used)
       assert.is_true(used < 0.5, ("the worker at the limit used %.2f s of CPU in 2 s"):format(used))
       assert.equals(0, #b:events("start"), b:describe())

@@ -61,15 +61,6 @@ local function schedule_all(s, list)
   return by
 end
 
--- CPU seconds a process has used (utime + stime, at 100 ticks a second).
-local function cpu(pid)
-  local stat = helper.read_file("/proc/" .. pid .. "/stat") or ""
-  local rest = stat:match("%) (.*)$") or ""
-  local fields = {}
-  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
-  return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
-end
-
 describe("pause", function()
   after_each(function()
     cli.cleanup()
@@ -187,10 +178,10 @@ describe("pause", function()
     local w1 = helper.spawn { WORKER_NAMES = P, WORKER_LOG = "stderr" }
     assert.is_truthy(w1:wait_file("ready"), w1:describe())
     helper.sleep(0.3)
-    local pid, c0 = w1:pid(), cpu(w1:pid())
+    local c0 = w1:cpu()
     helper.sleep(1.5)
     -- idle: it sleeps until a wake-up (a spin would be a second of CPU)
-    assert.is_true(cpu(pid) - c0 < 0.5, ("the idle worker used %.2f s of CPU"):format(cpu(pid) - c0))
+    assert.is_true(w1:cpu() - c0 < 0.5, ("the idle worker used %.2f s of CPU"):format(w1:cpu() - c0))
     assert.equals(0, #w1:events("start"))
     w1:kill("KILL")
     w1:wait(5)

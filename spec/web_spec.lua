@@ -134,6 +134,26 @@ describe("web dashboard", function()
       assert.is_nil(get(app, "/jobs?q=nothing-like-this-anywhere").body:find('data-id="' .. id .. '"', 1, true))
     end)
 
+    it("shows jobs another program wrote: an undecodable payload, a time far away", function()
+      -- one such row must not turn the lists into an error page (the
+      -- suite's other specs leave such rows in the same database)
+      local name = helper.name("foreign")
+      local bad = helper.sql_int(("INSERT INTO scheduler.jobs (name, payload, run_at) VALUES (%s, %s, %s) RETURNING id")
+        :format(helper.literal(name), helper.literal('{"n": 1e400}'),
+          helper.SQLITE and "1e300" or "now() + interval '1000 years'"))
+      -- (SQLite stores any double; PostgreSQL refuses a time this far)
+      local far = helper.SQLITE and helper.schedule(s, name, "far", { at = 1e300 }) or bad
+      for _, path in ipairs { "/", "/jobs", "/jobs?q=" .. html.urlencode(name), "/jobs/" .. bad, "/jobs/" .. far } do
+        assert.equals(200, get(app, path).status, path)
+      end
+      assert.is_truthy(get(app, "/jobs?q=" .. html.urlencode(name)).body:find('data-id="' .. bad .. '"', 1, true))
+      local detail = get(app, "/jobs/" .. bad).body
+      -- the text as stored (PostgreSQL's jsonb writes the number out)
+      assert.is_truthy(detail:find(helper.SQLITE and "{&quot;n&quot;: 1e400}" or "{&quot;n&quot;: 1000000", 1, true),
+        detail)
+      assert.is_truthy(detail:find("Does not decode: invalid JSON at byte", 1, true), detail)
+    end)
+
     it("runs an action only as a same-origin POST with the session's CSRF token", function()
       local name = helper.name("csrf")
       local id = helper.schedule(s, name, nil, { delay = 3600 })

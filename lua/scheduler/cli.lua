@@ -131,20 +131,6 @@ local function sqlite_file(database)
   return path
 end
 
---- `s` with every occurrence of `secret` (plain text) replaced by ***.
-local function mask(s, secret)
-  local parts, at = {}, 1
-  while true do
-    local i, j = s:find(secret, at, true)
-    if not i then break end
-    parts[#parts + 1] = s:sub(at, i - 1)
-    parts[#parts + 1] = "***"
-    at = j + 1
-  end
-  parts[#parts + 1] = s:sub(at)
-  return table.concat(parts)
-end
-
 --- `database` as the command names it to people: an SQLite file by its
 -- absolute path (a relative one is where the confusion starts), a
 -- PostgreSQL string with its passwords masked.
@@ -154,11 +140,7 @@ local function database_label(database)
     local cwd = path:sub(1, 1) ~= "/" and core.current_dir()
     return "sqlite:" .. (cwd and (cwd .. "/" .. path) or path)
   end
-  local label = database
-  local secrets = core.database_secrets(database)
-  table.sort(secrets, function(a, b) return #a > #b end) -- a decoded form may be part of the written one
-  for _, secret in ipairs(secrets) do label = mask(label, secret) end
-  return label
+  return text.mask(database, core.database_secrets(database))
 end
 
 --- A handle on the command's database (scheduler.cli.db), after saying on
@@ -280,15 +262,35 @@ local FROM = {
   ["default?"] = "the default, unless its listener sets max_attempts: --listeners PATH reads it",
 }
 
+-- A payload whose stored text does not decode (a row another client
+-- wrote: job() gives payload_error and payload_text instead): both, after
+-- the fields of JSON object `o` ("payload": null).
+local function with_bad_payload(o, j)
+  if j.payload_error then
+    local n = o.n
+    o[n + 1], o[n + 2], o[n + 3], o[n + 4] = "payload_error", j.payload_error, "payload_text", j.payload_text
+    o.n = n + 4
+  end
+  return o
+end
+
+-- The payload as `show` prints it.
+local function payload_shown(j)
+  if j.payload_error then
+    return ("%s (does not decode: %s)"):format(text.visible(j.payload_text), j.payload_error)
+  end
+  return text.json(j.payload)
+end
+
 -- A finished job kept by history (state done, cancelled, or failed with
 -- its last run's fields): its fields as JSON.
 local function history_json(j)
-  return text.object(
+  return with_bad_payload(text.object(
     "id", j.id, "name", j.name, "state", j.state, "attempt", j.attempt,
     "priority", j.priority, "key", j.key, "payload", j.payload, "last_error", j.last_error,
     "worker", j.worker, "started_at", j.started_at and text.utc_time(j.started_at),
     "finished_at", j.finished_at and text.utc_time(j.finished_at), "duration", j.duration,
-    "kept_until", j.kept_until and text.utc_time(j.kept_until))
+    "kept_until", j.kept_until and text.utc_time(j.kept_until)), j)
 end
 
 -- How long a history row's listener ran ("-": it never started).
@@ -301,7 +303,7 @@ end
 local function job_json(j, limits)
   if j.finished_at and j.state ~= "failed" then return history_json(j) end
   local allowed, from = allowed_of(j, limits)
-  return text.object(
+  return with_bad_payload(text.object(
     "id", j.id, "name", j.name, "state", j.state,
     "run_at", j.run_at and text.utc_time(j.run_at),
     "attempt", j.attempt, "max_attempts", j.max_attempts,
@@ -310,7 +312,7 @@ local function job_json(j, limits)
     "payload", j.payload,
     "last_error", j.last_error, "locked_by", j.locked_by,
     "locked_until", j.locked_until and text.utc_time(j.locked_until),
-    "created_at", j.created_at and text.utc_time(j.created_at))
+    "created_at", j.created_at and text.utc_time(j.created_at)), j)
 end
 
 local function when_of(j, now)
@@ -591,7 +593,7 @@ for how long; so is a failed job's last run.]],
         { "attempt", tostring(kept.attempt) },
         { "priority", tostring(kept.priority) },
         { "key", kept.key and text.visible(kept.key) or "-" },
-        { "payload", text.json(kept.payload) },
+        { "payload", payload_shown(kept) },
         { "kept until", text.local_time(kept.kept_until, true) },
       }
       for _, l in ipairs(lines) do out(("%-12s %s\n"):format(l[1], l[2])) end
@@ -620,7 +622,7 @@ for how long; so is a failed job's last run.]],
       { "attempt", ("%d of %d (%s)"):format(j.attempt, allowed, FROM[from]:format(limits and limits.path)) },
       { "priority", tostring(j.priority) },
       { "key", j.key and text.visible(j.key) or "-" },
-      { "payload", text.json(j.payload) },
+      { "payload", payload_shown(j) },
       { "created at", j.created_at and text.local_time(j.created_at, true) or "-" },
     }
     if j.locked_by then

@@ -78,26 +78,7 @@ local function same(a, b)
 end
 web.same = same
 
---- `s` with every occurrence of each secret (plain text) replaced by ***.
-local function mask(s, secrets)
-  s = tostring(s)
-  for _, secret in ipairs(secrets or {}) do
-    if secret ~= "" then
-      local parts, at = {}, 1
-      while true do
-        local i, j = s:find(secret, at, true)
-        if not i then break end
-        parts[#parts + 1] = s:sub(at, i - 1)
-        parts[#parts + 1] = "***"
-        at = j + 1
-      end
-      parts[#parts + 1] = s:sub(at)
-      s = concat(parts)
-    end
-  end
-  return s
-end
-web.mask = mask
+local mask = text.mask
 
 --- "scheduler: jobs: ..." -> "jobs: ...".
 local function errors_strip(e)
@@ -271,6 +252,7 @@ local function matches(j, q)
     local ok, s = pcall(require("scheduler.core").json_encode, j.payload)
     if ok and s:lower():find(q, 1, true) then return true end
   end
+  if j.payload_text and j.payload_text:lower():find(q, 1, true) then return true end
   return false
 end
 

@@ -110,15 +110,29 @@ function text.relative(t, now, past)
   return text.duration(-d) .. " " .. (past or "late")
 end
 
+--- os.date(fmt, t) when its calendar holds t (whole seconds), else nil: a
+-- stored time may be any double (a time far away, on SQLite), and os.date
+-- takes only integers its calendar can hold.
+function text.date(fmt, t)
+  if t ~= t or t <= -2 ^ 53 or t >= 2 ^ 53 then return nil end
+  local ok, s = pcall(os.date, fmt, floor(t))
+  return ok and s or nil
+end
+
+-- A time no calendar holds, as the number it is.
+local function number(t) return ("%.14g"):format(t) end
+
 --- Local time "2026-11-24 10:00:00" (with_zone: " +0100" appended).
 function text.local_time(t, with_zone)
-  return os.date(with_zone and "%Y-%m-%d %H:%M:%S %z" or "%Y-%m-%d %H:%M:%S", floor(t))
+  return text.date(with_zone and "%Y-%m-%d %H:%M:%S %z" or "%Y-%m-%d %H:%M:%S", t) or number(t)
 end
 
 --- RFC 3339 UTC with milliseconds: "2026-11-24T09:00:00.000Z".
 function text.utc_time(t)
-  local ms = floor(t * 1000 + 0.5)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. (".%03dZ"):format(ms % 1000)
+  local ms = t * 1000 + 0.5
+  local s = text.date("!%Y-%m-%dT%H:%M:%S", ms // 1000)
+  if not s then return number(t) end
+  return s .. (".%03dZ"):format(floor(ms % 1000))
 end
 
 --- The first `max` characters (UTF-8 aware; bytes when s is not valid
@@ -130,6 +144,30 @@ local function prefix(s, max)
   local cut = utf8.offset(s, max + 1)
   if not cut or cut > #s then return s, false end
   return s:sub(1, cut - 1), true
+end
+
+--- `s` with every occurrence of each of `secrets` (plain text, a list)
+-- replaced by ***, the longer ones first (a decoded form of a password may
+-- be part of the written one).
+function text.mask(s, secrets)
+  s = tostring(s)
+  local list = table.move(secrets or {}, 1, #(secrets or {}), 1, {})
+  table.sort(list, function(a, b) return #a > #b end)
+  for _, secret in ipairs(list) do
+    if secret ~= "" then
+      local parts, at = {}, 1
+      while true do
+        local i, j = s:find(secret, at, true)
+        if not i then break end
+        parts[#parts + 1] = s:sub(at, i - 1)
+        parts[#parts + 1] = "***"
+        at = j + 1
+      end
+      parts[#parts + 1] = s:sub(at)
+      s = table.concat(parts)
+    end
+  end
+  return s
 end
 
 --- The first line of s, cut to `max` characters with "...".
@@ -238,6 +276,30 @@ function text.array(list)
   return setmetatable({ list = list }, Array)
 end
 
+--- s as valid UTF-8: each byte of an invalid sequence becomes U+FFFD.
+-- Linear: each utf8.len call scans from the last bad byte to the next one.
+function text.utf8(s)
+  s = tostring(s)
+  local ok, bad = utf8.len(s)
+  if ok then return s end
+  local parts, at = {}, 1
+  while true do
+    parts[#parts + 1] = s:sub(at, bad - 1)
+    parts[#parts + 1] = "\u{FFFD}"
+    at = bad + 1
+    if at > #s then break end
+    ok, bad = utf8.len(s, at)
+    if ok then
+      parts[#parts + 1] = s:sub(at)
+      break
+    end
+  end
+  return table.concat(parts)
+end
+
+-- JSON is UTF-8: a string that is not (a name or key SQLite stored, a
+-- payload's text that does not decode) is written with U+FFFD for each
+-- byte of an invalid sequence, as `show` writes "?" for a control byte.
 local function write(v, out)
   local mt = getmetatable(v)
   if v == nil or v == text.null then
@@ -246,7 +308,7 @@ local function write(v, out)
     out[#out + 1] = "{"
     for i = 1, v.n, 2 do
       if i > 1 then out[#out + 1] = "," end
-      out[#out + 1] = core.json_encode(v[i])
+      out[#out + 1] = core.json_encode(text.utf8(v[i]))
       out[#out + 1] = ":"
       write(v[i + 1], out)
     end
@@ -258,6 +320,8 @@ local function write(v, out)
       write(item, out)
     end
     out[#out + 1] = "]"
+  elseif type(v) == "string" then
+    out[#out + 1] = core.json_encode(text.utf8(v))
   else
     out[#out + 1] = core.json_encode(v)
   end

@@ -19,28 +19,11 @@ local concat, floor = table.concat, math.floor
 -- escaping
 ---------------------------------------------------------------------------
 
---- s as valid UTF-8: each byte of an invalid sequence becomes U+FFFD (the
--- browser would do the same for the page, but a byte that ends a sequence
--- early could eat the '<' or '"' after it in some decoders).  Linear: each
--- utf8.len call scans from the last bad byte to the next one.
-function html.utf8(s)
-  s = tostring(s)
-  local ok, bad = utf8.len(s)
-  if ok then return s end
-  local parts, at = {}, 1
-  while true do
-    parts[#parts + 1] = s:sub(at, bad - 1)
-    parts[#parts + 1] = "\u{FFFD}"
-    at = bad + 1
-    if at > #s then break end
-    ok, bad = utf8.len(s, at)
-    if ok then
-      parts[#parts + 1] = s:sub(at)
-      break
-    end
-  end
-  return concat(parts)
-end
+--- s as valid UTF-8 (scheduler.cli.text.utf8): each byte of an invalid
+-- sequence becomes U+FFFD (the browser would do the same for the page, but
+-- a byte that ends a sequence early could eat the '<' or '"' after it in
+-- some decoders).
+html.utf8 = text.utf8
 
 local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
 
@@ -120,7 +103,8 @@ end
 
 local function utc(t)
   if not t then return "-" end
-  return os.date("!%Y-%m-%d %H:%M:%S", floor(t)) .. "Z"
+  local s = text.date("!%Y-%m-%d %H:%M:%S", t)
+  return s and (s .. "Z") or html.text(("%.14g"):format(t))
 end
 html.utc = utc
 
@@ -370,8 +354,14 @@ function html.job(ctx, j, now)
     '<table class="fields" id="fields">' }
   for _, r in ipairs(rows) do out[#out + 1] = ('<tr><th>%s</th><td>%s</td></tr>'):format(r[1], r[2]) end
   out[#out + 1] = '</table><h2>Payload</h2><pre id="payload">'
-  out[#out + 1] = html.text(html.pretty_json(j.payload))
-  out[#out + 1] = '</pre>'
+  if j.payload_error then -- a stored text that does not decode: as it is, and why
+    out[#out + 1] = html.text(j.payload_text)
+    out[#out + 1] = '</pre><p class="flash error" id="payload-error">Does not decode: '
+      .. html.text(j.payload_error) .. '</p>'
+  else
+    out[#out + 1] = html.text(html.pretty_json(j.payload))
+    out[#out + 1] = '</pre>'
+  end
   if j.last_error then
     out[#out + 1] = '<h2>Last error</h2><p class="note">Group: <a href="/failed#g'
       .. html.group_id(html.fingerprint(j.last_error)) .. '">' .. html.text(html.fingerprint(j.last_error))
