@@ -835,12 +835,8 @@ static void *fetch_loop(void *arg) {
     if (rc == STORE_OK && in_flight && !stopping && now - t.paused_at >= PAUSE_LOOK &&
         now >= t.retry_at)
       rc = look_paused(f, &t, now);
-    if (rc == STORE_OK && f->history && st->ops->prune && now >= t.next_prune &&
-        now >= t.retry_at && !stopping) {
-      size_t pruned = 0;
-      rc = st->ops->prune(st, PRUNE_BATCH, &pruned);
-      if (rc == STORE_OK) t.next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
-    }
+    if (rc == STORE_OK && f->history && now >= t.retry_at && !stopping)
+      rc = store_prune_due(st, now, &t.next_prune);
     if (rc == STORE_OK && can_claim && now >= t.claim_at && now >= t.retry_at)
       rc = claim_round(f, &t, in_flight, want, &worked);
     report(f, &t, rc);

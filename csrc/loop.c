@@ -439,12 +439,8 @@ static int loop_body(lua_State *L) {
         rc = c->st->ops->rescue(c->st, c->max_attempts);
         if (rc == STORE_OK) r->next_rescue = now + RESCUE_EVERY; /* idle: next_wake decides */
       }
-      if (rc == STORE_OK && (c->history > 0 || c->history_any) && c->st->ops->prune &&
-          now >= r->next_prune) {
-        size_t pruned = 0;
-        rc = c->st->ops->prune(c->st, PRUNE_BATCH, &pruned);
-        if (rc == STORE_OK) r->next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
-      }
+      if (rc == STORE_OK && (c->history > 0 || c->history_any))
+        rc = store_prune_due(c->st, now, &r->next_prune);
       store_job *jobs = NULL;
       size_t n = 0;
       if (rc == STORE_OK) rc = c->st->ops->claim(c->st, batch_size(c), c->lease, c->worker_id,

@@ -44,6 +44,14 @@ void store_close(store *s) {
 
 const char *store_error(const store *s) { return buf_cstr(&s->err); }
 
+int store_prune_due(store *s, double now, double *next_prune) {
+  if (!s->ops->prune || now < *next_prune) return STORE_OK;
+  size_t pruned = 0;
+  int rc = s->ops->prune(s, PRUNE_BATCH, &pruned);
+  if (rc == STORE_OK) *next_prune = now + (pruned > 0 ? PRUNE_AGAIN : PRUNE_EVERY);
+  return rc;
+}
+
 int store_fail(store *s, int code, const char *fmt, ...) {
   va_list ap;
   buf_reset(&s->err);

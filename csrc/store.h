@@ -438,6 +438,12 @@ struct store {
 store *store_open(const char *database, buf *err);
 void store_close(store *s);
 
+/* A worker's prune when its time has come (*next_prune, monotonic
+ * seconds, PRUNE_* above): one ops->prune of PRUNE_BATCH, and the next
+ * time set.  STORE_OK when it was not yet time, or the store has no
+ * history. */
+int store_prune_due(store *s, double now, double *next_prune);
+
 /* The secrets a database string holds (a PostgreSQL password, as written
  * and as decoded), each NUL-terminated, added to `out`.  0, or -1 out of
  * memory. */
