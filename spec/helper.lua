@@ -370,6 +370,23 @@ function helper.ok(v, err, ...)
   return v, err, ...
 end
 
+--- The wake-up notifications (PostgreSQL, channel "scheduler") that a
+-- LISTEN session receives while fn runs: the count of those whose payload
+-- names `name`, and of those for every worker (a payload without a name).
+function helper.wakeups_during(name, fn)
+  local listener = io.popen("psql -XAtq -c 'LISTEN scheduler' -c 'SELECT pg_sleep(1.5)' 2>&1")
+  helper.sleep(0.5) -- connected and listening
+  fn()
+  local text = listener:read("a")
+  listener:close()
+  local named, everyone = 0, 0
+  for payload in text:gmatch('notification "scheduler" with payload "([^"]*)"') do
+    if payload:find(name, 1, true) then named = named + 1 end
+    if payload:match("^[%d.]+ $") then everyone = everyone + 1 end
+  end
+  return named, everyone
+end
+
 --- Schedule and return the id, failing the test on nil, err.
 function helper.schedule(s, name, payload, when)
   local id, err = s:schedule(name, payload, when)

@@ -202,19 +202,8 @@ describe("pause", function()
   it("resume wakes the workers only when it resumed a name #postgresql", function()
     local s = helper.new()
     local P = helper.name("notify")
-    -- the wake-ups naming P a LISTEN session receives while fn runs
-    local function wakeups_during(fn)
-      local listener = io.popen("psql -XAtq -c 'LISTEN scheduler' -c 'SELECT pg_sleep(1.5)' 2>&1")
-      helper.sleep(0.5) -- connected and listening
-      fn()
-      local text = listener:read("a")
-      listener:close()
-      local n = 0
-      for payload in text:gmatch('notification "scheduler" with payload "([^"]*)"') do
-        if payload:find(P, 1, true) then n = n + 1 end
-      end
-      return n
-    end
+    -- the wake-ups naming P a LISTEN session receives
+    local function wakeups_during(fn) return (helper.wakeups_during(P, fn)) end
     assert.equals(0, wakeups_during(function() assert.is_false(s:resume(P)) end)) -- was not paused
     helper.ok(s:pause(P))
     assert.equals(1, wakeups_during(function() helper.ok(s:resume(P)) end))

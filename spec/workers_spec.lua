@@ -367,19 +367,7 @@ describe("workers", function()
       it("are sent by schedule() and schedule_many() only while a worker sleeps #postgresql", function()
         -- the wake-ups a LISTEN session receives while fn runs: those naming
         -- `name`, and those for everyone (no name)
-        local function wakeups_during(fn)
-          local listener = io.popen("psql -XAtq -c 'LISTEN scheduler' -c 'SELECT pg_sleep(1.5)' 2>&1")
-          helper.sleep(0.5) -- connected and listening
-          fn()
-          local text = listener:read("a")
-          listener:close()
-          local named, everyone = 0, 0
-          for payload in text:gmatch('notification "scheduler" with payload "([^"]*)"') do
-            if payload:find(name, 1, true) then named = named + 1 end
-            if payload:match("^[%d.]+ $") then everyone = everyone + 1 end
-          end
-          return named, everyone
-        end
+        local function wakeups_during(fn) return helper.wakeups_during(name, fn) end
         local many = {}
         for i = 1, 17 do many[i] = { name .. "-" .. i, i } end
         -- nobody sleeps: busy workers find jobs at their next claim
