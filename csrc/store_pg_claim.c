@@ -162,14 +162,14 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   "    ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")"          \
   "    FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0"                        \
   "), cr AS ("                                                                                \
-  "  SELECT j.id, j.priority, j.run_at, lf.limited, lf.free, lf.by,"                         \
-  "    scheduler.part(lf.by, j.key, j.payload) AS part,"                                     \
-  "    row_number() OVER (PARTITION BY j.name, scheduler.part(lf.by, j.key, j.payload)"     \
-  "      ORDER BY j.priority, j.run_at, j.id) AS rn"                                         \
-  "  FROM lf JOIN scheduler.jobs j ON j.state = 'scheduled' AND j.name = lf.limited"        \
-  "    AND j.run_at <= now() AND NOT j.quarantined"                                          \
-  "    AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                          \
-  "    AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                     \
+  "  SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free"                   \
+  "  FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                            \
+  "    PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                \
+  "     SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part" \
+  "     FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited"          \
+  "      AND j.run_at <= now() AND NOT j.quarantined"                                        \
+  "      AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                        \
+  "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y"             \
   "  WHERE lf.by IS NOT NULL AND lf.part IS NULL"                                            \
   "), cp AS ("                                                                                \
   "  SELECT cr.id, cr.rn FROM cr WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free"     \
