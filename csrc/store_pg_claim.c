@@ -150,36 +150,51 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * a name without), run_at.  Quarantined jobs are left to Q_CLAIM_ONE, a
  * dead worker's held batch (d) is skipped as in Q_CLAIM. */
 #define LIMITED_PICK(max, cap)                                                               \
-  "lf AS MATERIALIZED ("                                                                      \
-  "  SELECT f.limited, f.by, f.part, f.free FROM scheduler.limit_free($1::text[]) f"         \
-  "  WHERE " SOME_LIMITED                                                                     \
-  "), cw AS ("                                                                                \
-  "  SELECT x.id, x.priority, 1::bigint AS rn, x.run_at FROM lf CROSS JOIN LATERAL ("       \
-  "    SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                              \
-  "    WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"            \
-  "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                  \
-  "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                   \
-  "    ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")"          \
-  "    FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0"                        \
-  "), cr AS ("                                                                                \
-  "  SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free"                   \
-  "  FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                            \
-  "    PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                \
-  "     SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part" \
-  "     FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited"          \
-  "      AND j.run_at <= now() AND NOT j.quarantined"                                        \
-  "      AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                        \
-  "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y"             \
-  "  WHERE lf.by IS NOT NULL AND lf.part IS NULL"                                            \
-  "), cp AS ("                                                                                \
-  "  SELECT cr.id, cr.rn FROM cr WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free"     \
-  "    FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))"             \
-  "  ORDER BY cr.priority, cr.rn, cr.run_at, cr.id LIMIT " max                               \
-  "), cl AS ("                                                                                \
-  "  SELECT * FROM cw UNION ALL SELECT y.* FROM ("                                           \
-  "    SELECT j.id, j.priority, cp.rn, j.run_at FROM cp JOIN scheduler.jobs j ON j.id = cp.id" \
-  "    WHERE j.state = 'scheduled' FOR UPDATE OF j SKIP LOCKED) y"                            \
-  ")"
+  "lf AS MATERIALIZED (" \
+  " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f" \
+  " WHERE " SOME_LIMITED                                                                     \
+  "), cw AS (" \
+  " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at" \
+  " FROM lf CROSS JOIN LATERAL (" \
+  " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j" \
+  " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()" \
+  " AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))" \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))" \
+  " ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")" \
+  " FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0" \
+  "), cr AS (" \
+  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free," \
+  " NOT coalesce(y.part COLLATE \"C\" > lf.turn COLLATE \"C\", true) AS wrap" \
+  " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER (" \
+  " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM (" \
+  " SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part" \
+  " FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited" \
+  " AND j.run_at <= now() AND NOT j.quarantined" \
+  " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))" \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y" \
+  " WHERE lf.by IS NOT NULL AND lf.part IS NULL" \
+  "), cp AS (" \
+  " SELECT cr.id, cr.priority, cr.rn, cr.wrap, cr.part, cr.limited FROM cr" \
+  " WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free" \
+  " FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))" \
+  " ORDER BY cr.priority, cr.rn, cr.wrap, cr.part COLLATE \"C\", cr.run_at, cr.id" \
+  " LIMIT " max                                                                              \
+  "), cl AS (" \
+  " SELECT * FROM cw UNION ALL SELECT y.* FROM (" \
+  " SELECT j.id, j.priority, cp.rn, cp.wrap, cp.part, j.run_at FROM cp" \
+  " JOIN scheduler.jobs j ON j.id = cp.id" \
+  " WHERE j.state = 'scheduled' FOR UPDATE OF j SKIP LOCKED) y" \
+  ")" /* The claim order of LIMITED_PICK's rows (k) among others (c0: rn 1, no
+ * wrap or part): round by round, within a round from the turn on. */
+#define PICK_ORDER(k)                                                                        \
+  k ".priority, " k ".rn, " k ".wrap, " k ".part COLLATE \"C\" NULLS FIRST, " k ".run_at, " \
+  k ".id" /* Move the turn of each partitioned name to the partition of the last
+ * job (in claim order) that update u took (see LIMITS: round-robin). */
+#define NEXT_TURN                                                                            \
+  "tu AS (UPDATE scheduler.limits l SET turn = x.part FROM (" \
+  " SELECT DISTINCT ON (cp.limited) cp.limited, cp.part FROM cp JOIN u ON u.id = cp.id" \
+  " ORDER BY cp.limited, cp.priority DESC, cp.rn DESC, cp.wrap DESC," \
+  " cp.part COLLATE \"C\" DESC) x WHERE l.name = x.limited)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -326,9 +341,9 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
     "), " LIMITED_PICK("$3", "NULL::integer") ", c AS ("
     /* (rows locked and not taken are let go with the commit) */
-    "  SELECT k.id FROM (SELECT c0.id, c0.priority, 1::bigint AS rn, c0.run_at FROM c0"
-    "    UNION ALL SELECT * FROM cl) k"
-    "  ORDER BY k.priority, k.rn, k.run_at, k.id LIMIT $3"
+    "  SELECT k.id FROM (SELECT c0.id, c0.priority, 1::bigint AS rn, false AS wrap,"
+    "    NULL::text AS part, c0.run_at FROM c0 UNION ALL SELECT * FROM cl) k"
+    "  ORDER BY " PICK_ORDER("k") " LIMIT $3"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
     "), u AS ("
     "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
@@ -338,7 +353,8 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  FROM c WHERE j.id = c.id"
     "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    ") SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
+    "), " NEXT_TURN
+    " SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
     "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
     "    AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
@@ -346,8 +362,8 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  q LEFT JOIN u ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
- * limited names (see LIMITS): up to $4 due jobs of them, at most one of
- * each name or partition, leased to $2 for $3 seconds with their attempt
+ * limited names (see LIMITS): up to $4 due jobs of them (1: one, the next
+ * partition's in turn), at most one of each name or partition, leased to $2 for $3 seconds with their attempt
  * counted and one new token (the parameters of Q_CLAIM_ONE).  The same
  * columns as Q_CLAIM_ONE's, in binary. */
 const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 4,
@@ -355,14 +371,15 @@ const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 
     "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
     "    AND " WORKER_GONE
     "), " LIMITED_PICK("$4::integer", "1") ", c AS ("
-    "  SELECT cl.id FROM cl ORDER BY cl.priority, cl.rn, cl.run_at, cl.id LIMIT $4"
+    "  SELECT cl.id FROM cl ORDER BY " PICK_ORDER("cl") " LIMIT $4"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
-    ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "), u AS (UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
     "  claim = (SELECT tok.t FROM tok), locked_by = $2,"
     "  locked_until = now() + $3::float8 * interval '1 second'"
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
+    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
+    "), " NEXT_TURN " SELECT * FROM u"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts
@@ -990,12 +1007,10 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   /* (Q_CLAIM_ONE alone: its plan is cheap, and it runs after every claim
    * transaction of a backlog) */
   const step quarantined[1] = {STEP_QUERY(&pgq_claim_one, one)};
-  /* one job of a limited name (or partition) at a time: the loop runs
-   * its batch in turn, and a slot taken by a job waiting in it would run
-   * nothing (LIMITS); up to a batch of them across partitions */
-  const char *lim_values[4] = {one[0], one[1], one[2], p->limit};
-  const step limited[2] = {STEP_SQL(LEASE_SETTINGS),
-                           STEP_QUERY(&pgq_claim_limited, lim_values)};
+  /* one job of a limited name at a time: the loop runs its batch in turn,
+   * and a slot taken by a job waiting in it would run nothing (LIMITS);
+   * the partitions of a name take turns */
+  const step limited[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(&pgq_claim_limited, one)};
   /* see pg_prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS),

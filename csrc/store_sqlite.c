@@ -208,8 +208,10 @@ static const char *const migrations[] = {
     ");",
     /* 10: partitions of a limit (store.h, limit: PARTITIONS): by NULL,
      * the whole name; "key", the job's key; else a top-level payload
-     * field (PART reads it from the job at claim time). */
-    "ALTER TABLE scheduler_limits ADD COLUMN by TEXT;",
+     * field (PART reads it from the job at claim time).  turn: the
+     * partition a claim took its last job from (round-robin from there). */
+    "ALTER TABLE scheduler_limits ADD COLUMN by TEXT;"
+    "ALTER TABLE scheduler_limits ADD COLUMN turn TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -226,7 +228,7 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_COUNT
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -468,15 +470,17 @@ static const char *const queries[Q_COUNT] = {
      * marks them running), by the index of leases: running jobs are few */
     [Q_LIMITS] = "SELECT l.name, l.concurrency, CASE WHEN l.by IS NULL THEN (SELECT count(*)"
                  " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
-                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by"
+                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn"
                  " FROM scheduler_limits l",
     /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
      * (by ?2) that a claim at ?3 may take: numbered within their
      * partition in claim order (rn), those within their partition's free
      * slots (limit ?5 less its running jobs) and at most ?4 of each, in
-     * (priority, rn, run_at, id) order (round-robin across partitions),
-     * at most ?6.  Reads every due job of the name: no index knows the
-     * partitions.  Quarantined jobs are claimed alone (Q_QUARANTINED). */
+     * rounds (rn), each round from the partition after the turn ?7 on
+     * (round-robin across partitions, and across claims), at most ?6;
+     * column 8 the partition.  Reads every due job of the name: no index
+     * knows the partitions.  Quarantined jobs are claimed alone
+     * (Q_QUARANTINED). */
     [Q_PART_PICK] = "WITH r AS (SELECT " PART("j", "?2") " AS part, count(*) AS n"
                     " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 GROUP BY 1),"
@@ -485,9 +489,10 @@ static const char *const queries[Q_COUNT] = {
                     "   ORDER BY priority, run_at, id) AS rn"
                     "  FROM scheduler_jobs j WHERE j.state = 'scheduled' AND j.name = ?1"
                     "   AND j.run_at <= ?3 AND NOT j.quarantined)"
-                    " SELECT " JOB_COLUMNS " FROM c"
+                    " SELECT " JOB_COLUMNS ", part FROM c"
                     " WHERE c.rn <= min(?4, ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0))"
-                    " ORDER BY priority, rn, run_at, id LIMIT ?6",
+                    " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
+    [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
     /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
     [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
@@ -589,6 +594,8 @@ typedef struct sq_limit {
   char *by; /* partitioned by (store.h, limit: PARTITIONS), or NULL; then
                free is not counted: Q_PART_PICK counts per partition */
   size_t by_len;
+  char *turn; /* the partition last claimed from (Q_PART_PICK), or NULL */
+  size_t turn_len;
 } sq_limit;
 
 typedef struct sq_store {
@@ -1230,7 +1237,8 @@ static int limit_cmp(const void *a, const void *b) {
 }
 
 static void free_limits(sq_store *q) {
-  for (size_t i = 0; i < q->n_limited; i++) free(q->limited[i].s), free(q->limited[i].by);
+  for (size_t i = 0; i < q->n_limited; i++)
+    free(q->limited[i].s), free(q->limited[i].by), free(q->limited[i].turn);
   free(q->limited);
   q->limited = NULL;
   q->n_limited = 0;
@@ -1249,14 +1257,17 @@ static int load_limits(sq_store *q) {
     size_t len = (size_t)sqlite3_column_bytes(st, 0);
     const char *bt = (const char *)sqlite3_column_text(st, 3);
     size_t blen = (size_t)sqlite3_column_bytes(st, 3);
-    char *c = malloc(len + 1), *b = bt ? malloc(blen + 1) : NULL;
-    if (c && (b || !bt) && q->n_limited == cap) {
+    const char *tt = (const char *)sqlite3_column_text(st, 4);
+    size_t tlen = (size_t)sqlite3_column_bytes(st, 4);
+    char *c = malloc(len + 1), *b = bt ? malloc(blen + 1) : NULL, *tn = tt ? malloc(tlen + 1) : NULL;
+    if (c && (b || !bt) && (tn || !tt) && q->n_limited == cap) {
       sq_limit *grown = realloc(q->limited, (cap ? cap * 2 : 4) * sizeof *grown);
       if (grown) q->limited = grown, cap = cap ? cap * 2 : 4;
     }
-    if (!c || (bt && !b) || q->n_limited == cap) {
+    if (!c || (bt && !b) || (tt && !tn) || q->n_limited == cap) {
       free(c);
       free(b);
+      free(tn);
       rc = SQLITE_NOMEM;
       break;
     }
@@ -1266,8 +1277,13 @@ static int load_limits(sq_store *q) {
       if (blen) memcpy(b, bt, blen);
       b[blen] = '\0';
     }
+    if (tn) {
+      if (tlen) memcpy(tn, tt, tlen);
+      tn[tlen] = '\0';
+    }
     long long limit = sqlite3_column_int64(st, 1), running = sqlite3_column_int64(st, 2);
-    q->limited[q->n_limited++] = (sq_limit){c, len, limit, limit - running, b, b ? blen : 0};
+    q->limited[q->n_limited++] =
+        (sq_limit){c, len, limit, limit - running, b, b ? blen : 0, tn, tn ? tlen : 0};
   }
   if (st) finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
@@ -1278,7 +1294,7 @@ static int load_limits(sq_store *q) {
 /* The limit of name (s, len) as load_limits last read, or NULL. */
 static sq_limit *limit_of(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_limited) return NULL;
-  sq_limit key = {(char *)s, len, 0, 0, NULL, 0};
+  sq_limit key = {(char *)s, len, 0, 0, NULL, 0, NULL, 0};
   return bsearch(&key, q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
 }
 
@@ -1894,8 +1910,9 @@ static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full
 }
 
 /* Add to q->jobs (from *got on) up to `max` due jobs at `now` of
- * partitioned name l, at most `cap` of each partition (Q_PART_PICK).
- * *oom on a memory failure. */
+ * partitioned name l, at most `cap` of each partition (Q_PART_PICK), and
+ * move its turn to the partition of the last one.  *oom on a memory
+ * failure. */
 static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, size_t max,
                      size_t *got, int *oom) {
   int rc;
@@ -1907,15 +1924,33 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   sqlite3_bind_int64(st, 4, cap);
   sqlite3_bind_int64(st, 5, l->concurrency);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
+  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
+  buf turn = BUF_INIT;
+  int took = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (grow_jobs(q, *got + 1) || read_job(st, &q->jobs[*got], &q->claimed)) {
       *oom = 1;
       break;
     }
     q->jobs[(*got)++].attempt++;
+    buf_reset(&turn);
+    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8),
+                (size_t)sqlite3_column_bytes(st, 8))) {
+      *oom = 1;
+      break;
+    }
+    took = 1;
   }
   finish_stmt(st);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  sqlite3_stmt *up = rc == SQLITE_OK && took && !*oom ? stmt(q, Q_PART_TURN, &rc) : NULL;
+  if (up) {
+    bind_text(up, 1, l->s, l->len);
+    bind_text(up, 2, turn.len ? turn.data : "", turn.len);
+    rc = run_write(q, up, NULL);
+  }
+  buf_free(&turn);
+  return rc;
 }
 
 /* One IMMEDIATE transaction: collect a quarantined due job of this
@@ -1994,7 +2029,9 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   for (size_t i = 0; !alone_got && rc == SQLITE_OK && !oom && got < limit && i < q->n_names; i++) {
     const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
     if (!l || !l->by || is_paused(q, q->names[i].s, q->names[i].len)) continue;
-    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency, limit - got, &got, &oom);
+    /* (one at a time: one job of the name, the next partition's in turn) */
+    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency, one_limited ? 1 : limit - got,
+                   &got, &oom);
   }
   sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
