@@ -415,10 +415,13 @@ typedef struct store_ops {
    * that field or with null there is in partition "" (a partition like
    * the others).  The value is read at claim time, from the job: a limit
    * set after the jobs were scheduled applies to them.  A claim then
-   * takes the due jobs of a name round-robin across its partitions (the
-   * first due job of each partition, then the second of each, ...,
-   * within a priority), so that a partition with many due jobs delays
-   * another by at most a batch. */
+   * takes the due jobs of a name round-robin across its partitions: in
+   * rounds (the first due job of each partition, then the second of
+   * each, ..., within a priority), each round in partition order from
+   * the name's turn on (the partition the last claim took from, stored
+   * with the limit and moved by each claim), so that a partition with
+   * many due jobs delays another by at most a round, whatever the size
+   * of the claims (a worker at concurrency 1 takes one job per claim). */
   int (*limit)(store *s, const char *name, size_t len, long long concurrency, const char *by,
                size_t by_len, int *changed);
   /* The limited names in name order with their limits: *names, *lens,

@@ -122,10 +122,13 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * row: the same argument holds per partition.  A claim of a partitioned
  * name reads every due job of the name (no index knows the partitions),
  * numbers them within their partition in claim order (rn) and takes
- * those with rn within their partition's free slots, in (priority, rn,
- * run_at, id) order: round-robin across partitions.  `cap` (NULL: none)
- * bounds the jobs of one name or partition in a claim: 1 for a worker
- * that runs its batch in turn.
+ * those with rn within their partition's free slots, in rounds (rn) and
+ * within a round from the partition after the name's turn (wrap: at or
+ * before it), in byte order (PICK_ORDER): round-robin across partitions;
+ * the claim then moves the turn to the partition of its last job
+ * (NEXT_TURN), under the same lock.  `cap` (NULL: none) bounds the jobs
+ * of one name or partition in a claim: 1 for a worker that runs its
+ * batch in turn (which takes one job of its limited names a claim).
  *   AT_LIMIT(job) says, without the lock, that the limit (of its
  * partition) of a due job is full (written out in Q_CLAIM, whose text
  * bench/run.lua reads): for the choices that only decide whether to
