@@ -153,50 +153,50 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * a name without), run_at.  Quarantined jobs are left to Q_CLAIM_ONE, a
  * dead worker's held batch (d) is skipped as in Q_CLAIM. */
 #define LIMITED_PICK(max, cap)                                                               \
-  "lf AS MATERIALIZED (" \
-  " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f" \
+  "lf AS MATERIALIZED ("                                                                     \
+  " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f"  \
   " WHERE " SOME_LIMITED                                                                     \
-  "), cw AS (" \
-  " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at" \
-  " FROM lf CROSS JOIN LATERAL (" \
-  " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j" \
-  " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()" \
-  " AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))" \
-  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))" \
-  " ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")" \
-  " FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0" \
-  "), cr AS (" \
-  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free," \
-  " NOT coalesce(y.part COLLATE \"C\" > lf.turn COLLATE \"C\", true) AS wrap" \
-  " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER (" \
-  " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM (" \
-  " SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part" \
-  " FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited" \
-  " AND j.run_at <= now() AND NOT j.quarantined" \
-  " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))" \
-  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y" \
-  " WHERE lf.by IS NOT NULL AND lf.part IS NULL" \
-  "), cp AS (" \
-  " SELECT cr.id, cr.priority, cr.rn, cr.wrap, cr.part, cr.limited FROM cr" \
-  " WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free" \
-  " FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))" \
-  " ORDER BY cr.priority, cr.rn, cr.wrap, cr.part COLLATE \"C\", cr.run_at, cr.id" \
+  "), cw AS ("                                                                               \
+  " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at"   \
+  " FROM lf CROSS JOIN LATERAL ("                                                            \
+  " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                                 \
+  " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"               \
+  " AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                       \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                        \
+  " ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")"              \
+  " FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0"                           \
+  "), cr AS ("                                                                               \
+  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free,"                   \
+  " NOT coalesce(y.part COLLATE \"C\" > lf.turn COLLATE \"C\", true) AS wrap"                \
+  " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                             \
+  " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                   \
+  " SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part"      \
+  " FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited"               \
+  " AND j.run_at <= now() AND NOT j.quarantined"                                             \
+  " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                             \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y"                  \
+  " WHERE lf.by IS NOT NULL AND lf.part IS NULL"                                             \
+  "), cp AS ("                                                                               \
+  " SELECT cr.id, cr.priority, cr.rn, cr.wrap, cr.part, cr.limited FROM cr"                  \
+  " WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free"                                   \
+  " FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))"                 \
+  " ORDER BY cr.priority, cr.rn, cr.wrap, cr.part COLLATE \"C\", cr.run_at, cr.id"           \
   " LIMIT " max                                                                              \
-  "), cl AS (" \
-  " SELECT * FROM cw UNION ALL SELECT y.* FROM (" \
-  " SELECT j.id, j.priority, cp.rn, cp.wrap, cp.part, j.run_at FROM cp" \
-  " JOIN scheduler.jobs j ON j.id = cp.id" \
-  " WHERE j.state = 'scheduled' FOR UPDATE OF j SKIP LOCKED) y" \
+  "), cl AS ("                                                                               \
+  " SELECT * FROM cw UNION ALL SELECT y.* FROM ("                                            \
+  " SELECT j.id, j.priority, cp.rn, cp.wrap, cp.part, j.run_at FROM cp"                      \
+  " JOIN scheduler.jobs j ON j.id = cp.id"                                                   \
+  " WHERE j.state = 'scheduled' FOR UPDATE OF j SKIP LOCKED) y"                              \
   ")" /* The claim order of LIMITED_PICK's rows (k) among others (c0: rn 1, no
  * wrap or part): round by round, within a round from the turn on. */
 #define PICK_ORDER(k)                                                                        \
-  k ".priority, " k ".rn, " k ".wrap, " k ".part COLLATE \"C\" NULLS FIRST, " k ".run_at, " \
+  k ".priority, " k ".rn, " k ".wrap, " k ".part COLLATE \"C\" NULLS FIRST, " k ".run_at, "  \
   k ".id" /* Move the turn of each partitioned name to the partition of the last
  * job (in claim order) that update u took (see LIMITS: round-robin). */
 #define NEXT_TURN                                                                            \
-  "tu AS (UPDATE scheduler.limits l SET turn = x.part FROM (" \
-  " SELECT DISTINCT ON (cp.limited) cp.limited, cp.part FROM cp JOIN u ON u.id = cp.id" \
-  " ORDER BY cp.limited, cp.priority DESC, cp.rn DESC, cp.wrap DESC," \
+  "tu AS (UPDATE scheduler.limits l SET turn = x.part FROM ("                                \
+  " SELECT DISTINCT ON (cp.limited) cp.limited, cp.part FROM cp JOIN u ON u.id = cp.id"      \
+  " ORDER BY cp.limited, cp.priority DESC, cp.rn DESC, cp.wrap DESC,"                        \
   " cp.part COLLATE \"C\" DESC) x WHERE l.name = x.limited)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
