@@ -210,8 +210,7 @@ static const char *const migrations[] = {
      * the whole name; "key", the job's key; else a top-level payload
      * field (PART reads it from the job at claim time).  turn: the
      * partition a claim took its last job from (round-robin from there). */
-    "ALTER TABLE scheduler_limits ADD COLUMN by TEXT;"
-    "ALTER TABLE scheduler_limits ADD COLUMN turn TEXT;",
+    "ALTER TABLE scheduler_limits ADD COLUMN by TEXT; ALTER TABLE scheduler_limits ADD COLUMN turn TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
