@@ -922,37 +922,43 @@ static int l_paused(lua_State *L) {
   return 1;
 }
 
-/* s:limit(name, concurrency) -> changed | nil, err (store_ops.limit;
- * concurrency nil: no limit) */
+/* s:limit(name, concurrency[, by]) -> changed | nil, err (store_ops.limit;
+ * concurrency nil: no limit; by nil: the whole name) */
 static int l_limit(lua_State *L) {
   core *c = check_store(L);
-  size_t len;
+  size_t len, by_len = 0;
   const char *name = luaL_checklstring(L, 2, &len);
   lua_Integer n = luaL_optinteger(L, 3, 0);
   if (n < 0 || n > 2147483647) return luaL_argerror(L, 3, "concurrency out of range");
+  const char *by = luaL_optlstring(L, 4, NULL, &by_len);
   int changed = 0;
-  if (c->st->ops->limit(c->st, name, len, (long long)n, &changed) != STORE_OK)
+  if (c->st->ops->limit(c->st, name, len, (long long)n, by, by_len, &changed) != STORE_OK)
     return fail(L, "limit", store_error(c->st));
   lua_pushboolean(L, changed);
   return 1;
 }
 
-/* s:limits() -> { { name = , concurrency = }, ... } (in name order) | nil, err */
+/* s:limits() -> { { name = , concurrency = , by = }, ... } (in name order)
+ * | nil, err */
 static int l_limits(lua_State *L) {
   core *c = check_store(L);
-  const char *const *names;
-  const size_t *lens;
+  const char *const *names, *const *by;
+  const size_t *lens, *by_lens;
   const long long *conc;
   size_t n;
-  if (c->st->ops->limits(c->st, &names, &lens, &conc, &n) != STORE_OK)
+  if (c->st->ops->limits(c->st, &names, &lens, &conc, &by, &by_lens, &n) != STORE_OK)
     return fail(L, "limits", store_error(c->st));
   lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushlstring(L, names[i], lens[i]);
     lua_setfield(L, -2, "name");
     lua_pushinteger(L, (lua_Integer)conc[i]);
     lua_setfield(L, -2, "concurrency");
+    if (by[i]) {
+      lua_pushlstring(L, by[i], by_lens[i]);
+      lua_setfield(L, -2, "by");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;

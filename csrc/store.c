@@ -66,3 +66,12 @@ int store_fail(store *s, int code, const char *fmt, ...) {
   }
   return code;
 }
+
+int store_check_by(store *s, const char *by, size_t len) {
+  if (len == 0 || len > LIMIT_BY_MAX)
+    return store_fail(s, STORE_ERROR, "a limit's by must be 1 to %d bytes", LIMIT_BY_MAX);
+  if (memchr(by, 0, len) || memchr(by, '"', len) || memchr(by, '\\', len))
+    return store_fail(s, STORE_ERROR,
+                      "a limit's by cannot contain a NUL byte, '\"' or '\\'");
+  return STORE_OK;
+}

@@ -406,12 +406,30 @@ typedef struct store_ops {
    * worker's slots come back with its leases (rescue, abandon).  A worker
    * that finds a limited name full does not count its due jobs in
    * next_wake (it looks again within a second).  *changed = 0 when the
-   * name already had that limit. */
-  int (*limit)(store *s, const char *name, size_t len, long long concurrency, int *changed);
-  /* The limited names in name order with their limits: *names, *lens and
-   * *concurrency point into store memory valid until the next call. */
+   * name already had that limit.
+   *   PARTITIONS: with `by` (not NULL; by_len bytes), the limit applies
+   * to each partition of the name apart: the jobs whose partition value
+   * is the same.  by "key" is the job's key; any other by is the name of
+   * a top-level field of the payload, its value as text (a string as
+   * itself, a number as its digits).  A job without a key, a payload,
+   * that field or with null there is in partition "" (a partition like
+   * the others).  The value is read at claim time, from the job: a limit
+   * set after the jobs were scheduled applies to them.  A claim then
+   * takes the due jobs of a name round-robin across its partitions: in
+   * rounds (the first due job of each partition, then the second of
+   * each, ..., within a priority), each round in partition order from
+   * the name's turn on (the partition the last claim took from, stored
+   * with the limit and moved by each claim), so that a partition with
+   * many due jobs delays another by at most a round, whatever the size
+   * of the claims (a worker at concurrency 1 takes one job per claim). */
+  int (*limit)(store *s, const char *name, size_t len, long long concurrency, const char *by,
+               size_t by_len, int *changed);
+  /* The limited names in name order with their limits: *names, *lens,
+   * *concurrency, *by and *by_lens (by[i] NULL: the whole name) point into
+   * store memory valid until the next call. */
   int (*limits)(store *s, const char *const **names, const size_t **lens,
-                const long long **concurrency, size_t *n);
+                const long long **concurrency, const char *const **by, const size_t **by_lens,
+                size_t *n);
 } store_ops;
 
 /* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY
@@ -449,6 +467,12 @@ int store_prune_due(store *s, double now, double *next_prune);
  * memory. */
 int store_secrets(const char *database, buf *out);
 const char *store_error(const store *s);
+
+/* Used by backends: check a limit's partition field `by` (store_ops.limit):
+ * 1 to LIMIT_BY_MAX bytes, no NUL, no '"' or '\\' (SQLite spells it in a
+ * JSON path).  STORE_OK, or STORE_ERROR with the reason. */
+#define LIMIT_BY_MAX 200
+int store_check_by(store *s, const char *by, size_t len);
 
 /* Used by backends: set the error message (printf-style); returns `code`. */
 int store_fail(store *s, int code, const char *fmt, ...)

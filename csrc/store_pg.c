@@ -262,6 +262,40 @@ static const char *const migrations[] = {
     "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name)"
     "   FROM scheduler.limits l WHERE l.name = ANY (names);"
     " END $f$;",
+    /* 13: partitions of a limit (store.h, limit: PARTITIONS).  by: NULL,
+     * the whole name; "key", the job's key; else a top-level payload
+     * field.  scheduler.part says a job's partition, read from the job at
+     * claim time (a limit set after the jobs applies to them); an SQL
+     * function that the planner inlines.  turn: the partition a claim
+     * took its last job from (claims go round-robin from there).
+     * limit_free now returns one row per name with part NULL (the whole
+     * name's free slots; for a partitioned name, those of a partition
+     * with nothing running, and its turn) and one per partition of a
+     * partitioned name with jobs running (its free slots), counted after
+     * the lock as before. */
+    "ALTER TABLE scheduler.limits ADD COLUMN by text, ADD COLUMN turn text;"
+    "CREATE FUNCTION scheduler.part(p_by text, p_key text, p_payload jsonb) RETURNS text"
+    "  LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT CASE WHEN p_by = 'key' THEN coalesce(p_key, '')"
+    "    ELSE coalesce(p_payload ->> p_by, '') END $f$;"
+    "DROP FUNCTION scheduler.limit_free(text[]);"
+    "CREATE FUNCTION scheduler.limit_free(names text[])"
+    "  RETURNS TABLE (limited text, by text, part text, free integer, turn text)"
+    "  LANGUAGE plpgsql VOLATILE ROWS 1 AS $f$"
+    " BEGIN"
+    "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   ORDER BY l.name FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN; END IF;"
+    "  RETURN QUERY SELECT l.name, l.by, NULL::text, l.concurrency - CASE WHEN l.by IS NULL"
+    "    THEN (SELECT count(*)::integer FROM scheduler.jobs j"
+    "     WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.turn"
+    "   FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   UNION ALL SELECT l.name, l.by, r.part, l.concurrency - r.n, NULL::text"
+    "   FROM scheduler.limits l CROSS JOIN LATERAL ("
+    "    SELECT scheduler.part(l.by, j.key, j.payload) AS part, count(*)::integer AS n"
+    "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name GROUP BY 1) r"
+    "   WHERE l.name = ANY (names) AND l.by IS NOT NULL;"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -737,6 +771,8 @@ static void pg_destroy(store *s) {
   free(p->limit_names);
   free(p->limit_lens);
   free(p->limit_values);
+  free(p->limit_by);
+  free(p->limit_by_lens);
   free(p->rows);
   free(p->stats);
   clear(&p->hist_res);

@@ -111,44 +111,93 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * them, and they are claimed as leases (Q_CLAIM_LIMITED, Q_CLAIM_LEASED,
  * Q_CLAIM_ONE), each claim in a short transaction of its own that first
  * locks the rows of its limited names and counts their running jobs
- * (scheduler.limit_free, migration 12).  So "running" is what the table
- * says (state 'running': leased, started or not, by any worker), a
+ * (scheduler.limit_free, migrations 12 and 13).  So "running" is what the
+ * table says (state 'running': leased, started or not, by any worker), a
  * claim takes at most the rest, two claims of a name never overlap, and
  * a dead worker's slots come back with its leases.  An unlimited worker
  * reads the (empty) table once per claim, as it does the paused names.
- *   AT_LIMIT(name) says, without the lock, that a limited name is full
- * (written out in Q_CLAIM, whose text bench/run.lua reads):
- * for the choices that only decide whether to look (a quarantined job
- * that waits for a slot holds no claim back; next_wake does not count
- * its due jobs). */
-#define AT_LIMIT(name)                                                                       \
-  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = " name                           \
+ *   PARTITIONS (store.h, limit): a limit with `by` counts the running
+ * jobs of each partition apart (scheduler.part(by, key, payload), read
+ * from the job at claim time), under the same lock on the name's limit
+ * row: the same argument holds per partition.  A claim of a partitioned
+ * name reads every due job of the name (no index knows the partitions),
+ * numbers them within their partition in claim order (rn) and takes
+ * those with rn within their partition's free slots, in rounds (rn) and
+ * within a round from the partition after the name's turn (wrap: at or
+ * before it), in byte order (PICK_ORDER): round-robin across partitions;
+ * the claim then moves the turn to the partition of its last job
+ * (NEXT_TURN), under the same lock.  `cap` (NULL: none) bounds the jobs
+ * of one name or partition in a claim: 1 for a worker that runs its
+ * batch in turn (which takes one job of its limited names a claim).
+ *   AT_LIMIT(job) says, without the lock, that the limit (of its
+ * partition) of a due job is full (written out in Q_CLAIM, whose text
+ * bench/run.lua reads): for the choices that only decide whether to
+ * look (a quarantined job that waits for a slot holds no claim back).
+ * next_wake uses its own test (store_pg_wake.c). */
+#define AT_LIMIT(job)                                                                        \
+  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = " job ".name"                    \
   "  AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"                           \
-  "    WHERE r.state = 'running' AND r.name = l.name))"
+  "    WHERE r.state = 'running' AND r.name = l.name AND (l.by IS NULL"                    \
+  "      OR scheduler.part(l.by, r.key, r.payload)"                                          \
+  "        = scheduler.part(l.by, " job ".key, " job ".payload))))"
 
-/* The due jobs of limited names $1 that a claim may take, under the lock
- * of their limits (see LIMITS): at most `free` of each, at most `max`
- * (a parameter) in all; columns id, priority, run_at.  Quarantined
- * jobs are left to Q_CLAIM_ONE, a dead worker's held batch (d) is skipped
- * as in Q_CLAIM. */
 /* Some of names $1 are limited: a one-time filter, so that a worker none
  * of whose names is limited calls no limit_free (a function call) but
  * reads the limits' index once. */
 #define SOME_LIMITED "EXISTS (SELECT 1 FROM scheduler.limits s WHERE s.name = ANY ($1::text[]))"
 
-#define LIMITED_PICK(max)                                                                    \
-  "lf AS MATERIALIZED ("                                                                      \
-  "  SELECT f.limited, f.free FROM scheduler.limit_free($1::text[]) f WHERE f.free > 0"      \
-  "  AND " SOME_LIMITED                                                                       \
-  "), cl AS ("                                                                                \
-  "  SELECT x.id, x.priority, x.run_at FROM lf CROSS JOIN LATERAL ("                        \
-  "    SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                              \
-  "    WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"            \
-  "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                  \
-  "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                   \
-  "    ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " max ")"                    \
-  "    FOR UPDATE SKIP LOCKED) x"                                                            \
-  ")"
+/* The due jobs of limited names $1 that a claim may take, under the lock
+ * of their limits (see LIMITS): at most `free` of each name (or of each
+ * partition), at most `cap` of each (NULL: no cap) and at most `max` in
+ * all; columns id, priority, rn (the job's rank in its partition, 1 for
+ * a name without), run_at.  Quarantined jobs are left to Q_CLAIM_ONE, a
+ * dead worker's held batch (d) is skipped as in Q_CLAIM. */
+#define LIMITED_PICK(max, cap)                                                               \
+  "lf AS MATERIALIZED ("                                                                     \
+  " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f"  \
+  " WHERE " SOME_LIMITED                                                                     \
+  "), cw AS ("                                                                               \
+  " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at"   \
+  " FROM lf CROSS JOIN LATERAL ("                                                            \
+  " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                                 \
+  " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"               \
+  " AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                       \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                        \
+  " ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")"              \
+  " FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0"                           \
+  "), cr AS ("                                                                               \
+  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free,"                   \
+  " NOT coalesce(y.part COLLATE \"C\" > lf.turn COLLATE \"C\", true) AS wrap"                \
+  " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                             \
+  " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                   \
+  " SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part"      \
+  " FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited"               \
+  " AND j.run_at <= now() AND NOT j.quarantined"                                             \
+  " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                             \
+  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y"                  \
+  " WHERE lf.by IS NOT NULL AND lf.part IS NULL"                                             \
+  "), cp AS ("                                                                               \
+  " SELECT cr.id, cr.priority, cr.rn, cr.wrap, cr.part, cr.limited FROM cr"                  \
+  " WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free"                                   \
+  " FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))"                 \
+  " ORDER BY cr.priority, cr.rn, cr.wrap, cr.part COLLATE \"C\", cr.run_at, cr.id"           \
+  " LIMIT " max                                                                              \
+  "), cl AS ("                                                                               \
+  " SELECT * FROM cw UNION ALL SELECT y.* FROM ("                                            \
+  " SELECT j.id, j.priority, cp.rn, cp.wrap, cp.part, j.run_at FROM cp"                      \
+  " JOIN scheduler.jobs j ON j.id = cp.id"                                                   \
+  " WHERE j.state = 'scheduled' FOR UPDATE OF j SKIP LOCKED) y"                              \
+  ")" /* The claim order of LIMITED_PICK's rows (k) among others (c0: rn 1, no
+ * wrap or part): round by round, within a round from the turn on. */
+#define PICK_ORDER(k)                                                                        \
+  k ".priority, " k ".rn, " k ".wrap, " k ".part COLLATE \"C\" NULLS FIRST, " k ".run_at, "  \
+  k ".id" /* Move the turn of each partitioned name to the partition of the last
+ * job (in claim order) that update u took (see LIMITS: round-robin). */
+#define NEXT_TURN                                                                            \
+  "tu AS (UPDATE scheduler.limits l SET turn = x.part FROM ("                                \
+  " SELECT DISTINCT ON (cp.limited) cp.limited, cp.part FROM cp JOIN u ON u.id = cp.id"      \
+  " ORDER BY cp.limited, cp.priority DESC, cp.rn DESC, cp.wrap DESC,"                        \
+  " cp.part COLLATE \"C\" DESC) x WHERE l.name = x.limited)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -204,7 +253,9 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
     "    AND NOT EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = q.name" /* AT_LIMIT */
     "      AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"
-    "        WHERE r.state = 'running' AND r.name = l.name)))"
+    "        WHERE r.state = 'running' AND r.name = l.name AND (l.by IS NULL"
+    "          OR scheduler.part(l.by, r.key, r.payload)"
+    "            = scheduler.part(l.by, q.key, q.payload)))))"
     "  UNION ALL"
     "  SELECT (SELECT j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
     "          AND j.priority > pr.p ORDER BY j.priority LIMIT 1)"
@@ -248,16 +299,19 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
     "  SELECT coalesce(q.suspects, 1) AS s FROM scheduler.jobs q WHERE q.quarantined"
     "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND q.name <> ALL (ARRAY(SELECT lf.limited FROM lf WHERE lf.free <= 0))"
+    "    AND NOT EXISTS (SELECT 1 FROM lf WHERE lf.limited = q.name AND lf.free <= 0"
+    "      AND (lf.by IS NULL OR lf.part = scheduler.part(lf.by, q.key, q.payload)))"
     "  ORDER BY q.priority, q.run_at, q.id LIMIT 1"
     "), c AS ("
     "  SELECT q.id FROM scheduler.jobs q WHERE q.quarantined"
     "    AND q.state = 'scheduled' AND q.run_at <= now() AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND q.name <> ALL (ARRAY(SELECT lf.limited FROM lf WHERE lf.free <= 0))"
+    "    AND NOT EXISTS (SELECT 1 FROM lf WHERE lf.limited = q.name AND lf.free <= 0"
+    "      AND (lf.by IS NULL OR lf.part = scheduler.part(lf.by, q.key, q.payload)))"
     "  ORDER BY q.priority, q.run_at, q.id"
-    /* a limited name gets no more than its free slots: with one free
-     * somewhere, no more than the fewest (quarantine is rare) */
+    /* a limited name (or partition) gets no more than its free slots:
+     * with one free somewhere, no more than the fewest (quarantine is
+     * rare) */
     "  LIMIT (SELECT least($4::integer, greatest(1, (f.s + 1) / 2),"
     "    coalesce((SELECT min(lf.free) FROM lf WHERE lf.free > 0), $4::integer)) FROM f)"
     "  FOR UPDATE SKIP LOCKED"
@@ -288,10 +342,11 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "    AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
     "    AND j.name <> ALL (ARRAY(SELECT l.name FROM scheduler.limits l))"
     "  ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
-    "), " LIMITED_PICK("$3") ", c AS ("
+    "), " LIMITED_PICK("$3", "NULL::integer") ", c AS ("
     /* (rows locked and not taken are let go with the commit) */
-    "  SELECT k.id FROM (SELECT * FROM c0 UNION ALL SELECT * FROM cl) k"
-    "  ORDER BY k.priority, k.run_at, k.id LIMIT $3"
+    "  SELECT k.id FROM (SELECT c0.id, c0.priority, 1::bigint AS rn, false AS wrap,"
+    "    NULL::text AS part, c0.run_at FROM c0 UNION ALL SELECT * FROM cl) k"
+    "  ORDER BY " PICK_ORDER("k") " LIMIT $3"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
     "), u AS ("
     "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
@@ -301,30 +356,33 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  FROM c WHERE j.id = c.id"
     "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    ") SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
+    "), " NEXT_TURN
+    " SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
     "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
     "    AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND NOT " AT_LIMIT("q.name") ") AS due)"
+    "    AND NOT " AT_LIMIT("q") ") AS due)"
     "  q LEFT JOIN u ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
- * limited names (see LIMITS): up to $4 due jobs of them, leased to $2 for
- * $3 seconds with their attempt counted and one new token (the parameters
- * of Q_CLAIM_ONE).  The same columns as Q_CLAIM_ONE's, in binary. */
+ * limited names (see LIMITS): up to $4 due jobs of them (1: one, the next
+ * partition's in turn), at most one of each name or partition, leased to $2 for $3 seconds with their attempt
+ * counted and one new token (the parameters of Q_CLAIM_ONE).  The same
+ * columns as Q_CLAIM_ONE's, in binary. */
 const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 4,
     "WITH d AS MATERIALIZED ("
     "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
     "    AND " WORKER_GONE
-    "), " LIMITED_PICK("$4::integer") ", c AS ("
-    "  SELECT cl.id FROM cl ORDER BY cl.priority, cl.run_at, cl.id LIMIT $4"
+    "), " LIMITED_PICK("$4::integer", "1") ", c AS ("
+    "  SELECT cl.id FROM cl ORDER BY " PICK_ORDER("cl") " LIMIT $4"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
-    ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "), u AS (UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
     "  claim = (SELECT tok.t FROM tok), locked_by = $2,"
     "  locked_until = now() + $3::float8 * interval '1 second'"
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
+    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
+    "), " NEXT_TURN " SELECT * FROM u"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts
@@ -953,7 +1011,8 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
    * transaction of a backlog) */
   const step quarantined[1] = {STEP_QUERY(&pgq_claim_one, one)};
   /* one job of a limited name at a time: the loop runs its batch in turn,
-   * and a slot taken by a job waiting in it would run nothing (LIMITS) */
+   * and a slot taken by a job waiting in it would run nothing (LIMITS);
+   * the partitions of a name take turns */
   const step limited[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(&pgq_claim_limited, one)};
   /* see pg_prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),

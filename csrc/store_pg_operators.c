@@ -307,28 +307,36 @@ int pg_paused_names(store *s, const char *const **names, const size_t **lens, si
 #define LIMIT_WAKE \
   "(SELECT pg_notify('scheduler', extract(epoch FROM now())::text" \
   "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
-static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 2,
-    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency) VALUES ($1, $2)"
-    "  ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, at = now()"
-    "  WHERE l.concurrency <> excluded.concurrency RETURNING 1)"
+static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 3,
+    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency, by) VALUES ($1, $2, $3)"
+    "  ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
+    "   by = excluded.by, at = now()"
+    "  WHERE l.concurrency <> excluded.concurrency OR l.by IS DISTINCT FROM excluded.by"
+    "  RETURNING 1)"
     " SELECT count(*), " LIMIT_WAKE " FROM i"};
 static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
     "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING name)"
     " SELECT count(*), " LIMIT_WAKE " FROM d"};
-#define LIMITS_SQL "SELECT name, concurrency FROM scheduler.limits ORDER BY name"
+#define LIMITS_SQL "SELECT name, concurrency, by FROM scheduler.limits ORDER BY name"
 static const pg_query pgq_limits = {Q_LIMITS, "scheduler_limits", 0, LIMITS_SQL};
 
-int pg_limit(store *s, const char *name, size_t len, long long concurrency, int *changed) {
+int pg_limit(store *s, const char *name, size_t len, long long concurrency, const char *by,
+             size_t by_len, int *changed) {
   *changed = 0;
   if (memchr(name, 0, len))
     return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte");
   if (concurrency < 0 || concurrency > 2147483647)
     return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
+  if (by && concurrency && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
   char n[32];
   snprintf(n, sizeof n, "%lld", concurrency);
-  const char *values[2] = {name, n};
+  /* (by is NUL-free: a C string up to by_len) */
+  char *b = by && concurrency ? strndup(by, by_len) : NULL;
+  if (by && concurrency && !b) return store_fail(s, STORE_NOMEM, "not enough memory");
+  const char *values[3] = {name, n, b};
   PGresult *r = NULL;
   int rc = pg_run(PG(s), concurrency ? &pgq_limit : &pgq_unlimit, values, &r);
+  free(b);
   if (rc) return rc;
   *changed = parse_int(PQgetvalue(r, 0, 0)) > 0;
   PQclear(r);
@@ -336,7 +344,8 @@ int pg_limit(store *s, const char *name, size_t len, long long concurrency, int 
 }
 
 int pg_limits(store *s, const char *const **names, const size_t **lens,
-              const long long **concurrency, size_t *n) {
+              const long long **concurrency, const char *const **by, const size_t **by_lens,
+              size_t *n) {
   pg_store *p = PG(s);
   PGresult *r = NULL;
   int rc = p->tx != TX_IDLE && !p->leases_only ? pg_rec_query(p, LIMITS_SQL, &r)
@@ -347,7 +356,11 @@ int pg_limits(store *s, const char *const **names, const size_t **lens,
       (cap = p->limit_cap,
        reserve((void **)&p->limit_lens, &cap, rows ? rows : 1, sizeof *p->limit_lens)) ||
       (cap = p->limit_cap,
-       reserve((void **)&p->limit_values, &cap, rows ? rows : 1, sizeof *p->limit_values))) {
+       reserve((void **)&p->limit_values, &cap, rows ? rows : 1, sizeof *p->limit_values)) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_by, &cap, rows ? rows : 1, sizeof *p->limit_by)) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_by_lens, &cap, rows ? rows : 1, sizeof *p->limit_by_lens))) {
     PQclear(r);
     return store_fail(s, STORE_NOMEM, "not enough memory");
   }
@@ -356,12 +369,16 @@ int pg_limits(store *s, const char *const **names, const size_t **lens,
     p->limit_names[i] = PQgetvalue(r, (int)i, 0);
     p->limit_lens[i] = (size_t)PQgetlength(r, (int)i, 0);
     p->limit_values[i] = parse_int(PQgetvalue(r, (int)i, 1));
+    p->limit_by[i] = PQgetisnull(r, (int)i, 2) ? NULL : PQgetvalue(r, (int)i, 2);
+    p->limit_by_lens[i] = (size_t)PQgetlength(r, (int)i, 2);
   }
   clear(&p->limits);
   p->limits = r;
   *names = p->limit_names;
   *lens = p->limit_lens;
   *concurrency = p->limit_values;
+  *by = p->limit_by;
+  *by_lens = p->limit_by_lens;
   *n = rows;
   return STORE_OK;
 }

@@ -62,10 +62,21 @@
  * own ends claim again at once, as do the workers a changed limit wakes.
  * Read without the limit's lock: it only says when to look. */
 #define LIMIT_LOOK "1 second"
+/* A partitioned limit (store.h, limit: PARTITIONS) is full when the name
+ * has due jobs and none of them is in a partition with a free slot: this
+ * reads the name's due jobs (a claim of it does as much). */
 #define AT_LIMIT_WAKE                                                                        \
-  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name"                          \
-  "  AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"                           \
-  "    WHERE r.state = 'running' AND r.name = l.name))"
+  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name AND CASE"                 \
+  "  WHEN l.by IS NULL THEN l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"        \
+  "    WHERE r.state = 'running' AND r.name = l.name)"                                        \
+  "  ELSE EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"               \
+  "    AND j.name = l.name AND j.run_at <= now())"                                            \
+  "   AND NOT EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"           \
+  "    AND j.name = l.name AND j.run_at <= now()"                                             \
+  "    AND scheduler.part(l.by, j.key, j.payload) <> ALL (ARRAY("                           \
+  "     SELECT scheduler.part(l.by, r.key, r.payload) FROM scheduler.jobs r"                 \
+  "     WHERE r.state = 'running' AND r.name = l.name GROUP BY 1"                            \
+  "     HAVING count(*) >= l.concurrency))) END)"
 static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     "SELECT extract(epoch FROM clock_timestamp()),"
     " (SELECT extract(epoch FROM coalesce(min(CASE WHEN " AT_LIMIT_WAKE

@@ -206,6 +206,11 @@ static const char *const migrations[] = {
     "  concurrency INTEGER NOT NULL CHECK (concurrency >= 1),"
     "  at REAL NOT NULL"
     ");",
+    /* 10: partitions of a limit (store.h, limit: PARTITIONS): by NULL,
+     * the whole name; "key", the job's key; else a top-level payload
+     * field (PART reads it from the job at claim time).  turn: the
+     * partition a claim took its last job from (round-robin from there). */
+    "ALTER TABLE scheduler_limits ADD COLUMN by TEXT; ALTER TABLE scheduler_limits ADD COLUMN turn TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -222,10 +227,18 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_COUNT
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
+
+/* The partition of job `j` for a limit by `by` (store.h, limit:
+ * PARTITIONS): its key, or a top-level payload field as text ('$."by"':
+ * by has no '"' or '\\', store_check_by), "" when it has none. */
+#define PART(j, by)                                                                          \
+  "CASE WHEN " by " = 'key' THEN coalesce(" j ".key, '') ELSE coalesce(CAST(CASE WHEN"      \
+  " json_valid(" j ".payload) THEN json_extract(" j ".payload, '$.\"' || " by " || '\"')"   \
+  " END AS TEXT), '') END"
 #define CRON_COLUMNS                                                                  \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill, next_at, owner"
 
@@ -447,15 +460,42 @@ static const char *const queries[Q_COUNT] = {
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
     /* concurrency limits (store.h, limit) */
-    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at) VALUES (?1, ?2, ?3)"
+    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at, by) VALUES (?1, ?2, ?3, ?4)"
                 " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
-                " at = excluded.at WHERE concurrency <> excluded.concurrency",
+                " at = excluded.at, by = excluded.by"
+                " WHERE concurrency <> excluded.concurrency OR by IS NOT excluded.by",
     [Q_UNLIMIT] = "DELETE FROM scheduler_limits WHERE name = ?1",
     /* each limit and its running jobs (leased, started or not: a claim
      * marks them running), by the index of leases: running jobs are few */
-    [Q_LIMITS] = "SELECT l.name, l.concurrency, (SELECT count(*) FROM scheduler_jobs j"
-                 " INDEXED BY scheduler_jobs_lease WHERE j.state = 'running' AND j.name = l.name)"
+    [Q_LIMITS] = "SELECT l.name, l.concurrency, CASE WHEN l.by IS NULL THEN (SELECT count(*)"
+                 " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
+                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn"
                  " FROM scheduler_limits l",
+    /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
+     * (by ?2) that a claim at ?3 may take: numbered within their
+     * partition in claim order (rn), those within their partition's free
+     * slots (limit ?5 less its running jobs) and at most ?4 of each, in
+     * rounds (rn), each round from the partition after the turn ?7 on
+     * (round-robin across partitions, and across claims), at most ?6;
+     * column 8 the partition.  Reads every due job of the name: no index
+     * knows the partitions.  Quarantined jobs are claimed alone
+     * (Q_QUARANTINED). */
+    [Q_PART_PICK] = "WITH r AS (SELECT " PART("j", "?2") " AS part, count(*) AS n"
+                    " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
+                    " WHERE j.state = 'running' AND j.name = ?1 GROUP BY 1),"
+                    " c AS (SELECT " JOB_COLUMNS ", " PART("j", "?2") " AS part,"
+                    "  row_number() OVER (PARTITION BY " PART("j", "?2")
+                    "   ORDER BY priority, run_at, id) AS rn"
+                    "  FROM scheduler_jobs j WHERE j.state = 'scheduled' AND j.name = ?1"
+                    "   AND j.run_at <= ?3 AND NOT j.quarantined)"
+                    " SELECT " JOB_COLUMNS ", part FROM c"
+                    " WHERE c.rn <= min(?4, ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0))"
+                    " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
+    [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
+    /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
+    [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
+                    " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
+                    " = (SELECT " PART("x", "?2") " FROM scheduler_jobs x WHERE x.id = ?3)",
 };
 
 /* ------------------------------------------------------------------ */
@@ -550,6 +590,11 @@ typedef struct sq_limit {
   char *s;
   size_t len;
   long long concurrency, free;
+  char *by; /* partitioned by (store.h, limit: PARTITIONS), or NULL; then
+               free is not counted: Q_PART_PICK counts per partition */
+  size_t by_len;
+  char *turn; /* the partition last claimed from (Q_PART_PICK), or NULL */
+  size_t turn_len;
 } sq_limit;
 
 typedef struct sq_store {
@@ -611,6 +656,8 @@ typedef struct sq_store {
   const char **limit_s;
   size_t *limit_l;
   long long *limit_c;
+  const char **limit_b;
+  size_t *limit_bl;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1189,7 +1236,8 @@ static int limit_cmp(const void *a, const void *b) {
 }
 
 static void free_limits(sq_store *q) {
-  for (size_t i = 0; i < q->n_limited; i++) free(q->limited[i].s);
+  for (size_t i = 0; i < q->n_limited; i++)
+    free(q->limited[i].s), free(q->limited[i].by), free(q->limited[i].turn);
   free(q->limited);
   q->limited = NULL;
   q->n_limited = 0;
@@ -1206,20 +1254,35 @@ static int load_limits(sq_store *q) {
   while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *t = (const char *)sqlite3_column_text(st, 0);
     size_t len = (size_t)sqlite3_column_bytes(st, 0);
-    char *c = malloc(len + 1);
-    if (c && q->n_limited == cap) {
+    const char *bt = (const char *)sqlite3_column_text(st, 3);
+    size_t blen = (size_t)sqlite3_column_bytes(st, 3);
+    const char *tt = (const char *)sqlite3_column_text(st, 4);
+    size_t tlen = (size_t)sqlite3_column_bytes(st, 4);
+    char *c = malloc(len + 1), *b = bt ? malloc(blen + 1) : NULL, *tn = tt ? malloc(tlen + 1) : NULL;
+    if (c && (b || !bt) && (tn || !tt) && q->n_limited == cap) {
       sq_limit *grown = realloc(q->limited, (cap ? cap * 2 : 4) * sizeof *grown);
       if (grown) q->limited = grown, cap = cap ? cap * 2 : 4;
     }
-    if (!c || q->n_limited == cap) {
+    if (!c || (bt && !b) || (tt && !tn) || q->n_limited == cap) {
       free(c);
+      free(b);
+      free(tn);
       rc = SQLITE_NOMEM;
       break;
     }
     if (len) memcpy(c, t, len);
     c[len] = '\0';
+    if (b) {
+      if (blen) memcpy(b, bt, blen);
+      b[blen] = '\0';
+    }
+    if (tn) {
+      if (tlen) memcpy(tn, tt, tlen);
+      tn[tlen] = '\0';
+    }
     long long limit = sqlite3_column_int64(st, 1), running = sqlite3_column_int64(st, 2);
-    q->limited[q->n_limited++] = (sq_limit){c, len, limit, limit - running};
+    q->limited[q->n_limited++] =
+        (sq_limit){c, len, limit, limit - running, b, b ? blen : 0, tn, tn ? tlen : 0};
   }
   if (st) finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
@@ -1230,15 +1293,17 @@ static int load_limits(sq_store *q) {
 /* The limit of name (s, len) as load_limits last read, or NULL. */
 static sq_limit *limit_of(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_limited) return NULL;
-  sq_limit key = {(char *)s, len, 0, 0};
+  sq_limit key = {(char *)s, len, 0, 0, NULL, 0, NULL, 0};
   return bsearch(&key, q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
 }
 
 /* A claim may take a job of name (s, len): not limited, or with a free
- * slot, which it then takes (see load_limits). */
+ * slot, which it then takes (see load_limits).  Never one of a
+ * partitioned name: claim_jobs takes those first (Q_PART_PICK). */
 static int take_slot(const sq_store *q, const char *s, size_t len) {
   sq_limit *l = limit_of(q, s, len);
   if (!l) return 1;
+  if (l->by) return 0;
   if (l->free <= 0) return 0;
   l->free--;
   return 1;
@@ -1826,10 +1891,72 @@ static int grow_jobs(sq_store *q, size_t n) {
   return 0;
 }
 
+/* Whether job `id` of partitioned name l is in a partition (store.h,
+ * limit: PARTITIONS) whose jobs running fill its limit: *full. */
+static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full) {
+  int rc;
+  *full = 1;
+  sqlite3_stmt *st = stmt(q, Q_PART_FULL, &rc);
+  if (!st) return rc;
+  bind_text(st, 1, l->s, l->len);
+  bind_text(st, 2, l->by, l->by_len);
+  sqlite3_bind_int64(st, 3, id);
+  sqlite3_bind_int64(st, 4, l->concurrency);
+  double v;
+  rc = query_double(q, st, &v);
+  if (rc == SQLITE_OK) *full = isnan(v) || v != 0;
+  return rc;
+}
+
+/* Add to q->jobs (from *got on) up to `max` due jobs at `now` of
+ * partitioned name l, at most `cap` of each partition (Q_PART_PICK), and
+ * move its turn to the partition of the last one.  *oom on a memory
+ * failure. */
+static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, size_t max,
+                     size_t *got, int *oom) {
+  int rc;
+  sqlite3_stmt *st = stmt(q, Q_PART_PICK, &rc);
+  if (!st) return rc;
+  bind_text(st, 1, l->s, l->len);
+  bind_text(st, 2, l->by, l->by_len);
+  sqlite3_bind_double(st, 3, now);
+  sqlite3_bind_int64(st, 4, cap);
+  sqlite3_bind_int64(st, 5, l->concurrency);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
+  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
+  buf turn = BUF_INIT;
+  int took = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (grow_jobs(q, *got + 1) || read_job(st, &q->jobs[*got], &q->claimed)) {
+      *oom = 1;
+      break;
+    }
+    q->jobs[(*got)++].attempt++;
+    buf_reset(&turn);
+    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8),
+                (size_t)sqlite3_column_bytes(st, 8))) {
+      *oom = 1;
+      break;
+    }
+    took = 1;
+  }
+  finish_stmt(st);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  sqlite3_stmt *up = rc == SQLITE_OK && took && !*oom ? stmt(q, Q_PART_TURN, &rc) : NULL;
+  if (up) {
+    bind_text(up, 1, l->s, l->len);
+    bind_text(up, 2, turn.len ? turn.data : "", turn.len);
+    rc = run_write(q, up, NULL);
+  }
+  buf_free(&turn);
+  return rc;
+}
+
 /* One IMMEDIATE transaction: collect a quarantined due job of this
  * worker's names alone if there is one (with `take_alone`; without it,
  * *quarantine 1 says one waits), else up to `limit` due jobs of them in
- * (priority, run_at, id) order; then mark them running with the next
+ * (priority, run_at, id) order, those of partitioned limited names first
+ * (part_pick); then mark them running with the next
  * attempt, a lease until *until (<= 0: now + lease, set in it) and a
  * new token.  *quarantine 2: the job is a quarantined one, alone.
  * Nobody else can claim in between. */
@@ -1865,9 +1992,15 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
       size_t name_len = (size_t)sqlite3_column_bytes(alone, 1);
       if (!wants(q, (const char *)name, name_len) || is_paused(q, (const char *)name, name_len))
         continue;
-      /* one of a full limited name waits for a slot, holding nothing back */
+      /* one of a full limited name (or partition) waits for a slot,
+       * holding nothing back */
       sq_limit *l = limit_of(q, (const char *)name, name_len);
       if (l && l->free <= 0) continue;
+      if (l && l->by) {
+        int full;
+        if ((rc = part_full(q, l, sqlite3_column_int64(alone, 0), &full)) != SQLITE_OK) break;
+        if (full) continue;
+      }
       *quarantine = 1;
       if (!alone_max) break;
       *quarantine = 2;
@@ -1882,13 +2015,24 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
       }
       q->jobs[got++].attempt++;
       if (l) l->free--;
-      if (got >= take) break;
+      /* (of a partitioned name, one: part_full does not count this claim's) */
+      if (got >= take || (l && l->by)) break;
     }
     finish_stmt(alone);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
   }
   if (*until <= 0) *until = now + lease;
-  sqlite3_stmt *prio = got || rc ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
+  /* the partitioned limited names (store.h, limit: PARTITIONS), when no
+   * quarantined job is taken: round-robin across partitions */
+  int alone_got = got > 0;
+  for (size_t i = 0; !alone_got && rc == SQLITE_OK && !oom && got < limit && i < q->n_names; i++) {
+    const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
+    if (!l || !l->by || is_paused(q, q->names[i].s, q->names[i].len)) continue;
+    /* (one at a time: one job of the name, the next partition's in turn) */
+    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency, one_limited ? 1 : limit - got,
+                   &got, &oom);
+  }
+  sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
   long long p = -1;
   while (due && got < limit && !oom) {
@@ -2240,7 +2384,25 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
      * not at once (the worker would spin; store.h, limit) */
     const sq_limit *l =
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
-    if (l && l->free <= 0 && !isnan(v) && v < now + LIMIT_LOOK) {
+    int full = l && l->free <= 0;
+    if (l && l->by && !isnan(v) && v <= now) {
+      /* partitioned: full when no due job is in a partition with a free
+       * slot (what a claim would take: reads the name's due jobs) */
+      sqlite3_stmt *pick = stmt(q, Q_PART_PICK, &rc);
+      if (!pick) break;
+      bind_text(pick, 1, l->s, l->len);
+      bind_text(pick, 2, l->by, l->by_len);
+      sqlite3_bind_double(pick, 3, now);
+      sqlite3_bind_int64(pick, 4, 1);
+      sqlite3_bind_int64(pick, 5, l->concurrency);
+      sqlite3_bind_int64(pick, 6, 1);
+      rc = sqlite3_step(pick);
+      full = rc == SQLITE_DONE;
+      finish_stmt(pick);
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) break;
+      rc = SQLITE_OK;
+    }
+    if (full && !isnan(v) && v < now + LIMIT_LOOK) {
       if (v <= now) *limit_wait = 1;
       v = now + LIMIT_LOOK;
     }
@@ -2529,6 +2691,8 @@ static void sq_destroy(store *s) {
   free(q->limit_s);
   free(q->limit_l);
   free(q->limit_c);
+  free(q->limit_b);
+  free(q->limit_bl);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -2814,13 +2978,14 @@ static int sq_paused_names(store *s, const char *const **names, const size_t **l
 }
 
 static int sq_limit_set(store *s, const char *name, size_t len, long long concurrency,
-                        int *changed) {
+                        const char *by, size_t by_len, int *changed) {
   sq_store *q = SQ(s);
   *changed = 0;
   if (memchr(name, 0, len))
     return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte" NUL_REFUSED);
   if (concurrency < 0 || concurrency > 2147483647)
     return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
+  if (by && concurrency && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
   const char *what = concurrency ? "limiting" : "lifting a limit";
   int rc = begin(q, what);
   if (rc) return rc;
@@ -2831,6 +2996,7 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
     if (concurrency) {
       sqlite3_bind_int64(st, 2, concurrency);
       sqlite3_bind_double(st, 3, clock_wall());
+      bind_text(st, 4, by, by_len);
     }
     rc = run_write(q, st, &n);
   }
@@ -2842,7 +3008,8 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
 }
 
 static int sq_limits(store *s, const char *const **names, const size_t **lens,
-                     const long long **concurrency, size_t *n) {
+                     const long long **concurrency, const char *const **by,
+                     const size_t **by_lens, size_t *n) {
   sq_store *q = SQ(s);
   *n = 0;
   int rc = sq_connect(s);
@@ -2855,12 +3022,20 @@ static int sq_limits(store *s, const char *const **names, const size_t **lens,
   if (ls) q->limit_l = ls;
   long long *cs = ls ? realloc(q->limit_c, k * sizeof *cs) : NULL;
   if (cs) q->limit_c = cs;
-  if (!ns || !ls || !cs) return store_fail(s, STORE_NOMEM, "not enough memory");
-  for (size_t i = 0; i < q->n_limited; i++)
+  const char **bs = cs ? realloc(q->limit_b, k * sizeof *bs) : NULL;
+  if (bs) q->limit_b = bs;
+  size_t *bls = bs ? realloc(q->limit_bl, k * sizeof *bls) : NULL;
+  if (bls) q->limit_bl = bls;
+  if (!bls) return store_fail(s, STORE_NOMEM, "not enough memory");
+  for (size_t i = 0; i < q->n_limited; i++) {
     ns[i] = q->limited[i].s, ls[i] = q->limited[i].len, cs[i] = q->limited[i].concurrency;
+    bs[i] = q->limited[i].by, bls[i] = q->limited[i].by_len;
+  }
   *names = ns;
   *lens = ls;
   *concurrency = cs;
+  *by = bs;
+  *by_lens = bls;
   *n = q->n_limited;
   return STORE_OK;
 }

@@ -7,20 +7,28 @@
 -- every duplicate is a run in flight at a kill.  The killed worker's slots
 -- come back at once (the supervisor releases its leases), so the drain
 -- stays near the limit's ideal rate.
+--
+-- The same attack with partitions is limit_kill_parts (kill_scenario
+-- below, with `by`), and limit_restart shares the set-up (setup).
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
-local LIMIT, SLEEP = 3, 0.05
+local M = { LIMIT = 3, SLEEP = 0.05 }
 
---- What limit_kill and limit_restart share: the name limited to LIMIT
--- (lifted at the end), the two supervisors (`label`-1: 2 workers at
--- concurrency 1; `label`-4: 1 at concurrency 4) recording into one
--- directory, and ctx.size(600) jobs of SLEEP seconds.  Returns the
--- records, both supervisors and the jobs' ids.
-local function setup(ctx, r, label)
+-- the two supervisors' workers: 2 at concurrency 1 and 1 at concurrency 4
+local SLOTS = 6
+
+--- The set-up the limit scenarios share: the name limited (o.limit at
+-- once, per o.by's partitions if set; lifted at the end), the two
+-- supervisors (`label`-1: 2 workers at concurrency 1; `label`-4: 1 at
+-- concurrency 4) recording into one directory, and ctx.size(600) jobs of
+-- M.SLEEP seconds, the i-th with o.payload(i)'s fields if set.  Returns
+-- the records, both supervisors and the jobs' ids.
+function M.setup(ctx, r, label, o)
+  o = o or {}
   lib.clear_jobs()
   local s <close> = scheduler.new { log = false }
-  assert(s:limit(lib.JOB, { concurrency = LIMIT }))
+  assert(s:limit(lib.JOB, { concurrency = o.limit or M.LIMIT, by = o.by }))
   lib.on_cleanup(function()
     local c <close> = scheduler.new { log = false }
     c:limit(lib.JOB, nil)
@@ -32,46 +40,75 @@ local function setup(ctx, r, label)
   r:check(one:wait_log("started: listeners", 2, 20), "the 2 workers at concurrency 1 started", one)
   r:check(many:wait_log("started: listeners", 1, 20), "the worker at concurrency 4 started", many)
   local list = {}
-  for i = 1, ctx.size(600) do list[i] = { lib.JOB, { seq = i, sleep = SLEEP } } end
+  for i = 1, ctx.size(600) do
+    local p = { seq = i, sleep = M.SLEEP }
+    for k, v in pairs(o.payload and o.payload(i) or {}) do p[k] = v end
+    list[i] = { lib.JOB, p }
+  end
   return rec, one, many, assert(s:schedule_many(list))
 end
 
-return {
-  LIMIT = LIMIT, SLEEP = SLEEP, setup = setup,
-  title = "a name limited to 3 at once; kill -9 of a random worker every 2 s",
-  recovery = "never more than 3 at once; the drain's rate against the limit's ideal",
-  run = function(ctx, r)
-    local rec, one, many, ids = setup(ctx, r, "limitkill")
-    r.scheduled = #ids
-    local t0 = lib.now()
-    local killed = {}
-    local k = 0
-    while not rec:wait_all(ids, 0) and lib.now() - t0 < 90 do
-      k = k + 1
-      lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
-      local live = {}
-      for _, p in ipairs(one:workers()) do live[#live + 1] = p end
-      for _, p in ipairs(many:workers()) do live[#live + 1] = p end
-      if #live == 3 and not rec:wait_all(ids, 0) then
-        local pid = live[math.random(#live)]
-        killed[pid] = lib.now()
-        assert(require("scheduler.core").process.kill(pid, "KILL"))
+--- The kill scenario: o.limit at once (per partition with o.by, the run
+-- with seq i in partition o.part(i)); o.title, o.label.
+function M.kill_scenario(o)
+  local part = o.part or function() return "" end
+  return {
+    title = o.title,
+    recovery = o.by and "never more than " .. o.limit .. " at once in a partition; the drain's rate against the ideal"
+      or "never more than " .. o.limit .. " at once; the drain's rate against the limit's ideal",
+    run = function(ctx, r)
+      local rec, one, many, ids = M.setup(ctx, r, o.label, o)
+      r.scheduled = #ids
+      local t0 = lib.now()
+      local killed = {}
+      local k = 0
+      while not rec:wait_all(ids, 0) and lib.now() - t0 < 90 do
+        k = k + 1
+        lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
+        local live = {}
+        for _, p in ipairs(one:workers()) do live[#live + 1] = p end
+        for _, p in ipairs(many:workers()) do live[#live + 1] = p end
+        if #live == 3 and not rec:wait_all(ids, 0) then
+          local pid = live[math.random(#live)]
+          killed[pid] = lib.now()
+          assert(require("scheduler.core").process.kill(pid, "KILL"))
+        end
       end
-    end
-    r:check(rec:wait_all(ids, 60), "every job ran", one)
-    rec:read()
-    local most, t1 = lib.most_at_once(rec.runs, SLEEP, function(run) return killed[run.pid] end)
-    local kills = 0
-    for _ in pairs(killed) do kills = kills + 1 end
-    local ideal = #ids * SLEEP / LIMIT
-    r:note(("%d kills; at most %d runs at once (limit %d); drained in %.2f s, ideal %.2f s (%.0f%%)"):format(
-      kills, most, LIMIT, t1 - t0, ideal, ideal / (t1 - t0) * 100))
-    r:check(most <= LIMIT, ("never more than %d at once (%d)"):format(LIMIT, most))
-    r:check(kills >= 2, ("workers killed (%d)"):format(kills))
-    r:check(one:stop() == 0, "the supervisor at concurrency 1 stopped gracefully", one)
-    r:check(many:stop() == 0, "the supervisor at concurrency 4 stopped gracefully", many)
-    rec:read()
-    local lost, dups = rec:check(ids)
-    r:count(ids, rec, lost, dups, lib.in_flight_at_kill(killed))
-  end,
-}
+      r:check(rec:wait_all(ids, 60), "every job ran", one)
+      rec:read()
+      -- the most at once in any one partition (the whole name: one)
+      local runs = {}
+      for _, run in ipairs(rec.runs) do
+        local p = part(run.seq)
+        runs[p] = runs[p] or {}
+        runs[p][#runs[p] + 1] = run
+      end
+      local most, t1, parts = 0, -math.huge, 0
+      for _, list in pairs(runs) do
+        local m, last = lib.most_at_once(list, M.SLEEP, function(run) return killed[run.pid] end)
+        most, t1, parts = math.max(most, m), math.max(t1, last), parts + 1
+      end
+      local kills = 0
+      for _ in pairs(killed) do kills = kills + 1 end
+      local ideal = #ids * M.SLEEP / math.min(SLOTS, o.limit * parts)
+      r:note(("%d kills; at most %d runs at once%s (limit %d); drained in %.2f s, ideal %.2f s (%.0f%%)"):format(
+        kills, most, o.by and (" in one of %d partitions"):format(parts) or "", o.limit, t1 - t0, ideal,
+        ideal / (t1 - t0) * 100))
+      r:check(most <= o.limit, ("never more than %d at once%s (%d)"):format(o.limit,
+        o.by and " in a partition" or "", most))
+      r:check(kills >= 2, ("workers killed (%d)"):format(kills))
+      r:check(one:stop() == 0, "the supervisor at concurrency 1 stopped gracefully", one)
+      r:check(many:stop() == 0, "the supervisor at concurrency 4 stopped gracefully", many)
+      rec:read()
+      local lost, dups = rec:check(ids)
+      r:count(ids, rec, lost, dups, lib.in_flight_at_kill(killed))
+    end,
+  }
+end
+
+-- the scenario, which also carries what limit_kill_parts and
+-- limit_restart take from here
+return setmetatable(M.kill_scenario {
+  title = "a name limited to 3 at once; kill -9 of a random worker every 2 s",
+  label = "limitkill", limit = M.LIMIT,
+}, { __index = M })

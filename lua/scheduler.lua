@@ -532,7 +532,8 @@ end
 -- seconds the oldest due job has waited, nil when none is due;
 -- done_last_minute: jobs completed in the last 60 seconds; paused: see
 -- pause; a paused name without jobs has a row too; concurrency: its limit,
--- see limit, nil when none; a limited name has a row too), in name order;
+-- see limit, nil when none, and by, its partitions; a limited name has a
+-- row too), in name order;
 -- or nil, err.
 function Scheduler:stats()
   local c = check_self(self, "stats")
@@ -571,6 +572,7 @@ function Scheduler:stats()
         added = true
       end
       r.concurrency = l.concurrency
+      r.by = l.by
     end
   end
   if added then table.sort(rows, function(a, b) return a.name < b.name end) end
@@ -707,9 +709,11 @@ end
 
 --- Limit job name `name` across every worker and host: `opts` =
 -- { concurrency = N } (at most N of its jobs running at once, all workers
--- together: a job claimed and not finished counts, started or not), or
--- nil (no limit).  Durable; a call replaces the name's limits.  Returns
--- true if the limits changed, false if not; or nil, err.
+-- together: a job claimed and not finished counts, started or not), with
+-- `by = "key"` or `by = "<payload field>"` for each partition apart (the
+-- job's key, or that top-level payload field's value as text; "" when it
+-- has none); or nil (no limit).  Durable; a call replaces the name's
+-- limits.  Returns true if the limits changed, false if not; or nil, err.
 local LIMIT_KEYS = { concurrency = true, by = true, rate = true, per = true }
 function Scheduler:limit(name, opts)
   local c = check_self(self, "limit")
@@ -720,11 +724,17 @@ function Scheduler:limit(name, opts)
   end
   for k in pairs(opts) do
     if not LIMIT_KEYS[k] then
-      raise(2, "limit: unknown option %s (known: concurrency)", tostring(k))
+      raise(2, "limit: unknown option %s (known: concurrency, by)", tostring(k))
     end
   end
-  if opts.by ~= nil then
-    raise(2, "limit: by (partitions) is not supported yet: limit the whole name")
+  local by = opts.by
+  if by ~= nil then
+    if type(by) ~= "string" then
+      raise(2, "limit: by must be \"key\" or a payload field's name (a string), got %s", type(by))
+    end
+    if by == "" or #by > 200 or by:find('[%z"\\]') then
+      raise(2, "limit: by must be 1 to 200 bytes without NUL, '\"' or '\\', got %q", by)
+    end
   end
   if opts.rate ~= nil or opts.per ~= nil then
     raise(2, "limit: rate and per (rate limits) are not supported yet")
@@ -733,11 +743,11 @@ function Scheduler:limit(name, opts)
     raise(2, "limit: concurrency is missing (nil lifts every limit: limit(name, nil))")
   end
   local n = check_int("limit", "concurrency", opts.concurrency, 1, 2)
-  return c:limit(name, n)
+  return c:limit(name, n, by)
 end
 
---- The limited job names, in name order: a list of { name, concurrency };
--- or nil, err.
+--- The limited job names, in name order: a list of { name, concurrency,
+-- by } (by nil: the whole name); or nil, err.
 function Scheduler:limits()
   return check_self(self, "limits"):limits()
 end

@@ -419,9 +419,10 @@ describe("lua-scheduler", function()
       local mine
       for _, row in ipairs(decode(r.out)) do if row.name == name then mine = row end end
       assert.is_truthy(mine, r.out)
-      assert.same({ "concurrency", "done_last_minute", "due", "failed", "later", "name", "oldest_due_late_seconds",
-        "paused", "running" }, keys_of(mine))
+      assert.same({ "by", "concurrency", "done_last_minute", "due", "failed", "later", "name",
+        "oldest_due_late_seconds", "paused", "running" }, keys_of(mine))
       assert.equals(json.null, mine.concurrency) -- no limit
+      assert.equals(json.null, mine.by)
       assert.is_false(mine.paused)
       assert.equals(2, mine.due)
       assert.equals(1, mine.later)

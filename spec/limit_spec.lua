@@ -213,6 +213,111 @@ describe("limit", function()
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
+  -- PARTITIONS: limit(name, { concurrency = N, by = ... }).  The attack:
+  -- four workers of both kinds claim one name whose 100 partitions are
+  -- each limited to 2, with a few hot partitions (20 jobs) among cold ones
+  -- (3 jobs) and jobs without the field (partition ""); the limit is set
+  -- after the jobs exist.  Per partition, the workers' own records never
+  -- show more than 2 running together, and every job runs exactly once.
+  it("4 workers (concurrency 1, 4, 1, 4) on 100 partitions limited to 2 each: never more than 2 at once in one",
+    function()
+    local s = helper.new()
+    local L = helper.name("parted")
+    local list, part_of = {}, {}
+    for t = 1, 100 do
+      for _ = 1, t <= 5 and 20 or 3 do list[#list + 1] = { L, { tenant = "t" .. t } } end
+    end
+    for _ = 1, 6 do list[#list + 1] = { L, { other = 1 } } end -- partition ""
+    list[#list + 1] = { L, nil }
+    local ids = {}
+    for k, id in ipairs(helper.ok(s:schedule_many(list))) do
+      ids[id] = true
+      local payload = list[k][2]
+      part_of[id] = payload and payload.tenant or ""
+    end
+    -- set once the jobs exist: it applies to them
+    assert.is_true(helper.ok(s:limit(L, { concurrency = 2, by = "tenant" })))
+    assert.is_false(s:limit(L, { concurrency = 2, by = "tenant" })) -- unchanged
+    local l = helper.ok(s:limits())
+    local mine
+    for _, x in ipairs(l) do if x.name == L then mine = x end end
+    assert.same({ name = L, concurrency = 2, by = "tenant" }, mine)
+    local procs = { worker(L, 1, 0.02), worker(L, 4, 0.02), worker(L, 1, 0.02), worker(L, 4, 0.02) }
+    local t0 = helper.now()
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 60),
+      helper.describe_all(procs))
+    local took = helper.now() - t0
+    helper.sleep(0.3) -- anything run twice would show
+    assert.is_true(all_done_once(procs, ids), helper.describe_all(procs))
+    local parts = {}
+    for id, p in pairs(part_of) do
+      parts[p] = parts[p] or {}
+      parts[p][id] = true
+    end
+    local most, at = 0, nil
+    for p, set in pairs(parts) do
+      local n = peak(procs, set)
+      if n > most then most, at = n, p end
+      assert.is_true(n <= 2, ("%d jobs of partition %q ran at once"):format(n, p))
+    end
+    figure("4 workers, 100 partitions limited to 2, %d jobs of 0.02 s: peak %d in one partition (%s),"
+      .. " %d at once in all, drained in %.2f s", count(ids), most, at, peak(procs, ids), took)
+    assert.equals(2, most) -- the hot partitions did use both slots
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  it("by = \"key\": jobs without a key share partition \"\", each key is its own", function()
+    local s = helper.new()
+    local L = helper.name("bykey")
+    helper.ok(s:limit(L, { concurrency = 1, by = "key" }))
+    local keyless, keyed = {}, {}
+    for i = 1, 6 do
+      keyless[helper.ok(s:schedule(L, { i = i }))] = true
+      keyed[helper.ok(s:schedule(L, { i = i }, { key = L .. "-k" .. i }))] = true
+    end
+    local procs = { worker(L, 4, 0.2), worker(L, 1, 0.2) }
+    local all = {}
+    for id in pairs(keyless) do all[id] = true end
+    for id in pairs(keyed) do all[id] = true end
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, all) end, 20),
+      helper.describe_all(procs))
+    assert.equals(1, peak(procs, keyless))
+    assert.is_true(peak(procs, keyed) >= 2, "the keyed jobs did not run together")
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  -- FAIRNESS: a huge partition scheduled first and a small one after it,
+  -- each limited far above what the worker runs (so that only the claim's
+  -- order decides): the small one's jobs start within the first claims,
+  -- not after the huge one's.
+  for _, concurrency in ipairs { 1, 4 } do
+    it(("fairness (concurrency %d): a partition of 3 jobs behind one of 2,000 starts within the first batches")
+      :format(concurrency), function()
+      local s = helper.new()
+      local L = helper.name("fair")
+      helper.ok(s:limit(L, { concurrency = 1000, by = "tenant" }))
+      local list = {}
+      for i = 1, 2000 do list[i] = { L, { tenant = "huge", i = i } } end
+      local huge = {}
+      for _, id in ipairs(helper.ok(s:schedule_many(list))) do huge[id] = true end
+      local small = {}
+      for i = 1, 3 do small[helper.ok(s:schedule(L, { tenant = "small", i = i }))] = true end
+      local w = worker(L, concurrency, 0, { WORKER_BATCH_MAX = 20 })
+      assert.is_truthy(helper.wait_for(function() return all_done_once({ w }, small) end, 20), w:describe())
+      local starts = w:events("start")
+      table.sort(starts, function(a, b) return a.time < b.time end)
+      local last = 0
+      for k, r in ipairs(starts) do if small[r.id] then last = k end end
+      figure("fairness (concurrency %d): the small partition's 3rd job was start %d of %d", concurrency, last,
+        #starts)
+      -- round-robin: one of each partition per round, so the small one's
+      -- third job is about the 6th start; a batch of 20 is the bound
+      assert.is_true(last <= 3 + 20, ("the small partition's last job was start %d"):format(last))
+      w:kill("TERM")
+      w:wait(5)
+    end)
+  end
+
   it("refuses bad limits with a clear error", function()
     local s = helper.new()
     local L = helper.name("bad")
@@ -223,7 +328,10 @@ describe("limit", function()
     helper.raises(function() s:limit(L, { concurrency = 2, max = 3 }) end, "unknown option max")
     helper.raises(function() s:limit(L, {}) end, "concurrency is missing")
     helper.raises(function() s:limit(L, 5) end, "must be a table")
-    helper.raises(function() s:limit(L, { concurrency = 2, by = "tenant" }) end, "not supported yet")
+    helper.raises(function() s:limit(L, { concurrency = 2, by = 5 }) end, "by must be")
+    helper.raises(function() s:limit(L, { concurrency = 2, by = "" }) end, "by must be 1 to 200 bytes")
+    helper.raises(function() s:limit(L, { concurrency = 2, by = 'a"b' }) end, "by must be 1 to 200 bytes")
+    helper.raises(function() s:limit(L, { concurrency = 2, by = ("x"):rep(201) }) end, "by must be 1 to 200")
     helper.raises(function() s:limit(L, { concurrency = 2, rate = 100, per = 60 }) end, "not supported yet")
     helper.raises(function() s:limit("", { concurrency = 2 }) end, "must not be empty")
     helper.raises(function() s:limit(nil, { concurrency = 2 }) end, "must be a string")
@@ -250,6 +358,15 @@ describe("limit", function()
     assert.is_truthy(r.out:find("LIMIT", 1, true), r.out)
     local line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
     assert.is_truthy(line and line:find("5%s*$"), r.out)
+    r = cli.exec { "limit", L, "--concurrency", "5", "--by", "tenant" }
+    assert.equals(0, r.code, cli.describe(r))
+    assert.equals(L .. " limited to 5 at once per tenant\n", r.out)
+    r = cli.exec { "stats", "--json" }
+    for _, x in ipairs(decode(r.out)) do if x.name == L then row = x end end
+    assert.equals("tenant", row and row.by)
+    r = cli.exec { "stats" }
+    line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
+    assert.is_truthy(line and line:find("5 per tenant%s*$"), r.out)
     r = cli.exec { "limit", L, "--none" }
     assert.equals(L .. " is no longer limited\n", r.out)
     r = cli.exec { "limit", L, "--none" }
@@ -259,6 +376,8 @@ describe("limit", function()
       { { "limit", L, "--concurrency", "0" }, "" },
       { { "limit", L, "--concurrency", "1.5" }, "" },
       { { "limit", L, "--concurrency", "2", "--none" }, "exclude each other" },
+      { { "limit", L, "--none", "--by", "tenant" }, "exclude each other" },
+      { { "limit", L, "--concurrency", "2", "--by", "" }, "--by must be" },
       { { "limit", "", "--none" }, "NAME must not be empty" },
     } do
       r = cli.exec(bad[1])

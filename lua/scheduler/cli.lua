@@ -766,14 +766,18 @@ COMMANDS.resume = pause_command(false)
 
 COMMANDS.limit = {
   summary = "limit how many jobs of a name run at once, on all workers together",
-  synopsis = { "limit NAME --concurrency N [--json]", "limit NAME --none [--json]" },
+  synopsis = { "limit NAME --concurrency N [--by FIELD] [--json]", "limit NAME --none [--json]" },
   description = [[
 Limits job name NAME, durably, to N jobs running at once across every
 worker and host (a job claimed and not finished counts); the others wait
-for a slot.  A dead worker's slots come back with its leases.  --none lifts
-the limit.  `stats` shows it (LIMIT).]],
+for a slot.  With --by FIELD, N at once in each partition apart: FIELD is
+"key" (the job's key) or a top-level payload field (its value as text; a
+job without it is in partition ""), and claims take the partitions' jobs
+round-robin.  A dead worker's slots come back with its leases.  --none
+lifts the limit.  `stats` shows it (LIMIT).]],
   options = {
     { "--concurrency", value = "N", parse = integer_between(1, 2147483647), help = "at most N at once" },
+    { "--by", value = "FIELD", help = "per partition: \"key\" or a payload field" },
     { "--none", help = "no limit" },
     JSON, DATABASE,
   },
@@ -783,16 +787,21 @@ the limit.  `stats` shows it (LIMIT).]],
     if not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
     if o.concurrency and o.none then usage_error("--concurrency and --none exclude each other") end
     if not o.concurrency and not o.none then usage_error("missing --concurrency N (or --none)") end
+    if o.by and o.none then usage_error("--by and --none exclude each other") end
+    if o.by and (o.by == "" or #o.by > 200 or o.by:find('[%z"\\]')) then
+      usage_error("--by must be 1 to 200 bytes without NUL, '\"' or '\\'")
+    end
     local db = open_db(o)
-    local changed = db:limit(o.NAME, o.concurrency)
+    local changed = db:limit(o.NAME, o.concurrency, o.by)
     db:close()
     if o.json then
       out(text.json(text.object("changed", changed)), "\n")
     elseif o.none then
       out(changed and ("%s is no longer limited\n"):format(o.NAME) or ("%s was not limited\n"):format(o.NAME))
     else
-      out(changed and ("%s limited to %d at once\n"):format(o.NAME, o.concurrency)
-        or ("%s was already limited to %d at once\n"):format(o.NAME, o.concurrency))
+      local per = o.by and (" per %s"):format(o.by) or ""
+      out(changed and ("%s limited to %d at once%s\n"):format(o.NAME, o.concurrency, per)
+        or ("%s was already limited to %d at once%s\n"):format(o.NAME, o.concurrency, per))
     end
   end,
 }
@@ -850,7 +859,8 @@ local function stats_snapshot(db, json)
     for i, r in ipairs(rows) do
       list[i] = text.object("name", r.name, "due", r.due, "later", r.later, "running", r.running,
         "failed", r.failed, "oldest_due_late_seconds", r.late and math.floor(r.late * 1000 + 0.5) / 1000,
-        "done_last_minute", r.done_last_minute, "paused", r.paused, "concurrency", r.concurrency)
+        "done_last_minute", r.done_last_minute, "paused", r.paused, "concurrency", r.concurrency,
+        "by", r.by)
     end
     return text.json(text.array(list)) .. "\n"
   end
@@ -859,7 +869,7 @@ local function stats_snapshot(db, json)
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
       r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-",
-      r.concurrency and tostring(r.concurrency) or "-" }
+      r.concurrency and (r.by and ("%d per %s"):format(r.concurrency, r.by) or tostring(r.concurrency)) or "-" }
   end
   return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED", "LIMIT" },
     cells, { false, true, true, true, true, true, true, false, true })
@@ -872,7 +882,8 @@ COMMANDS.stats = {
 Per job name: DUE (waiting although due), LATER (waiting for their time),
 RUNNING, FAILED, OLDEST DUE (how late the oldest due job is), DONE/MIN
 (jobs completed in the last 60 seconds), PAUSED (see pause; a paused name
-without jobs is listed too) and LIMIT (see limit; a limited name too).  --watch refreshes every --interval
+without jobs is listed too) and LIMIT (see limit, "N per FIELD" with --by;
+a limited name too).  --watch refreshes every --interval
 (default 2s), in place on a terminal, until Ctrl-C; with --json, one array
 per line.]],
   options = {

@@ -78,10 +78,10 @@ function db:pause(name, on)
   return check(api:resume(name))
 end
 
---- Limit job name `name` to `concurrency` jobs at once (nil: no limit):
--- whether that changed it.
-function db:limit(name, concurrency)
-  return check(self:api():limit(name, concurrency and { concurrency = concurrency } or nil))
+--- Limit job name `name` to `concurrency` jobs at once (nil: no limit),
+-- in each partition `by` apart (nil: the whole name): whether that changed it.
+function db:limit(name, concurrency, by)
+  return check(self:api():limit(name, concurrency and { concurrency = concurrency, by = by } or nil))
 end
 
 function db:close()
