@@ -106,8 +106,9 @@ OBJS := $(patsubst $(SRCDIR)/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/scheduler/core.so
 # Test-only C modules (not in the rock): spec.memlimit, an allocator that
 # refuses allocations on request (specs and faults provoke memory errors);
-# spec.notifysock, a unix datagram socket receiving sd_notify messages.
-TEST_SO := $(BUILD)/spec/memlimit.so $(BUILD)/spec/notifysock.so
+# spec.notifysock, a unix datagram socket receiving sd_notify messages;
+# spec.crash, a worker ending itself mid-job without exit handlers.
+TEST_SO := $(BUILD)/spec/memlimit.so $(BUILD)/spec/notifysock.so $(BUILD)/spec/crash.so
 
 # Sanitizers (SANITIZE=1): lua5.4 itself is not instrumented, so the ASan
 # runtime must be the first DSO in the process: LD_PRELOAD=libasan.so

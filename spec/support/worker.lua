@@ -50,7 +50,7 @@
 --   returned  what run returned: "<value> <err>"
 -- A table payload with a `fail` field makes the listener raise that message
 -- (after the start line); one with `exit` makes it end the process with
--- os.exit(that code) (after the start line: a job that crashes its worker).  One with a
+-- that code (spec.crash: _exit, no exit handlers; after the start line: a job that crashes its worker).  One with a
 -- `fifo` field (a path, or true for this process's own WORKER_FIFO) makes it
 -- block in C, opening that FIFO for reading until a writer opens it.
 -- One with a `snooze` field (seconds) makes the listener return
@@ -176,7 +176,7 @@ local function listener(payload, job)
     local f = io.open(path, "r") -- blocks in open(2) until a writer comes
     if f then f:close() end
   end
-  if type(payload) == "table" and payload.exit then os.exit(payload.exit) end
+  if type(payload) == "table" and payload.exit then require("spec.crash").exit(payload.exit) end
   if type(payload) == "table" and payload.fail then
     record(job.id, "fail", job.attempt)
     error(tostring(payload.fail))
