@@ -191,6 +191,16 @@ typedef struct store_history {
   double kept_until; /* pruned after this (database clock) */
 } store_history;
 
+/* The counters of one job name (store_ops.totals): jobs completed and
+ * jobs failed for good, since the database was made (or since these
+ * counters were: the schema migration that added them).  They only grow:
+ * the rows that hold them are merged, never dropped. */
+typedef struct store_total {
+  const char *name;
+  size_t name_len;
+  long long done, failed;
+} store_total;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -391,6 +401,10 @@ typedef struct store_ops {
    * *pruned = how many rows (a row holds the jobs of one write, up to a
    * batch: it deletes limit / 100 rows at most, at least one). */
   int (*prune)(store *s, size_t limit, size_t *pruned);
+  /* Optional (NULL: none).  Per job name, in name order: the jobs
+   * completed and failed for good so far (store_total), for metrics.
+   * Memory valid until the next call. */
+  int (*totals)(store *s, store_total **rows, size_t *n);
 } store_ops;
 
 /* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY

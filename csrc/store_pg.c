@@ -239,6 +239,35 @@ static const char *const migrations[] = {
     "CREATE INDEX history_ids ON scheduler.history USING gist (ids);"
     "CREATE INDEX history_finished ON scheduler.history (finished_at);"
     "CREATE INDEX history_kept ON scheduler.history (kept_until);",
+    /* 13: counters for metrics (store.h, totals).  Completions: pruned
+     * rows are merged into '-infinity' rows instead of dropped (see
+     * COUNT_DONE), so their sum is the count ever (bigint: it outgrows an
+     * integer).  Failures: a row per job that fails for good (its last
+     * attempt, or the crash rule's), added by triggers rather than by
+     * each statement that fails jobs (held batches write them back with
+     * an INSERT, leases and the rescue with an UPDATE); failing is rare,
+     * and WHEN keeps the trigger from running for any other row.
+     * totals merges them as completions are.  batches.running and
+     * started: the job of a held batch whose listener has run for a
+     * moment, and since when (worker clock, Unix seconds), set by the
+     * worker's heartbeat thread (see RUNNING in store_pg_crash.c): what
+     * job(), jobs() and stats() show as running. */
+    "ALTER TABLE scheduler.completions ALTER COLUMN jobs TYPE bigint;"
+    "CREATE TABLE scheduler.failures ("
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  name text NOT NULL,"
+    "  jobs bigint NOT NULL"
+    ");"
+    "CREATE FUNCTION scheduler.count_failure() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO scheduler.failures (name, jobs) VALUES (NEW.name, 1); RETURN NULL;"
+    " END $$;"
+    "CREATE TRIGGER jobs_failed AFTER UPDATE OF state ON scheduler.jobs FOR EACH ROW"
+    "  WHEN (NEW.state = 'failed' AND OLD.state <> 'failed')"
+    "  EXECUTE FUNCTION scheduler.count_failure();"
+    "CREATE TRIGGER jobs_failed_insert AFTER INSERT ON scheduler.jobs FOR EACH ROW"
+    "  WHEN (NEW.state = 'failed') EXECUTE FUNCTION scheduler.count_failure();"
+    "ALTER TABLE scheduler.batches ADD COLUMN running bigint,"
+    "  ADD COLUMN started float8;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -706,6 +735,8 @@ static void pg_destroy(store *s) {
   clear(&p->cron_rows);
   clear(&p->listed);
   clear(&p->counted);
+  clear(&p->totaled);
+  free(p->totals);
   clear(&p->paused);
   free(p->paused_names);
   free(p->paused_lens);
@@ -766,6 +797,7 @@ static const store_ops pg_ops = {
     .paused_names = pg_paused_names,
     .history = pg_history,
     .prune = pg_prune,
+    .totals = pg_totals,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

@@ -226,6 +226,50 @@ int pg_stats(store *s, store_stat **out, size_t *n) {
   return STORE_OK;
 }
 
+/* Per name: the completions and failures ever (store.h, totals): the
+ * sums of their rows.  It first merges the failures' rows (one per
+ * failure, see migration 13) into one per name, as COUNT_DONE merges
+ * completions, skipping rows another merge has locked; the sums read the
+ * snapshot before the merge, which has the same sums. */
+static const pg_query pgq_totals = {Q_TOTALS, NULL, 0,
+    "WITH old AS MATERIALIZED (SELECT f.ctid FROM scheduler.failures f"
+    "  WHERE f.at > '-infinity' LIMIT 10000 FOR UPDATE SKIP LOCKED),"
+    " merged AS (DELETE FROM scheduler.failures WHERE ctid = ANY (ARRAY("
+    "  SELECT old.ctid FROM old UNION ALL SELECT m.ctid FROM (SELECT f.ctid"
+    "  FROM scheduler.failures f WHERE f.at = '-infinity' AND EXISTS (SELECT 1 FROM old)"
+    "  LIMIT 1000 FOR UPDATE SKIP LOCKED) m)) RETURNING name, jobs),"
+    " kept AS (INSERT INTO scheduler.failures (at, name, jobs)"
+    "  SELECT '-infinity', name, sum(jobs) FROM merged GROUP BY name RETURNING 1)"
+    " SELECT coalesce(d.name, f.name), coalesce(d.n, 0), coalesce(f.n, 0)"
+    " FROM (SELECT name, sum(jobs) AS n FROM scheduler.completions GROUP BY name) d"
+    " FULL JOIN (SELECT name, sum(jobs) AS n FROM scheduler.failures GROUP BY name) f"
+    "  ON f.name = d.name ORDER BY 1"};
+
+int pg_totals(store *s, store_total **out, size_t *n) {
+  pg_store *p = PG(s);
+  *out = NULL;
+  *n = 0;
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_totals, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  if (reserve((void **)&p->totals, &p->totals_cap, rows, sizeof *p->totals)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "reading totals: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_total *x = &p->totals[i];
+    x->name = value_or_null(r, (int)i, 0, &x->name_len);
+    x->done = parse_int(PQgetvalue(r, (int)i, 1));
+    x->failed = parse_int(PQgetvalue(r, (int)i, 2));
+  }
+  clear(&p->totaled);
+  p->totaled = r;
+  *out = p->totals;
+  *n = rows;
+  return STORE_OK;
+}
+
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                            size_t *skipped) {
   *retried = *skipped = 0;

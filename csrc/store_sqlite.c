@@ -198,6 +198,30 @@ static const char *const migrations[] = {
     "CREATE INDEX scheduler_history_ids ON scheduler_history (max_id);"
     "CREATE INDEX scheduler_history_finished ON scheduler_history (finished_at);"
     "CREATE INDEX scheduler_history_kept ON scheduler_history (kept_until);",
+    /* 10: counters for metrics (store.h, totals).  Completions: the
+     * buckets older than two minutes are merged into the bucket of second
+     * 0 (one per name) instead of dropped, so a name's sum is its count
+     * ever.  Failures: a counter per name, which a trigger adds to when a
+     * job fails for good (every failure is an UPDATE here; WHEN keeps the
+     * trigger from running for any other row). */
+    "DROP TRIGGER scheduler_completions_prune;"
+    "CREATE TRIGGER scheduler_completions_prune AFTER INSERT ON scheduler_completions"
+    "  WHEN NEW.second > 0 BEGIN"
+    "  INSERT INTO scheduler_completions (second, name, jobs)"
+    "    SELECT 0, name, sum(jobs) FROM scheduler_completions"
+    "    WHERE second > 0 AND second < NEW.second - 120 GROUP BY name"
+    "    ON CONFLICT (second, name) DO UPDATE SET jobs = jobs + excluded.jobs;"
+    "  DELETE FROM scheduler_completions WHERE second > 0 AND second < NEW.second - 120;"
+    "END;"
+    "CREATE TABLE scheduler_failures ("
+    "  name TEXT PRIMARY KEY,"
+    "  jobs INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER scheduler_jobs_failed AFTER UPDATE OF state ON scheduler_jobs"
+    "  WHEN NEW.state = 'failed' AND OLD.state <> 'failed' BEGIN"
+    "  INSERT INTO scheduler_failures (name, jobs) VALUES (NEW.name, 1)"
+    "    ON CONFLICT (name) DO UPDATE SET jobs = jobs + 1;"
+    "END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -213,7 +237,7 @@ enum {
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
-  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE, Q_COUNT
+  Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE, Q_TOTALS, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -437,6 +461,11 @@ static const char *const queries[Q_COUNT] = {
     /* ?1 now, ?2 at most this many */
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
+    /* per name: the completions and failures ever (migration 10) */
+    [Q_TOTALS] = "SELECT name, sum(done), sum(failed) FROM ("
+                 " SELECT name, jobs AS done, 0 AS failed FROM scheduler_completions"
+                 " UNION ALL SELECT name, 0, jobs FROM scheduler_failures)"
+                 " GROUP BY name ORDER BY name",
 };
 
 /* ------------------------------------------------------------------ */
@@ -571,6 +600,8 @@ typedef struct sq_store {
   buf hist_json; /* finish: the claims history keeps (keep_history) */
   store_stat *stats;
   size_t stats_cap;
+  store_total *totals;
+  size_t totals_cap;
   /* the paused names as last read (load_paused), sorted like names, and
    * paused_names's scratch */
   name_ref *paused;
@@ -2406,6 +2437,7 @@ static void sq_destroy(store *s) {
   free(q->crons);
   free(q->rows);
   free(q->stats);
+  free(q->totals);
   free(q->hist);
   buf_free(&q->hist_json);
   free(q->done);
@@ -2595,6 +2627,32 @@ static int sq_stats(store *s, store_stat **out, size_t *n) {
   return STORE_OK;
 }
 
+/* A row of Q_TOTALS. */
+static void read_total(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_total *x = item;
+  x->name = col_text(st, 0, a, &x->name_len, oom);
+  x->done = sqlite3_column_int64(st, 1);
+  x->failed = sqlite3_column_int64(st, 2);
+  if (!x->name) *oom = 1;
+}
+
+static int sq_totals(store *s, store_total **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_TOTALS, &rc);
+  if (!st) return fail(q, rc, "reading totals");
+  rc = read_rows(q, st, read_total, (void **)&q->totals, &q->totals_cap, sizeof *q->totals, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "reading totals");
+  }
+  *out = q->totals;
+  return STORE_OK;
+}
+
 static int sq_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                            size_t *skipped) {
   sq_store *q = SQ(s);
@@ -2729,6 +2787,7 @@ static const store_ops sqlite_ops = {
     .paused_names = sq_paused_names,
     .history = sq_history,
     .prune = sq_prune,
+    .totals = sq_totals,
 };
 
 /* The working directory (malloc'd), or NULL. */

@@ -559,6 +559,15 @@ function Scheduler:stats()
   return rows
 end
 
+--- Per job name, in name order: { name, done, failed }: the jobs completed
+-- and the jobs failed for good since the database began counting (schema
+-- PostgreSQL 13, SQLite 10), by every worker; they never go down (what
+-- `metrics` exports as counters).  Or nil, err.
+function Scheduler:totals()
+  local c = check_self(self, "totals")
+  return c:totals()
+end
+
 --- Delete the history of at most `limit` (default 1000) jobs whose time is
 -- up, in one short transaction; returns how many rows (a row holds the
 -- jobs of one write, up to a batch: limit/100 rows at most).  Workers with history on
@@ -926,7 +935,7 @@ end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
   "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "purge", "schema_version", "run", "stop",
-  "pause", "resume", "paused", "prune_history" } do
+  "pause", "resume", "paused", "prune_history", "totals" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

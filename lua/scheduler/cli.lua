@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | stats | migrate | health | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | stats | metrics | migrate | health | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -877,6 +877,25 @@ per line.]],
   end,
 }
 
+COMMANDS.metrics = {
+  summary = "print Prometheus metrics once (the web server's /metrics)",
+  synopsis = { "metrics" },
+  description = [[
+Prints the scheduler's metrics in Prometheus' text format, once: jobs by
+name and state, the oldest due job's lateness, paused names, and the
+completed and failed totals of every worker of the database (counters kept
+in the database).  For a textfile collector or a scrape through a wrapper;
+`web` serves the same text on /metrics.]],
+  options = { DATABASE },
+  run = function(o)
+    local db = open_db(o)
+    local body, err = require("scheduler.metrics").render(db:api())
+    db:close()
+    if not body then failure(errors.strip(tostring(err))) end
+    out(body)
+  end,
+}
+
 COMMANDS.migrate = {
   summary = "create or upgrade the database schema",
   synopsis = { "migrate [--json]" },
@@ -1032,7 +1051,7 @@ that never fires ("0 0 31 2 *") is a usage error.]],
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "stats", "migrate", "health",
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "stats", "metrics", "migrate", "health",
   "cron" }
 
 ---------------------------------------------------------------------------
