@@ -16,6 +16,15 @@
  * outside Lua: the count hook (dispatch.c) stops Lua code at once. */
 #define OVERRUN_GRACE 1.0
 
+/* A job of a held batch whose listener has run this long is marked as
+ * running in its batch's record (store_ops.running), so that others see it
+ * running: the thread looks this often while a batch is held, and a job
+ * it sees in hand at two looks in a row has run at least this long.  A
+ * listener that ends sooner is never marked: a drain of short jobs writes
+ * nothing more, and the thread wakes about 100 times a second (a few
+ * microseconds each) only while a batch is held. */
+#define RUNNING_AFTER 0.01
+
 struct heartbeat {
   pthread_t thread;
   pthread_mutex_t mu;
@@ -43,6 +52,12 @@ struct heartbeat {
   int writing;          /* the thread is writing outcomes (not under mu) */
   pthread_cond_t idle;  /* signalled when writing drops to 0 */
   double batch_start, last_renew;
+  unsigned long begun; /* heartbeat_begin calls: a new job in hand */
+  /* the running mark (RUNNING_AFTER), owned by the thread: the begun
+   * count it last saw and when, and the job it marked (id 0: none) */
+  unsigned long seen_begun;
+  double seen_at, mark_retry; /* mark_retry: no mark attempt before it */
+  store_claim marked;
   buf error;
 };
 
@@ -113,6 +128,35 @@ static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
                  store_error(hb->st));
 }
 
+/* Make `want` the job marked running (RUNNING_AFTER; want.id 0: none of
+ * its batch), first taking the mark off another batch's record.  Thread
+ * only, without the lock.  A mark not made (the record not committed
+ * yet, or locked for a moment) is tried again at the next look; one
+ * that fails is not retried (the mark is only for the eyes).  Returns 0
+ * when it is to be tried again. */
+static int mark_running(heartbeat *hb, store_claim want) {
+  if (!own_store(hb) || !hb->st->ops->running) {
+    hb->marked = want; /* nothing to mark with */
+    return 1;
+  }
+  int done = 0;
+  if (hb->marked.id && hb->marked.token != want.token) {
+    store_claim none = {0, hb->marked.token};
+    if (hb->st->ops->running(hb->st, &none, none.token, &done) != STORE_OK) {
+      record_error(hb, "marking a job running: ", store_error(hb->st));
+    }
+    hb->marked.id = 0; /* gone with its batch, or taken off */
+  }
+  if (want.id == hb->marked.id) return 1;
+  if (hb->st->ops->running(hb->st, &want, want.token, &done) != STORE_OK) {
+    record_error(hb, "marking a job running: ", store_error(hb->st));
+    done = 1; /* not again and again */
+  }
+  /* not done: the record is not there yet, or locked for a moment */
+  if (done) hb->marked = want;
+  return done;
+}
+
 /* Wait on the condition (hb->mu held) for about `wait` seconds. */
 static void wait_for(heartbeat *hb, double wait) {
   if (wait < 0.001) wait = 0.001;
@@ -165,7 +209,23 @@ static void *main_loop(void *arg) {
         settle_locked(hb, 1);
         continue;
       }
-      wait_for(hb, hb->batch_start + hb->release_after - now);
+      double next = hb->batch_start + hb->release_after;
+      if (hb->n > 0) {
+        if (hb->begun != hb->seen_begun) hb->seen_begun = hb->begun, hb->seen_at = now;
+        /* the job in hand, once it has run RUNNING_AFTER (see there) */
+        store_claim want = {0, hb->claims[hb->current].token};
+        if (now - hb->seen_at >= RUNNING_AFTER && hb->current < hb->released_from)
+          want.id = hb->claims[hb->current].id;
+        if ((hb->marked.id != want.id || (want.id && hb->marked.token != want.token)) &&
+            now >= hb->mark_retry) {
+          pthread_mutex_unlock(&hb->mu);
+          if (!mark_running(hb, want)) hb->mark_retry = now + RUNNING_AFTER;
+          pthread_mutex_lock(&hb->mu);
+          continue;
+        }
+        if (now + RUNNING_AFTER < next) next = now + RUNNING_AFTER;
+      }
+      wait_for(hb, next - now);
       continue;
     }
     if (!hb->overrun && now >= hb->job_deadline) {
@@ -322,6 +382,7 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   int ok = i < hb->released_from;
   if (ok) {
     hb->current = i;
+    hb->begun++;
     hb->overrun = 0;
     hb->job_limit = timeout;
     hb->job_deadline = timeout > 0 ? clock_mono() + timeout + OVERRUN_GRACE : INFINITY;

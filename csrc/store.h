@@ -405,6 +405,17 @@ typedef struct store_ops {
    * completed and failed for good so far (store_total), for metrics.
    * Memory valid until the next call. */
   int (*totals)(store *s, store_total **rows, size_t *n);
+  /* Optional (NULL: held claims are not shown running).  Job `job` of a
+   * held batch (store_ops.held; its token is the batch's) is the one its
+   * worker is running (job->id 0: none of that batch is), so that get,
+   * list and stats show it as running, with the worker, while the batch's
+   * transaction holds it (other connections see its row as waiting).
+   * Called by the worker's heartbeat thread on its own store, only for a
+   * listener that has run for a moment (RUNNING_AFTER in heartbeat.c), so
+   * jobs that run shorter cost nothing.  Never waits for a lock: *done
+   * = 0 when the batch's record is not there (not committed yet, or the
+   * batch has ended) or is locked (the caller tries again later). */
+  int (*running)(store *s, const store_claim *job, int64_t batch, int *done);
 } store_ops;
 
 /* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY

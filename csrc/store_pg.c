@@ -247,9 +247,8 @@ static const char *const migrations[] = {
      * each statement that fails jobs (held batches write them back with
      * an INSERT, leases and the rescue with an UPDATE); failing is rare,
      * and WHEN keeps the trigger from running for any other row.
-     * totals merges them as completions are.  batches.running and
-     * started: the job of a held batch whose listener has run for a
-     * moment, and since when (worker clock, Unix seconds), set by the
+     * totals merges them as completions are.  batches.running: the job
+     * of a held batch whose listener has run for a moment, set by the
      * worker's heartbeat thread (see RUNNING in store_pg_crash.c): what
      * job(), jobs() and stats() show as running. */
     "ALTER TABLE scheduler.completions ALTER COLUMN jobs TYPE bigint;"
@@ -266,8 +265,7 @@ static const char *const migrations[] = {
     "  EXECUTE FUNCTION scheduler.count_failure();"
     "CREATE TRIGGER jobs_failed_insert AFTER INSERT ON scheduler.jobs FOR EACH ROW"
     "  WHEN (NEW.state = 'failed') EXECUTE FUNCTION scheduler.count_failure();"
-    "ALTER TABLE scheduler.batches ADD COLUMN running bigint,"
-    "  ADD COLUMN started float8;",
+    "ALTER TABLE scheduler.batches ADD COLUMN running bigint;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -798,6 +796,7 @@ static const store_ops pg_ops = {
     .history = pg_history,
     .prune = pg_prune,
     .totals = pg_totals,
+    .running = pg_running,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

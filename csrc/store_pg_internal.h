@@ -56,7 +56,7 @@ enum {
   Q_PAUSE, Q_RESUME, Q_PAUSED,
   /* store_pg_history.c */
   Q_HISTORY_PUT, Q_HISTORY_LEASED, Q_HISTORY_LIST, Q_PRUNE, Q_CANCEL_KEEP,
-  Q_TOTALS,
+  Q_TOTALS, Q_RUNNING,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -463,6 +463,7 @@ void pg_filter(const store_filter *f, pg_filter_params *out);
 int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, double *db_now);
 int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_totals(store *s, store_total **out, size_t *n);
+int pg_running(store *s, const store_claim *job, int64_t batch, int *done);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                     size_t *skipped);
 int pg_remove(store *s, const store_removal *r, size_t *removed);
