@@ -80,7 +80,7 @@ describe("leases", function()
       local p = helper.spawn { WORKER_NAMES = name, WORKER_SLEEP = 2.5 }
       assert(p:wait_file("ready", 10), p:describe())
       local id = helper.schedule(s, name, nil)
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5),
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 5),
         p:describe())
       local worker = helper.ok(s:jobs { id = id })[1].locked_by
       local elapsed, v, err = helper.timed(s.abandon, s, worker)
@@ -192,10 +192,7 @@ describe("leases", function()
       local c = start({ "run", listeners_dir {} }, { env = { LUA_SCHEDULER_DATABASE = database } })
       local s = helper.new { database = database }
       local id = helper.schedule(s, name, { sleep_first = 60 })
-      assert.is_truthy(helper.wait_for(function()
-        local j = s:job(id)
-        return j and j.state == "running"
-      end, 10), c:describe())
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 10), c:describe())
       -- every session of that database ends, as in a restart of the server:
       -- the supervisor's connection is dead, and it does not know yet
       helper.psql(("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
@@ -215,7 +212,7 @@ describe("leases", function()
       local c = start { "run", listeners_dir {} }
       local s = helper.new()
       local id = helper.schedule(s, name, { sleep_first = 60 })
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 10),
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 10),
         c:describe())
       local worker = helper.ok(s:jobs { id = id })[1].locked_by
       -- a session that holds the worker's lock, as its own would while the

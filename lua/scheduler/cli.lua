@@ -625,7 +625,9 @@ for how long; so is a failed job's last run.]],
     }
     if j.locked_by then
       lines[#lines + 1] = { "locked by", text.visible(j.locked_by) }
-      lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
+      -- (none yet: PostgreSQL, in the batch its worker's transaction holds)
+      lines[#lines + 1] = { "lease until", j.locked_until and text.local_time(j.locked_until, true)
+        or "- (held in its worker's batch, no lease yet)" }
     end
     if j.finished_at then -- a failed job's last run (history)
       lines[#lines + 1] = { "last run", ("%s, %s, by %s"):format(
