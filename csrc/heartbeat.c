@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -53,9 +54,11 @@ struct heartbeat {
   pthread_cond_t idle;  /* signalled when writing drops to 0 */
   double batch_start, last_renew;
   unsigned long begun; /* heartbeat_begin calls: a new job in hand */
+  atomic_int in_job;   /* its listener runs (heartbeat_done clears it) */
   /* the running mark (RUNNING_AFTER), owned by the thread: the begun
    * count it last saw and when, and the job it marked (id 0: none) */
   unsigned long seen_begun;
+  int seen_in_job;
   double seen_at, mark_retry; /* mark_retry: no mark attempt before it */
   store_claim marked;
   buf error;
@@ -209,23 +212,28 @@ static void *main_loop(void *arg) {
         settle_locked(hb, 1);
         continue;
       }
-      double next = hb->batch_start + hb->release_after;
+      double wake = hb->batch_start + hb->release_after;
       if (hb->n > 0) {
-        if (hb->begun != hb->seen_begun) hb->seen_begun = hb->begun, hb->seen_at = now;
-        /* the job in hand, once it has run RUNNING_AFTER (see there) */
+        int in_job = atomic_load_explicit(&hb->in_job, memory_order_relaxed);
+        if (hb->begun != hb->seen_begun || in_job != hb->seen_in_job)
+          hb->seen_begun = hb->begun, hb->seen_in_job = in_job, hb->seen_at = now;
+        /* once what the worker does has lasted RUNNING_AFTER (see there):
+         * the job in hand, whose listener runs, is marked; or no job, when
+         * it waits between jobs.  Until then the mark stays as it was: a
+         * job that follows a marked one replaces its mark (one write) */
         store_claim want = {0, hb->claims[hb->current].token};
-        if (now - hb->seen_at >= RUNNING_AFTER && hb->current < hb->released_from)
-          want.id = hb->claims[hb->current].id;
-        if ((hb->marked.id != want.id || (want.id && hb->marked.token != want.token)) &&
+        if (in_job && hb->current < hb->released_from) want.id = hb->claims[hb->current].id;
+        if (now - hb->seen_at >= RUNNING_AFTER &&
+            (hb->marked.id != want.id || (want.id && hb->marked.token != want.token)) &&
             now >= hb->mark_retry) {
           pthread_mutex_unlock(&hb->mu);
           if (!mark_running(hb, want)) hb->mark_retry = now + RUNNING_AFTER;
           pthread_mutex_lock(&hb->mu);
           continue;
         }
-        if (now + RUNNING_AFTER < next) next = now + RUNNING_AFTER;
+        if (now + RUNNING_AFTER < wake) wake = now + RUNNING_AFTER;
       }
-      wait_for(hb, next - now);
+      wait_for(hb, wake - now);
       continue;
     }
     if (!hb->overrun && now >= hb->job_deadline) {
@@ -383,6 +391,7 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   if (ok) {
     hb->current = i;
     hb->begun++;
+    atomic_store_explicit(&hb->in_job, 1, memory_order_relaxed);
     hb->overrun = 0;
     hb->job_limit = timeout;
     hb->job_deadline = timeout > 0 ? clock_mono() + timeout + OVERRUN_GRACE : INFINITY;
@@ -390,6 +399,10 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   }
   pthread_mutex_unlock(&hb->mu);
   return ok;
+}
+
+void heartbeat_done(heartbeat *hb) {
+  atomic_store_explicit(&hb->in_job, 0, memory_order_relaxed);
 }
 
 size_t heartbeat_cut(heartbeat *hb, size_t i) {
@@ -408,6 +421,7 @@ void heartbeat_end(heartbeat *hb) {
   hb->outcomes = NULL;
   hb->job_deadline = INFINITY;
   hb->n = hb->released_from = 0;
+  atomic_store_explicit(&hb->in_job, 0, memory_order_relaxed);
   pthread_mutex_unlock(&hb->mu);
 }
 

@@ -38,7 +38,8 @@ static const pg_query pgq_retry = {Q_RETRY, "scheduler_retry", 1,
 
 /* $1 state, $2 name, $3 id, $4 limit (NULL: none).  The outer one-row
  * select makes an empty result still carry the database clock (a row
- * whose id is NULL). */
+ * whose id is NULL).  A held job marked running is listed as running, by
+ * its record's worker, without a lease (HELD_RUNNING). */
 static const pg_query pgq_list = {Q_LIST, NULL, 4,
     "SELECT extract(epoch FROM n.now), j.id, j.name, j.state,"
     " extract(epoch FROM j.run_at), j.attempt, j.max_attempts, j.priority, j.key,"
@@ -56,7 +57,8 @@ static const pg_query pgq_list = {Q_LIST, NULL, 4,
     "    AND ($3::bigint IS NULL OR j.id = $3)"
     "  ORDER BY j.run_at, j.id LIMIT $4::bigint) AS j ON true"};
 
-/* Per name: counts by state, how late the oldest due job is, and the
+/* Per name: counts by state (a held job marked running counts as running,
+ * not due: HELD_RUNNING), how late the oldest due job is, and the
  * completions of the last 60 seconds (names with none left included). */
 static const pg_query pgq_stats = {Q_STATS, "scheduler_stats", 0,
     "SELECT coalesce(j.name, d.name), coalesce(j.due, 0), coalesce(j.later, 0),"

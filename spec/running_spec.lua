@@ -157,6 +157,43 @@ describe("a job whose listener runs", function()
     assert.equals(1, #w:events("start", id))
   end)
 
+  it("is marked only when its listener has run 10 ms: short jobs write no mark #postgresql", function()
+    -- every write of a mark, counted by a trigger of this test's own
+    helper.psql([[
+      CREATE TABLE IF NOT EXISTS public.spec_marks (running bigint);
+      CREATE OR REPLACE FUNCTION public.spec_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.spec_marks VALUES (NEW.running); RETURN NULL; END $$;
+      DROP TRIGGER IF EXISTS spec_mark ON scheduler.batches;
+      CREATE TRIGGER spec_mark AFTER UPDATE OF running ON scheduler.batches
+        FOR EACH ROW EXECUTE FUNCTION public.spec_mark();
+      TRUNCATE public.spec_marks;]])
+    finally(function()
+      helper.psql("DROP TRIGGER IF EXISTS spec_mark ON scheduler.batches; DROP TABLE public.spec_marks;"
+        .. " DROP FUNCTION public.spec_mark();")
+    end)
+    local name = helper.name("running-marks")
+    local list = {}
+    for i = 1, 2000 do list[i] = { name, i } end
+    helper.ok(s:schedule_many(list))
+    s:on(name, function() end)
+    assert.equals(2000, s:run{ drain = true })
+    assert.equals(0, helper.psql_int("SELECT count(*) FROM public.spec_marks"))
+    -- five jobs of 40 ms: each marked once (a mark replaces the one
+    -- before), and the last one's taken off
+    local slow = helper.name("running-slow")
+    local ids = {}
+    for i = 1, 5 do ids[i] = helper.schedule(s, slow, i) end
+    s:on(slow, function() helper.sleep(0.04) end)
+    assert.equals(5, s:run{ drain = true })
+    local marks = helper.psql("SELECT coalesce(string_agg(coalesce(running::text, '-'), ' '), '')"
+      .. " FROM public.spec_marks")
+    local n = 0
+    for m in marks:gmatch("%S+") do
+      if m ~= "-" then n = n + 1 end
+    end
+    assert.is_true(n >= 1 and n <= 5, marks)
+  end)
+
   it("is marked within half a second, and no mark outlives its batch #postgresql", function()
     local name = helper.name("running-short")
     local gate = helper.tmpdir() .. "/gate"
