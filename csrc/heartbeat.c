@@ -55,12 +55,20 @@ struct heartbeat {
   double batch_start, last_renew;
   unsigned long begun; /* heartbeat_begin calls: a new job in hand */
   atomic_int in_job;   /* its listener runs (heartbeat_done clears it) */
-  /* the running mark (RUNNING_AFTER), owned by the thread: the begun
-   * count it last saw and when, and the job it marked (id 0: none) */
+  /* the running mark (RUNNING_AFTER).  The heartbeat thread decides
+   * (it owns seen_*: the begun count and in_job it last saw, and when),
+   * and a thread of its own writes it (MARKER), so that a write that
+   * hangs (a network cut: up to tcp_user_timeout) never delays a settle,
+   * a renewal or a time limit.  Shared under mu: the mark wanted (id 0:
+   * none of that batch), the one made, and the marker's quit. */
   unsigned long seen_begun;
   int seen_in_job;
-  double seen_at, mark_retry; /* mark_retry: no mark attempt before it */
-  store_claim marked;
+  double seen_at;
+  store_claim mark_want, marked;
+  pthread_t marker;
+  pthread_cond_t mark_cv;
+  int marker_started, mark_quit;
+  store *mst;       /* the marker's own store (owned by it) */
   buf error;
 };
 
@@ -131,33 +139,60 @@ static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
                  store_error(hb->st));
 }
 
-/* Make `want` the job marked running (RUNNING_AFTER; want.id 0: none of
- * its batch), first taking the mark off another batch's record.  Thread
- * only, without the lock.  A mark not made (the record not committed
- * yet, or locked for a moment) is tried again at the next look; one
- * that fails is not retried (the mark is only for the eyes).  Returns 0
- * when it is to be tried again. */
-static int mark_running(heartbeat *hb, store_claim want) {
-  if (!own_store(hb) || !hb->st->ops->running) {
-    hb->marked = want; /* nothing to mark with */
-    return 1;
-  }
-  int done = 0;
-  if (hb->marked.id && hb->marked.token != want.token) {
-    store_claim none = {0, hb->marked.token};
-    if (hb->st->ops->running(hb->st, &none, none.token, &done) != STORE_OK) {
-      record_error(hb, "marking a job running: ", store_error(hb->st));
+/* MARKER: the thread that writes the running mark (store_ops.running)
+ * that the heartbeat thread wants (hb->mark_want), with a store of its
+ * own.  A mark not made (the record not committed yet, or locked for a
+ * moment) is tried again RUNNING_AFTER later; one that fails is not
+ * (the mark is only for the eyes).  The mark of another batch is taken
+ * off first. */
+static void *marker_loop(void *arg) {
+  heartbeat *hb = arg;
+  double retry = 0;
+  pthread_mutex_lock(&hb->mu);
+  while (!hb->mark_quit) {
+    store_claim want = hb->mark_want, had = hb->marked;
+    int differs = want.id != had.id || (want.id && want.token != had.token);
+    double now = clock_mono();
+    if (!differs || now < retry) {
+      if (!differs) {
+        pthread_cond_wait(&hb->mark_cv, &hb->mu);
+      } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)((retry - now) * 1e9) + 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec += ts.tv_nsec / 1000000000L,
+                                       ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&hb->mark_cv, &hb->mu, &ts);
+      }
+      continue;
     }
-    hb->marked.id = 0; /* gone with its batch, or taken off */
+    pthread_mutex_unlock(&hb->mu);
+    int done = 0, failed = 0;
+    buf err = BUF_INIT;
+    if (!hb->mst) hb->mst = store_open(hb->database, &err);
+    if (!hb->mst || !hb->mst->ops->running) {
+      done = 1; /* nothing to mark with */
+    } else {
+      if (had.id && had.token != want.token) {
+        store_claim none = {0, had.token};
+        failed = hb->mst->ops->running(hb->mst, &none, none.token, &done) != STORE_OK;
+        had.id = 0; /* gone with its batch, or taken off */
+      }
+      if (!failed && want.id == had.id) {
+        done = 1;
+      } else if (!failed) {
+        failed = hb->mst->ops->running(hb->mst, &want, want.token, &done) != STORE_OK;
+      }
+      if (failed) done = 1; /* not again and again */
+    }
+    if (failed) record_error(hb, "marking a job running: ", store_error(hb->mst));
+    buf_free(&err);
+    pthread_mutex_lock(&hb->mu);
+    if (done) hb->marked = want;
+    else retry = clock_mono() + RUNNING_AFTER;
   }
-  if (want.id == hb->marked.id) return 1;
-  if (hb->st->ops->running(hb->st, &want, want.token, &done) != STORE_OK) {
-    record_error(hb, "marking a job running: ", store_error(hb->st));
-    done = 1; /* not again and again */
-  }
-  /* not done: the record is not there yet, or locked for a moment */
-  if (done) hb->marked = want;
-  return done;
+  pthread_mutex_unlock(&hb->mu);
+  return NULL;
 }
 
 /* Wait on the condition (hb->mu held) for about `wait` seconds. */
@@ -224,12 +259,12 @@ static void *main_loop(void *arg) {
         store_claim want = {0, hb->claims[hb->current].token};
         if (in_job && hb->current < hb->released_from) want.id = hb->claims[hb->current].id;
         if (now - hb->seen_at >= RUNNING_AFTER &&
-            (hb->marked.id != want.id || (want.id && hb->marked.token != want.token)) &&
-            now >= hb->mark_retry) {
-          pthread_mutex_unlock(&hb->mu);
-          if (!mark_running(hb, want)) hb->mark_retry = now + RUNNING_AFTER;
-          pthread_mutex_lock(&hb->mu);
-          continue;
+            (hb->mark_want.id != want.id || hb->mark_want.token != want.token)) {
+          if (!hb->marker_started && want.id) {
+            hb->marker_started = pthread_create(&hb->marker, NULL, marker_loop, hb) == 0;
+          }
+          hb->mark_want = want;
+          pthread_cond_signal(&hb->mark_cv);
         }
         if (now + RUNNING_AFTER < wake) wake = now + RUNNING_AFTER;
       }
@@ -319,6 +354,7 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_mutex_init(&hb->mu, NULL);
   pthread_cond_init(&hb->cv, &ca);
+  pthread_cond_init(&hb->mark_cv, &ca);
   pthread_cond_init(&hb->idle, NULL);
   pthread_condattr_destroy(&ca);
   hb->job_deadline = INFINITY;
@@ -326,6 +362,7 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   if (e != 0) {
     buf_printf(err, "cannot start the heartbeat thread: %s", strerror(e));
     pthread_cond_destroy(&hb->idle);
+    pthread_cond_destroy(&hb->mark_cv);
     pthread_cond_destroy(&hb->cv);
     pthread_mutex_destroy(&hb->mu);
     free(hb->database);
@@ -342,8 +379,17 @@ void heartbeat_stop(heartbeat *hb) {
   pthread_cond_signal(&hb->cv);
   pthread_mutex_unlock(&hb->mu);
   pthread_join(hb->thread, NULL);
+  /* the marker: started by the thread, which is gone (no race on
+   * marker_started); it may first finish a write in progress */
+  pthread_mutex_lock(&hb->mu);
+  hb->mark_quit = 1;
+  pthread_cond_signal(&hb->mark_cv);
+  pthread_mutex_unlock(&hb->mu);
+  if (hb->marker_started) pthread_join(hb->marker, NULL);
+  store_close(hb->mst);
   store_close(hb->st);
   pthread_cond_destroy(&hb->idle);
+  pthread_cond_destroy(&hb->mark_cv);
   pthread_cond_destroy(&hb->cv);
   pthread_mutex_destroy(&hb->mu);
   buf_free(&hb->error);

@@ -265,7 +265,20 @@ static const char *const migrations[] = {
     "  EXECUTE FUNCTION scheduler.count_failure();"
     "CREATE TRIGGER jobs_failed_insert AFTER INSERT ON scheduler.jobs FOR EACH ROW"
     "  WHEN (NEW.state = 'failed') EXECUTE FUNCTION scheduler.count_failure();"
-    "ALTER TABLE scheduler.batches ADD COLUMN running bigint;",
+    "ALTER TABLE scheduler.batches ADD COLUMN running bigint;"
+    /* listener durations for metrics (store.h, durations), counted from
+     * history rows once each (counted), and kept apart from them, so
+     * that pruning history takes nothing from the counts; their rows are
+     * merged as completions' are */
+    "ALTER TABLE scheduler.history ADD COLUMN counted boolean NOT NULL DEFAULT false;"
+    "CREATE INDEX history_uncounted ON scheduler.history (finished_at) WHERE NOT counted;"
+    "CREATE TABLE scheduler.durations ("
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  name text NOT NULL,"
+    "  bucket integer NOT NULL,"
+    "  jobs bigint NOT NULL,"
+    "  seconds float8 NOT NULL"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -735,6 +748,8 @@ static void pg_destroy(store *s) {
   clear(&p->counted);
   clear(&p->totaled);
   free(p->totals);
+  clear(&p->timed);
+  free(p->durations);
   clear(&p->paused);
   free(p->paused_names);
   free(p->paused_lens);
@@ -797,6 +812,7 @@ static const store_ops pg_ops = {
     .prune = pg_prune,
     .totals = pg_totals,
     .running = pg_running,
+    .durations = pg_durations,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

@@ -56,7 +56,7 @@ enum {
   Q_PAUSE, Q_RESUME, Q_PAUSED,
   /* store_pg_history.c */
   Q_HISTORY_PUT, Q_HISTORY_LEASED, Q_HISTORY_LIST, Q_PRUNE, Q_CANCEL_KEEP,
-  Q_TOTALS, Q_RUNNING,
+  Q_TOTALS, Q_RUNNING, Q_DURATIONS_COUNT, Q_DURATIONS,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -234,6 +234,9 @@ typedef struct pg_store {
   PGresult *totaled;
   store_total *totals;
   size_t totals_cap;
+  PGresult *timed; /* what durations returns points into */
+  store_duration *durations;
+  size_t durations_cap;
   /* what paused_names returns points into */
   PGresult *paused;
   const char **paused_names;
@@ -464,6 +467,7 @@ int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, dou
 int pg_stats(store *s, store_stat **out, size_t *n);
 int pg_totals(store *s, store_total **out, size_t *n);
 int pg_running(store *s, const store_claim *job, int64_t batch, int *done);
+int pg_durations(store *s, store_duration **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                     size_t *skipped);
 int pg_remove(store *s, const store_removal *r, size_t *removed);

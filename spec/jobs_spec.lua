@@ -78,8 +78,12 @@ describe("jobs", function()
         local states = {}
         local r = helper.new{ lease = 0.8 }
         r:on(name, function()
-          helper.sleep(0.05)
-          states[#states + 1] = observer:job(id)
+          -- (the first mark of a worker opens its marker's connection)
+          local held = helper.wait_for(function()
+            local j = observer:job(id)
+            return j.state == "running" and j
+          end, 0.15, 0.01)
+          states[#states + 1] = held or observer:job(id)
           helper.sleep(0.45)
           states[#states + 1] = observer:job(id)
         end)

@@ -85,7 +85,8 @@ describe("metrics", function()
     end
     assert.same({ lua_scheduler_jobs = "gauge", lua_scheduler_oldest_due_job_lateness_seconds = "gauge",
       lua_scheduler_paused = "gauge", lua_scheduler_jobs_completed_total = "counter",
-      lua_scheduler_jobs_failed_total = "counter" }, types)
+      lua_scheduler_jobs_failed_total = "counter", lua_scheduler_listener_duration_seconds = "histogram" },
+      types)
   end)
 
   it("counts failures for good on every path: held batch, lease, crash rule; a retry counts again", function()
@@ -163,6 +164,58 @@ describe("metrics", function()
         .. helper.literal(name)))
     end
   end)
+
+  it("exports listener durations from history, each job once, and keeps them when history is pruned",
+    function()
+      local name, other = helper.name("m-dur") .. '"\\', helper.name("m-nohist")
+      local h = helper.new{ backoff = function() return 3600 end, history = "1h" }
+      h:on(name, function(p)
+        if p == "slow" then helper.sleep(0.06) end
+        if p == "fail" then error("no") end
+      end)
+      h:on(other, function() end, { history = false })
+      for _ = 1, 5 do helper.schedule(h, name, "quick") end
+      helper.schedule(h, name, "slow")
+      helper.schedule(h, name, "fail", { max_attempts = 1 })
+      helper.schedule(h, other, "x")
+      assert.equals(8, h:run{ drain = true })
+      local function histogram()
+        local rows, bounds = helper.ok(h:durations())
+        for _, r in ipairs(rows) do
+          if r.name == name then return r, bounds end
+        end
+        return nil, bounds
+      end
+      local r, bounds = histogram()
+      assert.equals(14, #bounds)
+      assert.equals(0.05, bounds[4])
+      assert.equals(#bounds + 1, #r.jobs)
+      local n = 0
+      for _, c in ipairs(r.jobs) do n = n + c end
+      assert.equals(7, n) -- the cancelled and unstarted are not runs; other keeps no history
+      -- the slow one ran more than 50 ms: above the 0.05 bucket
+      local upto = 0
+      for k = 1, 4 do upto = upto + r.jobs[k] end
+      assert.equals(6, upto)
+      assert.is_true(r.seconds >= 0.06 and r.seconds < 5, tostring(r.seconds))
+      -- counted once: again, the same
+      assert.same(r.jobs, (histogram()).jobs)
+      -- history pruned: the counts stay
+      helper.sql("UPDATE scheduler.history SET kept_until = "
+        .. (helper.SQLITE and tostring(helper.now() - 10) or "now() - interval '10 seconds'"))
+      assert.is_true(helper.ok(h:prune_history()) >= 1)
+      assert.same(r.jobs, (histogram()).jobs)
+      -- a name without history has no samples; promtool takes the whole
+      local text = helper.ok(metrics.render(h))
+      local ok, out = promtool(text)
+      assert.is_true(ok, out .. "\n" .. text)
+      local l = 'name="' .. name:gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }) .. '"'
+      assert.equals(6, value(text, "lua_scheduler_listener_duration_seconds_bucket", l .. ',le="0.05"'), text)
+      assert.equals(7, value(text, "lua_scheduler_listener_duration_seconds_bucket", l .. ',le="+Inf"'))
+      assert.equals(7, value(text, "lua_scheduler_listener_duration_seconds_count", l))
+      assert.is_falsy(text:find('lua_scheduler_listener_duration_seconds_count{name="' .. other, 1, true))
+      assert.is_truthy(text:find("# TYPE lua_scheduler_listener_duration_seconds histogram\n", 1, true))
+    end)
 
   it("`lua-scheduler metrics` prints it once; promtool takes it; no database: exit 1", function()
     local name = helper.name("m-cli") .. '"\\\n'

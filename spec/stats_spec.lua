@@ -122,7 +122,7 @@ describe("schema_version()", function()
     -- the schema as version 5 left it: jobs_wake on (name, run_at), no
     -- claim tokens, quarantine or batch records (7), no suspects (8), no
     -- schedule owners (9), no paused names (10), no history (11), no
-    -- failure counters (12)
+    -- counters for metrics (12)
     helper.psql([[
       DROP INDEX scheduler.jobs_wake;
       CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at) WHERE state = 'scheduled';
@@ -134,6 +134,7 @@ describe("schema_version()", function()
       DROP TABLE scheduler.paused;
       DROP TABLE scheduler.history;
       DROP TABLE scheduler.failures;
+      DROP TABLE scheduler.durations;
       DROP FUNCTION scheduler.count_failure() CASCADE;
       DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8, 9, 10, 11, 12);
       SELECT scheduler.schedule('v5', to_jsonb(i)) FROM generate_series(1, 300) AS i;]],

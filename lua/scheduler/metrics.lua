@@ -13,8 +13,11 @@
 --   lua_scheduler_paused                               gauge, 0 or 1
 --   lua_scheduler_jobs_completed_total                 counter
 --   lua_scheduler_jobs_failed_total                    counter
+--   lua_scheduler_listener_duration_seconds            histogram, from history
 -- The counters are kept in the database by the workers that finish the
 -- jobs (see `totals` in the API and README "Metrics"); they never go down.
+-- The histogram counts the jobs history keeps (configure{history}), each
+-- once (s:durations()); without history it has no samples.
 
 local metrics = {}
 
@@ -48,6 +51,8 @@ function metrics.render(s)
   local totals
   totals, err = s:totals()
   if not totals then return nil, err end
+  local durations, bounds = s:durations()
+  if not durations then return nil, bounds end
   local out = {}
   local function add(...)
     for i = 1, select("#", ...) do out[#out + 1] = select(i, ...) end
@@ -86,6 +91,20 @@ function metrics.render(s)
       .. "by every worker of the database; a retry and a later failure count again.")
   for _, r in ipairs(totals) do
     sample("lua_scheduler_jobs_failed_total", r.name, nil, r.failed)
+  end
+  head("lua_scheduler_listener_duration_seconds", "histogram",
+    "How long listeners ran (done and failed runs), counted from history: only jobs of names that "
+      .. "keep history (configure{history}), each once.")
+  for _, r in ipairs(durations) do
+    local sum = 0
+    for k, le in ipairs(bounds) do
+      sum = sum + r.jobs[k]
+      sample("lua_scheduler_listener_duration_seconds_bucket", r.name, ',le="' .. number(le) .. '"', sum)
+    end
+    sum = sum + r.jobs[#bounds + 1]
+    sample("lua_scheduler_listener_duration_seconds_bucket", r.name, ',le="+Inf"', sum)
+    sample("lua_scheduler_listener_duration_seconds_sum", r.name, nil, r.seconds)
+    sample("lua_scheduler_listener_duration_seconds_count", r.name, nil, sum)
   end
   return table.concat(out)
 end
