@@ -884,9 +884,9 @@ COMMANDS.metrics = {
   synopsis = { "metrics" },
   description = [[
 Prints the scheduler's metrics in Prometheus' text format, once: jobs by
-name and state, the oldest due job's lateness, paused names, and the
+name and state, the oldest due job's lateness, paused names, the
 completed and failed totals of every worker of the database (counters kept
-in the database).  For a textfile collector or a scrape through a wrapper;
+in the database), and the listeners' durations as history keeps them.  For a textfile collector or a scrape through a wrapper;
 `web` serves the same text on /metrics.]],
   options = { DATABASE },
   run = function(o)
