@@ -229,5 +229,8 @@ describe("metrics", function()
     r = cli.exec({ "metrics", "--database", "sqlite:/nonexistent-dir/x.db" })
     assert.equals(1, r.code, cli.describe(r))
     assert.equals("", r.out)
+    -- render raises the API's error (the web server answers 503 with it)
+    local bad = helper.new { database = "sqlite:/nonexistent-dir/x.db" }
+    helper.raises(function() metrics.render(bad) end, "scheduler: stats:")
   end)
 end)

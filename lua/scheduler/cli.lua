@@ -891,9 +891,9 @@ in the database), and the listeners' durations as history keeps them.  For a tex
   options = { DATABASE },
   run = function(o)
     local db = open_db(o)
-    local body, err = require("scheduler.metrics").render(db:api())
+    local ok, body = pcall(require("scheduler.metrics").render, db:api())
     db:close()
-    if not body then failure(errors.strip(tostring(err))) end
+    if not ok then failure(errors.strip(tostring(body))) end
     out(body)
   end,
 }

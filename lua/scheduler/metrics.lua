@@ -5,7 +5,8 @@
 -- cron job) exports the same figures for every worker of the database.
 --
 --   local metrics = require "scheduler.metrics"
---   local text, err = metrics.render(s)   -- s: a scheduler instance
+--   local text = metrics.render(s)   -- s: a scheduler instance; raises if
+--                                    -- the database cannot be read
 --
 -- What it exports, per job name (label `name`):
 --   lua_scheduler_jobs{state}                          gauge: the queue
@@ -44,15 +45,17 @@ local function number(v)
 end
 
 --- The metrics of the database `s` (a scheduler instance) uses, as one
--- string; or nil, err when the database cannot be read.
+-- string.  Raises the API's error ("scheduler: stats: ...", no
+-- credentials in it) when the database cannot be read: a scrape must
+-- fail rather than export nothing (the web server answers 503).
 function metrics.render(s)
   local stats, err = s:stats()
-  if not stats then return nil, err end
+  if not stats then error(err, 0) end
   local totals
   totals, err = s:totals()
-  if not totals then return nil, err end
+  if not totals then error(err, 0) end
   local durations, bounds = s:durations()
-  if not durations then return nil, bounds end
+  if not durations then error(bounds, 0) end
   local out = {}
   local function add(...)
     for i = 1, select("#", ...) do out[#out + 1] = select(i, ...) end
