@@ -861,6 +861,58 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* s:totals() -> rows | nil, err.  Each row: {name, done, failed}: jobs
+ * completed and failed for good ever (store.h, totals); {} when the
+ * store keeps none. */
+static int l_totals(lua_State *L) {
+  core *c = check_store(L);
+  store_total *rows = NULL;
+  size_t n = 0;
+  if (c->st->ops->totals && c->st->ops->totals(c->st, &rows, &n) != STORE_OK)
+    return fail(L, "totals", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 3);
+    set_string(L, "name", rows[i].name, rows[i].name_len);
+    set_integer(L, "done", rows[i].done);
+    set_integer(L, "failed", rows[i].failed);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* s:durations() -> rows, bounds | nil, err.  Each row: {name, jobs =
+ * {count per bucket, DURATION_BUCKETS + 1 of them: not cumulative},
+ * seconds}; bounds: the buckets' upper bounds (store.h, durations); {}
+ * when the store keeps none. */
+static int l_durations(lua_State *L) {
+  core *c = check_store(L);
+  store_duration *rows = NULL;
+  size_t n = 0;
+  if (c->st->ops->durations && c->st->ops->durations(c->st, &rows, &n) != STORE_OK)
+    return fail(L, "durations", store_error(c->st));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 3);
+    set_string(L, "name", rows[i].name, rows[i].name_len);
+    lua_createtable(L, DURATION_BUCKETS + 1, 0);
+    for (int k = 0; k <= DURATION_BUCKETS; k++) {
+      lua_pushinteger(L, (lua_Integer)rows[i].jobs[k]);
+      lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, "jobs");
+    set_number(L, "seconds", rows[i].seconds);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  static const double bounds[DURATION_BUCKETS] = DURATION_BOUNDS_INIT;
+  lua_createtable(L, DURATION_BUCKETS, 0);
+  for (int k = 0; k < DURATION_BUCKETS; k++) {
+    lua_pushnumber(L, bounds[k]);
+    lua_rawseti(L, -2, k + 1);
+  }
+  return 2;
+}
+
 /* s:retry_failed([name]) -> retried, skipped | nil, err */
 static int l_retry_failed(lua_State *L) {
   core *c = check_store(L);
@@ -1038,7 +1090,7 @@ static const luaL_Reg core_methods[] = {
     {"running", l_running},   {"abandon", l_abandon}, {"close", l_close},
     {"db_now", l_db_now},     {"cron_put", l_cron_put}, {"cron_remove", l_cron_remove},
     {"crons", l_crons},       {"cron_fire", l_cron_fire}, {"jobs", l_jobs},
-    {"stats", l_stats},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
+    {"stats", l_stats},       {"totals", l_totals}, {"durations", l_durations},       {"retry_failed", l_retry_failed}, {"remove", l_remove},
     {"pause", l_pause}, {"paused", l_paused}, {"history", l_history}, {"prune", l_prune},
     {"limit", l_limit}, {"limits", l_limits},
     {"schema_version", l_schema_version}, {NULL, NULL}};

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,6 +16,15 @@
 /* A listener still running this long after its time limit is blocked
  * outside Lua: the count hook (dispatch.c) stops Lua code at once. */
 #define OVERRUN_GRACE 1.0
+
+/* A job of a held batch whose listener has run this long is marked as
+ * running in its batch's record (store_ops.running), so that others see it
+ * running: the thread looks this often while a batch is held, and a job
+ * it sees in hand at two looks in a row has run at least this long.  A
+ * listener that ends sooner is never marked: a drain of short jobs writes
+ * nothing more, and the thread wakes about 100 times a second (a few
+ * microseconds each) only while a batch is held. */
+#define RUNNING_AFTER 0.01
 
 struct heartbeat {
   pthread_t thread;
@@ -43,6 +53,22 @@ struct heartbeat {
   int writing;          /* the thread is writing outcomes (not under mu) */
   pthread_cond_t idle;  /* signalled when writing drops to 0 */
   double batch_start, last_renew;
+  unsigned long begun; /* heartbeat_begin calls: a new job in hand */
+  atomic_int in_job;   /* its listener runs (heartbeat_done clears it) */
+  /* the running mark (RUNNING_AFTER).  The heartbeat thread decides
+   * (it owns seen_*: the begun count and in_job it last saw, and when),
+   * and a thread of its own writes it (MARKER), so that a write that
+   * hangs (a network cut: up to tcp_user_timeout) never delays a settle,
+   * a renewal or a time limit.  Shared under mu: the mark wanted (id 0:
+   * none of that batch), the one made, and the marker's quit. */
+  unsigned long seen_begun;
+  int seen_in_job;
+  double seen_at;
+  store_claim mark_want, marked;
+  pthread_t marker;
+  pthread_cond_t mark_cv;
+  int marker_started, mark_quit;
+  store *mst;       /* the marker's own store (owned by it) */
   buf error;
 };
 
@@ -113,6 +139,62 @@ static void write_claims(heartbeat *hb, int release, size_t k, double lease) {
                  store_error(hb->st));
 }
 
+/* MARKER: the thread that writes the running mark (store_ops.running)
+ * that the heartbeat thread wants (hb->mark_want), with a store of its
+ * own.  A mark not made (the record not committed yet, or locked for a
+ * moment) is tried again RUNNING_AFTER later; one that fails is not
+ * (the mark is only for the eyes).  The mark of another batch is taken
+ * off first. */
+static void *marker_loop(void *arg) {
+  heartbeat *hb = arg;
+  double retry = 0;
+  pthread_mutex_lock(&hb->mu);
+  while (!hb->mark_quit) {
+    store_claim want = hb->mark_want, had = hb->marked;
+    int differs = want.id != had.id || (want.id && want.token != had.token);
+    double now = clock_mono();
+    if (!differs || now < retry) {
+      if (!differs) {
+        pthread_cond_wait(&hb->mark_cv, &hb->mu);
+      } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)((retry - now) * 1e9) + 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec += ts.tv_nsec / 1000000000L,
+                                       ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&hb->mark_cv, &hb->mu, &ts);
+      }
+      continue;
+    }
+    pthread_mutex_unlock(&hb->mu);
+    int done = 0, failed = 0;
+    buf err = BUF_INIT;
+    if (!hb->mst) hb->mst = store_open(hb->database, &err);
+    if (!hb->mst || !hb->mst->ops->running) {
+      done = 1; /* nothing to mark with */
+    } else {
+      if (had.id && had.token != want.token) {
+        store_claim none = {0, had.token};
+        failed = hb->mst->ops->running(hb->mst, &none, none.token, &done) != STORE_OK;
+        had.id = 0; /* gone with its batch, or taken off */
+      }
+      if (!failed && want.id == had.id) {
+        done = 1;
+      } else if (!failed) {
+        failed = hb->mst->ops->running(hb->mst, &want, want.token, &done) != STORE_OK;
+      }
+      if (failed) done = 1; /* not again and again */
+    }
+    if (failed) record_error(hb, "marking a job running: ", store_error(hb->mst));
+    buf_free(&err);
+    pthread_mutex_lock(&hb->mu);
+    if (done) hb->marked = want;
+    else retry = clock_mono() + RUNNING_AFTER;
+  }
+  pthread_mutex_unlock(&hb->mu);
+  return NULL;
+}
+
 /* Wait on the condition (hb->mu held) for about `wait` seconds. */
 static void wait_for(heartbeat *hb, double wait) {
   if (wait < 0.001) wait = 0.001;
@@ -165,7 +247,28 @@ static void *main_loop(void *arg) {
         settle_locked(hb, 1);
         continue;
       }
-      wait_for(hb, hb->batch_start + hb->release_after - now);
+      double wake = hb->batch_start + hb->release_after;
+      if (hb->n > 0) {
+        int in_job = atomic_load_explicit(&hb->in_job, memory_order_relaxed);
+        if (hb->begun != hb->seen_begun || in_job != hb->seen_in_job)
+          hb->seen_begun = hb->begun, hb->seen_in_job = in_job, hb->seen_at = now;
+        /* once what the worker does has lasted RUNNING_AFTER (see there):
+         * the job in hand, whose listener runs, is marked; or no job, when
+         * it waits between jobs.  Until then the mark stays as it was: a
+         * job that follows a marked one replaces its mark (one write) */
+        store_claim want = {0, hb->claims[hb->current].token};
+        if (in_job && hb->current < hb->released_from) want.id = hb->claims[hb->current].id;
+        if (now - hb->seen_at >= RUNNING_AFTER &&
+            (hb->mark_want.id != want.id || hb->mark_want.token != want.token)) {
+          if (!hb->marker_started && want.id) {
+            hb->marker_started = pthread_create(&hb->marker, NULL, marker_loop, hb) == 0;
+          }
+          hb->mark_want = want;
+          pthread_cond_signal(&hb->mark_cv);
+        }
+        if (now + RUNNING_AFTER < wake) wake = now + RUNNING_AFTER;
+      }
+      wait_for(hb, wake - now);
       continue;
     }
     if (!hb->overrun && now >= hb->job_deadline) {
@@ -251,6 +354,7 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_mutex_init(&hb->mu, NULL);
   pthread_cond_init(&hb->cv, &ca);
+  pthread_cond_init(&hb->mark_cv, &ca);
   pthread_cond_init(&hb->idle, NULL);
   pthread_condattr_destroy(&ca);
   hb->job_deadline = INFINITY;
@@ -258,6 +362,7 @@ heartbeat *heartbeat_start(const char *database, double lease, double release_af
   if (e != 0) {
     buf_printf(err, "cannot start the heartbeat thread: %s", strerror(e));
     pthread_cond_destroy(&hb->idle);
+    pthread_cond_destroy(&hb->mark_cv);
     pthread_cond_destroy(&hb->cv);
     pthread_mutex_destroy(&hb->mu);
     free(hb->database);
@@ -274,8 +379,17 @@ void heartbeat_stop(heartbeat *hb) {
   pthread_cond_signal(&hb->cv);
   pthread_mutex_unlock(&hb->mu);
   pthread_join(hb->thread, NULL);
+  /* the marker: started by the thread, which is gone (no race on
+   * marker_started); it may first finish a write in progress */
+  pthread_mutex_lock(&hb->mu);
+  hb->mark_quit = 1;
+  pthread_cond_signal(&hb->mark_cv);
+  pthread_mutex_unlock(&hb->mu);
+  if (hb->marker_started) pthread_join(hb->marker, NULL);
+  store_close(hb->mst);
   store_close(hb->st);
   pthread_cond_destroy(&hb->idle);
+  pthread_cond_destroy(&hb->mark_cv);
   pthread_cond_destroy(&hb->cv);
   pthread_mutex_destroy(&hb->mu);
   buf_free(&hb->error);
@@ -322,6 +436,8 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   int ok = i < hb->released_from;
   if (ok) {
     hb->current = i;
+    hb->begun++;
+    atomic_store_explicit(&hb->in_job, 1, memory_order_relaxed);
     hb->overrun = 0;
     hb->job_limit = timeout;
     hb->job_deadline = timeout > 0 ? clock_mono() + timeout + OVERRUN_GRACE : INFINITY;
@@ -329,6 +445,10 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   }
   pthread_mutex_unlock(&hb->mu);
   return ok;
+}
+
+void heartbeat_done(heartbeat *hb) {
+  atomic_store_explicit(&hb->in_job, 0, memory_order_relaxed);
 }
 
 size_t heartbeat_cut(heartbeat *hb, size_t i) {
@@ -347,6 +467,7 @@ void heartbeat_end(heartbeat *hb) {
   hb->outcomes = NULL;
   hb->job_deadline = INFINITY;
   hb->n = hb->released_from = 0;
+  atomic_store_explicit(&hb->in_job, 0, memory_order_relaxed);
   pthread_mutex_unlock(&hb->mu);
 }
 

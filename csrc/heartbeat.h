@@ -61,6 +61,11 @@ void heartbeat_settle(heartbeat *hb);
  * (and with it every later one).  timeout: its listener's time limit in
  * seconds (0: none). */
 int heartbeat_begin(heartbeat *hb, size_t i, double timeout);
+/* The listener of the job begun last has returned (the running mark is
+ * for a job whose listener runs, not one whose outcome waits for the
+ * database: see RUNNING_AFTER in heartbeat.c).  A relaxed atomic store:
+ * nothing on the job's path. */
+void heartbeat_done(heartbeat *hb);
 /* No job from index i on will start (stop() was called): the thread will
  * hand back nothing more.  Returns the index from which the thread already
  * handed jobs back (>= i); the caller hands back [i, that index) itself. */

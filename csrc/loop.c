@@ -352,6 +352,7 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     double t0 = clock_mono();
     status = dispatch_job(r->L, c, r->env, r->handler, &jobs[i], limit, &c->outcomes[i]);
     double took = clock_mono() - t0;
+    heartbeat_done(r->hb);
     /* before batch_next moves past it: then a settle may record it */
     c->outcomes[i].keep = keep, c->outcomes[i].started_at = wall, c->outcomes[i].duration = took;
     r->batch_next = i + 1;

@@ -194,6 +194,31 @@ typedef struct store_history {
   double kept_until; /* pruned after this (database clock) */
 } store_history;
 
+/* The counters of one job name (store_ops.totals): jobs completed and
+ * jobs failed for good, since the database was made (or since these
+ * counters were: the schema migration that added them).  They only grow:
+ * the rows that hold them are merged, never dropped. */
+typedef struct store_total {
+  const char *name;
+  size_t name_len;
+  long long done, failed;
+} store_total;
+
+/* The listener durations of one job name (store_ops.durations), as a
+ * histogram: jobs[k] ran at most DURATION_BOUNDS[k] seconds and more than
+ * the bound before (jobs[DURATION_BUCKETS]: longer than the last bound);
+ * seconds: their total.  Counted from history (store_outcome.keep), and
+ * only grows. */
+#define DURATION_BUCKETS 14
+#define DURATION_BOUNDS_INIT \
+  {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+typedef struct store_duration {
+  const char *name;
+  size_t name_len;
+  long long jobs[DURATION_BUCKETS + 1];
+  double seconds;
+} store_duration;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -430,6 +455,29 @@ typedef struct store_ops {
   int (*limits)(store *s, const char *const **names, const size_t **lens,
                 const long long **concurrency, const char *const **by, const size_t **by_lens,
                 size_t *n);
+  /* Optional (NULL: none).  Per job name, in name order: the jobs
+   * completed and failed for good so far (store_total), for metrics.
+   * Memory valid until the next call. */
+  int (*totals)(store *s, store_total **rows, size_t *n);
+  /* Optional (NULL: held claims are not shown running).  Job `job` of a
+   * held batch (store_ops.held; its token is the batch's) is the one its
+   * worker is running (job->id 0: none of that batch is), so that get,
+   * list and stats show it as running, with the worker, while the batch's
+   * transaction holds it (other connections see its row as waiting).
+   * Called by the worker's heartbeat thread on its own store, only for a
+   * listener that has run for a moment (RUNNING_AFTER in heartbeat.c), so
+   * jobs that run shorter cost nothing.  Never waits for a lock: *done
+   * = 0 when the batch's record is not there (not committed yet, or the
+   * batch has ended) or is locked (the caller tries again later). */
+  int (*running)(store *s, const store_claim *job, int64_t batch, int *done);
+  /* Optional (NULL: none).  Per job name, in name order: how long the
+   * listeners of the jobs history kept ran (store_duration), counted once
+   * per job that started, whatever history keeps since.  It first counts
+   * the history rows not counted yet (a short write: a few thousand
+   * rows at most per call, skipping rows another counter has locked),
+   * so a row pruned before any call was never counted.  Memory valid until
+   * the next call. */
+  int (*durations)(store *s, store_duration **rows, size_t *n);
 } store_ops;
 
 /* A worker with history on prunes (PRUNE_BATCH) every PRUNE_EVERY

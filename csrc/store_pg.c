@@ -296,6 +296,46 @@ static const char *const migrations[] = {
     "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name GROUP BY 1) r"
     "   WHERE l.name = ANY (names) AND l.by IS NOT NULL;"
     " END $f$;",
+    /* 14: counters for metrics (store.h, totals).  Completions: pruned
+     * rows are merged into '-infinity' rows instead of dropped (see
+     * COUNT_DONE), so their sum is the count ever (bigint: it outgrows an
+     * integer).  Failures: a row per job that fails for good (its last
+     * attempt, or the crash rule's), added by triggers rather than by
+     * each statement that fails jobs (held batches write them back with
+     * an INSERT, leases and the rescue with an UPDATE); failing is rare,
+     * and WHEN keeps the trigger from running for any other row.
+     * totals merges them as completions are.  batches.running: the job
+     * of a held batch whose listener has run for a moment, set by the
+     * worker's heartbeat thread (see RUNNING in store_pg_crash.c): what
+     * job(), jobs() and stats() show as running. */
+    "ALTER TABLE scheduler.completions ALTER COLUMN jobs TYPE bigint;"
+    "CREATE TABLE scheduler.failures ("
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  name text NOT NULL,"
+    "  jobs bigint NOT NULL"
+    ");"
+    "CREATE FUNCTION scheduler.count_failure() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO scheduler.failures (name, jobs) VALUES (NEW.name, 1); RETURN NULL;"
+    " END $$;"
+    "CREATE TRIGGER jobs_failed AFTER UPDATE OF state ON scheduler.jobs FOR EACH ROW"
+    "  WHEN (NEW.state = 'failed' AND OLD.state <> 'failed')"
+    "  EXECUTE FUNCTION scheduler.count_failure();"
+    "CREATE TRIGGER jobs_failed_insert AFTER INSERT ON scheduler.jobs FOR EACH ROW"
+    "  WHEN (NEW.state = 'failed') EXECUTE FUNCTION scheduler.count_failure();"
+    "ALTER TABLE scheduler.batches ADD COLUMN running bigint;"
+    /* listener durations for metrics (store.h, durations), counted from
+     * history rows once each (counted), and kept apart from them, so
+     * that pruning history takes nothing from the counts; their rows are
+     * merged as completions' are */
+    "ALTER TABLE scheduler.history ADD COLUMN counted boolean NOT NULL DEFAULT false;"
+    "CREATE INDEX history_uncounted ON scheduler.history (finished_at) WHERE NOT counted;"
+    "CREATE TABLE scheduler.durations ("
+    "  at timestamptz NOT NULL DEFAULT now(),"
+    "  name text NOT NULL,"
+    "  bucket integer NOT NULL,"
+    "  jobs bigint NOT NULL,"
+    "  seconds float8 NOT NULL"
+    ");",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -764,6 +804,10 @@ static void pg_destroy(store *s) {
   clear(&p->cron_rows);
   clear(&p->listed);
   clear(&p->counted);
+  clear(&p->totaled);
+  free(p->totals);
+  clear(&p->timed);
+  free(p->durations);
   clear(&p->paused);
   free(p->paused_names);
   free(p->paused_lens);
@@ -832,6 +876,9 @@ static const store_ops pg_ops = {
     .prune = pg_prune,
     .limit = pg_limit,
     .limits = pg_limits,
+    .totals = pg_totals,
+    .running = pg_running,
+    .durations = pg_durations,
 };
 
 /* Append s[0, n) and a NUL to the list b, if it is not empty.  0 or -1. */

@@ -437,6 +437,39 @@ int pg_record_batch(pg_store *p, const batch *b) {
   return rc;
 }
 
+/* RUNNING.  Other connections see the jobs of a held batch as waiting
+ * (the claim's delete is not committed), so the job whose listener runs
+ * would read as "scheduled ... late" and count as due.  The worker's
+ * heartbeat thread, on its own connection, marks it in the batch's
+ * record once its listener has run for a moment (heartbeat.c,
+ * RUNNING_AFTER), and get, list and stats show the job a record names as
+ * running, with the record's worker.  Nothing is written for a job that
+ * ends sooner, so the claim's path costs nothing more.  The record goes
+ * with the commit that ends the batch (or with a settle, which leases the
+ * job: running from its row then).  SKIP LOCKED: the claim transaction
+ * deletes the record before its commit, and the record connection marks
+ * it as run when the next batch starts; a mark never waits for either
+ * (the thread tries again at its next look).  Asynchronous commit: an
+ * unlogged table, and a mark lost in a crash is moot. */
+static const pg_query pgq_running = {Q_RUNNING, "scheduler_running", 2,
+    "UPDATE scheduler.batches SET running = $2::bigint FROM (SELECT " ASYNC_COMMIT ") a"
+    " WHERE ctid = (SELECT b.ctid FROM scheduler.batches b WHERE b.token = $1::bigint"
+    "  FOR UPDATE SKIP LOCKED)"};
+
+int pg_running(store *s, const store_claim *job, int64_t batch, int *done) {
+  char token[32], id[32];
+  snprintf(token, sizeof token, "%lld", (long long)batch);
+  snprintf(id, sizeof id, "%lld", (long long)job->id);
+  const char *values[2] = {token, job->id ? id : NULL};
+  PGresult *r = NULL;
+  *done = 0;
+  int rc = pg_run(PG(s), &pgq_running, values, &r);
+  if (rc) return rc;
+  *done = atoi(PQcmdTuples(r)) > 0;
+  PQclear(r);
+  return STORE_OK;
+}
+
 /* The claim transaction is gone while this worker lives: drop the records
  * of its batches (nothing crashed; their jobs simply run again).  If that
  * fails too, another worker's rescue will quarantine them, which is safe. */

@@ -93,6 +93,90 @@ static const pg_query pgq_prune = {Q_PRUNE, "scheduler_prune", 1,
     "  SELECT ctid FROM scheduler.history WHERE kept_until < now()"
     "  ORDER BY kept_until LIMIT $1 FOR UPDATE SKIP LOCKED))"};
 
+/* Count the history rows not counted yet into scheduler.durations (see
+ * store.h, durations; migration 14): the jobs that started, by name and
+ * bucket ($1 the number of bounds, $2 the bounds negated, ascending:
+ * $1 - width_bucket(-d, $2) is the number of bounds below d, so a
+ * duration equal to a bound is in that bound's bucket, as Prometheus'
+ * "le" says), skipping rows another counter has locked; and merge the
+ * rows durations holds into one per name and bucket (dated '-infinity'),
+ * as COUNT_DONE merges completions. */
+static const pg_query pgq_durations_count = {Q_DURATIONS_COUNT, NULL, 2,
+    "WITH r AS (UPDATE scheduler.history h SET counted = true WHERE h.ctid = ANY (ARRAY("
+    "  SELECT c.ctid FROM scheduler.history c WHERE NOT c.counted LIMIT 2000"
+    "  FOR UPDATE SKIP LOCKED)) RETURNING h.jobs),"
+    " e AS (SELECT v->>1 AS name, (v->>8)::float8 AS d"
+    "  FROM r, json_array_elements(r.jobs::json) AS v WHERE v->>7 IS NOT NULL),"
+    " f AS (INSERT INTO scheduler.durations (name, bucket, jobs, seconds)"
+    "  SELECT name, $1::integer - width_bucket(-d, $2::float8[]), count(*), sum(d)"
+    "  FROM e GROUP BY 1, 2 RETURNING 1),"
+    " old AS MATERIALIZED (SELECT c.ctid FROM scheduler.durations c"
+    "  WHERE c.at > '-infinity' LIMIT 10000 FOR UPDATE SKIP LOCKED),"
+    " m AS (DELETE FROM scheduler.durations WHERE ctid = ANY (ARRAY("
+    "  SELECT old.ctid FROM old UNION ALL SELECT x.ctid FROM (SELECT c.ctid"
+    "  FROM scheduler.durations c WHERE c.at = '-infinity' AND EXISTS (SELECT 1 FROM old)"
+    "  LIMIT 10000 FOR UPDATE SKIP LOCKED) x)) RETURNING name, bucket, jobs, seconds)"
+    " INSERT INTO scheduler.durations (at, name, bucket, jobs, seconds)"
+    " SELECT '-infinity', name, bucket, sum(jobs), sum(seconds) FROM m GROUP BY name, bucket"};
+
+static const pg_query pgq_durations = {Q_DURATIONS, NULL, 0,
+    "SELECT name, bucket, sum(jobs), sum(seconds) FROM scheduler.durations"
+    " GROUP BY name, bucket ORDER BY name, bucket"};
+
+int pg_durations(store *s, store_duration **out, size_t *n) {
+  pg_store *p = PG(s);
+  *out = NULL;
+  *n = 0;
+  static const double bounds[DURATION_BUCKETS] = DURATION_BOUNDS_INIT;
+  char count[16];
+  buf neg = BUF_INIT;
+  int err = buf_addc(&neg, '{');
+  for (int k = DURATION_BUCKETS - 1; k >= 0; k--)
+    err |= buf_printf(&neg, "%s%.17g", k == DURATION_BUCKETS - 1 ? "" : ",", -bounds[k]);
+  err |= buf_addc(&neg, '}');
+  if (err) {
+    buf_free(&neg);
+    return store_fail(s, STORE_NOMEM, "counting durations: not enough memory");
+  }
+  snprintf(count, sizeof count, "%d", DURATION_BUCKETS);
+  const char *values[2] = {count, buf_cstr(&neg)};
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_durations_count, values, &r);
+  buf_free(&neg);
+  if (rc) return rc;
+  PQclear(r);
+  if ((rc = pg_run(p, &pgq_durations, NULL, &r))) return rc;
+  /* one row per name and bucket, in name order: one store_duration per name */
+  int rows = PQntuples(r);
+  size_t names = 0;
+  for (int i = 0; i < rows; i++)
+    if (i == 0 || strcmp(PQgetvalue(r, i, 0), PQgetvalue(r, i - 1, 0)) != 0) names++;
+  if (reserve((void **)&p->durations, &p->durations_cap, names, sizeof *p->durations)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "reading durations: not enough memory");
+  }
+  size_t at = 0;
+  for (int i = 0; i < rows; i++) {
+    if (i == 0 || strcmp(PQgetvalue(r, i, 0), PQgetvalue(r, i - 1, 0)) != 0) {
+      store_duration *x = &p->durations[at++];
+      memset(x, 0, sizeof *x);
+      x->name = PQgetvalue(r, i, 0);
+      x->name_len = (size_t)PQgetlength(r, i, 0);
+    }
+    store_duration *x = &p->durations[at - 1];
+    long long b = parse_int(PQgetvalue(r, i, 1));
+    if (b < 0) b = 0;
+    if (b > DURATION_BUCKETS) b = DURATION_BUCKETS;
+    x->jobs[b] += parse_int(PQgetvalue(r, i, 2));
+    x->seconds += strtod(PQgetvalue(r, i, 3), NULL);
+  }
+  clear(&p->timed);
+  p->timed = r;
+  *out = p->durations;
+  *n = at;
+  return STORE_OK;
+}
+
 /* The state outcome x leaves in history, or NULL (none: not finished, or
  * history not asked for). */
 const char *pg_history_state(const store_outcome *x) {

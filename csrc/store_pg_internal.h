@@ -59,6 +59,7 @@ enum {
   Q_LIMIT, Q_UNLIMIT, Q_LIMITS,
   /* store_pg_claim.c (concurrency limits) */
   Q_CLAIM_LIMITED,
+  Q_TOTALS, Q_RUNNING, Q_DURATIONS_COUNT, Q_DURATIONS,
   Q_COUNT
 };
 _Static_assert(Q_COUNT <= 64, "pg_store.prepared has a bit per query");
@@ -109,12 +110,25 @@ extern const pg_query pgq_history_put, pgq_history_leased; /* store_pg_history.c
  * and prune the old ones (migration 3).  Counted by the statements that
  * end jobs rather than by a trigger on DELETE: cancel() deletes jobs too,
  * and a held batch deletes its jobs when it claims them. */
+/* The pruned rows are not lost: they are merged into rows dated
+ * '-infinity' (one per name, with the merged rows the prune found unlocked,
+ * in the same statement), so that the sum of a name's rows is the count
+ * of its completions ever (store_ops.totals: metrics' counter) and never
+ * goes down.  The merge runs only when the prune found rows (nothing more
+ * to write otherwise); several workers merging at once each leave a row,
+ * merged again later. */
 #define COUNT_DONE                                                                           \
   ", counted AS (INSERT INTO scheduler.completions (name, jobs)"                             \
   "  SELECT name, jobs FROM done_counts RETURNING 1),"                                       \
+  " old AS MATERIALIZED (SELECT c.ctid FROM scheduler.completions c"                         \
+  "  WHERE c.at < now() - interval '2 minutes' AND c.at > '-infinity'"                       \
+  "  LIMIT 1000 FOR UPDATE SKIP LOCKED),"                                                    \
   " pruned AS (DELETE FROM scheduler.completions WHERE ctid = ANY (ARRAY("                   \
-  "  SELECT c.ctid FROM scheduler.completions c WHERE c.at < now() - interval '2 minutes'"  \
-  "  LIMIT 1000 FOR UPDATE SKIP LOCKED)))"
+  "  SELECT old.ctid FROM old UNION ALL SELECT m.ctid FROM (SELECT c.ctid"                   \
+  "  FROM scheduler.completions c WHERE c.at = '-infinity' AND EXISTS (SELECT 1 FROM old)"   \
+  "  LIMIT 100 FOR UPDATE SKIP LOCKED) m)) RETURNING name, jobs),"                           \
+  " merged AS (INSERT INTO scheduler.completions (at, name, jobs)"                           \
+  "  SELECT '-infinity', name, sum(jobs) FROM pruned GROUP BY name RETURNING 1)"
 
 /* ------------------------------------------------------------------ */
 /* The store                                                           */
@@ -221,6 +235,13 @@ typedef struct pg_store {
   size_t rows_cap;
   store_stat *stats;
   size_t stats_cap;
+  /* what totals returns points into */
+  PGresult *totaled;
+  store_total *totals;
+  size_t totals_cap;
+  PGresult *timed; /* what durations returns points into */
+  store_duration *durations;
+  size_t durations_cap;
   /* what paused_names returns points into */
   PGresult *paused;
   const char **paused_names;
@@ -456,6 +477,9 @@ typedef struct pg_filter_params {
 void pg_filter(const store_filter *f, pg_filter_params *out);
 int pg_list(store *s, const store_filter *f, store_job_row **out, size_t *n, double *db_now);
 int pg_stats(store *s, store_stat **out, size_t *n);
+int pg_totals(store *s, store_total **out, size_t *n);
+int pg_running(store *s, const store_claim *job, int64_t batch, int *done);
+int pg_durations(store *s, store_duration **out, size_t *n);
 int pg_retry_failed(store *s, const char *name, size_t name_len, size_t *retried,
                     size_t *skipped);
 int pg_remove(store *s, const store_removal *r, size_t *removed);

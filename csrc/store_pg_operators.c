@@ -14,9 +14,21 @@
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
+/* A job of a held batch whose record marks it running (see RUNNING in
+ * store_pg_crash.c) reads as running, by the record's worker, its
+ * attempt counted (as a lease's is), although its row, as other
+ * connections see it, is waiting: HELD_RUNNING joins the marks (b.worker
+ * NULL: none) to the jobs j. */
+#define HELD_RUNNING                                                                         \
+  " LEFT JOIN (SELECT DISTINCT ON (m.running) m.running, m.worker FROM scheduler.batches m"  \
+  "  WHERE m.running IS NOT NULL) b ON b.running = j.id AND j.state = 'scheduled'"
+#define STATE_SHOWN "CASE WHEN b.worker IS NULL THEN j.state ELSE 'running' END"
+#define ATTEMPT_SHOWN "j.attempt + CASE WHEN b.worker IS NULL THEN 0 ELSE 1 END"
+
 static const pg_query pgq_get = {Q_GET, "scheduler_get", 1,
-    "SELECT id, name, payload, extract(epoch FROM run_at), attempt, max_attempts,"
-    " key, priority, state, last_error FROM scheduler.jobs WHERE id = $1"};
+    "SELECT j.id, j.name, j.payload, extract(epoch FROM j.run_at), " ATTEMPT_SHOWN ","
+    " j.max_attempts, j.key, j.priority, " STATE_SHOWN ", j.last_error"
+    " FROM scheduler.jobs j" HELD_RUNNING " WHERE j.id = $1"};
 
 static const pg_query pgq_retry = {Q_RETRY, "scheduler_retry", 1,
     "WITH r AS (UPDATE scheduler.jobs SET state = 'scheduled', run_at = now(),"
@@ -26,31 +38,39 @@ static const pg_query pgq_retry = {Q_RETRY, "scheduler_retry", 1,
 
 /* $1 state, $2 name, $3 id, $4 limit (NULL: none).  The outer one-row
  * select makes an empty result still carry the database clock (a row
- * whose id is NULL). */
+ * whose id is NULL).  A held job marked running is listed as running, by
+ * its record's worker, without a lease (HELD_RUNNING). */
 static const pg_query pgq_list = {Q_LIST, NULL, 4,
     "SELECT extract(epoch FROM n.now), j.id, j.name, j.state,"
     " extract(epoch FROM j.run_at), j.attempt, j.max_attempts, j.priority, j.key,"
     " j.locked_by, extract(epoch FROM j.locked_until),"
     " extract(epoch FROM j.created_at), j.last_error, j.payload"
     " FROM (SELECT now()) AS n(now) LEFT JOIN LATERAL ("
-    "  SELECT * FROM scheduler.jobs"
-    "  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)"
-    "    AND ($3::bigint IS NULL OR id = $3)"
-    "  ORDER BY run_at, id LIMIT $4::bigint) AS j ON true"};
+    "  SELECT j.id, j.name, " STATE_SHOWN " AS state, j.run_at, " ATTEMPT_SHOWN " AS attempt,"
+    "   j.max_attempts, j.priority, j.key, coalesce(j.locked_by, b.worker) AS locked_by,"
+    "   j.locked_until, j.created_at, j.last_error, j.payload"
+    "  FROM scheduler.jobs j" HELD_RUNNING
+    /* (planned with the values: the first test keeps an index on state
+     * usable for 'failed') */
+    "  WHERE ($1::text IS NULL OR j.state = $1 OR ($1 = 'running' AND j.state = 'scheduled'))"
+    "    AND ($1::text IS NULL OR " STATE_SHOWN " = $1) AND ($2::text IS NULL OR j.name = $2)"
+    "    AND ($3::bigint IS NULL OR j.id = $3)"
+    "  ORDER BY j.run_at, j.id LIMIT $4::bigint) AS j ON true"};
 
-/* Per name: counts by state, how late the oldest due job is, and the
+/* Per name: counts by state (a held job marked running counts as running,
+ * not due: HELD_RUNNING), how late the oldest due job is, and the
  * completions of the last 60 seconds (names with none left included). */
 static const pg_query pgq_stats = {Q_STATS, "scheduler_stats", 0,
     "SELECT coalesce(j.name, d.name), coalesce(j.due, 0), coalesce(j.later, 0),"
     " coalesce(j.running, 0), coalesce(j.failed, 0), j.late, coalesce(d.done, 0)"
-    " FROM (SELECT name,"
-    "  count(*) FILTER (WHERE state = 'scheduled' AND run_at <= now()) AS due,"
-    "  count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS later,"
-    "  count(*) FILTER (WHERE state = 'running') AS running,"
-    "  count(*) FILTER (WHERE state = 'failed') AS failed,"
-    "  extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'scheduled'"
-    "    AND run_at <= now())) AS late"
-    "  FROM scheduler.jobs GROUP BY name) AS j"
+    " FROM (SELECT j.name,"
+    "  count(*) FILTER (WHERE " STATE_SHOWN " = 'scheduled' AND j.run_at <= now()) AS due,"
+    "  count(*) FILTER (WHERE " STATE_SHOWN " = 'scheduled' AND j.run_at > now()) AS later,"
+    "  count(*) FILTER (WHERE " STATE_SHOWN " = 'running') AS running,"
+    "  count(*) FILTER (WHERE j.state = 'failed') AS failed,"
+    "  extract(epoch FROM now() - min(j.run_at) FILTER (WHERE " STATE_SHOWN " = 'scheduled'"
+    "    AND j.run_at <= now())) AS late"
+    "  FROM scheduler.jobs j" HELD_RUNNING " GROUP BY j.name) AS j"
     " FULL JOIN (SELECT name, sum(jobs) AS done FROM scheduler.completions"
     "  WHERE at > now() - interval '60 seconds' GROUP BY name) AS d ON d.name = j.name"
     " ORDER BY 1"};
@@ -222,6 +242,50 @@ int pg_stats(store *s, store_stat **out, size_t *n) {
   clear(&p->counted);
   p->counted = r;
   *out = p->stats;
+  *n = rows;
+  return STORE_OK;
+}
+
+/* Per name: the completions and failures ever (store.h, totals): the
+ * sums of their rows.  It first merges the failures' rows (one per
+ * failure, see migration 14) into one per name, as COUNT_DONE merges
+ * completions, skipping rows another merge has locked; the sums read the
+ * snapshot before the merge, which has the same sums. */
+static const pg_query pgq_totals = {Q_TOTALS, NULL, 0,
+    "WITH old AS MATERIALIZED (SELECT f.ctid FROM scheduler.failures f"
+    "  WHERE f.at > '-infinity' LIMIT 10000 FOR UPDATE SKIP LOCKED),"
+    " merged AS (DELETE FROM scheduler.failures WHERE ctid = ANY (ARRAY("
+    "  SELECT old.ctid FROM old UNION ALL SELECT m.ctid FROM (SELECT f.ctid"
+    "  FROM scheduler.failures f WHERE f.at = '-infinity' AND EXISTS (SELECT 1 FROM old)"
+    "  LIMIT 1000 FOR UPDATE SKIP LOCKED) m)) RETURNING name, jobs),"
+    " kept AS (INSERT INTO scheduler.failures (at, name, jobs)"
+    "  SELECT '-infinity', name, sum(jobs) FROM merged GROUP BY name RETURNING 1)"
+    " SELECT coalesce(d.name, f.name), coalesce(d.n, 0), coalesce(f.n, 0)"
+    " FROM (SELECT name, sum(jobs) AS n FROM scheduler.completions GROUP BY name) d"
+    " FULL JOIN (SELECT name, sum(jobs) AS n FROM scheduler.failures GROUP BY name) f"
+    "  ON f.name = d.name ORDER BY 1"};
+
+int pg_totals(store *s, store_total **out, size_t *n) {
+  pg_store *p = PG(s);
+  *out = NULL;
+  *n = 0;
+  PGresult *r = NULL;
+  int rc = pg_run(p, &pgq_totals, NULL, &r);
+  if (rc) return rc;
+  size_t rows = (size_t)PQntuples(r);
+  if (reserve((void **)&p->totals, &p->totals_cap, rows, sizeof *p->totals)) {
+    PQclear(r);
+    return store_fail(s, STORE_NOMEM, "reading totals: not enough memory");
+  }
+  for (size_t i = 0; i < rows; i++) {
+    store_total *x = &p->totals[i];
+    x->name = value_or_null(r, (int)i, 0, &x->name_len);
+    x->done = parse_int(PQgetvalue(r, (int)i, 1));
+    x->failed = parse_int(PQgetvalue(r, (int)i, 2));
+  }
+  clear(&p->totaled);
+  p->totaled = r;
+  *out = p->totals;
   *n = rows;
   return STORE_OK;
 }

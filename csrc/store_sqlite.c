@@ -211,6 +211,41 @@ static const char *const migrations[] = {
      * field (PART reads it from the job at claim time).  turn: the
      * partition a claim took its last job from (round-robin from there). */
     "ALTER TABLE scheduler_limits ADD COLUMN by TEXT; ALTER TABLE scheduler_limits ADD COLUMN turn TEXT;",
+    /* 11: counters for metrics (store.h, totals).  Completions: the
+     * buckets older than two minutes are merged into the bucket of second
+     * 0 (one per name) instead of dropped, so a name's sum is its count
+     * ever.  Failures: a counter per name, which a trigger adds to when a
+     * job fails for good (every failure is an UPDATE here; WHEN keeps the
+     * trigger from running for any other row). */
+    "DROP TRIGGER scheduler_completions_prune;"
+    "CREATE TRIGGER scheduler_completions_prune AFTER INSERT ON scheduler_completions"
+    "  WHEN NEW.second > 0 BEGIN"
+    "  INSERT INTO scheduler_completions (second, name, jobs)"
+    "    SELECT 0, name, sum(jobs) FROM scheduler_completions"
+    "    WHERE second > 0 AND second < NEW.second - 120 GROUP BY name"
+    "    ON CONFLICT (second, name) DO UPDATE SET jobs = jobs + excluded.jobs;"
+    "  DELETE FROM scheduler_completions WHERE second > 0 AND second < NEW.second - 120;"
+    "END;"
+    "CREATE TABLE scheduler_failures ("
+    "  name TEXT PRIMARY KEY,"
+    "  jobs INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER scheduler_jobs_failed AFTER UPDATE OF state ON scheduler_jobs"
+    "  WHEN NEW.state = 'failed' AND OLD.state <> 'failed' BEGIN"
+    "  INSERT INTO scheduler_failures (name, jobs) VALUES (NEW.name, 1)"
+    "    ON CONFLICT (name) DO UPDATE SET jobs = jobs + 1;"
+    "END;"
+    /* listener durations (store.h, durations), counted from history rows
+     * once each, kept apart so that pruning takes nothing from them */
+    "ALTER TABLE scheduler_history ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX scheduler_history_uncounted ON scheduler_history (counted) WHERE counted = 0;"
+    "CREATE TABLE scheduler_durations ("
+    "  name TEXT NOT NULL,"
+    "  bucket INTEGER NOT NULL,"
+    "  jobs INTEGER NOT NULL,"
+    "  seconds REAL NOT NULL,"
+    "  PRIMARY KEY (name, bucket)"
+    ") WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -227,7 +262,8 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_COUNT
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN,
+  Q_TOTALS, Q_DURATIONS_COUNT, Q_DURATIONS_DONE, Q_DURATIONS, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
@@ -496,6 +532,32 @@ static const char *const queries[Q_COUNT] = {
     [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
                     " = (SELECT " PART("x", "?2") " FROM scheduler_jobs x WHERE x.id = ?3)",
+    /* per name: the completions and failures ever (migration 11) */
+    [Q_TOTALS] = "SELECT name, sum(done), sum(failed) FROM ("
+                 " SELECT name, jobs AS done, 0 AS failed FROM scheduler_completions"
+                 " UNION ALL SELECT name, 0, jobs FROM scheduler_failures)"
+                 " GROUP BY name ORDER BY name",
+    /* listener durations (store.h, durations; migration 11): the jobs of
+     * the history rows not counted yet that started, added by name and
+     * bucket (a duration equal to a bound is in that bound's bucket, as
+     * Prometheus' "le" says), then those rows marked counted */
+    [Q_DURATIONS_COUNT] = "INSERT INTO scheduler_durations (name, bucket, jobs, seconds)"
+                          " SELECT json_extract(e.value, '$[1]'), CASE"
+                          "  WHEN d <= 0.005 THEN 0 WHEN d <= 0.01 THEN 1 WHEN d <= 0.025 THEN 2"
+                          "  WHEN d <= 0.05 THEN 3 WHEN d <= 0.1 THEN 4 WHEN d <= 0.25 THEN 5"
+                          "  WHEN d <= 0.5 THEN 6 WHEN d <= 1 THEN 7 WHEN d <= 2.5 THEN 8"
+                          "  WHEN d <= 5 THEN 9 WHEN d <= 10 THEN 10 WHEN d <= 30 THEN 11"
+                          "  WHEN d <= 60 THEN 12 WHEN d <= 300 THEN 13 ELSE 14 END,"
+                          "  count(*), total(d)"
+                          " FROM (SELECT e.value, json_extract(e.value, '$[8]') AS d"
+                          "  FROM scheduler_history h, json_each(h.jobs) e"
+                          "  WHERE h.counted = 0 AND json_extract(e.value, '$[7]') IS NOT NULL) e"
+                          " WHERE true GROUP BY 1, 2"
+                          " ON CONFLICT (name, bucket) DO UPDATE SET jobs = jobs + excluded.jobs,"
+                          "  seconds = seconds + excluded.seconds",
+    [Q_DURATIONS_DONE] = "UPDATE scheduler_history SET counted = 1 WHERE counted = 0",
+    [Q_DURATIONS] = "SELECT name, bucket, jobs, seconds FROM scheduler_durations"
+                    " ORDER BY name, bucket",
 };
 
 /* ------------------------------------------------------------------ */
@@ -643,6 +705,11 @@ typedef struct sq_store {
   buf hist_json; /* finish: the claims history keeps (keep_history) */
   store_stat *stats;
   size_t stats_cap;
+  store_total *totals;
+  size_t totals_cap;
+  store_duration *durations;
+  size_t durations_cap;
+  arena dur_mem; /* the names durations returns */
   /* the paused names as last read (load_paused), sorted like names, and
    * paused_names's scratch */
   name_ref *paused;
@@ -2701,6 +2768,9 @@ static void sq_destroy(store *s) {
   free(q->crons);
   free(q->rows);
   free(q->stats);
+  free(q->totals);
+  free(q->durations);
+  arena_free(&q->dur_mem);
   free(q->hist);
   buf_free(&q->hist_json);
   free(q->done);
@@ -2887,6 +2957,89 @@ static int sq_stats(store *s, store_stat **out, size_t *n) {
     return fail(q, rc, "reading statistics");
   }
   *out = q->stats;
+  return STORE_OK;
+}
+
+/* A row of Q_TOTALS. */
+static void read_total(sqlite3_stmt *st, void *item, arena *a, int *oom) {
+  store_total *x = item;
+  x->name = col_text(st, 0, a, &x->name_len, oom);
+  x->done = sqlite3_column_int64(st, 1);
+  x->failed = sqlite3_column_int64(st, 2);
+  if (!x->name) *oom = 1;
+}
+
+static int sq_totals(store *s, store_total **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = sq_connect(s);
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_TOTALS, &rc);
+  if (!st) return fail(q, rc, "reading totals");
+  rc = read_rows(q, st, read_total, (void **)&q->totals, &q->totals_cap, sizeof *q->totals, n);
+  if (rc != SQLITE_OK) {
+    *n = 0;
+    return fail(q, rc, "reading totals");
+  }
+  *out = q->totals;
+  return STORE_OK;
+}
+
+/* Count the history rows not counted yet (one short write transaction),
+ * then read the counts: one store_duration per name. */
+static int sq_durations(store *s, store_duration **out, size_t *n) {
+  sq_store *q = SQ(s);
+  *out = NULL;
+  *n = 0;
+  int rc = begin_unsynced(q, "counting durations");
+  if (rc) return rc;
+  sqlite3_stmt *st = stmt(q, Q_DURATIONS_COUNT, &rc);
+  if (st) rc = run_write(q, st, NULL);
+  if (rc == SQLITE_OK && (st = stmt(q, Q_DURATIONS_DONE, &rc))) rc = run_write(q, st, NULL);
+  if (rc != SQLITE_OK) return fail(q, rc, "counting durations");
+  if ((rc = commit(q, "counting durations", 0)) != STORE_OK) return rc;
+  if (!(st = stmt(q, Q_DURATIONS, &rc))) return fail(q, rc, "reading durations");
+  arena_reset(&q->dur_mem);
+  size_t at = 0;
+  int oom = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    size_t len = (size_t)sqlite3_column_bytes(st, 0);
+    const unsigned char *name = sqlite3_column_text(st, 0);
+    if (!name) {
+      oom = 1;
+      break;
+    }
+    store_duration *x = at ? &q->durations[at - 1] : NULL;
+    if (!x || x->name_len != len || memcmp(x->name, name, len) != 0) {
+      if (at == q->durations_cap) {
+        size_t cap = q->durations_cap ? 2 * q->durations_cap : 16;
+        store_duration *p = realloc(q->durations, cap * sizeof *p);
+        if (!p) {
+          oom = 1;
+          break;
+        }
+        q->durations = p, q->durations_cap = cap;
+      }
+      x = &q->durations[at++];
+      memset(x, 0, sizeof *x);
+      if (!(x->name = arena_dup(&q->dur_mem, name, len))) {
+        oom = 1;
+        break;
+      }
+      x->name_len = len;
+    }
+    sqlite3_int64 b = sqlite3_column_int64(st, 1);
+    if (b < 0) b = 0;
+    if (b > DURATION_BUCKETS) b = DURATION_BUCKETS;
+    x->jobs[b] += sqlite3_column_int64(st, 2);
+    x->seconds += sqlite3_column_double(st, 3);
+  }
+  finish_stmt(st);
+  if (oom) return store_fail(s, STORE_NOMEM, "reading durations: not enough memory");
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return fail(q, rc, "reading durations");
+  *out = q->durations;
+  *n = at;
   return STORE_OK;
 }
 
@@ -3089,6 +3242,8 @@ static const store_ops sqlite_ops = {
     .prune = sq_prune,
     .limit = sq_limit_set,
     .limits = sq_limits,
+    .totals = sq_totals,
+    .durations = sq_durations,
 };
 
 /* The working directory (malloc'd), or NULL. */

@@ -30,7 +30,7 @@ return {
     r:check(first, "the slow job started", workers[1])
     if not first then return end
     -- leased once its batch is settled (after lease/4)
-    r:check(lib.wait_for(function() local j = s:job(slow); return j and j.state == "running" end, 5, 0.01),
+    r:check(lib.wait_for(function() return lib.leased(s, slow) end, 5, 0.01),
       "the slow job is leased")
     local holder, other = workers[1], workers[2]
     if first.pid ~= holder.pid then holder, other = other, holder end

@@ -37,6 +37,15 @@ end
 
 --- Poll pred() every `interval` s until it returns a truthy value or
 -- `timeout` s passed; returns its last result.
+--- Job `id`'s row as s:jobs() lists it when a worker holds it on a lease
+-- (its locked_until set), else nil: a job of a held batch reads as running
+-- once its listener has run 10 ms, without a lease.
+function lib.leased(s, id)
+  local rows = s:jobs { id = id }
+  local j = rows and rows[1]
+  if j and j.state == "running" and j.locked_until then return j end
+end
+
 function lib.wait_for(pred, timeout, interval)
   local deadline = lib.now() + timeout
   while true do

@@ -283,10 +283,7 @@ return {
     local long = assert(s:schedule(lib.JOB, { seq = 0, wait = hold, sleep = cut_len + 300 }))
     local a_run = lib.wait_for(function() return first_run(long) end, 20, 0.02)
     if not r:check(a_run ~= nil, "a cut-off worker started the long job", cutoff) then return end
-    local leased = lib.wait_for(function()
-      local j = s:job(long)
-      return j and j.state == "running"
-    end, 10, 0.05)
+    local leased = lib.wait_for(function() return lib.leased(s, long) end, 10, 0.05)
     r:check(leased, "the long job is on a lease (its batch settled) before the cut")
 
     -- X, then Y: a batch each, held by the claim transaction (a batch is

@@ -142,7 +142,7 @@ return {
     if vrun then
       -- once its batch is settled (a second) the job is leased: the
       -- supervisor then releases it (fails it: one attempt) when its worker dies
-      r:check(lib.wait_for(function() local j = s:job(victim); return j and j.state == "running" end, 5),
+      r:check(lib.wait_for(function() return lib.leased(s, victim) end, 5),
         "the slow job is leased", sup)
       core.process.kill(vrun.pid, "KILL")
       r:check(sup:wait_log(" held by worker ", 1, 10), "the killed worker's jobs were released", sup)

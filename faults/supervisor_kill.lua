@@ -69,10 +69,7 @@ return {
     local slow = assert(s:schedule(lib.JOB, { seq = -2, sleep_first = 60 }))
     local first = lib.wait_for(function() rec:read(); return (rec.by_id[slow] or {})[1] end, 10, 0.01)
     r:check(first, "the slow job started", sup)
-    local leased = lib.wait_for(function()
-      local j = s:jobs { id = slow }
-      return j and j[1] and j[1].state == "running" and j[1]
-    end, 5, 0.01)
+    local leased = lib.wait_for(function() return lib.leased(s, slow) end, 5, 0.01)
     r:check(leased, "the slow job is leased (its batch settled)", sup)
     if first and leased then
       -- a session holding the worker's lock, as the worker's own would

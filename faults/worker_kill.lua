@@ -12,13 +12,16 @@ local scheduler = require "scheduler"
 local HOST = core.default_worker_id():match("^(.*):%d+:%w+$")
 
 --- Ids of the jobs worker `pid` holds leased (state running), from the
--- database.  (Those of a batch still held by row locks read as scheduled.)
+-- database.  (Those of a batch still held by row locks read as scheduled,
+-- or as running without a lease once their listener has run 10 ms.)
 local function held_by(s, pid)
   local jobs = assert(s:jobs { state = "running", name = lib.JOB })
   local ids = {}
   for _, j in ipairs(jobs) do
     -- "host:pid:suffix" (the supervisor picked the suffix)
-    if (j.locked_by or ""):match("^(.*):%w+$") == HOST .. ":" .. pid then ids[#ids + 1] = j.id end
+    if j.locked_until and (j.locked_by or ""):match("^(.*):%w+$") == HOST .. ":" .. pid then
+      ids[#ids + 1] = j.id
+    end
   end
   return ids
 end
@@ -54,7 +57,7 @@ end
 --- Wait until job `id` is leased (its batch settled, after lease/4 at most
 -- 1 s), so that a kill tests the lease path.
 local function wait_leased(s, id)
-  return lib.wait_for(function() local j = s:job(id); return j and j.state == "running" end, 5, 0.01)
+  return lib.wait_for(function() return lib.leased(s, id) end, 5, 0.01)
 end
 
 local function max_of(list)

@@ -579,6 +579,26 @@ function Scheduler:stats()
   return rows
 end
 
+--- Per job name, in name order: { name, done, failed }: the jobs completed
+-- and the jobs failed for good since the database began counting (schema
+-- PostgreSQL 13, SQLite 10), by every worker; they never go down (what
+-- `metrics` exports as counters).  Or nil, err.
+function Scheduler:totals()
+  local c = check_self(self, "totals")
+  return c:totals()
+end
+
+--- Per job name, in name order: { name, jobs, seconds }, how long the
+-- listeners of the jobs history kept ran (each job that started counted
+-- once, whatever history keeps since): jobs[k] ran at most bounds[k]
+-- seconds and more than bounds[k - 1] (jobs[#bounds + 1]: longer);
+-- seconds: their total.  Returns rows, bounds; or nil, err.  What
+-- `metrics` exports as lua_scheduler_listener_duration_seconds.
+function Scheduler:durations()
+  local c = check_self(self, "durations")
+  return c:durations()
+end
+
 --- Delete the history of at most `limit` (default 1000) jobs whose time is
 -- up, in one short transaction; returns how many rows (a row holds the
 -- jobs of one write, up to a batch: limit/100 rows at most).  Workers with history on
@@ -991,7 +1011,7 @@ end
 
 for _, name in ipairs { "on", "off", "schedule", "schedule_many", "cancel", "job", "retry", "abandon", "cron",
   "uncron", "crons", "jobs", "stats", "retry_failed", "delete", "purge", "schema_version", "run", "stop",
-  "pause", "resume", "paused", "prune_history", "limit", "limits" } do
+  "pause", "resume", "paused", "prune_history", "limit", "limits", "totals", "durations" } do
   local method = Scheduler[name]
   M[name] = function(...) return method(get_default(), ...) end
 end

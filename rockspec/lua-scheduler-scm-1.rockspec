@@ -81,6 +81,7 @@ build = {
     ["scheduler.concurrent"] = "lua/scheduler/concurrent.lua",
     ["scheduler.cqueues"] = "lua/scheduler/cqueues.lua",
     ["scheduler.luv"] = "lua/scheduler/luv.lua",
+    ["scheduler.metrics"] = "lua/scheduler/metrics.lua",
     -- the lua-scheduler command (bin/lua-scheduler)
     ["scheduler.cli"] = "lua/scheduler/cli.lua",
     ["scheduler.cli.db"] = "lua/scheduler/cli/db.lua",

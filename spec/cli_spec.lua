@@ -626,7 +626,7 @@ describe("lua-scheduler", function()
       assert.is_truthy(first, c:describe())
       -- leased once its batch is settled (after a second): the supervisor
       -- then releases it (a worker killed before that loses its row locks)
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 5))
       local killed_at = helper.now()
       assert.is_true(helper.kill(first.pid, "KILL"))
 

@@ -141,7 +141,9 @@ describe("debris", function()
         local rows = helper.ok(s:jobs { name = name, state = "running" })
         if #rows < 2 then return nil end
         local by = {}
-        for _, j in ipairs(rows) do by[j.locked_by] = j.id end
+        for _, j in ipairs(rows) do
+          if j.locked_until then by[j.locked_by] = j.id end -- leased (held: none)
+        end
         return by[id_a] and by[id_b] and by
       end, 10)
       assert.is_truthy(holder, helper.describe_all { a, b })

@@ -72,6 +72,16 @@ function helper.wait_for(pred, timeout, interval)
   end
 end
 
+--- Job `id`'s row as s:jobs() lists it when a worker holds it on a lease
+--- (its locked_until set), else nil.  A job of a held batch (PostgreSQL)
+--- reads as running once its listener has run 10 ms, without a lease:
+--- specs that attack the lease path wait for this.
+function helper.leased(s, id)
+  local rows = s:jobs { id = id }
+  local j = rows and rows[1]
+  if j and j.state == "running" and j.locked_until then return j end
+end
+
 --- Measure how long fn(...) takes: returns elapsed seconds, then fn's results.
 function helper.timed(fn, ...)
   local t0 = helper.now()

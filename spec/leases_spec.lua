@@ -80,11 +80,11 @@ describe("leases", function()
       local p = helper.spawn { WORKER_NAMES = name, WORKER_SLEEP = 2.5 }
       assert(p:wait_file("ready", 10), p:describe())
       local id = helper.schedule(s, name, nil)
-      -- the worker's id from the same read that sees the job running (on a
+      -- the worker's id from the same read that sees the job leased (on a
       -- loaded machine the 2.5 s job may end between two reads)
       local worker
       assert.is_truthy(helper.wait_for(function()
-        local j = helper.ok(s:jobs { id = id })[1]
+        local j = helper.leased(s, id) and helper.ok(s:jobs { id = id })[1]
         worker = j and j.state == "running" and j.locked_by
         return worker
       end, 5), p:describe())
@@ -200,10 +200,7 @@ describe("leases", function()
       local c = start({ "run", listeners_dir {} }, { env = { LUA_SCHEDULER_DATABASE = database } })
       local s = helper.new { database = database }
       local id = helper.schedule(s, name, { sleep_first = 60 })
-      assert.is_truthy(helper.wait_for(function()
-        local j = s:job(id)
-        return j and j.state == "running"
-      end, 10), c:describe())
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 10), c:describe())
       -- every session of that database ends, as in a restart of the server:
       -- the supervisor's connection is dead, and it does not know yet
       helper.psql(("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
@@ -223,7 +220,7 @@ describe("leases", function()
       local c = start { "run", listeners_dir {} }
       local s = helper.new()
       local id = helper.schedule(s, name, { sleep_first = 60 })
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 10),
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 10),
         c:describe())
       local worker = helper.ok(s:jobs { id = id })[1].locked_by
       -- a session that holds the worker's lock, as its own would while the

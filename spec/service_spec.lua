@@ -93,7 +93,7 @@ describe("run as a service", function()
         assert.equals(worker, pgid_of(worker))
         assert.are_not.equal(pgid_of(c.pid), pgid_of(worker))
         -- leased (its batch settled): released by the supervisor, not by its lease
-        assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
+        assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 5))
 
         c:kill("TERM")
         assert.is_true(c:wait_log("stopping; waiting for 1 worker"), c:describe())
@@ -137,7 +137,7 @@ describe("run as a service", function()
       assert.is_truthy(helper.wait_for(function() return #procs_matching(t.sleep) > 0 end, 20),
         c:describe())
       local began = helper.now()
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 5))
       assert.is_true(helper.kill(c:workers()[1], "KILL"))
       assert.is_true(c:wait_log("was killed by signal KILL"), c:describe())
       assert.is_truthy(helper.wait_for(function() return #procs_matching(t.sleep) == 0 end, 1),

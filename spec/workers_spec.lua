@@ -424,7 +424,7 @@ describe("workers", function()
       local first = helper.wait_for(function() return a:events("start", id)[1] end, 10)
       assert.is_truthy(first, a:describe())
       -- once the batch is settled (after lease/4) the job is leased
-      assert.is_truthy(helper.wait_for(function() return helper.ok(s:job(id)).state == "running" end, 5))
+      assert.is_truthy(helper.wait_for(function() return helper.leased(s, id) end, 5))
       assert.is_true(a:kill("KILL"))
       assert.equals(137, a:wait(5), a:describe())
 
@@ -541,8 +541,7 @@ describe("workers", function()
       b:on(name, function() stolen = stolen + 1 end)
       -- held by a row lock at first, leased after lease/4
       assert.is_truthy(helper.wait_for(function()
-        local job = s:job(id)
-        return not job or job.state == "running"
+        return not s:job(id) or helper.leased(s, id)
       end, 2))
       local deadline = helper.now() + 6
       while #helper.all_results(procs, "done") == 0 and helper.now() < deadline do

@@ -3,7 +3,7 @@
 --
 --   lua-scheduler run [--workers N] PATH...     run listener files
 --   lua-scheduler schedule NAME [PAYLOAD] ...   schedule a job, print its id
---   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | limit | stats | migrate | health | cron list|remove|next
+--   lua-scheduler jobs | show | cancel | delete | purge | retry | pause | resume | limit | stats | metrics | migrate | health | cron list|remove|next
 --
 -- Data goes to stdout, logs and errors to stderr.  Exit status: 0 success,
 -- 1 runtime failure (database, no such job), 2 usage error (the message
@@ -627,7 +627,9 @@ for how long; so is a failed job's last run.]],
     }
     if j.locked_by then
       lines[#lines + 1] = { "locked by", text.visible(j.locked_by) }
-      lines[#lines + 1] = { "lease until", text.local_time(j.locked_until, true) }
+      -- (none yet: PostgreSQL, in the batch its worker's transaction holds)
+      lines[#lines + 1] = { "lease until", j.locked_until and text.local_time(j.locked_until, true)
+        or "- (held in its worker's batch, no lease yet)" }
     end
     if j.finished_at then -- a failed job's last run (history)
       lines[#lines + 1] = { "last run", ("%s, %s, by %s"):format(
@@ -924,6 +926,25 @@ per line.]],
   end,
 }
 
+COMMANDS.metrics = {
+  summary = "print Prometheus metrics once (the web server's /metrics)",
+  synopsis = { "metrics" },
+  description = [[
+Prints the scheduler's metrics in Prometheus' text format, once: jobs by
+name and state, the oldest due job's lateness, paused names, the
+completed and failed totals of every worker of the database (counters kept
+in the database), and the listeners' durations as history keeps them.  For a textfile collector or a scrape through a wrapper;
+`web` serves the same text on /metrics.]],
+  options = { DATABASE },
+  run = function(o)
+    local db = open_db(o)
+    local ok, body = pcall(require("scheduler.metrics").render, db:api())
+    db:close()
+    if not ok then failure(errors.strip(tostring(body))) end
+    out(body)
+  end,
+}
+
 COMMANDS.migrate = {
   summary = "create or upgrade the database schema",
   synopsis = { "migrate [--json]" },
@@ -1142,8 +1163,8 @@ that never fires ("0 0 31 2 *") is a usage error.]],
   },
 }
 
-local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "limit", "stats", "migrate", "health",
-  "cron", "web" }
+local ORDER = { "run", "schedule", "jobs", "show", "cancel", "delete", "purge", "retry", "pause", "resume", "limit", "stats", "metrics", "migrate",
+  "health", "cron", "web" }
 
 ---------------------------------------------------------------------------
 -- parsing and help
