@@ -41,6 +41,7 @@ struct heartbeat {
   heartbeat_settle_fn settle;
   void *settle_ctx;
   int held; /* the batch's claims are transaction locks, not leases */
+  int in_store; /* the worker's thread uses the store: no settle (heartbeat_store) */
   store_claim *claims;
   size_t n, cap;
   size_t current;       /* index of the job in hand */
@@ -244,6 +245,11 @@ static void *main_loop(void *arg) {
     if (hb->held) {
       /* locks need no renewal; a long one becomes a lease */
       if (now - hb->batch_start >= hb->release_after) {
+        /* the settle uses the worker's store: not while the worker does */
+        if (hb->in_store) {
+          pthread_cond_wait(&hb->cv, &hb->mu);
+          continue;
+        }
         settle_locked(hb, 1);
         continue;
       }
@@ -445,6 +451,13 @@ int heartbeat_begin(heartbeat *hb, size_t i, double timeout) {
   }
   pthread_mutex_unlock(&hb->mu);
   return ok;
+}
+
+void heartbeat_store(heartbeat *hb, int in_store) {
+  pthread_mutex_lock(&hb->mu);
+  hb->in_store = in_store;
+  if (!in_store) pthread_cond_signal(&hb->cv); /* a settle may wait for it */
+  pthread_mutex_unlock(&hb->mu);
 }
 
 void heartbeat_done(heartbeat *hb) {

@@ -61,6 +61,13 @@ void heartbeat_settle(heartbeat *hb);
  * (and with it every later one).  timeout: its listener's time limit in
  * seconds (0: none). */
 int heartbeat_begin(heartbeat *hb, size_t i, double timeout);
+/* The worker's own thread is about to use the store (in_store 1: between
+ * heartbeat_begin and the listener, to ask whether the job's name was
+ * paused or the job cancelled) or is done with it (0).  The settle of a
+ * held batch uses that store from the thread (heartbeat_settle_fn): it
+ * waits for the 0, so that the two threads never use one connection at
+ * once. */
+void heartbeat_store(heartbeat *hb, int in_store);
 /* The listener of the job begun last has returned (the running mark is
  * for a job whose listener runs, not one whose outcome waits for the
  * database: see RUNNING_AFTER in heartbeat.c).  A relaxed atomic store:

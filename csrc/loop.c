@@ -326,7 +326,13 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
     size_t i = r->batch_next;
     double limit = dispatch_timeout(r->L, c, r->env, &jobs[i]);
     if (!heartbeat_begin(r->hb, i, limit)) break; /* the thread gave the rest back */
-    if (paused(r, &jobs[i])) {
+    /* the store's two questions, while the thread may not settle (it
+     * would use the same connection: heartbeat_store) */
+    heartbeat_store(r->hb, 1);
+    int is_paused = paused(r, &jobs[i]);
+    int is_cancelled = !is_paused && c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, i);
+    heartbeat_store(r->hb, 0);
+    if (is_paused) {
       /* its name was paused since the claim: back unattempted */
       c->outcomes[i].claim = r->claims[i];
       c->outcomes[i].kind = OUTCOME_RELEASE;
@@ -334,7 +340,7 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
       r->batch_next = i + 1;
       continue;
     }
-    if (c->st->ops->cancels && c->st->ops->cancels(c->st, r->claims, n, i)) {
+    if (is_cancelled) {
       /* cancel() asked before it started: it never runs */
       c->outcomes[i].claim = r->claims[i];
       c->outcomes[i].kind = OUTCOME_CANCELLED;
