@@ -665,6 +665,9 @@ end
   if package.searchpath("scheduler.metrics", package.path) then
     local mst, mbody = http("GET", URL .. "/metrics")
     check(mst == 200 and mbody:find("lua_scheduler_", 1, true) ~= nil, "/metrics serves the Prometheus text")
+    go(URL .. "/metrics") -- as a browser shows it (README: Metrics)
+    check(page_text():find("# TYPE lua_scheduler_jobs gauge", 1, true) ~= nil, "/metrics in the browser")
+    screenshot("metrics")
   else
     log("skip  /metrics: no scheduler.metrics module on this branch")
   end
