@@ -20,6 +20,8 @@
 -- The histogram counts the jobs history keeps (configure{history}), each
 -- once (s:durations()); without history it has no samples.
 
+local text = require "scheduler.cli.text"
+
 local metrics = {}
 
 metrics.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -28,10 +30,12 @@ metrics.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 local STATES = { "due", "later", "running", "failed" }
 
 --- A label value as the text format writes it: backslash, double quote
--- and line feed escaped (the format's only escapes); names are valid
--- UTF-8 (schedule() refuses anything else), which the format requires.
+-- and line feed escaped (the format's only escapes), valid UTF-8 as the
+-- format requires (schedule() refuses other names, but another program
+-- may write one into an SQLite file: each byte of an invalid sequence
+-- reads U+FFFD).
 local function label(v)
-  return (v:gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+  return (text.utf8(v):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 metrics.escape_label = label
 
