@@ -139,6 +139,22 @@ function lib.pg_restart(dir, mode)
   if not ok then error("pgtmp restart failed:\n" .. out) end
 end
 
+--- Restart the server on schedule: each x of `restarts` ({ at = s after
+-- t0, mode = "fast" | "immediate" }) at t0 + x.at (or at once, when an
+-- earlier one ran late), recording x.t_begin and x.t_end (the server
+-- accepts connections again) for lib.cut_by_restart and the recovery
+-- figures; `label` prefixes the log lines.
+function lib.restart_at(ctx, restarts, t0, label)
+  for _, x in ipairs(restarts) do
+    lib.sleep(math.max(0, t0 + x.at - lib.now()))
+    x.t_begin = lib.now()
+    lib.pg_restart(ctx.pgdir, x.mode)
+    x.t_end = lib.now()
+    lib.log("%s: %s restart took %.2f s", label, x.mode, x.t_end - x.t_begin)
+  end
+  return restarts
+end
+
 --- Remove every job of the scenarios' name (a clean start).
 function lib.clear_jobs()
   lib.psql(("DELETE FROM scheduler.jobs WHERE name = '%s'"):format(lib.JOB))
