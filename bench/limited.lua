@@ -12,8 +12,9 @@
 --
 -- Its own record, independent of the scheduler's counts: every listener
 -- call's job id, start and end (scheduler.now(), one clock for all the
--- workers of the host), written to FILE `out` as "id start end" lines at
--- the end.  Then one line:
+-- workers of the host) and its payload's tenant (its partition when the
+-- name is limited by tenant; none: empty), written to FILE `out` as
+-- "id start end tenant" lines at the end.  Then one line:
 --   RESULT ran=K errors=E rss_kb=R cpu_s=S
 -- Errors go to stderr and exit non-zero.
 
@@ -36,7 +37,7 @@ local seconds = num("seconds", 600)
 local s = scheduler.new { log = "warn", concurrency = concurrency }
 local record, inflight, errors = {}, 0, 0
 
-s:on(name, function(_, job)
+s:on(name, function(payload, job)
   local t0 = now()
   inflight = inflight + 1
   local ok, err = pcall(cqueues.sleep, wait)
@@ -45,7 +46,8 @@ s:on(name, function(_, job)
     errors = errors + 1
     error(err, 0)
   end
-  record[#record + 1] = string.format("%d %.6f %.6f\n", job.id, t0, now())
+  record[#record + 1] = string.format("%d %.6f %.6f %s\n", job.id, t0, now(),
+    type(payload) == "table" and payload.tenant or "")
 end)
 
 -- connected: the driver may start everyone once all are ready

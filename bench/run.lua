@@ -13,6 +13,7 @@
 --                                           graphile-worker beside them (bench/concurrent.lua)
 --   make bench BENCH_ARGS="--only limits"   a name limited to 5 at once over 4 workers
 --                                           (issue 16, bench/limits.lua)
+--   make bench BENCH_ARGS="--only limit_parts"   100 partitions each limited to 2
 --
 -- Directly, against a database of your own (it creates the schemas
 -- `scheduler` and `bench` and TRUNCATEs scheduler.jobs: never point it at a
@@ -43,12 +44,13 @@ usage: lua5.4 bench/run.lua [options]
   --smoke          tiny sizes, 1 repetition: checks that everything runs (seconds)
   --reps N         repetitions of each measurement; the table shows medians (default 3)
   --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat,
-                   wait_timer,wait_http,limits
+                   wait_timer,wait_http,limits,limit_parts
   --jobs N         jobs drained in the throughput measurement (default 100000)
   --batch N        the worker's batch size, for the ceiling at its own batch size
                    (default: DEFAULT_BATCH in csrc/core.c)
   --wait-jobs N    jobs in the waiting rows, wait_timer and wait_http (default 10000)
   --limit-jobs N   jobs of 50 ms in the limits rows (default 1000)
+  --parts-jobs N   jobs of 50 ms in the limit_parts rows (default 10000)
   --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
                    and npm installs it into build/npm once)
   --json FILE      where to write the results (default bench/results.json)
@@ -76,6 +78,7 @@ local cfg = {
   wait_concurrency = 200,   -- their worker's concurrency
   graphile_jobs = 3000,     -- graphile-worker's run of the same shape
   limit_jobs = 1000,        -- limits: jobs of 50 ms (10 s at the limit's ideal rate)
+  parts_jobs = 10000,       -- limit_parts: jobs of 50 ms in 100 partitions (2.5 s at the ideal rate)
   no_graphile = false,
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
@@ -86,9 +89,10 @@ local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
   bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50, limit_jobs = 50,
+  parts_jobs = 400,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
-  "wait_http", "limits" }
+  "wait_http", "limits", "limit_parts" }
 local only
 
 do
@@ -117,6 +121,7 @@ do
     elseif a == "--batch" then explicit.batch = count(a)
     elseif a == "--wait-jobs" then explicit.wait_jobs = count(a)
     elseif a == "--limit-jobs" then explicit.limit_jobs = count(a)
+    elseif a == "--parts-jobs" then explicit.parts_jobs = count(a)
     elseif a == "--no-graphile" then explicit.no_graphile = true
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
@@ -450,14 +455,15 @@ end
 
 --- TRUNCATE `tbl`, fill it with `n` no-op jobs due now, ANALYZE, CHECKPOINT
 -- (each measurement starts from the same state: fresh rows, honest
--- statistics, no checkpoint pending).
-local function fill_due(tbl, n, name, db)
+-- statistics, no checkpoint pending).  `payload`: an SQL expression of the
+-- i-th job's payload (i from 1 to n; default '{}').
+local function fill_due(tbl, n, name, db, payload)
   sql(string.format([[
     TRUNCATE %s;
     INSERT INTO %s (name, payload, run_at)
-      SELECT %s, '{}'::jsonb, now() - interval '1 second' FROM generate_series(1, %d);
+      SELECT %s, %s, now() - interval '1 second' FROM generate_series(1, %d) AS i;
     ANALYZE %s;
-    CHECKPOINT;]], tbl, tbl, "'" .. (name or NOOP) .. "'", n, tbl), db)
+    CHECKPOINT;]], tbl, tbl, "'" .. (name or NOOP) .. "'", payload or "'{}'::jsonb", n, tbl), db)
 end
 
 local function count_jobs(where, db)
@@ -1316,7 +1322,8 @@ local function meta()
       enqueue = cfg.enqueue, bulk = cfg.bulk, bulk_chunk = cfg.bulk_chunk,
       scale_small = cfg.scale_small, scale_big = cfg.scale_big, scale_due = cfg.scale_due,
       bloat = cfg.bloat, wait_jobs = cfg.wait_jobs, wait_concurrency = cfg.wait_concurrency,
-      graphile_jobs = cfg.graphile_jobs, limit_jobs = cfg.limit_jobs },
+      graphile_jobs = cfg.graphile_jobs, limit_jobs = cfg.limit_jobs,
+      parts_jobs = cfg.parts_jobs },
   }
 end
 
@@ -1410,14 +1417,16 @@ local ok, err = xpcall(function()
     if wanted("wait_timer") then waiting.wait_timer() end
     if wanted("wait_http") then waiting.wait_http() end
   end
-  if wanted("limits") then
-    dofile(BENCH .. "/limits.lua") {
+  if wanted("limits") or wanted("limit_parts") then
+    local limits = dofile(BENCH .. "/limits.lua") {
       cfg = cfg, results = results, BENCH = BENCH, TMP = TMP, scheduler = scheduler,
       sql = sql, count_jobs = count_jobs, fill_due = fill_due, q = q, expect = expect,
       parse_result = parse_result, finish = finish, die = die, read_file = read_file,
       write_file = write_file, log = log, row = row, met = met, median = median, commas = commas,
       fmt_pct = fmt_pct,
-    }.limits()
+    }
+    if wanted("limits") then limits.limits() end
+    if wanted("limit_parts") then limits.limit_parts() end
   end
 end, debug.traceback)
 if not ok then die("%s", tostring(err)) end

@@ -24,13 +24,7 @@ return {
     local producer = lib.start("producer", { lib.LUA, lib.ROOT .. "/faults/producer.lua", calls,
       tostring(seconds), "0.002" })
     local t0 = lib.now()
-    for _, x in ipairs(restarts) do
-      lib.sleep(math.max(0, t0 + x.at - lib.now()))
-      x.t_begin = lib.now()
-      lib.pg_restart(ctx.pgdir, x.mode)
-      x.t_end = lib.now()
-      lib.log("db_restart: %s restart took %.2f s", x.mode, x.t_end - x.t_begin)
-    end
+    lib.restart_at(ctx, restarts, t0, "db_restart")
     r:check(producer:wait(seconds + 30) == 0, "the producer finished", producer)
 
     -- the producer's calls

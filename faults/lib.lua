@@ -11,6 +11,7 @@
 
 local core = require "scheduler.core"
 local system = require "system"
+local overlap = require "spec.support.overlap"
 
 local lib = {}
 
@@ -136,6 +137,22 @@ end
 function lib.pg_restart(dir, mode)
   local out, ok = lib.sh(("%s restart %s %s"):format(lib.q(lib.PGTMP), lib.q(dir), mode))
   if not ok then error("pgtmp restart failed:\n" .. out) end
+end
+
+--- Restart the server on schedule: each x of `restarts` ({ at = s after
+-- t0, mode = "fast" | "immediate" }) at t0 + x.at (or at once, when an
+-- earlier one ran late), recording x.t_begin and x.t_end (the server
+-- accepts connections again) for lib.cut_by_restart and the recovery
+-- figures; `label` prefixes the log lines.
+function lib.restart_at(ctx, restarts, t0, label)
+  for _, x in ipairs(restarts) do
+    lib.sleep(math.max(0, t0 + x.at - lib.now()))
+    x.t_begin = lib.now()
+    lib.pg_restart(ctx.pgdir, x.mode)
+    x.t_end = lib.now()
+    lib.log("%s: %s restart took %.2f s", label, x.mode, x.t_end - x.t_begin)
+  end
+  return restarts
 end
 
 --- Remove every job of the scenarios' name (a clean start).
@@ -382,27 +399,18 @@ end
 --- The most of `runs` (Records runs) in progress at once: each lasts `length` seconds
 -- from its start, or ends earlier at `cut(run)` when that returns a time
 -- within it (its worker's kill); an end and a start at the same instant do
--- not overlap.  Also returns the latest end.
+-- not overlap (spec/support/overlap.lua, the sweep the specs and the
+-- benchmark use too).  Also returns the latest end.
 function lib.most_at_once(runs, length, cut)
-  local points, last = {}, -math.huge
+  local intervals, last = {}, -math.huge
   for _, run in ipairs(runs) do
     local stop = run.start + length
     local t = cut and cut(run)
     if t and t > run.start and t < stop then stop = t end
-    points[#points + 1] = { run.start, 1 }
-    points[#points + 1] = { stop, -1 }
+    intervals[#intervals + 1] = { run.start, stop }
     last = math.max(last, stop)
   end
-  table.sort(points, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
-  local now, most = 0, 0
-  for _, pt in ipairs(points) do
-    now = now + pt[2]
-    most = math.max(most, now)
-  end
-  return most, last
+  return overlap(intervals), last
 end
 
 --- For Result:count, the runs of a job that ran more than once explained

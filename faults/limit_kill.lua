@@ -9,21 +9,22 @@
 -- stays near the limit's ideal rate.
 --
 -- The same attack with partitions is limit_kill_parts (kill_scenario
--- below, with `by`), and limit_restart shares the set-up (setup).
+-- below, with `by`); limit_restart and limit_restart_parts share the
+-- set-up (setup) and the count per partition (most_at_once).
 local lib = require "faults.lib"
 local scheduler = require "scheduler"
 
 local M = { LIMIT = 3, SLEEP = 0.05 }
 
 -- the two supervisors' workers: 2 at concurrency 1 and 1 at concurrency 4
-local SLOTS = 6
+M.SLOTS = 6
 
 --- The set-up the limit scenarios share: the name limited (o.limit at
 -- once, per o.by's partitions if set; lifted at the end), the two
 -- supervisors (`label`-1: 2 workers at concurrency 1; `label`-4: 1 at
--- concurrency 4) recording into one directory, and ctx.size(600) jobs of
--- M.SLEEP seconds, the i-th with o.payload(i)'s fields if set.  Returns
--- the records, both supervisors and the jobs' ids.
+-- concurrency 4) recording into one directory, and ctx.size(o.jobs or
+-- 600) jobs of M.SLEEP seconds, the i-th with o.payload(i)'s fields if
+-- set.  Returns the records, both supervisors and the jobs' ids.
 function M.setup(ctx, r, label, o)
   o = o or {}
   lib.clear_jobs()
@@ -40,7 +41,7 @@ function M.setup(ctx, r, label, o)
   r:check(one:wait_log("started: listeners", 2, 20), "the 2 workers at concurrency 1 started", one)
   r:check(many:wait_log("started: listeners", 1, 20), "the worker at concurrency 4 started", many)
   local list = {}
-  for i = 1, ctx.size(600) do
+  for i = 1, ctx.size(o.jobs or 600) do
     local p = { seq = i, sleep = M.SLEEP }
     for k, v in pairs(o.payload and o.payload(i) or {}) do p[k] = v end
     list[i] = { lib.JOB, p }
@@ -48,10 +49,28 @@ function M.setup(ctx, r, label, o)
   return rec, one, many, assert(s:schedule_many(list))
 end
 
+--- The most of `runs` in progress at once in any one partition (the run
+-- with seq i in partition part(i); without `part`, the whole name), each
+-- M.SLEEP long or cut at cut(run) (lib.most_at_once); also the latest end
+-- and the number of partitions that ran.
+function M.most_at_once(runs, part, cut)
+  local by = {}
+  for _, run in ipairs(runs) do
+    local p = part and part(run.seq) or ""
+    by[p] = by[p] or {}
+    by[p][#by[p] + 1] = run
+  end
+  local most, last, parts = 0, -math.huge, 0
+  for _, list in pairs(by) do
+    local m, t = lib.most_at_once(list, M.SLEEP, cut)
+    most, last, parts = math.max(most, m), math.max(last, t), parts + 1
+  end
+  return most, last, parts
+end
+
 --- The kill scenario: o.limit at once (per partition with o.by, the run
 -- with seq i in partition o.part(i)); o.title, o.label.
 function M.kill_scenario(o)
-  local part = o.part or function() return "" end
   return {
     title = o.title,
     recovery = o.by and "never more than " .. o.limit .. " at once in a partition; the drain's rate against the ideal"
@@ -77,20 +96,10 @@ function M.kill_scenario(o)
       r:check(rec:wait_all(ids, 60), "every job ran", one)
       rec:read()
       -- the most at once in any one partition (the whole name: one)
-      local runs = {}
-      for _, run in ipairs(rec.runs) do
-        local p = part(run.seq)
-        runs[p] = runs[p] or {}
-        runs[p][#runs[p] + 1] = run
-      end
-      local most, t1, parts = 0, -math.huge, 0
-      for _, list in pairs(runs) do
-        local m, last = lib.most_at_once(list, M.SLEEP, function(run) return killed[run.pid] end)
-        most, t1, parts = math.max(most, m), math.max(t1, last), parts + 1
-      end
+      local most, t1, parts = M.most_at_once(rec.runs, o.part, function(run) return killed[run.pid] end)
       local kills = 0
       for _ in pairs(killed) do kills = kills + 1 end
-      local ideal = #ids * M.SLEEP / math.min(SLOTS, o.limit * parts)
+      local ideal = #ids * M.SLEEP / math.min(M.SLOTS, o.limit * parts)
       r:note(("%d kills; at most %d runs at once%s (limit %d); drained in %.2f s, ideal %.2f s (%.0f%%)"):format(
         kills, most, o.by and (" in one of %d partitions"):format(parts) or "", o.limit, t1 - t0, ideal,
         ideal / (t1 - t0) * 100))
@@ -106,8 +115,8 @@ function M.kill_scenario(o)
   }
 end
 
--- the scenario, which also carries what limit_kill_parts and
--- limit_restart take from here
+-- the scenario, which also carries what limit_kill_parts, limit_restart
+-- and limit_restart_parts take from here
 return setmetatable(M.kill_scenario {
   title = "a name limited to 3 at once; kill -9 of a random worker every 2 s",
   label = "limitkill", limit = M.LIMIT,

@@ -41,6 +41,7 @@ local SCENARIOS = {
   { "limit_kill", "faults.limit_kill" },
   { "limit_restart", "faults.limit_restart" },
   { "limit_kill_parts", "faults.limit_kill_parts" },
+  { "limit_restart_parts", "faults.limit_restart_parts" },
 }
 
 local USAGE = [[
@@ -48,7 +49,8 @@ usage: lua5.4 faults/run.lua [--only LIST] [--scale F] [--json FILE]
   --only LIST   comma-separated scenarios: load,worker_kill,db_restart,db_absent,clock_skew,
                 secrets,poison,outside_locks,cancel_race,stale_write,partition,wake_symlink,
                 dst_fallback,lease_backlog,supervisor_kill,escaped_error,bulk_insert,
-                limit_kill,limit_restart,limit_kill_parts
+                limit_kill,limit_restart,limit_kill_parts,
+                limit_restart_parts
   --scale F     multiply the job counts by F (default 1: the issue's sizes)
   --json FILE   where to write the results (default faults/results.json)]]
 

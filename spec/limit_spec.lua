@@ -12,6 +12,7 @@
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
+local most_at_once = require "spec.support.overlap"
 
 local function decode(s)
   local v, _, err = json.decode(s, 1, json.null)
@@ -39,34 +40,24 @@ end
 -- (its worker was killed), to `ended[pid]` (the kill's time), else it
 -- is still running.
 local function peak(procs, ids, ended)
-  local points = {}
+  local intervals = {}
   for _, p in ipairs(procs) do
     local open = {}
+    local function still(r) -- a run without its done line
+      intervals[#intervals + 1] = { r.time, ended and ended[r.pid] or math.huge }
+    end
     for _, r in ipairs(p:results()) do
       if ids[r.id] and r.event == "start" then
+        if open[r.id] then still(open[r.id]) end
         open[r.id] = r
-        points[#points + 1] = { r.time, 1 }
       elseif ids[r.id] and r.event == "done" and open[r.id] then
+        intervals[#intervals + 1] = { open[r.id].time, r.time }
         open[r.id] = nil
-        points[#points + 1] = { r.time, -1 }
       end
     end
-    for _, r in pairs(open) do
-      points[#points + 1] = { ended and ended[r.pid] or math.huge, -1 } -- still running
-
-    end
+    for _, r in pairs(open) do still(r) end
   end
-  -- an end and a start at the same instant do not overlap
-  table.sort(points, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
-  local now, most = 0, 0
-  for _, pt in ipairs(points) do
-    now = now + pt[2]
-    if now > most then most = now end
-  end
-  return most
+  return most_at_once(intervals)
 end
 
 -- Done lines per job id among `ids`, all workers together.
