@@ -555,23 +555,21 @@ static const char *const queries[Q_COUNT] = {
                  " GROUP BY name ORDER BY name",
     /* listener durations and start lateness (store.h, durations;
      * migrations 11, 12): the jobs of the history rows not counted yet
-     * that started, added by name, kind and bucket, then those rows
-     * marked counted.  Lateness: started_at less run_at, at least 0 (rows
-     * written before migration 12 have no run_at: durations only).  ?1
-     * and ?2 the duration and lateness bounds (JSON arrays): a value's
-     * bucket is the number of bounds below it, so a value equal to a
-     * bound is in that bound's bucket, as Prometheus' "le" says. */
-    [Q_DURATIONS_COUNT] = "WITH x AS (SELECT json_extract(e.value, '$[1]') AS name,"
+     * that started, added by name, kind and bucket (scheduler_bucket),
+     * then those rows marked counted.  Lateness: started_at less run_at,
+     * at least 0 (rows written before migration 12 have no run_at:
+     * durations only).  x is read once (MATERIALIZED), each job's array
+     * parsed for its four fields as before. */
+    [Q_DURATIONS_COUNT] = "WITH x AS MATERIALIZED (SELECT json_extract(e.value, '$[1]') AS name,"
                           "  json_extract(e.value, '$[7]') AS started, json_extract(e.value, '$[8]') AS d,"
                           "  json_extract(e.value, '$[11]') AS run_at"
                           "  FROM scheduler_history h, json_each(h.jobs) e"
                           "  WHERE h.counted = 0 AND json_extract(e.value, '$[7]') IS NOT NULL),"
-                          " v AS (SELECT name, 'duration' AS kind, d, ?1 AS bounds FROM x"
-                          "  UNION ALL SELECT name, 'lateness', max(started - run_at, 0), ?2 FROM x"
-                          "  WHERE run_at IS NOT NULL)"
+                          " v AS (SELECT name, 0 AS late, d FROM x"
+                          "  UNION ALL SELECT name, 1, max(started - run_at, 0) FROM x WHERE run_at IS NOT NULL)"
                           " INSERT INTO scheduler_durations (name, kind, bucket, jobs, seconds)"
-                          " SELECT name, kind, (SELECT count(*) FROM json_each(v.bounds) b WHERE b.value < v.d),"
-                          "  count(*), total(d) FROM v WHERE true GROUP BY 1, 2, 3"
+                          " SELECT name, CASE late WHEN 1 THEN 'lateness' ELSE 'duration' END,"
+                          "  scheduler_bucket(late, d), count(*), total(d) FROM v WHERE true GROUP BY 1, 2, 3"
                           " ON CONFLICT (name, kind, bucket) DO UPDATE SET jobs = jobs + excluded.jobs,"
                           "  seconds = seconds + excluded.seconds",
     [Q_DURATIONS_DONE] = "UPDATE scheduler_history SET counted = 1 WHERE counted = 0",
@@ -1556,6 +1554,20 @@ static int set_wal(sq_store *q, char *text, size_t size) {
   return rc;
 }
 
+/* SQL scheduler_bucket(late, v): the histogram bucket of v (store.h,
+ * durations): how many of the bounds (LATENESS_BOUNDS when late is 1,
+ * else DURATION_BOUNDS) are below it, so a value equal to a bound is in
+ * that bound's bucket, as Prometheus' "le" says. */
+static void sql_bucket(sqlite3_context *cx, int argc, sqlite3_value **argv) {
+  static const double bounds[2][DURATION_BUCKETS] = {DURATION_BOUNDS_INIT, LATENESS_BOUNDS_INIT};
+  (void)argc;
+  const double *b = bounds[sqlite3_value_int(argv[0]) == 1];
+  double v = sqlite3_value_double(argv[1]);
+  int k = 0;
+  while (k < DURATION_BUCKETS && b[k] < v) k++;
+  sqlite3_result_int(cx, k);
+}
+
 static int sq_connect(store *s) {
   sq_store *q = SQ(s);
   if (q->db) return STORE_OK;
@@ -1576,6 +1588,9 @@ static int sq_connect(store *s) {
   sqlite3_busy_handler(q->db, on_busy, q);
   rc = sqlite3_create_function(q->db, "scheduler_listener_max", 1, SQLITE_UTF8, q, listener_max,
                                NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function(q->db, "scheduler_bucket", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                 NULL, sql_bucket, NULL, NULL);
   if (rc != SQLITE_OK) {
     int code = fail(q, rc, "cannot open the database");
     sq_disconnect_now(q);
@@ -3011,30 +3026,10 @@ static int sq_durations(store *s, store_duration **out, size_t *n) {
   sq_store *q = SQ(s);
   *out = NULL;
   *n = 0;
-  static const double bounds[2][DURATION_BUCKETS] = {DURATION_BOUNDS_INIT, LATENESS_BOUNDS_INIT};
-  buf json[2] = {BUF_INIT, BUF_INIT};
-  int err = 0;
-  for (int h = 0; h < 2; h++) {
-    err |= buf_addc(&json[h], '[');
-    for (int k = 0; k < DURATION_BUCKETS; k++) err |= buf_printf(&json[h], "%s%.17g", k ? "," : "", bounds[h][k]);
-    err |= buf_addc(&json[h], ']');
-  }
-  int rc = err ? store_fail(s, STORE_NOMEM, "counting durations: not enough memory")
-               : begin_unsynced(q, "counting durations");
-  if (rc) {
-    buf_free(&json[0]);
-    buf_free(&json[1]);
-    return rc;
-  }
+  int rc = begin_unsynced(q, "counting durations");
+  if (rc) return rc;
   sqlite3_stmt *st = stmt(q, Q_DURATIONS_COUNT, &rc);
-  if (st) {
-    rc = bind_text(st, 1, json[0].data, json[0].len);
-    if (rc == SQLITE_OK) rc = bind_text(st, 2, json[1].data, json[1].len);
-    if (rc == SQLITE_OK) rc = run_write(q, st, NULL);
-    else finish_stmt(st);
-  }
-  buf_free(&json[0]); /* run_write reset the statement: its bindings are no longer read */
-  buf_free(&json[1]);
+  if (st) rc = run_write(q, st, NULL);
   if (rc == SQLITE_OK && (st = stmt(q, Q_DURATIONS_DONE, &rc))) rc = run_write(q, st, NULL);
   if (rc != SQLITE_OK) return fail(q, rc, "counting durations");
   if ((rc = commit(q, "counting durations", 0)) != STORE_OK) return rc;

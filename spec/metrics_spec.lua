@@ -257,6 +257,26 @@ describe("metrics", function()
     assert.is_true(r.seconds >= 110 and r.seconds < 400, tostring(r.seconds))
     -- counted once: again, the same
     assert.same(r.jobs, (histogram(name)).jobs)
+    -- on a bound: in that bound's bucket ("le"); started before its
+    -- run_at (another host's clock): 0.  Written by hand, exact values.
+    local edge = helper.name("m-late-edge")
+    local jobs = ('[[1,%q,null,null,"done",1,0,1000.5,0.025,null,3600,995.5],'
+      .. '[2,%q,null,null,"done",1,0,1000,0.001,null,3600,1010]]'):format(edge, edge)
+    if helper.SQLITE then
+      helper.sqlite(("INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until, worker, jobs)"
+        .. " VALUES (1, 2, %f, %f, 'w', %s)"):format(t, t + 3600, helper.literal(jobs)))
+    else
+      helper.psql(("INSERT INTO scheduler.history (ids, finished_at, kept_until, worker, jobs)"
+        .. " VALUES ('[1,2]', now(), now() + interval '1 hour', 'w', %s)"):format(helper.literal(jobs)))
+    end
+    local e, _, bounds = histogram(edge)
+    assert.equals(5, late_bounds[10])
+    assert.same({ 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0 }, e.jobs)
+    assert.equals(5, e.seconds)
+    assert.equals(0.025, bounds[3])
+    local d
+    for _, x in ipairs(helper.ok(h:durations())) do if x.name == edge then d = x end end
+    assert.same({ 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, d.jobs)
     -- leased: a worker process at concurrency 3 (PostgreSQL writes
     -- history from the rows there, not from the batch in memory)
     for _ = 1, 2 do helper.schedule(h, leased, "x", { at = t - 100 }) end
