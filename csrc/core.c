@@ -881,10 +881,32 @@ static int l_totals(lua_State *L) {
   return 1;
 }
 
-/* s:durations() -> rows, bounds | nil, err.  Each row: {name, jobs =
- * {count per bucket, DURATION_BUCKETS + 1 of them: not cumulative},
- * seconds}; bounds: the buckets' upper bounds (store.h, durations); {}
- * when the store keeps none. */
+/* Push {jobs = {count per bucket, DURATION_BUCKETS + 1 of them: not
+ * cumulative}, seconds = total}: one histogram of a store_duration. */
+static void push_histogram(lua_State *L, const long long *jobs, double seconds) {
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, DURATION_BUCKETS + 1, 0);
+  for (int k = 0; k <= DURATION_BUCKETS; k++) {
+    lua_pushinteger(L, (lua_Integer)jobs[k]);
+    lua_rawseti(L, -2, k + 1);
+  }
+  lua_setfield(L, -2, "jobs");
+  set_number(L, "seconds", seconds);
+}
+
+static void push_bounds(lua_State *L, const double *bounds) {
+  lua_createtable(L, DURATION_BUCKETS, 0);
+  for (int k = 0; k < DURATION_BUCKETS; k++) {
+    lua_pushnumber(L, bounds[k]);
+    lua_rawseti(L, -2, k + 1);
+  }
+}
+
+/* s:durations() -> rows, bounds, late_bounds | nil, err.  Each row: the
+ * listener durations of a name, {name, jobs, seconds} (push_histogram),
+ * and late = {jobs, seconds}, how late they started; bounds and
+ * late_bounds: the buckets' upper bounds (store.h, durations); {} when
+ * the store keeps none. */
 static int l_durations(lua_State *L) {
   core *c = check_store(L);
   store_duration *rows = NULL;
@@ -893,24 +915,17 @@ static int l_durations(lua_State *L) {
     return fail(L, "durations", store_error(c->st));
   lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    lua_createtable(L, 0, 3);
+    push_histogram(L, rows[i].jobs, rows[i].seconds);
     set_string(L, "name", rows[i].name, rows[i].name_len);
-    lua_createtable(L, DURATION_BUCKETS + 1, 0);
-    for (int k = 0; k <= DURATION_BUCKETS; k++) {
-      lua_pushinteger(L, (lua_Integer)rows[i].jobs[k]);
-      lua_rawseti(L, -2, k + 1);
-    }
-    lua_setfield(L, -2, "jobs");
-    set_number(L, "seconds", rows[i].seconds);
+    push_histogram(L, rows[i].late, rows[i].late_seconds);
+    lua_setfield(L, -2, "late");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   static const double bounds[DURATION_BUCKETS] = DURATION_BOUNDS_INIT;
-  lua_createtable(L, DURATION_BUCKETS, 0);
-  for (int k = 0; k < DURATION_BUCKETS; k++) {
-    lua_pushnumber(L, bounds[k]);
-    lua_rawseti(L, -2, k + 1);
-  }
-  return 2;
+  static const double late_bounds[DURATION_BUCKETS] = LATENESS_BOUNDS_INIT;
+  push_bounds(L, bounds);
+  push_bounds(L, late_bounds);
+  return 3;
 }
 
 /* s:retry_failed([name]) -> retried, skipped | nil, err */

@@ -207,16 +207,21 @@ typedef struct store_total {
 /* The listener durations of one job name (store_ops.durations), as a
  * histogram: jobs[k] ran at most DURATION_BOUNDS[k] seconds and more than
  * the bound before (jobs[DURATION_BUCKETS]: longer than the last bound);
- * seconds: their total.  Counted from history (store_outcome.keep), and
- * only grows. */
+ * seconds: their total.  late and late_seconds: the same for their start
+ * lateness (how long after its run_at, the time the claim saw, each
+ * listener started; 0 when it started earlier, by the clocks' skew), by
+ * LATENESS_BOUNDS: finer, for punctuality in milliseconds, and as many.
+ * Counted from history (store_outcome.keep), and only grows. */
 #define DURATION_BUCKETS 14
 #define DURATION_BOUNDS_INIT \
   {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+#define LATENESS_BOUNDS_INIT \
+  {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10, 30, 60, 300}
 typedef struct store_duration {
   const char *name;
   size_t name_len;
-  long long jobs[DURATION_BUCKETS + 1];
-  double seconds;
+  long long jobs[DURATION_BUCKETS + 1], late[DURATION_BUCKETS + 1];
+  double seconds, late_seconds;
 } store_duration;
 
 typedef struct store store;
@@ -471,8 +476,9 @@ typedef struct store_ops {
    * batch has ended) or is locked (the caller tries again later). */
   int (*running)(store *s, const store_claim *job, int64_t batch, int *done);
   /* Optional (NULL: none).  Per job name, in name order: how long the
-   * listeners of the jobs history kept ran (store_duration), counted once
-   * per job that started, whatever history keeps since.  It first counts
+   * listeners of the jobs history kept ran and how late they started
+   * (store_duration), counted once per job that started, whatever history
+   * keeps since.  It first counts
    * the history rows not counted yet (a short write: a few thousand
    * rows at most per call, skipping rows another counter has locked),
    * so a row pruned before any call was never counted.  Memory valid until

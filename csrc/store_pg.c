@@ -336,6 +336,11 @@ static const char *const migrations[] = {
     "  jobs bigint NOT NULL,"
     "  seconds float8 NOT NULL"
     ");",
+    /* 15: start lateness for metrics (store.h, durations): counted from
+     * the same history rows into the same table, its rows told apart by
+     * kind (the rows before: durations) */
+    "ALTER TABLE scheduler.durations ADD COLUMN kind text NOT NULL DEFAULT 'duration'"
+    "  CHECK (kind IN ('duration', 'lateness'));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

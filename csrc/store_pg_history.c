@@ -30,7 +30,8 @@
  * or a cancelled job): `jobs` is JSON text (not parsed when written, only
  * when read), an array of one array per job:
  *   [id, name, key, payload, state, attempt, priority, started_at (worker
- *    clock, null: never started), duration, last_error, keep (seconds)]
+ *    clock, null: never started), duration, last_error, keep (seconds),
+ *    run_at (when it was due: the claim's, a retry's own; migration 15)]
  * and `worker` the worker that ran them (a job that never started had
  * none).  One row per batch, not per job: the write that keeps 500 jobs
  * is one tuple (its value compressed, see migration 11) and one entry
@@ -50,12 +51,12 @@ const pg_query pgq_history_put = {Q_HISTORY_PUT, NULL, 5,
     " VALUES (int8range($2::bigint, $3::bigint, '[]'), statement_timestamp(),"
     "  statement_timestamp() + $4::float8 * interval '1 second', $5, $1)"};
 
-/* A job's array, from its row (leases, cancel): j the job, h.state,
+/* A job's array, from its row (leases): j the job, h.state,
  * h.started, h.duration, h.error (NULL: the job's last) and h.keep. */
 #define HISTORY_ARRAY                                                                       \
   "json_build_array(j.id, j.name, j.key, j.payload, h.state,"                               \
   " CASE WHEN h.started IS NULL THEN j.attempt - 1 ELSE j.attempt END, j.priority,"          \
-  " h.started, h.duration, coalesce(h.error, j.last_error), h.keep)"
+  " h.started, h.duration, coalesce(h.error, j.last_error), h.keep, extract(epoch FROM j.run_at))"
 
 /* $1 ids, $2 tokens, $3 states, $4 started_at (NULL: never started: its
  * claim's attempt was not used), $5 durations, $6 errors (NULL: the job's
@@ -94,59 +95,69 @@ static const pg_query pgq_prune = {Q_PRUNE, "scheduler_prune", 1,
     "  ORDER BY kept_until LIMIT $1 FOR UPDATE SKIP LOCKED))"};
 
 /* Count the history rows not counted yet into scheduler.durations (see
- * store.h, durations; migration 14): the jobs that started, by name and
- * bucket ($1 the number of bounds, $2 the bounds negated, ascending:
- * $1 - width_bucket(-d, $2) is the number of bounds below d, so a
- * duration equal to a bound is in that bound's bucket, as Prometheus'
- * "le" says), skipping rows another counter has locked; and merge the
- * rows durations holds into one per name and bucket (dated '-infinity'),
- * as COUNT_DONE merges completions. */
-static const pg_query pgq_durations_count = {Q_DURATIONS_COUNT, NULL, 2,
+ * store.h, durations; migrations 14, 15): the jobs that started, by name,
+ * kind and bucket: their duration, and their start lateness (started_at
+ * less run_at, at least 0; rows written before migration 15 have no
+ * run_at: durations only).  $1 the number of bounds, $2 and $3 the
+ * duration and lateness bounds negated, ascending: $1 - width_bucket(-d,
+ * $2) is the number of bounds below d, so a value equal to a bound is in
+ * that bound's bucket, as Prometheus' "le" says.  Skips rows another
+ * counter has locked; and merges the rows durations holds into one per
+ * name, kind and bucket (dated '-infinity'), as COUNT_DONE merges
+ * completions. */
+static const pg_query pgq_durations_count = {Q_DURATIONS_COUNT, NULL, 3,
     "WITH r AS (UPDATE scheduler.history h SET counted = true WHERE h.ctid = ANY (ARRAY("
     "  SELECT c.ctid FROM scheduler.history c WHERE NOT c.counted LIMIT 2000"
     "  FOR UPDATE SKIP LOCKED)) RETURNING h.jobs),"
-    " e AS (SELECT v->>1 AS name, (v->>8)::float8 AS d"
-    "  FROM r, json_array_elements(r.jobs::json) AS v WHERE v->>7 IS NOT NULL),"
-    " f AS (INSERT INTO scheduler.durations (name, bucket, jobs, seconds)"
-    "  SELECT name, $1::integer - width_bucket(-d, $2::float8[]), count(*), sum(d)"
-    "  FROM e GROUP BY 1, 2 RETURNING 1),"
+    " e AS (SELECT v->>1 AS name, k.kind, k.d"
+    "  FROM r, json_array_elements(r.jobs::json) AS v, LATERAL (VALUES ('duration', (v->>8)::float8),"
+    "   ('lateness', CASE WHEN v->>11 IS NOT NULL"
+    "    THEN greatest((v->>7)::float8 - (v->>11)::float8, 0) END)) AS k(kind, d)"
+    "  WHERE v->>7 IS NOT NULL AND k.d IS NOT NULL),"
+    " f AS (INSERT INTO scheduler.durations (name, kind, bucket, jobs, seconds)"
+    "  SELECT name, kind, $1::integer - width_bucket(-d, CASE kind WHEN 'duration'"
+    "   THEN $2::float8[] ELSE $3::float8[] END), count(*), sum(d)"
+    "  FROM e GROUP BY 1, 2, 3 RETURNING 1),"
     " old AS MATERIALIZED (SELECT c.ctid FROM scheduler.durations c"
     "  WHERE c.at > '-infinity' LIMIT 10000 FOR UPDATE SKIP LOCKED),"
     " m AS (DELETE FROM scheduler.durations WHERE ctid = ANY (ARRAY("
     "  SELECT old.ctid FROM old UNION ALL SELECT x.ctid FROM (SELECT c.ctid"
     "  FROM scheduler.durations c WHERE c.at = '-infinity' AND EXISTS (SELECT 1 FROM old)"
-    "  LIMIT 10000 FOR UPDATE SKIP LOCKED) x)) RETURNING name, bucket, jobs, seconds)"
-    " INSERT INTO scheduler.durations (at, name, bucket, jobs, seconds)"
-    " SELECT '-infinity', name, bucket, sum(jobs), sum(seconds) FROM m GROUP BY name, bucket"};
+    "  LIMIT 10000 FOR UPDATE SKIP LOCKED) x)) RETURNING name, kind, bucket, jobs, seconds)"
+    " INSERT INTO scheduler.durations (at, name, kind, bucket, jobs, seconds)"
+    " SELECT '-infinity', name, kind, bucket, sum(jobs), sum(seconds) FROM m"
+    " GROUP BY name, kind, bucket"};
 
 static const pg_query pgq_durations = {Q_DURATIONS, NULL, 0,
-    "SELECT name, bucket, sum(jobs), sum(seconds) FROM scheduler.durations"
-    " GROUP BY name, bucket ORDER BY name, bucket"};
+    "SELECT name, kind = 'lateness', bucket, sum(jobs), sum(seconds) FROM scheduler.durations"
+    " GROUP BY name, kind, bucket ORDER BY name, kind, bucket"};
 
 int pg_durations(store *s, store_duration **out, size_t *n) {
   pg_store *p = PG(s);
   *out = NULL;
   *n = 0;
-  static const double bounds[DURATION_BUCKETS] = DURATION_BOUNDS_INIT;
+  static const double bounds[2][DURATION_BUCKETS] = {DURATION_BOUNDS_INIT, LATENESS_BOUNDS_INIT};
   char count[16];
-  buf neg = BUF_INIT;
-  int err = buf_addc(&neg, '{');
-  for (int k = DURATION_BUCKETS - 1; k >= 0; k--)
-    err |= buf_printf(&neg, "%s%.17g", k == DURATION_BUCKETS - 1 ? "" : ",", -bounds[k]);
-  err |= buf_addc(&neg, '}');
-  if (err) {
-    buf_free(&neg);
-    return store_fail(s, STORE_NOMEM, "counting durations: not enough memory");
+  buf neg[2] = {BUF_INIT, BUF_INIT};
+  int err = 0;
+  for (int h = 0; h < 2; h++) {
+    err |= buf_addc(&neg[h], '{');
+    for (int k = DURATION_BUCKETS - 1; k >= 0; k--)
+      err |= buf_printf(&neg[h], "%s%.17g", k == DURATION_BUCKETS - 1 ? "" : ",", -bounds[h][k]);
+    err |= buf_addc(&neg[h], '}');
   }
   snprintf(count, sizeof count, "%d", DURATION_BUCKETS);
-  const char *values[2] = {count, buf_cstr(&neg)};
+  const char *values[3] = {count, buf_cstr(&neg[0]), buf_cstr(&neg[1])};
   PGresult *r = NULL;
-  int rc = pg_run(p, &pgq_durations_count, values, &r);
-  buf_free(&neg);
+  int rc = err ? store_fail(s, STORE_NOMEM, "counting durations: not enough memory")
+               : pg_run(p, &pgq_durations_count, values, &r);
+  buf_free(&neg[0]);
+  buf_free(&neg[1]);
   if (rc) return rc;
   PQclear(r);
   if ((rc = pg_run(p, &pgq_durations, NULL, &r))) return rc;
-  /* one row per name and bucket, in name order: one store_duration per name */
+  /* one row per name, kind and bucket, in name order: one store_duration
+   * per name */
   int rows = PQntuples(r);
   size_t names = 0;
   for (int i = 0; i < rows; i++)
@@ -164,11 +175,12 @@ int pg_durations(store *s, store_duration **out, size_t *n) {
       x->name_len = (size_t)PQgetlength(r, i, 0);
     }
     store_duration *x = &p->durations[at - 1];
-    long long b = parse_int(PQgetvalue(r, i, 1));
+    int late = PQgetvalue(r, i, 1)[0] == 't';
+    long long b = parse_int(PQgetvalue(r, i, 2));
     if (b < 0) b = 0;
     if (b > DURATION_BUCKETS) b = DURATION_BUCKETS;
-    x->jobs[b] += parse_int(PQgetvalue(r, i, 2));
-    x->seconds += strtod(PQgetvalue(r, i, 3), NULL);
+    (late ? x->late : x->jobs)[b] += parse_int(PQgetvalue(r, i, 3));
+    *(late ? &x->late_seconds : &x->seconds) += strtod(PQgetvalue(r, i, 4), NULL);
   }
   clear(&p->timed);
   p->timed = r;
@@ -265,6 +277,8 @@ int pg_history_add(buf *b, const store_job *j, const char *last_error, size_t la
     err |= add_json_or_null(b, last_error, last_error_len);
   err |= buf_addc(b, ',');
   err |= add_seconds(b, x->keep);
+  err |= buf_addc(b, ',');
+  err |= add_seconds(b, j->run_at);
   err |= buf_addc(b, ']');
   return err;
 }

@@ -246,6 +246,21 @@ static const char *const migrations[] = {
     "  seconds REAL NOT NULL,"
     "  PRIMARY KEY (name, bucket)"
     ") WITHOUT ROWID;",
+    /* 12: start lateness for metrics (store.h, durations): counted from
+     * the same history rows into the same table, its rows told apart by
+     * kind (the rows before: durations); a key of its own, so rebuilt */
+    "CREATE TABLE scheduler_durations_new ("
+    "  kind TEXT NOT NULL CHECK (kind IN ('duration', 'lateness')),"
+    "  name TEXT NOT NULL,"
+    "  bucket INTEGER NOT NULL,"
+    "  jobs INTEGER NOT NULL,"
+    "  seconds REAL NOT NULL,"
+    "  PRIMARY KEY (name, kind, bucket)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO scheduler_durations_new (kind, name, bucket, jobs, seconds)"
+    "  SELECT 'duration', name, bucket, jobs, seconds FROM scheduler_durations;"
+    "DROP TABLE scheduler_durations;"
+    "ALTER TABLE scheduler_durations_new RENAME TO scheduler_durations;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -467,7 +482,7 @@ static const char *const queries[Q_COUNT] = {
                     "  json_group_array(json_array(j.id, j.name, j.key, json(j.payload), " HX(2) ","
                     "   CASE WHEN " HX(3) " IS NULL THEN j.attempt - 1 ELSE j.attempt END,"
                     "   j.priority, " HX(3) ", " HX(4) ", coalesce(" HX(5) ", j.last_error),"
-                    "   " HX(6) "))"
+                    "   " HX(6) ", j.run_at))"
                     " FROM json_each(?1) x JOIN scheduler_jobs j ON j.id = " HX(0)
                     "  AND j.claim = " HX(1) " AND j.state = 'running'"
                     " HAVING count(*) > 0",
@@ -476,7 +491,8 @@ static const char *const queries[Q_COUNT] = {
     [Q_HIST_CANCEL] = "INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until,"
                       " worker, jobs)"
                       " SELECT id, id, ?2, ?2 + ?3, NULL, json_array(json_array(id, name, key,"
-                      "  json(payload), 'cancelled', attempt, priority, NULL, 0, last_error, ?3))"
+                      "  json(payload), 'cancelled', attempt, priority, NULL, 0, last_error, ?3,"
+                      "  run_at))"
                       " FROM scheduler_jobs WHERE id = ?1 AND state = 'scheduled'",
     /* ?1 state, ?2 name, ?3 id, ?4 limit (as Q_LIST), ?5 now: the jobs still
      * kept, newest row first, its jobs in reverse order */
@@ -537,27 +553,28 @@ static const char *const queries[Q_COUNT] = {
                  " SELECT name, jobs AS done, 0 AS failed FROM scheduler_completions"
                  " UNION ALL SELECT name, 0, jobs FROM scheduler_failures)"
                  " GROUP BY name ORDER BY name",
-    /* listener durations (store.h, durations; migration 11): the jobs of
-     * the history rows not counted yet that started, added by name and
-     * bucket (a duration equal to a bound is in that bound's bucket, as
-     * Prometheus' "le" says), then those rows marked counted */
-    [Q_DURATIONS_COUNT] = "INSERT INTO scheduler_durations (name, bucket, jobs, seconds)"
-                          " SELECT json_extract(e.value, '$[1]'), CASE"
-                          "  WHEN d <= 0.005 THEN 0 WHEN d <= 0.01 THEN 1 WHEN d <= 0.025 THEN 2"
-                          "  WHEN d <= 0.05 THEN 3 WHEN d <= 0.1 THEN 4 WHEN d <= 0.25 THEN 5"
-                          "  WHEN d <= 0.5 THEN 6 WHEN d <= 1 THEN 7 WHEN d <= 2.5 THEN 8"
-                          "  WHEN d <= 5 THEN 9 WHEN d <= 10 THEN 10 WHEN d <= 30 THEN 11"
-                          "  WHEN d <= 60 THEN 12 WHEN d <= 300 THEN 13 ELSE 14 END,"
-                          "  count(*), total(d)"
-                          " FROM (SELECT e.value, json_extract(e.value, '$[8]') AS d"
+    /* listener durations and start lateness (store.h, durations;
+     * migrations 11, 12): the jobs of the history rows not counted yet
+     * that started, added by name, kind and bucket (scheduler_bucket),
+     * then those rows marked counted.  Lateness: started_at less run_at,
+     * at least 0 (rows written before migration 12 have no run_at:
+     * durations only).  x is read once (MATERIALIZED), each job's array
+     * parsed for its four fields as before. */
+    [Q_DURATIONS_COUNT] = "WITH x AS MATERIALIZED (SELECT json_extract(e.value, '$[1]') AS name,"
+                          "  json_extract(e.value, '$[7]') AS started, json_extract(e.value, '$[8]') AS d,"
+                          "  json_extract(e.value, '$[11]') AS run_at"
                           "  FROM scheduler_history h, json_each(h.jobs) e"
-                          "  WHERE h.counted = 0 AND json_extract(e.value, '$[7]') IS NOT NULL) e"
-                          " WHERE true GROUP BY 1, 2"
-                          " ON CONFLICT (name, bucket) DO UPDATE SET jobs = jobs + excluded.jobs,"
+                          "  WHERE h.counted = 0 AND json_extract(e.value, '$[7]') IS NOT NULL),"
+                          " v AS (SELECT name, 0 AS late, d FROM x"
+                          "  UNION ALL SELECT name, 1, max(started - run_at, 0) FROM x WHERE run_at IS NOT NULL)"
+                          " INSERT INTO scheduler_durations (name, kind, bucket, jobs, seconds)"
+                          " SELECT name, CASE late WHEN 1 THEN 'lateness' ELSE 'duration' END,"
+                          "  scheduler_bucket(late, d), count(*), total(d) FROM v WHERE true GROUP BY 1, 2, 3"
+                          " ON CONFLICT (name, kind, bucket) DO UPDATE SET jobs = jobs + excluded.jobs,"
                           "  seconds = seconds + excluded.seconds",
     [Q_DURATIONS_DONE] = "UPDATE scheduler_history SET counted = 1 WHERE counted = 0",
-    [Q_DURATIONS] = "SELECT name, bucket, jobs, seconds FROM scheduler_durations"
-                    " ORDER BY name, bucket",
+    [Q_DURATIONS] = "SELECT name, kind = 'lateness', bucket, jobs, seconds FROM scheduler_durations"
+                    " ORDER BY name, kind, bucket",
 };
 
 /* ------------------------------------------------------------------ */
@@ -1537,6 +1554,20 @@ static int set_wal(sq_store *q, char *text, size_t size) {
   return rc;
 }
 
+/* SQL scheduler_bucket(late, v): the histogram bucket of v (store.h,
+ * durations): how many of the bounds (LATENESS_BOUNDS when late is 1,
+ * else DURATION_BOUNDS) are below it, so a value equal to a bound is in
+ * that bound's bucket, as Prometheus' "le" says. */
+static void sql_bucket(sqlite3_context *cx, int argc, sqlite3_value **argv) {
+  static const double bounds[2][DURATION_BUCKETS] = {DURATION_BOUNDS_INIT, LATENESS_BOUNDS_INIT};
+  (void)argc;
+  const double *b = bounds[sqlite3_value_int(argv[0]) == 1];
+  double v = sqlite3_value_double(argv[1]);
+  int k = 0;
+  while (k < DURATION_BUCKETS && b[k] < v) k++;
+  sqlite3_result_int(cx, k);
+}
+
 static int sq_connect(store *s) {
   sq_store *q = SQ(s);
   if (q->db) return STORE_OK;
@@ -1557,6 +1588,9 @@ static int sq_connect(store *s) {
   sqlite3_busy_handler(q->db, on_busy, q);
   rc = sqlite3_create_function(q->db, "scheduler_listener_max", 1, SQLITE_UTF8, q, listener_max,
                                NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function(q->db, "scheduler_bucket", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                 NULL, sql_bucket, NULL, NULL);
   if (rc != SQLITE_OK) {
     int code = fail(q, rc, "cannot open the database");
     sq_disconnect_now(q);
@@ -3029,11 +3063,12 @@ static int sq_durations(store *s, store_duration **out, size_t *n) {
       }
       x->name_len = len;
     }
-    sqlite3_int64 b = sqlite3_column_int64(st, 1);
+    int late = sqlite3_column_int(st, 1);
+    sqlite3_int64 b = sqlite3_column_int64(st, 2);
     if (b < 0) b = 0;
     if (b > DURATION_BUCKETS) b = DURATION_BUCKETS;
-    x->jobs[b] += sqlite3_column_int64(st, 2);
-    x->seconds += sqlite3_column_double(st, 3);
+    (late ? x->late : x->jobs)[b] += sqlite3_column_int64(st, 3);
+    *(late ? &x->late_seconds : &x->seconds) += sqlite3_column_double(st, 4);
   }
   finish_stmt(st);
   if (oom) return store_fail(s, STORE_NOMEM, "reading durations: not enough memory");

@@ -592,8 +592,12 @@ end
 -- listeners of the jobs history kept ran (each job that started counted
 -- once, whatever history keeps since): jobs[k] ran at most bounds[k]
 -- seconds and more than bounds[k - 1] (jobs[#bounds + 1]: longer);
--- seconds: their total.  Returns rows, bounds; or nil, err.  What
--- `metrics` exports as lua_scheduler_listener_duration_seconds.
+-- seconds: their total.  Each row's `late` = { jobs, seconds }: the same
+-- for how late they started (started_at less the run_at the claim saw,
+-- at least 0), by late_bounds.  Returns rows, bounds, late_bounds; or
+-- nil, err.  What `metrics` exports as
+-- lua_scheduler_listener_duration_seconds and
+-- lua_scheduler_job_start_lateness_seconds.
 function Scheduler:durations()
   local c = check_self(self, "durations")
   return c:durations()

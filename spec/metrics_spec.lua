@@ -85,8 +85,8 @@ describe("metrics", function()
     end
     assert.same({ lua_scheduler_jobs = "gauge", lua_scheduler_oldest_due_job_lateness_seconds = "gauge",
       lua_scheduler_paused = "gauge", lua_scheduler_jobs_completed_total = "counter",
-      lua_scheduler_jobs_failed_total = "counter", lua_scheduler_listener_duration_seconds = "histogram" },
-      types)
+      lua_scheduler_jobs_failed_total = "counter", lua_scheduler_listener_duration_seconds = "histogram",
+      lua_scheduler_job_start_lateness_seconds = "histogram" }, types)
   end)
 
   it("counts failures for good on every path: held batch, lease, crash rule; a retry counts again", function()
@@ -212,6 +212,98 @@ describe("metrics", function()
       assert.is_falsy(text:find('lua_scheduler_listener_duration_seconds_count{name="' .. other, 1, true))
       assert.is_truthy(text:find("# TYPE lua_scheduler_listener_duration_seconds histogram\n", 1, true))
     end)
+
+  it("exports start lateness from history: from run_at to the listener's start, a retry's from its own, "
+    .. "held batches and leases", function()
+    local name, leased = helper.name("m-late") .. '"\\', helper.name("m-late-leased")
+    local h = helper.new{ backoff = function() return 0 end, history = "1h" }
+    local failed = {}
+    h:on(name, function(p)
+      if p == "retry" and not failed[p] then
+        failed[p] = true
+        error("once")
+      end
+    end)
+    local t = helper.now()
+    helper.schedule(h, name, "a", { at = t - 10 })
+    helper.schedule(h, name, "b", { at = t - 100 })
+    -- fails at once, 100 s late; its retry is due at once (backoff 0): its
+    -- lateness is the retry's, not 100 s more
+    helper.schedule(h, name, "retry", { at = t - 100 })
+    assert.equals(4, helper.drain_until(h, function() return total_of(h, name).done == 3 end))
+    local function histogram(n)
+      local rows, bounds, late_bounds = helper.ok(h:durations())
+      for _, r in ipairs(rows) do
+        if r.name == n then return r.late, late_bounds, bounds end
+      end
+      return nil, late_bounds, bounds
+    end
+    local r, late_bounds = histogram(name)
+    assert.equals(14, #late_bounds)
+    assert.same({ 0.001, 0.005, 0.01 }, { late_bounds[1], late_bounds[2], late_bounds[3] })
+    assert.equals(300, late_bounds[14])
+    assert.equals(#late_bounds + 1, #r.jobs)
+    local function upto(jobs, bound) -- jobs whose lateness is at most `bound`
+      local n = 0
+      for k = 1, #late_bounds + 1 do
+        if k > #late_bounds or late_bounds[k] > bound then break end
+        n = n + jobs[k]
+      end
+      return n
+    end
+    assert.equals(3, upto(r.jobs, math.huge))
+    assert.equals(1, upto(r.jobs, 5)) -- the retry
+    assert.equals(2, upto(r.jobs, 60)) -- and the one 10 s late
+    assert.is_true(r.seconds >= 110 and r.seconds < 400, tostring(r.seconds))
+    -- counted once: again, the same
+    assert.same(r.jobs, (histogram(name)).jobs)
+    -- on a bound: in that bound's bucket ("le"); started before its
+    -- run_at (another host's clock): 0.  Written by hand, exact values.
+    local edge = helper.name("m-late-edge")
+    local jobs = ('[[1,%q,null,null,"done",1,0,1000.5,0.025,null,3600,995.5],'
+      .. '[2,%q,null,null,"done",1,0,1000,0.001,null,3600,1010]]'):format(edge, edge)
+    if helper.SQLITE then
+      helper.sqlite(("INSERT INTO scheduler_history (min_id, max_id, finished_at, kept_until, worker, jobs)"
+        .. " VALUES (1, 2, %f, %f, 'w', %s)"):format(t, t + 3600, helper.literal(jobs)))
+    else
+      helper.psql(("INSERT INTO scheduler.history (ids, finished_at, kept_until, worker, jobs)"
+        .. " VALUES ('[1,2]', now(), now() + interval '1 hour', 'w', %s)"):format(helper.literal(jobs)))
+    end
+    local e, _, bounds = histogram(edge)
+    assert.equals(5, late_bounds[10])
+    assert.same({ 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0 }, e.jobs)
+    assert.equals(5, e.seconds)
+    assert.equals(0.025, bounds[3])
+    local d
+    for _, x in ipairs(helper.ok(h:durations())) do if x.name == edge then d = x end end
+    assert.same({ 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, d.jobs)
+    -- leased: a worker process at concurrency 3 (PostgreSQL writes
+    -- history from the rows there, not from the batch in memory)
+    for _ = 1, 2 do helper.schedule(h, leased, "x", { at = t - 100 }) end
+    local w = helper.spawn { WORKER_NAMES = leased, WORKER_CONCURRENCY = 3, WORKER_HISTORY = "1h" }
+    assert.is_truthy(helper.wait_for(function() return total_of(h, leased).done == 2 end, 20), w:describe())
+    w:kill("TERM")
+    assert.is_truthy(w:wait(10), w:describe())
+    local l = histogram(leased)
+    assert.equals(2, upto(l.jobs, math.huge))
+    assert.equals(0, upto(l.jobs, 60))
+    assert.is_true(l.seconds >= 200 and l.seconds < 600, tostring(l.seconds))
+    -- the text: promtool takes it, the buckets cumulative
+    local text = helper.ok(metrics.render(h))
+    local ok, out = promtool(text)
+    assert.is_true(ok, out .. "\n" .. text)
+    local m = "lua_scheduler_job_start_lateness_seconds"
+    local lbl = 'name="' .. name:gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }) .. '"'
+    assert.equals(1, value(text, m .. "_bucket", lbl .. ',le="5"'), text)
+    assert.equals(2, value(text, m .. "_bucket", lbl .. ',le="60"'))
+    assert.equals(3, value(text, m .. "_bucket", lbl .. ',le="+Inf"'))
+    assert.equals(3, value(text, m .. "_count", lbl))
+    assert.is_true(value(text, m .. "_sum", lbl) >= 110)
+    lbl = 'name="' .. leased .. '"'
+    assert.equals(0, value(text, m .. "_bucket", lbl .. ',le="5"'))
+    assert.equals(2, value(text, m .. "_bucket", lbl .. ',le="+Inf"'))
+    assert.is_truthy(text:find("# TYPE " .. m .. " histogram\n", 1, true))
+  end)
 
   it("`lua-scheduler metrics` prints it once; promtool takes it; no database: exit 1", function()
     local name = helper.name("m-cli") .. '"\\\n'

@@ -933,7 +933,8 @@ COMMANDS.metrics = {
 Prints the scheduler's metrics in Prometheus' text format, once: jobs by
 name and state, the oldest due job's lateness, paused names, the
 completed and failed totals of every worker of the database (counters kept
-in the database), and the listeners' durations as history keeps them.  For a textfile collector or a scrape through a wrapper;
+in the database), and the listeners' durations and start lateness as
+history keeps them.  For a textfile collector or a scrape through a wrapper;
 `web` serves the same text on /metrics.]],
   options = { DATABASE },
   run = function(o)

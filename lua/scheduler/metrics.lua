@@ -15,10 +15,12 @@
 --   lua_scheduler_jobs_completed_total                 counter
 --   lua_scheduler_jobs_failed_total                    counter
 --   lua_scheduler_listener_duration_seconds            histogram, from history
+--   lua_scheduler_job_start_lateness_seconds           histogram, from history
 -- The counters are kept in the database by the workers that finish the
 -- jobs (see `totals` in the API and README "Metrics"); they never go down.
--- The histogram counts the jobs history keeps (configure{history}), each
--- once (s:durations()); without history it has no samples.
+-- The histograms count the jobs history keeps (configure{history}) that
+-- started, each once (s:durations()); without history they have no
+-- samples.
 
 local text = require "scheduler.cli.text"
 
@@ -58,7 +60,7 @@ function metrics.render(s)
   local totals
   totals, err = s:totals()
   if not totals then error(err, 0) end
-  local durations, bounds = s:durations()
+  local durations, bounds, late_bounds = s:durations()
   if not durations then error(bounds, 0) end
   local out = {}
   local function add(...)
@@ -99,20 +101,33 @@ function metrics.render(s)
   for _, r in ipairs(totals) do
     sample("lua_scheduler_jobs_failed_total", r.name, nil, r.failed)
   end
-  head("lua_scheduler_listener_duration_seconds", "histogram",
-    "How long listeners ran (done and failed runs), counted from history: only jobs of names that "
-      .. "keep history (configure{history}), each once.")
-  for _, r in ipairs(durations) do
-    local sum = 0
-    for k, le in ipairs(bounds) do
-      sum = sum + r.jobs[k]
-      sample("lua_scheduler_listener_duration_seconds_bucket", r.name, ',le="' .. number(le) .. '"', sum)
+  -- a histogram per name: h(r) its {jobs, seconds}; rows without a
+  -- sample (history written before lateness was) are left out
+  local function histogram(metric, help, bucket_bounds, h)
+    head(metric, "histogram", help)
+    for _, r in ipairs(durations) do
+      local jobs, sum = h(r).jobs, 0
+      for _, n in ipairs(jobs) do sum = sum + n end
+      if sum > 0 then
+        sum = 0
+        for k, le in ipairs(bucket_bounds) do
+          sum = sum + jobs[k]
+          sample(metric .. "_bucket", r.name, ',le="' .. number(le) .. '"', sum)
+        end
+        sum = sum + jobs[#bucket_bounds + 1]
+        sample(metric .. "_bucket", r.name, ',le="+Inf"', sum)
+        sample(metric .. "_sum", r.name, nil, h(r).seconds)
+        sample(metric .. "_count", r.name, nil, sum)
+      end
     end
-    sum = sum + r.jobs[#bounds + 1]
-    sample("lua_scheduler_listener_duration_seconds_bucket", r.name, ',le="+Inf"', sum)
-    sample("lua_scheduler_listener_duration_seconds_sum", r.name, nil, r.seconds)
-    sample("lua_scheduler_listener_duration_seconds_count", r.name, nil, sum)
   end
+  histogram("lua_scheduler_listener_duration_seconds",
+    "How long listeners ran (done and failed runs), counted from history: only jobs of names that "
+      .. "keep history (configure{history}), each once.", bounds, function(r) return r end)
+  histogram("lua_scheduler_job_start_lateness_seconds",
+    "How long after its time (run_at; a retry's own) each listener started, 0 if before, counted "
+      .. "from history: only jobs of names that keep history (configure{history}), each once.",
+    late_bounds, function(r) return r.late end)
   return table.concat(out)
 end
 

@@ -30,6 +30,7 @@
 --                      (cqueues.sleep; with WORKER_CONCURRENCY); a table
 --                      payload's `wait` field overrides it per job
 --   WORKER_DATABASE    the `database` option (default: LUA_SCHEDULER_DATABASE)
+--   WORKER_HISTORY     the `history` option (how long finished jobs are kept)
 --   WORKER_STOP_AFTER  call scheduler.stop() from the listener after this many jobs
 --   WORKER_SCHEDULE    schedule this many due-now jobs for the first name
 --                      before running (payload { from = <pid>, n = i })
@@ -135,6 +136,7 @@ if os.getenv("WORKER_LEASE") then opts.lease = tonumber(os.getenv("WORKER_LEASE"
 if os.getenv("WORKER_BATCH_MAX") then opts.batch_max = tonumber(os.getenv("WORKER_BATCH_MAX")) end
 if os.getenv("WORKER_DATABASE") then opts.database = os.getenv("WORKER_DATABASE") end
 if os.getenv("WORKER_CONCURRENCY") then opts.concurrency = tonumber(os.getenv("WORKER_CONCURRENCY")) end
+if os.getenv("WORKER_HISTORY") then opts.history = os.getenv("WORKER_HISTORY") end
 local default_wait = tonumber(os.getenv("WORKER_WAIT") or "") or 0
 if os.getenv("WORKER_LOG") == "false" then
   opts.log = false
