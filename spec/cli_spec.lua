@@ -61,7 +61,11 @@ describe("lua-scheduler", function()
     helper.cleanup()
   end)
 
-  describe("command line", function()
+  -- #slow: the memory run (.ci/run) leaves these out: each check starts
+  -- the command anew (under ASan, a second or more each), and the paths
+  -- they take through the C core are the API's, which the other specs
+  -- take in-process; the `run` tests below stay in it (the supervisor)
+  describe("command line #slow", function()
     it("has --help at every level (stdout, exit 0) and --version", function()
       local r = exec("--help")
       assert_exit(0, r)
@@ -195,7 +199,7 @@ describe("lua-scheduler", function()
     end)
   end)
 
-  describe("admin commands", function()
+  describe("admin commands #slow", function()
     it("migrate creates or upgrades the schema and prints its version", function()
       local r = exec("migrate")
       assert_exit(0, r)

@@ -8,6 +8,7 @@
 -- scheduler's.
 local helper = require "spec.helper"
 local cqueues = require "cqueues"
+local most_at_once = require "spec.support.overlap"
 
 --- An append-only record of listener events: "<id> <event> <time>".
 local function new_record()
@@ -27,24 +28,20 @@ local function new_record()
   return rec
 end
 
---- Most "start"s without their "end" at any moment, and how many of each
--- event per id.
+--- Most "start"s without their "end" at any moment (spec/support/overlap.lua:
+-- an end and a start at the same instant are a slot freed, then taken).
 local function overlap(events)
-  local sorted = {}
-  for _, e in ipairs(events) do
-    if e.event == "start" or e.event == "end" then sorted[#sorted + 1] = e end
+  local open, intervals = {}, {}
+  for _, e in ipairs(events) do -- a run's start is recorded before its end
+    if e.event == "start" then
+      open[e.id] = e.t
+    elseif e.event == "end" and open[e.id] then
+      intervals[#intervals + 1] = { open[e.id], e.t }
+      open[e.id] = nil
+    end
   end
-  -- ends before starts at the same instant: a slot freed, then taken
-  table.sort(sorted, function(a, b)
-    if a.t ~= b.t then return a.t < b.t end
-    return a.event == "end" and b.event == "start"
-  end)
-  local now, most = 0, 0
-  for _, e in ipairs(sorted) do
-    now = now + (e.event == "start" and 1 or -1)
-    if now > most then most = now end
-  end
-  return most
+  for _, t in pairs(open) do intervals[#intervals + 1] = { t, math.huge } end
+  return most_at_once(intervals)
 end
 
 local function per_id(events, event)
@@ -53,6 +50,31 @@ local function per_id(events, event)
     if e.event == event then n[e.id] = (n[e.id] or 0) + 1 end
   end
   return n
+end
+
+--- Start another client that holds a lock for `seconds`: on PostgreSQL,
+-- psql runs `sql` (which takes it) then sleeps; on SQLite, sqlite3 holds
+-- the file's write lock.  Returns once the lock is held (under load psql
+-- can take longer to start than a fixed sleep allows), its output going
+-- to dir/out.
+local function hold_lock(sql, seconds, dir)
+  local mark = helper.name("holder"):gsub("%W", "_")
+  if helper.POSTGRESQL then
+    helper.sh(("psql -qAt -c %s >%s/out 2>&1 &"):format(helper.shquote(
+      ("BEGIN; %s; SELECT pg_sleep(%g) AS %s; ROLLBACK;"):format(sql, seconds, mark)), dir))
+    assert.is_truthy(helper.wait_for(function()
+      -- its sleep has begun, so its lock is taken (this query's own text
+      -- names the mark too, but it is not sleeping)
+      return helper.psql_int(("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+        .. " AND query LIKE '%%%s%%'"):format(mark)) == 1
+    end, 20, 0.02), "the other client never held its lock: " .. tostring(helper.read_file(dir .. "/out")))
+  else
+    helper.sh(("(echo '.timeout 5000'; echo 'BEGIN IMMEDIATE;'; sleep %g; echo 'ROLLBACK;') | sqlite3 %s >%s/out 2>&1 &")
+      :format(seconds, helper.shquote(helper.sqlite_path()), dir))
+    assert.is_truthy(helper.wait_for(function()
+      return not pcall(helper.sqlite, "BEGIN IMMEDIATE; ROLLBACK;", { timeout = 0 })
+    end, 20, 0.02), "the other client never held the write lock: " .. tostring(helper.read_file(dir .. "/out")))
+  end
 end
 
 local function schedule_list(s, name, n, payload)
@@ -337,27 +359,17 @@ describe("concurrent listeners", function()
         child = id or err
       end
     end)
-    -- another client holds the write that schedule() needs for 1.5 s: an
+    -- another client holds the write that schedule() needs for 3 s: an
     -- uncommitted job with the same key (PostgreSQL waits on the unique
     -- index), or the file's write lock (SQLite)
     helper.ok(s:schema_version()) -- the tables exist before the other client uses them
     local key = helper.name("key")
     local dir = helper.tmpdir()
-    local holder
-    if helper.POSTGRESQL then
-      holder = ("psql -qAt -c %s >%s/out 2>&1 & echo $!"):format(helper.shquote(
-        ("BEGIN; INSERT INTO scheduler.jobs (name, key) VALUES ('%s-other', '%s'); SELECT pg_sleep(1.5);"
-          .. " ROLLBACK;"):format(name, key)), dir)
-    else
-      holder = ("(echo '.timeout 5000'; echo 'BEGIN IMMEDIATE;'; sleep 1.5; echo 'ROLLBACK;') | sqlite3 %s >%s/out 2>&1 & echo $!")
-        :format(helper.shquote(helper.sqlite_path()), dir)
-    end
     local cq = cqueues.new()
     require("scheduler.cqueues").attach(s, cq)
     local ticks, waiting, result = 0, false, nil
     cq:wrap(function()
-      helper.sh(holder)
-      cqueues.sleep(0.3) -- the lock is held
+      hold_lock(("INSERT INTO scheduler.jobs (name, key) VALUES ('%s-other', '%s')"):format(name, key), 3, dir)
       waiting = true
       -- from the host loop's own code
       local t0 = cqueues.monotime()
@@ -385,7 +397,7 @@ describe("concurrent listeners", function()
 
   it("stop while the worker's claim waits for another client's lock, and return once it is released", function()
     -- the claim a worker makes when it starts waits on a lock another
-    -- client holds for 1.2 s (SQLite: the file's write lock; PostgreSQL: an
+    -- client holds for 2 s (SQLite: the file's write lock; PostgreSQL: an
     -- exclusive lock on the jobs table); stop() comes while it waits.  Once
     -- the claim returns, the loop must learn that the worker settled (the
     -- end of a claim did not signal it, and cq:loop() waited forever)
@@ -394,16 +406,7 @@ describe("concurrent listeners", function()
     s:on(name, function() end)
     helper.ok(s:schema_version()) -- the tables exist before the other client uses them
     local dir = helper.tmpdir()
-    local holder
-    if helper.POSTGRESQL then
-      holder = ("psql -qAt -c %s >%s/out 2>&1 & echo $!"):format(helper.shquote(
-        "BEGIN; LOCK TABLE scheduler.jobs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.2); ROLLBACK;"), dir)
-    else
-      holder = ("(echo '.timeout 5000'; echo 'BEGIN IMMEDIATE;'; sleep 1.2; echo 'ROLLBACK;') | sqlite3 %s >%s/out 2>&1 & echo $!")
-        :format(helper.shquote(helper.sqlite_path()), dir)
-    end
-    helper.sh(holder)
-    helper.sleep(0.3) -- the lock is held
+    hold_lock("LOCK TABLE scheduler.jobs IN ACCESS EXCLUSIVE MODE", 2, dir)
     local cq = cqueues.new()
     require("scheduler.cqueues").attach(s, cq)
     local t0 = cqueues.monotime()
