@@ -336,6 +336,76 @@ static const char *const migrations[] = {
     "  jobs bigint NOT NULL,"
     "  seconds float8 NOT NULL"
     ");",
+    /* 15: rate limits (store.h, limit: RATES).  A limit has a
+     * concurrency, a rate (rate claims per `per` seconds) or both.  The
+     * bucket of a rate (GCRA: tat, its theoretical arrival time; NULL:
+     * full) is a row of limit_rates (part '': the whole name), made with
+     * the limit and gone with it; claims move it under the lock
+     * limit_free takes (RATE_TAKE in store_pg_claim.c), so that it is
+     * exact across workers and hosts.  rate_burst and rate_step spell
+     * STORE_RATE_BURST and STORE_RATE_STEP (store.h); rate_tokens is a
+     * bucket's whole tokens at `at` (NULL without a rate).  limit_free
+     * now gives, after the lock, the clock it read (at: the claim's
+     * time for the bucket, later than now() by the wait for the lock) and
+     * the bucket's step (an interval), and its free slots are at most the
+     * tokens. */
+    "ALTER TABLE scheduler.limits ALTER COLUMN concurrency DROP NOT NULL,"
+    "  ADD COLUMN rate integer CHECK (rate >= 1), ADD COLUMN per float8 CHECK (per > 0),"
+    "  ADD CHECK (concurrency IS NOT NULL OR rate IS NOT NULL),"
+    "  ADD CHECK ((rate IS NULL) = (per IS NULL));"
+    "CREATE TABLE scheduler.limit_rates ("
+    "  name text NOT NULL REFERENCES scheduler.limits ON DELETE CASCADE,"
+    "  part text NOT NULL DEFAULT '',"
+    "  tat timestamptz,"
+    "  PRIMARY KEY (name, part)"
+    ");"
+    "CREATE FUNCTION scheduler.rate_burst(rate integer) RETURNS integer"
+    "  LANGUAGE sql IMMUTABLE AS $f$ SELECT greatest(1, rate / 40) $f$;"
+    "CREATE FUNCTION scheduler.rate_step(rate integer, per float8) RETURNS float8"
+    "  LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT 1.01 * per / (rate - scheduler.rate_burst(rate) + 1) $f$;"
+    /* (1e-6: a token spent and its step added back must not lose the
+     * token to rounding) */
+    "CREATE FUNCTION scheduler.rate_tokens(rate integer, per float8, tat timestamptz,"
+    "  at timestamptz) RETURNS integer LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT CASE WHEN rate IS NOT NULL THEN greatest(0, floor(scheduler.rate_burst(rate)"
+    "    + 1e-6 - greatest(0, extract(epoch FROM tat - at)) / scheduler.rate_step(rate, per)))"
+    "    ::integer END $f$;"
+    /* AT_LIMIT of store_pg_claim.c, or the rate's bucket empty */
+    "CREATE FUNCTION scheduler.at_limit(job_name text, job_key text, job_payload jsonb)"
+    "  RETURNS boolean LANGUAGE sql VOLATILE AS $f$ SELECT EXISTS (SELECT 1"
+    "  FROM scheduler.limits l LEFT JOIN scheduler.limit_rates t"
+    "   ON t.name = l.name AND t.part = '' WHERE l.name = job_name"
+    "  AND (l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"
+    "    WHERE r.state = 'running' AND r.name = l.name AND (l.by IS NULL"
+    "      OR scheduler.part(l.by, r.key, r.payload)"
+    "        = scheduler.part(l.by, job_key, job_payload)))"
+    "   OR scheduler.rate_tokens(l.rate, l.per, t.tat, clock_timestamp()) = 0)) $f$;"
+    "DROP FUNCTION scheduler.limit_free(text[]);"
+    "CREATE FUNCTION scheduler.limit_free(names text[])"
+    "  RETURNS TABLE (limited text, by text, part text, free integer, turn text,"
+    "   at timestamptz, step interval)"
+    "  LANGUAGE plpgsql VOLATILE ROWS 1 AS $f$"
+    " DECLARE t timestamptz;"
+    " BEGIN"
+    "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   ORDER BY l.name FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN; END IF;"
+    "  t := clock_timestamp();"
+    "  RETURN QUERY SELECT l.name, l.by, NULL::text, least(l.concurrency - CASE WHEN l.by IS NULL"
+    "    THEN (SELECT count(*)::integer FROM scheduler.jobs j"
+    "     WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END,"
+    "    scheduler.rate_tokens(l.rate, l.per, r.tat, t)), l.turn, t,"
+    "    scheduler.rate_step(l.rate, l.per) * interval '1 second'"
+    "   FROM scheduler.limits l LEFT JOIN scheduler.limit_rates r"
+    "    ON r.name = l.name AND r.part = ''"
+    "   WHERE l.name = ANY (names)"
+    "   UNION ALL SELECT l.name, l.by, r.part, l.concurrency - r.n, NULL::text, t, NULL::interval"
+    "   FROM scheduler.limits l CROSS JOIN LATERAL ("
+    "    SELECT scheduler.part(l.by, j.key, j.payload) AS part, count(*)::integer AS n"
+    "    FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name GROUP BY 1) r"
+    "   WHERE l.name = ANY (names) AND l.by IS NOT NULL;"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -817,6 +887,8 @@ static void pg_destroy(store *s) {
   free(p->limit_values);
   free(p->limit_by);
   free(p->limit_by_lens);
+  free(p->limit_rates);
+  free(p->limit_pers);
   free(p->rows);
   free(p->stats);
   clear(&p->hist_res);

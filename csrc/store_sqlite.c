@@ -246,6 +246,28 @@ static const char *const migrations[] = {
     "  seconds REAL NOT NULL,"
     "  PRIMARY KEY (name, bucket)"
     ") WITHOUT ROWID;",
+    /* 12: rate limits (store.h, limit: RATES): a limit has a concurrency,
+     * a rate (rate claims per `per` seconds) or both; tat is its bucket
+     * (GCRA: the theoretical arrival time, Unix seconds; NULL: full),
+     * moved by the claims inside their write transaction (see
+     * load_limits).  concurrency may now be NULL: SQLite alters no
+     * constraint, so the table is made again. */
+    "CREATE TABLE scheduler_limits_new ("
+    "  name TEXT PRIMARY KEY,"
+    "  concurrency INTEGER CHECK (concurrency >= 1),"
+    "  at REAL NOT NULL,"
+    "  by TEXT,"
+    "  turn TEXT,"
+    "  rate INTEGER CHECK (rate >= 1),"
+    "  per REAL CHECK (per > 0),"
+    "  tat REAL,"
+    "  CHECK (concurrency IS NOT NULL OR rate IS NOT NULL),"
+    "  CHECK ((rate IS NULL) = (per IS NULL))"
+    ");"
+    "INSERT INTO scheduler_limits_new (name, concurrency, at, by, turn)"
+    "  SELECT name, concurrency, at, by, turn FROM scheduler_limits;"
+    "DROP TABLE scheduler_limits;"
+    "ALTER TABLE scheduler_limits_new RENAME TO scheduler_limits;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -262,7 +284,7 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_RATE_TAKE,
   Q_TOTALS, Q_DURATIONS_COUNT, Q_DURATIONS_DONE, Q_DURATIONS, Q_COUNT
 };
 
@@ -496,17 +518,19 @@ static const char *const queries[Q_COUNT] = {
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
     /* concurrency limits (store.h, limit) */
-    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at, by) VALUES (?1, ?2, ?3, ?4)"
+    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at, by, rate, per)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                 " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
-                " at = excluded.at, by = excluded.by"
-                " WHERE concurrency <> excluded.concurrency OR by IS NOT excluded.by",
+                " at = excluded.at, by = excluded.by, rate = excluded.rate, per = excluded.per"
+                " WHERE concurrency IS NOT excluded.concurrency OR by IS NOT excluded.by"
+                " OR rate IS NOT excluded.rate OR per IS NOT excluded.per",
     [Q_UNLIMIT] = "DELETE FROM scheduler_limits WHERE name = ?1",
     /* each limit and its running jobs (leased, started or not: a claim
      * marks them running), by the index of leases: running jobs are few */
     [Q_LIMITS] = "SELECT l.name, l.concurrency, CASE WHEN l.by IS NULL THEN (SELECT count(*)"
                  " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
-                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn"
-                 " FROM scheduler_limits l",
+                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn,"
+                 " l.rate, l.per, l.tat FROM scheduler_limits l",
     /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
      * (by ?2) that a claim at ?3 may take: numbered within their
      * partition in claim order (rn), those within their partition's free
@@ -528,6 +552,8 @@ static const char *const queries[Q_COUNT] = {
                     " WHERE c.rn <= min(?4, ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0))"
                     " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
     [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
+    /* a rate limit's bucket after a claim (store.h, limit: RATES) */
+    [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
     /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
     [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
@@ -651,7 +677,11 @@ typedef struct name_ref {
 typedef struct sq_limit {
   char *s;
   size_t len;
-  long long concurrency, free;
+  long long concurrency, free; /* concurrency 0: none (a rate alone) */
+  long long running;           /* its jobs running (not of a partitioned name) */
+  long long rate;              /* store.h, limit: RATES; 0: none */
+  double per, tat;             /* tat: the bucket (NaN: full) */
+  long long taken;             /* jobs the claim in hand took (rate_spend) */
   char *by; /* partitioned by (store.h, limit: PARTITIONS), or NULL; then
                free is not counted: Q_PART_PICK counts per partition */
   size_t by_len;
@@ -725,6 +755,8 @@ typedef struct sq_store {
   long long *limit_c;
   const char **limit_b;
   size_t *limit_bl;
+  long long *limit_r;
+  double *limit_p;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1310,10 +1342,28 @@ static void free_limits(sq_store *q) {
   q->n_limited = 0;
 }
 
+/* The whole tokens of rate limit l's bucket at `now` (store.h, limit:
+ * RATES; 1e-6: a token spent and its step added back must not be lost to
+ * rounding). */
+static long long rate_tokens(const sq_limit *l, double now) {
+  double ahead = isnan(l->tat) || l->tat < now ? 0 : l->tat - now;
+  double t = floor((double)STORE_RATE_BURST(l->rate) + 1e-6 - ahead / STORE_RATE_STEP(l->rate, l->per));
+  return t > 0 ? (long long)t : 0;
+}
+
+/* When rate limit l's bucket holds half its burst again (rounded up), the
+ * time its due jobs are looked at (as RATE_NEXT in store_pg_wake.c says
+ * why); NaN: full. */
+static double rate_next(const sq_limit *l) {
+  long long b = STORE_RATE_BURST(l->rate);
+  return l->tat - (double)(b - (b + 1) / 2) * STORE_RATE_STEP(l->rate, l->per);
+}
+
 /* Read the limits and count their running jobs into q->limited (store.h,
- * limit): inside a claim's write transaction, so that nobody claims in
- * between and the count is exact.  SQLite code. */
-static int load_limits(sq_store *q) {
+ * limit), with the tokens of their rates at `now`: inside a claim's write
+ * transaction, so that nobody claims in between and the count is exact.
+ * SQLite code. */
+static int load_limits(sq_store *q, double now) {
   free_limits(q);
   int rc;
   sqlite3_stmt *st = stmt(q, Q_LIMITS, &rc);
@@ -1348,8 +1398,13 @@ static int load_limits(sq_store *q) {
       tn[tlen] = '\0';
     }
     long long limit = sqlite3_column_int64(st, 1), running = sqlite3_column_int64(st, 2);
-    q->limited[q->n_limited++] =
-        (sq_limit){c, len, limit, limit - running, b, b ? blen : 0, tn, tn ? tlen : 0};
+    sq_limit l = {c, len, limit, limit ? limit - running : LLONG_MAX, running,
+                  sqlite3_column_int64(st, 5), sqlite3_column_double(st, 6),
+                  sqlite3_column_type(st, 7) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 7),
+                  0, b, b ? blen : 0, tn, tn ? tlen : 0};
+    /* a claim takes no more than the bucket's tokens either */
+    if (l.rate && rate_tokens(&l, now) < l.free) l.free = rate_tokens(&l, now);
+    q->limited[q->n_limited++] = l;
   }
   if (st) finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
@@ -1360,7 +1415,7 @@ static int load_limits(sq_store *q) {
 /* The limit of name (s, len) as load_limits last read, or NULL. */
 static sq_limit *limit_of(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_limited) return NULL;
-  sq_limit key = {(char *)s, len, 0, 0, NULL, 0, NULL, 0};
+  sq_limit key = {(char *)s, len, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0};
   return bsearch(&key, q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
 }
 
@@ -1373,6 +1428,7 @@ static int take_slot(const sq_store *q, const char *s, size_t len) {
   if (l->by) return 0;
   if (l->free <= 0) return 0;
   l->free--;
+  l->taken++;
   return 1;
 }
 
@@ -2047,7 +2103,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   /* and a limited name's only up to its free slots (store.h, limit); a
    * worker that runs its batch in turn takes one of each (`one_limited`):
    * a slot taken by a job waiting in the batch would run nothing */
-  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  if ((rc = load_limits(q, now)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
   for (size_t i = 0; one_limited && i < q->n_limited; i++)
     if (q->limited[i].free > 1) q->limited[i].free = 1;
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
@@ -2081,7 +2137,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
         break;
       }
       q->jobs[got++].attempt++;
-      if (l) l->free--;
+      if (l) l->free--, l->taken++;
       /* (of a partitioned name, one: part_full does not count this claim's) */
       if (got >= take || (l && l->by)) break;
     }
@@ -2146,6 +2202,18 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     sqlite3_bind_double(take, 3, *until);
     sqlite3_bind_int64(take, 4, (sqlite3_int64)token);
     if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
+  }
+  /* spend the tokens of the rates (store.h, limit: RATES): each bucket
+   * moves `taken` steps on from itself or from now, whichever is later */
+  for (size_t i = 0; rc == SQLITE_OK && got && i < q->n_limited; i++) {
+    sq_limit *l = &q->limited[i];
+    if (!l->rate || !l->taken) continue;
+    double from = isnan(l->tat) || l->tat < now ? now : l->tat;
+    sqlite3_stmt *up = stmt(q, Q_RATE_TAKE, &rc);
+    if (!up) break;
+    bind_text(up, 1, l->s, l->len);
+    sqlite3_bind_double(up, 2, from + (double)l->taken * STORE_RATE_STEP(l->rate, l->per));
+    rc = run_write(q, up, NULL);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
   if ((rc = commit(q, "claiming jobs", 0)) != STORE_OK) return rc;
@@ -2437,11 +2505,11 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
  * the due jobs of paused names do not count (store.h, pause). */
 static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) {
   int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
-  if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q);
+  double now = clock_wall();
+  if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q, now);
   *out = INFINITY;
   if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st = stmt(q, which, &rc);
-  double now = clock_wall();
   for (size_t i = 0; st && i < q->n_names; i++) {
     double v;
     if (which == Q_WAKE_DUE && is_paused(q, q->names[i].s, q->names[i].len)) continue;
@@ -2451,7 +2519,9 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
      * not at once (the worker would spin; store.h, limit) */
     const sq_limit *l =
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
-    int full = l && l->free <= 0;
+    int full = l && l->concurrency && l->concurrency - l->running <= 0;
+    /* a rate's due jobs: when its bucket has tokens enough (rate_next) */
+    if (l && l->rate && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
     if (l && l->by && !isnan(v) && v <= now) {
       /* partitioned: full when no due job is in a partition with a free
        * slot (what a claim would take: reads the name's due jobs) */
@@ -2760,6 +2830,8 @@ static void sq_destroy(store *s) {
   free(q->limit_c);
   free(q->limit_b);
   free(q->limit_bl);
+  free(q->limit_r);
+  free(q->limit_p);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -3131,25 +3203,31 @@ static int sq_paused_names(store *s, const char *const **names, const size_t **l
 }
 
 static int sq_limit_set(store *s, const char *name, size_t len, long long concurrency,
-                        const char *by, size_t by_len, int *changed) {
+                        const char *by, size_t by_len, long long rate, double per, int *changed) {
   sq_store *q = SQ(s);
   *changed = 0;
   if (memchr(name, 0, len))
     return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte" NUL_REFUSED);
   if (concurrency < 0 || concurrency > 2147483647)
     return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
-  if (by && concurrency && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
-  const char *what = concurrency ? "limiting" : "lifting a limit";
+  if (rate < 0 || rate > 2147483647 || (rate && !(per > 0 && per <= STORE_RATE_PER_MAX)))
+    return store_fail(s, STORE_ERROR, "a rate limit must be from 1 to 2147483647 per 0 to %.0f seconds",
+                      STORE_RATE_PER_MAX);
+  int some = concurrency || rate;
+  if (by && some && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
+  if (by && rate) return store_fail(s, STORE_ERROR, "a rate limit by partition is not supported yet");
+  const char *what = some ? "limiting" : "lifting a limit";
   int rc = begin(q, what);
   if (rc) return rc;
   int n = 0;
-  sqlite3_stmt *st = stmt(q, concurrency ? Q_LIMIT : Q_UNLIMIT, &rc);
+  sqlite3_stmt *st = stmt(q, some ? Q_LIMIT : Q_UNLIMIT, &rc);
   if (st) {
     bind_text(st, 1, name, len);
-    if (concurrency) {
-      sqlite3_bind_int64(st, 2, concurrency);
+    if (some) {
+      if (concurrency) sqlite3_bind_int64(st, 2, concurrency);
       sqlite3_bind_double(st, 3, clock_wall());
       bind_text(st, 4, by, by_len);
+      if (rate) sqlite3_bind_int64(st, 5, rate), sqlite3_bind_double(st, 6, per);
     }
     rc = run_write(q, st, &n);
   }
@@ -3162,12 +3240,13 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
 
 static int sq_limits(store *s, const char *const **names, const size_t **lens,
                      const long long **concurrency, const char *const **by,
-                     const size_t **by_lens, size_t *n) {
+                     const size_t **by_lens, const long long **rate, const double **per,
+                     size_t *n) {
   sq_store *q = SQ(s);
   *n = 0;
   int rc = sq_connect(s);
   if (rc) return rc;
-  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "reading the limits");
+  if ((rc = load_limits(q, clock_wall())) != SQLITE_OK) return fail(q, rc, "reading the limits");
   size_t k = q->n_limited ? q->n_limited : 1;
   const char **ns = realloc(q->limit_s, k * sizeof *ns);
   if (ns) q->limit_s = ns;
@@ -3179,16 +3258,23 @@ static int sq_limits(store *s, const char *const **names, const size_t **lens,
   if (bs) q->limit_b = bs;
   size_t *bls = bs ? realloc(q->limit_bl, k * sizeof *bls) : NULL;
   if (bls) q->limit_bl = bls;
-  if (!bls) return store_fail(s, STORE_NOMEM, "not enough memory");
+  long long *rs = bls ? realloc(q->limit_r, k * sizeof *rs) : NULL;
+  if (rs) q->limit_r = rs;
+  double *ps = rs ? realloc(q->limit_p, k * sizeof *ps) : NULL;
+  if (ps) q->limit_p = ps;
+  if (!ps) return store_fail(s, STORE_NOMEM, "not enough memory");
   for (size_t i = 0; i < q->n_limited; i++) {
     ns[i] = q->limited[i].s, ls[i] = q->limited[i].len, cs[i] = q->limited[i].concurrency;
     bs[i] = q->limited[i].by, bls[i] = q->limited[i].by_len;
+    rs[i] = q->limited[i].rate, ps[i] = q->limited[i].per;
   }
   *names = ns;
   *lens = ls;
   *concurrency = cs;
   *by = bs;
   *by_lens = bls;
+  *rate = rs;
+  *per = ps;
   *n = q->n_limited;
   return STORE_OK;
 }
