@@ -50,19 +50,21 @@ return function(ctx)
     return most
   end
 
-  --- Run `n` workers of `concurrency` on cfg.limit_jobs jobs of NAME
-  -- (limited to `limit`, or not: nil); check the records; the figures.
-  local function once(n, concurrency, limit, rep)
-    local N = cfg.limit_jobs
+  --- Run `n` workers of `concurrency` on `jobs` (default cfg.limit_jobs)
+  -- jobs of NAME waiting `wait` (default JOB_WAIT) each, limited by
+  -- `limit` (a limit() table, or nil: none); check the records; the
+  -- figures, and the records.
+  local function once(n, concurrency, limit, rep, jobs, wait)
+    local N = jobs or cfg.limit_jobs
     ctx.fill_due("scheduler.jobs", N, NAME)
     local s <close> = scheduler.new { log = "warn" }
-    assert(s:limit(NAME, limit and { concurrency = limit } or nil) ~= nil)
+    assert(s:limit(NAME, limit) ~= nil)
     local go = TMP .. "/limits.go"
     os.remove(go)
     local procs = {}
     for i = 1, n do
       local out = ("%s/limits.%d.%d.%d"):format(TMP, rep, n, i)
-      procs[i] = start { "name=" .. NAME, "concurrency=" .. concurrency, "wait=" .. JOB_WAIT,
+      procs[i] = start { "name=" .. NAME, "concurrency=" .. concurrency, "wait=" .. (wait or JOB_WAIT),
         "go=" .. go, "out=" .. out, "seconds=" .. math.max(60, N // 10) }
       procs[i].out = out
     end
@@ -89,14 +91,39 @@ return function(ctx)
     local left = ctx.count_jobs("name = '" .. NAME .. "'")
     if ids ~= N or twice ~= 0 or left ~= 0 or errors ~= 0 then
       die("limits (%d workers of %d, limit %s): %d of %d jobs ran, %d more than once, %d left, %d "
-        .. "listener errors: every job must run exactly once", n, concurrency, tostring(limit), ids, N,
+        .. "listener errors: every job must run exactly once", n, concurrency,
+        tostring(limit and (limit.concurrency or limit.rate)), ids, N,
         twice, left, errors)
     end
     local first, last = math.huge, -math.huge
     for _, iv in ipairs(intervals) do
       first, last = math.min(first, iv[2]), math.max(last, iv[3])
     end
-    return { rate = N / (last - first), most = peak(intervals) }
+    return { rate = N / (last - first), most = peak(intervals) }, intervals
+  end
+
+  --- The starts of `intervals` in windows of `per` seconds: the most in
+  -- any window [t, t + per) (sliding: one starting at each start holds
+  -- every busiest one), and the fewest in a window wholly inside the
+  -- saturated part, from `per` after the first start to the last (a
+  -- window (t, t + per] after each start there holds every emptiest one).
+  local function windows(intervals, per)
+    local t = {}
+    for i, iv in ipairs(intervals) do t[i] = iv[2] end
+    table.sort(t)
+    local most, fewest, j, k = 0, math.huge, 1, 1
+    for i = 1, #t do
+      while t[i] - t[j] >= per do j = j + 1 end
+      most = math.max(most, i - j + 1)
+    end
+    for i = 1, #t do
+      if t[i] >= t[1] + per and t[i] + per <= t[#t] then
+        if k < i then k = i end
+        while k + 1 <= #t and t[k + 1] <= t[i] + per do k = k + 1 end
+        fewest = math.min(fewest, k - i)
+      end
+    end
+    return most, fewest ~= math.huge and fewest or nil, t[#t] - t[1]
   end
 
   local M = {}
@@ -106,7 +133,7 @@ return function(ctx)
     local limited, base = {}, {}
     for rep = 1, cfg.reps do
       base[rep] = once(1, LIMIT, nil, rep)
-      limited[rep] = once(WORKERS, CONCURRENCY, LIMIT, rep)
+      limited[rep] = once(WORKERS, CONCURRENCY, { concurrency = LIMIT }, rep)
       log("limits rep %d: limited %.1f jobs/s (most %d at once), baseline %.1f jobs/s (most %d)", rep,
         limited[rep].rate, limited[rep].most, base[rep].rate, base[rep].most)
     end
@@ -129,6 +156,44 @@ return function(ctx)
       "", fmt_pct(median(ratios)) .. " limited/baseline (median of reps)", nil)
     ctx.results.limits = { limited = limited, baseline = base, ideal = ideal, limit = LIMIT,
       workers = WORKERS, concurrency = CONCURRENCY, job_seconds = JOB_WAIT, jobs = cfg.limit_jobs }
+    sql("TRUNCATE scheduler.jobs")
+  end
+
+  --- Rate limits (issue 16, item 3): a name limited to RATE starts a
+  -- second, cfg.rate_jobs jobs that return at once, run by WORKERS worker
+  -- processes of concurrency RCONC each (a claim takes up to the burst).  From the workers' own records (each
+  -- listener call's start): never more than RATE starts in any one-second
+  -- window, and at least 95% of RATE in each window once saturated (from
+  -- a second after the first start to the last).  In the same run, rep by
+  -- rep, the baseline: the same workers on the same jobs, not limited
+  -- (what they could do: the rate must be what holds them back).
+  function M.rate()
+    local RATE, PER, RCONC = 1000, 1, 32
+    local N = cfg.rate_jobs
+    local most, fewest, rates, brates, cpus = 0, math.huge, {}, {}, {}
+    for rep = 1, cfg.reps do
+      local b = once(WORKERS, RCONC, nil, rep, N, 0)
+      local _, intervals = once(WORKERS, RCONC, { rate = RATE, per = PER }, rep, N, 0)
+      local m, f, span = windows(intervals, PER)
+      most, fewest = math.max(most, m), math.min(fewest, f or math.huge)
+      rates[rep], brates[rep] = (N - 1) / span, b.rate
+      log("rate rep %d: most %d starts in a second, fewest %s once saturated, %.0f starts/s; baseline %.0f "
+        .. "jobs/s", rep, m, tostring(f), rates[rep], b.rate)
+    end
+    local label = ("%s jobs, rate %d per %d s, %d workers of %d"):format(commas(N), RATE, PER, WORKERS,
+      RCONC)
+    row("rate", "rate: " .. label .. ": most starts in any 1 s window (workers' own records)",
+      tostring(most), "<= " .. RATE, "", met(most <= RATE))
+    local sat = fewest ~= math.huge
+    row("rate", "rate: " .. label .. ": fewest starts in a 1 s window once saturated",
+      sat and tostring(fewest) or "-", ">= 950", sat and "" or "no saturated window (too few jobs)",
+      met(sat and fewest >= 950 or nil))
+    row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
+      "", "sustained by the rule: 966/s", nil)
+    row("rate", "  baseline: not limited, the same workers", ("%.0f jobs/s"):format(median(brates)),
+      "", "", nil)
+    ctx.results.rate = { most = most, fewest = sat and fewest or nil, rates = rates, baseline = brates,
+      rate = RATE, per = PER, workers = WORKERS, concurrency = RCONC, jobs = N }
     sql("TRUNCATE scheduler.jobs")
   end
 

@@ -13,6 +13,8 @@
 --                                           graphile-worker beside them (bench/concurrent.lua)
 --   make bench BENCH_ARGS="--only limits"   a name limited to 5 at once over 4 workers
 --                                           (issue 16, bench/limits.lua)
+--   make bench BENCH_ARGS="--only rate"     a name limited to 1,000 starts a second over
+--                                           4 workers (issue 16, bench/limits.lua)
 --
 -- Directly, against a database of your own (it creates the schemas
 -- `scheduler` and `bench` and TRUNCATEs scheduler.jobs: never point it at a
@@ -43,12 +45,13 @@ usage: lua5.4 bench/run.lua [options]
   --smoke          tiny sizes, 1 repetition: checks that everything runs (seconds)
   --reps N         repetitions of each measurement; the table shows medians (default 3)
   --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat,
-                   wait_timer,wait_http,limits
+                   wait_timer,wait_http,limits,rate
   --jobs N         jobs drained in the throughput measurement (default 100000)
   --batch N        the worker's batch size, for the ceiling at its own batch size
                    (default: DEFAULT_BATCH in csrc/core.c)
   --wait-jobs N    jobs in the waiting rows, wait_timer and wait_http (default 10000)
   --limit-jobs N   jobs of 50 ms in the limits rows (default 1000)
+  --rate-jobs N    jobs in the rate rows (default 10000: 10 s at 1,000 a second)
   --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
                    and npm installs it into build/npm once)
   --json FILE      where to write the results (default bench/results.json)
@@ -76,6 +79,7 @@ local cfg = {
   wait_concurrency = 200,   -- their worker's concurrency
   graphile_jobs = 3000,     -- graphile-worker's run of the same shape
   limit_jobs = 1000,        -- limits: jobs of 50 ms (10 s at the limit's ideal rate)
+  rate_jobs = 10000,        -- rate: jobs at 1,000 starts a second (10 s)
   no_graphile = false,
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
@@ -86,9 +90,10 @@ local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
   bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50, limit_jobs = 50,
+  rate_jobs = 300,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
-  "wait_http", "limits" }
+  "wait_http", "limits", "rate" }
 local only
 
 do
@@ -117,6 +122,7 @@ do
     elseif a == "--batch" then explicit.batch = count(a)
     elseif a == "--wait-jobs" then explicit.wait_jobs = count(a)
     elseif a == "--limit-jobs" then explicit.limit_jobs = count(a)
+    elseif a == "--rate-jobs" then explicit.rate_jobs = count(a)
     elseif a == "--no-graphile" then explicit.no_graphile = true
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
@@ -1410,14 +1416,16 @@ local ok, err = xpcall(function()
     if wanted("wait_timer") then waiting.wait_timer() end
     if wanted("wait_http") then waiting.wait_http() end
   end
-  if wanted("limits") then
-    dofile(BENCH .. "/limits.lua") {
+  if wanted("limits") or wanted("rate") then
+    local limits = dofile(BENCH .. "/limits.lua") {
       cfg = cfg, results = results, BENCH = BENCH, TMP = TMP, scheduler = scheduler,
       sql = sql, count_jobs = count_jobs, fill_due = fill_due, q = q, expect = expect,
       parse_result = parse_result, finish = finish, die = die, read_file = read_file,
       write_file = write_file, log = log, row = row, met = met, median = median, commas = commas,
       fmt_pct = fmt_pct,
-    }.limits()
+    }
+    if wanted("limits") then limits.limits() end
+    if wanted("rate") then limits.rate() end
   end
 end, debug.traceback)
 if not ok then die("%s", tostring(err)) end

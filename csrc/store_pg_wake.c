@@ -85,7 +85,7 @@
  * the lot.  Read without the lock, as LIMIT_LOOK's test. */
 #define RATE_NEXT                                                                            \
   "(SELECT r.tat - scheduler.rate_step(l.rate, l.per) * (scheduler.rate_burst(l.rate)"       \
-  "   - (scheduler.rate_burst(l.rate) + 1) / 2) * interval '1 second'"                       \
+  "   - (scheduler.rate_burst(l.rate) + 3) / 4) * interval '1 second'"                       \
   " FROM scheduler.limits l JOIN scheduler.limit_rates r ON r.name = l.name"                 \
   "  AND r.part = '' WHERE l.name = n.name AND l.rate IS NOT NULL)"
 static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,

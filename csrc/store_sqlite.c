@@ -1356,7 +1356,7 @@ static long long rate_tokens(const sq_limit *l, double now) {
  * why); NaN: full. */
 static double rate_next(const sq_limit *l) {
   long long b = STORE_RATE_BURST(l->rate);
-  return l->tat - (double)(b - (b + 1) / 2) * STORE_RATE_STEP(l->rate, l->per);
+  return l->tat - (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per);
 }
 
 /* Read the limits and count their running jobs into q->limited (store.h,
