@@ -129,6 +129,10 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * (NEXT_TURN), under the same lock.  `cap` (NULL: none) bounds the jobs
  * of one name or partition in a claim: 1 for a worker that runs its
  * batch in turn (which takes one job of its limited names a claim).
+ *   RATES (store.h, limit: RATES): limit_free's free is also at most the
+ * whole tokens of the name's bucket (migration 15), at the clock it read
+ * after the lock, and each claim spends what it took (RATE_TAKE) in the
+ * same statement, so under the same lock.
  *   AT_LIMIT(job) says, without the lock, that the limit (of its
  * partition) of a due job is full (written out in Q_CLAIM, whose text
  * bench/run.lua reads): for the choices that only decide whether to
