@@ -160,8 +160,7 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * dead worker's held batch (d) is skipped as in Q_CLAIM. */
 #define LIMITED_PICK(max, cap)                                                               \
   "lf AS MATERIALIZED ("                                                                     \
-  " SELECT f.limited, f.by, f.part, f.free, f.turn, f.at, f.step"                           \
-  " FROM scheduler.limit_free($1::text[]) f"                                                 \
+  " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f"  \
   " WHERE " SOME_LIMITED                                                                     \
   "), cw AS ("                                                                               \
   " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at"   \
@@ -207,15 +206,14 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   " cp.part COLLATE \"C\" DESC) x WHERE l.name = x.limited)"
 
 /* Spend the tokens of the rate limits (store.h, limit: RATES) of the
- * jobs update u claimed: each bucket's tat moves k steps on from itself or
- * from the clock limit_free read after the lock, whichever is later
- * (GCRA); u took no more than its tokens (limit_free's free).  Under the
- * lock on the limit's row, so the next claim of the name reads it.  (The
- * bucket of a limit whose rate was lifted has no step: NULL, full.) */
+ * jobs update u claimed of limited names (lf: one row each, part NULL):
+ * scheduler.rate_spend (migration 15) moves their buckets on, under the
+ * lock limit_free took; u took no more than the tokens (limit_free's
+ * free).  One row: the statement's last SELECT joins it, so that it
+ * runs once u has. */
 #define RATE_TAKE                                                                            \
-  "rt AS (UPDATE scheduler.limit_rates r SET tat = greatest(tat, f.at) + f.step * x.k"      \
-  " FROM lf f, (SELECT name, count(*) k FROM u GROUP BY 1) x"                                \
-  " WHERE r.name = x.name AND r.part = '' AND f.limited = x.name AND f.part IS NULL)"
+  "rt AS (SELECT scheduler.rate_spend(array_agg(u.name), array_agg(u.key),"                  \
+  " array_agg(u.payload)) FROM u JOIN lf ON lf.limited = u.name AND lf.part IS NULL)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -340,7 +338,7 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " RATE_TAKE " SELECT * FROM u"};
+    "), " RATE_TAKE " SELECT u.* FROM u, rt"};
 
 /* The claim of a worker that runs several jobs at once (store.h,
  * claim_leased): up to $3 due jobs of names $1, not quarantined, leased
@@ -376,7 +374,7 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
     "), " NEXT_TURN ", " RATE_TAKE
-    " SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
+    " SELECT u.*, q.due FROM rt, (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
     "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
     "    AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
@@ -401,7 +399,7 @@ const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " NEXT_TURN ", " RATE_TAKE " SELECT * FROM u"};
+    "), " NEXT_TURN ", " RATE_TAKE " SELECT u.* FROM u, rt"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts

@@ -379,11 +379,7 @@ static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 5,
     "  WHERE l.concurrency IS DISTINCT FROM excluded.concurrency"
     "   OR l.by IS DISTINCT FROM excluded.by OR l.rate IS DISTINCT FROM excluded.rate"
     "   OR l.per IS DISTINCT FROM excluded.per"
-    "  RETURNING 1),"
-    /* a rate's bucket, full (migration 15; checked against the limit's
-     * row at the statement's end) */
-    " b AS (INSERT INTO scheduler.limit_rates (name) SELECT $1 WHERE $4::integer IS NOT NULL"
-    "  ON CONFLICT DO NOTHING)"
+    "  RETURNING 1)"
     " SELECT count(*), " LIMIT_WAKE " FROM i"};
 static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
     "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING name)"
@@ -405,7 +401,6 @@ int pg_limit(store *s, const char *name, size_t len, long long concurrency, cons
                       STORE_RATE_PER_MAX);
   int some = concurrency || rate;
   if (by && some && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
-  if (by && rate) return store_fail(s, STORE_ERROR, "a rate limit by partition is not supported yet");
   char n[32], r[32], pr[64];
   snprintf(n, sizeof n, "%lld", concurrency);
   snprintf(r, sizeof r, "%lld", rate);

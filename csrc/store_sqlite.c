@@ -250,7 +250,8 @@ static const char *const migrations[] = {
      * a rate (rate claims per `per` seconds) or both; tat is its bucket
      * (GCRA: the theoretical arrival time, Unix seconds; NULL: full),
      * moved by the claims inside their write transaction (see
-     * load_limits).  concurrency may now be NULL: SQLite alters no
+     * load_limits); a partitioned rate's buckets are rows of
+     * scheduler_limit_rates (see part_pick).  concurrency may now be NULL: SQLite alters no
      * constraint, so the table is made again. */
     "CREATE TABLE scheduler_limits_new ("
     "  name TEXT PRIMARY KEY,"
@@ -267,7 +268,18 @@ static const char *const migrations[] = {
     "INSERT INTO scheduler_limits_new (name, concurrency, at, by, turn)"
     "  SELECT name, concurrency, at, by, turn FROM scheduler_limits;"
     "DROP TABLE scheduler_limits;"
-    "ALTER TABLE scheduler_limits_new RENAME TO scheduler_limits;",
+    "ALTER TABLE scheduler_limits_new RENAME TO scheduler_limits;"
+    /* the buckets of a partitioned rate, one per partition (no row, or a
+     * tat past: full), gone with their limit */
+    "CREATE TABLE scheduler_limit_rates ("
+    "  name TEXT NOT NULL,"
+    "  part TEXT NOT NULL,"
+    "  tat REAL NOT NULL,"
+    "  PRIMARY KEY (name, part)"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER scheduler_limits_gone AFTER DELETE ON scheduler_limits BEGIN"
+    "  DELETE FROM scheduler_limit_rates WHERE name = OLD.name;"
+    "END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -285,6 +297,7 @@ enum {
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
   Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_RATE_TAKE,
+  Q_RATE_PART, Q_RATE_PRUNE, Q_RATE_NEXT_PART,
   Q_TOTALS, Q_DURATIONS_COUNT, Q_DURATIONS_DONE, Q_DURATIONS, Q_COUNT
 };
 
@@ -534,7 +547,9 @@ static const char *const queries[Q_COUNT] = {
     /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
      * (by ?2) that a claim at ?3 may take: numbered within their
      * partition in claim order (rn), those within their partition's free
-     * slots (limit ?5 less its running jobs) and at most ?4 of each, in
+     * slots (limit ?5 less its running jobs; ?5 0: none) and at most ?4 of
+     * each, and for a rate ?8 (0: none; step ?9, burst ?10: store.h,
+     * limit: RATES) at most its bucket's tokens at ?3, in
      * rounds (rn), each round from the partition after the turn ?7 on
      * (round-robin across partitions, and across claims), at most ?6;
      * column 8 the partition.  Reads every due job of the name: no index
@@ -549,11 +564,23 @@ static const char *const queries[Q_COUNT] = {
                     "  FROM scheduler_jobs j WHERE j.state = 'scheduled' AND j.name = ?1"
                     "   AND j.run_at <= ?3 AND NOT j.quarantined)"
                     " SELECT " JOB_COLUMNS ", part FROM c"
-                    " WHERE c.rn <= min(?4, ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0))"
+                    " WHERE c.rn <= min(?4, CASE WHEN ?5 > 0"
+                    "  THEN ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0) ELSE ?4 END,"
+                    "  CASE WHEN ?8 > 0 THEN max(0, CAST(?10 + 1e-6 - max(0, coalesce((SELECT b.tat"
+                    "   FROM scheduler_limit_rates b WHERE b.name = ?1 AND b.part = c.part), 0) - ?3)"
+                    "   / ?9 AS INTEGER)) ELSE ?4 END)"
                     " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
     [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
     /* a rate limit's bucket after a claim (store.h, limit: RATES) */
     [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
+    /* a partition's bucket (name ?1, partition ?2) after one job claimed
+     * at ?3, step ?4; the buckets of name ?1 full again at ?2 (rows that
+     * say nothing); the first time one of them not full at ?2 holds a
+     * quarter of its burst (?2 is that far ahead of now: see rate_next) */
+    [Q_RATE_PART] = "INSERT INTO scheduler_limit_rates (name, part, tat) VALUES (?1, ?2, ?3 + ?4)"
+                    " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4",
+    [Q_RATE_PRUNE] = "DELETE FROM scheduler_limit_rates WHERE name = ?1 AND tat < ?2",
+    [Q_RATE_NEXT_PART] = "SELECT min(tat) FROM scheduler_limit_rates WHERE name = ?1 AND tat > ?2",
     /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
     [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
@@ -2018,6 +2045,8 @@ static int grow_jobs(sq_store *q, size_t n) {
  * limit: PARTITIONS) whose jobs running fill its limit: *full. */
 static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full) {
   int rc;
+  *full = 0;
+  if (!l->concurrency) return SQLITE_OK; /* a rate alone (its tokens: not here) */
   *full = 1;
   sqlite3_stmt *st = stmt(q, Q_PART_FULL, &rc);
   if (!st) return rc;
@@ -2031,6 +2060,22 @@ static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full
   return rc;
 }
 
+/* Bind Q_PART_PICK for partitioned name l at `now`: at most `cap` of
+ * each partition, `max` in all. */
+static void bind_part_pick(sqlite3_stmt *st, const sq_limit *l, double now, long long cap,
+                           size_t max) {
+  bind_text(st, 1, l->s, l->len);
+  bind_text(st, 2, l->by, l->by_len);
+  sqlite3_bind_double(st, 3, now);
+  sqlite3_bind_int64(st, 4, cap);
+  sqlite3_bind_int64(st, 5, l->concurrency);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
+  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
+  sqlite3_bind_int64(st, 8, l->rate);
+  sqlite3_bind_double(st, 9, l->rate ? STORE_RATE_STEP(l->rate, l->per) : 1);
+  sqlite3_bind_int64(st, 10, l->rate ? STORE_RATE_BURST(l->rate) : 0);
+}
+
 /* Add to q->jobs (from *got on) up to `max` due jobs at `now` of
  * partitioned name l, at most `cap` of each partition (Q_PART_PICK), and
  * move its turn to the partition of the last one.  *oom on a memory
@@ -2040,14 +2085,8 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   int rc;
   sqlite3_stmt *st = stmt(q, Q_PART_PICK, &rc);
   if (!st) return rc;
-  bind_text(st, 1, l->s, l->len);
-  bind_text(st, 2, l->by, l->by_len);
-  sqlite3_bind_double(st, 3, now);
-  sqlite3_bind_int64(st, 4, cap);
-  sqlite3_bind_int64(st, 5, l->concurrency);
-  sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
-  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
-  buf turn = BUF_INIT;
+  bind_part_pick(st, l, now, cap, max);
+  buf turn = BUF_INIT, parts = BUF_INIT; /* parts: (size_t length, bytes) each, for a rate */
   int took = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (grow_jobs(q, *got + 1) || read_job(st, &q->jobs[*got], &q->claimed)) {
@@ -2056,8 +2095,10 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
     }
     q->jobs[(*got)++].attempt++;
     buf_reset(&turn);
-    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8),
-                (size_t)sqlite3_column_bytes(st, 8))) {
+    size_t plen = (size_t)sqlite3_column_bytes(st, 8);
+    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8), plen) ||
+        (l->rate && (buf_add(&parts, (const char *)&plen, sizeof plen) ||
+                     buf_add(&parts, turn.len ? turn.data : "", plen)))) {
       *oom = 1;
       break;
     }
@@ -2065,6 +2106,30 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   }
   finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  /* spend the partitions' tokens (store.h, limit: RATES): a step per job
+   * on its partition's bucket, from itself or from now; then drop the
+   * buckets full again.  After the pick, whose reads they would change. */
+  double step = l->rate ? STORE_RATE_STEP(l->rate, l->per) : 0;
+  for (size_t at = 0; rc == SQLITE_OK && !*oom && at < parts.len;) {
+    size_t plen;
+    memcpy(&plen, parts.data + at, sizeof plen);
+    at += sizeof plen;
+    sqlite3_stmt *up = stmt(q, Q_RATE_PART, &rc);
+    if (!up) break;
+    bind_text(up, 1, l->s, l->len);
+    bind_text(up, 2, plen ? parts.data + at : "", plen);
+    sqlite3_bind_double(up, 3, now);
+    sqlite3_bind_double(up, 4, step);
+    rc = run_write(q, up, NULL);
+    at += plen;
+  }
+  sqlite3_stmt *prune = l->rate && rc == SQLITE_OK && !*oom ? stmt(q, Q_RATE_PRUNE, &rc) : NULL;
+  if (prune) {
+    bind_text(prune, 1, l->s, l->len);
+    sqlite3_bind_double(prune, 2, now);
+    rc = run_write(q, prune, NULL);
+  }
+  buf_free(&parts);
   sqlite3_stmt *up = rc == SQLITE_OK && took && !*oom ? stmt(q, Q_PART_TURN, &rc) : NULL;
   if (up) {
     bind_text(up, 1, l->s, l->len);
@@ -2152,7 +2217,8 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
     if (!l || !l->by || is_paused(q, q->names[i].s, q->names[i].len)) continue;
     /* (one at a time: one job of the name, the next partition's in turn) */
-    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency, one_limited ? 1 : limit - got,
+    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency ? l->concurrency : (long long)limit,
+                   one_limited ? 1 : limit - got,
                    &got, &oom);
   }
   sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
@@ -2207,7 +2273,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
    * moves `taken` steps on from itself or from now, whichever is later */
   for (size_t i = 0; rc == SQLITE_OK && got && i < q->n_limited; i++) {
     sq_limit *l = &q->limited[i];
-    if (!l->rate || !l->taken) continue;
+    if (!l->rate || !l->taken || l->by) continue; /* (partitions: part_pick) */
     double from = isnan(l->tat) || l->tat < now ? now : l->tat;
     sqlite3_stmt *up = stmt(q, Q_RATE_TAKE, &rc);
     if (!up) break;
@@ -2521,27 +2587,35 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
     int full = l && l->concurrency && l->concurrency - l->running <= 0;
     /* a rate's due jobs: when its bucket has tokens enough (rate_next) */
-    if (l && l->rate && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
+    if (l && l->rate && !l->by && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
     if (l && l->by && !isnan(v) && v <= now) {
       /* partitioned: full when no due job is in a partition with a free
        * slot (what a claim would take: reads the name's due jobs) */
       sqlite3_stmt *pick = stmt(q, Q_PART_PICK, &rc);
       if (!pick) break;
-      bind_text(pick, 1, l->s, l->len);
-      bind_text(pick, 2, l->by, l->by_len);
-      sqlite3_bind_double(pick, 3, now);
-      sqlite3_bind_int64(pick, 4, 1);
-      sqlite3_bind_int64(pick, 5, l->concurrency);
-      sqlite3_bind_int64(pick, 6, 1);
+      bind_part_pick(pick, l, now, 1, 1);
       rc = sqlite3_step(pick);
       full = rc == SQLITE_DONE;
       finish_stmt(pick);
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) break;
       rc = SQLITE_OK;
     }
-    if (full && !isnan(v) && v < now + LIMIT_LOOK) {
+    double look = now + LIMIT_LOOK;
+    if (full && l->by && l->rate && !isnan(v) && v <= now) {
+      /* or when the first bucket that is not full holds a quarter of its
+       * burst, if sooner (as RATE_NEXT_PARTS in store_pg_wake.c says) */
+      long long b = STORE_RATE_BURST(l->rate);
+      double ahead = (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per), first;
+      sqlite3_stmt *nx = stmt(q, Q_RATE_NEXT_PART, &rc);
+      if (!nx) break;
+      bind_text(nx, 1, l->s, l->len);
+      sqlite3_bind_double(nx, 2, now + ahead);
+      if ((rc = query_double(q, nx, &first)) != SQLITE_OK) break;
+      if (!isnan(first) && first - ahead < look) look = first - ahead;
+    }
+    if (full && !isnan(v) && v < look) {
       if (v <= now) *limit_wait = 1;
-      v = now + LIMIT_LOOK;
+      v = look;
     }
     if (!isnan(v) && v < *out) *out = v;
   }
@@ -3215,7 +3289,6 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
                       STORE_RATE_PER_MAX);
   int some = concurrency || rate;
   if (by && some && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
-  if (by && rate) return store_fail(s, STORE_ERROR, "a rate limit by partition is not supported yet");
   const char *what = some ? "limiting" : "lifting a limit";
   int rc = begin(q, what);
   if (rc) return rc;

@@ -736,7 +736,8 @@ end
 -- has none); and/or { rate = N, per = SECONDS } (at most N of its jobs
 -- start in any window of `per` seconds, smoothly: a token bucket with a
 -- burst of max(1, N // 40), the rest spread evenly; see the README; the
--- jobs wait, never fail; not with `by` yet); or nil (no limit).  Durable;
+-- jobs wait, never fail; with `by`, each partition's own); or nil (no
+-- limit).  Durable;
 -- a call replaces the name's limits.  Returns true if the limits changed,
 -- false if not; or nil, err.
 local LIMIT_KEYS = { concurrency = true, by = true, rate = true, per = true }
@@ -773,13 +774,9 @@ function Scheduler:limit(name, opts)
       raise(2, "limit: per must be a number of seconds above 0 and at most %d (a year), got %s",
         RATE_PER_MAX, tostring(per))
     end
-    if by ~= nil then raise(2, "limit: rate with by (a rate per partition) is not supported yet") end
   end
   if opts.concurrency == nil and rate == nil then
     raise(2, "limit: concurrency or rate is missing (nil lifts every limit: limit(name, nil))")
-  end
-  if opts.concurrency == nil and by ~= nil then
-    raise(2, "limit: by needs a concurrency")
   end
   local n = opts.concurrency ~= nil and check_int("limit", "concurrency", opts.concurrency, 1, 2) or nil
   return c:limit(name, n, by, rate, per)

@@ -332,8 +332,6 @@ describe("limit", function()
     helper.raises(function() s:limit(L, { concurrency = 2, by = "" }) end, "by must be 1 to 200 bytes")
     helper.raises(function() s:limit(L, { concurrency = 2, by = 'a"b' }) end, "by must be 1 to 200 bytes")
     helper.raises(function() s:limit(L, { concurrency = 2, by = ("x"):rep(201) }) end, "by must be 1 to 200")
-    helper.raises(function() s:limit(L, { concurrency = 2, by = "t", rate = 100, per = 60 }) end,
-      "not supported yet")
     helper.raises(function() s:limit("", { concurrency = 2 }) end, "must not be empty")
     helper.raises(function() s:limit(nil, { concurrency = 2 }) end, "must be a string")
     assert.same({}, (function()

@@ -1,5 +1,6 @@
 -- Rate limits (issue 16, item 3): scheduler.limit(name, { rate = N,
--- per = SECONDS }), alone or with a concurrency.  The attack: several
+-- per = SECONDS }), alone or with a concurrency, for a whole name or
+-- each partition (`by`) apart.  The attack: several
 -- worker processes of both kinds (concurrency 1: PostgreSQL's held claim
 -- transaction and SQLite's batch for the other names; concurrency 3: the
 -- fetcher's leased claims) drain one rate-limited name at once; their own
@@ -43,6 +44,12 @@ end
 
 -- The most starts in any window [t, t + per) of the sorted `times`
 -- (sliding: a window starting at each start holds every busiest one).
+-- The bound holds for the claims, at the database's clock; a start
+-- follows its claim by the worker's own delay (milliseconds, 1% of `per`
+-- is room for it: see the README), which a loaded machine (the suite
+-- beside other runs, ASan) can stretch past that, so the specs count
+-- windows of 0.9 per (SLACK) and say the strict figure.
+local SLACK = 0.9
 local function most_in_window(times, per)
   local most, j = 0, 1
   for i = 1, #times do
@@ -112,7 +119,7 @@ describe("rate limit", function()
     -- 1 at once (burst 1), then one each 1.01 / 20 s: 59 more in 2.98 s
     figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 2.98 s)",
       most, span)
-    assert.is_true(most <= 20, ("%d starts in one second"):format(most))
+    assert.is_true(most_in_window(times, SLACK) <= 20, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
     assert.is_true(span >= 2.5, ("60 starts in %.2f s"):format(span))
     -- keeps up: far below what a worker's idle look (15 s) would give
     assert.is_true(span < 8, ("60 starts took %.2f s"):format(span))
@@ -145,7 +152,7 @@ describe("rate limit", function()
     -- one each 1.01 / 4 s: 7 more in 1.77 s; the workers sleep in between
     figure("8 jobs at 4 a second, one at once: at most %d starts in a second, %.2f s, %.2f s of CPU a worker",
       most, times[#times] - times[1], used)
-    assert.is_true(most <= 4, ("%d starts in one second"):format(most))
+    assert.is_true(most_in_window(times, SLACK) <= 4, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
     assert.is_true(used < 0.5, ("a worker used %.2f s of CPU"):format(used))
     -- never two at once: each start after the one before ended
     local runs = {}
@@ -167,6 +174,52 @@ describe("rate limit", function()
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
+  -- PARTITIONS: limit(name, { rate = N, per = S, by = "tenant" }): each
+  -- tenant has its own bucket.  3 tenants of 12 jobs at 5 a second each,
+  -- drained together by a worker of each kind: never more than 5 starts
+  -- of a tenant in any second, and the tenants go at once (15 a second
+  -- together), one claim's lock for all of them.
+  it("by = \"tenant\": 3 tenants at 5 a second each, never more than 5 of one in a second, together 3x",
+    function()
+    local s = helper.new()
+    local L = helper.name("rated_parts")
+    assert.is_true(helper.ok(s:limit(L, { rate = 5, per = 1, by = "tenant" })))
+    local list, tenant_of = {}, {}
+    for i = 1, 12 do
+      for _, t in ipairs { "a", "b", "c" } do list[#list + 1] = { L, { tenant = t, i = i } } end
+    end
+    local procs = { worker(L, 3, 0), worker(L, 1, 0) }
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    local ids = {}
+    for k, id in ipairs(helper.ok(s:schedule_many(list))) do
+      ids[id] = true
+      tenant_of[id] = list[k][2].tenant
+    end
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 30),
+      helper.describe_all(procs))
+    local per_tenant = { a = {}, b = {}, c = {} }
+    for _, r in ipairs(helper.all_results(procs, "start")) do
+      if ids[r.id] then table.insert(per_tenant[tenant_of[r.id]], r.time) end
+    end
+    local all = starts_of(procs, ids)
+    local most_all = most_in_window(all, 1)
+    local span = all[#all] - all[1]
+    local mosts = {}
+    for t, times in pairs(per_tenant) do
+      table.sort(times)
+      assert.equals(12, #times)
+      mosts[t] = most_in_window(times, 1)
+      local m = most_in_window(times, SLACK)
+      assert.is_true(m <= 5, ("%d starts of tenant %s in 0.9 s"):format(m, t))
+    end
+    -- 11 steps of 1.01 / 5 s after the first: 2.22 s, the tenants side by side
+    figure("3 tenants x 12 jobs at 5 a second each: at most %d/%d/%d of a tenant, %d of all in a second; %.2f s "
+      .. "(ideal 2.22 s)", mosts.a, mosts.b, mosts.c, most_all, span)
+    assert.is_true(most_all > 5, ("the tenants did not go together: %d in a second"):format(most_all))
+    assert.is_true(span < 8, ("36 starts took %.2f s"):format(span))
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
   it("refuses bad rates with a clear error", function()
     local s = helper.new()
     local L = helper.name("bad_rate")
@@ -182,7 +235,6 @@ describe("rate limit", function()
     helper.raises(function() s:limit(L, { rate = 5, per = math.huge }) end, "per must be a number of seconds")
     helper.raises(function() s:limit(L, { rate = 5, per = 31536001 }) end, "per must be a number of seconds")
     helper.raises(function() s:limit(L, { rate = 5, per = "1m" }) end, "per must be a number of seconds")
-    helper.raises(function() s:limit(L, { rate = 5, per = 1, by = "tenant" }) end, "not supported yet")
     helper.raises(function() s:limit(L, { by = "tenant" }) end, "is missing")
     for _, l in ipairs(helper.ok(s:limits())) do assert.is_not.equals(L, l.name) end
     -- a fraction of a second, and a rate of 1
@@ -210,6 +262,11 @@ describe("rate limit", function()
     r = cli.exec { "stats" }
     local line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
     assert.is_truthy(line and line:find("5, 1000/1s%s*$"), r.out)
+    r = cli.exec { "limit", L, "--rate", "100", "--per", "60", "--by", "tenant" }
+    assert.equals(L .. " limited to 100 starts per 1m per tenant\n", r.out)
+    r = cli.exec { "stats" }
+    line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
+    assert.is_truthy(line and line:find("100/1m per tenant%s*$"), r.out)
     r = cli.exec { "limit", L, "--none" }
     assert.equals(L .. " is no longer limited\n", r.out)
     for _, bad in ipairs {
@@ -219,7 +276,7 @@ describe("rate limit", function()
       { { "limit", L, "--rate", "5", "--per", "0" }, "more than 0" },
       { { "limit", L, "--rate", "5", "--per", "400d" }, "at most a year" },
       { { "limit", L, "--rate", "5", "--per", "1", "--none" }, "exclude each other" },
-      { { "limit", L, "--concurrency", "2", "--by", "t", "--rate", "5", "--per", "1" }, "not supported yet" },
+      { { "limit", L, "--by", "t" }, "missing --concurrency" },
     } do
       r = cli.exec(bad[1])
       assert.equals(2, r.code, cli.describe(r))

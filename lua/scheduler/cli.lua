@@ -774,7 +774,7 @@ end
 
 COMMANDS.limit = {
   summary = "limit how many jobs of a name run at once, or start per period, on all workers together",
-  synopsis = { "limit NAME [--concurrency N [--by FIELD]] [--rate N --per DURATION] [--json]",
+  synopsis = { "limit NAME [--concurrency N] [--rate N --per DURATION] [--by FIELD] [--json]",
     "limit NAME --none [--json]" },
   description = [[
 Limits job name NAME, durably, across every worker and host.  --concurrency
@@ -785,8 +785,9 @@ value as text; a job without it is in partition ""), and claims take the
 partitions' jobs round-robin.  A dead worker's slots come back with its
 leases.  --rate N --per DURATION (seconds, or like 1s, 1m, 1h): at most N
 jobs start in any window of DURATION, smoothly (a burst of N/40, at least
-1, then evenly; see the README); the others wait, never fail.  Not with
---by yet.  A call replaces the name's limits; --none lifts them.  `stats`
+1, then evenly; see the README); the others wait, never fail.  With --by,
+each partition has its own.  A call replaces the name's limits; --none
+lifts them.  `stats`
 shows them (LIMIT).]],
   options = {
     { "--concurrency", value = "N", parse = integer_between(1, 2147483647), help = "at most N at once" },
@@ -808,8 +809,7 @@ shows them (LIMIT).]],
       usage_error("missing --concurrency N or --rate N --per DURATION (or --none)")
     end
     if o.by and o.none then usage_error("--by and --none exclude each other") end
-    if o.by and not o.concurrency then usage_error("--by goes with --concurrency") end
-    if o.by and o.rate then usage_error("--rate with --by (a rate per partition) is not supported yet") end
+    if o.by and not o.concurrency and not o.rate then usage_error("--by goes with --concurrency or --rate") end
     if o.by and (o.by == "" or #o.by > 200 or o.by:find('[%z"\\]')) then
       usage_error("--by must be 1 to 200 bytes without NUL, '\"' or '\\'")
     end
@@ -822,12 +822,11 @@ shows them (LIMIT).]],
       out(changed and ("%s is no longer limited\n"):format(o.NAME) or ("%s was not limited\n"):format(o.NAME))
     else
       local what = {}
-      if o.concurrency then
-        what[1] = ("%d at once%s"):format(o.concurrency, o.by and (" per %s"):format(o.by) or "")
-      end
+      local each = o.by and (" per %s"):format(o.by) or ""
+      if o.concurrency then what[1] = ("%d at once%s"):format(o.concurrency, each) end
       if o.rate then
-        local r = rate_text(o.rate, o.per)
-        what[#what + 1] = ("%s starts per %s"):format(r:match("^(%d+)/(.*)$"))
+        local n, per = rate_text(o.rate, o.per):match("^(%d+)/(.*)$")
+        what[#what + 1] = ("%s starts per %s%s"):format(n, per, each)
       end
       what = table.concat(what, ", ")
       out(changed and ("%s limited to %s\n"):format(o.NAME, what)
@@ -882,14 +881,14 @@ unfinished job holds.]],
   end,
 }
 
--- The LIMIT column: "5", "5 per tenant", "100/1m", "5, 100/1m"; "-": none.
+-- The LIMIT column: "5", "100/1m", "5, 100/1m", each with " per FIELD"
+-- for partitions ("5 per tenant"); "-": none.
 local function limit_text(r)
   local parts = {}
-  if r.concurrency then
-    parts[1] = r.by and ("%d per %s"):format(r.concurrency, r.by) or tostring(r.concurrency)
-  end
+  if r.concurrency then parts[1] = tostring(r.concurrency) end
   if r.rate then parts[#parts + 1] = rate_text(r.rate, r.per) end
-  return #parts > 0 and table.concat(parts, ", ") or "-"
+  if #parts == 0 then return "-" end
+  return table.concat(parts, ", ") .. (r.by and (" per %s"):format(r.by) or "")
 end
 
 local function stats_snapshot(db, json)
