@@ -456,7 +456,9 @@ typedef struct store_ops {
    * concurrency count, at the database's clock read after the lock.  A
    * claim takes at most the tokens there are; the jobs left wait (they
    * never fail for it), and next_wake says when the next tokens are due.
-   * concurrency 0 with a rate: a rate alone.  Not with `by` (yet). */
+   * concurrency 0 with a rate: a rate alone.  With `by`, a bucket per
+   * partition (PARTITIONS above), each partition's claims taking at most
+   * the least of its free slots and its tokens. */
   int (*limit)(store *s, const char *name, size_t len, long long concurrency, const char *by,
                size_t by_len, long long rate, double per, int *changed);
   /* The limited names in name order with their limits: *names, *lens,

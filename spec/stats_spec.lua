@@ -136,6 +136,7 @@ describe("schema_version()", function()
       DROP FUNCTION scheduler.limit_free(text[]);
       DROP FUNCTION scheduler.part(text, text, jsonb);
       DROP FUNCTION scheduler.at_limit(text, text, jsonb);
+      DROP FUNCTION scheduler.rate_spend(text[], text[], jsonb[]);
       DROP FUNCTION scheduler.rate_tokens(integer, float8, timestamptz, timestamptz);
       DROP FUNCTION scheduler.rate_step(integer, float8);
       DROP FUNCTION scheduler.rate_burst(integer);
