@@ -192,7 +192,7 @@ return function(ctx)
       sat and tostring(fewest) or "-", ">= 950", sat and "" or "no saturated window (too few jobs)",
       met(enough))
     row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
-      "", "sustained by the rule: 966/s", nil)
+      "", "sustained by the rule: 962/s", nil)
     row("rate", "rate: " .. label .. ": the workers' CPU", ("%.2f s a second"):format(median(cpus)),
       "", "all 4 together, while the rate holds them", nil)
     row("rate", "  baseline: not limited, the same workers", ("%.0f jobs/s"):format(median(brates)),

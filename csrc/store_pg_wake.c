@@ -85,7 +85,7 @@
  * burst of 1), not at its next token: at 1,000 a second a worker would
  * claim a job a millisecond, each claim a lock and a transaction; a
  * quarter of a burst later the bucket is far from full (no token lost
- * unless every worker is late by three quarters of a burst: 19 ms at
+ * unless every worker is late by three quarters of a burst: 15 ms at
  * 1,000 a second) and one claim takes them all.  Read without the lock,
  * as LIMIT_LOOK's test.  A name's bucket only: partitions below. */
 #define RATE_NEXT                                                                            \

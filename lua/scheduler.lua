@@ -735,7 +735,7 @@ end
 -- job's key, or that top-level payload field's value as text; "" when it
 -- has none); and/or { rate = N, per = SECONDS } (at most N of its jobs
 -- start in any window of `per` seconds, smoothly: a token bucket with a
--- burst of max(1, N // 40), the rest spread evenly; see the README; the
+-- burst of max(1, N // 50), the rest spread evenly; see the README; the
 -- jobs wait, never fail; with `by`, each partition's own); or nil (no
 -- limit).  Durable;
 -- a call replaces the name's limits.  Returns true if the limits changed,

@@ -45,7 +45,7 @@ end
 -- The most starts in any window [t, t + per) of the sorted `times`
 -- (sliding: a window starting at each start holds every busiest one).
 -- The bound holds for the claims, at the database's clock; a start
--- follows its claim by the worker's own delay (milliseconds, 1% of `per`
+-- follows its claim by the worker's own delay (milliseconds, 2% of `per`
 -- is room for it: see the README), which a loaded machine (the suite
 -- beside other runs, ASan) can stretch past that, so the specs count
 -- windows of 0.9 per (SLACK) and say the strict figure.
@@ -116,8 +116,8 @@ describe("rate limit", function()
     assert.equals(60, #times)
     local most = most_in_window(times, 1)
     local span = times[#times] - times[1]
-    -- 1 at once (burst 1), then one each 1.01 / 20 s: 59 more in 2.98 s
-    figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 2.98 s)",
+    -- 1 at once (burst 1), then one each 1.02 / 20 s: 59 more in 3.01 s
+    figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 3.01 s)",
       most, span)
     assert.is_true(most_in_window(times, SLACK) <= 20, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
     assert.is_true(span >= 2.5, ("60 starts in %.2f s"):format(span))
@@ -149,7 +149,7 @@ describe("rate limit", function()
     local used = math.max(procs[1]:cpu() - c0[1], procs[2]:cpu() - c0[2])
     local times = starts_of(procs, ids)
     local most = most_in_window(times, 1)
-    -- one each 1.01 / 4 s: 7 more in 1.77 s; the workers sleep in between
+    -- one each 1.02 / 4 s: 7 more in 1.79 s; the workers sleep in between
     figure("8 jobs at 4 a second, one at once: at most %d starts in a second, %.2f s, %.2f s of CPU a worker",
       most, times[#times] - times[1], used)
     assert.is_true(most_in_window(times, SLACK) <= 4, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
@@ -212,9 +212,9 @@ describe("rate limit", function()
       local m = most_in_window(times, SLACK)
       assert.is_true(m <= 5, ("%d starts of tenant %s in 0.9 s"):format(m, t))
     end
-    -- 11 steps of 1.01 / 5 s after the first: 2.22 s, the tenants side by side
+    -- 11 steps of 1.02 / 5 s after the first: 2.24 s, the tenants side by side
     figure("3 tenants x 12 jobs at 5 a second each: at most %d/%d/%d of a tenant, %d of all in a second; %.2f s "
-      .. "(ideal 2.22 s)", mosts.a, mosts.b, mosts.c, most_all, span)
+      .. "(ideal 2.24 s)", mosts.a, mosts.b, mosts.c, most_all, span)
     assert.is_true(most_all > 5, ("the tenants did not go together: %d in a second"):format(most_all))
     assert.is_true(span < 8, ("36 starts took %.2f s"):format(span))
     for _, p in ipairs(procs) do quiet(p) end

@@ -784,7 +784,7 @@ apart: FIELD is "key" (the job's key) or a top-level payload field (its
 value as text; a job without it is in partition ""), and claims take the
 partitions' jobs round-robin.  A dead worker's slots come back with its
 leases.  --rate N --per DURATION (seconds, or like 1s, 1m, 1h): at most N
-jobs start in any window of DURATION, smoothly (a burst of N/40, at least
+jobs start in any window of DURATION, smoothly (a burst of N/50, at least
 1, then evenly; see the README); the others wait, never fail.  With --by,
 each partition has its own.  A call replaces the name's limits; --none
 lifts them.  `stats`
