@@ -1,6 +1,6 @@
--- bench/limits.lua: the benchmark's rows for concurrency limits (issue
--- 16), loaded by bench/run.lua (dofile), which passes its helpers:
---   dofile(BENCH .. "/limits.lua")(ctx).limits()       (and .limit_parts())
+-- bench/limits.lua: the benchmark's rows for limits (issue 16), loaded by
+-- bench/run.lua (dofile), which passes its helpers:
+--   dofile(BENCH .. "/limits.lua")(ctx).limits()   (and .limit_parts(), .rate())
 --
 -- Each row: a limited name run by WORKERS worker processes of CONCURRENCY
 -- each, with more coroutines than the limit has slots (the limit, not the
@@ -27,6 +27,15 @@
 -- the ideal down but test the partitions less.  The rate depends on the
 -- jobs due (a claim of a partitioned name reads all of them; see the
 -- README's Performance section): --parts-jobs sets them.
+--
+-- rate: a name limited to 1,000 starts a second, jobs that return at once,
+-- 4 workers of concurrency 32 (a claim takes up to the burst).  From the
+-- workers' own records (each listener call's start): never more than
+-- 1,000 starts in any one-second window, and at least 950 in each window
+-- once saturated (from a second after the first start to the last).  In
+-- the same run, rep by rep, the baseline: the same workers on the same
+-- jobs, not limited (what they could do: the rate must be what holds them
+-- back).
 
 return function(ctx)
   local cfg, sql, log, row, met, die, q = ctx.cfg, ctx.sql, ctx.log, ctx.row, ctx.met, ctx.die, ctx.q
@@ -50,6 +59,8 @@ return function(ctx)
       workers = 4, concurrency = 64, base_workers = 4, base_concurrency = 50, jobs = "parts_jobs",
       payload = "jsonb_build_object('tenant', 't' || i % 100)", parts = 100,
       what = "100 partitions (by tenant) each limited to 2" },
+    rate = { key = "rate", limit = { rate = 1000, per = 1 }, workers = 4, concurrency = 32, wait = 0,
+      jobs = "rate_jobs", what = "rate 1,000 per 1 s" },
   }
 
   local function start(args)
@@ -60,8 +71,9 @@ return function(ctx)
   end
 
   --- Run `n` workers of `concurrency` on the jobs of row `R` (limited to
-  -- R.limit, or not: limited false); check the records; the figures: the
-  -- rate and the most running at once in one partition.
+  -- R.limit, or not: limited false), each waiting R.wait (default
+  -- JOB_WAIT); check the records; the figures: the rate, the most running
+  -- at once in one partition and the workers' CPU; and every start.
   local function once(R, n, concurrency, limited, rep)
     local N = cfg[R.jobs]
     ctx.fill_due("scheduler.jobs", N, NAME, nil, R.payload)
@@ -72,22 +84,24 @@ return function(ctx)
     local procs = {}
     for i = 1, n do
       local out = ("%s/%s.%d.%d.%d"):format(TMP, R.key, rep, n, i)
-      procs[i] = start { "name=" .. NAME, "concurrency=" .. concurrency, "wait=" .. JOB_WAIT,
+      procs[i] = start { "name=" .. NAME, "concurrency=" .. concurrency, "wait=" .. (R.wait or JOB_WAIT),
         "go=" .. go, "out=" .. out, "seconds=" .. math.max(60, N // 10) }
       procs[i].out = out
     end
     for _, p in ipairs(procs) do expect(p, "READY") end
     write_file(go, "go\n")
-    local by_part, per, errors = {}, {}, 0
+    local by_part, per, starts, errors, cpu = {}, {}, {}, 0, 0
     local first, last = math.huge, -math.huge
     for _, p in ipairs(procs) do
       local r = parse_result(expect(p, "RESULT"))
       finish(p)
       errors = errors + r.errors
+      cpu = cpu + (tonumber(r.cpu_s) or 0)
       for id, t0, t1, part in (read_file(p.out) or ""):gmatch("(%d+) (%S+) (%S+) ?(%S*)\n") do
         t0, t1 = tonumber(t0), tonumber(t1)
         by_part[part] = by_part[part] or {}
         table.insert(by_part[part], { t0, t1 })
+        starts[#starts + 1] = t0
         per[id] = (per[id] or 0) + 1
         first, last = math.min(first, t0), math.max(last, t1)
       end
@@ -110,7 +124,30 @@ return function(ctx)
     for _, list in pairs(by_part) do
       most, parts = math.max(most, most_at_once(list)), parts + 1
     end
-    return { rate = N / (last - first), most = most, parts = parts }
+    return { rate = N / (last - first), most = most, parts = parts, cpu = cpu }, starts
+  end
+
+  --- The `starts` in windows of `per` seconds: the most in any window
+  -- [t, t + per) (sliding: one starting at each start holds every busiest
+  -- one), and the fewest in a window wholly inside the saturated part,
+  -- from `per` after the first start to the last (a window (t, t + per]
+  -- after each start there holds every emptiest one); and the span.
+  local function windows(starts, per)
+    local t = starts
+    table.sort(t)
+    local most, fewest, j, k = 0, math.huge, 1, 1
+    for i = 1, #t do
+      while t[i] - t[j] >= per do j = j + 1 end
+      most = math.max(most, i - j + 1)
+    end
+    for i = 1, #t do
+      if t[i] >= t[1] + per and t[i] + per <= t[#t] then
+        if k < i then k = i end
+        while k + 1 <= #t and t[k + 1] <= t[i] + per do k = k + 1 end
+        fewest = math.min(fewest, k - i)
+      end
+    end
+    return most, fewest ~= math.huge and fewest or nil, t[#t] - t[1]
   end
 
   --- The row R: rep by rep the baseline and the limited run; the table's
@@ -155,8 +192,44 @@ return function(ctx)
     sql("TRUNCATE scheduler.jobs")
   end
 
+  local function rate()
+    local R = ROWS.rate
+    local RATE, PER, WORKERS, RCONC = R.limit.rate, R.limit.per, R.workers, R.concurrency
+    local N = cfg.rate_jobs
+    local most, fewest, rates, brates, cpus = 0, math.huge, {}, {}, {}
+    for rep = 1, cfg.reps do
+      local b = once(R, WORKERS, RCONC, false, rep)
+      local r, starts = once(R, WORKERS, RCONC, true, rep)
+      local m, f, span = windows(starts, PER)
+      most, fewest = math.max(most, m), math.min(fewest, f or math.huge)
+      rates[rep], brates[rep], cpus[rep] = (N - 1) / span, b.rate, r.cpu / span
+      log("rate rep %d: most %d starts in a second, fewest %s once saturated, %.0f starts/s, the workers' CPU "
+        .. "%.2f s a second; baseline %.0f jobs/s (%.2f s of CPU in all)", rep, m, tostring(f), rates[rep],
+        cpus[rep], b.rate, b.cpu)
+    end
+    local label = ("%s jobs, rate %d per %d s, %d workers of %d"):format(commas(N), RATE, PER, WORKERS,
+      RCONC)
+    row("rate", "rate: " .. label .. ": most starts in any 1 s window (workers' own records)",
+      tostring(most), "<= " .. RATE, "", met(most <= RATE))
+    local sat, enough = fewest ~= math.huge, nil
+    if sat then enough = fewest >= 950 end
+    row("rate", "rate: " .. label .. ": fewest starts in a 1 s window once saturated",
+      sat and tostring(fewest) or "-", ">= 950", sat and "" or "no saturated window (too few jobs)",
+      met(enough))
+    row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
+      "", "sustained by the rule: 962/s", nil)
+    row("rate", "rate: " .. label .. ": the workers' CPU", ("%.2f s a second"):format(median(cpus)),
+      "", "all 4 together, while the rate holds them", nil)
+    row("rate", "  baseline: not limited, the same workers", ("%.0f jobs/s"):format(median(brates)),
+      "", "", nil)
+    ctx.results.rate = { most = most, fewest = sat and fewest or nil, rates = rates, cpu = cpus, baseline = brates,
+      rate = RATE, per = PER, workers = WORKERS, concurrency = RCONC, jobs = N }
+    sql("TRUNCATE scheduler.jobs")
+  end
+
   return {
     limits = function() measure(ROWS.limits) end,
     limit_parts = function() measure(ROWS.limit_parts) end,
+    rate = rate,
   }
 end

@@ -14,6 +14,8 @@
 --   make bench BENCH_ARGS="--only limits"   a name limited to 5 at once over 4 workers
 --                                           (issue 16, bench/limits.lua)
 --   make bench BENCH_ARGS="--only limit_parts"   100 partitions each limited to 2
+--   make bench BENCH_ARGS="--only rate"     a name limited to 1,000 starts a second over
+--                                           4 workers (issue 16, bench/limits.lua)
 --
 -- Directly, against a database of your own (it creates the schemas
 -- `scheduler` and `bench` and TRUNCATEs scheduler.jobs: never point it at a
@@ -44,13 +46,14 @@ usage: lua5.4 bench/run.lua [options]
   --smoke          tiny sizes, 1 repetition: checks that everything runs (seconds)
   --reps N         repetitions of each measurement; the table shows medians (default 3)
   --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat,
-                   wait_timer,wait_http,limits,limit_parts
+                   wait_timer,wait_http,limits,limit_parts,rate
   --jobs N         jobs drained in the throughput measurement (default 100000)
   --batch N        the worker's batch size, for the ceiling at its own batch size
                    (default: DEFAULT_BATCH in csrc/core.c)
   --wait-jobs N    jobs in the waiting rows, wait_timer and wait_http (default 10000)
   --limit-jobs N   jobs of 50 ms in the limits rows (default 1000)
   --parts-jobs N   jobs of 50 ms in the limit_parts rows (default 10000)
+  --rate-jobs N    jobs in the rate rows (default 10000: 10 s at 1,000 a second)
   --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
                    and npm installs it into build/npm once)
   --json FILE      where to write the results (default bench/results.json)
@@ -79,6 +82,7 @@ local cfg = {
   graphile_jobs = 3000,     -- graphile-worker's run of the same shape
   limit_jobs = 1000,        -- limits: jobs of 50 ms (10 s at the limit's ideal rate)
   parts_jobs = 10000,       -- limit_parts: jobs of 50 ms in 100 partitions (2.5 s at the ideal rate)
+  rate_jobs = 10000,        -- rate: jobs at 1,000 starts a second (10 s)
   no_graphile = false,
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
@@ -89,10 +93,10 @@ local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
   bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50, limit_jobs = 50,
-  parts_jobs = 400,
+  parts_jobs = 400, rate_jobs = 300,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
-  "wait_http", "limits", "limit_parts" }
+  "wait_http", "limits", "limit_parts", "rate" }
 local only
 
 do
@@ -122,6 +126,7 @@ do
     elseif a == "--wait-jobs" then explicit.wait_jobs = count(a)
     elseif a == "--limit-jobs" then explicit.limit_jobs = count(a)
     elseif a == "--parts-jobs" then explicit.parts_jobs = count(a)
+    elseif a == "--rate-jobs" then explicit.rate_jobs = count(a)
     elseif a == "--no-graphile" then explicit.no_graphile = true
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
@@ -1323,7 +1328,7 @@ local function meta()
       scale_small = cfg.scale_small, scale_big = cfg.scale_big, scale_due = cfg.scale_due,
       bloat = cfg.bloat, wait_jobs = cfg.wait_jobs, wait_concurrency = cfg.wait_concurrency,
       graphile_jobs = cfg.graphile_jobs, limit_jobs = cfg.limit_jobs,
-      parts_jobs = cfg.parts_jobs },
+      parts_jobs = cfg.parts_jobs, rate_jobs = cfg.rate_jobs },
   }
 end
 
@@ -1417,7 +1422,7 @@ local ok, err = xpcall(function()
     if wanted("wait_timer") then waiting.wait_timer() end
     if wanted("wait_http") then waiting.wait_http() end
   end
-  if wanted("limits") or wanted("limit_parts") then
+  if wanted("limits") or wanted("limit_parts") or wanted("rate") then
     local limits = dofile(BENCH .. "/limits.lua") {
       cfg = cfg, results = results, BENCH = BENCH, TMP = TMP, scheduler = scheduler,
       sql = sql, count_jobs = count_jobs, fill_due = fill_due, q = q, expect = expect,
@@ -1427,6 +1432,7 @@ local ok, err = xpcall(function()
     }
     if wanted("limits") then limits.limits() end
     if wanted("limit_parts") then limits.limit_parts() end
+    if wanted("rate") then limits.rate() end
   end
 end, debug.traceback)
 if not ok then die("%s", tostring(err)) end

@@ -989,8 +989,9 @@ static int l_paused(lua_State *L) {
   return 1;
 }
 
-/* s:limit(name, concurrency[, by]) -> changed | nil, err (store_ops.limit;
- * concurrency nil: no limit; by nil: the whole name) */
+/* s:limit(name, concurrency[, by[, rate, per]]) -> changed | nil, err
+ * (store_ops.limit; concurrency nil: none; by nil: the whole name; rate
+ * nil: none; concurrency and rate nil: no limit) */
 static int l_limit(lua_State *L) {
   core *c = check_store(L);
   size_t len, by_len = 0;
@@ -998,33 +999,51 @@ static int l_limit(lua_State *L) {
   lua_Integer n = luaL_optinteger(L, 3, 0);
   if (n < 0 || n > 2147483647) return luaL_argerror(L, 3, "concurrency out of range");
   const char *by = luaL_optlstring(L, 4, NULL, &by_len);
+  lua_Integer rate = luaL_optinteger(L, 5, 0);
+  if (rate < 0 || rate > 2147483647) return luaL_argerror(L, 5, "rate out of range");
+  double per = rate ? luaL_checknumber(L, 6) : 0;
+  if (rate && !(per > 0 && per <= STORE_RATE_PER_MAX)) return luaL_argerror(L, 6, "per out of range");
   int changed = 0;
-  if (c->st->ops->limit(c->st, name, len, (long long)n, by, by_len, &changed) != STORE_OK)
+  if (c->st->ops->limit(c->st, name, len, (long long)n, by, by_len, (long long)rate, per,
+                        &changed) != STORE_OK)
     return fail(L, "limit", store_error(c->st));
   lua_pushboolean(L, changed);
   return 1;
 }
 
-/* s:limits() -> { { name = , concurrency = , by = }, ... } (in name order)
- * | nil, err */
+/* s:limits() -> { { name = , concurrency = , by = , rate = , per = }, ... }
+ * (in name order; nil fields: none) | nil, err */
 static int l_limits(lua_State *L) {
   core *c = check_store(L);
   const char *const *names, *const *by;
   const size_t *lens, *by_lens;
-  const long long *conc;
+  const long long *conc, *rate;
+  const double *per;
   size_t n;
-  if (c->st->ops->limits(c->st, &names, &lens, &conc, &by, &by_lens, &n) != STORE_OK)
+  if (c->st->ops->limits(c->st, &names, &lens, &conc, &by, &by_lens, &rate, &per, &n) != STORE_OK)
     return fail(L, "limits", store_error(c->st));
   lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     lua_pushlstring(L, names[i], lens[i]);
     lua_setfield(L, -2, "name");
-    lua_pushinteger(L, (lua_Integer)conc[i]);
-    lua_setfield(L, -2, "concurrency");
+    if (conc[i]) {
+      lua_pushinteger(L, (lua_Integer)conc[i]);
+      lua_setfield(L, -2, "concurrency");
+    }
     if (by[i]) {
       lua_pushlstring(L, by[i], by_lens[i]);
       lua_setfield(L, -2, "by");
+    }
+    if (rate[i]) {
+      lua_pushinteger(L, (lua_Integer)rate[i]);
+      lua_setfield(L, -2, "rate");
+      /* a whole number of seconds as an integer (60, not 60.0) */
+      if (per[i] == floor(per[i]) && per[i] <= 9007199254740992.0)
+        lua_pushinteger(L, (lua_Integer)per[i]);
+      else
+        lua_pushnumber(L, per[i]);
+      lua_setfield(L, -2, "per");
     }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }

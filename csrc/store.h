@@ -451,15 +451,28 @@ typedef struct store_ops {
    * the name's turn on (the partition the last claim took from, stored
    * with the limit and moved by each claim), so that a partition with
    * many due jobs delays another by at most a round, whatever the size
-   * of the claims (a worker at concurrency 1 takes one job per claim). */
+   * of the claims (a worker at concurrency 1 takes one job per claim).
+   *   RATES: with `rate` (>= 1; 0: none) and `per` (seconds, > 0), at
+   * most `rate` claims of the name start in any window of `per` seconds,
+   * all workers together, smoothly: a token bucket (GCRA) of burst
+   * STORE_RATE_BURST(rate) refilled one token every STORE_RATE_STEP(rate,
+   * per) seconds, its state (the theoretical arrival time) kept with the
+   * limit and moved by each claim under the same serialization as the
+   * concurrency count, at the database's clock read after the lock.  A
+   * claim takes at most the tokens there are; the jobs left wait (they
+   * never fail for it), and next_wake says when the next tokens are due.
+   * concurrency 0 with a rate: a rate alone.  With `by`, a bucket per
+   * partition (PARTITIONS above), each partition's claims taking at most
+   * the least of its free slots and its tokens. */
   int (*limit)(store *s, const char *name, size_t len, long long concurrency, const char *by,
-               size_t by_len, int *changed);
+               size_t by_len, long long rate, double per, int *changed);
   /* The limited names in name order with their limits: *names, *lens,
-   * *concurrency, *by and *by_lens (by[i] NULL: the whole name) point into
-   * store memory valid until the next call. */
+   * *concurrency (0: none), *by and *by_lens (by[i] NULL: the whole
+   * name), *rate (0: none) and *per point into store memory valid until
+   * the next call. */
   int (*limits)(store *s, const char *const **names, const size_t **lens,
                 const long long **concurrency, const char *const **by, const size_t **by_lens,
-                size_t *n);
+                const long long **rate, const double **per, size_t *n);
   /* Optional (NULL: none).  Per job name, in name order: the jobs
    * completed and failed for good so far (store_total), for metrics.
    * Memory valid until the next call. */
@@ -526,6 +539,23 @@ const char *store_error(const store *s);
  * 1 to LIMIT_BY_MAX bytes, no NUL, no '"' or '\\' (SQLite spells it in a
  * JSON path).  STORE_OK, or STORE_ERROR with the reason. */
 #define LIMIT_BY_MAX 200
+
+/* A rate limit's bucket (store_ops.limit: RATES).  A bucket of capacity B
+ * refilled r tokens a second lets B - 1 + r * per claims through in a
+ * window of `per` seconds (full at its start, one more token at its very
+ * end), so B and r are chosen with B - 1 + r * per <= rate: a burst of
+ * rate / 50 (at least 1; 20 for 1,000 a second) and the rest spread
+ * evenly, each token 2% later than that, so that the delay between a
+ * claim and its listener's start (a concurrent worker hands its claims to
+ * its Lua thread: up to about 20 ms apart measured at 1,000 a second)
+ * does not push a window of starts past `rate` either.  Sustained:
+ * (rate - B + 1) / (1.02 per) a second (962 for 1,000 a second).  The
+ * backends spell the same rule in SQL (PostgreSQL: scheduler.rate_burst,
+ * scheduler.rate_step). */
+#define STORE_RATE_BURST(rate) ((rate) / 50 > 1 ? (rate) / 50 : 1)
+#define STORE_RATE_STEP(rate, per) (1.02 * (per) / (double)((rate) - STORE_RATE_BURST(rate) + 1))
+/* Longest `per` accepted: a year, in seconds. */
+#define STORE_RATE_PER_MAX 31536000.0
 int store_check_by(store *s, const char *by, size_t len);
 
 /* Used by backends: set the error message (printf-style); returns `code`. */

@@ -341,6 +341,95 @@ static const char *const migrations[] = {
      * kind (the rows before: durations) */
     "ALTER TABLE scheduler.durations ADD COLUMN kind text NOT NULL DEFAULT 'duration'"
     "  CHECK (kind IN ('duration', 'lateness'));",
+    /* 16: rate limits (store.h, limit: RATES).  A limit has a
+     * concurrency, a rate (rate claims per `per` seconds) or both.  The
+     * bucket of a rate (GCRA: tat, its theoretical arrival time) is a row
+     * of limit_rates: part '' for the whole name, else the partition's
+     * (scheduler.part); no row, or a tat past, is a full bucket.
+     * rate_burst and rate_step spell STORE_RATE_BURST and STORE_RATE_STEP
+     * (store.h); rate_tokens is a bucket's whole tokens at `at` (NULL
+     * without a rate; 1e-6: a token spent and its step added back must not
+     * be lost to rounding).  limit_free's free slots (of the name, of each
+     * partition with jobs running or a bucket, and of any other
+     * partition) are now also at most the tokens, read at the clock after
+     * its lock; rate_spend, called by the claim's statement on the jobs
+     * it took (RATE_TAKE in store_pg_claim.c), moves each bucket on by
+     * its jobs from itself or from the clock, whichever is later, under
+     * the same lock, and drops the buckets that are full again (rows
+     * that say nothing).  at_limit: AT_LIMIT of store_pg_claim.c, or the
+     * job's bucket empty. */
+    "ALTER TABLE scheduler.limits ALTER COLUMN concurrency DROP NOT NULL,"
+    "  ADD COLUMN rate integer CHECK (rate >= 1), ADD COLUMN per float8 CHECK (per > 0),"
+    "  ADD CHECK (concurrency IS NOT NULL OR rate IS NOT NULL),"
+    "  ADD CHECK ((rate IS NULL) = (per IS NULL));"
+    "CREATE TABLE scheduler.limit_rates ("
+    "  name text NOT NULL REFERENCES scheduler.limits ON DELETE CASCADE,"
+    "  part text NOT NULL,"
+    "  tat timestamptz NOT NULL,"
+    "  PRIMARY KEY (name, part)"
+    ");"
+    "CREATE FUNCTION scheduler.rate_burst(rate integer) RETURNS integer"
+    "  LANGUAGE sql IMMUTABLE AS $f$ SELECT greatest(1, rate / 50) $f$;"
+    "CREATE FUNCTION scheduler.rate_step(rate integer, per float8) RETURNS float8"
+    "  LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT 1.02 * per / (rate - scheduler.rate_burst(rate) + 1) $f$;"
+    "CREATE FUNCTION scheduler.rate_tokens(rate integer, per float8, tat timestamptz,"
+    "  at timestamptz) RETURNS integer LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT CASE WHEN rate IS NOT NULL THEN greatest(0, floor(scheduler.rate_burst(rate)"
+    "    + 1e-6 - greatest(0, extract(epoch FROM tat - at)) / scheduler.rate_step(rate, per)))"
+    "    ::integer END $f$;"
+    "CREATE FUNCTION scheduler.rate_spend(names text[], keys text[], payloads jsonb[])"
+    "  RETURNS integer LANGUAGE plpgsql VOLATILE AS $f$"
+    " DECLARE t timestamptz := clock_timestamp();"
+    " BEGIN"
+    "  IF names IS NULL THEN RETURN 0; END IF;"
+    "  INSERT INTO scheduler.limit_rates AS r (name, part, tat)"
+    "   SELECT x.n, x.p, t + x.k * scheduler.rate_step(x.rate, x.per) * interval '1 second'"
+    "   FROM (SELECT u.n, CASE WHEN l.by IS NULL THEN '' ELSE scheduler.part(l.by, u.k, u.p) END"
+    "    AS p, count(*) AS k, l.rate, l.per"
+    "    FROM unnest(names, keys, payloads) AS u(n, k, p)"
+    "    JOIN scheduler.limits l ON l.name = u.n WHERE l.rate IS NOT NULL GROUP BY 1, 2, 4, 5) x"
+    "  ON CONFLICT (name, part) DO UPDATE SET tat = greatest(r.tat, t) + (excluded.tat - t);"
+    "  DELETE FROM scheduler.limit_rates r WHERE r.name = ANY (names) AND r.tat < t;"
+    "  RETURN 1;"
+    " END $f$;"
+    "CREATE FUNCTION scheduler.at_limit(job_name text, job_key text, job_payload jsonb)"
+    "  RETURNS boolean LANGUAGE sql VOLATILE AS $f$ SELECT EXISTS (SELECT 1"
+    "  FROM scheduler.limits l LEFT JOIN scheduler.limit_rates t ON t.name = l.name"
+    "   AND t.part = CASE WHEN l.by IS NULL THEN '' ELSE scheduler.part(l.by, job_key, job_payload) END"
+    "  WHERE l.name = job_name"
+    "  AND (l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"
+    "    WHERE r.state = 'running' AND r.name = l.name AND (l.by IS NULL"
+    "      OR scheduler.part(l.by, r.key, r.payload)"
+    "        = scheduler.part(l.by, job_key, job_payload)))"
+    "   OR scheduler.rate_tokens(l.rate, l.per, t.tat, clock_timestamp()) = 0)) $f$;"
+    "DROP FUNCTION scheduler.limit_free(text[]);"
+    "CREATE FUNCTION scheduler.limit_free(names text[])"
+    "  RETURNS TABLE (limited text, by text, part text, free integer, turn text)"
+    "  LANGUAGE plpgsql VOLATILE ROWS 1 AS $f$"
+    " DECLARE t timestamptz;"
+    " BEGIN"
+    "  PERFORM 1 FROM scheduler.limits l WHERE l.name = ANY (names)"
+    "   ORDER BY l.name FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN; END IF;"
+    "  t := clock_timestamp();"
+    "  RETURN QUERY SELECT l.name, l.by, NULL::text, least(l.concurrency - CASE WHEN l.by IS NULL"
+    "    THEN (SELECT count(*)::integer FROM scheduler.jobs j"
+    "     WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END,"
+    "    scheduler.rate_tokens(l.rate, l.per, CASE WHEN l.by IS NULL THEN r.tat END, t)), l.turn"
+    "   FROM scheduler.limits l LEFT JOIN scheduler.limit_rates r"
+    "    ON r.name = l.name AND r.part = ''"
+    "   WHERE l.name = ANY (names)"
+    "   UNION ALL SELECT l.name, l.by, x.part,"
+    "    least(l.concurrency - x.n, scheduler.rate_tokens(l.rate, l.per, x.tat, t)), NULL::text"
+    "   FROM scheduler.limits l CROSS JOIN LATERAL ("
+    "    SELECT coalesce(r.part, b.part) AS part, coalesce(r.n, 0) AS n, b.tat FROM ("
+    "     SELECT scheduler.part(l.by, j.key, j.payload) AS part, count(*)::integer AS n"
+    "     FROM scheduler.jobs j WHERE j.state = 'running' AND j.name = l.name GROUP BY 1) r"
+    "    FULL JOIN (SELECT b.part, b.tat FROM scheduler.limit_rates b"
+    "     WHERE b.name = l.name AND l.rate IS NOT NULL) b ON b.part = r.part) x"
+    "   WHERE l.name = ANY (names) AND l.by IS NOT NULL;"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -822,6 +911,8 @@ static void pg_destroy(store *s) {
   free(p->limit_values);
   free(p->limit_by);
   free(p->limit_by_lens);
+  free(p->limit_rates);
+  free(p->limit_pers);
   free(p->rows);
   free(p->stats);
   clear(&p->hist_res);

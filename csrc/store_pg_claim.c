@@ -129,11 +129,17 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * (NEXT_TURN), under the same lock.  `cap` (NULL: none) bounds the jobs
  * of one name or partition in a claim: 1 for a worker that runs its
  * batch in turn (which takes one job of its limited names a claim).
+ *   RATES (store.h, limit: RATES): limit_free's free is also at most the
+ * whole tokens of the name's bucket (migration 16), at the clock it read
+ * after the lock, and each claim spends what it took (RATE_TAKE) in the
+ * same statement, so under the same lock.
  *   AT_LIMIT(job) says, without the lock, that the limit (of its
  * partition) of a due job is full (written out in Q_CLAIM, whose text
  * bench/run.lua reads): for the choices that only decide whether to
  * look (a quarantined job that waits for a slot holds no claim back).
- * next_wake uses its own test (store_pg_wake.c). */
+ * scheduler.at_limit (migration 16) says as much, and also when a rate's
+ * bucket is empty (store.h, limit: RATES).  next_wake uses its own test
+ * (store_pg_wake.c). */
 #define AT_LIMIT(job)                                                                        \
   "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = " job ".name"                    \
   "  AND l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"                           \
@@ -198,6 +204,16 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   " SELECT DISTINCT ON (cp.limited) cp.limited, cp.part FROM cp JOIN u ON u.id = cp.id"      \
   " ORDER BY cp.limited, cp.priority DESC, cp.rn DESC, cp.wrap DESC,"                        \
   " cp.part COLLATE \"C\" DESC) x WHERE l.name = x.limited)"
+
+/* Spend the tokens of the rate limits (store.h, limit: RATES) of the
+ * jobs update u claimed of limited names (lf: one row each, part NULL):
+ * scheduler.rate_spend (migration 16) moves their buckets on, under the
+ * lock limit_free took; u took no more than the tokens (limit_free's
+ * free).  One row: the statement's last SELECT joins it, so that it
+ * runs once u has. */
+#define RATE_TAKE                                                                            \
+  "rt AS (SELECT scheduler.rate_spend(array_agg(u.name), array_agg(u.key),"                  \
+  " array_agg(u.payload)) FROM u JOIN lf ON lf.limited = u.name AND lf.part IS NULL)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -316,12 +332,13 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
     "    coalesce((SELECT min(lf.free) FROM lf WHERE lf.free > 0), $4::integer)) FROM f)"
     "  FOR UPDATE SKIP LOCKED"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
-    ") UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    "), u AS (UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
     "  claim = (SELECT tok.t FROM tok), locked_by = $2,"
     "  locked_until = now() + $3::float8 * interval '1 second'"
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"};
+    "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
+    "), " RATE_TAKE " SELECT u.* FROM u, rt"};
 
 /* The claim of a worker that runs several jobs at once (store.h,
  * claim_leased): up to $3 due jobs of names $1, not quarantined, leased
@@ -356,12 +373,12 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "  FROM c WHERE j.id = c.id"
     "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " NEXT_TURN
-    " SELECT u.*, q.due FROM (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
+    "), " NEXT_TURN ", " RATE_TAKE
+    " SELECT u.*, q.due FROM rt, (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
     "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
     "    AND q.name = ANY ($1::text[])"
     "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND NOT " AT_LIMIT("q") ") AS due)"
+    "    AND NOT scheduler.at_limit(q.name, q.key, q.payload)) AS due)"
     "  q LEFT JOIN u ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
@@ -382,7 +399,7 @@ const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " NEXT_TURN " SELECT * FROM u"};
+    "), " NEXT_TURN ", " RATE_TAKE " SELECT u.* FROM u, rt"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts

@@ -258,6 +258,8 @@ typedef struct pg_store {
   long long *limit_values;
   const char **limit_by;
   size_t *limit_by_lens;
+  long long *limit_rates;
+  double *limit_pers;
 } pg_store;
 
 #define PG(s) ((pg_store *)(s))
@@ -486,10 +488,10 @@ int pg_remove(store *s, const store_removal *r, size_t *removed);
 int pg_pause(store *s, const char *name, size_t len, int on, int *changed);
 int pg_paused_names(store *s, const char *const **names, const size_t **lens, size_t *n);
 int pg_limit(store *s, const char *name, size_t len, long long concurrency, const char *by,
-             size_t by_len, int *changed);
+             size_t by_len, long long rate, double per, int *changed);
 int pg_limits(store *s, const char *const **names, const size_t **lens,
               const long long **concurrency, const char *const **by, const size_t **by_lens,
-              size_t *n);
+              const long long **rate, const double **per, size_t *n);
 
 #pragma GCC visibility pop
 

@@ -371,45 +371,56 @@ int pg_paused_names(store *s, const char *const **names, const size_t **lens, si
 #define LIMIT_WAKE \
   "(SELECT pg_notify('scheduler', extract(epoch FROM now())::text" \
   "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
-static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 3,
-    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency, by) VALUES ($1, $2, $3)"
+static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 5,
+    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency, by, rate, per)"
+    "  VALUES ($1, $2, $3, $4, $5)"
     "  ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
-    "   by = excluded.by, at = now()"
-    "  WHERE l.concurrency <> excluded.concurrency OR l.by IS DISTINCT FROM excluded.by"
+    "   by = excluded.by, rate = excluded.rate, per = excluded.per, at = now()"
+    "  WHERE l.concurrency IS DISTINCT FROM excluded.concurrency"
+    "   OR l.by IS DISTINCT FROM excluded.by OR l.rate IS DISTINCT FROM excluded.rate"
+    "   OR l.per IS DISTINCT FROM excluded.per"
     "  RETURNING 1)"
     " SELECT count(*), " LIMIT_WAKE " FROM i"};
 static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
     "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING name)"
     " SELECT count(*), " LIMIT_WAKE " FROM d"};
-#define LIMITS_SQL "SELECT name, concurrency, by FROM scheduler.limits ORDER BY name"
+#define LIMITS_SQL                                                                           \
+  "SELECT name, coalesce(concurrency, 0), by, coalesce(rate, 0), per"                        \
+  " FROM scheduler.limits ORDER BY name"
 static const pg_query pgq_limits = {Q_LIMITS, "scheduler_limits", 0, LIMITS_SQL};
 
 int pg_limit(store *s, const char *name, size_t len, long long concurrency, const char *by,
-             size_t by_len, int *changed) {
+             size_t by_len, long long rate, double per, int *changed) {
   *changed = 0;
   if (memchr(name, 0, len))
     return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte");
   if (concurrency < 0 || concurrency > 2147483647)
     return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
-  if (by && concurrency && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
-  char n[32];
+  if (rate < 0 || rate > 2147483647 || (rate && !(per > 0 && per <= STORE_RATE_PER_MAX)))
+    return store_fail(s, STORE_ERROR, "a rate limit must be from 1 to 2147483647 per 0 to %.0f seconds",
+                      STORE_RATE_PER_MAX);
+  int some = concurrency || rate;
+  if (by && some && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
+  char n[32], r[32], pr[64];
   snprintf(n, sizeof n, "%lld", concurrency);
+  snprintf(r, sizeof r, "%lld", rate);
+  snprintf(pr, sizeof pr, "%.17g", per);
   /* (by is NUL-free: a C string up to by_len) */
-  char *b = by && concurrency ? strndup(by, by_len) : NULL;
-  if (by && concurrency && !b) return store_fail(s, STORE_NOMEM, "not enough memory");
-  const char *values[3] = {name, n, b};
-  PGresult *r = NULL;
-  int rc = pg_run(PG(s), concurrency ? &pgq_limit : &pgq_unlimit, values, &r);
+  char *b = by && some ? strndup(by, by_len) : NULL;
+  if (by && some && !b) return store_fail(s, STORE_NOMEM, "not enough memory");
+  const char *values[5] = {name, concurrency ? n : NULL, b, rate ? r : NULL, rate ? pr : NULL};
+  PGresult *res = NULL;
+  int rc = pg_run(PG(s), some ? &pgq_limit : &pgq_unlimit, values, &res);
   free(b);
   if (rc) return rc;
-  *changed = parse_int(PQgetvalue(r, 0, 0)) > 0;
-  PQclear(r);
+  *changed = parse_int(PQgetvalue(res, 0, 0)) > 0;
+  PQclear(res);
   return STORE_OK;
 }
 
 int pg_limits(store *s, const char *const **names, const size_t **lens,
               const long long **concurrency, const char *const **by, const size_t **by_lens,
-              size_t *n) {
+              const long long **rate, const double **per, size_t *n) {
   pg_store *p = PG(s);
   PGresult *r = NULL;
   int rc = p->tx != TX_IDLE && !p->leases_only ? pg_rec_query(p, LIMITS_SQL, &r)
@@ -424,7 +435,11 @@ int pg_limits(store *s, const char *const **names, const size_t **lens,
       (cap = p->limit_cap,
        reserve((void **)&p->limit_by, &cap, rows ? rows : 1, sizeof *p->limit_by)) ||
       (cap = p->limit_cap,
-       reserve((void **)&p->limit_by_lens, &cap, rows ? rows : 1, sizeof *p->limit_by_lens))) {
+       reserve((void **)&p->limit_by_lens, &cap, rows ? rows : 1, sizeof *p->limit_by_lens)) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_rates, &cap, rows ? rows : 1, sizeof *p->limit_rates)) ||
+      (cap = p->limit_cap,
+       reserve((void **)&p->limit_pers, &cap, rows ? rows : 1, sizeof *p->limit_pers))) {
     PQclear(r);
     return store_fail(s, STORE_NOMEM, "not enough memory");
   }
@@ -435,6 +450,8 @@ int pg_limits(store *s, const char *const **names, const size_t **lens,
     p->limit_values[i] = parse_int(PQgetvalue(r, (int)i, 1));
     p->limit_by[i] = PQgetisnull(r, (int)i, 2) ? NULL : PQgetvalue(r, (int)i, 2);
     p->limit_by_lens[i] = (size_t)PQgetlength(r, (int)i, 2);
+    p->limit_rates[i] = parse_int(PQgetvalue(r, (int)i, 3));
+    p->limit_pers[i] = PQgetisnull(r, (int)i, 4) ? 0 : strtod(PQgetvalue(r, (int)i, 4), NULL);
   }
   clear(&p->limits);
   p->limits = r;
@@ -443,6 +460,8 @@ int pg_limits(store *s, const char *const **names, const size_t **lens,
   *concurrency = p->limit_values;
   *by = p->limit_by;
   *by_lens = p->limit_by_lens;
+  *rate = p->limit_rates;
+  *per = p->limit_pers;
   *n = rows;
   return STORE_OK;
 }

@@ -63,8 +63,9 @@
  * Read without the limit's lock: it only says when to look. */
 #define LIMIT_LOOK "1 second"
 /* A partitioned limit (store.h, limit: PARTITIONS) is full when the name
- * has due jobs and none of them is in a partition with a free slot: this
- * reads the name's due jobs (a claim of it does as much). */
+ * has due jobs and none of them is in a partition with a free slot (or
+ * with tokens, for a rate: store.h, limit: RATES): this reads the name's
+ * due jobs (a claim of it does as much). */
 #define AT_LIMIT_WAKE                                                                        \
   "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name AND CASE"                 \
   "  WHEN l.by IS NULL THEN l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"        \
@@ -76,11 +77,40 @@
   "    AND scheduler.part(l.by, j.key, j.payload) <> ALL (ARRAY("                           \
   "     SELECT scheduler.part(l.by, r.key, r.payload) FROM scheduler.jobs r"                 \
   "     WHERE r.state = 'running' AND r.name = l.name GROUP BY 1"                            \
-  "     HAVING count(*) >= l.concurrency))) END)"
+  "     HAVING count(*) >= l.concurrency UNION ALL SELECT b.part FROM scheduler.limit_rates b"  \
+  "     WHERE b.name = l.name AND scheduler.rate_tokens(l.rate, l.per, b.tat, now()) = 0)))"   \
+  "  END)"
+/* A rate limit's due jobs (store.h, limit: RATES) are looked at when its
+ * bucket holds a quarter of its burst again (rounded up: one token for a
+ * burst of 1), not at its next token: at 1,000 a second a worker would
+ * claim a job a millisecond, each claim a lock and a transaction; a
+ * quarter of a burst later the bucket is far from full (no token lost
+ * unless every worker is late by three quarters of a burst: 15 ms at
+ * 1,000 a second) and one claim takes them all.  Read without the lock,
+ * as LIMIT_LOOK's test.  A name's bucket only: partitions below. */
+#define RATE_NEXT                                                                            \
+  "(SELECT r.tat - scheduler.rate_step(l.rate, l.per) * (scheduler.rate_burst(l.rate)"       \
+  "   - (scheduler.rate_burst(l.rate) + 3) / 4) * interval '1 second'"                       \
+  " FROM scheduler.limits l JOIN scheduler.limit_rates r ON r.name = l.name"                 \
+  "  AND r.part = '' WHERE l.name = n.name AND l.rate IS NOT NULL AND l.by IS NULL)"
+/* A partitioned rate (store.h, limit: RATES) whose due jobs all wait (for
+ * a slot, or for tokens: AT_LIMIT_WAKE) is looked at when the first of its
+ * buckets that is not full holds a quarter of its burst again, if that is
+ * sooner than LIMIT_LOOK: that partition may have no due job (then the
+ * look finds nothing and asks again), but no partition's tokens are
+ * missed. */
+#define RATE_NEXT_PARTS                                                                      \
+  "(SELECT min(r.tat) - scheduler.rate_step(l.rate, l.per) * (scheduler.rate_burst(l.rate)"  \
+  "   - (scheduler.rate_burst(l.rate) + 3) / 4) * interval '1 second'"                       \
+  " FROM scheduler.limits l JOIN scheduler.limit_rates r ON r.name = l.name"                 \
+  " WHERE l.name = n.name AND l.rate IS NOT NULL AND l.by IS NOT NULL"                       \
+  "  AND r.tat > now() + scheduler.rate_step(l.rate, l.per) * (scheduler.rate_burst(l.rate)"  \
+  "   - (scheduler.rate_burst(l.rate) + 3) / 4) * interval '1 second' GROUP BY l.rate, l.per)"
 static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     "SELECT extract(epoch FROM clock_timestamp()),"
     " (SELECT extract(epoch FROM coalesce(min(CASE WHEN " AT_LIMIT_WAKE
-    "   THEN greatest(w.run_at, now() + interval '" LIMIT_LOOK "') ELSE w.run_at END),"
+    "   THEN greatest(w.run_at, least(now() + interval '" LIMIT_LOOK "', " RATE_NEXT_PARTS "))"
+    "   ELSE greatest(w.run_at, " RATE_NEXT ") END),"
     "   now() + interval '" WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
     "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
     "   WHERE j.state = 'scheduled' AND j.name = n.name"

@@ -261,6 +261,40 @@ static const char *const migrations[] = {
     "  SELECT 'duration', name, bucket, jobs, seconds FROM scheduler_durations;"
     "DROP TABLE scheduler_durations;"
     "ALTER TABLE scheduler_durations_new RENAME TO scheduler_durations;",
+    /* 13: rate limits (store.h, limit: RATES): a limit has a concurrency,
+     * a rate (rate claims per `per` seconds) or both; tat is its bucket
+     * (GCRA: the theoretical arrival time, Unix seconds; NULL: full),
+     * moved by the claims inside their write transaction (see
+     * load_limits); a partitioned rate's buckets are rows of
+     * scheduler_limit_rates (see part_pick).  concurrency may now be NULL: SQLite alters no
+     * constraint, so the table is made again. */
+    "CREATE TABLE scheduler_limits_new ("
+    "  name TEXT PRIMARY KEY,"
+    "  concurrency INTEGER CHECK (concurrency >= 1),"
+    "  at REAL NOT NULL,"
+    "  by TEXT,"
+    "  turn TEXT,"
+    "  rate INTEGER CHECK (rate >= 1),"
+    "  per REAL CHECK (per > 0),"
+    "  tat REAL,"
+    "  CHECK (concurrency IS NOT NULL OR rate IS NOT NULL),"
+    "  CHECK ((rate IS NULL) = (per IS NULL))"
+    ");"
+    "INSERT INTO scheduler_limits_new (name, concurrency, at, by, turn)"
+    "  SELECT name, concurrency, at, by, turn FROM scheduler_limits;"
+    "DROP TABLE scheduler_limits;"
+    "ALTER TABLE scheduler_limits_new RENAME TO scheduler_limits;"
+    /* the buckets of a partitioned rate, one per partition (no row, or a
+     * tat past: full), gone with their limit */
+    "CREATE TABLE scheduler_limit_rates ("
+    "  name TEXT NOT NULL,"
+    "  part TEXT NOT NULL,"
+    "  tat REAL NOT NULL,"
+    "  PRIMARY KEY (name, part)"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER scheduler_limits_gone AFTER DELETE ON scheduler_limits BEGIN"
+    "  DELETE FROM scheduler_limit_rates WHERE name = OLD.name;"
+    "END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -277,7 +311,8 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_RATE_TAKE,
+  Q_RATE_PART, Q_RATE_PRUNE, Q_RATE_NEXT_PART,
   Q_TOTALS, Q_DURATIONS_COUNT, Q_DURATIONS_DONE, Q_DURATIONS, Q_COUNT
 };
 
@@ -512,21 +547,25 @@ static const char *const queries[Q_COUNT] = {
     [Q_PRUNE] = "DELETE FROM scheduler_history WHERE rowid IN (SELECT rowid FROM scheduler_history"
                 " WHERE kept_until < ?1 ORDER BY kept_until LIMIT ?2)",
     /* concurrency limits (store.h, limit) */
-    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at, by) VALUES (?1, ?2, ?3, ?4)"
+    [Q_LIMIT] = "INSERT INTO scheduler_limits (name, concurrency, at, by, rate, per)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                 " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
-                " at = excluded.at, by = excluded.by"
-                " WHERE concurrency <> excluded.concurrency OR by IS NOT excluded.by",
+                " at = excluded.at, by = excluded.by, rate = excluded.rate, per = excluded.per"
+                " WHERE concurrency IS NOT excluded.concurrency OR by IS NOT excluded.by"
+                " OR rate IS NOT excluded.rate OR per IS NOT excluded.per",
     [Q_UNLIMIT] = "DELETE FROM scheduler_limits WHERE name = ?1",
     /* each limit and its running jobs (leased, started or not: a claim
      * marks them running), by the index of leases: running jobs are few */
     [Q_LIMITS] = "SELECT l.name, l.concurrency, CASE WHEN l.by IS NULL THEN (SELECT count(*)"
                  " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
-                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn"
-                 " FROM scheduler_limits l",
+                 " WHERE j.state = 'running' AND j.name = l.name) ELSE 0 END, l.by, l.turn,"
+                 " l.rate, l.per, l.tat FROM scheduler_limits l",
     /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
      * (by ?2) that a claim at ?3 may take: numbered within their
      * partition in claim order (rn), those within their partition's free
-     * slots (limit ?5 less its running jobs) and at most ?4 of each, in
+     * slots (limit ?5 less its running jobs; ?5 0: none) and at most ?4 of
+     * each, and for a rate ?8 (0: none; step ?9, burst ?10: store.h,
+     * limit: RATES) at most its bucket's tokens at ?3, in
      * rounds (rn), each round from the partition after the turn ?7 on
      * (round-robin across partitions, and across claims), at most ?6;
      * column 8 the partition.  Reads every due job of the name: no index
@@ -541,9 +580,23 @@ static const char *const queries[Q_COUNT] = {
                     "  FROM scheduler_jobs j WHERE j.state = 'scheduled' AND j.name = ?1"
                     "   AND j.run_at <= ?3 AND NOT j.quarantined)"
                     " SELECT " JOB_COLUMNS ", part FROM c"
-                    " WHERE c.rn <= min(?4, ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0))"
+                    " WHERE c.rn <= min(?4, CASE WHEN ?5 > 0"
+                    "  THEN ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0) ELSE ?4 END,"
+                    "  CASE WHEN ?8 > 0 THEN max(0, CAST(?10 + 1e-6 - max(0, coalesce((SELECT b.tat"
+                    "   FROM scheduler_limit_rates b WHERE b.name = ?1 AND b.part = c.part), 0) - ?3)"
+                    "   / ?9 AS INTEGER)) ELSE ?4 END)"
                     " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
     [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
+    /* a rate limit's bucket after a claim (store.h, limit: RATES) */
+    [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
+    /* a partition's bucket (name ?1, partition ?2) after one job claimed
+     * at ?3, step ?4; the buckets of name ?1 full again at ?2 (rows that
+     * say nothing); the first time one of them not full at ?2 holds a
+     * quarter of its burst (?2 is that far ahead of now: see rate_next) */
+    [Q_RATE_PART] = "INSERT INTO scheduler_limit_rates (name, part, tat) VALUES (?1, ?2, ?3 + ?4)"
+                    " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4",
+    [Q_RATE_PRUNE] = "DELETE FROM scheduler_limit_rates WHERE name = ?1 AND tat < ?2",
+    [Q_RATE_NEXT_PART] = "SELECT min(tat) FROM scheduler_limit_rates WHERE name = ?1 AND tat > ?2",
     /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
     [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
@@ -668,7 +721,11 @@ typedef struct name_ref {
 typedef struct sq_limit {
   char *s;
   size_t len;
-  long long concurrency, free;
+  long long concurrency, free; /* concurrency 0: none (a rate alone) */
+  long long running;           /* its jobs running (not of a partitioned name) */
+  long long rate;              /* store.h, limit: RATES; 0: none */
+  double per, tat;             /* tat: the bucket (NaN: full) */
+  long long taken;             /* jobs the claim in hand took (rate_spend) */
   char *by; /* partitioned by (store.h, limit: PARTITIONS), or NULL; then
                free is not counted: Q_PART_PICK counts per partition */
   size_t by_len;
@@ -742,6 +799,8 @@ typedef struct sq_store {
   long long *limit_c;
   const char **limit_b;
   size_t *limit_bl;
+  long long *limit_r;
+  double *limit_p;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -1327,10 +1386,28 @@ static void free_limits(sq_store *q) {
   q->n_limited = 0;
 }
 
+/* The whole tokens of rate limit l's bucket at `now` (store.h, limit:
+ * RATES; 1e-6: a token spent and its step added back must not be lost to
+ * rounding). */
+static long long rate_tokens(const sq_limit *l, double now) {
+  double ahead = isnan(l->tat) || l->tat < now ? 0 : l->tat - now;
+  double t = floor((double)STORE_RATE_BURST(l->rate) + 1e-6 - ahead / STORE_RATE_STEP(l->rate, l->per));
+  return t > 0 ? (long long)t : 0;
+}
+
+/* When rate limit l's bucket holds half its burst again (rounded up), the
+ * time its due jobs are looked at (as RATE_NEXT in store_pg_wake.c says
+ * why); NaN: full. */
+static double rate_next(const sq_limit *l) {
+  long long b = STORE_RATE_BURST(l->rate);
+  return l->tat - (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per);
+}
+
 /* Read the limits and count their running jobs into q->limited (store.h,
- * limit): inside a claim's write transaction, so that nobody claims in
- * between and the count is exact.  SQLite code. */
-static int load_limits(sq_store *q) {
+ * limit), with the tokens of their rates at `now`: inside a claim's write
+ * transaction, so that nobody claims in between and the count is exact.
+ * SQLite code. */
+static int load_limits(sq_store *q, double now) {
   free_limits(q);
   int rc;
   sqlite3_stmt *st = stmt(q, Q_LIMITS, &rc);
@@ -1365,8 +1442,13 @@ static int load_limits(sq_store *q) {
       tn[tlen] = '\0';
     }
     long long limit = sqlite3_column_int64(st, 1), running = sqlite3_column_int64(st, 2);
-    q->limited[q->n_limited++] =
-        (sq_limit){c, len, limit, limit - running, b, b ? blen : 0, tn, tn ? tlen : 0};
+    sq_limit l = {c, len, limit, limit ? limit - running : LLONG_MAX, running,
+                  sqlite3_column_int64(st, 5), sqlite3_column_double(st, 6),
+                  sqlite3_column_type(st, 7) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 7),
+                  0, b, b ? blen : 0, tn, tn ? tlen : 0};
+    /* a claim takes no more than the bucket's tokens either */
+    if (l.rate && rate_tokens(&l, now) < l.free) l.free = rate_tokens(&l, now);
+    q->limited[q->n_limited++] = l;
   }
   if (st) finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
@@ -1377,7 +1459,7 @@ static int load_limits(sq_store *q) {
 /* The limit of name (s, len) as load_limits last read, or NULL. */
 static sq_limit *limit_of(const sq_store *q, const char *s, size_t len) {
   if (!s || !q->n_limited) return NULL;
-  sq_limit key = {(char *)s, len, 0, 0, NULL, 0, NULL, 0};
+  sq_limit key = {(char *)s, len, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0};
   return bsearch(&key, q->limited, q->n_limited, sizeof *q->limited, limit_cmp);
 }
 
@@ -1390,6 +1472,7 @@ static int take_slot(const sq_store *q, const char *s, size_t len) {
   if (l->by) return 0;
   if (l->free <= 0) return 0;
   l->free--;
+  l->taken++;
   return 1;
 }
 
@@ -1996,6 +2079,8 @@ static int grow_jobs(sq_store *q, size_t n) {
  * limit: PARTITIONS) whose jobs running fill its limit: *full. */
 static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full) {
   int rc;
+  *full = 0;
+  if (!l->concurrency) return SQLITE_OK; /* a rate alone (its tokens: not here) */
   *full = 1;
   sqlite3_stmt *st = stmt(q, Q_PART_FULL, &rc);
   if (!st) return rc;
@@ -2009,6 +2094,22 @@ static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full
   return rc;
 }
 
+/* Bind Q_PART_PICK for partitioned name l at `now`: at most `cap` of
+ * each partition, `max` in all. */
+static void bind_part_pick(sqlite3_stmt *st, const sq_limit *l, double now, long long cap,
+                           size_t max) {
+  bind_text(st, 1, l->s, l->len);
+  bind_text(st, 2, l->by, l->by_len);
+  sqlite3_bind_double(st, 3, now);
+  sqlite3_bind_int64(st, 4, cap);
+  sqlite3_bind_int64(st, 5, l->concurrency);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
+  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
+  sqlite3_bind_int64(st, 8, l->rate);
+  sqlite3_bind_double(st, 9, l->rate ? STORE_RATE_STEP(l->rate, l->per) : 1);
+  sqlite3_bind_int64(st, 10, l->rate ? STORE_RATE_BURST(l->rate) : 0);
+}
+
 /* Add to q->jobs (from *got on) up to `max` due jobs at `now` of
  * partitioned name l, at most `cap` of each partition (Q_PART_PICK), and
  * move its turn to the partition of the last one.  *oom on a memory
@@ -2018,14 +2119,8 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   int rc;
   sqlite3_stmt *st = stmt(q, Q_PART_PICK, &rc);
   if (!st) return rc;
-  bind_text(st, 1, l->s, l->len);
-  bind_text(st, 2, l->by, l->by_len);
-  sqlite3_bind_double(st, 3, now);
-  sqlite3_bind_int64(st, 4, cap);
-  sqlite3_bind_int64(st, 5, l->concurrency);
-  sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
-  if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
-  buf turn = BUF_INIT;
+  bind_part_pick(st, l, now, cap, max);
+  buf turn = BUF_INIT, parts = BUF_INIT; /* parts: (size_t length, bytes) each, for a rate */
   int took = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (grow_jobs(q, *got + 1) || read_job(st, &q->jobs[*got], &q->claimed)) {
@@ -2034,8 +2129,10 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
     }
     q->jobs[(*got)++].attempt++;
     buf_reset(&turn);
-    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8),
-                (size_t)sqlite3_column_bytes(st, 8))) {
+    size_t plen = (size_t)sqlite3_column_bytes(st, 8);
+    if (buf_add(&turn, (const char *)sqlite3_column_text(st, 8), plen) ||
+        (l->rate && (buf_add(&parts, (const char *)&plen, sizeof plen) ||
+                     buf_add(&parts, turn.len ? turn.data : "", plen)))) {
       *oom = 1;
       break;
     }
@@ -2043,6 +2140,30 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   }
   finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  /* spend the partitions' tokens (store.h, limit: RATES): a step per job
+   * on its partition's bucket, from itself or from now; then drop the
+   * buckets full again.  After the pick, whose reads they would change. */
+  double step = l->rate ? STORE_RATE_STEP(l->rate, l->per) : 0;
+  for (size_t at = 0; rc == SQLITE_OK && !*oom && at < parts.len;) {
+    size_t plen;
+    memcpy(&plen, parts.data + at, sizeof plen);
+    at += sizeof plen;
+    sqlite3_stmt *up = stmt(q, Q_RATE_PART, &rc);
+    if (!up) break;
+    bind_text(up, 1, l->s, l->len);
+    bind_text(up, 2, plen ? parts.data + at : "", plen);
+    sqlite3_bind_double(up, 3, now);
+    sqlite3_bind_double(up, 4, step);
+    rc = run_write(q, up, NULL);
+    at += plen;
+  }
+  sqlite3_stmt *prune = l->rate && rc == SQLITE_OK && !*oom ? stmt(q, Q_RATE_PRUNE, &rc) : NULL;
+  if (prune) {
+    bind_text(prune, 1, l->s, l->len);
+    sqlite3_bind_double(prune, 2, now);
+    rc = run_write(q, prune, NULL);
+  }
+  buf_free(&parts);
   sqlite3_stmt *up = rc == SQLITE_OK && took && !*oom ? stmt(q, Q_PART_TURN, &rc) : NULL;
   if (up) {
     bind_text(up, 1, l->s, l->len);
@@ -2081,7 +2202,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   /* and a limited name's only up to its free slots (store.h, limit); a
    * worker that runs its batch in turn takes one of each (`one_limited`):
    * a slot taken by a job waiting in the batch would run nothing */
-  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
+  if ((rc = load_limits(q, now)) != SQLITE_OK) return fail(q, rc, "claiming jobs");
   for (size_t i = 0; one_limited && i < q->n_limited; i++)
     if (q->limited[i].free > 1) q->limited[i].free = 1;
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
@@ -2115,7 +2236,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
         break;
       }
       q->jobs[got++].attempt++;
-      if (l) l->free--;
+      if (l) l->free--, l->taken++;
       /* (of a partitioned name, one: part_full does not count this claim's) */
       if (got >= take || (l && l->by)) break;
     }
@@ -2130,7 +2251,8 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
     if (!l || !l->by || is_paused(q, q->names[i].s, q->names[i].len)) continue;
     /* (one at a time: one job of the name, the next partition's in turn) */
-    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency, one_limited ? 1 : limit - got,
+    rc = part_pick(q, l, now, one_limited ? 1 : l->concurrency ? l->concurrency : (long long)limit,
+                   one_limited ? 1 : limit - got,
                    &got, &oom);
   }
   sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
@@ -2180,6 +2302,18 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     sqlite3_bind_double(take, 3, *until);
     sqlite3_bind_int64(take, 4, (sqlite3_int64)token);
     if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
+  }
+  /* spend the tokens of the rates (store.h, limit: RATES): each bucket
+   * moves `taken` steps on from itself or from now, whichever is later */
+  for (size_t i = 0; rc == SQLITE_OK && got && i < q->n_limited; i++) {
+    sq_limit *l = &q->limited[i];
+    if (!l->rate || !l->taken || l->by) continue; /* (partitions: part_pick) */
+    double from = isnan(l->tat) || l->tat < now ? now : l->tat;
+    sqlite3_stmt *up = stmt(q, Q_RATE_TAKE, &rc);
+    if (!up) break;
+    bind_text(up, 1, l->s, l->len);
+    sqlite3_bind_double(up, 2, from + (double)l->taken * STORE_RATE_STEP(l->rate, l->per));
+    rc = run_write(q, up, NULL);
   }
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
   if ((rc = commit(q, "claiming jobs", 0)) != STORE_OK) return rc;
@@ -2471,11 +2605,11 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
  * the due jobs of paused names do not count (store.h, pause). */
 static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) {
   int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
-  if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q);
+  double now = clock_wall();
+  if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q, now);
   *out = INFINITY;
   if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *st = stmt(q, which, &rc);
-  double now = clock_wall();
   for (size_t i = 0; st && i < q->n_names; i++) {
     double v;
     if (which == Q_WAKE_DUE && is_paused(q, q->names[i].s, q->names[i].len)) continue;
@@ -2485,27 +2619,37 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
      * not at once (the worker would spin; store.h, limit) */
     const sq_limit *l =
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
-    int full = l && l->free <= 0;
+    int full = l && l->concurrency && l->concurrency - l->running <= 0;
+    /* a rate's due jobs: when its bucket has tokens enough (rate_next) */
+    if (l && l->rate && !l->by && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
     if (l && l->by && !isnan(v) && v <= now) {
       /* partitioned: full when no due job is in a partition with a free
        * slot (what a claim would take: reads the name's due jobs) */
       sqlite3_stmt *pick = stmt(q, Q_PART_PICK, &rc);
       if (!pick) break;
-      bind_text(pick, 1, l->s, l->len);
-      bind_text(pick, 2, l->by, l->by_len);
-      sqlite3_bind_double(pick, 3, now);
-      sqlite3_bind_int64(pick, 4, 1);
-      sqlite3_bind_int64(pick, 5, l->concurrency);
-      sqlite3_bind_int64(pick, 6, 1);
+      bind_part_pick(pick, l, now, 1, 1);
       rc = sqlite3_step(pick);
       full = rc == SQLITE_DONE;
       finish_stmt(pick);
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) break;
       rc = SQLITE_OK;
     }
-    if (full && !isnan(v) && v < now + LIMIT_LOOK) {
+    double look = now + LIMIT_LOOK;
+    if (full && l->by && l->rate && !isnan(v) && v <= now) {
+      /* or when the first bucket that is not full holds a quarter of its
+       * burst, if sooner (as RATE_NEXT_PARTS in store_pg_wake.c says) */
+      long long b = STORE_RATE_BURST(l->rate);
+      double ahead = (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per), first;
+      sqlite3_stmt *nx = stmt(q, Q_RATE_NEXT_PART, &rc);
+      if (!nx) break;
+      bind_text(nx, 1, l->s, l->len);
+      sqlite3_bind_double(nx, 2, now + ahead);
+      if ((rc = query_double(q, nx, &first)) != SQLITE_OK) break;
+      if (!isnan(first) && first - ahead < look) look = first - ahead;
+    }
+    if (full && !isnan(v) && v < look) {
       if (v <= now) *limit_wait = 1;
-      v = now + LIMIT_LOOK;
+      v = look;
     }
     if (!isnan(v) && v < *out) *out = v;
   }
@@ -2794,6 +2938,8 @@ static void sq_destroy(store *s) {
   free(q->limit_c);
   free(q->limit_b);
   free(q->limit_bl);
+  free(q->limit_r);
+  free(q->limit_p);
   free(q->asked);
   arena_free(&q->claimed);
   arena_free(&q->got);
@@ -3166,25 +3312,30 @@ static int sq_paused_names(store *s, const char *const **names, const size_t **l
 }
 
 static int sq_limit_set(store *s, const char *name, size_t len, long long concurrency,
-                        const char *by, size_t by_len, int *changed) {
+                        const char *by, size_t by_len, long long rate, double per, int *changed) {
   sq_store *q = SQ(s);
   *changed = 0;
   if (memchr(name, 0, len))
     return store_fail(s, STORE_ERROR, "a job name cannot contain a NUL byte" NUL_REFUSED);
   if (concurrency < 0 || concurrency > 2147483647)
     return store_fail(s, STORE_ERROR, "a concurrency limit must be from 1 to 2147483647");
-  if (by && concurrency && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
-  const char *what = concurrency ? "limiting" : "lifting a limit";
+  if (rate < 0 || rate > 2147483647 || (rate && !(per > 0 && per <= STORE_RATE_PER_MAX)))
+    return store_fail(s, STORE_ERROR, "a rate limit must be from 1 to 2147483647 per 0 to %.0f seconds",
+                      STORE_RATE_PER_MAX);
+  int some = concurrency || rate;
+  if (by && some && store_check_by(s, by, by_len) != STORE_OK) return STORE_ERROR;
+  const char *what = some ? "limiting" : "lifting a limit";
   int rc = begin(q, what);
   if (rc) return rc;
   int n = 0;
-  sqlite3_stmt *st = stmt(q, concurrency ? Q_LIMIT : Q_UNLIMIT, &rc);
+  sqlite3_stmt *st = stmt(q, some ? Q_LIMIT : Q_UNLIMIT, &rc);
   if (st) {
     bind_text(st, 1, name, len);
-    if (concurrency) {
-      sqlite3_bind_int64(st, 2, concurrency);
+    if (some) {
+      if (concurrency) sqlite3_bind_int64(st, 2, concurrency);
       sqlite3_bind_double(st, 3, clock_wall());
       bind_text(st, 4, by, by_len);
+      if (rate) sqlite3_bind_int64(st, 5, rate), sqlite3_bind_double(st, 6, per);
     }
     rc = run_write(q, st, &n);
   }
@@ -3197,12 +3348,13 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
 
 static int sq_limits(store *s, const char *const **names, const size_t **lens,
                      const long long **concurrency, const char *const **by,
-                     const size_t **by_lens, size_t *n) {
+                     const size_t **by_lens, const long long **rate, const double **per,
+                     size_t *n) {
   sq_store *q = SQ(s);
   *n = 0;
   int rc = sq_connect(s);
   if (rc) return rc;
-  if ((rc = load_limits(q)) != SQLITE_OK) return fail(q, rc, "reading the limits");
+  if ((rc = load_limits(q, clock_wall())) != SQLITE_OK) return fail(q, rc, "reading the limits");
   size_t k = q->n_limited ? q->n_limited : 1;
   const char **ns = realloc(q->limit_s, k * sizeof *ns);
   if (ns) q->limit_s = ns;
@@ -3214,16 +3366,23 @@ static int sq_limits(store *s, const char *const **names, const size_t **lens,
   if (bs) q->limit_b = bs;
   size_t *bls = bs ? realloc(q->limit_bl, k * sizeof *bls) : NULL;
   if (bls) q->limit_bl = bls;
-  if (!bls) return store_fail(s, STORE_NOMEM, "not enough memory");
+  long long *rs = bls ? realloc(q->limit_r, k * sizeof *rs) : NULL;
+  if (rs) q->limit_r = rs;
+  double *ps = rs ? realloc(q->limit_p, k * sizeof *ps) : NULL;
+  if (ps) q->limit_p = ps;
+  if (!ps) return store_fail(s, STORE_NOMEM, "not enough memory");
   for (size_t i = 0; i < q->n_limited; i++) {
     ns[i] = q->limited[i].s, ls[i] = q->limited[i].len, cs[i] = q->limited[i].concurrency;
     bs[i] = q->limited[i].by, bls[i] = q->limited[i].by_len;
+    rs[i] = q->limited[i].rate, ps[i] = q->limited[i].per;
   }
   *names = ns;
   *lens = ls;
   *concurrency = cs;
   *by = bs;
   *by_lens = bls;
+  *rate = rs;
+  *per = ps;
   *n = q->n_limited;
   return STORE_OK;
 }

@@ -532,8 +532,8 @@ end
 -- seconds the oldest due job has waited, nil when none is due;
 -- done_last_minute: jobs completed in the last 60 seconds; paused: see
 -- pause; a paused name without jobs has a row too; concurrency: its limit,
--- see limit, nil when none, and by, its partitions; a limited name has a
--- row too), in name order;
+-- see limit, nil when none, and by, its partitions; rate and per: its rate
+-- limit, nil when none; a limited name has a row too), in name order;
 -- or nil, err.
 function Scheduler:stats()
   local c = check_self(self, "stats")
@@ -573,6 +573,7 @@ function Scheduler:stats()
       end
       r.concurrency = l.concurrency
       r.by = l.by
+      r.rate, r.per = l.rate, l.per
     end
   end
   if added then table.sort(rows, function(a, b) return a.name < b.name end) end
@@ -736,9 +737,15 @@ end
 -- together: a job claimed and not finished counts, started or not), with
 -- `by = "key"` or `by = "<payload field>"` for each partition apart (the
 -- job's key, or that top-level payload field's value as text; "" when it
--- has none); or nil (no limit).  Durable; a call replaces the name's
--- limits.  Returns true if the limits changed, false if not; or nil, err.
+-- has none); and/or { rate = N, per = SECONDS } (at most N of its jobs
+-- start in any window of `per` seconds, smoothly: a token bucket with a
+-- burst of max(1, N // 50), the rest spread evenly; see the README; the
+-- jobs wait, never fail; with `by`, each partition's own); or nil (no
+-- limit).  Durable;
+-- a call replaces the name's limits.  Returns true if the limits changed,
+-- false if not; or nil, err.
 local LIMIT_KEYS = { concurrency = true, by = true, rate = true, per = true }
+local RATE_PER_MAX = 31536000 -- STORE_RATE_PER_MAX (store.h)
 function Scheduler:limit(name, opts)
   local c = check_self(self, "limit")
   check_name("limit", name, 2)
@@ -748,7 +755,7 @@ function Scheduler:limit(name, opts)
   end
   for k in pairs(opts) do
     if not LIMIT_KEYS[k] then
-      raise(2, "limit: unknown option %s (known: concurrency, by)", tostring(k))
+      raise(2, "limit: unknown option %s (known: concurrency, by, rate, per)", tostring(k))
     end
   end
   local by = opts.by
@@ -760,18 +767,28 @@ function Scheduler:limit(name, opts)
       raise(2, "limit: by must be 1 to 200 bytes without NUL, '\"' or '\\', got %q", by)
     end
   end
-  if opts.rate ~= nil or opts.per ~= nil then
-    raise(2, "limit: rate and per (rate limits) are not supported yet")
+  local rate, per = opts.rate, opts.per
+  if (rate == nil) ~= (per == nil) then
+    raise(2, "limit: rate and per go together (rate = N jobs per = SECONDS), got %s without %s",
+      rate == nil and "per" or "rate", rate == nil and "rate" or "per")
   end
-  if opts.concurrency == nil then
-    raise(2, "limit: concurrency is missing (nil lifts every limit: limit(name, nil))")
+  if rate ~= nil then
+    rate = check_int("limit", "rate", rate, 1, 2)
+    if not is_finite(per) or per <= 0 or per > RATE_PER_MAX then
+      raise(2, "limit: per must be a number of seconds above 0 and at most %d (a year), got %s",
+        RATE_PER_MAX, tostring(per))
+    end
   end
-  local n = check_int("limit", "concurrency", opts.concurrency, 1, 2)
-  return c:limit(name, n, by)
+  if opts.concurrency == nil and rate == nil then
+    raise(2, "limit: concurrency or rate is missing (nil lifts every limit: limit(name, nil))")
+  end
+  local n = opts.concurrency ~= nil and check_int("limit", "concurrency", opts.concurrency, 1, 2) or nil
+  return c:limit(name, n, by, rate, per)
 end
 
 --- The limited job names, in name order: a list of { name, concurrency,
--- by } (by nil: the whole name); or nil, err.
+-- by, rate, per } (by nil: the whole name; concurrency or rate nil: none);
+-- or nil, err.
 function Scheduler:limits()
   return check_self(self, "limits"):limits()
 end

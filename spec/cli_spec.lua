@@ -424,7 +424,7 @@ describe("lua-scheduler", function()
       for _, row in ipairs(decode(r.out)) do if row.name == name then mine = row end end
       assert.is_truthy(mine, r.out)
       assert.same({ "by", "concurrency", "done_last_minute", "due", "failed", "later", "name",
-        "oldest_due_late_seconds", "paused", "running" }, keys_of(mine))
+        "oldest_due_late_seconds", "paused", "per", "rate", "running" }, keys_of(mine))
       assert.equals(json.null, mine.concurrency) -- no limit
       assert.equals(json.null, mine.by)
       assert.is_false(mine.paused)

@@ -766,20 +766,34 @@ end
 COMMANDS.pause = pause_command(true)
 COMMANDS.resume = pause_command(false)
 
+-- A rate limit as text: "100/60s", "1000/1s", "5/1m30s".
+local function rate_text(rate, per)
+  local p = per == math.floor(per) and text.duration(per) or ("%gs"):format(per)
+  return ("%d/%s"):format(rate, p)
+end
+
 COMMANDS.limit = {
-  summary = "limit how many jobs of a name run at once, on all workers together",
-  synopsis = { "limit NAME --concurrency N [--by FIELD] [--json]", "limit NAME --none [--json]" },
+  summary = "limit how many jobs of a name run at once, or start per period, on all workers together",
+  synopsis = { "limit NAME [--concurrency N] [--rate N --per DURATION] [--by FIELD] [--json]",
+    "limit NAME --none [--json]" },
   description = [[
-Limits job name NAME, durably, to N jobs running at once across every
-worker and host (a job claimed and not finished counts); the others wait
-for a slot.  With --by FIELD, N at once in each partition apart: FIELD is
-"key" (the job's key) or a top-level payload field (its value as text; a
-job without it is in partition ""), and claims take the partitions' jobs
-round-robin.  A dead worker's slots come back with its leases.  --none
-lifts the limit.  `stats` shows it (LIMIT).]],
+Limits job name NAME, durably, across every worker and host.  --concurrency
+N: at most N jobs running at once (a job claimed and not finished counts);
+the others wait for a slot.  With --by FIELD, N at once in each partition
+apart: FIELD is "key" (the job's key) or a top-level payload field (its
+value as text; a job without it is in partition ""), and claims take the
+partitions' jobs round-robin.  A dead worker's slots come back with its
+leases.  --rate N --per DURATION (seconds, or like 1s, 1m, 1h): at most N
+jobs start in any window of DURATION, smoothly (a burst of N/50, at least
+1, then evenly; see the README); the others wait, never fail.  With --by,
+each partition has its own.  A call replaces the name's limits; --none
+lifts them.  `stats`
+shows them (LIMIT).]],
   options = {
     { "--concurrency", value = "N", parse = integer_between(1, 2147483647), help = "at most N at once" },
     { "--by", value = "FIELD", help = "per partition: \"key\" or a payload field" },
+    { "--rate", value = "N", parse = integer_between(1, 2147483647), help = "at most N starts per --per" },
+    { "--per", value = "DURATION", parse = positive_duration, help = "the period of --rate" },
     { "--none", help = "no limit" },
     JSON, DATABASE,
   },
@@ -788,22 +802,35 @@ lifts the limit.  `stats` shows it (LIMIT).]],
     if o.NAME == "" then usage_error("NAME must not be empty") end
     if not utf8.len(o.NAME) then usage_error("NAME is not valid UTF-8") end
     if o.concurrency and o.none then usage_error("--concurrency and --none exclude each other") end
-    if not o.concurrency and not o.none then usage_error("missing --concurrency N (or --none)") end
+    if o.rate and o.none then usage_error("--rate and --none exclude each other") end
+    if (o.rate == nil) ~= (o.per == nil) then usage_error("--rate and --per go together") end
+    if o.per and o.per > 31536000 then usage_error("--per must be at most a year") end
+    if not o.concurrency and not o.rate and not o.none then
+      usage_error("missing --concurrency N or --rate N --per DURATION (or --none)")
+    end
     if o.by and o.none then usage_error("--by and --none exclude each other") end
+    if o.by and not o.concurrency and not o.rate then usage_error("--by goes with --concurrency or --rate") end
     if o.by and (o.by == "" or #o.by > 200 or o.by:find('[%z"\\]')) then
       usage_error("--by must be 1 to 200 bytes without NUL, '\"' or '\\'")
     end
     local db = open_db(o)
-    local changed = db:limit(o.NAME, o.concurrency, o.by)
+    local changed = db:limit(o.NAME, o.concurrency, o.by, o.rate, o.per)
     db:close()
     if o.json then
       out(text.json(text.object("changed", changed)), "\n")
     elseif o.none then
       out(changed and ("%s is no longer limited\n"):format(o.NAME) or ("%s was not limited\n"):format(o.NAME))
     else
-      local per = o.by and (" per %s"):format(o.by) or ""
-      out(changed and ("%s limited to %d at once%s\n"):format(o.NAME, o.concurrency, per)
-        or ("%s was already limited to %d at once%s\n"):format(o.NAME, o.concurrency, per))
+      local what = {}
+      local each = o.by and (" per %s"):format(o.by) or ""
+      if o.concurrency then what[1] = ("%d at once%s"):format(o.concurrency, each) end
+      if o.rate then
+        local n, per = rate_text(o.rate, o.per):match("^(%d+)/(.*)$")
+        what[#what + 1] = ("%s starts per %s%s"):format(n, per, each)
+      end
+      what = table.concat(what, ", ")
+      out(changed and ("%s limited to %s\n"):format(o.NAME, what)
+        or ("%s was already limited to %s\n"):format(o.NAME, what))
     end
   end,
 }
@@ -854,6 +881,16 @@ unfinished job holds.]],
   end,
 }
 
+-- The LIMIT column: "5", "100/1m", "5, 100/1m", each with " per FIELD"
+-- for partitions ("5 per tenant"); "-": none.
+local function limit_text(r)
+  local parts = {}
+  if r.concurrency then parts[1] = tostring(r.concurrency) end
+  if r.rate then parts[#parts + 1] = rate_text(r.rate, r.per) end
+  if #parts == 0 then return "-" end
+  return table.concat(parts, ", ") .. (r.by and (" per %s"):format(r.by) or "")
+end
+
 local function stats_snapshot(db, json)
   local rows = db:stats()
   if json then
@@ -862,7 +899,7 @@ local function stats_snapshot(db, json)
       list[i] = text.object("name", r.name, "due", r.due, "later", r.later, "running", r.running,
         "failed", r.failed, "oldest_due_late_seconds", r.late and math.floor(r.late * 1000 + 0.5) / 1000,
         "done_last_minute", r.done_last_minute, "paused", r.paused, "concurrency", r.concurrency,
-        "by", r.by)
+        "by", r.by, "rate", r.rate, "per", r.per)
     end
     return text.json(text.array(list)) .. "\n"
   end
@@ -871,7 +908,7 @@ local function stats_snapshot(db, json)
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
       r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-",
-      r.concurrency and (r.by and ("%d per %s"):format(r.concurrency, r.by) or tostring(r.concurrency)) or "-" }
+      limit_text(r) }
   end
   return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED", "LIMIT" },
     cells, { false, true, true, true, true, true, true, false, true })
@@ -884,8 +921,8 @@ COMMANDS.stats = {
 Per job name: DUE (waiting although due), LATER (waiting for their time),
 RUNNING, FAILED, OLDEST DUE (how late the oldest due job is), DONE/MIN
 (jobs completed in the last 60 seconds), PAUSED (see pause; a paused name
-without jobs is listed too) and LIMIT (see limit, "N per FIELD" with --by;
-a limited name too).  --watch refreshes every --interval
+without jobs is listed too) and LIMIT (see limit, "N per FIELD" with --by,
+"N/DURATION" for a rate, both as "5, 100/1m"; a limited name too).  --watch refreshes every --interval
 (default 2s), in place on a terminal, until Ctrl-C; with --json, one array
 per line.]],
   options = {

@@ -78,10 +78,13 @@ function db:pause(name, on)
   return check(api:resume(name))
 end
 
---- Limit job name `name` to `concurrency` jobs at once (nil: no limit),
--- in each partition `by` apart (nil: the whole name): whether that changed it.
-function db:limit(name, concurrency, by)
-  return check(self:api():limit(name, concurrency and { concurrency = concurrency, by = by } or nil))
+--- Limit job name `name` to `concurrency` jobs at once, in each partition
+-- `by` apart (nil: the whole name), and/or to `rate` starts per `per`
+-- seconds (all nil: no limit): whether that changed it.
+function db:limit(name, concurrency, by, rate, per)
+  local some = concurrency or rate
+  return check(self:api():limit(name, some and { concurrency = concurrency, by = by, rate = rate, per = per }
+    or nil))
 end
 
 function db:close()

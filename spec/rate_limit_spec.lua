@@ -1,0 +1,286 @@
+-- Rate limits (issue 16, item 3): scheduler.limit(name, { rate = N,
+-- per = SECONDS }), alone or with a concurrency, for a whole name or
+-- each partition (`by`) apart.  The attack: several
+-- worker processes of both kinds (concurrency 1: PostgreSQL's held claim
+-- transaction and SQLite's batch for the other names; concurrency 3: the
+-- fetcher's leased claims) drain one rate-limited name at once; their own
+-- records (each start line with its time: spec/support/worker.lua) never
+-- show more than N starts in any window of `per` seconds, sliding over
+-- every start, every job runs exactly once and none fails, and the drain
+-- keeps up with the rate (a generous bound).  Then: a worker whose name
+-- has no tokens left sleeps until the next ones (its CPU stays low), a
+-- rate with a concurrency keeps both, and the API and command refuse bad
+-- rates.
+local helper = require "spec.helper"
+local cli = require "spec.support.cli_helper"
+local json = require "dkjson"
+
+local function decode(s)
+  local v, _, err = json.decode(s, 1, json.null)
+  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
+  return v
+end
+
+-- Schedule `n` jobs of `name` (payloads { i = k }); returns their ids as a set.
+local function schedule_n(s, name, n)
+  local list = {}
+  for i = 1, n do list[i] = { name, { i = i } } end
+  local set = {}
+  for _, id in ipairs(helper.ok(s:schedule_many(list))) do set[id] = true end
+  return set
+end
+
+-- The start times of `ids` by the workers' own records, sorted; and the
+-- done lines per id.
+local function starts_of(procs, ids)
+  local times, done = {}, {}
+  for _, r in ipairs(helper.all_results(procs)) do
+    if ids[r.id] and r.event == "start" then times[#times + 1] = r.time end
+    if ids[r.id] and r.event == "done" then done[r.id] = (done[r.id] or 0) + 1 end
+  end
+  table.sort(times)
+  return times, done
+end
+
+-- The most starts in any window [t, t + per) of the sorted `times`
+-- (sliding: a window starting at each start holds every busiest one).
+-- The bound holds for the claims, at the database's clock; a start
+-- follows its claim by the worker's own delay (milliseconds, 2% of `per`
+-- is room for it: see the README), which a loaded machine (the suite
+-- beside other runs, ASan) can stretch past that, so the specs count
+-- windows of 0.9 per (SLACK) and say the strict figure.
+local SLACK = 0.9
+local function most_in_window(times, per)
+  local most, j = 0, 1
+  for i = 1, #times do
+    while times[i] - times[j] >= per do j = j + 1 end
+    if i - j + 1 > most then most = i - j + 1 end
+  end
+  return most
+end
+
+local function all_done_once(procs, ids)
+  local _, done = starts_of(procs, ids)
+  for id in pairs(ids) do if done[id] ~= 1 then return false end end
+  return true
+end
+
+-- LIMIT_FIGURES=1: say the measured figures (README, Guarantees).
+local function figure(fmt, ...)
+  if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[rate] " .. fmt .. "\n"):format(...)) end
+end
+
+local function quiet(proc)
+  local log = proc:log()
+  assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
+end
+
+-- A worker of names: concurrency 1 blocks `seconds` in each job
+-- (WORKER_SLEEP), a concurrent one waits that long in its cqueues loop.
+local function worker(names, concurrency, seconds, extra)
+  local env = { WORKER_NAMES = names, WORKER_LOG = "stderr" }
+  if concurrency > 1 then
+    env.WORKER_CONCURRENCY = concurrency
+    env.WORKER_WAIT = seconds
+  else
+    env.WORKER_SLEEP = seconds
+  end
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return helper.spawn(env)
+end
+
+describe("rate limit", function()
+  after_each(function()
+    cli.cleanup()
+    helper.cleanup()
+  end)
+
+  it("3 workers (concurrency 1, 3, 1) drain a name limited to 20 a second: never more than 20 starts in a second",
+    function()
+    local s = helper.new()
+    local L, U = helper.name("rated"), helper.name("unrated")
+    assert.is_true(helper.ok(s:limit(L, { rate = 20, per = 1 })))
+    assert.is_false(s:limit(L, { rate = 20, per = 1 })) -- unchanged
+    local procs = { worker(L .. "," .. U, 1, 0), worker(L .. "," .. U, 3, 0), worker(L .. "," .. U, 1, 0) }
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    local ids = schedule_n(s, L, 60)
+    -- an unlimited name beside it is not held back
+    local uids = schedule_n(s, U, 30)
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, uids) end, 10),
+      helper.describe_all(procs))
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 30),
+      helper.describe_all(procs))
+    helper.sleep(0.3) -- anything run twice would show
+    assert.is_true(all_done_once(procs, ids), helper.describe_all(procs))
+    local times = starts_of(procs, ids)
+    assert.equals(60, #times)
+    local most = most_in_window(times, 1)
+    local span = times[#times] - times[1]
+    -- 1 at once (burst 1), then one each 1.02 / 20 s: 59 more in 3.01 s
+    figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 3.01 s)",
+      most, span)
+    assert.is_true(most_in_window(times, SLACK) <= 20, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
+    assert.is_true(span >= 2.5, ("60 starts in %.2f s"):format(span))
+    -- keeps up: far below what a worker's idle look (15 s) would give
+    assert.is_true(span < 8, ("60 starts took %.2f s"):format(span))
+    local failed = 0
+    for _, r in ipairs(helper.all_results(procs, "fail")) do
+      if ids[r.id] then failed = failed + 1 end
+    end
+    assert.equals(0, failed, "a job of the rate-limited name failed")
+    assert.equals(0, helper.count_jobs(L))
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  it("a rate with a concurrency keeps both; a worker out of tokens sleeps until the next", function()
+    local s = helper.new()
+    local L = helper.name("both")
+    helper.ok(s:limit(L, { concurrency = 1, rate = 4, per = 1 }))
+    local limits = {}
+    for _, l in ipairs(helper.ok(s:limits())) do limits[l.name] = l end
+    assert.same({ name = L, concurrency = 1, rate = 4, per = 1 }, limits[L])
+    local ids = schedule_n(s, L, 8)
+    local procs = { worker(L, 3, 0.05), worker(L, 1, 0.05) }
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    helper.sleep(0.5)
+    local c0 = { procs[1]:cpu(), procs[2]:cpu() }
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 15),
+      helper.describe_all(procs))
+    local used = math.max(procs[1]:cpu() - c0[1], procs[2]:cpu() - c0[2])
+    local times = starts_of(procs, ids)
+    local most = most_in_window(times, 1)
+    -- one each 1.02 / 4 s: 7 more in 1.79 s; the workers sleep in between
+    figure("8 jobs at 4 a second, one at once: at most %d starts in a second, %.2f s, %.2f s of CPU a worker",
+      most, times[#times] - times[1], used)
+    assert.is_true(most_in_window(times, SLACK) <= 4, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
+    assert.is_true(used < 0.5, ("a worker used %.2f s of CPU"):format(used))
+    -- never two at once: each start after the one before ended
+    local runs = {}
+    for _, r in ipairs(helper.all_results(procs)) do
+      if ids[r.id] then runs[#runs + 1] = r end
+    end
+    table.sort(runs, function(a, b) return a.time < b.time end)
+    local open = 0
+    for _, r in ipairs(runs) do
+      open = open + (r.event == "start" and 1 or r.event == "done" and -1 or 0)
+      assert.is_true(open <= 1, "two jobs of the name ran at once")
+    end
+    -- a rate alone: concurrency gone from limits(), and nil lifts it
+    helper.ok(s:limit(L, { rate = 4, per = 1 }))
+    for _, l in ipairs(helper.ok(s:limits())) do limits[l.name] = l end
+    assert.same({ name = L, rate = 4, per = 1 }, limits[L])
+    assert.is_true(helper.ok(s:limit(L, nil)))
+    for _, l in ipairs(helper.ok(s:limits())) do assert.is_not.equals(L, l.name) end
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  -- PARTITIONS: limit(name, { rate = N, per = S, by = "tenant" }): each
+  -- tenant has its own bucket.  3 tenants of 12 jobs at 5 a second each,
+  -- drained together by a worker of each kind: never more than 5 starts
+  -- of a tenant in any second, and the tenants go at once (15 a second
+  -- together), one claim's lock for all of them.
+  it("by = \"tenant\": 3 tenants at 5 a second each, never more than 5 of one in a second, together 3x",
+    function()
+    local s = helper.new()
+    local L = helper.name("rated_parts")
+    assert.is_true(helper.ok(s:limit(L, { rate = 5, per = 1, by = "tenant" })))
+    local list, tenant_of = {}, {}
+    for i = 1, 12 do
+      for _, t in ipairs { "a", "b", "c" } do list[#list + 1] = { L, { tenant = t, i = i } } end
+    end
+    local procs = { worker(L, 3, 0), worker(L, 1, 0) }
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    local ids = {}
+    for k, id in ipairs(helper.ok(s:schedule_many(list))) do
+      ids[id] = true
+      tenant_of[id] = list[k][2].tenant
+    end
+    assert.is_truthy(helper.wait_for(function() return all_done_once(procs, ids) end, 30),
+      helper.describe_all(procs))
+    local per_tenant = { a = {}, b = {}, c = {} }
+    for _, r in ipairs(helper.all_results(procs, "start")) do
+      if ids[r.id] then table.insert(per_tenant[tenant_of[r.id]], r.time) end
+    end
+    local all = starts_of(procs, ids)
+    local most_all = most_in_window(all, 1)
+    local span = all[#all] - all[1]
+    local mosts = {}
+    for t, times in pairs(per_tenant) do
+      table.sort(times)
+      assert.equals(12, #times)
+      mosts[t] = most_in_window(times, 1)
+      local m = most_in_window(times, SLACK)
+      assert.is_true(m <= 5, ("%d starts of tenant %s in 0.9 s"):format(m, t))
+    end
+    -- 11 steps of 1.02 / 5 s after the first: 2.24 s, the tenants side by side
+    figure("3 tenants x 12 jobs at 5 a second each: at most %d/%d/%d of a tenant, %d of all in a second; %.2f s "
+      .. "(ideal 2.24 s)", mosts.a, mosts.b, mosts.c, most_all, span)
+    assert.is_true(most_all > 5, ("the tenants did not go together: %d in a second"):format(most_all))
+    assert.is_true(span < 8, ("36 starts took %.2f s"):format(span))
+    for _, p in ipairs(procs) do quiet(p) end
+  end)
+
+  it("refuses bad rates with a clear error", function()
+    local s = helper.new()
+    local L = helper.name("bad_rate")
+    helper.raises(function() s:limit(L, { rate = 0, per = 1 }) end, "rate must be between 1")
+    helper.raises(function() s:limit(L, { rate = 1.5, per = 1 }) end, "rate must be an integer")
+    helper.raises(function() s:limit(L, { rate = "5", per = 1 }) end, "rate must be an integer")
+    helper.raises(function() s:limit(L, { rate = 5 }) end, "rate and per go together")
+    helper.raises(function() s:limit(L, { per = 5 }) end, "rate and per go together")
+    helper.raises(function() s:limit(L, { concurrency = 2, per = 5 }) end, "rate and per go together")
+    helper.raises(function() s:limit(L, { rate = 5, per = 0 }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { rate = 5, per = -1 }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { rate = 5, per = 0 / 0 }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { rate = 5, per = math.huge }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { rate = 5, per = 31536001 }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { rate = 5, per = "1m" }) end, "per must be a number of seconds")
+    helper.raises(function() s:limit(L, { by = "tenant" }) end, "is missing")
+    for _, l in ipairs(helper.ok(s:limits())) do assert.is_not.equals(L, l.name) end
+    -- a fraction of a second, and a rate of 1
+    assert.is_true(helper.ok(s:limit(L, { rate = 1, per = 0.25 })))
+    local got
+    for _, l in ipairs(helper.ok(s:limits())) do if l.name == L then got = l end end
+    assert.same({ name = L, rate = 1, per = 0.25 }, got)
+  end)
+
+  it("the command limit --rate --per and its column in stats", function()
+    local L = helper.name("cli_rated")
+    local r = cli.exec { "limit", L, "--rate", "100", "--per", "1m" }
+    assert.equals(0, r.code, cli.describe(r))
+    assert.equals(L .. " limited to 100 starts per 1m\n", r.out)
+    r = cli.exec { "limit", L, "--rate", "100", "--per", "60", "--json" }
+    assert.same({ changed = false }, decode(r.out))
+    r = cli.exec { "stats", "--json" }
+    local row
+    for _, x in ipairs(decode(r.out)) do if x.name == L then row = x end end
+    assert.equals(100, row and row.rate)
+    assert.equals(60, row and row.per)
+    assert.equals(json.null, row and row.concurrency)
+    r = cli.exec { "limit", L, "--concurrency", "5", "--rate", "1000", "--per", "1" }
+    assert.equals(L .. " limited to 5 at once, 1000 starts per 1s\n", r.out)
+    r = cli.exec { "stats" }
+    local line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
+    assert.is_truthy(line and line:find("5, 1000/1s%s*$"), r.out)
+    r = cli.exec { "limit", L, "--rate", "100", "--per", "60", "--by", "tenant" }
+    assert.equals(L .. " limited to 100 starts per 1m per tenant\n", r.out)
+    r = cli.exec { "stats" }
+    line = r.out:match("[^\n]*" .. L:gsub("%p", "%%%0") .. "[^\n]*")
+    assert.is_truthy(line and line:find("100/1m per tenant%s*$"), r.out)
+    r = cli.exec { "limit", L, "--none" }
+    assert.equals(L .. " is no longer limited\n", r.out)
+    for _, bad in ipairs {
+      { { "limit", L, "--rate", "5" }, "--rate and --per go together" },
+      { { "limit", L, "--per", "5" }, "--rate and --per go together" },
+      { { "limit", L, "--rate", "0", "--per", "1" }, "" },
+      { { "limit", L, "--rate", "5", "--per", "0" }, "more than 0" },
+      { { "limit", L, "--rate", "5", "--per", "400d" }, "at most a year" },
+      { { "limit", L, "--rate", "5", "--per", "1", "--none" }, "exclude each other" },
+      { { "limit", L, "--by", "t" }, "missing --concurrency" },
+    } do
+      r = cli.exec(bad[1])
+      assert.equals(2, r.code, cli.describe(r))
+      assert.is_truthy(r.err:find(bad[2], 1, true), cli.describe(r))
+    end
+  end)
+end)
