@@ -11,23 +11,11 @@
 -- jobs go, and the API and command refuse bad limits.
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
-local json = require "dkjson"
+local limits = require "spec.support.limits"
 local most_at_once = require "spec.support.overlap"
-
-local function decode(s)
-  local v, _, err = json.decode(s, 1, json.null)
-  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
-  return v
-end
-
--- Schedule `n` jobs of `name` (payloads { i = k }); returns their ids as a set.
-local function schedule_n(s, name, n)
-  local list = {}
-  for i = 1, n do list[i] = { name, { i = i } } end
-  local set = {}
-  for _, id in ipairs(helper.ok(s:schedule_many(list))) do set[id] = true end
-  return set
-end
+local decode, schedule_n, dones, all_done_once, quiet, worker = limits.decode, limits.schedule_n,
+  limits.dones, limits.all_done_once, limits.quiet, limits.worker
+local function figure(...) return limits.figure("limit", ...) end
 
 local function count(set)
   local n = 0
@@ -58,45 +46,6 @@ local function peak(procs, ids, ended)
     for _, r in pairs(open) do still(r) end
   end
   return most_at_once(intervals)
-end
-
--- Done lines per job id among `ids`, all workers together.
-local function dones(procs, ids)
-  local per = {}
-  for _, r in ipairs(helper.all_results(procs, "done")) do
-    if ids[r.id] then per[r.id] = (per[r.id] or 0) + 1 end
-  end
-  return per
-end
-
-local function all_done_once(procs, ids)
-  local per = dones(procs, ids)
-  for id in pairs(ids) do if per[id] ~= 1 then return false end end
-  return true
-end
-
--- LIMIT_FIGURES=1: say the measured figures (README, Guarantees).
-local function figure(fmt, ...)
-  if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[limit] " .. fmt .. "\n"):format(...)) end
-end
-
-local function quiet(proc)
-  local log = proc:log()
-  assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
-end
-
--- A worker: concurrency 1 blocks 0.1 s in each job (WORKER_SLEEP), a
--- concurrent one waits 0.1 s in its cqueues loop (WORKER_WAIT).
-local function worker(names, concurrency, seconds, extra)
-  local env = { WORKER_NAMES = names, WORKER_LOG = "stderr" }
-  if concurrency > 1 then
-    env.WORKER_CONCURRENCY = concurrency
-    env.WORKER_WAIT = seconds
-  else
-    env.WORKER_SLEEP = seconds
-  end
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return helper.spawn(env)
 end
 
 describe("limit", function()

@@ -14,32 +14,19 @@
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
+local limits = require "spec.support.limits"
+local decode, schedule_n, all_done_once, quiet, worker = limits.decode, limits.schedule_n,
+  limits.all_done_once, limits.quiet, limits.worker
+local function figure(...) return limits.figure("rate", ...) end
 
-local function decode(s)
-  local v, _, err = json.decode(s, 1, json.null)
-  if err then error("not JSON: " .. err .. "\n" .. s, 2) end
-  return v
-end
-
--- Schedule `n` jobs of `name` (payloads { i = k }); returns their ids as a set.
-local function schedule_n(s, name, n)
-  local list = {}
-  for i = 1, n do list[i] = { name, { i = i } } end
-  local set = {}
-  for _, id in ipairs(helper.ok(s:schedule_many(list))) do set[id] = true end
-  return set
-end
-
--- The start times of `ids` by the workers' own records, sorted; and the
--- done lines per id.
+-- The start times of `ids` by the workers' own records, sorted.
 local function starts_of(procs, ids)
-  local times, done = {}, {}
-  for _, r in ipairs(helper.all_results(procs)) do
-    if ids[r.id] and r.event == "start" then times[#times + 1] = r.time end
-    if ids[r.id] and r.event == "done" then done[r.id] = (done[r.id] or 0) + 1 end
+  local times = {}
+  for _, r in ipairs(helper.all_results(procs, "start")) do
+    if ids[r.id] then times[#times + 1] = r.time end
   end
   table.sort(times)
-  return times, done
+  return times
 end
 
 -- The most starts in any window [t, t + per) of the sorted `times`
@@ -57,36 +44,6 @@ local function most_in_window(times, per)
     if i - j + 1 > most then most = i - j + 1 end
   end
   return most
-end
-
-local function all_done_once(procs, ids)
-  local _, done = starts_of(procs, ids)
-  for id in pairs(ids) do if done[id] ~= 1 then return false end end
-  return true
-end
-
--- LIMIT_FIGURES=1: say the measured figures (README, Guarantees).
-local function figure(fmt, ...)
-  if os.getenv("LIMIT_FIGURES") then io.stderr:write(("\n[rate] " .. fmt .. "\n"):format(...)) end
-end
-
-local function quiet(proc)
-  local log = proc:log()
-  assert.is_nil(log:find("warn", 1, true) or log:find("error", 1, true), proc:describe())
-end
-
--- A worker of names: concurrency 1 blocks `seconds` in each job
--- (WORKER_SLEEP), a concurrent one waits that long in its cqueues loop.
-local function worker(names, concurrency, seconds, extra)
-  local env = { WORKER_NAMES = names, WORKER_LOG = "stderr" }
-  if concurrency > 1 then
-    env.WORKER_CONCURRENCY = concurrency
-    env.WORKER_WAIT = seconds
-  else
-    env.WORKER_SLEEP = seconds
-  end
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return helper.spawn(env)
 end
 
 describe("rate limit", function()
@@ -136,9 +93,9 @@ describe("rate limit", function()
     local s = helper.new()
     local L = helper.name("both")
     helper.ok(s:limit(L, { concurrency = 1, rate = 4, per = 1 }))
-    local limits = {}
-    for _, l in ipairs(helper.ok(s:limits())) do limits[l.name] = l end
-    assert.same({ name = L, concurrency = 1, rate = 4, per = 1 }, limits[L])
+    local listed = {}
+    for _, l in ipairs(helper.ok(s:limits())) do listed[l.name] = l end
+    assert.same({ name = L, concurrency = 1, rate = 4, per = 1 }, listed[L])
     local ids = schedule_n(s, L, 8)
     local procs = { worker(L, 3, 0.05), worker(L, 1, 0.05) }
     for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
@@ -167,8 +124,8 @@ describe("rate limit", function()
     end
     -- a rate alone: concurrency gone from limits(), and nil lifts it
     helper.ok(s:limit(L, { rate = 4, per = 1 }))
-    for _, l in ipairs(helper.ok(s:limits())) do limits[l.name] = l end
-    assert.same({ name = L, rate = 4, per = 1 }, limits[L])
+    for _, l in ipairs(helper.ok(s:limits())) do listed[l.name] = l end
+    assert.same({ name = L, rate = 4, per = 1 }, listed[L])
     assert.is_true(helper.ok(s:limit(L, nil)))
     for _, l in ipairs(helper.ok(s:limits())) do assert.is_not.equals(L, l.name) end
     for _, p in ipairs(procs) do quiet(p) end
