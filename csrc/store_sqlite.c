@@ -597,10 +597,14 @@ static const char *const queries[Q_COUNT] = {
                     " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4",
     [Q_RATE_PRUNE] = "DELETE FROM scheduler_limit_rates WHERE name = ?1 AND tat < ?2",
     [Q_RATE_NEXT_PART] = "SELECT min(tat) FROM scheduler_limit_rates WHERE name = ?1 AND tat > ?2",
-    /* whether the partition (by ?2) of job ?3 of name ?1 has ?4 jobs running */
-    [Q_PART_FULL] = "SELECT count(*) >= ?4 FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
-                    " WHERE j.state = 'running' AND j.name = ?1 AND " PART("j", "?2")
-                    " = (SELECT " PART("x", "?2") " FROM scheduler_jobs x WHERE x.id = ?3)",
+    /* the partition (by ?2) of job ?3 of name ?1: whether it has ?4 jobs
+     * running (?4 0: no concurrency), the partition, its bucket's tat
+     * (NULL: none, a full bucket) */
+    [Q_PART_FULL] = "SELECT ?4 > 0 AND (SELECT count(*) FROM scheduler_jobs j"
+                    "  INDEXED BY scheduler_jobs_lease WHERE j.state = 'running' AND j.name = ?1"
+                    "  AND " PART("j", "?2") " = p.part) >= ?4, p.part,"
+                    " (SELECT b.tat FROM scheduler_limit_rates b WHERE b.name = ?1 AND b.part = p.part)"
+                    " FROM (SELECT " PART("x", "?2") " AS part FROM scheduler_jobs x WHERE x.id = ?3) p",
     /* per name: the completions and failures ever (migration 11) */
     [Q_TOTALS] = "SELECT name, sum(done), sum(failed) FROM ("
                  " SELECT name, jobs AS done, 0 AS failed FROM scheduler_completions"
@@ -2076,21 +2080,35 @@ static int grow_jobs(sq_store *q, size_t n) {
 }
 
 /* Whether job `id` of partitioned name l is in a partition (store.h,
- * limit: PARTITIONS) whose jobs running fill its limit: *full. */
-static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, int *full) {
+ * limit: PARTITIONS) whose jobs running fill its limit, or whose rate's
+ * bucket holds no whole token at `now` (store.h, limit: RATES): *full;
+ * its partition in `part` (for the claim to spend its token). */
+static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, double now, int *full, buf *part) {
   int rc;
-  *full = 0;
-  if (!l->concurrency) return SQLITE_OK; /* a rate alone (its tokens: not here) */
   *full = 1;
+  buf_reset(part);
   sqlite3_stmt *st = stmt(q, Q_PART_FULL, &rc);
   if (!st) return rc;
   bind_text(st, 1, l->s, l->len);
   bind_text(st, 2, l->by, l->by_len);
   sqlite3_bind_int64(st, 3, id);
   sqlite3_bind_int64(st, 4, l->concurrency);
-  double v;
-  rc = query_double(q, st, &v);
-  if (rc == SQLITE_OK) *full = isnan(v) || v != 0;
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *full = sqlite3_column_int(st, 0) != 0;
+    if (!*full && l->rate && sqlite3_column_type(st, 2) != SQLITE_NULL) {
+      double ahead = sqlite3_column_double(st, 2) - now;
+      double tokens = STORE_RATE_BURST(l->rate) + 1e-6 - (ahead > 0 ? ahead : 0) / STORE_RATE_STEP(l->rate, l->per);
+      *full = tokens < 1;
+    }
+    if (buf_add(part, (const char *)sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1)))
+      rc = SQLITE_NOMEM;
+    else
+      rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK; /* the job is gone */
+  }
+  finish_stmt(st);
   return rc;
 }
 
@@ -2206,6 +2224,8 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   for (size_t i = 0; one_limited && i < q->n_limited; i++)
     if (q->limited[i].free > 1) q->limited[i].free = 1;
   sqlite3_stmt *alone = stmt(q, Q_QUARANTINED, &rc);
+  buf part = BUF_INIT;          /* the partition of a partitioned name's job */
+  const sq_limit *spend = NULL; /* that name, when its job is taken */
   if (alone) {
     sqlite3_bind_double(alone, 1, now);
     size_t take = 0; /* by halves: half the first one's suspects */
@@ -2220,7 +2240,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
       if (l && l->free <= 0) continue;
       if (l && l->by) {
         int full;
-        if ((rc = part_full(q, l, sqlite3_column_int64(alone, 0), &full)) != SQLITE_OK) break;
+        if ((rc = part_full(q, l, sqlite3_column_int64(alone, 0), now, &full, &part)) != SQLITE_OK) break;
         if (full) continue;
       }
       *quarantine = 1;
@@ -2237,12 +2257,27 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
       }
       q->jobs[got++].attempt++;
       if (l) l->free--, l->taken++;
-      /* (of a partitioned name, one: part_full does not count this claim's) */
+      /* (of a partitioned name, one: part_full does not count this claim's;
+       * its partition's token is spent below) */
+      if (l && l->by) spend = l;
       if (got >= take || (l && l->by)) break;
     }
     finish_stmt(alone);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
   }
+  if (spend && spend->rate && rc == SQLITE_OK) {
+    /* the quarantined job's partition's bucket, a step on (Q_RATE_PART,
+     * as part_pick spends a partition's) */
+    sqlite3_stmt *up = stmt(q, Q_RATE_PART, &rc);
+    if (up) {
+      bind_text(up, 1, spend->s, spend->len);
+      bind_text(up, 2, part.len ? part.data : "", part.len);
+      sqlite3_bind_double(up, 3, now);
+      sqlite3_bind_double(up, 4, STORE_RATE_STEP(spend->rate, spend->per));
+      rc = run_write(q, up, NULL);
+    }
+  }
+  buf_free(&part);
   if (*until <= 0) *until = now + lease;
   /* the partitioned limited names (store.h, limit: PARTITIONS), when no
    * quarantined job is taken: round-robin across partitions */

@@ -177,6 +177,28 @@ describe("rate limit", function()
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
+  -- A quarantined job (the crash rule: a job of a batch a crash took
+  -- down is claimed alone) of a partitioned rate takes its partition's
+  -- token like any other: 4 of them in one partition, at 2 a minute (a
+  -- burst of 1): one starts, the next only half a minute later.  (SQLite
+  -- claimed such a job without its partition's token: all 4 ran.)
+  it("a quarantined job's start counts against its partition's rate", function()
+    local s = helper.new()
+    local L = helper.name("rated_quarantined")
+    assert.is_true(helper.ok(s:limit(L, { rate = 2, per = 60, by = "tenant" })))
+    local list = {}
+    for i = 1, 4 do list[i] = { L, { tenant = "a", i = i } } end
+    helper.ok(s:schedule_many(list))
+    helper.sql(("UPDATE scheduler.jobs SET quarantined = %s WHERE name = '%s'"):format(
+      helper.SQLITE and "1" or "true", L))
+    local ran = 0
+    s:on(L, function() ran = ran + 1 end)
+    helper.ok(s:run { seconds = 1.5 })
+    assert.equals(1, ran)
+    assert.is_true(helper.ok(s:limit(L, nil)))
+    helper.sql(("DELETE FROM scheduler.jobs WHERE name = '%s'"):format(L))
+  end)
+
   it("refuses bad rates with a clear error", function()
     local s = helper.new()
     local L = helper.name("bad_rate")
