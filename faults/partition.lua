@@ -453,6 +453,14 @@ return {
     local left = lib.psql_value("SELECT count(*) || ' ' || count(*) FILTER (WHERE state = 'failed')"
       .. " FROM scheduler.jobs", { conn = localdb })
     r:check(left == "0 0", ("every job is done: none left, none failed (left, failed: %s)"):format(left))
+    -- I retries its connection with a backoff of up to 5 s (+25% jitter,
+    -- RECONNECT_MAX in csrc/loop.c) plus the connect: wait for it that long
+    -- and more before it is stopped (the jobs above can all be done within
+    -- 3 s of the heal, before its next try), rather than only as long as X
+    -- and A took
+    lib.wait_for(function()
+      return first_line(worker_lines(idle, 1), t_heal, "database available again")
+    end, 30, 0.1)
     r:check(other:stop() == 0, "the other worker stopped gracefully (exit 0)", other)
     r:check(idle:stop() == 0, "the idle cut-off worker stopped gracefully (exit 0)", idle)
     r:check(cutoff:stop() == 0, "the cut-off host's supervisor stopped gracefully (exit 0)", cutoff)
@@ -555,12 +563,6 @@ return {
     if first_after < math.huge then
       r:recovered("heal -> the cut-off host runs a job", first_after - t_heal, "healed")
     end
-    -- I retries its connection with a backoff of up to 5 s (+25% jitter,
-    -- RECONNECT_MAX in csrc/loop.c) plus the connect: wait for it that long
-    -- and more, rather than only as long as X and A took
-    lib.wait_for(function()
-      return first_line(worker_lines(idle, 1), t_heal, "database available again")
-    end, 30, 0.1)
     local il = worker_lines(idle, 1)
     local i_notice, i_back = first_line(il, t_cut), first_line(il, t_heal, "database available again")
     if i_notice then
