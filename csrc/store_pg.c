@@ -430,6 +430,65 @@ static const char *const migrations[] = {
     "     WHERE b.name = l.name AND l.rate IS NOT NULL) b ON b.part = r.part) x"
     "   WHERE l.name = ANY (names) AND l.by IS NOT NULL;"
     " END $f$;",
+    /* 17: partitions by index (store.h, limit: PARTITIONS).  part: a
+     * job's partition (scheduler.part) while its name's limit has a
+     * `by`, else NULL; jobs_part holds the waiting jobs of partitioned
+     * names only, so unlimited names' inserts pay nothing for it.  The
+     * statement trigger jobs_part fills it for whatever inserts a job
+     * (schedule, cron, a held batch handed back, plain SQL), after a
+     * look at the limits (none with `by`: nothing else); a partitioned
+     * name's jobs are written twice.  limit() rewrites it when a name's
+     * `by` changes (pg_limit: REPARTITION).  part_heads walks the
+     * distinct (partition, priority) pairs of a name's waiting jobs
+     * through jobs_part, one index probe each (a skip scan): what a
+     * claim and the wake-up look read instead of every due job. */
+    "ALTER TABLE scheduler.jobs ADD COLUMN part text;"
+    "UPDATE scheduler.jobs j SET part = scheduler.part(l.by, j.key, j.payload)"
+    "  FROM scheduler.limits l WHERE l.name = j.name AND l.by IS NOT NULL;"
+    "CREATE INDEX jobs_part ON scheduler.jobs (name, part, priority, run_at, id)"
+    "  WHERE state = 'scheduled' AND part IS NOT NULL;"
+    "CREATE FUNCTION scheduler.fill_part() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    " BEGIN"
+    "  IF EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.by IS NOT NULL) THEN"
+    "   UPDATE scheduler.jobs j SET part = scheduler.part(l.by, j.key, j.payload)"
+    "    FROM inserted i JOIN scheduler.limits l ON l.name = i.name AND l.by IS NOT NULL"
+    "    WHERE j.id = i.id AND j.part IS NULL;"
+    "  END IF;"
+    "  RETURN NULL;"
+    " END $f$;"
+    "CREATE TRIGGER jobs_part AFTER INSERT ON scheduler.jobs"
+    "  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT"
+    "  EXECUTE FUNCTION scheduler.fill_part();"
+    "CREATE FUNCTION scheduler.part_heads(p_name text)"
+    "  RETURNS TABLE (part text, priority integer) LANGUAGE sql STABLE AS $f$"
+    "  WITH RECURSIVE h(part, priority) AS ("
+    "   (SELECT j.part, j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "     AND j.name = p_name AND j.part IS NOT NULL ORDER BY j.part, j.priority LIMIT 1)"
+    "   UNION ALL SELECT x.part, x.priority FROM h CROSS JOIN LATERAL ("
+    "    SELECT j.part, j.priority FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    "     AND j.name = p_name AND j.part IS NOT NULL"
+    "     AND (j.part, j.priority) > (h.part, h.priority)"
+    "    ORDER BY j.part, j.priority LIMIT 1) x)"
+    "  SELECT h.part, h.priority FROM h $f$;"
+    /* some_free: some of the names are neither limited nor paused (the
+     * held claim's and the leased claim's walk of the names' jobs, which
+     * skips those of limited and paused names, is skipped: it read every
+     * due job of a worker's limited name at every claim).  quarantine_due:
+     * a quarantined job of the names is due, not paused nor at its limit
+     * (Q_CLAIM_LEASED's last column): the quarantined jobs due first,
+     * through jobs_quarantine (few), then their names; asked with the
+     * names, the plan of a generic $1 read a name's due jobs through
+     * jobs_wake (200 ms at 100,000). */
+    "CREATE FUNCTION scheduler.some_free(names text[]) RETURNS boolean"
+    "  LANGUAGE sql STABLE AS $f$ SELECT EXISTS (SELECT 1 FROM unnest(names) AS n(name)"
+    "  WHERE n.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
+    "   UNION ALL SELECT l.name FROM scheduler.limits l))) $f$;"
+    "CREATE FUNCTION scheduler.quarantine_due(names text[]) RETURNS boolean"
+    "  LANGUAGE sql VOLATILE AS $f$ WITH q AS MATERIALIZED (SELECT q.name, q.key, q.payload"
+    "  FROM scheduler.jobs q WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now())"
+    "  SELECT EXISTS (SELECT 1 FROM q WHERE q.name = ANY (names)"
+    "   AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
+    "   AND NOT scheduler.at_limit(q.name, q.key, q.payload)) $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

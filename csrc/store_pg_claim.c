@@ -162,30 +162,32 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   "lf AS MATERIALIZED ("                                                                     \
   " SELECT f.limited, f.by, f.part, f.free, f.turn FROM scheduler.limit_free($1::text[]) f"  \
   " WHERE " SOME_LIMITED                                                                     \
+  " AND f.limited <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                     \
   "), cw AS ("                                                                               \
   " SELECT x.id, x.priority, 1::bigint AS rn, false AS wrap, NULL::text AS part, x.run_at"   \
   " FROM lf CROSS JOIN LATERAL ("                                                            \
   " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j"                                 \
   " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.run_at <= now()"               \
   " AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                       \
-  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"                        \
   " ORDER BY j.priority, j.run_at, j.id LIMIT least(lf.free, " cap ", " max ")"              \
   " FOR UPDATE SKIP LOCKED) x WHERE lf.by IS NULL AND lf.free > 0"                           \
   "), cr AS ("                                                                               \
-  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, lf.limited, lf.free,"                   \
-  " NOT coalesce(y.part COLLATE \"C\" > lf.turn COLLATE \"C\", true) AS wrap"                \
+  " SELECT y.id, y.priority, y.run_at, y.part, y.rn, y.a, lf.limited,"                       \
+  " NOT coalesce(y.part > lf.turn COLLATE \"C\", true) AS wrap"                              \
   " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                             \
   " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                   \
-  " SELECT j.id, j.priority, j.run_at, scheduler.part(lf.by, j.key, j.payload) AS part"      \
-  " FROM scheduler.jobs j WHERE j.state = 'scheduled' AND j.name = lf.limited"               \
-  " AND j.run_at <= now() AND NOT j.quarantined"                                             \
+  " SELECT h.*, greatest(0, least(" cap ", " max ", coalesce((SELECT p.free FROM lf p"       \
+  " WHERE p.limited = lf.limited AND p.part = h.part), lf.free))) AS a"                      \
+  " FROM scheduler.part_heads(lf.limited) h) h CROSS JOIN LATERAL ("                         \
+  " SELECT j.id, j.priority, j.run_at, j.part, h.a FROM scheduler.jobs j"                    \
+  " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.part = h.part"                 \
+  " AND j.priority = h.priority AND j.run_at <= now() AND NOT j.quarantined"                 \
   " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"                                             \
-  " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))) v) y"                  \
-  " WHERE lf.by IS NOT NULL AND lf.part IS NULL"                                             \
+  " AND j.part = scheduler.part(lf.by, j.key, j.payload)"                                    \
+  " ORDER BY j.run_at, j.id LIMIT h.a) v) y WHERE lf.by IS NOT NULL AND lf.part IS NULL"     \
   "), cp AS ("                                                                               \
   " SELECT cr.id, cr.priority, cr.rn, cr.wrap, cr.part, cr.limited FROM cr"                  \
-  " WHERE cr.rn <= least(" cap ", coalesce((SELECT p.free"                                   \
-  " FROM lf p WHERE p.limited = cr.limited AND p.part = cr.part), cr.free))"                 \
+  " WHERE cr.rn <= cr.a"                                                                      \
   " ORDER BY cr.priority, cr.rn, cr.wrap, cr.part COLLATE \"C\", cr.run_at, cr.id"           \
   " LIMIT " max                                                                              \
   "), cl AS ("                                                                               \
@@ -291,6 +293,7 @@ const pg_query pgq_claim = {Q_CLAIM, "scheduler_claim", 6,
     "      AND NOT j.quarantined AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
     "      AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
     "        UNION ALL SELECT l.name FROM scheduler.limits l))" /* see LIMITS */
+    "      AND scheduler.some_free($1::text[])"
     "    ORDER BY j.run_at, j.id LIMIT $2 FOR UPDATE SKIP LOCKED) c"
     "  WHERE pr.p IS NOT NULL LIMIT $2"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t,"
@@ -350,36 +353,32 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
  * expiry; binary. */
 const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "WITH d AS MATERIALIZED ("
-    "  SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
-    "    AND " WORKER_GONE
+    " SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
+    " AND " WORKER_GONE
     "), c0 AS ("
-    "  SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j WHERE j.state = 'scheduled'"
-    "    AND j.run_at <= now() AND j.name = ANY ($1::text[]) AND NOT j.quarantined"
-    "    AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
-    "    AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND j.name <> ALL (ARRAY(SELECT l.name FROM scheduler.limits l))"
-    "  ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
+    " SELECT j.id, j.priority, j.run_at FROM scheduler.jobs j WHERE j.state = 'scheduled'"
+    " AND j.run_at <= now() AND j.name = ANY ($1::text[]) AND NOT j.quarantined"
+    " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
+    " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
+    " UNION ALL SELECT l.name FROM scheduler.limits l)) AND scheduler.some_free($1::text[])"
+    " ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
     "), " LIMITED_PICK("$3", "NULL::integer") ", c AS ("
     /* (rows locked and not taken are let go with the commit) */
-    "  SELECT k.id FROM (SELECT c0.id, c0.priority, 1::bigint AS rn, false AS wrap,"
-    "    NULL::text AS part, c0.run_at FROM c0 UNION ALL SELECT * FROM cl) k"
-    "  ORDER BY " PICK_ORDER("k") " LIMIT $3"
+    " SELECT k.id FROM (SELECT c0.id, c0.priority, 1::bigint AS rn, false AS wrap,"
+    " NULL::text AS part, c0.run_at FROM c0 UNION ALL SELECT * FROM cl) k"
+    " ORDER BY " PICK_ORDER("k") " LIMIT $3"
     "), tok AS MATERIALIZED (SELECT nextval('scheduler.claim_tokens') AS t"
     "), u AS ("
-    "  UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
-    "    claim = (SELECT tok.t FROM tok), locked_by = $2,"
-    "    locked_until = coalesce(to_timestamp($4::float8),"
-    "      now() + $5::float8 * interval '1 second')"
-    "  FROM c WHERE j.id = c.id"
-    "  RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
-    "    j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
+    " UPDATE scheduler.jobs j SET state = 'running', attempt = j.attempt + 1,"
+    " claim = (SELECT tok.t FROM tok), locked_by = $2,"
+    " locked_until = coalesce(to_timestamp($4::float8),"
+    " now() + $5::float8 * interval '1 second')"
+    " FROM c WHERE j.id = c.id"
+    " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
+    " j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
     "), " NEXT_TURN ", " RATE_TAKE
-    " SELECT u.*, q.due FROM rt, (SELECT EXISTS (SELECT 1 FROM scheduler.jobs q"
-    "  WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now()"
-    "    AND q.name = ANY ($1::text[])"
-    "    AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "    AND NOT scheduler.at_limit(q.name, q.key, q.payload)) AS due)"
-    "  q LEFT JOIN u ON true"};
+    " SELECT u.*, q.due FROM rt, (SELECT scheduler.quarantine_due($1::text[]) AS due) q"
+    " LEFT JOIN u ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
  * limited names (see LIMITS): up to $4 due jobs of them (1: one, the next

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #pragma GCC visibility push(hidden) /* internal to scheduler.core */
 
@@ -371,8 +372,11 @@ int pg_paused_names(store *s, const char *const **names, const size_t **lens, si
 #define LIMIT_WAKE \
   "(SELECT pg_notify('scheduler', extract(epoch FROM now())::text" \
   "  || ' ' || CASE WHEN octet_length($1::text) <= 1000 THEN $1::text ELSE '' END))"
+/* Columns: whether the limit changed, the wake-up, whether its `by`
+ * changed (then pg_limit repartitions: REPARTITION). */
 static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 5,
-    "WITH i AS (INSERT INTO scheduler.limits AS l (name, concurrency, by, rate, per)"
+    "WITH o AS (SELECT l.by FROM scheduler.limits l WHERE l.name = $1),"
+    " i AS (INSERT INTO scheduler.limits AS l (name, concurrency, by, rate, per)"
     "  VALUES ($1, $2, $3, $4, $5)"
     "  ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,"
     "   by = excluded.by, rate = excluded.rate, per = excluded.per, at = now()"
@@ -380,10 +384,68 @@ static const pg_query pgq_limit = {Q_LIMIT, "scheduler_limit", 5,
     "   OR l.by IS DISTINCT FROM excluded.by OR l.rate IS DISTINCT FROM excluded.rate"
     "   OR l.per IS DISTINCT FROM excluded.per"
     "  RETURNING 1)"
-    " SELECT count(*), " LIMIT_WAKE " FROM i"};
+    " SELECT count(*), " LIMIT_WAKE ", (SELECT o.by FROM o) IS DISTINCT FROM $3 FROM i"};
 static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
-    "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING name)"
-    " SELECT count(*), " LIMIT_WAKE " FROM d"};
+    "WITH d AS (DELETE FROM scheduler.limits WHERE name = $1 RETURNING by)"
+    " SELECT count(*), " LIMIT_WAKE ", bool_or(d.by IS NOT NULL) FROM d"};
+
+/* REPARTITION (store.h, limit: PARTITIONS; migration 17).  A claim finds
+ * the waiting jobs of a partitioned name through jobs_part, by their
+ * column part, which the insert trigger jobs_part fills from the limits
+ * it sees.  When a name's `by` changes, limit() commits the new limit,
+ * waits for every transaction of the database that was open then to end
+ * (PG_OLDER, as CREATE INDEX CONCURRENTLY waits for older snapshots: one
+ * of them may have inserted jobs whose trigger saw the old `by`, or may
+ * yet, in its snapshot), then rewrites part for every job of the name
+ * (PG_REPARTITION, any state: a failed job retried later keeps it).  Jobs
+ * inserted after the commit see the new `by`, so none is left with a
+ * stale part.  Meanwhile the claims skip the jobs whose part is stale
+ * (they check it) or missing: they wait, for the commit of the
+ * transactions open at the change and the rewrite.  A transaction still
+ * open REPARTITION_WAIT later is not waited for longer (it may be this
+ * process's own, on another connection): jobs it inserts before its
+ * commit keep no partition until the next limit() call of the name,
+ * which rewrites part again whether or not the limit changed. */
+#define REPARTITION_WAIT 60.0
+static const pg_query pgq_older = {Q_LIMIT, NULL, 0,
+    "SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks l"
+    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'virtualxid'"
+    " AND l.granted AND l.pid <> pg_backend_pid() AND a.datname = current_database()"};
+static const pg_query pgq_older_left = {Q_LIMIT, NULL, 1,
+    "SELECT count(*) FROM pg_locks l WHERE l.locktype = 'virtualxid'"
+    " AND l.virtualxid = ANY ($1::text[])"};
+static const pg_query pgq_repartition = {Q_LIMIT, NULL, 1,
+    "UPDATE scheduler.jobs j SET part = x.part FROM (SELECT CASE WHEN l.by IS NOT NULL"
+    " THEN scheduler.part(l.by, k.key, k.payload) END AS part, k.id"
+    " FROM scheduler.jobs k LEFT JOIN scheduler.limits l ON l.name = k.name"
+    " WHERE k.name = $1) x WHERE j.id = x.id AND j.part IS DISTINCT FROM x.part"};
+
+/* Wait up to REPARTITION_WAIT for the transactions open now to end, then
+ * rewrite the partitions of name (REPARTITION). */
+static int repartition(pg_store *p, const char *name, int wait) {
+  PGresult *res = NULL;
+  int rc = STORE_OK;
+  if (wait && (rc = pg_run(p, &pgq_older, NULL, &res)) == STORE_OK) {
+    char *older = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (!older) return store_fail(&p->base, STORE_NOMEM, "not enough memory");
+    const char *values[1] = {older};
+    double until = clock_mono() + REPARTITION_WAIT;
+    while (strcmp(older, "{}") != 0 && (rc = pg_run(p, &pgq_older_left, values, &res)) == STORE_OK) {
+      int left = parse_int(PQgetvalue(res, 0, 0));
+      PQclear(res);
+      if (left == 0 || clock_mono() > until) break;
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    free(older);
+  }
+  if (rc == STORE_OK) {
+    const char *values[1] = {name};
+    if ((rc = pg_run(p, &pgq_repartition, values, &res)) == STORE_OK) PQclear(res);
+  }
+  return rc;
+}
 #define LIMITS_SQL                                                                           \
   "SELECT name, coalesce(concurrency, 0), by, coalesce(rate, 0), per"                        \
   " FROM scheduler.limits ORDER BY name"
@@ -414,8 +476,9 @@ int pg_limit(store *s, const char *name, size_t len, long long concurrency, cons
   free(b);
   if (rc) return rc;
   *changed = parse_int(PQgetvalue(res, 0, 0)) > 0;
+  int by_changed = *changed && PQgetvalue(res, 0, 2)[0] == 't';
   PQclear(res);
-  return STORE_OK;
+  return repartition(PG(s), name, by_changed);
 }
 
 int pg_limits(store *s, const char *const **names, const size_t **lens,

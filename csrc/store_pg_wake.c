@@ -64,17 +64,20 @@
 #define LIMIT_LOOK "1 second"
 /* A partitioned limit (store.h, limit: PARTITIONS) is full when the name
  * has due jobs and none of them is in a partition with a free slot (or
- * with tokens, for a rate: store.h, limit: RATES): this reads the name's
- * due jobs (a claim of it does as much). */
+ * with tokens, for a rate: store.h, limit: RATES): this reads one due
+ * job per partition and priority (part_heads, migration 17), as a claim
+ * does.  Due jobs not in jobs_part yet (a `by` being changed: pg_limit)
+ * count as full: looked at again LIMIT_LOOK later. */
 #define AT_LIMIT_WAKE                                                                        \
   "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name AND CASE"                 \
   "  WHEN l.by IS NULL THEN l.concurrency <= (SELECT count(*) FROM scheduler.jobs r"        \
   "    WHERE r.state = 'running' AND r.name = l.name)"                                        \
   "  ELSE EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"               \
   "    AND j.name = l.name AND j.run_at <= now())"                                            \
-  "   AND NOT EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"           \
-  "    AND j.name = l.name AND j.run_at <= now()"                                             \
-  "    AND scheduler.part(l.by, j.key, j.payload) <> ALL (ARRAY("                           \
+  "   AND NOT EXISTS (SELECT 1 FROM scheduler.part_heads(l.name) h"                          \
+  "    WHERE EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"             \
+  "     AND j.name = l.name AND j.part = h.part AND j.priority = h.priority"                  \
+  "     AND j.run_at <= now()) AND h.part <> ALL (ARRAY("                                     \
   "     SELECT scheduler.part(l.by, r.key, r.payload) FROM scheduler.jobs r"                 \
   "     WHERE r.state = 'running' AND r.name = l.name GROUP BY 1"                            \
   "     HAVING count(*) >= l.concurrency UNION ALL SELECT b.part FROM scheduler.limit_rates b"  \

@@ -12,40 +12,14 @@
 local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local limits = require "spec.support.limits"
-local most_at_once = require "spec.support.overlap"
-local decode, schedule_n, dones, all_done_once, quiet, worker = limits.decode, limits.schedule_n,
-  limits.dones, limits.all_done_once, limits.quiet, limits.worker
+local decode, schedule_n, dones, all_done_once, quiet, worker, peak = limits.decode, limits.schedule_n,
+  limits.dones, limits.all_done_once, limits.quiet, limits.worker, limits.peak
 local function figure(...) return limits.figure("limit", ...) end
 
 local function count(set)
   local n = 0
   for _ in pairs(set) do n = n + 1 end
   return n
-end
-
--- The most jobs of `ids` running at once by the workers' own records: a
--- job runs from its start line to its done line, or, with no done line
--- (its worker was killed), to `ended[pid]` (the kill's time), else it
--- is still running.
-local function peak(procs, ids, ended)
-  local intervals = {}
-  for _, p in ipairs(procs) do
-    local open = {}
-    local function still(r) -- a run without its done line
-      intervals[#intervals + 1] = { r.time, ended and ended[r.pid] or math.huge }
-    end
-    for _, r in ipairs(p:results()) do
-      if ids[r.id] and r.event == "start" then
-        if open[r.id] then still(open[r.id]) end
-        open[r.id] = r
-      elseif ids[r.id] and r.event == "done" and open[r.id] then
-        intervals[#intervals + 1] = { open[r.id].time, r.time }
-        open[r.id] = nil
-      end
-    end
-    for _, r in pairs(open) do still(r) end
-  end
-  return most_at_once(intervals)
 end
 
 describe("limit", function()

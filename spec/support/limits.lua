@@ -6,6 +6,7 @@
 local helper = require "spec.helper"
 local json = require "dkjson"
 local assert = require "luassert"
+local most_at_once = require "spec.support.overlap"
 
 local M = {}
 
@@ -65,6 +66,31 @@ function M.worker(names, concurrency, seconds, extra)
   end
   for k, v in pairs(extra or {}) do env[k] = v end
   return helper.spawn(env)
+end
+
+--- The most jobs of `ids` running at once by the workers' own records: a
+-- job runs from its start line to its done line, or, with no done line
+-- (its worker was killed), to `ended[pid]` (the kill's time), else it
+-- is still running.
+function M.peak(procs, ids, ended)
+  local intervals = {}
+  for _, p in ipairs(procs) do
+    local open = {}
+    local function still(r) -- a run without its done line
+      intervals[#intervals + 1] = { r.time, ended and ended[r.pid] or math.huge }
+    end
+    for _, r in ipairs(p:results()) do
+      if ids[r.id] and r.event == "start" then
+        if open[r.id] then still(open[r.id]) end
+        open[r.id] = r
+      elseif ids[r.id] and r.event == "done" and open[r.id] then
+        intervals[#intervals + 1] = { open[r.id].time, r.time }
+        open[r.id] = nil
+      end
+    end
+    for _, r in pairs(open) do still(r) end
+  end
+  return most_at_once(intervals)
 end
 
 return M
