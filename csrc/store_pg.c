@@ -435,9 +435,11 @@ static const char *const migrations[] = {
      * `by`, else NULL; jobs_part holds the waiting jobs of partitioned
      * names only, so unlimited names' inserts pay nothing for it.  The
      * statement trigger jobs_part fills it for whatever inserts a job
-     * (schedule, cron, a held batch handed back, plain SQL), after a
-     * look at the limits (none with `by`: nothing else); a partitioned
-     * name's jobs are written twice.  limit() rewrites it when a name's
+     * without it (a keyed schedule, cron, a held batch handed back,
+     * plain SQL), after a look at the limits (none with `by`: nothing
+     * else): those jobs of a partitioned name are written twice; the
+     * plain inserts of schedule and schedule_many write it with the row
+     * (PART_OF in store_pg_enqueue.c).  limit() rewrites it when a name's
      * `by` changes (pg_limit: REPARTITION).  part_heads walks the
      * distinct (partition, priority) pairs of a name's waiting jobs
      * through jobs_part, one index probe each (a skip scan): what a
@@ -452,7 +454,7 @@ static const char *const migrations[] = {
     "  IF EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.by IS NOT NULL) THEN"
     "   UPDATE scheduler.jobs j SET part = scheduler.part(l.by, j.key, j.payload)"
     "    FROM inserted i JOIN scheduler.limits l ON l.name = i.name AND l.by IS NOT NULL"
-    "    WHERE j.id = i.id AND j.part IS NULL;"
+    "    WHERE i.part IS NULL AND j.id = i.id AND j.part IS NULL;"
     "  END IF;"
     "  RETURN NULL;"
     " END $f$;"

@@ -24,11 +24,17 @@ static const pg_query pgq_schedule = {Q_SCHEDULE, "scheduler_schedule", 7,
  * function above costs a PL/pgSQL call and an ON CONFLICT check), which
  * sends its own wake-up instead of the trigger's (migration 5), and
  * only when a worker sleeps (SLEEP_LOCK). */
+/* The job's partition (PART_OF: store.h, limit: PARTITIONS; migration
+ * 17) is written with the row, not after it by the trigger jobs_part:
+ * the row once, not twice. */
+#define PART_OF(name, payload)                                                               \
+  "(SELECT scheduler.part(l.by, NULL, " payload ") FROM scheduler.limits l"                  \
+  " WHERE l.name = " name " AND l.by IS NOT NULL)"
 static const pg_query pgq_insert = {Q_INSERT, "scheduler_insert", 6,
-    "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts)"
+    "INSERT INTO scheduler.jobs (name, payload, run_at, priority, max_attempts, part)"
     " VALUES ($1, $2::jsonb, CASE WHEN $3::float8 IS NOT NULL"
     "  THEN to_timestamp($3::float8) ELSE now() + coalesce($4::float8, 0) *"
-    "  interval '1 second' END, $5::integer, $6::integer)"
+    "  interval '1 second' END, $5::integer, $6::integer, " PART_OF("$1", "$2::jsonb") ")"
     /* evaluated as the row is inserted: before the trigger */
     " RETURNING id, set_config('scheduler.notified', 'on', true),"
     "  CASE WHEN NOT pg_try_advisory_xact_lock(" SLEEP_LOCK ") THEN"
@@ -52,8 +58,10 @@ static const pg_query pgq_schedule_many = {Q_SCHEDULE_MANY, "scheduler_schedule_
     "  WITH ORDINALITY AS t(name, payload, at, delay, key, priority,"
     "  max_attempts, ord)),"
     " plain AS (INSERT INTO scheduler.jobs (name, payload, run_at, priority,"
-    "  max_attempts) SELECT name, payload::jsonb, run_at, priority, max_attempts"
-    "  FROM input WHERE key IS NULL ORDER BY ord RETURNING id),"
+    "  max_attempts, part) SELECT i.name, i.payload::jsonb, i.run_at, i.priority,"
+    "  i.max_attempts, scheduler.part(l.by, NULL, i.payload::jsonb) FROM input i"
+    "  LEFT JOIN scheduler.limits l ON l.name = i.name AND l.by IS NOT NULL"
+    "  WHERE i.key IS NULL ORDER BY i.ord RETURNING id),"
     " woken AS (SELECT CASE WHEN CASE WHEN $8::boolean"
     "  THEN pg_try_advisory_xact_lock(" SLEEP_LOCK ") END"
     "  THEN 0 ELSE (SELECT count(*) FROM ("
