@@ -46,7 +46,7 @@ usage: lua5.4 bench/run.lua [options]
   --smoke          tiny sizes, 1 repetition: checks that everything runs (seconds)
   --reps N         repetitions of each measurement; the table shows medians (default 3)
   --only LIST      comma-separated sections: throughput,lateness,enqueue,startup,scale,bloat,
-                   wait_timer,wait_http,limits,limit_parts,rate
+                   wait_timer,wait_http,limits,limit_parts,rate,fairness
   --jobs N         jobs drained in the throughput measurement (default 100000)
   --batch N        the worker's batch size, for the ceiling at its own batch size
                    (default: DEFAULT_BATCH in csrc/core.c)
@@ -54,6 +54,7 @@ usage: lua5.4 bench/run.lua [options]
   --limit-jobs N   jobs of 50 ms in the limits rows (default 1000)
   --parts-jobs N   jobs of 50 ms in the limit_parts rows (default 10000)
   --rate-jobs N    jobs in the rate rows (default 10000: 10 s at 1,000 a second)
+  --fair-jobs N    jobs waiting in one partition in the fairness rows (default 1000000)
   --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
                    and npm installs it into build/npm once)
   --json FILE      where to write the results (default bench/results.json)
@@ -83,6 +84,7 @@ local cfg = {
   limit_jobs = 1000,        -- limits: jobs of 50 ms (10 s at the limit's ideal rate)
   parts_jobs = 10000,       -- limit_parts: jobs of 50 ms in 100 partitions (2.5 s at the ideal rate)
   rate_jobs = 10000,        -- rate: jobs at 1,000 starts a second (10 s)
+  fair_jobs = 1000000,      -- fairness: jobs waiting in one partition
   no_graphile = false,
   json = BENCH .. "/results.json",
   lua = os.getenv("LUA") or "lua5.4",
@@ -93,10 +95,10 @@ local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
   bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50, limit_jobs = 50,
-  parts_jobs = 400, rate_jobs = 300,
+  parts_jobs = 400, rate_jobs = 300, fair_jobs = 20000,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
-  "wait_http", "limits", "limit_parts", "rate" }
+  "wait_http", "limits", "limit_parts", "rate", "fairness" }
 local only
 
 do
@@ -127,6 +129,7 @@ do
     elseif a == "--limit-jobs" then explicit.limit_jobs = count(a)
     elseif a == "--parts-jobs" then explicit.parts_jobs = count(a)
     elseif a == "--rate-jobs" then explicit.rate_jobs = count(a)
+    elseif a == "--fair-jobs" then explicit.fair_jobs = count(a)
     elseif a == "--no-graphile" then explicit.no_graphile = true
     elseif a == "--json" then explicit.json = value(a)
     elseif a == "--note" then explicit.note = value(a)
@@ -1328,7 +1331,8 @@ local function meta()
       scale_small = cfg.scale_small, scale_big = cfg.scale_big, scale_due = cfg.scale_due,
       bloat = cfg.bloat, wait_jobs = cfg.wait_jobs, wait_concurrency = cfg.wait_concurrency,
       graphile_jobs = cfg.graphile_jobs, limit_jobs = cfg.limit_jobs,
-      parts_jobs = cfg.parts_jobs, rate_jobs = cfg.rate_jobs },
+      parts_jobs = cfg.parts_jobs, rate_jobs = cfg.rate_jobs,
+      fair_jobs = cfg.fair_jobs },
   }
 end
 
@@ -1422,7 +1426,7 @@ local ok, err = xpcall(function()
     if wanted("wait_timer") then waiting.wait_timer() end
     if wanted("wait_http") then waiting.wait_http() end
   end
-  if wanted("limits") or wanted("limit_parts") or wanted("rate") then
+  if wanted("limits") or wanted("limit_parts") or wanted("rate") or wanted("fairness") then
     local limits = dofile(BENCH .. "/limits.lua") {
       cfg = cfg, results = results, BENCH = BENCH, TMP = TMP, scheduler = scheduler,
       sql = sql, count_jobs = count_jobs, fill_due = fill_due, q = q, expect = expect,
@@ -1433,6 +1437,7 @@ local ok, err = xpcall(function()
     if wanted("limits") then limits.limits() end
     if wanted("limit_parts") then limits.limit_parts() end
     if wanted("rate") then limits.rate() end
+    if wanted("fairness") then limits.fairness() end
   end
 end, debug.traceback)
 if not ok then die("%s", tostring(err)) end

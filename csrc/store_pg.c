@@ -480,17 +480,20 @@ static const char *const migrations[] = {
      * (Q_CLAIM_LEASED's last column): the quarantined jobs due first,
      * through jobs_quarantine (few), then their names; asked with the
      * names, the plan of a generic $1 read a name's due jobs through
-     * jobs_wake (200 ms at 100,000). */
+     * jobs_wake (200 ms at 100,000).  PL/pgSQL, whose plans a session
+     * keeps: an SQL function with a subquery is not inlined, and its
+     * body was planned again at every claim. */
     "CREATE FUNCTION scheduler.some_free(names text[]) RETURNS boolean"
-    "  LANGUAGE sql STABLE AS $f$ SELECT EXISTS (SELECT 1 FROM unnest(names) AS n(name)"
+    "  LANGUAGE plpgsql STABLE AS $f$ BEGIN RETURN EXISTS (SELECT 1 FROM unnest(names) AS n(name)"
     "  WHERE n.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
-    "   UNION ALL SELECT l.name FROM scheduler.limits l))) $f$;"
+    "   UNION ALL SELECT l.name FROM scheduler.limits l))); END $f$;"
     "CREATE FUNCTION scheduler.quarantine_due(names text[]) RETURNS boolean"
-    "  LANGUAGE sql VOLATILE AS $f$ WITH q AS MATERIALIZED (SELECT q.name, q.key, q.payload"
-    "  FROM scheduler.jobs q WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now())"
-    "  SELECT EXISTS (SELECT 1 FROM q WHERE q.name = ANY (names)"
+    "  LANGUAGE plpgsql VOLATILE AS $f$ BEGIN RETURN EXISTS ("
+    "  WITH q AS MATERIALIZED (SELECT q.name, q.key, q.payload FROM scheduler.jobs q"
+    "   WHERE q.quarantined AND q.state = 'scheduled' AND q.run_at <= now())"
+    "  SELECT 1 FROM q WHERE q.name = ANY (names)"
     "   AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
-    "   AND NOT scheduler.at_limit(q.name, q.key, q.payload)) $f$;",
+    "   AND NOT scheduler.at_limit(q.name, q.key, q.payload)); END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
