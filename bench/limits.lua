@@ -251,7 +251,7 @@ return function(ctx)
     os.remove(go)
     local out = ("%s/fair.%d.%d"):format(TMP, rep, N)
     local p = start { "name=" .. NAME, "concurrency=" .. FAIR_C, "wait=0", "go=" .. go, "out=" .. out,
-      "seconds=" .. FAIR_SECONDS }
+      "seconds=" .. FAIR_SECONDS, "drain=0" }
     expect(p, "READY")
     write_file(go, "go\n")
     local r = parse_result(expect(p, "RESULT"))

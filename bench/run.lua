@@ -95,7 +95,7 @@ local SMOKE = {
   reps = 1, jobs = 2000, lat_samples = 50, enqueue = 200, insert_seconds = 1,
   bulk = 2000, bulk_chunk = 500, scale_small = 1000, scale_big = 10000, scale_due = 2000,
   bloat = 10000, vacuum_wait = 0, wait_jobs = 500, wait_concurrency = 50, limit_jobs = 50,
-  parts_jobs = 400, rate_jobs = 300, fair_jobs = 20000,
+  parts_jobs = 400, rate_jobs = 300, fair_jobs = 3000,
 }
 local SECTIONS = { "throughput", "lateness", "enqueue", "startup", "scale", "bloat", "wait_timer",
   "wait_http", "limits", "limit_parts", "rate", "fairness" }

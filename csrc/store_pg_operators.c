@@ -414,11 +414,11 @@ static const pg_query pgq_older = {Q_LIMIT, NULL, 0,
 static const pg_query pgq_older_left = {Q_LIMIT, NULL, 1,
     "SELECT count(*) FROM pg_locks l WHERE l.locktype = 'virtualxid'"
     " AND l.virtualxid = ANY ($1::text[])"};
+#define NEW_PART "CASE WHEN l.by IS NOT NULL THEN scheduler.part(l.by, j.key, j.payload) END"
 static const pg_query pgq_repartition = {Q_LIMIT, NULL, 1,
-    "UPDATE scheduler.jobs j SET part = x.part FROM (SELECT CASE WHEN l.by IS NOT NULL"
-    " THEN scheduler.part(l.by, k.key, k.payload) END AS part, k.id"
-    " FROM scheduler.jobs k LEFT JOIN scheduler.limits l ON l.name = k.name"
-    " WHERE k.name = $1) x WHERE j.id = x.id AND j.part IS DISTINCT FROM x.part"};
+    "UPDATE scheduler.jobs j SET part = " NEW_PART
+    " FROM (SELECT $1::text AS name) n LEFT JOIN scheduler.limits l ON l.name = n.name"
+    " WHERE j.name = n.name AND j.part IS DISTINCT FROM " NEW_PART};
 
 /* Wait up to REPARTITION_WAIT for the transactions open now to end, then
  * rewrite the partitions of name (REPARTITION). */

@@ -156,7 +156,10 @@ describe("partitions", function()
   -- the first 500 jobs start within seconds: a claim that read every due
   -- job (100,000 a claim, as before the index) took the better part of a
   -- second, so 500 jobs in claims of at most 20 took a minute.
-  it("100,000 waiting in one partition: 10 of another start among the first, and claims stay quick", function()
+  -- (#slow: the memory run leaves it out; its C paths are the other
+  -- tests' claims)
+  it("100,000 waiting in one partition: 10 of another start among the first, and claims stay quick #slow",
+    function()
     local s = helper.new()
     local L = helper.name("fairscale")
     helper.ok(s:limit(L, { concurrency = 1000, by = "tenant" }))
