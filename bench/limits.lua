@@ -207,8 +207,9 @@ return function(ctx)
   -- tokens the time since would have added; the claims' sizes; and each
   -- start's lag behind its claim (start_of: the workers' records).
   local function claims_figures(rate_, per, start_of)
-    local B = math.max(1, rate_ // 50)
-    local step = 1.02 * per / (rate_ - B + 1)
+    local rule = ctx.sql(("SELECT scheduler.rate_burst(%d), scheduler.rate_step(%d, %.17g)"):format(rate_, rate_, per))
+    local B, step = rule:match("^(%d+)\t(%S+)")
+    B, step = tonumber(B), tonumber(step)
     local txs, order, times, lags = {}, {}, {}, {}
     for id, at, tx in sql("SELECT id, at, tx FROM public.bench_claims ORDER BY at"):gmatch("(%d+)\t(%S+)\t(%d+)\n") do
       at = tonumber(at)
@@ -237,7 +238,7 @@ return function(ctx)
     local function pct(t, p) return #t > 0 and t[math.max(1, math.ceil(#t * p))] or 0 / 0 end
     local most, fewest, span = windows(times, per)
     return { claims = #times, most = most, fewest = fewest, span = span, lost = lost,
-      lost_per_s = lost / math.max(span, 1e-9), full = full_claims, txs = #order,
+      lost_per_s = lost / math.max(span, 1e-9), full = full_claims, txs = #order, burst = B, step = step,
       size_median = pct(sizes, 0.5), lag_median = pct(lags, 0.5), lag_p99 = pct(lags, 0.99),
       lag_max = lags[#lags] or 0 / 0 }
   end
@@ -287,7 +288,7 @@ return function(ctx)
     row("rate", "rate: " .. label .. ": start after its claim", ("%.1f ms, p99 %.1f ms"):format(
       median(lag50) * 1e3, median(lag99) * 1e3), "", "medians of reps", nil)
     row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
-      "", "sustained by the rule: 962/s", nil)
+      "", ("sustained by the rule: %.0f/s (burst %d)"):format(PER / claims[1].step, claims[1].burst), nil)
     row("rate", "rate: " .. label .. ": the workers' CPU", ("%.2f s a second"):format(median(cpus)),
       "", "all 4 together, while the rate holds them", nil)
     row("rate", "  baseline: not limited, the same workers", ("%.0f jobs/s"):format(median(brates)),
