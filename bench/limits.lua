@@ -278,13 +278,15 @@ return function(ctx)
     row("rate", "rate: " .. label .. ": fewest starts in a 1 s window once saturated",
       sat and tostring(fewest) or "-", ">= 950", sat and "" or "no saturated window (too few jobs)",
       met(enough))
-    row("rate", "rate: " .. label .. ": fewest starts once saturated, median of reps",
-      ("%.0f"):format(median(fews)), "", "", nil)
+    if sat then
+      row("rate", "rate: " .. label .. ": fewest starts once saturated, median of reps",
+        ("%.0f"):format(median(fews)), "", "", nil)
+    end
     row("rate", "rate: " .. label .. ": claims (database clock): most, fewest in 1 s",
       ("%d, %s"):format(cmost, cfewest ~= math.huge and tostring(cfewest) or "-"), "<= " .. RATE, "",
       met(cmost <= RATE))
     row("rate", "rate: " .. label .. ": tokens lost to a full bucket", ("%.1f a second"):format(median(lost)),
-      "", "median of reps; the rule's own margin: 1,000 - 962", nil)
+      "", ("median of reps (the rule's margin: %d a second less %.0f)"):format(RATE, PER / claims[1].step), nil)
     row("rate", "rate: " .. label .. ": start after its claim", ("%.1f ms, p99 %.1f ms"):format(
       median(lag50) * 1e3, median(lag99) * 1e3), "", "medians of reps", nil)
     row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
