@@ -157,7 +157,7 @@ export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
 $(SAN_ENV)
 endef
 
-.PHONY: all build test-support deps test test-backends test-backend test-memory test-faults test-web example demo rock-check bench fuzz fuzz-smoke clean
+.PHONY: all build test-support deps test test-backends test-backend test-memory test-faults test-web example demo rock-check bench bench-rate-sqlite fuzz fuzz-smoke clean
 .DEFAULT_GOAL := build
 
 all: build
@@ -272,6 +272,14 @@ bench: deps
 	@$(WITH_CLUSTER) \
 	"$(LUA)" "$(CURDIR)/bench/run.lua" --lua "$(LUA)" \
 	  $(if $(BASELINE),--baseline "$(BASELINE_DIR)") $(BENCH_ARGS)
+
+# The rate row on SQLite (bench/rate_sqlite.lua: bench/run.lua's rows are
+# PostgreSQL's): a fresh SQLite file, no cluster.
+bench-rate-sqlite: deps
+	@$(MAKE) --no-print-directory -q $(SO) 2>/dev/null || $(MAKE) --no-print-directory build
+	@unset LUA_SCHEDULER_DATABASE LUA_PATH_5_4 LUA_CPATH_5_4; \
+	export LUA_PATH='$(LUA_PATH_VALUE)' LUA_CPATH='$(LUA_CPATH_VALUE)'; \
+	"$(LUA)" "$(CURDIR)/bench/rate_sqlite.lua" $(BENCH_ARGS)
 
 # Fuzzing (issue 5): one libFuzzer harness per C entry point that parses
 # input, fuzz/<target>.c, compiled by clang together with the csrc/ files it

@@ -35,7 +35,12 @@
 -- once saturated (from a second after the first start to the last).  In
 -- the same run, rep by rep, the baseline: the same workers on the same
 -- jobs, not limited (what they could do: the rate must be what holds them
--- back).
+-- back).  And the claims, at the database's clock (a trigger, installed
+-- for the limited runs only, records each job a claim takes): the most
+-- and fewest in a window (the strict bound is the claims'), the tokens
+-- lost to a bucket left full (replaying the bucket over the claims), and
+-- each start's lag behind its claim: what says whether a short window of
+-- starts comes from the claims or from the workers' delay.
 --
 -- fairness: 1,000,000 jobs of one tenant and 10 of another; see fairness().
 
@@ -47,6 +52,7 @@ return function(ctx)
   local BENCH, TMP = ctx.BENCH, ctx.TMP
   -- the sweep the specs and the fault suite count overlaps with
   local most_at_once = dofile(BENCH .. "/../spec/support/overlap.lua")
+  local windows = most_at_once.windows
 
   local NAME = "bench_limited"
   local JOB_WAIT = 0.05
@@ -92,7 +98,7 @@ return function(ctx)
     end
     for _, p in ipairs(procs) do expect(p, "READY") end
     write_file(go, "go\n")
-    local by_part, per, starts, errors, cpu = {}, {}, {}, 0, 0
+    local by_part, per, starts, start_of, errors, cpu = {}, {}, {}, {}, 0, 0
     local first, last = math.huge, -math.huge
     for _, p in ipairs(procs) do
       local r = parse_result(expect(p, "RESULT"))
@@ -104,6 +110,7 @@ return function(ctx)
         by_part[part] = by_part[part] or {}
         table.insert(by_part[part], { t0, t1 })
         starts[#starts + 1] = t0
+        start_of[tonumber(id)] = t0
         per[id] = (per[id] or 0) + 1
         first, last = math.min(first, t0), math.max(last, t1)
       end
@@ -126,30 +133,7 @@ return function(ctx)
     for _, list in pairs(by_part) do
       most, parts = math.max(most, most_at_once(list)), parts + 1
     end
-    return { rate = N / (last - first), most = most, parts = parts, cpu = cpu }, starts
-  end
-
-  --- The `starts` in windows of `per` seconds: the most in any window
-  -- [t, t + per) (sliding: one starting at each start holds every busiest
-  -- one), and the fewest in a window wholly inside the saturated part,
-  -- from `per` after the first start to the last (a window (t, t + per]
-  -- after each start there holds every emptiest one); and the span.
-  local function windows(starts, per)
-    local t = starts
-    table.sort(t)
-    local most, fewest, j, k = 0, math.huge, 1, 1
-    for i = 1, #t do
-      while t[i] - t[j] >= per do j = j + 1 end
-      most = math.max(most, i - j + 1)
-    end
-    for i = 1, #t do
-      if t[i] >= t[1] + per and t[i] + per <= t[#t] then
-        if k < i then k = i end
-        while k + 1 <= #t and t[k + 1] <= t[i] + per do k = k + 1 end
-        fewest = math.min(fewest, k - i)
-      end
-    end
-    return most, fewest ~= math.huge and fewest or nil, t[#t] - t[1]
+    return { rate = N / (last - first), most = most, parts = parts, cpu = cpu }, starts, start_of
   end
 
   --- The row R: rep by rep the baseline and the limited run; the table's
@@ -194,20 +178,98 @@ return function(ctx)
     sql("TRUNCATE scheduler.jobs")
   end
 
+  --- The claims of the rate row's limited run, at the database's clock:
+  -- a trigger records each job a claim takes (leased: state to running;
+  -- held: deleted while scheduled) with clock_timestamp() and its
+  -- transaction (one claim).  Not part of what is measured against the
+  -- baseline (installed for the limited run only).
+  local CLAIMS_ON = [[
+    CREATE TABLE IF NOT EXISTS public.bench_claims (id bigint, at float8, tx bigint);
+    TRUNCATE public.bench_claims;
+    CREATE OR REPLACE FUNCTION public.bench_claim() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+      INSERT INTO public.bench_claims VALUES (OLD.id, extract(epoch FROM clock_timestamp()),
+        txid_current());
+      RETURN NULL;
+    END $f$;
+    DROP TRIGGER IF EXISTS bench_claim ON scheduler.jobs;
+    DROP TRIGGER IF EXISTS bench_claim_held ON scheduler.jobs;
+    CREATE TRIGGER bench_claim AFTER UPDATE OF state ON scheduler.jobs FOR EACH ROW
+      WHEN (OLD.state = 'scheduled' AND NEW.state = 'running') EXECUTE FUNCTION public.bench_claim();
+    CREATE TRIGGER bench_claim_held AFTER DELETE ON scheduler.jobs FOR EACH ROW
+      WHEN (OLD.state = 'scheduled') EXECUTE FUNCTION public.bench_claim();]]
+  local CLAIMS_OFF = [[
+    DROP TRIGGER IF EXISTS bench_claim ON scheduler.jobs;
+    DROP TRIGGER IF EXISTS bench_claim_held ON scheduler.jobs;]]
+
+  --- What the claims say (see CLAIMS_ON), against the rule (store.h,
+  -- STORE_RATE_BURST/STEP): the most and fewest claims in a window of
+  -- `per` (as the starts'); the tokens lost, replaying the bucket (GCRA)
+  -- over the claims: a claim that finds it full (tat past) lost the
+  -- tokens the time since would have added; the claims' sizes; and each
+  -- start's lag behind its claim (start_of: the workers' records).
+  local function claims_figures(rate_, per, start_of)
+    local rule = ctx.sql(("SELECT scheduler.rate_burst(%d), scheduler.rate_step(%d, %.17g)"):format(rate_, rate_, per))
+    local B, step = rule:match("^(%d+)\t(%S+)")
+    B, step = tonumber(B), tonumber(step)
+    local txs, order, times, lags = {}, {}, {}, {}
+    for id, at, tx in sql("SELECT id, at, tx FROM public.bench_claims ORDER BY at"):gmatch("(%d+)\t(%S+)\t(%d+)\n") do
+      at = tonumber(at)
+      times[#times + 1] = at
+      if not txs[tx] then
+        txs[tx] = { at = at, n = 0 }
+        order[#order + 1] = txs[tx]
+      end
+      txs[tx].n = txs[tx].n + 1
+      local s0 = start_of[tonumber(id)]
+      if s0 then lags[#lags + 1] = s0 - at end
+    end
+    table.sort(order, function(a, b) return a.at < b.at end)
+    local tat, lost, sizes, full_claims = -math.huge, 0, {}, 0
+    for _, c in ipairs(order) do
+      if c.at > tat then
+        if tat > -math.huge then lost = lost + (c.at - tat) / step end
+        full_claims = full_claims + 1
+        tat = c.at
+      end
+      tat = tat + c.n * step
+      sizes[#sizes + 1] = c.n
+    end
+    table.sort(lags)
+    table.sort(sizes)
+    local function pct(t, p) return #t > 0 and t[math.max(1, math.ceil(#t * p))] or 0 / 0 end
+    local most, fewest, span = windows(times, per)
+    return { claims = #times, most = most, fewest = fewest, span = span, lost = lost,
+      lost_per_s = lost / math.max(span, 1e-9), full = full_claims, txs = #order, burst = B, step = step,
+      size_median = pct(sizes, 0.5), lag_median = pct(lags, 0.5), lag_p99 = pct(lags, 0.99),
+      lag_max = lags[#lags] or 0 / 0 }
+  end
+
   local function rate()
     local R = ROWS.rate
     local RATE, PER, WORKERS, RCONC = R.limit.rate, R.limit.per, R.workers, R.concurrency
     local N = cfg.rate_jobs
     local most, fewest, rates, brates, cpus = 0, math.huge, {}, {}, {}
+    local claims, cmost, cfewest, lost, lag50, lag99, fews = {}, 0, math.huge, {}, {}, {}, {}
     for rep = 1, cfg.reps do
       local b = once(R, WORKERS, RCONC, false, rep)
-      local r, starts = once(R, WORKERS, RCONC, true, rep)
+      sql(CLAIMS_ON)
+      local r, starts, start_of = once(R, WORKERS, RCONC, true, rep)
+      sql(CLAIMS_OFF)
+      local c = claims_figures(RATE, PER, start_of)
+      claims[rep] = c
       local m, f, span = windows(starts, PER)
       most, fewest = math.max(most, m), math.min(fewest, f or math.huge)
+      cmost, cfewest = math.max(cmost, c.most), math.min(cfewest, c.fewest or math.huge)
       rates[rep], brates[rep], cpus[rep] = (N - 1) / span, b.rate, r.cpu / span
+      lost[rep], lag50[rep], lag99[rep], fews[rep] = c.lost_per_s, c.lag_median, c.lag_p99, f or 0 / 0
       log("rate rep %d: most %d starts in a second, fewest %s once saturated, %.0f starts/s, the workers' CPU "
         .. "%.2f s a second; baseline %.0f jobs/s (%.2f s of CPU in all)", rep, m, tostring(f), rates[rep],
         cpus[rep], b.rate, b.cpu)
+      log("rate rep %d: claims (database clock) most %d / fewest %s in a second, %d claims of median %d jobs, "
+        .. "%d found the bucket full: %.1f tokens lost (%.2f/s); start after claim: median %.1f ms, "
+        .. "p99 %.1f ms, max %.1f ms", rep, c.most, tostring(c.fewest), c.txs, c.size_median, c.full, c.lost,
+        c.lost_per_s, c.lag_median * 1e3, c.lag_p99 * 1e3, c.lag_max * 1e3)
     end
     local label = ("%s jobs, rate %d per %d s, %d workers of %d"):format(commas(N), RATE, PER, WORKERS,
       RCONC)
@@ -218,15 +280,27 @@ return function(ctx)
     row("rate", "rate: " .. label .. ": fewest starts in a 1 s window once saturated",
       sat and tostring(fewest) or "-", ">= 950", sat and "" or "no saturated window (too few jobs)",
       met(enough))
+    if sat then
+      row("rate", "rate: " .. label .. ": fewest starts once saturated, median of reps",
+        ("%.0f"):format(median(fews)), "", "", nil)
+    end
+    row("rate", "rate: " .. label .. ": claims (database clock): most, fewest in 1 s",
+      ("%d, %s"):format(cmost, cfewest ~= math.huge and tostring(cfewest) or "-"), "<= " .. RATE, "",
+      met(cmost <= RATE))
+    row("rate", "rate: " .. label .. ": tokens lost to a full bucket", ("%.1f a second"):format(median(lost)),
+      "", ("median of reps (the rule's margin: %d a second less %.0f)"):format(RATE, PER / claims[1].step), nil)
+    row("rate", "rate: " .. label .. ": start after its claim", ("%.1f ms, p99 %.1f ms"):format(
+      median(lag50) * 1e3, median(lag99) * 1e3), "", "medians of reps", nil)
     row("rate", "rate: " .. label .. ": first to last start", ("%.0f starts/s"):format(median(rates)),
-      "", "sustained by the rule: 962/s", nil)
+      "", ("sustained by the rule: %.0f/s (burst %d)"):format(PER / claims[1].step, claims[1].burst), nil)
     row("rate", "rate: " .. label .. ": the workers' CPU", ("%.2f s a second"):format(median(cpus)),
       "", "all 4 together, while the rate holds them", nil)
     row("rate", "  baseline: not limited, the same workers", ("%.0f jobs/s"):format(median(brates)),
       "", "", nil)
     ctx.results.rate = { most = most, fewest = sat and fewest or nil, rates = rates, cpu = cpus, baseline = brates,
-      rate = RATE, per = PER, workers = WORKERS, concurrency = RCONC, jobs = N }
-    sql("TRUNCATE scheduler.jobs")
+      claims = claims, rate = RATE, per = PER, workers = WORKERS, concurrency = RCONC, jobs = N }
+    sql("TRUNCATE scheduler.jobs; DROP TABLE IF EXISTS public.bench_claims;"
+      .. " DROP FUNCTION IF EXISTS public.bench_claim()")
   end
 
   --- FAIRNESS (issue 16, item 4): cfg.fair_jobs (1,000,000) jobs of one

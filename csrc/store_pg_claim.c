@@ -212,10 +212,14 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * scheduler.rate_spend (migration 16) moves their buckets on, under the
  * lock limit_free took; u took no more than the tokens (limit_free's
  * free).  One row: the statement's last SELECT joins it, so that it
- * runs once u has. */
+ * runs once u has.  Called only when u took a job of a limited name: a
+ * claim of names without limits (lf empty), or that took none of them,
+ * makes no call (a plpgsql call a claim is not free: the no-op drain's
+ * claims are of such names). */
 #define RATE_TAKE                                                                            \
-  "rt AS (SELECT scheduler.rate_spend(array_agg(u.name), array_agg(u.key),"                  \
-  " array_agg(u.payload)) FROM u JOIN lf ON lf.limited = u.name AND lf.part IS NULL)"
+  "rt AS (SELECT CASE WHEN count(*) > 0 THEN scheduler.rate_spend(array_agg(u.name),"        \
+  " array_agg(u.key), array_agg(u.payload)) END"                                            \
+  " FROM u JOIN lf ON lf.limited = u.name AND lf.part IS NULL)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
