@@ -20,7 +20,8 @@ local M = { LIMIT = 3, SLEEP = 0.05 }
 M.SLOTS = 6
 
 --- The set-up the limit scenarios share: the name limited (o.limit at
--- once, per o.by's partitions if set; lifted at the end), the two
+-- once, per o.by's partitions if set; o.limits: those limits instead;
+-- lifted at the end), the two
 -- supervisors (`label`-1: 2 workers at concurrency 1; `label`-4: 1 at
 -- concurrency 4) recording into one directory, and ctx.size(o.jobs or
 -- 600) jobs of M.SLEEP seconds, the i-th with o.payload(i)'s fields if
@@ -29,7 +30,7 @@ function M.setup(ctx, r, label, o)
   o = o or {}
   lib.clear_jobs()
   local s <close> = scheduler.new { log = false }
-  assert(s:limit(lib.JOB, { concurrency = o.limit or M.LIMIT, by = o.by }))
+  assert(s:limit(lib.JOB, o.limits or { concurrency = o.limit or M.LIMIT, by = o.by }))
   lib.on_cleanup(function()
     local c <close> = scheduler.new { log = false }
     c:limit(lib.JOB, nil)

@@ -42,6 +42,8 @@ local SCENARIOS = {
   { "limit_restart", "faults.limit_restart" },
   { "limit_kill_parts", "faults.limit_kill_parts" },
   { "limit_restart_parts", "faults.limit_restart_parts" },
+  { "rate_kill", "faults.rate_kill" },
+  { "rate_restart", "faults.rate_restart" },
 }
 
 local USAGE = [[
@@ -50,7 +52,7 @@ usage: lua5.4 faults/run.lua [--only LIST] [--scale F] [--json FILE]
                 secrets,poison,outside_locks,cancel_race,stale_write,partition,wake_symlink,
                 dst_fallback,lease_backlog,supervisor_kill,escaped_error,bulk_insert,
                 limit_kill,limit_restart,limit_kill_parts,
-                limit_restart_parts
+                limit_restart_parts,rate_kill,rate_restart
   --scale F     multiply the job counts by F (default 1: the issue's sizes)
   --json FILE   where to write the results (default faults/results.json)]]
 
