@@ -569,6 +569,25 @@ end
   inert("overview after the actions")
 
   -------------------------------------------------------------------------
+  -- pause and resume a name, and its limit, from the overview
+  -------------------------------------------------------------------------
+  assert(s:limit("WebLater", { concurrency = 2, rate = 100, per = 60, by = "tenant" }) ~= nil)
+  go(URL .. "/")
+  check(text_of(one('tr[data-name="WebLater"] td.limit')) == "2, 100/1m per tenant",
+    "overview: the limit column says the name's limits (" .. text_of(one('tr[data-name="WebLater"] td.limit')) .. ")")
+  click(one('tr[data-name="WebLater"] form[action="/names/pause"] button'))
+  flash = text_of(one("#flash"))
+  check(flash:find("paused WebLater", 1, true) ~= nil, "pause: the flash says so (" .. flash .. ")")
+  local paused_now = assert(s:paused())
+  check(#paused_now == 1 and paused_now[1] == "WebLater", "pause: the name is paused in the database")
+  check(text_of(one('tr[data-name="WebLater"] td.paused')) == "paused", "pause: the overview shows it paused")
+  click(one('tr[data-name="WebLater"] form[action="/names/resume"] button'))
+  flash = text_of(one("#flash"))
+  check(flash:find("resumed WebLater", 1, true) ~= nil, "resume: the flash says so (" .. flash .. ")")
+  check(#assert(s:paused()) == 0, "resume: no name is paused in the database")
+  assert(s:limit("WebLater", nil) ~= nil)
+
+  -------------------------------------------------------------------------
   -- live refresh: the page updates itself
   -------------------------------------------------------------------------
   go(URL .. "/jobs?state=scheduled&name=WebLater")
@@ -637,6 +656,9 @@ end
   st = http("POST", RO .. "/names/retry-failed", "name=WebCharge&csrf=" .. tostring(csrf),
     { cookie = "lsid=" .. sid, ["content-type"] = "application/x-www-form-urlencoded", origin = RO })
   check(st == 403, "read-only: a POST is refused (403)")
+  st = http("POST", RO .. "/names/pause", "name=WebCharge&csrf=" .. tostring(csrf),
+    { cookie = "lsid=" .. sid, ["content-type"] = "application/x-www-form-urlencoded", origin = RO })
+  check(st == 403 and #assert(s:paused()) == 0, "read-only: a pause is refused (403), nothing paused")
 
   -------------------------------------------------------------------------
   -- --token

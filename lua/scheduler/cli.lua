@@ -767,10 +767,6 @@ COMMANDS.pause = pause_command(true)
 COMMANDS.resume = pause_command(false)
 
 -- A rate limit as text: "100/60s", "1000/1s", "5/1m30s".
-local function rate_text(rate, per)
-  local p = per == math.floor(per) and text.duration(per) or ("%gs"):format(per)
-  return ("%d/%s"):format(rate, p)
-end
 
 COMMANDS.limit = {
   summary = "limit how many jobs of a name run at once, or start per period, on all workers together",
@@ -825,7 +821,7 @@ shows them (LIMIT).]],
       local each = o.by and (" per %s"):format(o.by) or ""
       if o.concurrency then what[1] = ("%d at once%s"):format(o.concurrency, each) end
       if o.rate then
-        local n, per = rate_text(o.rate, o.per):match("^(%d+)/(.*)$")
+        local n, per = text.rate(o.rate, o.per):match("^(%d+)/(.*)$")
         what[#what + 1] = ("%s starts per %s%s"):format(n, per, each)
       end
       what = table.concat(what, ", ")
@@ -881,15 +877,6 @@ unfinished job holds.]],
   end,
 }
 
--- The LIMIT column: "5", "100/1m", "5, 100/1m", each with " per FIELD"
--- for partitions ("5 per tenant"); "-": none.
-local function limit_text(r)
-  local parts = {}
-  if r.concurrency then parts[1] = tostring(r.concurrency) end
-  if r.rate then parts[#parts + 1] = rate_text(r.rate, r.per) end
-  if #parts == 0 then return "-" end
-  return table.concat(parts, ", ") .. (r.by and (" per %s"):format(r.by) or "")
-end
 
 local function stats_snapshot(db, json)
   local rows = db:stats()
@@ -908,7 +895,7 @@ local function stats_snapshot(db, json)
   for i, r in ipairs(rows) do
     cells[i] = { r.name, tostring(r.due), tostring(r.later), tostring(r.running), tostring(r.failed),
       r.late and text.duration(r.late) or "-", tostring(r.done_last_minute), r.paused and "paused" or "-",
-      limit_text(r) }
+      text.limit(r) }
   end
   return text.table({ "NAME", "DUE", "LATER", "RUNNING", "FAILED", "OLDEST DUE", "DONE/MIN", "PAUSED", "LIMIT" },
     cells, { false, true, true, true, true, true, true, false, true })

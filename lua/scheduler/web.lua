@@ -401,6 +401,22 @@ POST["/names/retry-failed"] = function(self, form)
     skipped > 0 and (" (%d kept: another unfinished job holds its key)"):format(skipped) or "")
 end
 
+-- Pause or resume a name (store.h, pause): every worker, durably.
+local function pause_action(self, form, verb)
+  local name = form.name
+  if not name or name == "" or not utf8.len(name) then return "error:no job name given" end
+  local ok, changed, err = pcall(self.api[verb], self.api, name) -- (a name it refuses raises)
+  if not ok then changed, err = nil, changed end
+  if changed == nil then return "error:" .. mask(errors_strip(tostring(err)), self.secrets) end
+  local what = verb == "pause" and "paused" or "resumed"
+  if not changed then return ("ok:%s was already %s"):format(html.utf8(name), what) end
+  return ("ok:%s %s%s"):format(what, html.utf8(name), verb == "pause" and
+    ": no job of it starts (the ones running finish)" or "")
+end
+
+POST["/names/pause"] = function(self, form) return pause_action(self, form, "pause") end
+POST["/names/resume"] = function(self, form) return pause_action(self, form, "resume") end
+
 local function group_action(self, form, verb)
   local id = form.group
   if not id or not id:match("^%x+$") then return "error:no error group given" end

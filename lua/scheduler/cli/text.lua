@@ -103,6 +103,23 @@ end
 
 --- Where `t` is relative to `now`: "in 5m", "now", "3s late" (`past` is the
 -- word for a past time, default "late").
+--- A rate limit as "N/DURATION": 100 per 60 s is "100/1m".
+function text.rate(rate, per)
+  local p = per == math.floor(per) and text.duration(per) or ("%gs"):format(per)
+  return ("%d/%s"):format(rate, p)
+end
+
+--- A name's limits (a stats() row) as the LIMIT column says them: "5",
+-- "100/1m", "5, 100/1m", each with " per FIELD" for partitions ("5 per
+-- tenant"); "-": none.
+function text.limit(r)
+  local parts = {}
+  if r.concurrency then parts[1] = tostring(r.concurrency) end
+  if r.rate then parts[#parts + 1] = text.rate(r.rate, r.per) end
+  if #parts == 0 then return "-" end
+  return table.concat(parts, ", ") .. (r.by and (" per %s"):format(r.by) or "")
+end
+
 function text.relative(t, now, past)
   local d = t - now
   if d >= 0.5 then return "in " .. text.duration(d) end

@@ -234,8 +234,8 @@ end
 function html.overview(ctx, rows)
   if #rows == 0 then return '<h1>Overview</h1><p class="empty">No jobs.</p>' end
   local out = { '<h1>Overview</h1><table class="grid" id="overview"><thead><tr><th>Name</th><th>Due</th>',
-    '<th>Later</th><th>Running</th><th>Failed</th><th>Done/min</th><th>Oldest due</th><th>Paused</th>',
-    ctx.read_only and "" or "<th></th>", '</tr></thead><tbody>' }
+    '<th>Later</th><th>Running</th><th>Failed</th><th>Done/min</th><th>Oldest due</th><th>Limit</th>',
+    '<th>Paused</th>', ctx.read_only and "" or "<th></th>", '</tr></thead><tbody>' }
   for _, r in ipairs(rows) do
     local q = function(state) return "/jobs" .. html.query { { "state", state }, { "name", r.name } } end
     out[#out + 1] = concat {
@@ -244,9 +244,12 @@ function html.overview(ctx, rows)
       num_cell(r.due, q("scheduled")), num_cell(r.later, q("scheduled")), num_cell(r.running, q("running")),
       num_cell(r.failed, q("failed")), num_cell(r.done_last_minute),
       '<td class="n', r.late and r.late >= 60 and " late" or "", '">', r.late and text.duration(r.late) or "-", '</td>',
-      '<td>', r.paused and '<span class="badge">paused</span>' or "-", '</td>',
+      '<td class="limit">', html.text(text.limit(r)), '</td>',
+      '<td class="paused">', r.paused and '<span class="badge">paused</span>' or "-", '</td>',
       ctx.read_only and "" or ('<td>' .. (r.failed > 0 and action(ctx, "/names/retry-failed",
-        ("Retry %d failed"):format(r.failed), { { "name", r.name } }) or "") .. '</td>'),
+        ("Retry %d failed"):format(r.failed), { { "name", r.name } }) .. " " or "")
+        .. action(ctx, r.paused and "/names/resume" or "/names/pause", r.paused and "Resume" or "Pause",
+          { { "name", r.name } }) .. '</td>'),
       '</tr>',
     }
   end
