@@ -108,7 +108,7 @@ describe("sqlite #sqlite", function()
       assert.equals("Default", helper.sqlite(("SELECT name FROM scheduler_jobs WHERE id = %d"):format(id),
         { path = file }))
       assert.equals("wal", helper.sqlite("PRAGMA journal_mode", { path = file }))
-      assert.equals("13", helper.sqlite("SELECT max(version) FROM scheduler_migrations", { path = file }))
+      assert.equals("14", helper.sqlite("SELECT max(version) FROM scheduler_migrations", { path = file }))
       -- another process started there finds the job, and runs it
       out, ok = lua_in(dir, ([[
         local scheduler = require "scheduler"
