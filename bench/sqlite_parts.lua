@@ -116,8 +116,8 @@ local function parts_row(build, scheduler, limited)
   local workers, conc = 4, limited and 64 or 50
   for i = 1, workers do
     local out = ("%s/out.%d"):format(TMP, i)
-    local p = assert(io.popen(("env %s exec %s %s timer name=bench_limited concurrency=%d wait=0.05 go=%s out=%s seconds=300")
-      :format(env, LUA, q(BENCH .. "/limited.lua"), conc, q(go), q(out))))
+    local p = assert(io.popen(("env %s exec %s %s timer name=bench_limited concurrency=%d wait=0.05"
+      .. " go=%s out=%s seconds=300"):format(env, LUA, q(BENCH .. "/limited.lua"), conc, q(go), q(out))))
     procs[i] = { p = p, out = out }
   end
   for _, p in ipairs(procs) do assert(p.p:read("l") == "READY") end

@@ -433,7 +433,8 @@ describe("sqlite #sqlite", function()
             or step:find("^SEARCH x USING INDEX scheduler_jobs_part %(name=%? AND part")
             or step:find("^SEARCH j USING INTEGER PRIMARY KEY")
             or step:find("^SEARCH b USING PRIMARY KEY")
-            or step:find("^SEARCH r ") or step:find("^SCAN [rwc]%s*$") or step:find("^SCAN %(subquery%-%d+%)%s*$"), step .. "\n" .. plan)
+            or step:find("^SEARCH r ") or step:find("^SCAN [rwc]%s*$")
+            or step:find("^SCAN %(subquery%-%d+%)%s*$"), step .. "\n" .. plan)
         end
         if line:find("SEARCH x USING INDEX scheduler_jobs_part (name=? AND part", 1, true) then
           searched = searched + 1
