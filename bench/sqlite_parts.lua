@@ -3,6 +3,7 @@
 -- it prints figures.  Run from the checkout, after `make build`:
 --
 --   lua5.4 bench/sqlite_parts.lua [BUILD...]
+--   ROWS=claim,parts lua5.4 bench/sqlite_parts.lua ...   (some rows only)
 --
 -- BUILD: directories holding scheduler/core.so (default: build), each
 -- measured in turn in the same run (say an older build copied aside, then
@@ -30,6 +31,8 @@ local base_path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;" .. package
 local base_cpath = package.cpath
 local most_at_once = dofile(BENCH .. "/../spec/support/overlap.lua")
 local LUA = "lua5.4"
+local ROWS = os.getenv("ROWS") or "insert,claim,parts"
+local function wanted(row) return ("," .. ROWS .. ","):find("," .. row .. ",", 1, true) ~= nil end
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function sh(cmd)
@@ -116,7 +119,7 @@ local function parts_row(build, scheduler, limited)
   local workers, conc = 4, limited and 64 or 50
   for i = 1, workers do
     local out = ("%s/out.%d"):format(TMP, i)
-    local p = assert(io.popen(("env %s exec %s %s timer name=bench_limited concurrency=%d wait=0.05"
+    local p = assert(io.popen(("exec env %s %s %s timer name=bench_limited concurrency=%d wait=0.05"
       .. " go=%s out=%s seconds=300"):format(env, LUA, q(BENCH .. "/limited.lua"), conc, q(go), q(out))))
     procs[i] = { p = p, out = out }
   end
@@ -150,7 +153,7 @@ local function parts_row(build, scheduler, limited)
   return runs / (last - first), most, once, runs
 end
 
-for _, build in ipairs(builds) do
+for _, build in ipairs(wanted("insert") and builds or {}) do
   with_build(build, function(scheduler)
     for rep = 1, 3 do
       local many, one, drain = insert_row(scheduler)
@@ -159,14 +162,14 @@ for _, build in ipairs(builds) do
     end
   end)
 end
-for _, build in ipairs(builds) do
+for _, build in ipairs(wanted("claim") and builds or {}) do
   with_build(build, function(scheduler)
     for _, n in ipairs { 10000, 100000 } do
       print(("%s claim with %d due in 100 partitions: %.2f ms a claim (job)"):format(build, n, claim_row(scheduler, n)))
     end
   end)
 end
-for _, build in ipairs(builds) do
+for _, build in ipairs(wanted("parts") and builds or {}) do
   with_build(build, function(scheduler)
     local rate, most, once, runs = parts_row(build, scheduler, true)
     print(("%s parts: 100 x 2, 10,000 jobs of 50 ms, 4 workers of 64: %.0f jobs/s (%.0f%% of 4,000),"

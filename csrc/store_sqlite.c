@@ -2362,7 +2362,16 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
                    one_limited ? 1 : limit - got,
                    &got, &oom);
   }
-  sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
+  /* then the other names' jobs, by the index of claim order: only if one
+   * of this worker's names can give one (not paused, and not limited or
+   * with a free slot and no `by`), else the walk would read every due job
+   * of its partitioned and full names only to skip them */
+  int open = 0;
+  for (size_t i = 0; !open && i < q->n_names; i++) {
+    const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
+    open = !is_paused(q, q->names[i].s, q->names[i].len) && (!l || (!l->by && l->free > 0));
+  }
+  sqlite3_stmt *prio = alone_got || rc || oom || !open ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
   long long p = -1;
   while (due && got < limit && !oom) {
