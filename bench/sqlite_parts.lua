@@ -153,14 +153,16 @@ local function parts_row(build, scheduler, limited)
   return runs / (last - first), most, once, runs
 end
 
-for _, build in ipairs(wanted("insert") and builds or {}) do
-  with_build(build, function(scheduler)
-    for rep = 1, 3 do
+-- the builds in turn, rep by rep (the machine's load moves between reps)
+local REPS = tonumber(os.getenv("REPS") or 3)
+for rep = 1, wanted("insert") and REPS or 0 do
+  for _, build in ipairs(builds) do
+    with_build(build, function(scheduler)
       local many, one, drain = insert_row(scheduler)
       print(("%s insert rep %d: schedule_many %.0f jobs/s, schedule %.0f jobs/s, drain %.0f jobs/s")
         :format(build, rep, many, one, drain))
-    end
-  end)
+    end)
+  end
 end
 for _, build in ipairs(wanted("claim") and builds or {}) do
   with_build(build, function(scheduler)

@@ -359,7 +359,13 @@ describe("sqlite #sqlite", function()
       local name = helper.name("parts")
       local a = helper.schedule(s, name, { tenant = "a", n = 1 }, { key = "k1", delay = 60 })
       assert.equals(a .. ":scheduled:NULL", parts(path, name)) -- no limit: nothing stored
+      -- the triggers that fill it exist only while a limit has a by: an
+      -- insert pays nothing for them before
+      local triggers = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'scheduler_jobs_part_%'"
+      helper.ok(s:limit(name, { concurrency = 1 }))
+      assert.equals("0", helper.sqlite(triggers, { path = path }))
       helper.ok(s:limit(name, { concurrency = 1, by = "tenant" }))
+      assert.equals("2", helper.sqlite(triggers, { path = path }))
       local b = helper.schedule(s, name, { tenant = 7 }, { delay = 60 })
       local c = helper.ok(s:schedule_many { { name, "not an object", { delay = 60 } } })[1]
       helper.sqlite(("INSERT INTO scheduler_jobs (name, payload, key) VALUES ('%s', '{\"tenant\": \"sql\"}', 'k4');"
@@ -389,6 +395,7 @@ describe("sqlite #sqlite", function()
       helper.ok(s:limit(name, nil))
       assert.equals("0", helper.sqlite(("SELECT count(*) FROM scheduler_jobs WHERE name = '%s'"
         .. " AND part IS NOT NULL"):format(name), { path = path }))
+      assert.equals("0", helper.sqlite(triggers, { path = path }))
       s:close()
     end)
 
