@@ -2223,7 +2223,8 @@ static void bind_part_pick(sqlite3_stmt *st, const sq_limit *l, double now, long
   bind_text(st, 1, l->s, l->len);
   bind_text(st, 2, l->by, l->by_len);
   sqlite3_bind_double(st, 3, now);
-  sqlite3_bind_int64(st, 4, cap);
+  /* (no partition gives more than `max`: its walk reads no further) */
+  sqlite3_bind_int64(st, 4, (size_t)cap > max ? (sqlite3_int64)max : cap);
   sqlite3_bind_int64(st, 5, l->concurrency);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
   if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
