@@ -83,6 +83,14 @@
 /* ------------------------------------------------------------------ */
 /* Schema                                                              */
 
+/* The partition of job `j` for a limit by `by` (store.h, limit:
+ * PARTITIONS): its key, or a top-level payload field as text ('$."by"':
+ * by has no '"' or '\\', store_check_by), "" when it has none. */
+#define PART(j, by)                                                                          \
+  "CASE WHEN " by " = 'key' THEN coalesce(" j ".key, '') ELSE coalesce(CAST(CASE WHEN"      \
+  " json_valid(" j ".payload) THEN json_extract(" j ".payload, '$.\"' || " by " || '\"')"   \
+  " END AS TEXT), '') END"
+
 /* Versions match store_pg.c's: the same number means the same features. */
 static const char *const migrations[] = {
     /* 1: jobs.  AUTOINCREMENT: an id is never reused, so job(id) of a
@@ -295,8 +303,46 @@ static const char *const migrations[] = {
     "CREATE TRIGGER scheduler_limits_gone AFTER DELETE ON scheduler_limits BEGIN"
     "  DELETE FROM scheduler_limit_rates WHERE name = OLD.name;"
     "END;",
+    /* 14: the partition kept with the job (store.h, limit: PARTITIONS), so
+     * that a claim reads a partitioned name's partitions by index
+     * (Q_PART_PICK) instead of numbering every due job: part is PART of
+     * the job under its name's `by` (never NULL then), NULL for a name
+     * whose limit has no `by` or that has none.  The index is partial, so
+     * an unlimited name's insert writes nothing more.  Set by triggers
+     * (PART_TRIGGERS), so that every insert is covered (schedule,
+     * schedule_many, cron, other programs' plain SQL), which exist only
+     * while a limit has a `by` (part_triggers): a row trigger costs every
+     * insert some 2 us of CPU, WHEN or not (a third more than the insert
+     * without it).
+     * sq_limit_set rewrites part when `by` changes, in its write
+     * transaction. */
+    "ALTER TABLE scheduler_jobs ADD COLUMN part TEXT;"
+    "UPDATE scheduler_jobs SET part = (SELECT " PART("scheduler_jobs", "l.by")
+    "  FROM scheduler_limits l WHERE l.name = scheduler_jobs.name)"
+    " WHERE name IN (SELECT name FROM scheduler_limits WHERE by IS NOT NULL);"
+    "CREATE INDEX scheduler_jobs_part ON scheduler_jobs (name, part, priority, run_at, id)"
+    "  WHERE state = 'scheduled' AND part IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* The triggers that keep scheduler_jobs.part (migration 14) while some
+ * limit has a `by` (part_triggers): at every insert (WHEN: a job of a
+ * partitioned name that has none yet), and when another program rewrites
+ * a job's key or payload (the library never does: an UPDATE that sets
+ * neither does not run it). */
+#define PART_TRIGGER_SET                                                                     \
+  " BEGIN UPDATE scheduler_jobs SET part = (SELECT " PART("NEW", "l.by")                    \
+  "  FROM scheduler_limits l WHERE l.name = NEW.name) WHERE id = NEW.id; END;"
+#define PART_TRIGGERS                                                                        \
+  "CREATE TRIGGER IF NOT EXISTS scheduler_jobs_part_insert AFTER INSERT ON scheduler_jobs"   \
+  "  WHEN NEW.part IS NULL AND EXISTS (SELECT 1 FROM scheduler_limits l"                     \
+  "   WHERE l.name = NEW.name AND l.by IS NOT NULL)" PART_TRIGGER_SET                        \
+  "CREATE TRIGGER IF NOT EXISTS scheduler_jobs_part_update"                                  \
+  "  AFTER UPDATE OF key, payload ON scheduler_jobs WHEN EXISTS (SELECT 1"                   \
+  "   FROM scheduler_limits l WHERE l.name = NEW.name AND l.by IS NOT NULL)" PART_TRIGGER_SET
+#define PART_TRIGGERS_DROP                                                                   \
+  "DROP TRIGGER IF EXISTS scheduler_jobs_part_insert;"                                       \
+  "DROP TRIGGER IF EXISTS scheduler_jobs_part_update;"
 
 /* ------------------------------------------------------------------ */
 /* Statements (prepared lazily, once per connection)                   */
@@ -311,20 +357,13 @@ enum {
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
   Q_HIST_KEEP, Q_HIST_CANCEL, Q_HIST_LIST, Q_PRUNE,
-  Q_LIMIT, Q_UNLIMIT, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN, Q_RATE_TAKE,
-  Q_RATE_PART, Q_RATE_PRUNE, Q_RATE_NEXT_PART,
+  Q_LIMIT, Q_UNLIMIT, Q_LIMIT_BY, Q_PART_SET, Q_LIMITS, Q_PART_PICK, Q_PART_FULL, Q_PART_TURN,
+  Q_RATE_TAKE, Q_RATE_PART, Q_RATE_PRUNE, Q_RATE_NEXT_PART,
   Q_TOTALS, Q_DURATIONS_COUNT, Q_DURATIONS_DONE, Q_DURATIONS, Q_COUNT
 };
 
 #define JOB_COLUMNS "id, name, payload, run_at, attempt, max_attempts, key, priority"
 
-/* The partition of job `j` for a limit by `by` (store.h, limit:
- * PARTITIONS): its key, or a top-level payload field as text ('$."by"':
- * by has no '"' or '\\', store_check_by), "" when it has none. */
-#define PART(j, by)                                                                          \
-  "CASE WHEN " by " = 'key' THEN coalesce(" j ".key, '') ELSE coalesce(CAST(CASE WHEN"      \
-  " json_valid(" j ".payload) THEN json_extract(" j ".payload, '$.\"' || " by " || '\"')"   \
-  " END AS TEXT), '') END"
 #define CRON_COLUMNS                                                                  \
   "id, expr, tz, name, payload, priority, max_attempts, catch_up, backfill, next_at, owner"
 
@@ -554,6 +593,15 @@ static const char *const queries[Q_COUNT] = {
                 " WHERE concurrency IS NOT excluded.concurrency OR by IS NOT excluded.by"
                 " OR rate IS NOT excluded.rate OR per IS NOT excluded.per",
     [Q_UNLIMIT] = "DELETE FROM scheduler_limits WHERE name = ?1",
+    [Q_LIMIT_BY] = "SELECT by FROM scheduler_limits WHERE name = ?1",
+    /* the partition of every job of name ?1 (every state: a failed job
+     * retried later must be in its partition) under by ?2 (NULL: none),
+     * when a limit's by changes (migration 14).  Reads the name's jobs:
+     * once per change of `by`, not per claim. */
+    [Q_PART_SET] = "UPDATE scheduler_jobs SET part = CASE WHEN ?2 IS NOT NULL THEN "
+                   PART("scheduler_jobs", "?2") " END"
+                   " WHERE name = ?1 AND part IS NOT CASE WHEN ?2 IS NOT NULL THEN "
+                   PART("scheduler_jobs", "?2") " END",
     /* each limit and its running jobs (leased, started or not: a claim
      * marks them running), by the index of leases: running jobs are few */
     [Q_LIMITS] = "SELECT l.name, l.concurrency, CASE WHEN l.by IS NULL THEN (SELECT count(*)"
@@ -562,30 +610,61 @@ static const char *const queries[Q_COUNT] = {
                  " l.rate, l.per, l.tat FROM scheduler_limits l",
     /* PARTITIONS (store.h, limit): the due jobs of partitioned name ?1
      * (by ?2) that a claim at ?3 may take: numbered within their
-     * partition in claim order (rn), those within their partition's free
-     * slots (limit ?5 less its running jobs; ?5 0: none) and at most ?4 of
-     * each, and for a rate ?8 (0: none; step ?9, burst ?10: store.h,
-     * limit: RATES) at most its bucket's tokens at ?3, in
-     * rounds (rn), each round from the partition after the turn ?7 on
-     * (round-robin across partitions, and across claims), at most ?6;
-     * column 8 the partition.  Reads every due job of the name: no index
-     * knows the partitions.  Quarantined jobs are claimed alone
-     * (Q_QUARANTINED). */
-    [Q_PART_PICK] = "WITH r AS (SELECT " PART("j", "?2") " AS part, count(*) AS n"
+     * partition in claim order (rn), those within their partition's
+     * allowance (ALLOW) in rounds (rn), each round from the partition
+     * after the turn ?7 on (round-robin across partitions, and across
+     * claims), at most ?6; column 8 the partition.
+     *   Read by the index of partitions (migration 14), O(partitions x
+     * taken) rows however many jobs wait: w walks the name's distinct
+     * (part, priority) pairs of waiting jobs, an index seek each (a
+     * marker row, take 0: the next priority of the partition, else the
+     * next partition), and from each marker the pair's due jobs in
+     * (run_at, id) order, a seek each, while the partition's allowance
+     * lasts (n < w; the seeks are split at run_at, since SQLite seeks
+     * a row value by its first column only and jobs often share a
+     * run_at).  A job whose stored part is not its partition (another
+     * program wrote part) is skipped, never claimed out of its
+     * partition.  Quarantined jobs are claimed alone (Q_QUARANTINED). */
+#define PICK_SEEK(cond, order)                                                               \
+  "(SELECT x.id FROM scheduler_jobs x INDEXED BY scheduler_jobs_part WHERE x.name = ?1"      \
+  " AND x.state = 'scheduled' AND x.part IS NOT NULL AND " cond " ORDER BY " order " LIMIT 1)"
+#define PICK_DUE(cond)                                                                       \
+  PICK_SEEK("x.part = w.part AND x.priority = w.priority AND NOT x.quarantined AND x.part = "  \
+            PART("x", "?2") " AND " cond, "x.run_at, x.id")
+  /* a partition's allowance: at most ?4, its free slots (limit ?5 less
+   * its running jobs; ?5 0: none), and for a rate ?8 (0: none; step ?9,
+   * burst ?10: store.h, limit: RATES) its bucket's tokens at ?3 */
+#define ALLOW(p)                                                                             \
+  "min(?4, CASE WHEN ?5 > 0 THEN ?5 - coalesce((SELECT r.n FROM r WHERE r.part = " p "), 0)"  \
+  " ELSE ?4 END, CASE WHEN ?8 > 0 THEN max(0, CAST(?10 + 1e-6 - max(0, coalesce((SELECT b.tat" \
+  " FROM scheduler_limit_rates b WHERE b.name = ?1 AND b.part = " p "), 0) - ?3) / ?9 AS INTEGER))" \
+  " ELSE ?4 END)"
+    [Q_PART_PICK] = "WITH RECURSIVE r AS (SELECT " PART("j", "?2") " AS part, count(*) AS n"
                     " FROM scheduler_jobs j INDEXED BY scheduler_jobs_lease"
                     " WHERE j.state = 'running' AND j.name = ?1 GROUP BY 1),"
-                    " c AS (SELECT " JOB_COLUMNS ", " PART("j", "?2") " AS part,"
-                    "  row_number() OVER (PARTITION BY " PART("j", "?2")
-                    "   ORDER BY priority, run_at, id) AS rn"
-                    "  FROM scheduler_jobs j WHERE j.state = 'scheduled' AND j.name = ?1"
-                    "   AND j.run_at <= ?3 AND NOT j.quarantined)"
-                    " SELECT " JOB_COLUMNS ", part FROM c"
-                    " WHERE c.rn <= min(?4, CASE WHEN ?5 > 0"
-                    "  THEN ?5 - coalesce((SELECT r.n FROM r WHERE r.part = c.part), 0) ELSE ?4 END,"
-                    "  CASE WHEN ?8 > 0 THEN max(0, CAST(?10 + 1e-6 - max(0, coalesce((SELECT b.tat"
-                    "   FROM scheduler_limit_rates b WHERE b.name = ?1 AND b.part = c.part), 0) - ?3)"
-                    "   / ?9 AS INTEGER)) ELSE ?4 END)"
+                    " w (part, priority, run_at, id, n, w, take) AS ("
+                    "  SELECT j.part, j.priority, -9e999, -9223372036854775808, 0, " ALLOW("j.part") ", 0"
+                    "  FROM scheduler_jobs j WHERE j.id = " PICK_SEEK("1", "x.part, x.priority")
+                    "  UNION ALL"
+                    "  SELECT j.part, j.priority, -9e999, -9223372036854775808, 0, " ALLOW("j.part") ", 0"
+                    "  FROM w JOIN scheduler_jobs j ON j.id = coalesce("
+                    PICK_SEEK("x.part = w.part AND x.priority > w.priority", "x.priority") ", "
+                    PICK_SEEK("x.part > w.part", "x.part, x.priority") ")"
+                    "  WHERE NOT w.take"
+                    "  UNION ALL"
+                    "  SELECT j.part, j.priority, j.run_at, j.id, w.n + 1, w.w, 1"
+                    "  FROM w JOIN scheduler_jobs j ON j.id = coalesce("
+                    PICK_DUE("x.run_at = w.run_at AND x.id > w.id") ", "
+                    PICK_DUE("x.run_at > w.run_at AND x.run_at <= ?3") ")"
+                    "  WHERE w.n < w.w),"
+                    " c AS (SELECT w.w AS allow, row_number() OVER (PARTITION BY w.part"
+                    "   ORDER BY w.priority, w.run_at, w.id) AS rn, j.*"
+                    "  FROM w JOIN scheduler_jobs j ON j.id = w.id WHERE w.take)"
+                    " SELECT " JOB_COLUMNS ", part FROM c WHERE rn <= allow"
                     " ORDER BY priority, rn, NOT coalesce(part > ?7, 1), part, run_at, id LIMIT ?6",
+#undef PICK_SEEK
+#undef PICK_DUE
+#undef ALLOW
     [Q_PART_TURN] = "UPDATE scheduler_limits SET turn = ?2 WHERE name = ?1",
     /* a rate limit's bucket after a claim (store.h, limit: RATES) */
     [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
@@ -1585,6 +1664,30 @@ static int schema_version(sq_store *q, int *version) {
   return rc;
 }
 
+/* Inside a write transaction: the triggers of scheduler_jobs.part
+ * (PART_TRIGGERS) there if and only if some limit has a `by` (whose jobs
+ * they keep), so that a database without one pays nothing per insert.
+ * After migration 14 and after every change of a `by` (sq_limit_set):
+ * nothing else changes scheduler_limits.by. */
+static int part_triggers(sq_store *q) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(q->db,
+                              "SELECT EXISTS (SELECT 1 FROM scheduler_limits WHERE by IS NOT NULL),"
+                              " EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger'"
+                              "  AND name = 'scheduler_jobs_part_insert')",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  int want = 0, have = 0;
+  if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    want = sqlite3_column_int(st, 0);
+    have = sqlite3_column_int(st, 1);
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK || want == have) return rc;
+  return sqlite3_exec(q->db, want ? PART_TRIGGERS : PART_TRIGGERS_DROP, NULL, NULL, NULL);
+}
+
 /* Create or upgrade the schema.  Cheap when current (two reads); else one
  * IMMEDIATE transaction, which serializes workers that start together
  * (the loser finds the work done when it gets the lock). */
@@ -1613,6 +1716,8 @@ static int migrate(sq_store *q) {
              clock_wall());
     rc = sqlite3_exec(q->db, migrations[v - 1], NULL, NULL, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_exec(q->db, record, NULL, NULL, NULL);
+    /* (the triggers of the partitions, if a limit has a by already) */
+    if (rc == SQLITE_OK && v == 14) rc = part_triggers(q);
     if (rc != SQLITE_OK) return fail(q, rc, what);
   }
   if ((rc = tx(q, Q_COMMIT)) != SQLITE_OK) return fail(q, rc, "migrating the schema");
@@ -2119,7 +2224,8 @@ static void bind_part_pick(sqlite3_stmt *st, const sq_limit *l, double now, long
   bind_text(st, 1, l->s, l->len);
   bind_text(st, 2, l->by, l->by_len);
   sqlite3_bind_double(st, 3, now);
-  sqlite3_bind_int64(st, 4, cap);
+  /* (no partition gives more than `max`: its walk reads no further) */
+  sqlite3_bind_int64(st, 4, (size_t)cap > max ? (sqlite3_int64)max : cap);
   sqlite3_bind_int64(st, 5, l->concurrency);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)max);
   if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
@@ -2290,7 +2396,16 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
                    one_limited ? 1 : limit - got,
                    &got, &oom);
   }
-  sqlite3_stmt *prio = alone_got || rc || oom ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
+  /* then the other names' jobs, by the index of claim order: only if one
+   * of this worker's names can give one (not paused, and not limited or
+   * with a free slot and no `by`), else the walk would read every due job
+   * of its partitioned and full names only to skip them */
+  int open = 0;
+  for (size_t i = 0; !open && i < q->n_names; i++) {
+    const sq_limit *l = limit_of(q, q->names[i].s, q->names[i].len);
+    open = !is_paused(q, q->names[i].s, q->names[i].len) && (!l || (!l->by && l->free > 0));
+  }
+  sqlite3_stmt *prio = alone_got || rc || oom || !open ? NULL : stmt(q, Q_NEXT_PRIORITY, &rc);
   sqlite3_stmt *due = prio ? stmt(q, Q_DUE, &rc) : NULL;
   long long p = -1;
   while (due && got < limit && !oom) {
@@ -3363,7 +3478,21 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
   int rc = begin(q, what);
   if (rc) return rc;
   int n = 0;
-  sqlite3_stmt *st = stmt(q, some ? Q_LIMIT : Q_UNLIMIT, &rc);
+  /* the by the name had, to rewrite the jobs' partitions if it changes */
+  buf was = BUF_INIT;
+  int had = 0;
+  sqlite3_stmt *st = stmt(q, Q_LIMIT_BY, &rc);
+  if (st) {
+    bind_text(st, 1, name, len);
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+      had = 1;
+      if (buf_add(&was, (const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0)))
+        rc = SQLITE_NOMEM;
+    }
+    finish_stmt(st);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+  }
+  st = rc == SQLITE_OK ? stmt(q, some ? Q_LIMIT : Q_UNLIMIT, &rc) : NULL;
   if (st) {
     bind_text(st, 1, name, len);
     if (some) {
@@ -3374,6 +3503,21 @@ static int sq_limit_set(store *s, const char *name, size_t len, long long concur
     }
     rc = run_write(q, st, &n);
   }
+  /* by set, changed or gone: every job of the name to its partition, in
+   * this transaction (no claim or insert comes between: one writer) */
+  const char *now_by = some ? by : NULL;
+  size_t now_len = some ? by_len : 0;
+  if (rc == SQLITE_OK && (had != (now_by != NULL) ||
+                          (had && (was.len != now_len || (now_len && memcmp(was.data, now_by, now_len)))))) {
+    st = stmt(q, Q_PART_SET, &rc);
+    if (st) {
+      bind_text(st, 1, name, len);
+      if (now_by) bind_text(st, 2, now_by, now_len);
+      rc = run_write(q, st, NULL);
+    }
+    if (rc == SQLITE_OK) rc = part_triggers(q);
+  }
+  buf_free(&was);
   if (rc != SQLITE_OK) return fail(q, rc, what);
   /* a changed limit may free slots: wake the sleeping workers */
   if ((rc = commit(q, what, n > 0)) != STORE_OK) return rc;

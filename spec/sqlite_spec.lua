@@ -108,7 +108,7 @@ describe("sqlite #sqlite", function()
       assert.equals("Default", helper.sqlite(("SELECT name FROM scheduler_jobs WHERE id = %d"):format(id),
         { path = file }))
       assert.equals("wal", helper.sqlite("PRAGMA journal_mode", { path = file }))
-      assert.equals("13", helper.sqlite("SELECT max(version) FROM scheduler_migrations", { path = file }))
+      assert.equals("14", helper.sqlite("SELECT max(version) FROM scheduler_migrations", { path = file }))
       -- another process started there finds the job, and runs it
       out, ok = lua_in(dir, ([[
         local scheduler = require "scheduler"
@@ -345,6 +345,126 @@ describe("sqlite #sqlite", function()
         assert.is_false(stolen)
         assert.is_nil(c:job(id))
       end)
+  end)
+
+  describe("partitions kept with the job (migration 14)", function()
+    local function parts(path, name)
+      return helper.sqlite(("SELECT id || ':' || state || ':' || coalesce(part, 'NULL') FROM scheduler_jobs"
+        .. " WHERE name = '%s' ORDER BY id"):format(name), { path = path })
+    end
+
+    it("every insert gets its partition, plain SQL too; limit() rewrites every job's when by changes", function()
+      local path = helper.tmpdir() .. "/parts.db"
+      local s = helper.new { database = "sqlite:" .. path }
+      local name = helper.name("parts")
+      local a = helper.schedule(s, name, { tenant = "a", n = 1 }, { key = "k1", delay = 60 })
+      assert.equals(a .. ":scheduled:NULL", parts(path, name)) -- no limit: nothing stored
+      -- the triggers that fill it exist only while a limit has a by: an
+      -- insert pays nothing for them before
+      local triggers = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'scheduler_jobs_part_%'"
+      helper.ok(s:limit(name, { concurrency = 1 }))
+      assert.equals("0", helper.sqlite(triggers, { path = path }))
+      helper.ok(s:limit(name, { concurrency = 1, by = "tenant" }))
+      assert.equals("2", helper.sqlite(triggers, { path = path }))
+      local b = helper.schedule(s, name, { tenant = 7 }, { delay = 60 })
+      local c = helper.ok(s:schedule_many { { name, "not an object", { delay = 60 } } })[1]
+      helper.sqlite(("INSERT INTO scheduler_jobs (name, payload, key) VALUES ('%s', '{\"tenant\": \"sql\"}', 'k4');"
+        .. " INSERT INTO scheduler_jobs (name, payload, state) VALUES ('%s', '{}', 'failed');"):format(name, name),
+        { path = path })
+      local d, e = c + 1, c + 2
+      assert.equals(table.concat({ a .. ":scheduled:a", b .. ":scheduled:7", c .. ":scheduled:",
+        d .. ":scheduled:sql", e .. ":failed:" }, "\n"), parts(path, name))
+      -- another program rewrites a payload: the job moves with it
+      helper.sqlite(("UPDATE scheduler_jobs SET payload = '{\"tenant\": \"moved\"}' WHERE id = %d"):format(b),
+        { path = path })
+      assert.equals(b .. ":scheduled:moved", helper.sqlite(("SELECT id || ':' || state || ':' || part"
+        .. " FROM scheduler_jobs WHERE id = %d"):format(b), { path = path }))
+      -- by changed: every job, failed ones too; the same by again: nothing written
+      helper.ok(s:limit(name, { concurrency = 1, by = "key" }))
+      assert.equals(table.concat({ a .. ":scheduled:k1", b .. ":scheduled:", c .. ":scheduled:",
+        d .. ":scheduled:k4", e .. ":failed:" }, "\n"), parts(path, name))
+      helper.ok(s:limit(name, { concurrency = 2, by = "key" }))
+      assert.equals(a .. ":scheduled:k1", (parts(path, name):match("^[^\n]+")))
+      -- by gone (a limit of the whole name), then the limit gone: NULL
+      helper.ok(s:limit(name, { concurrency = 2 }))
+      assert.equals("0", helper.sqlite(("SELECT count(*) FROM scheduler_jobs WHERE name = '%s'"
+        .. " AND part IS NOT NULL"):format(name), { path = path }))
+      helper.ok(s:limit(name, { concurrency = 1, by = "tenant" }))
+      assert.equals("5", helper.sqlite(("SELECT count(*) FROM scheduler_jobs WHERE name = '%s'"
+        .. " AND part IS NOT NULL"):format(name), { path = path }))
+      helper.ok(s:limit(name, nil))
+      assert.equals("0", helper.sqlite(("SELECT count(*) FROM scheduler_jobs WHERE name = '%s'"
+        .. " AND part IS NOT NULL"):format(name), { path = path }))
+      assert.equals("0", helper.sqlite(triggers, { path = path }))
+      s:close()
+    end)
+
+    it("an upgrade from version 13 stores the partitions of the jobs there", function()
+      local path = helper.tmpdir() .. "/v13.db"
+      local s = helper.new { database = "sqlite:" .. path }
+      local name = helper.name("v13")
+      helper.ok(s:limit(name, { concurrency = 1, by = "tenant" }))
+      local a = helper.schedule(s, name, { tenant = "x" }, { delay = 60 })
+      local b = helper.schedule(s, "other", { tenant = "x" }, { delay = 60 })
+      s:close()
+      helper.sqlite("DROP TRIGGER scheduler_jobs_part_insert; DROP TRIGGER scheduler_jobs_part_update;"
+        .. " DROP INDEX scheduler_jobs_part; ALTER TABLE scheduler_jobs DROP COLUMN part;"
+        .. " DELETE FROM scheduler_migrations WHERE version = 14;", { path = path })
+      s = helper.new { database = "sqlite:" .. path }
+      assert.equals(14, helper.ok(s:schema_version()))
+      assert.equals(a .. ":scheduled:x", parts(path, name))
+      assert.equals(b .. ":scheduled:NULL", parts(path, "other"))
+      s:close()
+    end)
+
+    it("a claim reads a partitioned name's jobs by the index of partitions, never all of them", function()
+      -- the claim's own statement, as compiled into the module
+      local so = assert(package.searchpath("scheduler.core", package.cpath))
+      local f = assert(io.open(so, "rb"))
+      local bin = f:read("a")
+      f:close()
+      local at = assert(bin:find("WITH RECURSIVE r AS (SELECT CASE", 1, true), "no partition pick in " .. so)
+      local pick = bin:sub(at, bin:find("\0", at, true) - 1)
+      local path = helper.tmpdir() .. "/plan.db"
+      local s = helper.new { database = "sqlite:" .. path }
+      helper.schedule(s, helper.name("plan"), 1) -- (the schema made)
+      s:close()
+      local plan = helper.sqlite("EXPLAIN QUERY PLAN " .. pick, { path = path })
+      local searched = 0
+      for line in plan:gmatch("[^\n]+") do
+        -- the running jobs, few, by the index of leases; the jobs waiting,
+        -- only by seeks into the index of partitions (or by id)
+        local step = line:match("(S[CE][AR][NR]C?H? .*)$")
+        if step then
+          assert.is_truthy(step:find("^SCAN j USING INDEX scheduler_jobs_lease")
+            or step:find("^SEARCH x USING INDEX scheduler_jobs_part %(name=%? AND part")
+            or step:find("^SEARCH j USING INTEGER PRIMARY KEY")
+            or step:find("^SEARCH b USING PRIMARY KEY")
+            or step:find("^SEARCH r ") or step:find("^SCAN [rwc]%s*$")
+            or step:find("^SCAN %(subquery%-%d+%)%s*$"), step .. "\n" .. plan)
+        end
+        if line:find("SEARCH x USING INDEX scheduler_jobs_part (name=? AND part", 1, true) then
+          searched = searched + 1
+        end
+      end
+      assert.is_true(searched >= 5, plan)
+    end)
+
+    it("a job whose stored partition is not its own is not claimed out of it", function()
+      local path = helper.tmpdir() .. "/stale.db"
+      local s = helper.new { database = "sqlite:" .. path }
+      local name = helper.name("stale")
+      helper.ok(s:limit(name, { concurrency = 1, by = "tenant" }))
+      local a = helper.schedule(s, name, { tenant = "a" })
+      local b = helper.schedule(s, name, { tenant = "a" })
+      helper.sqlite(("UPDATE scheduler_jobs SET part = 'b' WHERE id = %d"):format(b), { path = path })
+      local ran = {}
+      s:on(name, function(_, job) ran[#ran + 1] = job.id end)
+      helper.drain_until(s, function() return #ran >= 1 end, 3)
+      assert.same({ a }, ran)
+      assert.equals("scheduled", helper.ok(s:job(b)).state)
+      s:close()
+    end)
   end)
 
   describe("files", function()
