@@ -393,11 +393,13 @@ static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
  * the waiting jobs of a partitioned name through jobs_part, by their
  * column part, which the insert trigger jobs_part fills from the limits
  * it sees.  When a name's `by` changes, limit() commits the new limit,
- * waits for every transaction of the database that was open then to end
- * (PG_OLDER, as CREATE INDEX CONCURRENTLY waits for older snapshots: one
- * of them may have inserted jobs whose trigger saw the old `by`, or may
- * yet, in its snapshot), then rewrites part for every job of the name
- * (PG_REPARTITION, any state: a failed job retried later keeps it).  Jobs
+ * waits for every client transaction of the database that was open then
+ * to end (pgq_older: their virtual transaction ids, as CREATE INDEX
+ * CONCURRENTLY waits for older snapshots; one of them may have inserted
+ * jobs whose trigger saw the old `by`, or may yet, in its snapshot; not
+ * autovacuum's, which inserts no job and may take long), then rewrites
+ * part for every job of the name (pgq_repartition, any state: a failed
+ * job retried later keeps it).  Jobs
  * inserted after the commit see the new `by`, so none is left with a
  * stale part.  Meanwhile the claims skip the jobs whose part is stale
  * (they check it) or missing: they wait, for the commit of the
@@ -410,7 +412,8 @@ static const pg_query pgq_unlimit = {Q_UNLIMIT, "scheduler_unlimit", 1,
 static const pg_query pgq_older = {Q_LIMIT, NULL, 0,
     "SELECT coalesce(array_agg(l.virtualxid), '{}') FROM pg_locks l"
     " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'virtualxid'"
-    " AND l.granted AND l.pid <> pg_backend_pid() AND a.datname = current_database()"};
+    " AND l.granted AND l.pid <> pg_backend_pid() AND a.datname = current_database()"
+    " AND a.backend_type = 'client backend'"};
 static const pg_query pgq_older_left = {Q_LIMIT, NULL, 1,
     "SELECT count(*) FROM pg_locks l WHERE l.locktype = 'virtualxid'"
     " AND l.virtualxid = ANY ($1::text[])"};
