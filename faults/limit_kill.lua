@@ -69,6 +69,28 @@ function M.most_at_once(runs, part, cut)
   return most, last, parts
 end
 
+--- Kill -9 a random worker of the two supervisors every 2 s from t0,
+-- while jobs `ids` are not all done (rec), for `seconds` at most and at
+-- most `most` kills (nil: no bound); only while all 3 workers are up (a
+-- supervisor replaces a killed one at once).  Returns each killed pid's
+-- time of kill.
+function M.kill_every_2s(rec, ids, one, many, t0, seconds, most)
+  local killed, k = {}, 0
+  while not rec:wait_all(ids, 0) and lib.now() - t0 < seconds and k < (most or math.huge) do
+    k = k + 1
+    lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
+    local live = {}
+    for _, p in ipairs(one:workers()) do live[#live + 1] = p end
+    for _, p in ipairs(many:workers()) do live[#live + 1] = p end
+    if #live == 3 and not rec:wait_all(ids, 0) then
+      local pid = live[math.random(#live)]
+      killed[pid] = lib.now()
+      assert(require("scheduler.core").process.kill(pid, "KILL"))
+    end
+  end
+  return killed
+end
+
 --- The kill scenario: o.limit at once (per partition with o.by, the run
 -- with seq i in partition o.part(i)); o.title, o.label.
 function M.kill_scenario(o)
@@ -80,20 +102,7 @@ function M.kill_scenario(o)
       local rec, one, many, ids = M.setup(ctx, r, o.label, o)
       r.scheduled = #ids
       local t0 = lib.now()
-      local killed = {}
-      local k = 0
-      while not rec:wait_all(ids, 0) and lib.now() - t0 < 90 do
-        k = k + 1
-        lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
-        local live = {}
-        for _, p in ipairs(one:workers()) do live[#live + 1] = p end
-        for _, p in ipairs(many:workers()) do live[#live + 1] = p end
-        if #live == 3 and not rec:wait_all(ids, 0) then
-          local pid = live[math.random(#live)]
-          killed[pid] = lib.now()
-          assert(require("scheduler.core").process.kill(pid, "KILL"))
-        end
-      end
+      local killed = M.kill_every_2s(rec, ids, one, many, t0, 90)
       r:check(rec:wait_all(ids, 60), "every job ran", one)
       rec:read()
       -- the most at once in any one partition (the whole name: one)

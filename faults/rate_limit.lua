@@ -42,20 +42,8 @@ function M.scenario(o)
         end
         cut = lib.cut_by_restart(restarts, "its outcome cut off by a restart")
       else
-        local k = 0
-        while not rec:wait_all(ids, 0) and lib.now() - t0 < 60 and k < 3 do
-          k = k + 1
-          lib.sleep(math.max(0, t0 + 2 * k - lib.now()))
-          local live = {}
-          for _, p in ipairs(one:workers()) do live[#live + 1] = p end
-          for _, p in ipairs(many:workers()) do live[#live + 1] = p end
-          if #live == 3 and not rec:wait_all(ids, 0) then
-            local pid = live[math.random(#live)]
-            killed[pid] = lib.now()
-            ends[#ends + 1] = { what = "kill", at = killed[pid] }
-            assert(require("scheduler.core").process.kill(pid, "KILL"))
-          end
-        end
+        killed = limit_kill.kill_every_2s(rec, ids, one, many, t0, 60, 3)
+        for _, at in pairs(killed) do ends[#ends + 1] = { what = "kill", at = at } end
         cut = lib.in_flight_at_kill(killed)
       end
       r:check(rec:wait_all(ids, 90), "every job ran", one)
