@@ -443,8 +443,12 @@ typedef struct store_ops {
    * a top-level field of the payload, its value as text (a string as
    * itself, a number as its digits).  A job without a key, a payload,
    * that field or with null there is in partition "" (a partition like
-   * the others).  The value is read at claim time, from the job: a limit
-   * set after the jobs were scheduled applies to them.  A claim then
+   * the others).  The database keeps it with the job (its column part,
+   * written at insert and rewritten for the name's jobs when `by`
+   * changes: PostgreSQL migration 17, SQLite 14), indexed for the
+   * waiting jobs of partitioned names, so that a claim reads a row per
+   * partition, not every due job; a limit set after the jobs were
+   * scheduled applies to them.  A claim then
    * takes the due jobs of a name round-robin across its partitions: in
    * rounds (the first due job of each partition, then the second of
    * each, ..., within a priority), each round in partition order from

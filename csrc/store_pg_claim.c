@@ -120,9 +120,12 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * jobs of each partition apart (scheduler.part(by, key, payload), read
  * from the job at claim time), under the same lock on the name's limit
  * row: the same argument holds per partition.  A claim of a partitioned
- * name reads every due job of the name (no index knows the partitions),
- * numbers them within their partition in claim order (rn) and takes
- * those with rn within their partition's free slots, in rounds (rn) and
+ * name walks the (partition, priority) pairs of its waiting jobs through
+ * jobs_part (scheduler.part_heads, migration 17: the partition is the
+ * job's column part, which the claim checks against the job), takes in
+ * each pair its first due jobs up to the partition's allowance (a: free
+ * slots, cap, max), numbers them within their partition in claim order
+ * (rn) and takes those with rn within the allowance, in rounds (rn) and
  * within a round from the partition after the name's turn (wrap: at or
  * before it), in byte order (PICK_ORDER): round-robin across partitions;
  * the claim then moves the turn to the partition of its last job
