@@ -39,6 +39,9 @@ BUSTED_ARGS  ?=
 # The suite runs once per backend (a full busted run each, each with its own
 # summary line): PostgreSQL on the throwaway cluster, SQLite on a fresh file.
 BACKENDS     ?= postgresql sqlite
+# Each backend's spec files split into SHARDS busted runs at once, each with
+# its own cluster (see test-backends); BUSTED_ARGS naming spec files: one.
+SHARDS       ?= 2
 BENCH_ARGS   ?=
 FAULTS_ARGS  ?=
 LUAROCKS     ?= luarocks
@@ -191,36 +194,55 @@ test: deps
 	@$(MAKE) --no-print-directory test-backends
 
 # The backends in BACKENDS at the same time, each with its own cluster: the
-# suite mostly waits (on workers, timers, the database), so two backends
-# take little longer than one.  With more than one, each backend's output
-# goes to a file, printed in BACKENDS order when all are done (or when the
-# run is killed, by a timeout for instance); one runs in the foreground.
+# suite mostly waits (on workers, timers, the database: a backend's run
+# keeps about a quarter of a core busy), so two backends take little
+# longer than one; and each backend's spec files in SHARDS runs at once
+# (shard k of n: the files, largest first, each to the shard with the
+# fewest bytes so far), each with its own cluster and summary line.  With
+# more than one run, each run's output goes to a file, printed in order
+# when all are done (or when the run is killed, by a timeout for
+# instance); one runs in the foreground.
 test-backends:
-	@set -uo pipefail; set -- $(BACKENDS); \
+	@set -uo pipefail; shards=$(SHARDS); \
+	case " $(BUSTED_ARGS) " in *spec/*|*_spec*) shards=1 ;; esac; \
+	runs=; for b in $(BACKENDS); do \
+	  if [ "$$shards" -le 1 ]; then runs="$$runs $$b"; \
+	  else for k in $$(seq 1 "$$shards"); do runs="$$runs $$b:$$k/$$shards"; done; fi; \
+	done; \
+	set -- $$runs; \
 	if [ $$# -eq 1 ]; then exec $(MAKE) --no-print-directory test-backend BACKEND=$$1; fi; \
 	out=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-test.XXXXXX'); \
-	show() { for b in $(BACKENDS); do if [ -f "$$out/$$b" ]; then cat "$$out/$$b"; fi; done; rm -rf "$$out"; }; \
+	show() { i=0; for r in $$runs; do i=$$((i + 1)); if [ -f "$$out/$$i" ]; then cat "$$out/$$i"; fi; done; rm -rf "$$out"; }; \
 	trap show EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; \
-	pids=; \
-	for b in $(BACKENDS); do \
-	  $(MAKE) --no-print-directory test-backend BACKEND=$$b >"$$out/$$b" 2>&1 & pids="$$pids $$!"; \
+	pids=; i=0; \
+	for r in $$runs; do i=$$((i + 1)); \
+	  $(MAKE) --no-print-directory test-backend BACKEND=$$r >"$$out/$$i" 2>&1 & pids="$$pids $$!"; \
 	done; \
 	status=0; for p in $$pids; do wait $$p || status=1; done; \
 	exit $$status
 
-# One backend's specs (BACKEND=postgresql or sqlite) in a throwaway cluster;
-# the specs of the other backend's tag are left out.
+# One backend's specs (BACKEND=postgresql or sqlite, or BACKEND:K/N for
+# shard K of N: see test-backends) in a throwaway cluster; the specs of the
+# other backend's tag are left out.
 test-backend:
 	@$(WITH_CLUSTER) \
-	case "$(BACKEND)" in \
+	backend=$(BACKEND); shard=; \
+	case "$$backend" in *:*/*) shard=$${backend#*:}; backend=$${backend%%:*} ;; esac; \
+	case "$$backend" in \
 	  postgresql) db=$$LUA_SCHEDULER_DATABASE; other=sqlite ;; \
 	  sqlite) mkdir -p "$$pgdir/sqlite"; db="sqlite:$$pgdir/sqlite/test.db"; other=postgresql ;; \
 	  *) echo "make test: unknown backend '$(BACKEND)' (BACKENDS: postgresql sqlite)" >&2; exit 2 ;; \
 	esac; \
+	files=; \
+	if [ -n "$$shard" ]; then \
+	  files=$$(find spec -name '*_spec.lua' -exec wc -c {} + | grep -v ' total$$' | sort -k1,1nr -k2 | \
+	    awk -v k=$${shard%/*} -v n=$${shard#*/} '{ m = 1; for (i = 2; i <= n; i++) if (t[i] < t[m]) m = i; \
+	      t[m] += $$1; if (m == k) print $$2 }'); \
+	fi; \
 	echo "== make test: $(BACKEND) ($$db)"; \
 	LUA_SCHEDULER_DATABASE=$$db \
 	"$(LUA)" "$(BUSTED)" --lpath='$(CURDIR)/$(LUADIR)/?.lua;$(CURDIR)/$(LUADIR)/?/init.lua' \
-	    --cpath='$(CURDIR)/$(BUILD)/?.so' --exclude-tags=$$other $(BUSTED_ARGS)
+	    --cpath='$(CURDIR)/$(BUILD)/?.so' --exclude-tags=$$other $(BUSTED_ARGS) $$files
 
 # The suite under ASan+UBSan with leak checking (issue 5).  Every process
 # the specs start has the ASan runtime preloaded, and many programs (sh,
@@ -236,21 +258,23 @@ test-backend:
 # when the process is busted itself, its failures would not fail the run.
 # So the run also needs, for each backend, busted's summary line with 0
 # failures and 0 errors (spec/helper.lua line-buffers stdout, so that the
-# summary is written before the exit).
+# summary is written before the exit).  Not in shards (SHARDS=1): under
+# ASan a backend's run keeps about 0.7 of a core busy, so four runs at once
+# fill 2 cores (9 minutes instead of 10.5, and timing specs failed).
 test-memory: deps
 	@$(MAKE) --no-print-directory test-support SANITIZE=1
 	@logs=$$(mktemp -d '$(PGTMP_ROOT)/lua-scheduler-memory.XXXXXX'); \
 	trap 'rm -rf "$$logs"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; \
 	status=0; set -o pipefail; \
-	$(MAKE) --no-print-directory test-backends SANITIZE=1 \
+	$(MAKE) --no-print-directory test-backends SANITIZE=1 SHARDS=1 \
 	  ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0:log_path='"$$logs"/asan \
 	  LSAN_OPTIONS=exitcode=0 \
 	  UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:log_path='"$$logs"/ubsan 2>&1 | tee "$$logs/out" \
 	  || status=1; \
-	set -- $(BACKENDS); \
+	set -- $(BACKENDS); runs=$$#; \
 	clean=$$(sed 's/\x1b\[[0-9;]*m//g' "$$logs/out" | grep -cE '^[0-9]+ successes? / 0 failures? / 0 errors?'); \
-	if [ "$$clean" -ne $$# ]; then \
-	  echo "memory: $$clean of $$# backends printed a summary with 0 failures and 0 errors" >&2; status=1; \
+	if [ "$$clean" -ne $$runs ]; then \
+	  echo "memory: $$clean of $$runs runs printed a summary with 0 failures and 0 errors" >&2; status=1; \
 	fi; \
 	rm -f "$$logs/out"; \
 	"$(CURDIR)/scripts/memory-report" "$$logs" || status=1; \

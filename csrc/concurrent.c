@@ -300,6 +300,16 @@ static int l_fetch_stop(lua_State *L) {
   return 0;
 }
 
+/* c:fetch_next_start() -> seconds until a job held for its rate's token
+ * may be taken (fetcher_next_start), or nil: none is held */
+static int l_fetch_next_start(lua_State *L) {
+  core *c = check_fetching(L);
+  double t = fetcher_next_start(c->fetch);
+  if (t < 0) lua_pushnil(L);
+  else lua_pushnumber(L, t);
+  return 1;
+}
+
 /* c:fetch_settled() -> true once stopped with everything recorded */
 static int l_fetch_settled(lua_State *L) {
   core *c = check_fetching(L);
@@ -368,5 +378,6 @@ const luaL_Reg concurrent_methods[] = {
     {"fetch_news", l_fetch_news},   {"fetch_close", l_fetch_close},
     {"fetch_wait", l_fetch_wait},   {"fetch_tick", l_fetch_tick},
     {"fetch_schedule", l_fetch_schedule}, {"fetch_answers", l_fetch_answers},
+    {"fetch_next_start", l_fetch_next_start},
     {"guard", l_guard},             {"unguard", l_unguard},
     {"handler", l_handler},         {NULL, NULL}};

@@ -202,6 +202,7 @@ static fetched_job *copy_job(const store_job *j, int alone) {
   char *p = (char *)(x + 1);
   x->job = *j;
   x->alone = alone;
+  x->start_at = j->hold > 0 ? clock_mono() + j->hold : 0;
   x->job.state = "running";
   x->job.last_error = NULL;
   x->job.last_error_len = 0;
@@ -908,16 +909,33 @@ fetcher *fetcher_start(const fetcher_opts *o, buf *err) {
 int fetcher_fd(fetcher *f) { return f->wake_fd; }
 
 size_t fetcher_take(fetcher *f, fetched_job **out, size_t max) {
+  double now = clock_mono();
   pthread_mutex_lock(&f->mu);
-  size_t n = f->n_ready < max ? f->n_ready : max;
-  if (n) {
-    memcpy(out, f->ready, n * sizeof *out);
-    memmove(f->ready, f->ready + n, (f->n_ready - n) * sizeof *f->ready);
+  size_t n = 0, kept = 0, due = 0;
+  for (size_t i = 0; i < f->n_ready; i++) {
+    fetched_job *x = f->ready[i];
+    if (x->start_at > now || n == max) {
+      if (x->start_at <= now) due++;
+      f->ready[kept++] = x; /* (in order) */
+    } else {
+      out[n++] = x;
+    }
   }
-  f->n_ready -= n;
-  if (f->n_ready || f->news_level) signal_fd(f->wake_fd); /* still readable */
+  f->n_ready = kept;
+  if (due || f->news_level) signal_fd(f->wake_fd); /* still readable */
   pthread_mutex_unlock(&f->mu);
   return n;
+}
+
+double fetcher_next_start(fetcher *f) {
+  double first = -1, now = clock_mono();
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->n_ready; i++) {
+    double at = f->ready[i]->start_at;
+    if (at > 0 && (first < 0 || at < first)) first = at;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return first < 0 ? -1 : first > now ? first - now : 0;
 }
 
 void fetcher_begin(fetcher *f, store_claim claim, double limit) {

@@ -39,7 +39,8 @@ typedef struct fetcher fetcher;
  * allocation (free() it). */
 typedef struct fetched_job {
   store_job job;
-  int alone; /* a quarantined job: nothing else runs until it ends */
+  int alone;       /* a quarantined job: nothing else runs until it ends */
+  double start_at; /* monotonic: not taken before (its rate's token, job.hold) */
 } fetched_job;
 
 typedef struct fetcher_opts {
@@ -59,8 +60,12 @@ fetcher *fetcher_start(const fetcher_opts *o, buf *err);
  * step calls it before the others. */
 int fetcher_fd(fetcher *f);
 /* Move the claimed jobs waiting (at most `max`) to out[]; returns how
- * many.  Each is in flight from its claim on, until fetcher_done. */
+ * many.  Each is in flight from its claim on, until fetcher_done.  A job
+ * held for its rate's token (start_at) waits until then: fetcher_take
+ * leaves it, and the descriptor does not say it is there. */
 size_t fetcher_take(fetcher *f, fetched_job **out, size_t max);
+/* Seconds until the first held job may be taken; -1: none is held. */
+double fetcher_next_start(fetcher *f);
 /* Job (id, token) started, with a time limit of `limit` seconds (0:
  * none): past it and a second, its lease is no longer renewed. */
 void fetcher_begin(fetcher *f, store_claim claim, double limit);

@@ -306,6 +306,7 @@ static int paused(run_state *r, const store_job *j) {
 /* Dispatch a claimed batch.  Returns LUA_OK or LUA_ERRMEM. */
 static int run_batch(run_state *r, store_job *jobs, size_t n) {
   core *c = r->c;
+  double claimed = clock_mono(); /* (a job's hold counts from its claim) */
   if (reserve_batch(r, n)) {
     /* cannot even track them: give the claims back */
     return LUA_ERRMEM;
@@ -324,6 +325,13 @@ static int run_batch(run_state *r, store_job *jobs, size_t n) {
   /* stop(): the unstarted jobs go back at once (end_batch) */
   while (r->batch_next < n && status == LUA_OK && !stop_requested(r)) {
     size_t i = r->batch_next;
+    if (jobs[i].hold > 0) {
+      /* claimed ahead of its rate's token: it starts then (store.h,
+       * STORE_RATE_AHEAD), or goes back with a stop meanwhile */
+      double at = claimed + jobs[i].hold;
+      while (clock_mono() < at && !(wait_until(at, -1, signals_fd()) & 2)) continue;
+      if (stop_requested(r)) break;
+    }
     double limit = dispatch_timeout(r->L, c, r->env, &jobs[i]);
     if (!heartbeat_begin(r->hb, i, limit)) break; /* the thread gave the rest back */
     /* the store's two questions, while the thread may not settle (it

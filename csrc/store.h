@@ -60,6 +60,9 @@ typedef struct store_job {
   long long max_attempts; /* 0: not set on the job */
   long long priority;
   int64_t token; /* as claimed: the claim's token (see store_claim); 0 otherwise */
+  /* as claimed: seconds after the claim at which the job may start, its
+   * rate limit's token being due then (limit: RATES); 0 otherwise */
+  double hold;
 } store_job;
 
 /* A job the worker holds: its id and the token of the claim that gave it to
@@ -457,14 +460,16 @@ typedef struct store_ops {
    * many due jobs delays another by at most a round, whatever the size
    * of the claims (a worker at concurrency 1 takes one job per claim).
    *   RATES: with `rate` (>= 1; 0: none) and `per` (seconds, > 0), at
-   * most `rate` claims of the name start in any window of `per` seconds,
+   * most `rate` jobs of the name start in any window of `per` seconds,
    * all workers together, smoothly: a token bucket (GCRA) of burst
    * STORE_RATE_BURST(rate) refilled one token every STORE_RATE_STEP(rate,
    * per) seconds, its state (the theoretical arrival time) kept with the
    * limit and moved by each claim under the same serialization as the
    * concurrency count, at the database's clock read after the lock.  A
-   * claim takes at most the tokens there are; the jobs left wait (they
-   * never fail for it), and next_wake says when the next tokens are due.
+   * claim takes at most the tokens there are, up to STORE_RATE_AHEAD
+   * seconds ahead, and says when each job's token is due (store_job:
+   * hold): the worker starts it then; the jobs left wait (they never fail
+   * for it), and next_wake says when the next tokens can be taken.
    * concurrency 0 with a rate: a rate alone.  With `by`, a bucket per
    * partition (PARTITIONS above), each partition's claims taking at most
    * the least of its free slots and its tokens. */
@@ -557,6 +562,19 @@ const char *store_error(const store *s);
  * backends spell the same rule in SQL (PostgreSQL: scheduler.rate_burst,
  * scheduler.rate_step). */
 #define STORE_RATE_BURST(rate) ((rate) / 50 > 1 ? (rate) / 50 : 1)
+/* A claim takes a rate's tokens up to STORE_RATE_AHEAD seconds before they
+ * are due, and each job it took starts at its token's time (store_job:
+ * hold), so that the starts follow the bucket, not the claims: claims come
+ * when a worker's claim comes round (5-30 ms apart at 1,000 a second), and
+ * a window of starts that began just after a claim and ended just before
+ * one lost up to the burst (930-950 starts in a second where 962 are due;
+ * a bucket left full lost tokens on top).  A job claimed ahead waits at
+ * most this long in its worker, its slot held.  The job k (from 1) of a
+ * bucket's claim, the bucket's theoretical arrival time tat (or now, if
+ * later) before it: due at tat + (k - B) * step; a claim takes it if that
+ * is at most STORE_RATE_AHEAD from now.  (PostgreSQL: scheduler.rate_ahead,
+ * scheduler.rate_hold.) */
+#define STORE_RATE_AHEAD 0.1
 #define STORE_RATE_STEP(rate, per) (1.02 * (per) / (double)((rate) - STORE_RATE_BURST(rate) + 1))
 /* Longest `per` accepted: a year, in seconds. */
 #define STORE_RATE_PER_MAX 31536000.0

@@ -494,6 +494,50 @@ static const char *const migrations[] = {
     "  SELECT 1 FROM q WHERE q.name = ANY (names)"
     "   AND q.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))"
     "   AND NOT scheduler.at_limit(q.name, q.key, q.payload)); END $f$;",
+    /* 18: a job starts at its token's time (store.h, STORE_RATE_AHEAD).
+     * rate_tokens counts the tokens due within rate_ahead() seconds too
+     * (limit_free, at_limit: a claim takes them ahead); rate_hold, called
+     * by a claim's statement on the jobs of rate-limited names it took
+     * (RATE_TAKE in store_pg_claim.c), replaces rate_spend: it moves each
+     * bucket on by its jobs, as rate_spend did, and returns each job's
+     * hold, the seconds from the clock (read after limit_free's lock) to
+     * its token: the job k of a bucket in claim order, the bucket's tat
+     * (or the clock, if later) before the claim, is due at
+     * tat + (k - burst) * step.  The jobs are read by id (their name, key,
+     * payload, and claim order, which the claim does not change).
+     * rate_ahead spells STORE_RATE_AHEAD. */
+    "CREATE FUNCTION scheduler.rate_ahead() RETURNS float8"
+    "  LANGUAGE sql IMMUTABLE AS $f$ SELECT 0.1::float8 $f$;"
+    "CREATE OR REPLACE FUNCTION scheduler.rate_tokens(rate integer, per float8, tat timestamptz,"
+    "  at timestamptz) RETURNS integer LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT CASE WHEN rate IS NOT NULL THEN greatest(0, floor(scheduler.rate_burst(rate)"
+    "    + 1e-6 + (scheduler.rate_ahead() - greatest(0, extract(epoch FROM tat - at)))"
+    "    / scheduler.rate_step(rate, per)))::integer END $f$;"
+    "DROP FUNCTION scheduler.rate_spend(text[], text[], jsonb[]);"
+    "CREATE FUNCTION scheduler.rate_hold(ids bigint[])"
+    "  RETURNS TABLE (job bigint, hold float8) LANGUAGE plpgsql VOLATILE ROWS 10 AS $f$"
+    " DECLARE t timestamptz := clock_timestamp();"
+    " BEGIN"
+    "  RETURN QUERY WITH g AS MATERIALIZED ("
+    "   SELECT x.*, row_number() OVER (PARTITION BY x.n, x.p ORDER BY x.pr, x.ra, x.i) AS k"
+    "   FROM (SELECT j.id AS i, j.name AS n, j.priority AS pr, j.run_at AS ra,"
+    "     CASE WHEN l.by IS NULL THEN '' ELSE scheduler.part(l.by, j.key, j.payload) END AS p,"
+    "     scheduler.rate_step(l.rate, l.per) AS step, scheduler.rate_burst(l.rate) AS b"
+    "    FROM scheduler.jobs j JOIN scheduler.limits l ON l.name = j.name"
+    "    WHERE j.id = ANY (ids) AND l.rate IS NOT NULL) x"
+    "  ), s AS MATERIALIZED ("
+    "   SELECT g.n, g.p, count(*) AS c, min(g.step) AS step, greatest(t, (SELECT r.tat"
+    "    FROM scheduler.limit_rates r WHERE r.name = g.n AND r.part = g.p)) AS tat0"
+    "   FROM g GROUP BY g.n, g.p"
+    "  ), w AS ("
+    "   INSERT INTO scheduler.limit_rates AS r (name, part, tat)"
+    "   SELECT s.n, s.p, s.tat0 + s.c * s.step * interval '1 second' FROM s"
+    "   ON CONFLICT (name, part) DO UPDATE SET tat = excluded.tat"
+    "  ) SELECT g.i, greatest(0, extract(epoch FROM s.tat0 - t)::float8 + (g.k - g.b) * g.step)"
+    "   FROM g JOIN s ON s.n = g.n AND s.p = g.p;"
+    "  DELETE FROM scheduler.limit_rates r WHERE r.tat < t"
+    "   AND r.name IN (SELECT j.name FROM scheduler.jobs j WHERE j.id = ANY (ids));"
+    " END $f$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -212,17 +212,18 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
 
 /* Spend the tokens of the rate limits (store.h, limit: RATES) of the
  * jobs update u claimed of limited names (lf: one row each, part NULL):
- * scheduler.rate_spend (migration 16) moves their buckets on, under the
- * lock limit_free took; u took no more than the tokens (limit_free's
- * free).  One row: the statement's last SELECT joins it, so that it
- * runs once u has.  Called only when u took a job of a limited name: a
- * claim of names without limits (lf empty), or that took none of them,
- * makes no call (a plpgsql call a claim is not free: the no-op drain's
- * claims are of such names). */
+ * scheduler.rate_hold (migration 18) moves their buckets on, under the
+ * lock limit_free took (u took no more than the tokens: limit_free's
+ * free), and says when each job's token is due (rt).  res: u's rows with
+ * that hold (0: none), the claim's result.  Called only when u took a
+ * job of a limited name: a claim of names without limits (lf empty), or
+ * that took none of them, makes no call (a plpgsql call a claim is not
+ * free: the no-op drain's claims are of such names). */
 #define RATE_TAKE                                                                            \
-  "rt AS (SELECT CASE WHEN count(*) > 0 THEN scheduler.rate_spend(array_agg(u.name),"        \
-  " array_agg(u.key), array_agg(u.payload)) END"                                            \
-  " FROM u JOIN lf ON lf.limited = u.name AND lf.part IS NULL)"
+  "rt AS (SELECT r.job, r.hold FROM (SELECT array_agg(u.id) AS i FROM u"                    \
+  " JOIN lf ON lf.limited = u.name AND lf.part IS NULL) a"                                   \
+  " CROSS JOIN LATERAL scheduler.rate_hold(a.i) r WHERE a.i IS NOT NULL),"                   \
+  " res AS (SELECT u.*, coalesce(rt.hold, 0) AS hold FROM u LEFT JOIN rt ON rt.job = u.id)"
 
 /* Claim and delete, in the caller's transaction (BEGIN comes first),
  * the due jobs in (priority, run_at, id) order: the delete is each
@@ -348,16 +349,17 @@ const pg_query pgq_claim_one = {Q_CLAIM_ONE, "scheduler_claim_one", 4,
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " RATE_TAKE " SELECT u.* FROM u, rt"};
+    "), " RATE_TAKE " SELECT res.* FROM res"};
 
 /* The claim of a worker that runs several jobs at once (store.h,
  * claim_leased): up to $3 due jobs of names $1, not quarantined, leased
  * to $2 with their attempt counted and one new token, until $4 (Unix
  * seconds; NULL: now + $5 seconds).  Jobs of a dead worker's held batch
- * are skipped as in Q_CLAIM.  One row at least: column 12 says whether
- * a quarantined job of the names is due (then the others are NULL when
- * nothing was claimed).  Columns 0-10 as Q_CLAIM's, 11 the lease's
- * expiry; binary. */
+ * are skipped as in Q_CLAIM.  One row at least: column 13 ("due") says
+ * whether a quarantined job of the names is due (then the others are NULL
+ * when nothing was claimed).  Columns 0-10 as Q_CLAIM's, 11 the lease's
+ * expiry, 12 ("hold") the seconds until the job may start (RATE_TAKE);
+ * binary. */
 const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     "WITH d AS MATERIALIZED ("
     " SELECT unnest(b.ids) AS id FROM scheduler.batches b WHERE b.worker <> $2"
@@ -384,8 +386,8 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     " j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
     "), " NEXT_TURN ", " RATE_TAKE
-    " SELECT u.*, q.due FROM rt, (SELECT scheduler.quarantine_due($1::text[]) AS due) q"
-    " LEFT JOIN u ON true"};
+    " SELECT res.*, q.due FROM (SELECT scheduler.quarantine_due($1::text[]) AS due) q"
+    " LEFT JOIN res ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
  * limited names (see LIMITS): up to $4 due jobs of them (1: one, the next
@@ -405,7 +407,7 @@ const pg_query pgq_claim_limited = {Q_CLAIM_LIMITED, "scheduler_claim_limited", 
     " FROM c WHERE j.id = c.id"
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     "  j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
-    "), " NEXT_TURN ", " RATE_TAKE " SELECT u.* FROM u, rt"};
+    "), " NEXT_TURN ", " RATE_TAKE " SELECT res.* FROM res"};
 
 /* The jobs of a claim transaction that are done: their delete is the
  * claim's, so only the completions are left to count (names $1, counts
@@ -562,8 +564,17 @@ static const char *bin_time_text(PGresult *r, int row, int col, char *out, size_
   return out;
 }
 
-/* Fill j from row `row` of a claim's result: the run this claim starts. */
-static void read_claimed(PGresult *r, int row, store_job *j) {
+/* A binary float8. */
+static double bin_float(PGresult *r, int row, int col) {
+  uint64_t x = (uint64_t)bin_int(r, row, col);
+  double d;
+  memcpy(&d, &x, sizeof d);
+  return d;
+}
+
+/* Fill j from row `row` of a claim's result: the run this claim starts.
+ * Its column "hold" (RATE_TAKE), if it has one, at `hold`; else -1. */
+static void read_claimed(PGresult *r, int row, int hold, store_job *j) {
   j->id = bin_int(r, row, 0);
   j->name = value_or_null(r, row, 1, &j->name_len);
   j->payload = value_or_null(r, row, 2, &j->payload_len);
@@ -577,6 +588,8 @@ static void read_claimed(PGresult *r, int row, store_job *j) {
   j->last_error = NULL;
   j->last_error_len = 0;
   j->token = bin_int(r, row, 10);
+  j->hold = hold >= 0 && !PQgetisnull(r, row, hold) ? bin_float(r, row, hold) : 0;
+  if (!(j->hold > 0)) j->hold = 0; /* (NaN: 0) */
 }
 
 /* The claim transaction is still ours: same connection, still open.
@@ -686,8 +699,9 @@ static int hold_batch(pg_store *p, batch *b, PGresult *r) {
   }
   size_t last = 0;
   claimed *sorted = b->sorted;
+  int hold = PQfnumber(r, "hold");
   for (size_t i = 0; i < rows; i++) {
-    read_claimed(r, (int)i, &sorted[i].job);
+    read_claimed(r, (int)i, hold, &sorted[i].job);
     sorted[i].row = (int)i;
     if (cmp_claim_order(&sorted[i].job, &sorted[last].job) > 0) last = i;
   }
@@ -1216,7 +1230,8 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   rc = run_leased(p, &pgq_claim_leased, values, &r);
   if (rc) return rc;
   int rows = PQntuples(r);
-  if (rows > 0) *quarantine = PQgetlength(r, 0, 12) == 1 && PQgetvalue(r, 0, 12)[0] ? 1 : 0;
+  int due = PQfnumber(r, "due");
+  if (rows > 0 && due >= 0) *quarantine = PQgetlength(r, 0, due) == 1 && PQgetvalue(r, 0, due)[0] ? 1 : 0;
   if (rows == 0 || PQgetisnull(r, 0, 0)) {
     clear(&r);
     return STORE_OK;

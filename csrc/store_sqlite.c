@@ -633,7 +633,8 @@ static const char *const queries[Q_COUNT] = {
             PART("x", "?2") " AND " cond, "x.run_at, x.id")
   /* a partition's allowance: at most ?4, its free slots (limit ?5 less
    * its running jobs; ?5 0: none), and for a rate ?8 (0: none; step ?9,
-   * burst ?10: store.h, limit: RATES) its bucket's tokens at ?3 */
+   * ?10 its burst and the tokens due within STORE_RATE_AHEAD: rate_cap)
+   * its bucket's tokens at ?3 */
 #define ALLOW(p)                                                                             \
   "min(?4, CASE WHEN ?5 > 0 THEN ?5 - coalesce((SELECT r.n FROM r WHERE r.part = " p "), 0)"  \
   " ELSE ?4 END, CASE WHEN ?8 > 0 THEN max(0, CAST(?10 + 1e-6 - max(0, coalesce((SELECT b.tat" \
@@ -669,11 +670,11 @@ static const char *const queries[Q_COUNT] = {
     /* a rate limit's bucket after a claim (store.h, limit: RATES) */
     [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
     /* a partition's bucket (name ?1, partition ?2) after one job claimed
-     * at ?3, step ?4; the buckets of name ?1 full again at ?2 (rows that
+     * at ?3, step ?4 (its new tat: the job's hold, rate_hold); the buckets of name ?1 full again at ?2 (rows that
      * say nothing); the first time one of them not full at ?2 holds a
      * quarter of its burst (?2 is that far ahead of now: see rate_next) */
     [Q_RATE_PART] = "INSERT INTO scheduler_limit_rates (name, part, tat) VALUES (?1, ?2, ?3 + ?4)"
-                    " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4",
+                    " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4 RETURNING tat",
     [Q_RATE_PRUNE] = "DELETE FROM scheduler_limit_rates WHERE name = ?1 AND tat < ?2",
     [Q_RATE_NEXT_PART] = "SELECT min(tat) FROM scheduler_limit_rates WHERE name = ?1 AND tat > ?2",
     /* the partition (by ?2) of job ?3 of name ?1: whether it has ?4 jobs
@@ -1469,13 +1470,26 @@ static void free_limits(sq_store *q) {
   q->n_limited = 0;
 }
 
-/* The whole tokens of rate limit l's bucket at `now` (store.h, limit:
- * RATES; 1e-6: a token spent and its step added back must not be lost to
+/* Rate limit l's bucket as a claim sees it (store.h, limit: RATES): its
+ * burst, and the tokens due within STORE_RATE_AHEAD. */
+static double rate_cap(const sq_limit *l) {
+  return (double)STORE_RATE_BURST(l->rate) + STORE_RATE_AHEAD / STORE_RATE_STEP(l->rate, l->per);
+}
+
+/* The whole tokens a claim may take of rate limit l's bucket at `now`
+ * (1e-6: a token spent and its step added back must not be lost to
  * rounding). */
 static long long rate_tokens(const sq_limit *l, double now) {
   double ahead = isnan(l->tat) || l->tat < now ? 0 : l->tat - now;
-  double t = floor((double)STORE_RATE_BURST(l->rate) + 1e-6 - ahead / STORE_RATE_STEP(l->rate, l->per));
+  double t = floor(rate_cap(l) + 1e-6 - ahead / STORE_RATE_STEP(l->rate, l->per));
   return t > 0 ? (long long)t : 0;
+}
+
+/* The seconds from `now` to the token of the job that moved rate limit
+ * l's bucket to `tat` (store.h, STORE_RATE_AHEAD): when it may start. */
+static double rate_hold(const sq_limit *l, double tat, double now) {
+  double due = tat - (double)STORE_RATE_BURST(l->rate) * STORE_RATE_STEP(l->rate, l->per);
+  return due > now ? due - now : 0;
 }
 
 /* When rate limit l's bucket holds half its burst again (rounded up), the
@@ -1483,7 +1497,7 @@ static long long rate_tokens(const sq_limit *l, double now) {
  * why); NaN: full. */
 static double rate_next(const sq_limit *l) {
   long long b = STORE_RATE_BURST(l->rate);
-  return l->tat - (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per);
+  return l->tat - (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per) - STORE_RATE_AHEAD;
 }
 
 /* Read the limits and count their running jobs into q->limited (store.h,
@@ -2203,7 +2217,7 @@ static int part_full(sq_store *q, const sq_limit *l, sqlite3_int64 id, double no
     *full = sqlite3_column_int(st, 0) != 0;
     if (!*full && l->rate && sqlite3_column_type(st, 2) != SQLITE_NULL) {
       double ahead = sqlite3_column_double(st, 2) - now;
-      double tokens = STORE_RATE_BURST(l->rate) + 1e-6 - (ahead > 0 ? ahead : 0) / STORE_RATE_STEP(l->rate, l->per);
+      double tokens = rate_cap(l) + 1e-6 - (ahead > 0 ? ahead : 0) / STORE_RATE_STEP(l->rate, l->per);
       *full = tokens < 1;
     }
     if (buf_add(part, (const char *)sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1)))
@@ -2231,7 +2245,7 @@ static void bind_part_pick(sqlite3_stmt *st, const sq_limit *l, double now, long
   if (l->turn) bind_text(st, 7, l->turn, l->turn_len);
   sqlite3_bind_int64(st, 8, l->rate);
   sqlite3_bind_double(st, 9, l->rate ? STORE_RATE_STEP(l->rate, l->per) : 1);
-  sqlite3_bind_int64(st, 10, l->rate ? STORE_RATE_BURST(l->rate) : 0);
+  sqlite3_bind_double(st, 10, l->rate ? rate_cap(l) : 0);
 }
 
 /* Add to q->jobs (from *got on) up to `max` due jobs at `now` of
@@ -2245,6 +2259,7 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   if (!st) return rc;
   bind_part_pick(st, l, now, cap, max);
   buf turn = BUF_INIT, parts = BUF_INIT; /* parts: (size_t length, bytes) each, for a rate */
+  size_t first = *got; /* the first job it takes: parts' jobs, in order */
   int took = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (grow_jobs(q, *got + 1) || read_job(st, &q->jobs[*got], &q->claimed)) {
@@ -2265,11 +2280,13 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
   finish_stmt(st);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
   /* spend the partitions' tokens (store.h, limit: RATES): a step per job
-   * on its partition's bucket, from itself or from now; then drop the
-   * buckets full again.  After the pick, whose reads they would change. */
+   * on its partition's bucket, from itself or from now, the job held
+   * until its token (rate_hold); then drop the buckets full again.  After
+   * the pick, whose reads they would change. */
   double step = l->rate ? STORE_RATE_STEP(l->rate, l->per) : 0;
-  for (size_t at = 0; rc == SQLITE_OK && !*oom && at < parts.len;) {
+  for (size_t at = 0, k = first; rc == SQLITE_OK && !*oom && at < parts.len; k++) {
     size_t plen;
+    double tat;
     memcpy(&plen, parts.data + at, sizeof plen);
     at += sizeof plen;
     sqlite3_stmt *up = stmt(q, Q_RATE_PART, &rc);
@@ -2278,7 +2295,8 @@ static int part_pick(sq_store *q, const sq_limit *l, double now, long long cap, 
     bind_text(up, 2, plen ? parts.data + at : "", plen);
     sqlite3_bind_double(up, 3, now);
     sqlite3_bind_double(up, 4, step);
-    rc = run_write(q, up, NULL);
+    if ((rc = query_double(q, up, &tat)) == SQLITE_OK && k < *got && !isnan(tat))
+      q->jobs[k].hold = rate_hold(l, tat, now);
     at += plen;
   }
   sqlite3_stmt *prune = l->rate && rc == SQLITE_OK && !*oom ? stmt(q, Q_RATE_PRUNE, &rc) : NULL;
@@ -2375,12 +2393,14 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     /* the quarantined job's partition's bucket, a step on (Q_RATE_PART,
      * as part_pick spends a partition's) */
     sqlite3_stmt *up = stmt(q, Q_RATE_PART, &rc);
+    double tat;
     if (up) {
       bind_text(up, 1, spend->s, spend->len);
       bind_text(up, 2, part.len ? part.data : "", part.len);
       sqlite3_bind_double(up, 3, now);
       sqlite3_bind_double(up, 4, STORE_RATE_STEP(spend->rate, spend->per));
-      rc = run_write(q, up, NULL);
+      if ((rc = query_double(q, up, &tat)) == SQLITE_OK && got && !isnan(tat))
+        q->jobs[got - 1].hold = rate_hold(spend, tat, now);
     }
   }
   buf_free(&part);
@@ -2454,11 +2474,15 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
     if ((rc = run_write(q, take, NULL)) != SQLITE_OK) break;
   }
   /* spend the tokens of the rates (store.h, limit: RATES): each bucket
-   * moves `taken` steps on from itself or from now, whichever is later */
+   * moves `taken` steps on from itself or from now, whichever is later,
+   * its jobs (in claim order) held until their tokens */
   for (size_t i = 0; rc == SQLITE_OK && got && i < q->n_limited; i++) {
     sq_limit *l = &q->limited[i];
     if (!l->rate || !l->taken || l->by) continue; /* (partitions: part_pick) */
     double from = isnan(l->tat) || l->tat < now ? now : l->tat;
+    for (size_t k = 0, m = 0; k < got; k++)
+      if (q->jobs[k].name_len == l->len && memcmp(q->jobs[k].name, l->s, l->len) == 0)
+        q->jobs[k].hold = rate_hold(l, from + (double)++m * STORE_RATE_STEP(l->rate, l->per), now);
     sqlite3_stmt *up = stmt(q, Q_RATE_TAKE, &rc);
     if (!up) break;
     bind_text(up, 1, l->s, l->len);
@@ -2789,7 +2813,7 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
       /* or when the first bucket that is not full holds a quarter of its
        * burst, if sooner (as RATE_NEXT_PARTS in store_pg_wake.c says) */
       long long b = STORE_RATE_BURST(l->rate);
-      double ahead = (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per), first;
+      double ahead = (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per) + STORE_RATE_AHEAD, first;
       sqlite3_stmt *nx = stmt(q, Q_RATE_NEXT_PART, &rc);
       if (!nx) break;
       bind_text(nx, 1, l->s, l->len);

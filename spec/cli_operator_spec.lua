@@ -59,7 +59,12 @@ describe("lua-scheduler with bulky data", function()
     end
 
     local r = timed("stats")
-    assert.is_true(#r.out < 10000, #r.out .. " bytes")
+    -- (the other names in the database, left by the specs before, have rows too)
+    local rows = 0
+    for row in r.out:gmatch("[^\n]*") do
+      if row:find(tag, 1, true) then rows = rows + #row end
+    end
+    assert.is_true(rows < 1000, rows .. " bytes of rows of the 1 MB name")
     assert.is_true(widest(r.out) < 200, r.out)
     assert.is_truthy(r.out:find(tag, 1, true), r.out)
     assert.is_falsy(r.out:find("\27", 1, true), "an escape reached the terminal")

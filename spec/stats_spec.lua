@@ -114,16 +114,16 @@ describe("schema_version()", function()
     assert.is_true(v >= 3)
   end)
 
-  it("upgrades a database at version 5 that holds jobs to 17, and they run #postgresql", function()
+  it("upgrades a database at version 5 that holds jobs to 18, and they run #postgresql", function()
     local dbname, database = helper.new_database("lua_scheduler_v5", finally)
     local old = helper.new{ database = database }
-    assert.equals(17, helper.ok(old:schema_version()))
+    assert.equals(18, helper.ok(old:schema_version()))
     old:close()
     -- the schema as version 5 left it: jobs_wake on (name, run_at), no
     -- claim tokens, quarantine or batch records (7), no suspects (8), no
     -- schedule owners (9), no paused names (10), no history (11), no limits (12),
     -- no partitions (13), no counters for metrics (14), no start lateness
-    -- (15), no rates (16), no partition column (17)
+    -- (15), no rates (16), no partition column (17), no holds for rates (18)
     helper.psql([[
       DROP INDEX scheduler.jobs_wake;
       CREATE INDEX jobs_wake ON scheduler.jobs (name, run_at) WHERE state = 'scheduled';
@@ -143,7 +143,8 @@ describe("schema_version()", function()
       DROP FUNCTION scheduler.limit_free(text[]);
       DROP FUNCTION scheduler.part(text, text, jsonb);
       DROP FUNCTION scheduler.at_limit(text, text, jsonb);
-      DROP FUNCTION scheduler.rate_spend(text[], text[], jsonb[]);
+      DROP FUNCTION scheduler.rate_hold(bigint[]);
+      DROP FUNCTION scheduler.rate_ahead();
       DROP FUNCTION scheduler.rate_tokens(integer, float8, timestamptz, timestamptz);
       DROP FUNCTION scheduler.rate_step(integer, float8);
       DROP FUNCTION scheduler.rate_burst(integer);
@@ -152,11 +153,11 @@ describe("schema_version()", function()
       DROP TABLE scheduler.failures;
       DROP TABLE scheduler.durations;
       DROP FUNCTION scheduler.count_failure() CASCADE;
-      DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17);
+      DELETE FROM scheduler.migrations WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);
       SELECT scheduler.schedule('v5', to_jsonb(i)) FROM generate_series(1, 300) AS i;]],
       { dbname = dbname })
     local w = helper.new{ database = database }
-    assert.equals(17, helper.ok(w:schema_version()))
+    assert.equals(18, helper.ok(w:schema_version()))
     assert.equals("CREATE INDEX jobs_wake ON scheduler.jobs USING btree (name, run_at, id)"
       .. " WHERE (state = 'scheduled'::text)",
       helper.psql("SELECT pg_get_indexdef('scheduler.jobs_wake'::regclass)", { dbname = dbname }))

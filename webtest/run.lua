@@ -675,11 +675,16 @@ end
   check(#find("#login") == 1 and #find("#jobs") == 0, "token: the browser gets the sign-in form, no data")
   type_into(one('#login input[name="token"]'), "not-the-token")
   click(one("#login button"))
-  check(page_text():find("Wrong token", 1, true) ~= nil, "token: a wrong token is refused")
+  -- (a click that submits a form may return before the next page is there: wait for it)
+  check(wait_for(function()
+    local t = page_text() -- (an error object while the page changes)
+    return type(t) == "string" and t:find("Wrong token", 1, true)
+  end, 5, "Wrong token") ~= nil,
+    "token: a wrong token is refused")
   screenshot("sign-in")
   type_into(one('#login input[name="token"]'), TOKEN)
   click(one("#login button"))
-  check(#find("#overview") == 1, "token: the right token signs in")
+  check(one("#overview") ~= nil, "token: the right token signs in")
 
   -------------------------------------------------------------------------
   -- /metrics, when scheduler.metrics is there (helper M's module)

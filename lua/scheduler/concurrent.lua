@@ -131,7 +131,8 @@ function M.start(s, c, concurrency, o, log)
   return true
 end
 
---- Seconds until step() has work of its own (a job's time limit, a
+--- Seconds until step() has work of its own (a job's time limit, a job
+-- held for its rate's token, a
 -- recurring schedule), or nil.
 function M.timeout(s)
   local f = s._flight
@@ -144,6 +145,9 @@ function M.timeout(s)
     local tick = math.max(f.next_tick, f.last_tick + TICK_EVERY)
     if not t or tick < t then t = tick end
   end
+  -- a job claimed ahead of its rate's token starts then (csrc/fetcher.h)
+  local held = f.c:fetch_next_start()
+  if held and (not t or now + held < t) then t = now + held end
   return t and math.max(0, t - now) or nil
 end
 
