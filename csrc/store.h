@@ -12,6 +12,7 @@
 #ifndef SCHEDULER_STORE_H
 #define SCHEDULER_STORE_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -550,32 +551,50 @@ const char *store_error(const store *s);
 #define LIMIT_BY_MAX 200
 
 /* A rate limit's bucket (store_ops.limit: RATES).  A bucket of capacity B
- * refilled r tokens a second lets B - 1 + r * per claims through in a
+ * refilled r tokens a second lets B - 1 + r * per tokens through in a
  * window of `per` seconds (full at its start, one more token at its very
- * end), so B and r are chosen with B - 1 + r * per <= rate: a burst of
- * rate / 50 (at least 1; 20 for 1,000 a second) and the rest spread
- * evenly, each token 2% later than that, so that the delay between a
- * claim and its listener's start (a concurrent worker hands its claims to
- * its Lua thread: up to about 20 ms apart measured at 1,000 a second)
- * does not push a window of starts past `rate` either.  Sustained:
- * (rate - B + 1) / (1.02 per) a second (962 for 1,000 a second).  The
- * backends spell the same rule in SQL (PostgreSQL: scheduler.rate_burst,
- * scheduler.rate_step). */
-#define STORE_RATE_BURST(rate) ((rate) / 50 > 1 ? (rate) / 50 : 1)
+ * end), so B and r are chosen with B - 1 + r * per <= rate: a burst of 1
+ * and the tokens spread evenly, each 3% later than rate / per a second,
+ * so that the delay between a token and its listener's start does not
+ * push a window of starts past `rate` either: the claim's answer comes a
+ * little after the database's clock, and a concurrent worker's Lua thread
+ * starts what is due when it next turns, so starts come up to about 15 ms
+ * off their tokens at 1,000 a second on a quiet machine, 2 cores (with
+ * 2%: 993-997 starts in a second at most, from 981 tokens).  Sustained:
+ * rate / (1.03 per) a second (971 for 1,000 a second).  (A burst of rate
+ * / 50 let a claim that came late take the tokens its lateness had added;
+ * claims now take tokens ahead instead, STORE_RATE_AHEAD, and a burst
+ * only made the windows of starts uneven: with 20, 981 at most and 961 at
+ * least of the bucket's in a second.)  The backends spell the same rule
+ * in SQL (PostgreSQL: scheduler.rate_burst, scheduler.rate_step,
+ * scheduler.rate_ahead, scheduler.rate_look). */
+#define STORE_RATE_BURST(rate) 1
+#define STORE_RATE_STEP(rate, per) (1.03 * (per) / (double)((rate) - STORE_RATE_BURST(rate) + 1))
 /* A claim takes a rate's tokens up to STORE_RATE_AHEAD seconds before they
  * are due, and each job it took starts at its token's time (store_job:
  * hold), so that the starts follow the bucket, not the claims: claims come
  * when a worker's claim comes round (5-30 ms apart at 1,000 a second), and
  * a window of starts that began just after a claim and ended just before
- * one lost up to the burst (930-950 starts in a second where 962 are due;
+ * one lost up to the burst (930-950 starts in a second where 962 were due;
  * a bucket left full lost tokens on top).  A job claimed ahead waits at
  * most this long in its worker, its slot held.  The job k (from 1) of a
  * bucket's claim, the bucket's theoretical arrival time tat (or now, if
  * later) before it: due at tat + (k - B) * step; a claim takes it if that
- * is at most STORE_RATE_AHEAD from now.  (PostgreSQL: scheduler.rate_ahead,
- * scheduler.rate_hold.) */
+ * is at most STORE_RATE_AHEAD from now. */
 #define STORE_RATE_AHEAD 0.1
-#define STORE_RATE_STEP(rate, per) (1.02 * (per) / (double)((rate) - STORE_RATE_BURST(rate) + 1))
+/* Seconds before a bucket's tat at which a worker whose name waits for its
+ * tokens looks again: when a quarter (rounded up) of what a claim can
+ * take (the burst and the tokens of STORE_RATE_AHEAD) can be taken again,
+ * not at each token: at 1,000 a second, a claim each 25 ms that takes
+ * about 25 jobs (a claim each millisecond would be a lock and a
+ * transaction each); holding them, the workers start each at its token
+ * all the same, as long as a claim comes within STORE_RATE_AHEAD. */
+static inline double store_rate_look(long long rate, double per) {
+  double step = STORE_RATE_STEP(rate, per);
+  double cap = floor((double)STORE_RATE_BURST(rate) + STORE_RATE_AHEAD / step + 1e-6);
+  double quarter = ceil(cap / 4);
+  return STORE_RATE_AHEAD - (quarter - (double)STORE_RATE_BURST(rate)) * step;
+}
 /* Longest `per` accepted: a year, in seconds. */
 #define STORE_RATE_PER_MAX 31536000.0
 int store_check_by(store *s, const char *by, size_t len);

@@ -505,9 +505,19 @@ static const char *const migrations[] = {
      * (or the clock, if later) before the claim, is due at
      * tat + (k - burst) * step.  The jobs are read by id (their name, key,
      * payload, and claim order, which the claim does not change).
-     * rate_ahead spells STORE_RATE_AHEAD. */
+     * rate_ahead spells STORE_RATE_AHEAD, rate_look store_rate_look; the
+     * burst is now 1 and the margin 3% (STORE_RATE_BURST, STORE_RATE_STEP). */
     "CREATE FUNCTION scheduler.rate_ahead() RETURNS float8"
     "  LANGUAGE sql IMMUTABLE AS $f$ SELECT 0.1::float8 $f$;"
+    "CREATE OR REPLACE FUNCTION scheduler.rate_burst(rate integer) RETURNS integer"
+    "  LANGUAGE sql IMMUTABLE AS $f$ SELECT 1 $f$;"
+    "CREATE OR REPLACE FUNCTION scheduler.rate_step(rate integer, per float8) RETURNS float8"
+    "  LANGUAGE sql IMMUTABLE AS"
+    "  $f$ SELECT 1.03 * per / (rate - scheduler.rate_burst(rate) + 1) $f$;"
+    "CREATE FUNCTION scheduler.rate_look(rate integer, per float8) RETURNS float8"
+    "  LANGUAGE sql IMMUTABLE AS $f$ SELECT scheduler.rate_ahead() - (ceil(floor("
+    "   scheduler.rate_burst(rate) + scheduler.rate_ahead() / scheduler.rate_step(rate, per) + 1e-6)"
+    "   / 4) - scheduler.rate_burst(rate)) * scheduler.rate_step(rate, per) $f$;"
     "CREATE OR REPLACE FUNCTION scheduler.rate_tokens(rate integer, per float8, tat timestamptz,"
     "  at timestamptz) RETURNS integer LANGUAGE sql IMMUTABLE AS"
     "  $f$ SELECT CASE WHEN rate IS NOT NULL THEN greatest(0, floor(scheduler.rate_burst(rate)"

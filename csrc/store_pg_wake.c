@@ -87,36 +87,31 @@
   "     WHERE j.state = 'scheduled' AND j.name = l.name AND j.part = h.part"                  \
   "     AND j.priority = h.priority AND j.run_at <= now()))"                                  \
   "  END)"
-/* A rate limit's due jobs (store.h, limit: RATES) are looked at when its
- * bucket holds a quarter of its burst again (rounded up: one token for a
- * burst of 1), counting the tokens a claim takes ahead (STORE_RATE_AHEAD),
- * not at its next token: at 1,000 a second a worker would
- * claim a job a millisecond, each claim a lock and a transaction; a
- * quarter of a burst later the bucket is far from full (no token lost
- * unless every worker is late by three quarters of a burst: 15 ms at
- * 1,000 a second) and one claim takes them all.  Read without the lock,
- * as LIMIT_LOOK's test.  A name's bucket only: partitions below. */
+/* A rate limit's due jobs (store.h, limit: RATES) are looked at when a
+ * quarter of what a claim can take of its bucket (the burst and the tokens
+ * it takes ahead, STORE_RATE_AHEAD) can be taken again (rounded up: the
+ * next token for a slow rate), scheduler.rate_look seconds before the
+ * bucket's tat (store_rate_look), not at its next token: at 1,000 a second
+ * a worker would claim a job a millisecond, each claim a lock and a
+ * transaction; a claim each 25 ms takes about 25 jobs, each held until its
+ * token.  Read without the lock, as LIMIT_LOOK's test.  A name's bucket
+ * only: partitions below. */
 #define RATE_NEXT                                                                            \
-  "(SELECT r.tat - (scheduler.rate_ahead() + scheduler.rate_step(l.rate, l.per)"            \
-  "   * (scheduler.rate_burst(l.rate) - (scheduler.rate_burst(l.rate) + 3) / 4))"            \
-  "   * interval '1 second'"                                                                 \
+  "(SELECT r.tat - scheduler.rate_look(l.rate, l.per) * interval '1 second'"                \
   " FROM scheduler.limits l JOIN scheduler.limit_rates r ON r.name = l.name"                 \
   "  AND r.part = '' WHERE l.name = n.name AND l.rate IS NOT NULL AND l.by IS NULL)"
 /* A partitioned rate (store.h, limit: RATES) whose due jobs all wait (for
  * a slot, or for tokens: AT_LIMIT_WAKE) is looked at when the first of its
- * buckets that is not full holds a quarter of its burst again, if that is
+ * buckets that is not full can give a quarter of a claim again, if that is
  * sooner than LIMIT_LOOK: that partition may have no due job (then the
  * look finds nothing and asks again), but no partition's tokens are
  * missed. */
 #define RATE_NEXT_PARTS                                                                      \
-  "(SELECT min(r.tat) - (scheduler.rate_ahead() + scheduler.rate_step(l.rate, l.per)"       \
-  "   * (scheduler.rate_burst(l.rate) - (scheduler.rate_burst(l.rate) + 3) / 4))"            \
-  "   * interval '1 second'"                                                                 \
+  "(SELECT min(r.tat) - scheduler.rate_look(l.rate, l.per) * interval '1 second'"           \
   " FROM scheduler.limits l JOIN scheduler.limit_rates r ON r.name = l.name"                 \
   " WHERE l.name = n.name AND l.rate IS NOT NULL AND l.by IS NOT NULL"                       \
-  "  AND r.tat > now() + (scheduler.rate_ahead() + scheduler.rate_step(l.rate, l.per)"       \
-  "   * (scheduler.rate_burst(l.rate) - (scheduler.rate_burst(l.rate) + 3) / 4))"            \
-  "   * interval '1 second' GROUP BY l.rate, l.per)"
+  "  AND r.tat > now() + scheduler.rate_look(l.rate, l.per) * interval '1 second'"            \
+  "  GROUP BY l.rate, l.per)"
 static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
     "SELECT extract(epoch FROM clock_timestamp()),"
     " (SELECT extract(epoch FROM coalesce(min(CASE WHEN " AT_LIMIT_WAKE

@@ -671,8 +671,9 @@ static const char *const queries[Q_COUNT] = {
     [Q_RATE_TAKE] = "UPDATE scheduler_limits SET tat = ?2 WHERE name = ?1",
     /* a partition's bucket (name ?1, partition ?2) after one job claimed
      * at ?3, step ?4 (its new tat: the job's hold, rate_hold); the buckets of name ?1 full again at ?2 (rows that
-     * say nothing); the first time one of them not full at ?2 holds a
-     * quarter of its burst (?2 is that far ahead of now: see rate_next) */
+     * say nothing); the first time one of them not full at ?2 has a
+     * quarter of a claim's tokens (?2 is that far ahead of now: see
+     * rate_next) */
     [Q_RATE_PART] = "INSERT INTO scheduler_limit_rates (name, part, tat) VALUES (?1, ?2, ?3 + ?4)"
                     " ON CONFLICT (name, part) DO UPDATE SET tat = max(tat, ?3) + ?4 RETURNING tat",
     [Q_RATE_PRUNE] = "DELETE FROM scheduler_limit_rates WHERE name = ?1 AND tat < ?2",
@@ -1492,13 +1493,10 @@ static double rate_hold(const sq_limit *l, double tat, double now) {
   return due > now ? due - now : 0;
 }
 
-/* When rate limit l's bucket holds half its burst again (rounded up), the
- * time its due jobs are looked at (as RATE_NEXT in store_pg_wake.c says
- * why); NaN: full. */
-static double rate_next(const sq_limit *l) {
-  long long b = STORE_RATE_BURST(l->rate);
-  return l->tat - (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per) - STORE_RATE_AHEAD;
-}
+/* When a quarter of what a claim can take of rate limit l's bucket can be
+ * taken again, the time its due jobs are looked at (store_rate_look, as
+ * RATE_NEXT in store_pg_wake.c); NaN: full. */
+static double rate_next(const sq_limit *l) { return l->tat - store_rate_look(l->rate, l->per); }
 
 /* Read the limits and count their running jobs into q->limited (store.h,
  * limit), with the tokens of their rates at `now`: inside a claim's write
@@ -2334,7 +2332,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   if (q->n_names == 0 || limit == 0) return sq_connect(s);
   int rc = begin_unsynced(q, "claiming jobs");
   if (rc) return rc;
-  double now = clock_wall();
+  double now = clock_wall(), began = clock_mono();
   size_t got = 0;
   int oom = 0;
   q->n_jobs = 0;
@@ -2491,6 +2489,11 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   }
   if (rc != SQLITE_OK) return fail(q, rc, "claiming jobs");
   if ((rc = commit(q, "claiming jobs", 0)) != STORE_OK) return rc;
+  /* the holds count from the clock the tokens were spent at, read in this
+   * process: what the claim took since is gone from them (the worker
+   * counts a hold from the answer) */
+  double spent = clock_mono() - began;
+  for (size_t i = 0; i < got; i++) q->jobs[i].hold = q->jobs[i].hold > spent ? q->jobs[i].hold - spent : 0;
   *jobs = q->jobs;
   *n = q->n_jobs = got;
   return STORE_OK;
@@ -2810,10 +2813,10 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
     }
     double look = now + LIMIT_LOOK;
     if (full && l->by && l->rate && !isnan(v) && v <= now) {
-      /* or when the first bucket that is not full holds a quarter of its
-       * burst, if sooner (as RATE_NEXT_PARTS in store_pg_wake.c says) */
-      long long b = STORE_RATE_BURST(l->rate);
-      double ahead = (double)(b - (b + 3) / 4) * STORE_RATE_STEP(l->rate, l->per) + STORE_RATE_AHEAD, first;
+      /* or when a quarter of what a claim can take of the first bucket that
+       * is not full can be taken again, if sooner (as RATE_NEXT_PARTS in
+       * store_pg_wake.c says) */
+      double ahead = store_rate_look(l->rate, l->per), first;
       sqlite3_stmt *nx = stmt(q, Q_RATE_NEXT_PART, &rc);
       if (!nx) break;
       bind_text(nx, 1, l->s, l->len);

@@ -56,7 +56,7 @@ function M.scenario(o)
       end
       local most = overlap.most_in_window(starts, 0.9 * PER)
       r:note(("%d starts; at most %d in any %g s (rate %d per %g s); first to last start %.2f s, at the rule's"
-        .. " rate %.2f s"):format(#starts, most, 0.9 * PER, RATE, PER, last - t0, #ids * 1.02 * PER / RATE))
+        .. " rate %.2f s"):format(#starts, most, 0.9 * PER, RATE, PER, last - t0, #ids * 1.03 * PER / RATE))
       r:check(most <= RATE, ("never more than %d starts in %g s (%d)"):format(RATE, 0.9 * PER, most))
       for _, x in ipairs(ends) do
         local first = math.huge

@@ -111,8 +111,8 @@ local function claims_of(L)
 end
 
 -- When each claimed job's token was due, by the rule (csrc/store.h: a
--- bucket of burst B = max(1, rate // 50), a token every
--- 1.02 * per / (rate - B + 1) s; a claim takes tokens up to 0.1 s ahead,
+-- bucket of burst B = 1, a token every
+-- 1.03 * per / (rate - B + 1) s; a claim takes tokens up to 0.1 s ahead,
 -- STORE_RATE_AHEAD, the job k of a claim, in claim order, due at
 -- tat + (k - B) * step from the bucket's tat or the claim's clock,
 -- whichever is later), replayed over the claims (claims_of's list): job
@@ -120,8 +120,8 @@ end
 -- a little later than the one the claim spent at (record_claims), so the
 -- times replayed are that much later too.
 local function tokens_of(list, rate, per)
-  local burst = math.max(1, rate // 50)
-  local step = 1.02 * per / (rate - burst + 1)
+  local burst = 1
+  local step = 1.03 * per / (rate - burst + 1)
   local claims, order = {}, {}
   for _, c in ipairs(list) do
     local key = c.claim ~= 0 and c.claim or -c.id
@@ -184,8 +184,8 @@ describe("rate limit", function()
     assert.equals(60, #times)
     local most = most_in_window(times, 1)
     local span = times[#times] - times[1]
-    -- 1 at once (burst 1), then one each 1.02 / 20 s: 59 more in 3.01 s
-    figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 3.01 s)",
+    -- 1 at once (burst 1), then one each 1.03 / 20 s: 59 more in 3.04 s
+    figure("3 workers, 60 jobs at 20 a second: at most %d starts in a second, first to last start %.2f s (ideal 3.04 s)",
       most, span)
     assert.is_true(most_in_window(times, SLACK) <= 20, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
     assert.is_true(span >= 2.5, ("60 starts in %.2f s"):format(span))
@@ -202,8 +202,8 @@ describe("rate limit", function()
 
   -- The strict bound, where it holds: on the tokens, at the database's
   -- clock (each start follows its token by the worker's delay: SLACK
-  -- above).  40 per 2 s (a burst of 1, then one each 1.02 * 2 / 40 s:
-  -- 51 ms, so the rule's margin is 40 ms a window), 60 jobs, a worker of
+  -- above).  40 per 2 s (a burst of 1, then one each 1.03 * 2 / 40 s:
+  -- 51.5 ms, so the rule's margin is 60 ms a window), 60 jobs, a worker of
   -- each kind: the claims take tokens up to 0.1 s ahead (2 here), so
   -- windows of claims may hold 42; replayed by the rule (tokens_of), no
   -- window of 2 s holds more than 40 tokens, each job is claimed once, and
@@ -240,9 +240,9 @@ describe("rate limit", function()
         if r.time < due[r.id] - 0.01 then early[#early + 1] = ("%d %.3f s early"):format(r.id, due[r.id] - r.time) end
       end
     end
-    -- 59 steps of 51 ms after the first: 3.01 s
+    -- 59 steps of 51.5 ms after the first: 3.04 s
     figure("60 jobs at 40 per 2 s: at most %d tokens in 2 s (database clock), first to last token %.2f s "
-      .. "(ideal 3.01 s), %d claims in 2 s at most; claims up to %.3f s ahead of their tokens, "
+      .. "(ideal 3.04 s), %d claims in 2 s at most; claims up to %.3f s ahead of their tokens, "
       .. "each start %.3f s after its token at the least", most, span, most_in_window(times, 2), ahead, after)
     assert.is_true(most <= 40, ("%d tokens in a window of 2 s"):format(most))
     assert.is_true(span >= 2.5, ("60 tokens in %.2f s"):format(span))
@@ -271,7 +271,7 @@ describe("rate limit", function()
     local used = math.max(procs[1]:cpu() - c0[1], procs[2]:cpu() - c0[2])
     local times = starts_of(procs, ids)
     local most = most_in_window(times, 1)
-    -- one each 1.02 / 4 s: 7 more in 1.79 s; the workers sleep in between
+    -- one each 1.03 / 4 s: 7 more in 1.80 s; the workers sleep in between
     figure("8 jobs at 4 a second, one at once: at most %d starts in a second, %.2f s, %.2f s of CPU a worker",
       most, times[#times] - times[1], used)
     assert.is_true(most_in_window(times, SLACK) <= 4, ("%d starts in 0.9 s"):format(most_in_window(times, SLACK)))
@@ -334,9 +334,9 @@ describe("rate limit", function()
       local m = most_in_window(times, SLACK)
       assert.is_true(m <= 5, ("%d starts of tenant %s in 0.9 s"):format(m, t))
     end
-    -- 11 steps of 1.02 / 5 s after the first: 2.24 s, the tenants side by side
+    -- 11 steps of 1.03 / 5 s after the first: 2.27 s, the tenants side by side
     figure("3 tenants x 12 jobs at 5 a second each: at most %d/%d/%d of a tenant, %d of all in a second; %.2f s "
-      .. "(ideal 2.24 s)", mosts.a, mosts.b, mosts.c, most_all, span)
+      .. "(ideal 2.27 s)", mosts.a, mosts.b, mosts.c, most_all, span)
     assert.is_true(most_all > 5, ("the tenants did not go together: %d in a second"):format(most_all))
     assert.is_true(span < 8, ("36 starts took %.2f s"):format(span))
     for _, p in ipairs(procs) do quiet(p) end

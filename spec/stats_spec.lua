@@ -145,6 +145,7 @@ describe("schema_version()", function()
       DROP FUNCTION scheduler.at_limit(text, text, jsonb);
       DROP FUNCTION scheduler.rate_hold(bigint[]);
       DROP FUNCTION scheduler.rate_ahead();
+      DROP FUNCTION scheduler.rate_look(integer, float8);
       DROP FUNCTION scheduler.rate_tokens(integer, float8, timestamptz, timestamptz);
       DROP FUNCTION scheduler.rate_step(integer, float8);
       DROP FUNCTION scheduler.rate_burst(integer);
