@@ -2797,6 +2797,7 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
     const sq_limit *l =
         which == Q_WAKE_DUE ? limit_of(q, q->names[i].s, q->names[i].len) : NULL;
     int full = l && l->concurrency && l->concurrency - l->running <= 0;
+    double due = v; /* (before a rate moves it on) */
     /* a rate's due jobs: when its bucket has tokens enough (rate_next) */
     if (l && l->rate && !l->by && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
     if (l && l->by && !isnan(v) && v <= now) {
@@ -2824,10 +2825,10 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
       if ((rc = query_double(q, nx, &first)) != SQLITE_OK) break;
       if (!isnan(first) && first - ahead < look) look = first - ahead;
     }
-    if (full && !isnan(v) && v < look) {
-      if (v <= now) *limit_wait = 1;
-      v = look;
-    }
+    /* due jobs wait for a slot (a rate's too, whatever its tokens): this
+     * worker's own end claims again at once (store_wake.limit_wait) */
+    if (full && !isnan(due) && due <= now) *limit_wait = 1;
+    if (full && !isnan(v) && v < look) v = look;
     if (!isnan(v) && v < *out) *out = v;
   }
   return rc;
