@@ -810,7 +810,7 @@ typedef struct sq_limit {
   long long running;           /* its jobs running (not of a partitioned name) */
   long long rate;              /* store.h, limit: RATES; 0: none */
   double per, tat;             /* tat: the bucket (NaN: full) */
-  long long taken;             /* jobs the claim in hand took (rate_spend) */
+  long long taken;             /* jobs the claim in hand took (its rate spends that many tokens) */
   char *by; /* partitioned by (store.h, limit: PARTITIONS), or NULL; then
                free is not counted: Q_PART_PICK counts per partition */
   size_t by_len;

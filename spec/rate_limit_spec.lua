@@ -208,7 +208,7 @@ describe("rate limit", function()
   -- windows of claims may hold 42; replayed by the rule (tokens_of), no
   -- window of 2 s holds more than 40 tokens, each job is claimed once, and
   -- no job starts before its token (each worker holds a job claimed ahead:
-  -- without that, starts come up to 0.1 s early).
+  -- without that, starts come up to 0.1 s early: asserted to 50 ms).
   it("the tokens, at the database's clock: never more than 40 in any 2 s at 40 per 2 s; no start before its token",
     function()
     local s = helper.new()
@@ -236,8 +236,11 @@ describe("rate limit", function()
     for _, r in ipairs(helper.all_results(procs, "start")) do
       if ids[r.id] then
         after = math.min(after, r.time - due[r.id])
-        -- (10 ms: the clock recorded against the one spent at; SQLite's in ms)
-        if r.time < due[r.id] - 0.01 then early[#early + 1] = ("%d %.3f s early"):format(r.id, due[r.id] - r.time) end
+        -- (50 ms: the clock recorded is later than the one spent at by
+        -- what the claim did in between, 20 ms on SQLite under ASan; a
+        -- job is claimed about 0.1 s ahead of its token, so a worker that
+        -- did not hold it would start it about that early)
+        if r.time < due[r.id] - 0.05 then early[#early + 1] = ("%d %.3f s early"):format(r.id, due[r.id] - r.time) end
       end
     end
     -- 59 steps of 51.5 ms after the first: 3.04 s
@@ -248,7 +251,7 @@ describe("rate limit", function()
     assert.is_true(span >= 2.5, ("60 tokens in %.2f s"):format(span))
     assert.is_true(span < 8, ("60 tokens took %.2f s"):format(span))
     assert.is_true(ahead <= 0.12, ("a claim %.3f s ahead of its token"):format(ahead))
-    assert.is_true(ahead >= 0.03, ("the claims were never ahead of their tokens (%.3f s at most): "
+    assert.is_true(ahead >= 0.06, ("the claims were never ahead of their tokens (%.3f s at most): "
       .. "the hold was not tried"):format(ahead))
     assert.same({}, early)
     for _, p in ipairs(procs) do quiet(p) end
