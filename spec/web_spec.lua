@@ -340,6 +340,7 @@ end)
 
 describe("lua-scheduler web", function()
   local cli = require "spec.support.cli_helper"
+  after_each(helper.cleanup) -- (each command's directory)
 
   it("refuses another address than loopback without a token, and a short token", function()
     local r = cli.exec { "web", "--listen", "0.0.0.0:0" }
