@@ -132,8 +132,7 @@ function M.start(s, c, concurrency, o, log)
 end
 
 --- Seconds until step() has work of its own (a job's time limit, a job
--- held for its rate's token, a
--- recurring schedule), or nil.
+-- held for its rate's token, a recurring schedule), or nil.
 function M.timeout(s)
   local f = s._flight
   if not f then return nil end
