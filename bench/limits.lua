@@ -53,6 +53,8 @@ return function(ctx)
   local BENCH, TMP = ctx.BENCH, ctx.TMP
   -- the sweep the specs and the fault suite count overlaps with
   local most_at_once = dofile(BENCH .. "/../spec/support/overlap.lua")
+  -- the bucket replayed over the claims, as spec/rate_limit_spec.lua does
+  local bucket = dofile(BENCH .. "/../spec/support/bucket.lua")
   local windows = most_at_once.windows
 
   local NAME = "bench_limited"
@@ -204,19 +206,16 @@ return function(ctx)
     DROP TRIGGER IF EXISTS bench_claim_held ON scheduler.jobs;]]
 
   --- What the claims say (see CLAIMS_ON), against the rule (store.h,
-  -- STORE_RATE_BURST/STEP/AHEAD): replaying the bucket (GCRA) over the
-  -- claims (a claim: its transaction; its jobs in id order, the claim
-  -- order of jobs of one priority scheduled in turn), each job's token
-  -- time (the job k of a claim at tat + (k - B) * step, from the bucket's
-  -- tat or the claim's clock, whichever is later: when the worker starts
-  -- it), the most and fewest tokens in a window of `per` (as the starts';
-  -- the strict bound is theirs), the most and fewest claims, the tokens
-  -- lost (a claim that finds the bucket full, tat past, lost the tokens
-  -- the time since would have added), the claims' sizes, how far ahead of
-  -- its token a job is claimed, and each start's lag behind its token
-  -- (start_of: the workers' records).  The clock recorded is a little
-  -- later than the one the claim spent at, so the tokens replayed are
-  -- that much later too.
+  -- STORE_RATE_BURST/STEP/AHEAD; the database's scheduler.rate_burst and
+  -- rate_step): the bucket replayed over the claims (a claim: its
+  -- transaction; spec/support/bucket.lua) gives each job's token time,
+  -- when the worker starts it; from them the most and fewest tokens in a
+  -- window of `per` (as the starts'; the strict bound is theirs), and
+  -- the most and fewest claims, the tokens lost to a bucket left full,
+  -- the claims' sizes, how far ahead of its token a job is claimed, and
+  -- each start's lag behind its token (start_of: the workers' records).
+  -- The clock recorded is a little later than the one the claim spent
+  -- at, so the tokens replayed are that much later too.
   local function claims_figures(rate_, per, start_of)
     local rule = ctx.sql(("SELECT scheduler.rate_burst(%d), scheduler.rate_step(%d, %.17g)"):format(rate_, rate_, per))
     local B, step = rule:match("^(%d+)\t(%S+)")
@@ -231,22 +230,14 @@ return function(ctx)
       end
       table.insert(txs[tx].ids, tonumber(id))
     end
-    table.sort(order, function(a, b) return a.at < b.at end)
-    local tat, lost, sizes, full_claims, tokens, aheads, lags = -math.huge, 0, {}, 0, {}, {}, {}
+    local due, lost, full_claims = bucket.replay(order, B, step)
+    local sizes, tokens, aheads, lags = {}, {}, {}, {}
     for _, c in ipairs(order) do
-      if c.at > tat then
-        if tat > -math.huge then lost = lost + (c.at - tat) / step end
-        full_claims = full_claims + 1
-        tat = c.at
-      end
-      table.sort(c.ids)
       for _, id in ipairs(c.ids) do
-        tat = tat + step
-        local due = math.max(c.at, tat - B * step)
-        tokens[#tokens + 1] = due
-        aheads[#aheads + 1] = due - c.at
+        tokens[#tokens + 1] = due[id]
+        aheads[#aheads + 1] = due[id] - c.at
         local s0 = start_of[id]
-        if s0 then lags[#lags + 1] = s0 - due end
+        if s0 then lags[#lags + 1] = s0 - due[id] end
       end
       sizes[#sizes + 1] = #c.ids
     end

@@ -15,6 +15,7 @@ local helper = require "spec.helper"
 local cli = require "spec.support.cli_helper"
 local json = require "dkjson"
 local limits = require "spec.support.limits"
+local bucket = require "spec.support.bucket"
 local decode, schedule_n, all_done_once, quiet, worker = limits.decode, limits.schedule_n,
   limits.all_done_once, limits.quiet, limits.worker
 local function figure(...) return limits.figure("rate", ...) end
@@ -111,38 +112,25 @@ local function claims_of(L)
 end
 
 -- When each claimed job's token was due, by the rule (csrc/store.h: a
--- bucket of burst B = 1, a token every
--- 1.03 * per / (rate - B + 1) s; a claim takes tokens up to 0.1 s ahead,
--- STORE_RATE_AHEAD, the job k of a claim, in claim order, due at
--- tat + (k - B) * step from the bucket's tat or the claim's clock,
--- whichever is later), replayed over the claims (claims_of's list): job
--- id -> its token's time, at the database's clock.  The clock recorded is
--- a little later than the one the claim spent at (record_claims), so the
--- times replayed are that much later too.
+-- bucket of burst B = 1, a token every 1.03 * per / (rate - B + 1) s),
+-- replayed over the claims (claims_of's list, one claim per token:
+-- spec/support/bucket.lua): job id -> its token's time, at the database's
+-- clock.  The clock recorded is a little later than the one the claim
+-- spent at (record_claims), so the times replayed are that much later too.
 local function tokens_of(list, rate, per)
   local burst = 1
-  local step = 1.03 * per / (rate - burst + 1)
-  local claims, order = {}, {}
+  local claims, by_key = {}, {}
   for _, c in ipairs(list) do
     local key = c.claim ~= 0 and c.claim or -c.id
-    if not claims[key] then
-      claims[key] = { at = c.at, ids = {} }
-      order[#order + 1] = claims[key]
+    if not by_key[key] then
+      by_key[key] = { at = c.at, ids = {} }
+      claims[#claims + 1] = by_key[key]
     end
-    local k = claims[key]
+    local k = by_key[key]
     k.at = math.min(k.at, c.at)
     k.ids[#k.ids + 1] = c.id
   end
-  table.sort(order, function(a, b) return a.at < b.at end)
-  local tat, due = -math.huge, {}
-  for _, k in ipairs(order) do
-    table.sort(k.ids) -- (claim order: the same priority, run_at in id order)
-    for _, id in ipairs(k.ids) do
-      tat = math.max(tat, k.at) + step
-      due[id] = math.max(k.at, tat - burst * step)
-    end
-  end
-  return due
+  return (bucket.replay(claims, burst, 1.03 * per / (rate - burst + 1)))
 end
 
 local function drop_claims()
