@@ -93,8 +93,8 @@
  * next token for a slow rate), scheduler.rate_look seconds before the
  * bucket's tat (store_rate_look), not at its next token: at 1,000 a second
  * a worker would claim a job a millisecond, each claim a lock and a
- * transaction; a claim each 25 ms takes about 25 jobs, each held until its
- * token.  Read without the lock, as LIMIT_LOOK's test.  A name's bucket
+ * transaction; a look each 25 ms at most, each job it takes held until
+ * its token.  Read without the lock, as LIMIT_LOOK's test.  A name's bucket
  * only: partitions below. */
 #define RATE_NEXT                                                                            \
   "(SELECT r.tat - scheduler.rate_look(l.rate, l.per) * interval '1 second'"                \
