@@ -40,6 +40,14 @@ end
 -- past that, so the specs count windows of 0.9 per (SLACK) and say the
 -- strict figure.
 local SLACK = 0.9
+
+-- How much later the clock a trigger records a claim at (record_claims)
+-- may be than the one the claim spent its tokens at: what the claim did
+-- in between, milliseconds, stretched by the sanitizers' runtime (20 to
+-- 40 ms seen on SQLite under ASan).  Replayed from the claims' recorded
+-- clocks, tokens come that much off their real times either way, so the
+-- checks on them allow it.  A job not held starts 0.1 s early, past it.
+local RECORDED = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) and 0.07 or 0.05
 local most_in_window = require("spec.support.overlap").most_in_window
 
 -- The claims of name `L`, at the database's clock: a trigger records each
@@ -196,7 +204,7 @@ describe("rate limit", function()
   -- windows of claims may hold 42; replayed by the rule (tokens_of), no
   -- window of 2 s holds more than 40 tokens, each job is claimed once, and
   -- no job starts before its token (each worker holds a job claimed ahead:
-  -- without that, starts come up to 0.1 s early: asserted to 50 ms).
+  -- without that, starts come up to 0.1 s early: asserted to RECORDED).
   it("the tokens, at the database's clock: never more than 40 in any 2 s at 40 per 2 s; no start before its token",
     function()
     local s = helper.new()
@@ -224,11 +232,9 @@ describe("rate limit", function()
     for _, r in ipairs(helper.all_results(procs, "start")) do
       if ids[r.id] then
         after = math.min(after, r.time - due[r.id])
-        -- (50 ms: the clock recorded is later than the one spent at by
-        -- what the claim did in between, 20 ms on SQLite under ASan; a
-        -- job is claimed about 0.1 s ahead of its token, so a worker that
-        -- did not hold it would start it about that early)
-        if r.time < due[r.id] - 0.05 then early[#early + 1] = ("%d %.3f s early"):format(r.id, due[r.id] - r.time) end
+        -- (a job is claimed about 0.1 s ahead of its token, so a worker
+        -- that did not hold it would start it about that early: RECORDED)
+        if r.time < due[r.id] - RECORDED then early[#early + 1] = ("%d %.3f s early"):format(r.id, due[r.id] - r.time) end
       end
     end
     -- 59 steps of 51.5 ms after the first: 3.04 s
@@ -238,7 +244,8 @@ describe("rate limit", function()
     assert.is_true(most <= 40, ("%d tokens in a window of 2 s"):format(most))
     assert.is_true(span >= 2.5, ("60 tokens in %.2f s"):format(span))
     assert.is_true(span < 8, ("60 tokens took %.2f s"):format(span))
-    assert.is_true(ahead <= 0.12, ("a claim %.3f s ahead of its token"):format(ahead))
+    -- (0.1 s: STORE_RATE_AHEAD)
+    assert.is_true(ahead <= 0.1 + RECORDED, ("a claim %.3f s ahead of its token"):format(ahead))
     assert.is_true(ahead >= 0.06, ("the claims were never ahead of their tokens (%.3f s at most): "
       .. "the hold was not tried"):format(ahead))
     assert.same({}, early)
