@@ -179,9 +179,9 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
   " NOT coalesce(y.part > lf.turn COLLATE \"C\", true) AS wrap"                              \
   " FROM lf CROSS JOIN LATERAL (SELECT v.*, row_number() OVER ("                             \
   " PARTITION BY v.part ORDER BY v.priority, v.run_at, v.id) AS rn FROM ("                   \
-  " SELECT h.*, greatest(0, least(" cap ", " max ", coalesce((SELECT p.free FROM lf p"       \
-  " WHERE p.limited = lf.limited AND p.part = h.part), lf.free))) AS a"                      \
-  " FROM scheduler.part_heads(lf.limited) h) h CROSS JOIN LATERAL ("                         \
+  " SELECT h.*, greatest(0, least(" cap ", " max ", coalesce(p.free, lf.free))) AS a"        \
+  " FROM scheduler.part_heads(lf.limited) h LEFT JOIN lf p ON p.limited = lf.limited"        \
+  " AND p.part = h.part) h CROSS JOIN LATERAL ("                                             \
   " SELECT j.id, j.priority, j.run_at, j.part, h.a FROM scheduler.jobs j"                    \
   " WHERE j.state = 'scheduled' AND j.name = lf.limited AND j.part = h.part"                 \
   " AND j.priority = h.priority AND j.run_at <= now() AND NOT j.quarantined"                 \
@@ -216,12 +216,15 @@ static int tx_holds(const pg_store *p) { return p->tx == TX_HELD || p->tx == TX_
  * lock limit_free took (u took no more than the tokens: limit_free's
  * free), and says when each job's token is due (rt).  res: u's rows with
  * that hold (0: none), the claim's result.  Called only when u took a
- * job of a limited name: a claim of names without limits (lf empty), or
- * that took none of them, makes no call (a plpgsql call a claim is not
- * free: the no-op drain's claims are of such names). */
+ * job of a name with a rate: a claim of names without limits (lf empty),
+ * or that took none of them, or of names limited by concurrency alone,
+ * makes no call (a plpgsql call is not free: the no-op drain's claims are
+ * of names without limits, and it was a seventh of a claim's time on 100
+ * partitions). */
 #define RATE_TAKE                                                                            \
   "rt AS (SELECT r.job, r.hold FROM (SELECT array_agg(u.id) AS i FROM u"                    \
-  " JOIN lf ON lf.limited = u.name AND lf.part IS NULL) a"                                   \
+  " JOIN lf ON lf.limited = u.name AND lf.part IS NULL AND EXISTS (SELECT 1"                 \
+  " FROM scheduler.limits rl WHERE rl.name = lf.limited AND rl.rate IS NOT NULL)) a"         \
   " CROSS JOIN LATERAL scheduler.rate_hold(a.i) r WHERE a.i IS NOT NULL),"                   \
   " res AS (SELECT u.*, coalesce(rt.hold, 0) AS hold FROM u LEFT JOIN rt ON rt.job = u.id)"
 
@@ -369,7 +372,7 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     " AND j.run_at <= now() AND j.name = ANY ($1::text[]) AND NOT j.quarantined"
     " AND j.id <> ALL (ARRAY(SELECT d.id FROM d))"
     " AND j.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z"
-    " UNION ALL SELECT l.name FROM scheduler.limits l)) AND scheduler.some_free($1::text[])"
+    " UNION ALL SELECT l.name FROM scheduler.limits l)) AND scheduler.some_free($1)"
     " ORDER BY j.priority, j.run_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"
     "), " LIMITED_PICK("$3", "NULL::integer") ", c AS ("
     /* (rows locked and not taken are let go with the commit) */
@@ -386,7 +389,7 @@ const pg_query pgq_claim_leased = {Q_CLAIM_LEASED, "scheduler_claim_leased", 5,
     " RETURNING j.id, j.name, j.payload, j.run_at, j.attempt, j.max_attempts,"
     " j.key, j.priority, j.last_error, j.created_at, j.claim, j.locked_until"
     "), " NEXT_TURN ", " RATE_TAKE
-    " SELECT res.*, q.due FROM (SELECT scheduler.quarantine_due($1::text[]) AS due) q"
+    " SELECT res.*, q.due FROM (SELECT scheduler.quarantine_due($1) AS due) q"
     " LEFT JOIN res ON true"};
 
 /* The claim of a worker that runs one job at a time (pg_claim) for its
@@ -458,29 +461,44 @@ static const pg_query pgq_put_back = {Q_PUT_BACK, "scheduler_put_back", 16,
  * the generic plan does not know the LIMIT, so its estimated cost is
  * high enough for PostgreSQL to compile it at every run, ten times as long
  * as running it. */
-#define CLAIM_SETTINGS                                                                       \
-  "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"                        \
+#define CLAIM_SETTING_LIST                                                                   \
+  "set_config('plan_cache_mode', 'force_generic_plan', true),"                               \
   " set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true),"       \
   " set_config('enable_incremental_sort', 'off', true), set_config('jit', 'off', true)"
+#define CLAIM_SETTINGS "SELECT " CLAIM_SETTING_LIST
 
-/* The settings of a leased claim's statement (Q_CLAIM_LIMITED,
- * Q_CLAIM_LEASED, Q_CLAIM_ONE), sent before it in its segment (one
- * implicit transaction, which the settings last for).  They read
- * scheduler.limit_free and walk a limited name's jobs in a LATERAL (see
- * LIMITS): without them the estimate of a sequential scan and a sort per
- * limited name (never run when no name is limited) made PostgreSQL
- * compile the statement (JIT) at every run: 260 ms a claim on a table of
- * 50,000 jobs.  The same as a held claim's (CLAIM_SETTINGS): a generic
- * plan (planned once), walking an index in claim order. */
-#define LEASE_SETTINGS CLAIM_SETTINGS
+/* The statement before a leased claim (Q_CLAIM_LIMITED, Q_CLAIM_LEASED,
+ * Q_CLAIM_ONE), in its segment (one implicit transaction, which the
+ * settings last for): the settings, and the lock on the limits of names
+ * $1 (see LIMITS), in the order limit_free takes it.
+ *   The settings: the claims read scheduler.limit_free and walk a limited
+ * name's jobs in a LATERAL (see LIMITS): without them the estimate of a
+ * sequential scan and a sort per limited name (never run when no name is
+ * limited) made PostgreSQL compile the statement (JIT) at every run: 260
+ * ms a claim on a table of 50,000 jobs.  The same as a held claim's
+ * (CLAIM_SETTINGS): a generic plan (planned once), walking an index in
+ * claim order.
+ *   The lock comes before the claim's statement, not in it (limit_free
+ * takes it again, at no cost): a statement reads the table as it was when
+ * it began (READ COMMITTED), and a claim that waited in it for the lock
+ * saw the jobs the claim before it took as still waiting.  It picked them,
+ * found them taken when it came to lock them, and went without: on 100
+ * partitions of 2, a quarter of the claims took nothing and others less
+ * than was free.  The claim's own statement now begins once the lock is
+ * its own. */
+static const pg_query pgq_lease_settings = {Q_LEASE_SETTINGS, "scheduler_lease_settings", 1,
+    "WITH lk AS (SELECT l.name FROM scheduler.limits l WHERE l.name = ANY ($1::text[])"
+    "  ORDER BY l.name FOR UPDATE)"
+    " SELECT " CLAIM_SETTING_LIST ", (SELECT count(*) FROM lk)"};
 
-/* Run leased claim q (values) after LEASE_SETTINGS, in one round trip. */
+/* Run leased claim q (values) after pgq_lease_settings, in one round trip. */
 static int run_leased(pg_store *p, const pg_query *q, const char *const *values, PGresult **r) {
   int rc = pg_idle(p);
   if (rc == STORE_OK) rc = pg_connect(&p->base);
+  if (rc == STORE_OK) rc = pg_prepare(p, &pgq_lease_settings);
   if (rc == STORE_OK) rc = pg_prepare(p, q);
   if (rc) return rc;
-  const step steps[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(q, values)};
+  const step steps[2] = {STEP_QUERY(&pgq_lease_settings, values), STEP_QUERY(q, values)};
   return pg_pipeline(p, steps, 2, 1, r);
 }
 
@@ -1050,7 +1068,7 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   /* one job of a limited name at a time: the loop runs its batch in turn,
    * and a slot taken by a job waiting in it would run nothing (LIMITS);
    * the partitions of a name take turns */
-  const step limited[2] = {STEP_SQL(LEASE_SETTINGS), STEP_QUERY(&pgq_claim_limited, one)};
+  const step limited[2] = {STEP_QUERY(&pgq_lease_settings, one), STEP_QUERY(&pgq_claim_limited, one)};
   /* see pg_prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS),
@@ -1071,6 +1089,7 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   pg_rec_advance(p);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_one);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_claim_limited);
+  if (rc == STORE_OK) rc = pg_prepare(p, &pgq_lease_settings);
   if (rc == STORE_OK && (p->claim_names_changed || !(p->prepared & PREPARED_BIT(Q_CLAIM))))
     rc = pg_prepare_claim(p);
   /* Quarantined jobs are looked for (Q_CLAIM_ONE) only while some may wait:
