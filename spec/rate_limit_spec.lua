@@ -43,11 +43,15 @@ local SLACK = 0.9
 
 -- How much later the clock a trigger records a claim at (record_claims)
 -- may be than the one the claim spent its tokens at: what the claim did
--- in between, milliseconds, stretched by the sanitizers' runtime (20 to
--- 40 ms seen on SQLite under ASan).  Replayed from the claims' recorded
--- clocks, tokens come that much off their real times either way, so the
--- checks on them allow it.  A job not held starts 0.1 s early, past it.
-local RECORDED = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) and 0.07 or 0.05
+-- in between, milliseconds.  Replayed from the recorded clocks, a claim
+-- recorded late that found the bucket idle moves every token after it
+-- (the bucket stays saturated) that much later, so the checks on tokens
+-- allow it.  Under the sanitizers' runtime it reached 83 ms on SQLite
+-- (CI): past the 0.1 s early a job not held starts, which the check "no
+-- start before its token" tells apart, so that check is left to the
+-- plain runs there.
+local ASAN = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) ~= nil
+local RECORDED = ASAN and 0.15 or 0.05
 local most_in_window = require("spec.support.overlap").most_in_window
 
 -- The claims of name `L`, at the database's clock: a trigger records each
@@ -248,7 +252,7 @@ describe("rate limit", function()
     assert.is_true(ahead <= 0.1 + RECORDED, ("a claim %.3f s ahead of its token"):format(ahead))
     assert.is_true(ahead >= 0.06, ("the claims were never ahead of their tokens (%.3f s at most): "
       .. "the hold was not tried"):format(ahead))
-    assert.same({}, early)
+    if not ASAN then assert.same({}, early) end
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
