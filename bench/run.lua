@@ -53,6 +53,8 @@ usage: lua5.4 bench/run.lua [options]
   --wait-jobs N    jobs in the waiting rows, wait_timer and wait_http (default 10000)
   --limit-jobs N   jobs of 50 ms in the limits rows (default 1000)
   --parts-jobs N   jobs of 50 ms in the limit_parts rows (default 10000)
+  --parts-workers N  worker processes in the limit_parts rows, sharing 256 coroutines
+                   (the baseline: 200) (default 2, one per core of the reference machine)
   --rate-jobs N    jobs in the rate rows (default 10000: 10 s at 1,000 a second)
   --fair-jobs N    jobs waiting in one partition in the fairness rows (default 1000000)
   --no-graphile    do not run graphile-worker beside the waiting rows (it needs node,
@@ -83,6 +85,7 @@ local cfg = {
   graphile_jobs = 3000,     -- graphile-worker's run of the same shape
   limit_jobs = 1000,        -- limits: jobs of 50 ms (10 s at the limit's ideal rate)
   parts_jobs = 10000,       -- limit_parts: jobs of 50 ms in 100 partitions (2.5 s at the ideal rate)
+  parts_workers = 2,        -- limit_parts: worker processes (see bench/limits.lua)
   rate_jobs = 10000,        -- rate: jobs at 1,000 starts a second (10 s)
   fair_jobs = 1000000,      -- fairness: jobs waiting in one partition
   no_graphile = false,
@@ -128,6 +131,7 @@ do
     elseif a == "--wait-jobs" then explicit.wait_jobs = count(a)
     elseif a == "--limit-jobs" then explicit.limit_jobs = count(a)
     elseif a == "--parts-jobs" then explicit.parts_jobs = count(a)
+    elseif a == "--parts-workers" then explicit.parts_workers = count(a)
     elseif a == "--rate-jobs" then explicit.rate_jobs = count(a)
     elseif a == "--fair-jobs" then explicit.fair_jobs = count(a)
     elseif a == "--no-graphile" then explicit.no_graphile = true
@@ -1331,7 +1335,7 @@ local function meta()
       scale_small = cfg.scale_small, scale_big = cfg.scale_big, scale_due = cfg.scale_due,
       bloat = cfg.bloat, wait_jobs = cfg.wait_jobs, wait_concurrency = cfg.wait_concurrency,
       graphile_jobs = cfg.graphile_jobs, limit_jobs = cfg.limit_jobs,
-      parts_jobs = cfg.parts_jobs, rate_jobs = cfg.rate_jobs,
+      parts_jobs = cfg.parts_jobs, parts_workers = cfg.parts_workers, rate_jobs = cfg.rate_jobs,
       fair_jobs = cfg.fair_jobs },
   }
 end
