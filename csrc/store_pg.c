@@ -609,6 +609,8 @@ void pg_disconnect(store *s) {
  * dropped so the next call reconnects), STORE_ERROR otherwise. */
 int pg_fail_result(pg_store *p, const char *what, PGresult *r) {
   int down = PQstatus(p->conn) != CONNECTION_OK;
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  p->lock_timed_out = state && strcmp(state, "55P03") == 0;
   const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (!msg) msg = PQerrorMessage(p->conn);
   int code = pg_fail_msg(p, down ? STORE_DOWN : STORE_ERROR, what, msg);

@@ -485,21 +485,59 @@ static const pg_query pgq_put_back = {Q_PUT_BACK, "scheduler_put_back", 16,
  * found them taken when it came to lock them, and went without: on 100
  * partitions of 2, a quarter of the claims took nothing and others less
  * than was free.  The claim's own statement now begins once the lock is
- * its own. */
-static const pg_query pgq_lease_settings = {Q_LEASE_SETTINGS, "scheduler_lease_settings", 1,
+ * its own.
+ *   The claim's transaction waits for a lock at most $2 (lock_timeout,
+ * set in the walk of the limits, before the first lock: a quarter of the
+ * lease, a second at most, lock_wait_text): another client's transaction that holds a
+ * limit's row (an operator's UPDATE left open) would otherwise hold the
+ * worker's connection, and a worker that runs several jobs at once renews
+ * their leases between its claims: past the lease they would run again
+ * beside themselves.  A claim cut short so takes nothing (run_leased; the
+ * held claim's look at its limited names fails, and its loop retries). */
+static const pg_query pgq_lease_settings = {Q_LEASE_SETTINGS, "scheduler_lease_settings", 2,
     "WITH lk AS (SELECT l.name FROM scheduler.limits l WHERE l.name = ANY ($1::text[])"
-    "  ORDER BY l.name FOR UPDATE)"
+    "  AND set_config('lock_timeout', $2, true) IS NOT NULL ORDER BY l.name FOR UPDATE)"
     " SELECT " CLAIM_SETTING_LIST ", (SELECT count(*) FROM lk)"};
 
-/* Run leased claim q (values) after pgq_lease_settings, in one round trip. */
-static int run_leased(pg_store *p, const pg_query *q, const char *const *values, PGresult **r) {
+/* pgq_lease_settings' $2 for a lease of `lease` seconds, in milliseconds:
+ * a quarter of it, LOCK_WAIT_MAX at most (a worker so held writes no end
+ * and renews no lease: it tries again after that, and does those in
+ * between), 1 at least.  Far above the claims' own turns on the lock
+ * (milliseconds). */
+#define LOCK_WAIT_MAX 1.0
+static const char *lock_wait_text(double lease, char *out, size_t size) {
+  double ms = fmin(lease / 4, LOCK_WAIT_MAX) * 1000;
+  snprintf(out, size, "%.0f", ms < 1 ? 1 : ms);
+  return out;
+}
+
+/* The last failure was a claim's wait for a lock cut short (see
+ * pgq_lease_settings): forget it, and say so. */
+static int lock_waited(pg_store *p) {
+  int waited = p->lock_timed_out;
+  p->lock_timed_out = 0;
+  return waited;
+}
+
+/* Run leased claim q (values) after pgq_lease_settings, in one round trip,
+ * waiting for a lock at most lock_wait_text(lease).  A wait cut short is no
+ * error: *r is NULL (nothing claimed; the fetcher looks again soon, and
+ * renews its leases meanwhile). */
+static int run_leased(pg_store *p, const pg_query *q, const char *const *values, double lease,
+                      PGresult **r) {
+  *r = NULL;
   int rc = pg_idle(p);
   if (rc == STORE_OK) rc = pg_connect(&p->base);
   if (rc == STORE_OK) rc = pg_prepare(p, &pgq_lease_settings);
   if (rc == STORE_OK) rc = pg_prepare(p, q);
   if (rc) return rc;
-  const step steps[2] = {STEP_QUERY(&pgq_lease_settings, values), STEP_QUERY(q, values)};
-  return pg_pipeline(p, steps, 2, 1, r);
+  char wait[32];
+  const char *lock[2] = {values[0], lock_wait_text(lease, wait, sizeof wait)};
+  const step steps[2] = {STEP_QUERY(&pgq_lease_settings, lock), STEP_QUERY(q, values)};
+  p->lock_timed_out = 0;
+  rc = pg_pipeline(p, steps, 2, 1, r);
+  if (rc == STORE_ERROR && lock_waited(p)) rc = STORE_OK;
+  return rc;
 }
 
 /* Prepare the claim for this worker's names.  Its plan is made once (a
@@ -1068,7 +1106,9 @@ int pg_claim(store *s, size_t limit, double lease, const char *worker,
   /* one job of a limited name at a time: the loop runs its batch in turn,
    * and a slot taken by a job waiting in it would run nothing (LIMITS);
    * the partitions of a name take turns */
-  const step limited[2] = {STEP_QUERY(&pgq_lease_settings, one), STEP_QUERY(&pgq_claim_limited, one)};
+  char wait[32];
+  const char *lock[2] = {one[0], lock_wait_text(lease, wait, sizeof wait)};
+  const step limited[2] = {STEP_QUERY(&pgq_lease_settings, lock), STEP_QUERY(&pgq_claim_limited, one)};
   /* see pg_prepare_claim */
   const step steps[4] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
                          STEP_SQL("BEGIN"), STEP_SQL(CLAIM_SETTINGS),
@@ -1230,8 +1270,8 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   snprintf(limittext, sizeof limittext, "%zu", limit);
   if (alone) {
     const char *one[4] = {buf_cstr(&p->names_literal), worker, leasetext, limittext};
-    rc = run_leased(p, &pgq_claim_one, one, &r);
-    if (rc) return rc;
+    rc = run_leased(p, &pgq_claim_one, one, lease, &r);
+    if (rc || !r) return rc;
     if (PQntuples(r) > 0) {
       *until = bin_time(r, 0, 11);
       *quarantine = 2;
@@ -1246,8 +1286,8 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
   const char *values[5] = {buf_cstr(&p->names_literal), worker, limittext,
                            *until > 0 ? micros_text(*until, untiltext, sizeof untiltext) : NULL,
                            leasetext};
-  rc = run_leased(p, &pgq_claim_leased, values, &r);
-  if (rc) return rc;
+  rc = run_leased(p, &pgq_claim_leased, values, lease, &r);
+  if (rc || !r) return rc;
   int rows = PQntuples(r);
   int due = PQfnumber(r, "due");
   if (rows > 0 && due >= 0) *quarantine = PQgetlength(r, 0, due) == 1 && PQgetvalue(r, 0, due)[0] ? 1 : 0;

@@ -180,6 +180,7 @@ typedef struct pg_store {
   int limits_near; /* some of this worker's names are limited, as the last fresh
                       claim said: claim them first (see LIMITS, store_pg_claim.c) */
   int syncs;         /* pipeline syncs sent and not read yet */
+  int lock_timed_out; /* the last failure was a lock_timeout (SQLSTATE 55P03) */
   /* jobs of a claim transaction whose connection was lost, said at the next
    * finish or settle (a count to report, not a state of the transaction:
    * that one is gone, TX_IDLE, and another may begin first) */

@@ -127,6 +127,57 @@ describe("limit", function()
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
+  -- Another client's transaction holds a limit's row (an operator's UPDATE
+  -- left open) for four leases, while two concurrent workers run the
+  -- name's jobs, and a third worker runs another name's (busy from its
+  -- start, it gives back any lease expired, once a second).  A concurrent
+  -- worker renews its leases between its claims: a claim that waited for
+  -- the lock as long as the other client held it let them expire, the
+  -- third worker gave the jobs in flight back, and they ran again beside
+  -- themselves.  A claim waits at most a quarter of the lease for the lock
+  -- and takes nothing; the leases hold, no job starts twice, and the
+  -- claims come back once the lock is let go.
+  it("another client holds a limit's row for 4 leases: the jobs in flight keep their leases, none starts twice #postgresql",
+    function()
+    local s = helper.new()
+    local L, U = helper.name("locked_limit"), helper.name("beside")
+    helper.ok(s:limit(L, { concurrency = 4 }))
+    local extra = { WORKER_LEASE = 1 }
+    schedule_n(s, U, 2)
+    local other = worker(U, 2, 60, extra)
+    -- (6 coroutines for 4 slots: a worker with jobs in flight claims while
+    -- the row is held)
+    local procs = { worker(L, 3, 6, extra), worker(L, 3, 6, extra) }
+    for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    assert.is_truthy(helper.wait_for(function() return #other:events("start") == 2 end, 10), other:describe())
+    local ids = schedule_n(s, L, 8)
+    local function starts()
+      local per, n = {}, 0
+      for _, r in ipairs(helper.all_results(procs, "start")) do
+        if ids[r.id] then per[r.id], n = (per[r.id] or 0) + 1, n + 1 end
+      end
+      return per, n
+    end
+    assert.is_truthy(helper.wait_for(function() return select(2, starts()) >= 4 end, 10),
+      helper.describe_all(procs))
+    local hold = 4
+    local sqlfile = os.tmpname()
+    helper.write_file(sqlfile, ("BEGIN; UPDATE scheduler.limits SET concurrency = concurrency WHERE name = %s;"
+      .. " SELECT pg_sleep(%d); ROLLBACK;"):format(helper.literal(L), hold))
+    helper.sh("psql -XAtq -v ON_ERROR_STOP=1 -f " .. helper.shquote(sqlfile) .. " >/dev/null 2>&1 &")
+    assert.is_truthy(helper.wait_for(function()
+      return helper.psql_int("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%'"
+        .. " AND pid <> pg_backend_pid()") > 0
+    end, 5))
+    assert.is_truthy(helper.wait_for(function() return count(dones(procs, ids)) == 8 end, 40),
+      helper.describe_all(procs))
+    os.remove(sqlfile)
+    for id, n in pairs(starts()) do assert.equals(1, n, "job " .. id .. " started " .. n .. " times") end
+    assert.is_true(all_done_once(procs, ids))
+    assert.is_true(peak(procs, ids) <= 4)
+    assert.equals(0, #other:events("done")) -- (busy throughout: its jobs wait 60 s)
+  end)
+
   -- PARTITIONS: limit(name, { concurrency = N, by = ... }).  The attack:
   -- four workers of both kinds claim one name whose 100 partitions are
   -- each limited to 2, with a few hot partitions (20 jobs) among cold ones
