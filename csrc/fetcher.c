@@ -681,6 +681,12 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   t->quarantine_wait = q_wait && !q_alone;
   if (got > 0) {
     if (t->next_renew == INFINITY) t->next_renew = clock_mono() + f->lease / 3;
+    /* in flight: rescue once a second from now on, also when the last idle
+     * look had no lease to watch (next_rescue INFINITY until idle again: a
+     * dead worker's leases, and its limit's slots, waited for this one's
+     * jobs to end) */
+    double soon = clock_mono() + RESCUE_EVERY;
+    if (t->next_rescue > soon) t->next_rescue = soon;
     t->held_delay = 0;
     *worked = 1;
     return STORE_OK;

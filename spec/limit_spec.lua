@@ -96,6 +96,40 @@ describe("limit", function()
     end)
   end
 
+  -- A worker that runs several jobs at once gives back the expired leases
+  -- of dead workers once a second while it has jobs in flight (RESCUE_EVERY
+  -- in csrc/fetcher.c).  The attack: it was idle first, with no lease of
+  -- its names to watch, then busy; the worker that held the limit's only
+  -- slot is killed -9.  It used to look again only once idle: busy, it left
+  -- the dead worker's slot taken as long as its own jobs ran.
+  it("a busy worker gives the slot of a worker killed -9 back within the lease, though it was idle first", function()
+    local s = helper.new()
+    local L, M = helper.name("dead_slot"), helper.name("busy")
+    helper.ok(s:limit(L, { concurrency = 1 }))
+    local extra = { WORKER_LEASE = 1 }
+    -- both idle first, no lease anywhere
+    local b = worker(L .. "," .. M, 2, 60, extra)
+    local a = worker(L, 2, 60, extra)
+    for _, p in ipairs({ a, b }) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
+    helper.sleep(0.5)
+    -- b busy with M's 2 jobs of 60 s (no coroutine free: it cannot take L's)
+    schedule_n(s, M, 2)
+    assert.is_truthy(helper.wait_for(function() return #b:events("start") == 2 end, 10), b:describe())
+    -- a takes L's only slot, and dies with it
+    local id = next(schedule_n(s, L, 1))
+    assert.is_truthy(helper.wait_for(function() return #a:events("start") == 1 end, 10), a:describe())
+    a:kill("KILL")
+    local killed = helper.now()
+    assert.is_truthy(a:wait(5), a:describe())
+    -- only b can give it back (its lease of 1 s, then a look once a second)
+    local back = helper.wait_for(function() return helper.ok(s:job(id)).state == "scheduled" end, 15)
+    local after = helper.now() - killed
+    figure("a worker killed -9 with the only slot: a busy worker gave it back %.2f s after the kill (lease 1 s)", after)
+    assert.is_truthy(back, ("the slot was not given back in %.1f s\n%s"):format(after, b:describe()))
+    assert.is_true(after < 1 + 4, ("the slot came back %.1f s after the kill"):format(after))
+    assert.equals(0, #b:events("done"))
+  end)
+
   it("an unlimited name beside a full one is not held back; lifting the limit lets the rest go", function()
     local s = helper.new()
     local L, U = helper.name("full"), helper.name("free")
