@@ -168,8 +168,8 @@ describe("limit", function()
   -- worker renews its leases between its claims: a claim that waited for
   -- the lock as long as the other client held it let them expire, the
   -- third worker gave the jobs in flight back, and they ran again beside
-  -- themselves.  A claim waits for the lock a quarter of the lease at most
-  -- (a second at most) and takes nothing; the leases hold, no job starts twice, and the
+  -- themselves.  A claim waits for the lock a quarter of the lease (a
+  -- second at most), then takes nothing; the leases hold, no job starts twice, and the
   -- claims come back once the lock is let go.
   it("another client holds a limit's row for 4 leases: the jobs in flight keep their leases, none starts twice #postgresql",
     function()
