@@ -272,7 +272,7 @@ test-memory: deps
 	  UBSAN_OPTIONS='halt_on_error=1:print_stacktrace=1:log_path='"$$logs"/ubsan 2>&1 | tee "$$logs/out" \
 	  || status=1; \
 	set -- $(BACKENDS); runs=$$#; \
-	clean=$$(sed 's/\x1b\[[0-9;]*m//g' "$$logs/out" | grep -cE '^[0-9]+ successes? / 0 failures? / 0 errors?'); \
+	clean=$$(sed 's/\x1b\[[0-9;]*m//g' "$$logs/out" | grep -cE '^[0-9]+ success(es)? / 0 failures? / 0 errors?'); \
 	if [ "$$clean" -ne $$runs ]; then \
 	  echo "memory: $$clean of $$runs runs printed a summary with 0 failures and 0 errors" >&2; status=1; \
 	fi; \
