@@ -511,14 +511,6 @@ static const char *lock_wait_text(double lease, char *out, size_t size) {
   return out;
 }
 
-/* The last failure was a claim's wait for a lock cut short (see
- * pgq_lease_settings): forget it, and say so. */
-static int lock_waited(pg_store *p) {
-  int waited = p->lock_timed_out;
-  p->lock_timed_out = 0;
-  return waited;
-}
-
 /* Run leased claim q (values) after pgq_lease_settings, in one round trip,
  * waiting for a lock at most lock_wait_text(lease).  A wait cut short is no
  * error: *r is NULL (nothing claimed; the fetcher looks again soon, and
@@ -536,7 +528,7 @@ static int run_leased(pg_store *p, const pg_query *q, const char *const *values,
   const step steps[2] = {STEP_QUERY(&pgq_lease_settings, lock), STEP_QUERY(q, values)};
   p->lock_timed_out = 0;
   rc = pg_pipeline(p, steps, 2, 1, r);
-  if (rc == STORE_ERROR && lock_waited(p)) rc = STORE_OK;
+  if (rc == STORE_ERROR && p->lock_timed_out) rc = STORE_OK; /* (the wait cut short) */
   return rc;
 }
 

@@ -162,8 +162,8 @@ describe("limit", function()
   end)
 
   -- Another client's transaction holds a limit's row (an operator's UPDATE
-  -- left open) for four leases, while two concurrent workers run the
-  -- name's jobs, and a third worker runs another name's (busy from its
+  -- left open) for four leases, while three workers (two concurrent, one
+  -- at concurrency 1) run the name's jobs, and a third worker runs another name's (busy from its
   -- start, it gives back any lease expired, once a second).  A concurrent
   -- worker renews its leases between its claims: a claim that waited for
   -- the lock as long as the other client held it let them expire, the
@@ -179,9 +179,10 @@ describe("limit", function()
     local extra = { WORKER_LEASE = 1 }
     schedule_n(s, U, 2)
     local other = worker(U, 2, 60, extra)
-    -- (6 coroutines for 4 slots: a worker with jobs in flight claims while
-    -- the row is held)
-    local procs = { worker(L, 3, 6, extra), worker(L, 3, 6, extra) }
+    -- (7 coroutines for 4 slots: a worker with jobs in flight claims while
+    -- the row is held; the one at concurrency 1, whose heartbeat thread
+    -- renews, has its claim fail, says so, and tries again)
+    local procs = { worker(L, 3, 6, extra), worker(L, 3, 6, extra), worker(L, 1, 0.1, extra) }
     for _, p in ipairs(procs) do assert.is_truthy(p:wait_file("ready"), p:describe()) end
     assert.is_truthy(helper.wait_for(function() return #other:events("start") == 2 end, 10), other:describe())
     local ids = schedule_n(s, L, 8)
@@ -210,6 +211,9 @@ describe("limit", function()
     assert.is_true(all_done_once(procs, ids))
     assert.is_true(peak(procs, ids) <= 4)
     assert.equals(0, #other:events("done")) -- (busy throughout: its jobs wait 60 s)
+    -- (its jobs take 0.1 s: it claimed, at its look for a full name, while
+    -- the row was held)
+    assert.matches("lock timeout; retrying until it works", procs[3]:log(), 1, true)
   end)
 
   -- PARTITIONS: limit(name, { concurrency = N, by = ... }).  The attack:
