@@ -624,7 +624,7 @@ static int l_abandon(lua_State *L) {
 static int l_db_now(lua_State *L) {
   core *c = check_store(L);
   store_wake w;
-  if (c->st->ops->next_wake(c->st, &w) != STORE_OK) return fail(L, "clock", store_error(c->st));
+  if (c->st->ops->next_wake(c->st, 0, &w) != STORE_OK) return fail(L, "clock", store_error(c->st));
   lua_pushnumber(L, w.db_now);
   return 1;
 }

@@ -576,10 +576,12 @@ static int write_outcomes(fetcher *f, turn *t, double now, int *worked) {
 }
 
 /* Look for the next due job of the names with room (next_wake), after a
- * round that claimed nothing: when to claim again, when to rescue, and
- * the next recurring schedule for the Lua thread.  q_wait: a quarantined
- * job waits (claim again soon). */
-static int look_ahead(fetcher *f, turn *t, size_t in_flight, int limited, int q_wait) {
+ * round that claimed nothing, or all it could: when to claim again, when
+ * to rescue, and the next recurring schedule for the Lua thread.  q_wait:
+ * a quarantined job waits (claim again soon); drained: the round's claims
+ * took fewer jobs than they asked, with jobs in flight (next_wake). */
+static int look_ahead(fetcher *f, turn *t, size_t in_flight, int limited, int q_wait,
+                      int drained) {
   store *st = f->st;
   int rc = STORE_OK, empty = 0;
   if (!t->listening) {
@@ -590,7 +592,7 @@ static int look_ahead(fetcher *f, turn *t, size_t in_flight, int limited, int q_
   if (rc == STORE_OK && limited) rc = use_set(f, &t->names, SET_NONE, t->room, &empty);
   store_wake wk;
   double t0 = clock_mono();
-  if (rc == STORE_OK) rc = st->ops->next_wake(st, &wk);
+  if (rc == STORE_OK) rc = st->ops->next_wake(st, drained, &wk);
   if (rc != STORE_OK) return rc;
   double mid = (t0 + clock_mono()) / 2;
   t->offset = wk.db_now - mid;
@@ -641,7 +643,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   pthread_mutex_unlock(&f->mu);
   if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
   size_t n_sets = 0, got = 0;
-  int any_free = 0, q_wait = 0, q_alone = 0;
+  int any_free = 0, q_wait = 0, q_alone = 0, drained = 1;
   for (size_t i = 0; rc == STORE_OK && i < nt->n; i++) {
     if (nt->limits[i] == 0)
       any_free = 1;
@@ -665,6 +667,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
                                in_flight == 0 && got == 0, &jobs, &n, &q);
     if (rc != STORE_OK) break;
     if (q == 1) q_wait = 1;
+    if (n == limit) drained = 0; /* it may have more */
     if (n == 0) continue;
     hand_over(f, &t->names, jobs, n, q == 2);
     got += n;
@@ -689,10 +692,15 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
     if (t->next_rescue > soon) t->next_rescue = soon;
     t->held_delay = 0;
     *worked = 1;
+    /* each set gave fewer than it was asked: none has more now (a claim
+     * at once would take nothing, then look ahead): look ahead now,
+     * knowing the sets were drained (store_ops.next_wake) */
+    if (drained && got < want && !q_wait) return look_ahead(f, t, in_flight + got, limited, 0, 1);
     return STORE_OK;
   }
   if (q_wait && in_flight > 0) return STORE_OK; /* let the jobs in flight end first */
-  return look_ahead(f, t, in_flight, limited, q_wait);
+  /* drained as well, and the ends of the jobs in flight claim again */
+  return look_ahead(f, t, in_flight, limited, q_wait, in_flight > 0);
 }
 
 /* The database failed (rc) or answered: say so once, back off. */

@@ -477,7 +477,7 @@ static int loop_body(lua_State *L) {
       if (rc == STORE_OK) {
         store_wake w;
         double t0 = clock_mono();
-        rc = c->st->ops->next_wake(c->st, &w);
+        rc = c->st->ops->next_wake(c->st, 0, &w);
         if (rc == STORE_OK) {
           double mid = (t0 + clock_mono()) / 2;
           r->offset = w.db_now - mid;

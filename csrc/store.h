@@ -353,7 +353,15 @@ typedef struct store_ops {
    * the worker is still connected (PostgreSQL: its session's lock; the
    * caller tries again later). */
   int (*abandon)(store *s, const char *worker, long long default_max_attempts, size_t *n);
-  int (*next_wake)(store *s, store_wake *out);
+  /* When to look again (store_wake).  drained: the caller's last claim
+   * took fewer jobs than it asked of each of the sets it claimed (it has
+   * jobs in flight, whose ends claim again): the due jobs of a name
+   * limited by partition with no rate are then taken to wait for a slot
+   * (limit_wait, a look within a second) without a walk of its
+   * partitions, which that claim made; a job that came due after the
+   * claim's clock is looked at at once.  A full partitioned name is also
+   * looked at when its next job not due yet comes due. */
+  int (*next_wake)(store *s, int drained, store_wake *out);
   /* Insert or update a recurring schedule.  An existing one keeps its
    * next_at unless its expression or zone changed. */
   int (*cron_put)(store *s, const store_cron *c);

@@ -497,7 +497,9 @@ static const pg_query pgq_put_back = {Q_PUT_BACK, "scheduler_put_back", 16,
 static const pg_query pgq_lease_settings = {Q_LEASE_SETTINGS, "scheduler_lease_settings", 2,
     "WITH lk AS (SELECT l.name FROM scheduler.limits l WHERE l.name = ANY ($1::text[])"
     "  AND set_config('lock_timeout', $2, true) IS NOT NULL ORDER BY l.name FOR UPDATE)"
-    " SELECT " CLAIM_SETTING_LIST ", (SELECT count(*) FROM lk)"};
+    " SELECT " CLAIM_SETTING_LIST ", (SELECT count(*) FROM lk),"
+    /* the claim's now() for the session (next_wake: drained) */
+    "  set_config('scheduler.claimed_at', now()::text, false)"};
 
 /* pgq_lease_settings' $2 for a lease of `lease` seconds, in milliseconds:
  * a quarter of it, LOCK_WAIT_MAX at most (a worker so held writes no end
@@ -525,9 +527,15 @@ static int run_leased(pg_store *p, const pg_query *q, const char *const *values,
   if (rc) return rc;
   char wait[32];
   const char *lock[2] = {values[0], lock_wait_text(lease, wait, sizeof wait)};
-  const step steps[2] = {STEP_QUERY(&pgq_lease_settings, lock), STEP_QUERY(q, values)};
+  /* awake: give SLEEP_LOCK back first (see there), in the same round trip:
+   * given back even if the claim fails (an advisory lock is not undone by
+   * a rollback), or gone with the connection, as in pg_claim */
+  const step steps[3] = {STEP_SQL("SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")"),
+                         STEP_QUERY(&pgq_lease_settings, lock), STEP_QUERY(q, values)};
+  int from = p->sleep_locked ? 0 : 1;
   p->lock_timed_out = 0;
-  rc = pg_pipeline(p, steps, 2, 1, r);
+  rc = pg_pipeline(p, steps + from, 3 - from, 2 - from, r);
+  p->sleep_locked = 0;
   if (rc == STORE_ERROR && p->lock_timed_out) rc = STORE_OK; /* (the wait cut short) */
   return rc;
 }
@@ -1250,12 +1258,6 @@ int pg_claim_leased(store *s, size_t limit, double lease, double *until, const c
     if (rc) return rc;
     clear(&r);
     p->worker_locked = 1;
-  }
-  if (p->sleep_locked) {
-    /* awake: give SLEEP_LOCK back (see there) */
-    rc = pg_exec_simple(p, "claiming", "SELECT pg_advisory_unlock_shared(" SLEEP_LOCK ")", NULL);
-    if (rc) return rc;
-    p->sleep_locked = 0;
   }
   char leasetext[64], untiltext[64], limittext[32];
   fmt_seconds(lease, leasetext, sizeof leasetext);

@@ -461,7 +461,7 @@ int pg_cancel(store *s, int64_t id, int *done);
 
 /* store_pg_wake.c */
 int pg_listen(store *s, int on);
-int pg_next_wake(store *s, store_wake *w);
+int pg_next_wake(store *s, int drained, store_wake *w);
 int pg_socket(store *s);
 int pg_notifications(store *s, double *earliest);
 int pg_set_names(store *s, const char *const *names, const size_t *lens, size_t n);

@@ -112,24 +112,51 @@
   " WHERE l.name = n.name AND l.rate IS NOT NULL AND l.by IS NOT NULL"                       \
   "  AND r.tat > now() + scheduler.rate_look(l.rate, l.per) * interval '1 second'"            \
   "  GROUP BY l.rate, l.per)"
-static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 1,
-    "SELECT extract(epoch FROM clock_timestamp()),"
-    " (SELECT extract(epoch FROM coalesce(min(CASE WHEN " AT_LIMIT_WAKE
-    "   THEN greatest(w.run_at, least(now() + interval '" LIMIT_LOOK "', " RATE_NEXT_PARTS "))"
+/* After a claim that took every job it could of this worker's names
+ * (store_ops.next_wake: drained), a partitioned concurrency limit's due
+ * jobs are taken to wait for a slot, without AT_LIMIT_WAKE's walk of the
+ * partitions, which the claim just made (1 ms of the server's time a look
+ * at 100 partitions, after most claims of a busy worker).  A rate's
+ * buckets are still read (RATE_NEXT_PARTS says when); a name with no due
+ * job is not full (its next job is looked for, as always). */
+#define AT_LIMIT_DRAINED                                                                     \
+  "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name"                          \
+  " AND l.by IS NOT NULL AND l.rate IS NULL)"                                                \
+  " AND EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"                 \
+  "  AND j.name = n.name AND j.run_at <= now())"
+/* A full partitioned name is also looked at when its next job not due
+ * yet is (a job in a partition with a free slot starts on time; one in a
+ * full partition costs a claim that takes nothing).  Drained: not due at
+ * the claim (its now(), kept for the session by pgq_lease_settings), so
+ * that a job due since, which the claim did not see, is looked at now. */
+#define NEXT_LATER                                                                           \
+  "(SELECT j.run_at FROM scheduler.jobs j JOIN scheduler.limits l ON l.name = j.name"        \
+  "  AND l.by IS NOT NULL WHERE j.state = 'scheduled' AND j.name = n.name"                   \
+  "  AND j.run_at > CASE WHEN $2::boolean THEN coalesce(nullif(current_setting("             \
+  "   'scheduler.claimed_at', true), '')::timestamptz, now()) ELSE now() END"                \
+  "  ORDER BY j.run_at LIMIT 1)"
+/* Each name's test (full) once: the next due time and limit_wait both
+ * read it.  A paused name's jobs wait (store.h, pause). */
+static const pg_query pgq_wake = {Q_WAKE, "scheduler_wake", 2,
+    "WITH n AS MATERIALIZED (SELECT n.name, CASE WHEN $2::boolean AND " AT_LIMIT_DRAINED
+    "  THEN true ELSE " AT_LIMIT_WAKE " END AS full FROM unnest($1::text[]) AS n(name)"
+    "  WHERE n.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z)))"
+    " SELECT extract(epoch FROM clock_timestamp()),"
+    " (SELECT extract(epoch FROM coalesce(min(CASE WHEN n.full"
+    "   THEN greatest(w.run_at, least(now() + interval '" LIMIT_LOOK "', " RATE_NEXT_PARTS ","
+    "    " NEXT_LATER "))"
     "   ELSE greatest(w.run_at, " RATE_NEXT ") END),"
-    "   now() + interval '" WAKE_HORIZON "')) FROM unnest($1::text[]) AS n(name)"
+    "   now() + interval '" WAKE_HORIZON "')) FROM n"
     "  CROSS JOIN LATERAL (SELECT j.run_at FROM scheduler.jobs j"
     "   WHERE j.state = 'scheduled' AND j.name = n.name"
     "    AND j.run_at <= now() + interval '" WAKE_HORIZON "'"
-    "   ORDER BY j.run_at LIMIT 1) w"
-    /* a paused name's jobs wait (store.h, pause) */
-    "  WHERE n.name <> ALL (ARRAY(SELECT z.name FROM scheduler.paused z))),"
+    "   ORDER BY j.run_at LIMIT 1) w),"
     " (SELECT extract(epoch FROM min(j.locked_until)) FROM scheduler.jobs j"
     "  WHERE j.state = 'running' AND j.name = ANY ($1::text[])),"
     " (SELECT extract(epoch FROM min(c.next_at)) FROM scheduler.crons c"
     "  WHERE c.name = ANY ($1::text[])),"
     /* store_wake.limit_wait */
-    " EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(name) WHERE " AT_LIMIT_WAKE
+    " EXISTS (SELECT 1 FROM n WHERE n.full"
     "  AND EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"
     "   AND j.name = n.name AND j.run_at <= now()))"};
 
@@ -196,9 +223,9 @@ static double seconds_or_inf(PGresult *r, int col) {
   return PQgetisnull(r, 0, col) ? INFINITY : parse_seconds(PQgetvalue(r, 0, col));
 }
 
-int pg_next_wake(store *s, store_wake *w) {
+int pg_next_wake(store *s, int drained, store_wake *w) {
   pg_store *p = PG(s);
-  const char *values[1] = {buf_cstr(&p->names_literal)};
+  const char *values[2] = {buf_cstr(&p->names_literal), drained ? "t" : "f"};
   PGresult *r = NULL;
   int rc = pg_idle(p);
   if (rc) return rc;

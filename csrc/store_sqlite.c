@@ -352,7 +352,8 @@ enum {
   Q_KEY_FIND, Q_INSERT, Q_CANCEL, Q_CANCEL_LOOK, Q_CANCEL_ASK, Q_CANCEL_END, Q_ASKED,
   Q_IS_ASKED, Q_VERDICT, Q_DROP_ASKED, Q_RETRY, Q_GET,
   Q_NEXT_PRIORITY, Q_DUE, Q_QUARANTINED, Q_TOKEN, Q_TAKE, Q_DONE_NAME, Q_DONE, Q_COMPLETED, Q_AGAIN, Q_BACK, Q_HEARTBEAT,
-  Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON, Q_WAKE_DUE, Q_WAKE_LEASE, Q_WAKE_CRON,
+  Q_ANY_EXPIRED, Q_SUSPECTS_EXPIRED, Q_SUSPECTS_OF, Q_RESCUE, Q_ABANDON,
+  Q_WAKE_DUE, Q_WAKE_LATER, Q_WAKE_LEASE, Q_WAKE_CRON,
   Q_CRON_GET, Q_CRON_INSERT, Q_CRON_UPDATE, Q_CRON_REMOVE, Q_CRON_LIST, Q_CRON_DUE,
   Q_CRON_CAS, Q_CRON_ROW, Q_LIST, Q_STATS, Q_FAILED, Q_RETRY_FAILED, Q_REMOVE,
   Q_PAUSE, Q_RESUME, Q_PAUSED, Q_SNOOZE,
@@ -472,6 +473,9 @@ static const char *const queries[Q_COUNT] = {
     [Q_ABANDON] = GIVE_BACK("locked_by = ?1", "'worker ' || locked_by || ' died while holding it'"),
     [Q_WAKE_DUE] = "SELECT min(run_at) FROM scheduler_jobs"
                    " WHERE state = 'scheduled' AND name = ?1",
+    /* a full partitioned name's next job not due yet (min_over_names) */
+    [Q_WAKE_LATER] = "SELECT min(run_at) FROM scheduler_jobs"
+                     " WHERE state = 'scheduled' AND name = ?1 AND run_at > ?2",
     [Q_WAKE_LEASE] = "SELECT min(locked_until) FROM scheduler_jobs"
                      " WHERE state = 'running' AND name = ?1",
     [Q_WAKE_CRON] = "SELECT min(next_at) FROM scheduler_crons WHERE name = ?1",
@@ -827,6 +831,7 @@ typedef struct sq_store {
   sqlite3 *db;
   sqlite3_stmt *stmt[Q_COUNT];
   double busy_since; /* monotonic start of the current wait for a lock */
+  double claimed_at;  /* the clock of the last claim (next_wake: drained) */
   /* cancel requests (see sq_cancels): when they were last looked for, the
    * data_version then, and scratch ids */
   double asked_at, asked_version;
@@ -2335,6 +2340,7 @@ static int claim_jobs(store *s, size_t limit, double lease, double *until, const
   double now = clock_wall(), began = clock_mono();
   size_t got = 0;
   int oom = 0;
+  q->claimed_at = now;
   q->n_jobs = 0;
   arena_reset(&q->claimed);
   /* a paused name's jobs are not claimed: read in this transaction */
@@ -2780,7 +2786,7 @@ static int sq_abandon(store *s, const char *worker, long long default_max_attemp
 
 /* min over this worker's names of query `which` (bound to the name);
  * the due jobs of paused names do not count (store.h, pause). */
-static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) {
+static int min_over_names(sq_store *q, int which, int drained, double *out, int *limit_wait) {
   int rc = which == Q_WAKE_DUE ? load_paused(q) : SQLITE_OK;
   double now = clock_wall();
   if (rc == SQLITE_OK && which == Q_WAKE_DUE) rc = load_limits(q, now);
@@ -2800,7 +2806,9 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
     double due = v; /* (before a rate moves it on) */
     /* a rate's due jobs: when its bucket has tokens enough (rate_next) */
     if (l && l->rate && !l->by && !isnan(v) && !isnan(l->tat) && rate_next(l) > v) v = rate_next(l);
-    if (l && l->by && !isnan(v) && v <= now) {
+    if (drained && l && l->by && !l->rate && l->concurrency && !isnan(v) && v <= now) {
+      full = 1; /* as the claim just now found (store_ops.next_wake) */
+    } else if (l && l->by && !isnan(v) && v <= now) {
       /* partitioned: full when no due job is in a partition with a free
        * slot (what a claim would take: reads the name's due jobs) */
       sqlite3_stmt *pick = stmt(q, Q_PART_PICK, &rc);
@@ -2825,6 +2833,18 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
       if ((rc = query_double(q, nx, &first)) != SQLITE_OK) break;
       if (!isnan(first) && first - ahead < look) look = first - ahead;
     }
+    if (full && l->by && !isnan(v) && v <= now) {
+      /* or when its next job not due yet is, if sooner: it may be in a
+       * partition with a free slot (as NEXT_LATER in store_pg_wake.c);
+       * drained, not due at the claim (one due since is looked at now) */
+      double later;
+      sqlite3_stmt *nx = stmt(q, Q_WAKE_LATER, &rc);
+      if (!nx) break;
+      bind_text(nx, 1, q->names[i].s, q->names[i].len);
+      sqlite3_bind_double(nx, 2, drained && q->claimed_at < now ? q->claimed_at : now);
+      if ((rc = query_double(q, nx, &later)) != SQLITE_OK) break;
+      if (!isnan(later) && later < look) look = later;
+    }
     /* due jobs wait for a slot (a rate's too, whatever its tokens): this
      * worker's own end claims again at once (store_wake.limit_wait) */
     if (full && !isnan(due) && due <= now) *limit_wait = 1;
@@ -2834,7 +2854,7 @@ static int min_over_names(sq_store *q, int which, double *out, int *limit_wait) 
   return rc;
 }
 
-static int sq_next_wake(store *s, store_wake *w) {
+static int sq_next_wake(store *s, int drained, store_wake *w) {
   sq_store *q = SQ(s);
   int rc = sq_connect(s);
   if (rc) return rc;
@@ -2842,9 +2862,9 @@ static int sq_next_wake(store *s, store_wake *w) {
   w->limit_wait = 0;
   /* one read transaction: one snapshot, one lock round trip */
   rc = sqlite3_exec(q->db, "BEGIN", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, &w->next_due, &w->limit_wait);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, &w->next_expiry, &w->limit_wait);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &w->next_cron, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_DUE, drained, &w->next_due, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_LEASE, 0, &w->next_expiry, &w->limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, 0, &w->next_cron, &w->limit_wait);
   if (rc == SQLITE_OK) rc = tx(q, Q_COMMIT);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   w->db_now = clock_wall();
@@ -3084,8 +3104,8 @@ static int sq_notifications(store *s, double *earliest) {
   q->data_version = (long long)dv;
   double cron = INFINITY;
   int limit_wait = 0;
-  rc = min_over_names(q, Q_WAKE_DUE, earliest, &limit_wait);
-  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, &cron, &limit_wait);
+  rc = min_over_names(q, Q_WAKE_DUE, 0, earliest, &limit_wait);
+  if (rc == SQLITE_OK) rc = min_over_names(q, Q_WAKE_CRON, 0, &cron, &limit_wait);
   if (rc != SQLITE_OK) return fail(q, rc, "database error");
   /* a recurring schedule (perhaps declared or moved by another process):
    * the loop turns its slot into a job TICK_AHEAD (1 s, loop.c) before it */

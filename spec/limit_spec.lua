@@ -161,6 +161,43 @@ describe("limit", function()
     for _, p in ipairs(procs) do quiet(p) end
   end)
 
+  -- A job due 0.5 s ahead in a free partition of a partitioned name starts
+  -- on time beside a concurrent worker's job in flight: when the claim
+  -- took the name's only due job, and when another due job waits for the
+  -- slot of a full partition.  After a claim that took fewer jobs than it
+  -- asked, the worker takes the due jobs left to wait for a slot without
+  -- walking the partitions again (store_ops.next_wake: drained): a name
+  -- with none left is not full.  A full name is looked at a second later
+  -- (a slot freed by another worker), or at its next job's time if
+  -- sooner: that job may be in a free partition.
+  for _, waiting in ipairs { false, true } do
+    it(("a job in a free partition starts on time beside a running one%s"):format(
+      waiting and ", though a due job waits for the full partition" or ""), function()
+      local s = helper.new()
+      local P = helper.name("next")
+      helper.ok(s:limit(P, { concurrency = 1, by = "tenant" }))
+      local w = worker(P, 3, 0.1)
+      assert.is_truthy(w:wait_file("ready"), w:describe())
+      -- asleep, it is woken for the first job (the earliest of the name)
+      local t0 = helper.now()
+      local list = { { P, { tenant = "a", wait = 3 } }, { P, { tenant = "b" }, { delay = 0.5 } } }
+      if waiting then list[3] = { P, { tenant = "a" } } end
+      local ids = helper.ok(s:schedule_many(list))
+      assert.is_truthy(helper.wait_for(function() return all_done_once({ w }, { [ids[2]] = true }) end, 10),
+        w:describe())
+      local started
+      for _, r in ipairs(w:results()) do
+        if r.id == ids[2] and r.event == "start" then started = r.time end
+      end
+      local late = started - (t0 + 0.5)
+      figure("a job in a free partition%s started %.3f s after its time",
+        waiting and " (a due job waiting)" or "", late)
+      assert.is_true(late < 0.3, ("started %.3f s late: looked at a second later, as at the limit"):format(late))
+      if waiting then assert.is_nil(dones({ w }, { [ids[3]] = true })[ids[3]], "the full partition's job ran") end
+      quiet(w)
+    end)
+  end
+
   -- Another client's transaction holds a limit's row (an operator's UPDATE
   -- left open) for four leases, while three workers (two concurrent, one
   -- at concurrency 1) run the name's jobs, and a third worker runs another name's (busy from its
