@@ -48,8 +48,13 @@
 /* The settings of next_wake's look (Q_WAKE), for its transaction: an
  * index scan whatever the statistics say.  After the table was emptied
  * they say it is empty, and the plan read every row of the table (a
- * transaction inserting 1,000,000 jobs: 200 ms), at every look. */
-#define WAKE_SETTINGS "SELECT set_config('enable_seqscan', 'off', true)"
+ * transaction inserting 1,000,000 jobs: 200 ms), at every look.  And one
+ * plan, kept by the session: the server chose a custom plan at every look,
+ * whose making took 2.6 ms (0.6 ms to run it) at 100 partitions, after
+ * most claims of a busy worker whose name is limited by partition. */
+#define WAKE_SETTINGS                                                                        \
+  "SELECT set_config('enable_seqscan', 'off', true),"                                        \
+  " set_config('plan_cache_mode', 'force_generic_plan', true)"
 
 /* The next due job is looked for WAKE_HORIZON ahead at most: the
  * index scan stops there, so it never walks the entries of a
