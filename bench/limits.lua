@@ -26,10 +26,10 @@
 -- 3,300 jobs/s), so the row reports both ratios: against the ideal, and
 -- against the baseline, what the machine gives the same jobs and slots.
 -- More processes than cores cost both: 4 of 64 (the default until
--- 2026-12-06) ran 69% of the ideal where 2 of 128 ran 77-81%, and 4 of
--- 50 unlimited 79% where 2 of 100 ran 82-86% (the bench, quiet machine,
--- medians of 3): every process claims, and the claims of a limited name take
--- turns on its lock.  Fewer
+-- 2026-12-06) ran 79% of the ideal where 2 of 128 ran 82-83%, and 4 of
+-- 50 unlimited 81% where 2 of 100 ran 85% (the bench at 98b21fe, quiet
+-- machine, medians of 3): every process claims, and the claims of a
+-- limited name take turns on its lock.  Fewer
 -- partitions would bring the ideal down but test the partitions less.
 -- The rate depends on the jobs due (a claim walks the partitions, not
 -- every due job; see the README's Partitions): --parts-jobs sets them.
