@@ -695,7 +695,14 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
     /* each set gave fewer than it was asked: none has more now (a claim
      * at once would take nothing, then look ahead): look ahead now,
      * knowing the sets were drained (store_ops.next_wake) */
-    if (drained && got < want && !q_wait) return look_ahead(f, t, in_flight + got, limited, 0, 1);
+    if (drained && got < want && !q_wait) {
+      rc = look_ahead(f, t, in_flight + got, limited, 0, 1);
+      /* a job due already came after the claim (or another claim holds
+       * it): claim again at once, as without this look, not HELD_MIN later
+       * (a claim that then takes nothing backs off) */
+      if (rc == STORE_OK && t->held_delay > 0) t->claim_at = 0, t->held_delay = 0;
+      return rc;
+    }
     return STORE_OK;
   }
   if (q_wait && in_flight > 0) return STORE_OK; /* let the jobs in flight end first */
