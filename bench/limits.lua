@@ -26,7 +26,7 @@
 -- 3,300 jobs/s), so the row reports both ratios: against the ideal, and
 -- against the baseline, what the machine gives the same jobs and slots.
 -- More processes than cores cost both: 4 of 64 (the default until
--- 2026-12-06) ran 79% of the ideal where 2 of 128 ran 82-83%, and 4 of
+-- 2026-12-06) ran 79% of the ideal where 2 of 128 ran 80-83%, and 4 of
 -- 50 unlimited 81% where 2 of 100 ran 85% (the bench at 98b21fe, quiet
 -- machine, medians of 3): every process claims, and the claims of a
 -- limited name take turns on its lock.  Fewer
