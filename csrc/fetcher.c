@@ -643,7 +643,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   pthread_mutex_unlock(&f->mu);
   if (oom) rc = store_fail(st, STORE_NOMEM, "not enough memory");
   size_t n_sets = 0, got = 0;
-  int any_free = 0, q_wait = 0, q_alone = 0, drained = 1;
+  int any_free = 0, q_wait = 0, q_alone = 0, drained = 1, claims = 0;
   for (size_t i = 0; rc == STORE_OK && i < nt->n; i++) {
     if (nt->limits[i] == 0)
       any_free = 1;
@@ -666,6 +666,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
     rc = st->ops->claim_leased(st, limit, f->lease, &t->until, f->worker,
                                in_flight == 0 && got == 0, &jobs, &n, &q);
     if (rc != STORE_OK) break;
+    claims++;
     if (q == 1) q_wait = 1;
     if (n == limit) drained = 0; /* it may have more */
     if (n == 0) continue;
@@ -681,6 +682,10 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   signal_if_settled(f);
   pthread_mutex_unlock(&f->mu);
   if (rc != STORE_OK) return rc;
+  /* the look takes what one claim saw, at its clock (next_wake: drained):
+   * after several (names of limits of this worker's own, each claimed
+   * apart) or none, it looks at every partition */
+  int one_claim = claims == 1;
   t->quarantine_wait = q_wait && !q_alone;
   if (got > 0) {
     if (t->next_renew == INFINITY) t->next_renew = clock_mono() + f->lease / 3;
@@ -696,7 +701,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
      * at once would take nothing, then look ahead): look ahead now,
      * knowing the sets were drained (store_ops.next_wake) */
     if (drained && got < want && !q_wait) {
-      rc = look_ahead(f, t, in_flight + got, limited, 0, 1);
+      rc = look_ahead(f, t, in_flight + got, limited, 0, one_claim);
       /* a job due already came after the claim (or another claim holds
        * it): claim again at once, as without this look, not HELD_MIN later
        * (a claim that then takes nothing backs off) */
@@ -707,7 +712,7 @@ static int claim_round(fetcher *f, turn *t, size_t in_flight, size_t want, int *
   }
   if (q_wait && in_flight > 0) return STORE_OK; /* let the jobs in flight end first */
   /* drained as well, and the ends of the jobs in flight claim again */
-  return look_ahead(f, t, in_flight, limited, q_wait, in_flight > 0);
+  return look_ahead(f, t, in_flight, limited, q_wait, in_flight > 0 && one_claim);
 }
 
 /* The database failed (rc) or answered: say so once, back off. */

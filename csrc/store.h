@@ -353,9 +353,9 @@ typedef struct store_ops {
    * the worker is still connected (PostgreSQL: its session's lock; the
    * caller tries again later). */
   int (*abandon)(store *s, const char *worker, long long default_max_attempts, size_t *n);
-  /* When to look again (store_wake).  drained: the caller's last claim
-   * took fewer jobs than it asked of each of the sets it claimed (it has
-   * jobs in flight, whose ends claim again): the due jobs of a name
+  /* When to look again (store_wake).  drained: the caller's one claim
+   * since its last look took fewer jobs than it asked (it has jobs in
+   * flight, whose ends claim again): the due jobs of a name
    * limited by partition with no rate are then taken to wait for a slot
    * (limit_wait, a look within a second) without a walk of its
    * partitions, which that claim made; a job that came due after the

@@ -122,13 +122,12 @@
  * jobs are taken to wait for a slot, without AT_LIMIT_WAKE's walk of the
  * partitions, which the claim just made (1 ms of the server's time a look
  * at 100 partitions, after most claims of a busy worker).  A rate's
- * buckets are still read (RATE_NEXT_PARTS says when); a name with no due
- * job is not full (its next job is looked for, as always). */
+ * buckets are still read (RATE_NEXT_PARTS says when).  Such a name with
+ * no due job is looked at when its next one comes due (NEXT_LATER), and
+ * has none waiting for a slot (limit_wait). */
 #define AT_LIMIT_DRAINED                                                                     \
   "EXISTS (SELECT 1 FROM scheduler.limits l WHERE l.name = n.name"                          \
-  " AND l.by IS NOT NULL AND l.rate IS NULL)"                                                \
-  " AND EXISTS (SELECT 1 FROM scheduler.jobs j WHERE j.state = 'scheduled'"                 \
-  "  AND j.name = n.name AND j.run_at <= now())"
+  " AND l.by IS NOT NULL AND l.rate IS NULL)"
 /* A full partitioned name is also looked at when its next job not due
  * yet is (a job in a partition with a free slot starts on time; one in a
  * full partition costs a claim that takes nothing).  Drained: not due at
